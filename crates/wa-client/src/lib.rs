@@ -1,0 +1,1 @@
+//! High-level async WhatsApp Web client with a typed event stream.
