@@ -1,6 +1,7 @@
 //! The ClientPayload, DeviceProps and handshake protobufs recorded from Baileys decode with
 //! our schema and re-encode to the same bytes (so every field Baileys sets is in our schema
 //! with the right number and type).
+#![allow(clippy::unwrap_used)] // integration test: helpers outside #[test] fns
 
 use std::path::PathBuf;
 
