@@ -8,7 +8,7 @@ use std::path::Path;
 
 include!("src/token_hash.rs");
 
-const EMPTY: u16 = u16::MAX;
+const EMPTY: u32 = u32::MAX;
 
 fn load(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let text = std::fs::read_to_string(path).expect("read token dictionary");
@@ -62,16 +62,20 @@ fn emit(out: &mut String, name: &str, single: &[String], double: &[Vec<String>])
     let mut max_len = 0usize;
     for (s, code) in &entries {
         max_len = max_len.max(s.len());
-        let mut i = token_hash(s.as_bytes());
+        let (mut i, fp) = token_slot(s.as_bytes());
+        // Entry: code (16 bits) | length (8 bits) | fingerprint (8 bits), so a
+        // lookup rejects other strings without touching the token text.
+        assert!(s.len() < 256);
+        let entry = u32::from(*code) | ((s.len() as u32) << 16) | (u32::from(fp) << 24);
         let mut probe = 0;
         loop {
             if table[i] == EMPTY {
-                table[i] = *code;
+                table[i] = entry;
                 break;
             }
-            let existing = table[i];
+            let existing = (table[i] & 0xffff) as u16;
             if lookup_str(single, double, existing) == s {
-                table[i] = *code; // overwrite: later wins
+                table[i] = entry; // overwrite: later wins
                 break;
             }
             i = (i + 1) & (TOKEN_TABLE_SIZE - 1);
@@ -93,7 +97,7 @@ fn emit(out: &mut String, name: &str, single: &[String], double: &[Vec<String>])
     writeln!(out, "];").unwrap();
     writeln!(
         out,
-        "pub(crate) static {name}_INDEX: [u16; {TOKEN_TABLE_SIZE}] = {table:?};"
+        "pub(crate) static {name}_INDEX: [u32; {TOKEN_TABLE_SIZE}] = {table:?};"
     )
     .unwrap();
     writeln!(out, "pub(crate) const {name}_MAX_LEN: usize = {max_len};").unwrap();

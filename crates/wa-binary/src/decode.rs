@@ -182,7 +182,7 @@ struct JidSlot {
 #[derive(Debug, Clone, Copy)]
 enum RawValue {
     Str(Slot),
-    Jid(JidSlot),
+    Jid(u32),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -198,7 +198,7 @@ enum RawContent<'a> {
     Children(u32, u32),
     Bytes(&'a [u8]),
     Str(Slot),
-    Jid(JidSlot),
+    Jid(u32),
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -214,6 +214,7 @@ struct RawNode<'a> {
 pub struct Document<'a> {
     nodes: Vec<RawNode<'a>>,
     attrs: Vec<RawAttr>,
+    jids: Vec<JidSlot>,
     text: String,
     dict: &'static Dictionary,
 }
@@ -246,8 +247,18 @@ impl<'a> Document<'a> {
         }
     }
 
-    fn jid(&self, j: &JidSlot) -> JidRef<'_> {
-        jid_ref(self.dict, &self.text, j)
+    fn jid(&self, index: u32) -> JidRef<'_> {
+        match self.jids.get(index as usize) {
+            Some(j) => jid_ref(self.dict, &self.text, j),
+            None => JidRef {
+                kind: JidKind::Pair,
+                domain: 0,
+                device: 0,
+                integrator: 0,
+                user: "",
+                server: "",
+            },
+        }
     }
 }
 
@@ -553,7 +564,7 @@ impl ExactSizeIterator for AttrsRef<'_> {}
 fn value_ref<'d>(doc: &'d Document<'d>, v: &'d RawValue) -> ValueRef<'d> {
     match v {
         RawValue::Str(s) => ValueRef::Str(doc.s(s)),
-        RawValue::Jid(j) => ValueRef::Jid(doc.jid(j)),
+        RawValue::Jid(j) => ValueRef::Jid(doc.jid(*j)),
     }
 }
 
@@ -654,7 +665,7 @@ impl<'d> NodeRef<'d> {
             RawContent::Children(..) => ContentRef::Children(self.child_nodes()),
             RawContent::Bytes(b) => ContentRef::Bytes(b),
             RawContent::Str(s) => ContentRef::Str(self.doc.s(s)),
-            RawContent::Jid(j) => ContentRef::Jid(self.doc.jid(j)),
+            RawContent::Jid(j) => ContentRef::Jid(self.doc.jid(*j)),
         }
     }
 
@@ -722,7 +733,7 @@ impl<'d> NodeRef<'d> {
                 key: doc.owned_str(&a.key),
                 value: match &a.value {
                     RawValue::Str(s) => Value::Str(doc.owned_str(s)),
-                    RawValue::Jid(j) => ValueRef::Jid(doc.jid(j)).to_value(),
+                    RawValue::Jid(j) => ValueRef::Jid(doc.jid(*j)).to_value(),
                 },
             })
             .collect();
@@ -733,7 +744,7 @@ impl<'d> NodeRef<'d> {
             }
             RawContent::Bytes(b) => Content::Bytes(b.to_vec()),
             RawContent::Str(s) => Content::Str(doc.owned_str(s)),
-            RawContent::Jid(j) => match ValueRef::Jid(doc.jid(j)).to_value() {
+            RawContent::Jid(j) => match ValueRef::Jid(doc.jid(*j)).to_value() {
                 Value::Jid(j) => Content::Jid(j),
                 Value::Str(s) => Content::Str(s),
             },
@@ -746,11 +757,19 @@ impl<'d> NodeRef<'d> {
     }
 }
 
-/// A string as read, before deciding where it goes.
+/// A string as read, before deciding where it goes. JIDs live in a side array
+/// so that this (returned by every string read) stays two words.
+#[derive(Clone, Copy)]
 enum Parsed {
     Str(Slot),
-    Jid(JidSlot),
+    Jid(u32),
 }
+
+/// The hot path reports failure with this marker and leaves the error itself
+/// in the reader, so results stay small enough to travel in registers.
+struct Fail;
+
+type R<T> = Result<T, Fail>;
 
 // Nibble-packed pairs: high and low character per byte; 0xFF marks an invalid nibble.
 const NIBBLE_CHARS: [u8; 16] = *b"0123456789-.\xff\xff\xff\0";
@@ -763,46 +782,57 @@ struct Reader<'a, 'l> {
     limits: &'l DecodeLimits,
     nodes: Vec<RawNode<'a>>,
     attrs: Vec<RawAttr>,
+    jids: Vec<JidSlot>,
     text: String,
+    error: Option<DecodeError>,
 }
 
 impl<'a> Reader<'a, '_> {
+    #[cold]
+    #[inline(never)]
+    fn fail<T>(&mut self, e: DecodeError) -> R<T> {
+        self.error = Some(e);
+        Err(Fail)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn eof<T>(&mut self, needed: usize) -> R<T> {
+        let offset = self.pos;
+        self.fail(DecodeError::UnexpectedEof { offset, needed })
+    }
+
     #[inline]
-    fn byte(&mut self) -> Result<u8, DecodeError> {
+    fn byte(&mut self) -> R<u8> {
         match self.buf.get(self.pos) {
             Some(&b) => {
                 self.pos += 1;
                 Ok(b)
             }
-            None => Err(DecodeError::UnexpectedEof {
-                offset: self.pos,
-                needed: 1,
-            }),
+            None => self.eof(1),
         }
     }
 
     #[inline]
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    fn take(&mut self, n: usize) -> R<&'a [u8]> {
         let buf: &'a [u8] = self.buf;
         match buf.get(self.pos..self.pos.saturating_add(n)) {
             Some(s) => {
                 self.pos += n;
                 Ok(s)
             }
-            None => Err(DecodeError::UnexpectedEof {
-                offset: self.pos,
-                needed: n - (buf.len() - self.pos.min(buf.len())),
-            }),
+            None => self.eof(n - (buf.len() - self.pos.min(buf.len()))),
         }
     }
 
     #[inline]
-    fn u16(&mut self) -> Result<u16, DecodeError> {
+    fn u16(&mut self) -> R<u16> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
-    fn binary_len(&mut self, t: u8) -> Result<usize, DecodeError> {
+    #[inline]
+    fn binary_len(&mut self, t: u8) -> R<usize> {
         Ok(match t {
             tag::BINARY_8 => self.byte()? as usize,
             tag::BINARY_20 => {
@@ -816,11 +846,12 @@ impl<'a> Reader<'a, '_> {
         })
     }
 
-    fn text_slot(&mut self, start: usize) -> Slot {
+    #[inline]
+    fn text_slot(&self, start: usize) -> Slot {
         Slot::text(start as u32, self.text.len() as u32)
     }
 
-    fn read_packed(&mut self, kind: u8) -> Result<Slot, DecodeError> {
+    fn read_packed(&mut self, kind: u8) -> R<Slot> {
         let head = self.byte()?;
         let offset = self.pos;
         let bytes = self.take((head & 0x7f) as usize)?;
@@ -832,16 +863,16 @@ impl<'a> Reader<'a, '_> {
         };
         self.text.reserve(bytes.len() * 2);
         for (i, &b) in bytes.iter().enumerate() {
-            for v in [b >> 4, b & 0x0f] {
-                let c = table[v as usize];
-                if c == 0xff {
-                    return Err(DecodeError::InvalidNibble {
-                        offset: offset + i,
-                        value: v,
-                    });
-                }
-                self.text.push(char::from(c));
+            let (hi, lo) = (table[(b >> 4) as usize], table[(b & 0x0f) as usize]);
+            if hi == 0xff || lo == 0xff {
+                let value = if hi == 0xff { b >> 4 } else { b & 0x0f };
+                return self.fail(DecodeError::InvalidNibble {
+                    offset: offset + i,
+                    value,
+                });
             }
+            self.text.push(char::from(hi));
+            self.text.push(char::from(lo));
         }
         if head & 0x80 != 0 && self.text.len() > start {
             self.text.pop();
@@ -860,23 +891,31 @@ impl<'a> Reader<'a, '_> {
     }
 
     // A JID that must become text (used as a tag or key, or nested in another JID).
-    fn jid_to_text(&mut self, j: &JidSlot) -> Slot {
-        let r = jid_ref(self.dict, &self.text, j);
+    #[cold]
+    fn jid_to_text(&mut self, index: u32) -> Slot {
         let mut s = String::new();
-        r.write_plain(&mut s);
+        if let Some(j) = self.jids.get(index as usize) {
+            jid_ref(self.dict, &self.text, j).write_plain(&mut s);
+        }
+        // The JID was only needed as text: drop it from the side array if it is last.
+        if index as usize + 1 == self.jids.len() {
+            self.jids.pop();
+        }
         let start = self.text.len();
         self.text.push_str(&s);
         self.text_slot(start)
     }
 
-    fn read_plain(&mut self, depth: usize) -> Result<Slot, DecodeError> {
+    #[inline]
+    fn read_plain(&mut self, depth: usize) -> R<Slot> {
         let t = self.byte()?;
         Ok(match self.read_string(t, depth)? {
             Parsed::Str(s) => s,
-            Parsed::Jid(j) => self.jid_to_text(&j),
+            Parsed::Jid(j) => self.jid_to_text(j),
         })
     }
 
+    #[inline]
     fn is_empty(&self, slot: &Slot) -> bool {
         match slot.kind() {
             SlotKind::Token(code) => self.dict.code_str(code).is_empty(),
@@ -884,8 +923,7 @@ impl<'a> Reader<'a, '_> {
         }
     }
 
-    fn read_string(&mut self, t: u8, depth: usize) -> Result<Parsed, DecodeError> {
-        let offset = self.pos - 1;
+    fn read_string(&mut self, t: u8, depth: usize) -> R<Parsed> {
         Ok(match t {
             tag::LIST_EMPTY => Parsed::Str(EMPTY_SLOT),
             1..=235 => Parsed::Str(Slot::token(u16::from(t))),
@@ -901,87 +939,11 @@ impl<'a> Reader<'a, '_> {
             }
             tag::NIBBLE_8 | tag::HEX_8 => Parsed::Str(self.read_packed(t)?),
             tag::JID_PAIR | tag::AD_JID | tag::FB_JID | tag::INTEROP_JID => {
-                if depth >= self.limits.max_depth {
-                    return Err(DecodeError::TooDeep {
-                        limit: self.limits.max_depth,
-                        offset,
-                    });
-                }
-                let depth = depth + 1;
-                let j = match t {
-                    tag::JID_PAIR => {
-                        let user = self.read_plain(depth)?;
-                        let server = self.read_plain(depth)?;
-                        if self.is_empty(&server) {
-                            return Err(DecodeError::InvalidJidPair { offset });
-                        }
-                        JidSlot {
-                            kind: JidKind::Pair,
-                            domain: 0,
-                            device: 0,
-                            integrator: 0,
-                            user,
-                            server,
-                        }
-                    }
-                    tag::AD_JID => {
-                        let domain = self.byte()?;
-                        let device = u16::from(self.byte()?);
-                        let user = self.read_plain(depth)?;
-                        let server = EMPTY_SLOT; // implied by the domain type
-                        JidSlot {
-                            kind: JidKind::Ad,
-                            domain,
-                            device,
-                            integrator: 0,
-                            user,
-                            server,
-                        }
-                    }
-                    tag::FB_JID => {
-                        let user = self.read_plain(depth)?;
-                        let device = self.u16()?;
-                        let server = self.read_plain(depth)?;
-                        JidSlot {
-                            kind: JidKind::Fb,
-                            domain: 0,
-                            device,
-                            integrator: 0,
-                            user,
-                            server,
-                        }
-                    }
-                    _ => {
-                        let user = self.read_plain(depth)?;
-                        let device = self.u16()?;
-                        let integrator = self.u16()?;
-                        // Baileys treats the server as optional here (defaulting to
-                        // "interop"); accept what it accepts.
-                        let (pos, text_len) = (self.pos, self.text.len());
-                        let server = match self.read_plain(depth) {
-                            Ok(s) => s,
-                            Err(_) => {
-                                self.pos = pos;
-                                self.text.truncate(text_len);
-                                let start = self.text.len();
-                                self.text.push_str(Server::Interop.as_str());
-                                self.text_slot(start)
-                            }
-                        };
-                        JidSlot {
-                            kind: JidKind::Interop,
-                            domain: 0,
-                            device,
-                            integrator,
-                            user,
-                            server,
-                        }
-                    }
-                };
-                Parsed::Jid(j)
+                self.read_jid(t, depth)?
             }
             _ => {
-                return Err(DecodeError::InvalidTag {
+                let offset = self.pos - 1;
+                return self.fail(DecodeError::InvalidTag {
                     offset,
                     byte: t,
                     expected: "a string",
@@ -990,7 +952,89 @@ impl<'a> Reader<'a, '_> {
         })
     }
 
-    fn list_len(&mut self, t: u8) -> Result<Option<usize>, DecodeError> {
+    fn read_jid(&mut self, t: u8, depth: usize) -> R<Parsed> {
+        let offset = self.pos - 1;
+        if depth >= self.limits.max_depth {
+            let limit = self.limits.max_depth;
+            return self.fail(DecodeError::TooDeep { limit, offset });
+        }
+        let depth = depth + 1;
+        let j = match t {
+            tag::JID_PAIR => {
+                let user = self.read_plain(depth)?;
+                let server = self.read_plain(depth)?;
+                if self.is_empty(&server) {
+                    return self.fail(DecodeError::InvalidJidPair { offset });
+                }
+                JidSlot {
+                    kind: JidKind::Pair,
+                    domain: 0,
+                    device: 0,
+                    integrator: 0,
+                    user,
+                    server,
+                }
+            }
+            tag::AD_JID => {
+                let domain = self.byte()?;
+                let device = u16::from(self.byte()?);
+                let user = self.read_plain(depth)?;
+                // The server is implied by the domain type.
+                JidSlot {
+                    kind: JidKind::Ad,
+                    domain,
+                    device,
+                    integrator: 0,
+                    user,
+                    server: EMPTY_SLOT,
+                }
+            }
+            tag::FB_JID => {
+                let user = self.read_plain(depth)?;
+                let device = self.u16()?;
+                let server = self.read_plain(depth)?;
+                JidSlot {
+                    kind: JidKind::Fb,
+                    domain: 0,
+                    device,
+                    integrator: 0,
+                    user,
+                    server,
+                }
+            }
+            _ => {
+                let user = self.read_plain(depth)?;
+                let device = self.u16()?;
+                let integrator = self.u16()?;
+                // Baileys treats the server as optional here (defaulting to
+                // "interop"); accept what it accepts.
+                let (pos, text_len) = (self.pos, self.text.len());
+                let server = match self.read_plain(depth) {
+                    Ok(s) => s,
+                    Err(Fail) => {
+                        self.error = None;
+                        self.pos = pos;
+                        self.text.truncate(text_len);
+                        self.text.push_str(Server::Interop.as_str());
+                        self.text_slot(text_len)
+                    }
+                };
+                JidSlot {
+                    kind: JidKind::Interop,
+                    domain: 0,
+                    device,
+                    integrator,
+                    user,
+                    server,
+                }
+            }
+        };
+        self.jids.push(j);
+        Ok(Parsed::Jid((self.jids.len() - 1) as u32))
+    }
+
+    #[inline]
+    fn list_len(&mut self, t: u8) -> R<Option<usize>> {
         Ok(Some(match t {
             tag::LIST_EMPTY => 0,
             tag::LIST_8 => self.byte()? as usize,
@@ -999,30 +1043,28 @@ impl<'a> Reader<'a, '_> {
         }))
     }
 
-    fn check_list(&self, len: usize, offset: usize) -> Result<(), DecodeError> {
+    fn check_list(&mut self, len: usize, offset: usize) -> R<()> {
         // Every node needs at least two bytes, so a longer list cannot be honest.
         let remaining = (self.buf.len() - self.pos) / 2;
         let limit = self.limits.max_list_len.min(remaining);
         if len > limit {
-            return Err(DecodeError::ListTooLong { len, offset, limit });
+            return self.fail(DecodeError::ListTooLong { len, offset, limit });
         }
         Ok(())
     }
 
-    fn read_node(&mut self, index: usize, depth: usize) -> Result<(), DecodeError> {
+    fn read_node(&mut self, index: usize, depth: usize) -> R<()> {
         let offset = self.pos;
         if depth >= self.limits.max_depth {
-            return Err(DecodeError::TooDeep {
-                limit: self.limits.max_depth,
-                offset,
-            });
+            let limit = self.limits.max_depth;
+            return self.fail(DecodeError::TooDeep { limit, offset });
         }
         let t = self.byte()?;
         let size = match self.list_len(t)? {
-            Some(0) => return Err(DecodeError::InvalidNode { offset }),
+            Some(0) => return self.fail(DecodeError::InvalidNode { offset }),
             Some(n) => n,
             None => {
-                return Err(DecodeError::InvalidTag {
+                return self.fail(DecodeError::InvalidTag {
                     offset,
                     byte: t,
                     expected: "a list header",
@@ -1031,17 +1073,18 @@ impl<'a> Reader<'a, '_> {
         };
         let tag = self.read_plain(depth)?;
         if self.is_empty(&tag) {
-            return Err(DecodeError::InvalidNode { offset });
+            return self.fail(DecodeError::InvalidNode { offset });
         }
         let n_attrs = (size - 1) / 2;
         let attrs_start = self.attrs.len();
         if n_attrs > 0 {
             // Each attribute takes at least two bytes.
-            if n_attrs > (self.buf.len() - self.pos) / 2 {
-                return Err(DecodeError::ListTooLong {
+            let limit = (self.buf.len() - self.pos) / 2;
+            if n_attrs > limit {
+                return self.fail(DecodeError::ListTooLong {
                     len: n_attrs,
                     offset,
-                    limit: (self.buf.len() - self.pos) / 2,
+                    limit,
                 });
             }
             self.attrs.reserve(n_attrs);
@@ -1082,12 +1125,14 @@ impl<'a> Reader<'a, '_> {
         } else {
             RawContent::None
         };
-        self.nodes[index] = RawNode {
-            tag,
-            attrs_start: attrs_start as u32,
-            attrs_len: n_attrs as u32,
-            content,
-        };
+        if let Some(slot) = self.nodes.get_mut(index) {
+            *slot = RawNode {
+                tag,
+                attrs_start: attrs_start as u32,
+                attrs_len: n_attrs as u32,
+                content,
+            };
+        }
         Ok(())
     }
 }
@@ -1137,7 +1182,7 @@ impl Decoder {
         }
         // Small first guesses: the arrays grow geometrically, and a large bytes
         // payload must not make us reserve node space it will never use.
-        let estimate = (body.len() / 32).clamp(1, 256);
+        let estimate = (body.len() / 64).clamp(8, 64);
         let mut r = Reader {
             buf: body,
             pos: 0,
@@ -1145,10 +1190,16 @@ impl Decoder {
             limits: &self.limits,
             nodes: Vec::with_capacity(estimate),
             attrs: Vec::with_capacity(estimate * 2),
-            text: String::with_capacity((body.len() / 4).min(1024)),
+            jids: Vec::new(),
+            text: String::with_capacity((body.len() / 2).clamp(64, 256)),
+            error: None,
         };
         r.nodes.push(RawNode::default());
-        r.read_node(0, 0)?;
+        if r.read_node(0, 0).is_err() {
+            return Err(r
+                .error
+                .unwrap_or(DecodeError::InvalidNode { offset: r.pos }));
+        }
         if r.pos != body.len() {
             return Err(DecodeError::TrailingBytes {
                 count: body.len() - r.pos,
@@ -1157,6 +1208,7 @@ impl Decoder {
         Ok(Document {
             nodes: r.nodes,
             attrs: r.attrs,
+            jids: r.jids,
             text: r.text,
             dict: self.dict,
         })

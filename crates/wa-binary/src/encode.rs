@@ -58,6 +58,95 @@ enum StrKind<'s> {
     Jid(StrJid<'s>),
 }
 
+/// The first pass's string classifications, replayed by the second pass so
+/// that every string is looked up once. Each entry records the string's length
+/// as a check: on any mismatch the writer classifies afresh.
+#[derive(Clone, Copy)]
+struct Planned {
+    kind: u8,
+    a: u8,
+    b: u8,
+    len: u32,
+    user_end: u32,
+    at: u32,
+}
+
+const K_RAW: u8 = 0;
+const K_TOKEN1: u8 = 1;
+const K_TOKEN2: u8 = 2;
+const K_NIBBLE: u8 = 3;
+const K_HEX: u8 = 4;
+const K_AD: u8 = 5;
+const K_PAIR: u8 = 6;
+
+#[derive(Default)]
+struct Plan {
+    items: smallvec::SmallVec<[Planned; 32]>,
+    next: usize,
+}
+
+const K_NONE: u8 = u8::MAX;
+
+impl Planned {
+    #[inline]
+    fn of(s: &str, k: &StrKind<'_>) -> Planned {
+        let len = s.len() as u32;
+        let (kind, a, b, user_end, at) = match *k {
+            StrKind::Raw => (K_RAW, 0, 0, 0, 0),
+            StrKind::Token(Token::Single(x)) => (K_TOKEN1, x, 0, 0, 0),
+            StrKind::Token(Token::Double(d, i)) => (K_TOKEN2, d, i, 0, 0),
+            StrKind::Nibble => (K_NIBBLE, 0, 0, 0, 0),
+            StrKind::Hex => (K_HEX, 0, 0, 0, 0),
+            StrKind::Jid(StrJid::Ad {
+                domain,
+                device,
+                user,
+            }) => (K_AD, domain, device, user.len() as u32, 0),
+            StrKind::Jid(StrJid::Pair { user, server }) => (
+                K_PAIR,
+                0,
+                0,
+                user.len() as u32,
+                (s.len() - server.len() - 1) as u32,
+            ),
+        };
+        Planned {
+            kind,
+            a,
+            b,
+            len,
+            user_end,
+            at,
+        }
+    }
+}
+
+impl Plan {
+    #[inline]
+    fn record(&mut self, s: &str, k: &StrKind<'_>) {
+        self.items.push(Planned::of(s, k));
+    }
+
+    /// The next recorded classification if it is `s`'s; `kind == K_NONE` otherwise.
+    #[inline]
+    fn take(&mut self, s: &str) -> Planned {
+        match self.items.get(self.next) {
+            Some(p) if p.len as usize == s.len() => {
+                self.next += 1;
+                *p
+            }
+            _ => Planned {
+                kind: K_NONE,
+                a: 0,
+                b: 0,
+                len: 0,
+                user_end: 0,
+                at: 0,
+            },
+        }
+    }
+}
+
 // Character classes for packing: bit 0 nibble alphabet, bit 1 hex alphabet, bit 2 '@'.
 const CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -137,33 +226,36 @@ impl Encoder {
 
     /// Exact length of [`Encoder::encode`]'s output (flags byte included).
     pub fn encoded_len(&self, node: &Node) -> Result<usize, EncodeError> {
-        Ok(1 + self.node_len(node, 0)?)
+        Ok(1 + self.node_len(node, 0, &mut Plan::default())?)
     }
 
     /// Encodes a node as a frame payload: the `0x00` flags byte, then the node.
     pub fn encode(&self, node: &Node) -> Result<Vec<u8>, EncodeError> {
-        let len = self.encoded_len(node)?;
+        let mut plan = Plan::default();
+        let len = 1 + self.node_len(node, 0, &mut plan)?;
         let mut out = Vec::with_capacity(len);
         out.push(0);
-        self.write_node(node, &mut out);
+        self.write_node(node, &mut out, &mut plan);
         debug_assert_eq!(out.len(), len);
         Ok(out)
     }
 
     /// Appends the flags byte and the node to `out`, growing it at most once.
     pub fn encode_into(&self, node: &Node, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let len = self.encoded_len(node)?;
+        let mut plan = Plan::default();
+        let len = 1 + self.node_len(node, 0, &mut plan)?;
         out.reserve(len);
         out.push(0);
-        self.write_node(node, out);
+        self.write_node(node, out, &mut plan);
         Ok(())
     }
 
     /// Appends only the node (no flags byte) to `out`.
     pub fn encode_body_into(&self, node: &Node, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let len = self.node_len(node, 0)?;
+        let mut plan = Plan::default();
+        let len = self.node_len(node, 0, &mut plan)?;
         out.reserve(len);
-        self.write_node(node, out);
+        self.write_node(node, out, &mut plan);
         Ok(())
     }
 
@@ -202,21 +294,23 @@ impl Encoder {
         }
     }
 
-    fn str_len(&self, mut s: &str) -> Result<usize, EncodeError> {
+    fn str_len(&self, mut s: &str, plan: &mut Plan) -> Result<usize, EncodeError> {
         let mut total = 0;
         // A JID_PAIR's server is itself a string (possibly another JID): loop, not recurse.
         // A JID's user part never contains '@', so the calls on it never nest further.
         loop {
-            let len = match self.classify(s) {
+            let kind = self.classify(s);
+            plan.record(s, &kind);
+            let len = match kind {
                 StrKind::Raw => binary_header_len(s.len())? + s.len(),
                 StrKind::Token(t) => t.wire_len(),
                 StrKind::Nibble | StrKind::Hex => 2 + s.len().div_ceil(2),
-                StrKind::Jid(StrJid::Ad { user, .. }) => 3 + self.str_len(user)?,
+                StrKind::Jid(StrJid::Ad { user, .. }) => 3 + self.str_len(user, plan)?,
                 StrKind::Jid(StrJid::Pair { user, server }) => {
                     total += 1 + if user.is_empty() {
                         1
                     } else {
-                        self.str_len(user)?
+                        self.str_len(user, plan)?
                     };
                     s = server;
                     continue;
@@ -226,29 +320,31 @@ impl Encoder {
         }
     }
 
-    fn write_str(&self, mut s: &str, out: &mut Vec<u8>) {
+    fn write_str(&self, mut s: &str, out: &mut Vec<u8>, plan: &mut Plan) {
         loop {
-            match self.classify(s) {
-                StrKind::Raw => write_raw(s.as_bytes(), out),
-                StrKind::Token(t) => write_token(t, out),
-                StrKind::Nibble => write_packed(tag::NIBBLE_8, s.as_bytes(), out),
-                StrKind::Hex => write_packed(tag::HEX_8, s.as_bytes(), out),
-                StrKind::Jid(StrJid::Ad {
-                    domain,
-                    device,
-                    user,
-                }) => {
-                    out.extend_from_slice(&[tag::AD_JID, domain, device]);
-                    self.write_str(user, out);
+            let mut p = plan.take(s);
+            if p.kind == K_NONE {
+                p = Planned::of(s, &self.classify(s));
+            }
+            match p.kind {
+                K_RAW => write_raw(s.as_bytes(), out),
+                K_TOKEN1 => out.push(p.a),
+                K_TOKEN2 => out.extend_from_slice(&[tag::DICTIONARY_0 + p.a, p.b]),
+                K_NIBBLE => write_packed(tag::NIBBLE_8, s.as_bytes(), out),
+                K_HEX => write_packed(tag::HEX_8, s.as_bytes(), out),
+                K_AD => {
+                    out.extend_from_slice(&[tag::AD_JID, p.a, p.b]);
+                    self.write_str(s.get(..p.user_end as usize).unwrap_or(""), out, plan);
                 }
-                StrKind::Jid(StrJid::Pair { user, server }) => {
+                _ => {
                     out.push(tag::JID_PAIR);
+                    let user = s.get(..p.user_end as usize).unwrap_or("");
                     if user.is_empty() {
                         out.push(tag::LIST_EMPTY);
                     } else {
-                        self.write_str(user, out);
+                        self.write_str(user, out, plan);
                     }
-                    s = server;
+                    s = s.get(p.at as usize + 1..).unwrap_or("");
                     continue;
                 }
             }
@@ -256,71 +352,73 @@ impl Encoder {
         }
     }
 
-    fn jid_len(&self, j: &Jid) -> Result<usize, EncodeError> {
+    fn jid_len(&self, j: &Jid, plan: &mut Plan) -> Result<usize, EncodeError> {
         let user = j.user();
         Ok(match j.server() {
             Server::Messenger => {
-                1 + self.str_len(user)? + 2 + self.str_len(Server::Messenger.as_str())?
+                1 + self.str_len(user, plan)?
+                    + 2
+                    + self.str_len(Server::Messenger.as_str(), plan)?
             }
             Server::Interop => {
-                1 + self.str_len(user)? + 4 + self.str_len(Server::Interop.as_str())?
+                1 + self.str_len(user, plan)? + 4 + self.str_len(Server::Interop.as_str(), plan)?
             }
-            s if j.is_ad() && s.domain_type().is_some() => 3 + self.str_len(user)?,
+            s if j.is_ad() && s.domain_type().is_some() => 3 + self.str_len(user, plan)?,
             s => {
                 1 + if user.is_empty() {
                     1
                 } else {
-                    self.str_len(user)?
-                } + self.str_len(s.as_str())?
+                    self.str_len(user, plan)?
+                } + self.str_len(s.as_str(), plan)?
             }
         })
     }
 
-    fn write_jid(&self, j: &Jid, out: &mut Vec<u8>) {
+    fn write_jid(&self, j: &Jid, out: &mut Vec<u8>, plan: &mut Plan) {
         let user = j.user();
         match j.server() {
             Server::Messenger => {
                 out.push(tag::FB_JID);
-                self.write_str(user, out);
+                self.write_str(user, out, plan);
                 out.extend_from_slice(&j.device().to_be_bytes());
-                self.write_str(Server::Messenger.as_str(), out);
+                self.write_str(Server::Messenger.as_str(), out, plan);
             }
             Server::Interop => {
                 out.push(tag::INTEROP_JID);
-                self.write_str(user, out);
+                self.write_str(user, out, plan);
                 out.extend_from_slice(&j.device().to_be_bytes());
                 out.extend_from_slice(&j.integrator().to_be_bytes());
-                self.write_str(Server::Interop.as_str(), out);
+                self.write_str(Server::Interop.as_str(), out, plan);
             }
             s => match s.domain_type() {
                 Some(domain) if j.is_ad() => {
                     let domain = if j.agent() != 0 { j.agent() } else { domain };
                     // Jid guarantees devices on these servers fit in a byte.
                     out.extend_from_slice(&[tag::AD_JID, domain, j.device() as u8]);
-                    self.write_str(user, out);
+                    self.write_str(user, out, plan);
                 }
                 _ => {
                     out.push(tag::JID_PAIR);
                     if user.is_empty() {
                         out.push(tag::LIST_EMPTY);
                     } else {
-                        self.write_str(user, out);
+                        self.write_str(user, out, plan);
                     }
-                    self.write_str(s.as_str(), out);
+                    self.write_str(s.as_str(), out, plan);
                 }
             },
         }
     }
 
     #[inline]
-    fn value_len(&self, v: &Value) -> Result<usize, EncodeError> {
+    fn value_len(&self, v: &Value, plan: &mut Plan) -> Result<usize, EncodeError> {
         match v {
-            Value::Str(s) => self.str_len(s),
-            Value::Jid(j) => self.jid_len(j),
+            Value::Str(s) => self.str_len(s, plan),
+            Value::Jid(j) => self.jid_len(j, plan),
         }
     }
 
-    fn node_len(&self, node: &Node, depth: usize) -> Result<usize, EncodeError> {
+    fn node_len(&self, node: &Node, depth: usize, plan: &mut Plan) -> Result<usize, EncodeError> {
         if depth > MAX_ENCODE_DEPTH {
             return Err(EncodeError::TooDeep);
         }
@@ -335,9 +433,9 @@ impl Encoder {
                 count: n_attrs,
             });
         }
-        let mut len = list_header_len(list) + self.str_len(&node.tag)?;
+        let mut len = list_header_len(list) + self.str_len(&node.tag, plan)?;
         for a in &node.attrs {
-            len += self.str_len(&a.key)? + self.value_len(&a.value)?;
+            len += self.str_len(&a.key, plan)? + self.value_len(&a.value, plan)?;
         }
         len += match &node.content {
             Content::None => 0,
@@ -350,26 +448,26 @@ impl Encoder {
                 }
                 let mut l = list_header_len(children.len());
                 for c in children {
-                    l += self.node_len(c, depth + 1)?;
+                    l += self.node_len(c, depth + 1, plan)?;
                 }
                 l
             }
             Content::Bytes(b) => binary_header_len(b.len())? + b.len(),
-            Content::Str(s) => self.str_len(s)?,
-            Content::Jid(j) => self.jid_len(j)?,
+            Content::Str(s) => self.str_len(s, plan)?,
+            Content::Jid(j) => self.jid_len(j, plan)?,
         };
         Ok(len)
     }
 
-    fn write_node(&self, node: &Node, out: &mut Vec<u8>) {
+    fn write_node(&self, node: &Node, out: &mut Vec<u8>, plan: &mut Plan) {
         let list = 1 + 2 * node.attrs.len() + usize::from(!matches!(node.content, Content::None));
         write_list_header(list, out);
-        self.write_str(&node.tag, out);
+        self.write_str(&node.tag, out, plan);
         for a in &node.attrs {
-            self.write_str(&a.key, out);
+            self.write_str(&a.key, out, plan);
             match &a.value {
-                Value::Str(s) => self.write_str(s, out),
-                Value::Jid(j) => self.write_jid(j, out),
+                Value::Str(s) => self.write_str(s, out, plan),
+                Value::Jid(j) => self.write_jid(j, out, plan),
             }
         }
         match &node.content {
@@ -377,12 +475,12 @@ impl Encoder {
             Content::Children(children) => {
                 write_list_header(children.len(), out);
                 for c in children {
-                    self.write_node(c, out);
+                    self.write_node(c, out, plan);
                 }
             }
             Content::Bytes(b) => write_raw(b, out),
-            Content::Str(s) => self.write_str(s, out),
-            Content::Jid(j) => self.write_jid(j, out),
+            Content::Str(s) => self.write_str(s, out, plan),
+            Content::Jid(j) => self.write_jid(j, out, plan),
         }
     }
 }
@@ -396,14 +494,6 @@ fn write_list_header(n: usize, out: &mut Vec<u8>) {
             out.push(tag::LIST_16);
             out.extend_from_slice(&(n as u16).to_be_bytes());
         }
-    }
-}
-
-#[inline]
-fn write_token(t: Token, out: &mut Vec<u8>) {
-    match t {
-        Token::Single(b) => out.push(b),
-        Token::Double(d, i) => out.extend_from_slice(&[tag::DICTIONARY_0 + d, i]),
     }
 }
 

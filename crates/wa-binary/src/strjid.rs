@@ -21,32 +21,62 @@ pub(crate) enum StrJid<'s> {
 
 /// Splits `s` (which contains `@`) into wire JID parts.
 pub(crate) fn split(s: &str) -> Option<StrJid<'_>> {
-    let (combined, server) = s.split_once('@')?;
-    let mut colon = combined.split(':');
-    let user_agent = colon.next().unwrap_or("");
-    let device = colon.next();
-    let mut underscore = user_agent.split('_');
-    let user = underscore.next().unwrap_or("");
-    let agent = underscore.next();
-    match device {
-        Some(dev) if !dev.is_empty() => {
-            let domain = match server {
-                "lid" => 1,
-                "hosted" => 128,
-                "hosted.lid" => 129,
-                _ => match agent {
-                    Some(a) if !a.is_empty() => js_to_byte(js_parse_int(a)),
-                    _ => 0,
-                },
-            };
-            Some(StrJid::Ad {
-                domain,
-                device: js_to_byte(js_number(dev)),
-                user,
-            })
+    let b = s.as_bytes();
+    let at = b.iter().position(|&c| c == b'@')?;
+    let server = s.get(at + 1..)?;
+    // `user_agent[:device[:ignored…]]`; all separators are ASCII, so every
+    // index below is a char boundary.
+    let colon = b[..at].iter().position(|&c| c == b':');
+    let ua_end = colon.unwrap_or(at);
+    let underscore = b[..ua_end].iter().position(|&c| c == b'_');
+    let user = s.get(..underscore.unwrap_or(ua_end))?;
+    let device = match colon {
+        Some(c) => {
+            let rest = &b[c + 1..at];
+            let end = rest.iter().position(|&x| x == b':').unwrap_or(rest.len());
+            s.get(c + 1..c + 1 + end)?
         }
-        _ => Some(StrJid::Pair { user, server }),
+        None => "",
+    };
+    if device.is_empty() {
+        return Some(StrJid::Pair { user, server });
     }
+    let domain = match server {
+        "lid" => 1,
+        "hosted" => 128,
+        "hosted.lid" => 129,
+        _ => match underscore {
+            Some(u) => {
+                let rest = &b[u + 1..ua_end];
+                let end = rest.iter().position(|&x| x == b'_').unwrap_or(rest.len());
+                let agent = s.get(u + 1..u + 1 + end)?;
+                if agent.is_empty() {
+                    0
+                } else {
+                    small_uint(agent).unwrap_or_else(|| js_to_byte(js_parse_int(agent)))
+                }
+            }
+            None => 0,
+        },
+    };
+    let device = small_uint(device).unwrap_or_else(|| js_to_byte(js_number(device)));
+    Some(StrJid::Ad {
+        domain,
+        device,
+        user,
+    })
+}
+
+/// Fast path for the usual case: a short run of ASCII digits (what both
+/// `Number()` and `parseInt()` read as that decimal number).
+#[inline]
+fn small_uint(s: &str) -> Option<u8> {
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > 9 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let v = b.iter().fold(0u32, |v, &d| v * 10 + u32::from(d - b'0'));
+    Some(v as u8)
 }
 
 /// JavaScript `ToInt32(x) & 0xff` (NaN and infinities give 0).

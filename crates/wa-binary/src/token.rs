@@ -11,9 +11,9 @@ mod tables {
     include!(concat!(env!("OUT_DIR"), "/tokens.rs"));
 }
 
-use hash::{TOKEN_TABLE_SIZE, token_hash};
+use hash::{TOKEN_TABLE_SIZE, token_slot};
 
-const EMPTY: u16 = u16::MAX;
+const EMPTY: u32 = u32::MAX;
 
 /// A token's wire form: one byte, or a dictionary byte (`0xEC..=0xEF`) plus an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub struct Dictionary {
     version: u8,
     single: &'static [&'static str; 236],
     double: &'static [[&'static str; 256]; 4],
-    index: &'static [u16; TOKEN_TABLE_SIZE],
+    index: &'static [u32; TOKEN_TABLE_SIZE],
     max_len: usize,
 }
 
@@ -110,13 +110,15 @@ impl Dictionary {
         if bytes.is_empty() || bytes.len() > self.max_len {
             return None;
         }
-        let mut i = token_hash(bytes);
+        let (mut i, fp) = token_slot(bytes);
+        let want = ((bytes.len() as u32) << 16) | (u32::from(fp) << 24);
         loop {
-            let code = self.index[i];
-            if code == EMPTY {
+            let entry = self.index[i];
+            if entry == EMPTY {
                 return None;
             }
-            if self.code_str(code).as_bytes() == bytes {
+            let code = entry as u16;
+            if entry & 0xffff_0000 == want && eq_short(self.code_str(code).as_bytes(), bytes) {
                 return Some(if code < 256 {
                     Token::Single(code as u8)
                 } else {
@@ -126,6 +128,35 @@ impl Dictionary {
             }
             i = (i + 1) & (TOKEN_TABLE_SIZE - 1);
         }
+    }
+}
+
+/// Byte equality without a call to `memcmp` for token-sized strings.
+#[inline(always)]
+fn eq_short(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n >= 8 {
+        let w = |s: &[u8], at: usize| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&s[at..at + 8]);
+            u64::from_le_bytes(x)
+        };
+        if w(a, 0) != w(b, 0) || w(a, n - 8) != w(b, n - 8) {
+            return false;
+        }
+        n <= 16 || a[8..n - 8] == b[8..n - 8]
+    } else if n >= 4 {
+        let w = |s: &[u8], at: usize| {
+            let mut x = [0u8; 4];
+            x.copy_from_slice(&s[at..at + 4]);
+            u32::from_le_bytes(x)
+        };
+        w(a, 0) == w(b, 0) && w(a, n - 4) == w(b, n - 4)
+    } else {
+        n == 0 || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1])
     }
 }
 

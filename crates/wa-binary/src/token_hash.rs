@@ -19,8 +19,15 @@ fn mix(h: u64, w: u64) -> u64 {
     h ^ (h >> 32)
 }
 
+/// Table slot and an 8-bit fingerprint (independent hash bits) of `s`.
 #[inline(always)]
-pub fn token_hash(s: &[u8]) -> usize {
+pub fn token_slot(s: &[u8]) -> (usize, u8) {
+    let h = token_hash64(s);
+    ((h >> 52) as usize & (TOKEN_TABLE_SIZE - 1), (h >> 44) as u8)
+}
+
+#[inline(always)]
+fn token_hash64(s: &[u8]) -> u64 {
     let n = s.len();
     let mut h = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     if n >= 8 {
@@ -45,5 +52,5 @@ pub fn token_hash(s: &[u8]) -> usize {
             u64::from(s[0]) | (u64::from(s[n / 2]) << 8) | (u64::from(s[n - 1]) << 16),
         );
     }
-    (h.wrapping_mul(0x94D0_49BB_1331_11EB) >> 52) as usize & (TOKEN_TABLE_SIZE - 1)
+    h.wrapping_mul(0x94D0_49BB_1331_11EB)
 }

@@ -28,7 +28,7 @@ fn jid() -> impl Strategy<Value = Jid> {
     let user = prop_oneof![
         "[0-9]{0,20}",
         "[a-z0-9.-]{1,24}",
-        token_str().prop_filter("no @", |s| !s.contains('@'))
+        token_str().prop_filter("no reserved chars", |s| !s.contains(['@', ':', '_']))
     ];
     (user, 0usize..Server::ALL.len(), any::<u16>(), 0u8..4).prop_map(|(user, s, n, flavour)| {
         let server = Server::ALL[s];
