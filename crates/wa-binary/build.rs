@@ -8,8 +8,6 @@ use std::path::Path;
 
 include!("src/token_hash.rs");
 
-const EMPTY: u32 = u32::MAX;
-
 fn load(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let text = std::fs::read_to_string(path).expect("read token dictionary");
     let json: serde_json::Value = serde_json::from_str(&text).expect("token dictionary is JSON");
@@ -57,25 +55,28 @@ fn emit(out: &mut String, name: &str, single: &[String], double: &[Vec<String>])
             }
         }
     }
-    let mut table = vec![EMPTY; TOKEN_TABLE_SIZE];
+    // keys: prefix word (0 = empty); meta: code | len << 16 | fingerprint << 24.
+    let mut keys = vec![0u64; TOKEN_TABLE_SIZE];
+    let mut meta = vec![0u32; TOKEN_TABLE_SIZE];
     let mut max_probe = 0usize;
     let mut max_len = 0usize;
     for (s, code) in &entries {
-        max_len = max_len.max(s.len());
-        let (mut i, fp) = token_slot(s.as_bytes());
-        // Entry: code (16 bits) | length (8 bits) | fingerprint (8 bits), so a
-        // lookup rejects other strings without touching the token text.
-        assert!(s.len() < 256);
-        let entry = u32::from(*code) | ((s.len() as u32) << 16) | (u32::from(fp) << 24);
+        let b = s.as_bytes();
+        assert!(!b.contains(&0) && b.len() < 256, "token {s:?} unsupported");
+        max_len = max_len.max(b.len());
+        let prefix = prefix_word(b);
+        let (mut i, fp) = token_slot(b, prefix);
+        let m = u32::from(*code) | ((b.len() as u32) << 16) | (u32::from(fp) << 24);
         let mut probe = 0;
         loop {
-            if table[i] == EMPTY {
-                table[i] = entry;
+            if keys[i] == 0 {
+                keys[i] = prefix;
+                meta[i] = m;
                 break;
             }
-            let existing = (table[i] & 0xffff) as u16;
+            let existing = (meta[i] & 0xffff) as u16;
             if lookup_str(single, double, existing) == s {
-                table[i] = entry; // overwrite: later wins
+                meta[i] = m; // overwrite: later wins
                 break;
             }
             i = (i + 1) & (TOKEN_TABLE_SIZE - 1);
@@ -97,7 +98,12 @@ fn emit(out: &mut String, name: &str, single: &[String], double: &[Vec<String>])
     writeln!(out, "];").unwrap();
     writeln!(
         out,
-        "pub(crate) static {name}_INDEX: [u32; {TOKEN_TABLE_SIZE}] = {table:?};"
+        "pub(crate) static {name}_KEYS: [u64; {TOKEN_TABLE_SIZE}] = {keys:?};"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "pub(crate) static {name}_META: [u32; {TOKEN_TABLE_SIZE}] = {meta:?};"
     )
     .unwrap();
     writeln!(out, "pub(crate) const {name}_MAX_LEN: usize = {max_len};").unwrap();

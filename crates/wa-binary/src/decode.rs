@@ -785,7 +785,11 @@ struct Reader<'a, 'l> {
     jids: Vec<JidSlot>,
     text: String,
     error: Option<DecodeError>,
+    jid_nesting: usize,
 }
+
+/// How deep JIDs may nest inside JIDs (see `Reader::read_jid`).
+const MAX_JID_NESTING: usize = 4;
 
 impl<'a> Reader<'a, '_> {
     #[cold]
@@ -953,12 +957,23 @@ impl<'a> Reader<'a, '_> {
     }
 
     fn read_jid(&mut self, t: u8, depth: usize) -> R<Parsed> {
+        // A JID inside a JID is never sent by a real peer, but Baileys reads it,
+        // so we do too, to a small bound: the optional interop server backtracks,
+        // and unbounded nesting would make that exponential.
         let offset = self.pos - 1;
-        if depth >= self.limits.max_depth {
-            let limit = self.limits.max_depth;
+        if self.jid_nesting >= MAX_JID_NESTING || depth >= self.limits.max_depth {
+            let limit = MAX_JID_NESTING.min(self.limits.max_depth);
             return self.fail(DecodeError::TooDeep { limit, offset });
         }
-        let depth = depth + 1;
+        self.jid_nesting += 1;
+        let r = self.read_jid_parts(t, depth + 1, offset);
+        self.jid_nesting -= 1;
+        let j = r?;
+        self.jids.push(j);
+        Ok(Parsed::Jid((self.jids.len() - 1) as u32))
+    }
+
+    fn read_jid_parts(&mut self, t: u8, depth: usize, offset: usize) -> R<JidSlot> {
         let j = match t {
             tag::JID_PAIR => {
                 let user = self.read_plain(depth)?;
@@ -1029,8 +1044,7 @@ impl<'a> Reader<'a, '_> {
                 }
             }
         };
-        self.jids.push(j);
-        Ok(Parsed::Jid((self.jids.len() - 1) as u32))
+        Ok(j)
     }
 
     #[inline]
@@ -1193,6 +1207,7 @@ impl Decoder {
             jids: Vec::new(),
             text: String::with_capacity((body.len() / 2).clamp(64, 256)),
             error: None,
+            jid_nesting: 0,
         };
         r.nodes.push(RawNode::default());
         if r.read_node(0, 0).is_err() {

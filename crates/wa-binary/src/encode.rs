@@ -237,6 +237,7 @@ impl Encoder {
         out.push(0);
         self.write_node(node, &mut out, &mut plan);
         debug_assert_eq!(out.len(), len);
+        debug_assert_eq!(plan.next, plan.items.len(), "every planned string replayed");
         Ok(out)
     }
 

@@ -11,9 +11,7 @@ mod tables {
     include!(concat!(env!("OUT_DIR"), "/tokens.rs"));
 }
 
-use hash::{TOKEN_TABLE_SIZE, token_slot};
-
-const EMPTY: u32 = u32::MAX;
+use hash::{TOKEN_TABLE_SIZE, prefix_word, token_slot};
 
 /// A token's wire form: one byte, or a dictionary byte (`0xEC..=0xEF`) plus an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +39,8 @@ pub struct Dictionary {
     version: u8,
     single: &'static [&'static str; 236],
     double: &'static [[&'static str; 256]; 4],
-    index: &'static [u32; TOKEN_TABLE_SIZE],
+    keys: &'static [u64; TOKEN_TABLE_SIZE],
+    meta: &'static [u32; TOKEN_TABLE_SIZE],
     max_len: usize,
 }
 
@@ -50,7 +49,8 @@ pub static V3: Dictionary = Dictionary {
     version: 3,
     single: &tables::V3_SINGLE,
     double: &tables::V3_DOUBLE,
-    index: &tables::V3_INDEX,
+    keys: &tables::V3_KEYS,
+    meta: &tables::V3_META,
     max_len: tables::V3_MAX_LEN,
 };
 
@@ -59,7 +59,8 @@ pub static V2: Dictionary = Dictionary {
     version: 2,
     single: &tables::V2_SINGLE,
     double: &tables::V2_DOUBLE,
-    index: &tables::V2_INDEX,
+    keys: &tables::V2_KEYS,
+    meta: &tables::V2_META,
     max_len: tables::V2_MAX_LEN,
 };
 
@@ -110,21 +111,27 @@ impl Dictionary {
         if bytes.is_empty() || bytes.len() > self.max_len {
             return None;
         }
-        let (mut i, fp) = token_slot(bytes);
+        let prefix = prefix_word(bytes);
+        let (mut i, fp) = token_slot(bytes, prefix);
         let want = ((bytes.len() as u32) << 16) | (u32::from(fp) << 24);
         loop {
-            let entry = self.index[i];
-            if entry == EMPTY {
+            let key = self.keys[i];
+            if key == 0 {
                 return None;
             }
-            let code = entry as u16;
-            if entry & 0xffff_0000 == want && eq_short(self.code_str(code).as_bytes(), bytes) {
-                return Some(if code < 256 {
-                    Token::Single(code as u8)
-                } else {
-                    let c = code - 256;
-                    Token::Double((c >> 8) as u8, c as u8)
-                });
+            if key == prefix {
+                let m = self.meta[i];
+                let code = m as u16;
+                if m & 0xffff_0000 == want
+                    && (bytes.len() <= 8 || eq_short(self.code_str(code).as_bytes(), bytes))
+                {
+                    return Some(if code < 256 {
+                        Token::Single(code as u8)
+                    } else {
+                        let c = code - 256;
+                        Token::Double((c >> 8) as u8, c as u8)
+                    });
+                }
             }
             i = (i + 1) & (TOKEN_TABLE_SIZE - 1);
         }

@@ -113,11 +113,11 @@ proptest! {
 
     #[test]
     fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-        if let Ok(body) = unpack_frame(&bytes) {
-            if let Ok(doc) = decode(&body) {
-                let _ = doc.to_node();
-                let _ = doc.to_string();
-            }
+        if let Ok(body) = unpack_frame(&bytes)
+            && let Ok(doc) = decode(&body)
+        {
+            let _ = doc.to_node();
+            let _ = doc.to_string();
         }
         let _ = decode(&bytes);
     }
@@ -135,11 +135,11 @@ proptest! {
         }
         let keep = cut.index(wire.len() + 1).max(1);
         wire.truncate(keep);
-        if let Ok(body) = unpack_frame(&wire) {
-            if let Ok(doc) = decode(&body) {
-                let owned = doc.to_node();
-                let _ = format!("{owned:#}");
-            }
+        if let Ok(body) = unpack_frame(&wire)
+            && let Ok(doc) = decode(&body)
+        {
+            let owned = doc.to_node();
+            let _ = format!("{owned:#}");
         }
     }
 
