@@ -17,7 +17,7 @@ use wa::binary::{Decoder, token};
 
 fn parse_input(s: &str) -> Result<Vec<u8>, String> {
     let s = s.trim();
-    let is_hex = s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_hex = s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit());
     if is_hex {
         return hex::decode(s).map_err(|e| format!("bad hex: {e}"));
     }

@@ -3,7 +3,10 @@
 //! Corpus: every stanza of a real Baileys registration + login transcript
 //! (data/stanzas.json), a group message fanned out to 256 participant devices,
 //! and a 1 MiB media node. Encode: owned node -> frame payload (flags byte
-//! included) in a fresh Vec. Decode: payload body -> borrowed node tree.
+//! included) in a fresh Vec; for wacore both its production path
+//! (`marshal_auto`, one pass into a growing buffer) and its exact-size two-pass
+//! path (`marshal_exact`, the contract our encoder keeps). Decode: payload body
+//! -> borrowed node tree.
 #![allow(clippy::unwrap_used)] // bench setup: a panic is the failure report
 
 use std::hint::black_box;
@@ -229,6 +232,14 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 for n in &case.theirs {
                     black_box(wacore_binary::marshal::marshal_auto(black_box(n)).unwrap());
+                }
+            })
+        });
+        // Their two-pass exact-size variant: the same contract as our encoder.
+        g.bench_function(BenchmarkId::from_parameter("wacore-binary-exact"), |b| {
+            b.iter(|| {
+                for n in &case.theirs {
+                    black_box(wacore_binary::marshal::marshal_exact(black_box(n)).unwrap());
                 }
             })
         });

@@ -230,53 +230,104 @@ fn min_time(rounds: usize, iters: u32, mut f: impl FnMut()) -> Duration {
     best
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Alternates the two sides in short rounds; returns each side's best time per
+/// iteration and the median of the per-round ratios (theirs / ours), which
+/// cancels load drift on a shared machine.
+fn compare(
+    rounds: usize,
+    iters: u32,
+    mut ours: impl FnMut(),
+    mut theirs: impl FnMut(),
+) -> (Duration, Duration, f64) {
+    let (mut bo, mut bt) = (Duration::MAX, Duration::MAX);
+    let mut ratios = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let o = min_time(1, iters, &mut ours);
+        let t = min_time(1, iters, &mut theirs);
+        bo = bo.min(o);
+        bt = bt.min(t);
+        ratios.push(t.as_secs_f64() / o.as_secs_f64());
+    }
+    (bo, bt, median(ratios))
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     for case in cases() {
-        let iters = if case.name == "media_1mib" { 20 } else { 200 };
-        let (mut eo, mut et, mut d_o, mut dt) =
-            (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
-        for _ in 0..40 {
-            eo = eo.min(min_time(1, iters, || {
+        let iters = if case.name == "media_1mib" { 10 } else { 50 };
+        let mib = case.bytes() as f64 / (1024.0 * 1024.0);
+        let tp = |d: Duration| mib / d.as_secs_f64();
+        let (eo, et, er) = compare(
+            101,
+            iters,
+            || {
                 for n in &case.ours {
                     black_box(wa_binary::encode(black_box(n)).unwrap());
                 }
-            }));
-            et = et.min(min_time(1, iters, || {
+            },
+            || {
                 for n in &case.theirs {
                     black_box(wacore_binary::marshal::marshal_auto(black_box(n)).unwrap());
                 }
-            }));
-            d_o = d_o.min(min_time(1, iters * 4, || {
+            },
+        );
+        let (_, ex, exr) = compare(
+            101,
+            iters,
+            || {
+                for n in &case.ours {
+                    black_box(wa_binary::encode(black_box(n)).unwrap());
+                }
+            },
+            || {
+                for n in &case.theirs {
+                    black_box(wacore_binary::marshal::marshal_exact(black_box(n)).unwrap());
+                }
+            },
+        );
+        let (d_o, dt, dr) = compare(
+            101,
+            iters * 4,
+            || {
                 for w in &case.wire_ours {
                     black_box(wa_binary::decode(black_box(&w[1..])).unwrap());
                 }
-            }));
-            dt = dt.min(min_time(1, iters * 4, || {
+            },
+            || {
                 for w in &case.wire_theirs {
                     black_box(wacore_binary::marshal::unmarshal_ref(black_box(&w[1..])).unwrap());
                 }
-            }));
-        }
-        let mib = case.bytes() as f64 / (1024.0 * 1024.0);
-        let tp = |d: Duration| mib / d.as_secs_f64();
+            },
+        );
         println!(
-            "{:<12} encode: wa-binary {:>10.2?} ({:>8.1} MiB/s)  wacore {:>10.2?} ({:>8.1} MiB/s)  ratio {:.2}x",
+            "{:<12} encode: wa-binary {:>10.2?} ({:>9.1} MiB/s)  wacore {:>10.2?} ({:>9.1} MiB/s)  median ratio {:.2}x",
             case.name,
             eo,
             tp(eo),
             et,
             tp(et),
-            et.as_secs_f64() / eo.as_secs_f64()
+            er
         );
         println!(
-            "{:<12} decode: wa-binary {:>10.2?} ({:>8.1} MiB/s)  wacore {:>10.2?} ({:>8.1} MiB/s)  ratio {:.2}x",
+            "{:<12} encode vs wacore marshal_exact: wacore {:>10.2?} ({:>9.1} MiB/s)  median ratio {:.2}x",
+            case.name,
+            ex,
+            tp(ex),
+            exr
+        );
+        println!(
+            "{:<12} decode: wa-binary {:>10.2?} ({:>9.1} MiB/s)  wacore {:>10.2?} ({:>9.1} MiB/s)  median ratio {:.2}x",
             case.name,
             d_o,
             tp(d_o),
             dt,
             tp(dt),
-            dt.as_secs_f64() / d_o.as_secs_f64()
+            dr
         );
     }
 }
