@@ -789,7 +789,7 @@ struct Reader<'a, 'l> {
 }
 
 /// How deep JIDs may nest inside JIDs (see `Reader::read_jid`).
-const MAX_JID_NESTING: usize = 4;
+pub(crate) const MAX_JID_NESTING: usize = 4;
 
 impl<'a> Reader<'a, '_> {
     #[cold]

@@ -5,6 +5,7 @@
 //! Strings are written the way Baileys writes them (token, nibble-packed,
 //! hex-packed, JID when they contain `@`, else raw), so encodings are byte-identical.
 
+use crate::decode::MAX_JID_NESTING;
 use crate::jid::{Jid, Server};
 use crate::node::{Content, Node, Value};
 use crate::strjid::{self, StrJid};
@@ -260,8 +261,9 @@ impl Encoder {
         Ok(())
     }
 
+    /// How `s` goes on the wire; `level` counts the JIDs it is nested in.
     #[inline]
-    fn classify<'s>(&self, s: &'s str) -> StrKind<'s> {
+    fn classify<'s>(&self, s: &'s str, level: usize) -> StrKind<'s> {
         let b = s.as_bytes();
         if b.is_empty() {
             return StrKind::Raw;
@@ -290,6 +292,11 @@ impl Encoder {
             return StrKind::Raw;
         }
         match strjid::split(s) {
+            // Where Baileys would write bytes that no decoder (its own included)
+            // accepts, we write the text raw instead: a JID pair with an empty
+            // server (`"x@"`), or JIDs nested beyond what decoders read.
+            Some(StrJid::Pair { server: "", .. }) => StrKind::Raw,
+            Some(_) if level >= MAX_JID_NESTING => StrKind::Raw,
             Some(j) => StrKind::Jid(j),
             None => StrKind::Raw,
         }
@@ -297,10 +304,11 @@ impl Encoder {
 
     fn str_len(&self, mut s: &str, plan: &mut Plan) -> Result<usize, EncodeError> {
         let mut total = 0;
+        let mut level = 0;
         // A JID_PAIR's server is itself a string (possibly another JID): loop, not recurse.
         // A JID's user part never contains '@', so the calls on it never nest further.
         loop {
-            let kind = self.classify(s);
+            let kind = self.classify(s, level);
             plan.record(s, &kind);
             let len = match kind {
                 StrKind::Raw => binary_header_len(s.len())? + s.len(),
@@ -314,6 +322,7 @@ impl Encoder {
                         self.str_len(user, plan)?
                     };
                     s = server;
+                    level += 1;
                     continue;
                 }
             };
@@ -322,10 +331,11 @@ impl Encoder {
     }
 
     fn write_str(&self, mut s: &str, out: &mut Vec<u8>, plan: &mut Plan) {
+        let mut level = 0;
         loop {
             let mut p = plan.take(s);
             if p.kind == K_NONE {
-                p = Planned::of(s, &self.classify(s));
+                p = Planned::of(s, &self.classify(s, level));
             }
             match p.kind {
                 K_RAW => write_raw(s.as_bytes(), out),
@@ -346,6 +356,7 @@ impl Encoder {
                         self.write_str(user, out, plan);
                     }
                     s = s.get(p.at as usize + 1..).unwrap_or("");
+                    level += 1;
                     continue;
                 }
             }
