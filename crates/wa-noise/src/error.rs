@@ -121,6 +121,12 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The stream ended inside a frame (or inside the intro).
+    #[error("stream ended with {buffered} bytes of an incomplete frame")]
+    Truncated {
+        /// Bytes left in the decoder.
+        buffered: usize,
+    },
     /// A transport frame is shorter than the 16-byte AEAD tag.
     #[error("transport frame of {len} bytes is shorter than the AEAD tag")]
     FrameTooShort {
@@ -191,9 +197,6 @@ pub enum Error {
         /// The injected time (unix seconds).
         now: u64,
     },
-    /// The client's static key is not one the responder accepts.
-    #[error("client static key refused")]
-    ClientKeyRefused,
 
     // ----- local misuse ---------------------------------------------------------------
     /// The 32-bit nonce counter of one direction is used up; the connection must end.
@@ -222,7 +225,8 @@ impl Error {
             | Self::UnexpectedMessage { .. }
             | Self::BadLength { .. }
             | Self::MalformedCertificate { .. }
-            | Self::FrameTooShort { .. } => ErrorKind::Malformed,
+            | Self::FrameTooShort { .. }
+            | Self::Truncated { .. } => ErrorKind::Malformed,
             Self::HandshakeBadTag { .. }
             | Self::TransportBadTag { .. }
             | Self::BadSignature { .. }
@@ -231,8 +235,7 @@ impl Error {
             | Self::IssuerSerialMismatch { .. }
             | Self::LeafKeyMismatch
             | Self::CertNotYetValid { .. }
-            | Self::CertExpired { .. }
-            | Self::ClientKeyRefused => ErrorKind::Policy,
+            | Self::CertExpired { .. } => ErrorKind::Policy,
             Self::NonceExhausted | Self::TooLong { .. } => ErrorKind::Local,
         }
     }

@@ -237,6 +237,14 @@ impl FrameDecoder {
         self.buf.len()
     }
 
+    /// Call when the peer closed the stream: an error if a frame (or the intro) was cut off.
+    pub fn finish(&self) -> Result<()> {
+        match self.buf.len() {
+            0 => Ok(()),
+            buffered => Err(Error::Truncated { buffered }),
+        }
+    }
+
     /// The next whole frame's payload, `Ok(None)` if more bytes are needed.
     ///
     /// After an error the stream is unusable (the frame boundary is lost); drop the

@@ -38,7 +38,9 @@ impl core::fmt::Debug for FrameSender {
 }
 
 impl FrameSender {
-    pub(crate) fn new(key: &[u8; 32]) -> Self {
+    /// A sender with counter 0 under `key`. Normally obtained from a handshake; this is for
+    /// keys that come from elsewhere (replayed transcripts, benchmarks).
+    pub fn from_key(key: &[u8; 32]) -> Self {
         Self { cipher: Aes256Gcm::new(key), counter: Counter(0) }
     }
 
@@ -56,7 +58,7 @@ impl FrameSender {
         let start = out.as_mut().len() + FRAME_HEADER_LEN;
         out.put_slice(&header);
         out.put_slice(plaintext);
-        let tag = self.cipher.encrypt_in_place_detached(&iv, &[], &mut out.as_mut()[start..]);
+        let tag = self.cipher.encrypt_detached(&iv, &[], &mut out.as_mut()[start..]);
         out.put_slice(&tag);
         self.counter.advance();
         Ok(())
@@ -83,7 +85,8 @@ impl core::fmt::Debug for FrameReceiver {
 }
 
 impl FrameReceiver {
-    pub(crate) fn new(key: &[u8; 32]) -> Self {
+    /// A receiver with counter 0 under `key` (see [`FrameSender::from_key`]).
+    pub fn from_key(key: &[u8; 32]) -> Self {
         Self { cipher: Aes256Gcm::new(key), counter: Counter(0) }
     }
 
@@ -117,7 +120,7 @@ impl FrameReceiver {
         let (body, tag) = frame.split_at_mut(body_len);
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| Error::FrameTooShort { len: body_len })?;
         self.cipher
-            .decrypt_in_place_detached(&nonce(counter), &[], body, tag)
+            .decrypt_detached(&nonce(counter), &[], body, tag)
             .map_err(|_| Error::TransportBadTag { counter })?;
         self.counter.advance();
         Ok(body_len)
@@ -131,11 +134,20 @@ pub struct Transport {
     sender: FrameSender,
     receiver: FrameReceiver,
     handshake_hash: [u8; 32],
+    /// (write, read) keys, kept only in tests to compare with recorded transcripts.
+    #[cfg(test)]
+    pub(crate) keys: ([u8; 32], [u8; 32]),
 }
 
 impl Transport {
     pub(crate) fn new(write_key: &[u8; 32], read_key: &[u8; 32], handshake_hash: [u8; 32]) -> Self {
-        Self { sender: FrameSender::new(write_key), receiver: FrameReceiver::new(read_key), handshake_hash }
+        Self {
+            sender: FrameSender::from_key(write_key),
+            receiver: FrameReceiver::from_key(read_key),
+            handshake_hash,
+            #[cfg(test)]
+            keys: (*write_key, *read_key),
+        }
     }
 
     /// The final handshake hash `h` (a channel binding; identical on both sides).
