@@ -139,7 +139,7 @@ impl ServerAuthenticated {
         let payload_ct = self.sym.encrypt_and_hash(client_payload);
         encode_frame_into(&messages::client_finish(static_ct, payload_ct), out)?;
         let (write, read) = self.sym.split();
-        Ok(Transport::new(&write, &read, self.sym.h))
+        Ok(Transport::new(&write.0, &read.0, self.sym.h))
     }
 }
 
@@ -251,6 +251,6 @@ impl AwaitingClientFinish {
         self.sym.mix_key(&dh(&self.ephemeral.private, &client_static, STAGE)?);
         let payload = self.sym.decrypt_and_hash(&parts.payload_ciphertext, STAGE)?;
         let (client_write, client_read) = self.sym.split();
-        Ok((Transport::new(&client_read, &client_write, self.sym.h), ClientFinished { client_static, payload }))
+        Ok((Transport::new(&client_read.0, &client_write.0, self.sym.h), ClientFinished { client_static, payload }))
     }
 }

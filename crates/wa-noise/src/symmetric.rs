@@ -2,6 +2,7 @@
 //! directions during the handshake, reset by every MixKey; AAD = h.
 
 use wa_crypto::aead::Aes256Gcm;
+use zeroize::Zeroize;
 
 use crate::error::{Error, HandshakeStage, Result};
 
@@ -22,6 +23,12 @@ pub(crate) fn nonce(counter: u32) -> [u8; 12] {
 /// A 32-byte secret (DH output) whose `Debug` does not print it.
 pub(crate) struct Secret(pub(crate) [u8; 32]);
 
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
 impl core::fmt::Debug for Secret {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str("Secret(..)")
@@ -36,6 +43,13 @@ pub(crate) struct SymmetricState {
     #[cfg(test)]
     pub(crate) k: [u8; 32],
     counter: u32,
+}
+
+impl Drop for SymmetricState {
+    fn drop(&mut self) {
+        // h is public (a transcript hash); ck derives every later key.
+        self.ck.zeroize();
+    }
 }
 
 impl core::fmt::Debug for SymmetricState {
@@ -76,7 +90,7 @@ impl SymmetricState {
     }
 
     pub(crate) fn mix_key(&mut self, ikm: &Secret) {
-        let okm: [u8; 64] = wa_crypto::hkdf_sha256_array(&ikm.0, &self.ck, b"");
+        let mut okm: [u8; 64] = wa_crypto::hkdf_sha256_array(&ikm.0, &self.ck, b"");
         let (ck, k) = okm.split_at(32);
         self.ck.copy_from_slice(ck);
         let mut key = [0u8; 32];
@@ -86,6 +100,8 @@ impl SymmetricState {
         {
             self.k = key;
         }
+        key.zeroize();
+        okm.zeroize();
         self.counter = 0;
     }
 
@@ -115,12 +131,13 @@ impl SymmetricState {
 
     /// `(first, second)` halves of HKDF(salt = ck, ikm = empty): the client's write key
     /// and the client's read key.
-    pub(crate) fn split(&self) -> ([u8; 32], [u8; 32]) {
-        let okm: [u8; 64] = wa_crypto::hkdf_sha256_array(b"", &self.ck, b"");
+    pub(crate) fn split(&self) -> (Secret, Secret) {
+        let mut okm: [u8; 64] = wa_crypto::hkdf_sha256_array(b"", &self.ck, b"");
         let mut first = [0u8; 32];
         let mut second = [0u8; 32];
         first.copy_from_slice(&okm[..32]);
         second.copy_from_slice(&okm[32..]);
-        (first, second)
+        okm.zeroize();
+        (Secret(first), Secret(second))
     }
 }

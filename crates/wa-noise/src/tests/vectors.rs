@@ -91,8 +91,8 @@ fn symmetric_state_steps() {
                 }
                 "Split" => {
                     let (w, r) = sym.as_ref().expect("init").split();
-                    assert_eq!(w, hx32(&s["client_write_key_hex"]), "{name}: client write key");
-                    assert_eq!(r, hx32(&s["client_read_key_hex"]), "{name}: client read key");
+                    assert_eq!(w.0, hx32(&s["client_write_key_hex"]), "{name}: client write key");
+                    assert_eq!(r.0, hx32(&s["client_read_key_hex"]), "{name}: client read key");
                 }
                 other => panic!("{name}: unknown op {other}"),
             }
