@@ -26,8 +26,8 @@ pub use cert::{CertChainBuilder, CertDetails, CertVerifier, VerifiedChain, WA_RO
 pub use error::{CertRole, Error, ErrorKind, HandshakeStage, Result};
 pub use frame::{ConnectionHeader, FrameDecoder, MAX_FRAME_LEN};
 pub use handshake::{
-    AwaitingClientFinish, AwaitingServerHello, ClientFinished, ClientHelloReceived, Initiator, InitiatorConfig,
-    Responder, ResponderConfig, ServerAuthenticated,
+    AwaitingClientFinish, AwaitingServerHello, ClientFinished, ClientHelloReceived, Initiator,
+    InitiatorConfig, Responder, ResponderConfig, ServerAuthenticated,
 };
 pub use payload::{ClientProfile, RegistrationKeys};
 pub use symmetric::PROTOCOL_NAME;
