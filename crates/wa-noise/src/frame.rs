@@ -353,4 +353,35 @@ mod tests {
             assert!(dec.next_frame().expect("no error yet").is_none());
         }
     }
+
+    proptest::proptest! {
+        /// Any payloads, cut into any chunks, come back whole and in order.
+        #[test]
+        fn any_chunking_round_trips(
+            payloads in proptest::collection::vec(proptest::collection::vec(0u8..=255, 0..600), 0..12),
+            cuts in proptest::collection::vec(1usize..300, 1..40),
+            server in proptest::bool::ANY,
+        ) {
+            let mut wire = Vec::new();
+            if server {
+                ConnectionHeader::new().encode_into(&mut wire);
+            }
+            for p in &payloads {
+                encode_frame_into(p, &mut wire).expect("small");
+            }
+            let mut dec = if server { FrameDecoder::server() } else { FrameDecoder::client() };
+            let mut got = Vec::new();
+            let mut rest = &wire[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                dec.push(&rest[..n]);
+                rest = &rest[n..];
+                i += 1;
+                got.extend(frames_of(&mut dec));
+            }
+            dec.finish().expect("nothing left over");
+            proptest::prop_assert_eq!(got, payloads);
+        }
+    }
 }
