@@ -22,6 +22,9 @@ pub const DICT_VERSION_CURRENT: u8 = 3;
 /// Dictionary version of the old token tables.
 pub const DICT_VERSION_OLD: u8 = 2;
 
+/// Most memory reserved ahead of the bytes that fill it.
+const EAGER_RESERVE: usize = 1 << 20;
+
 const WA_MAGIC: [u8; 3] = [b'W', b'A', 6];
 const ED_MAGIC: [u8; 4] = [b'E', b'D', 0, 1];
 
@@ -237,8 +240,10 @@ impl FrameDecoder {
         }
         let total = FRAME_HEADER_LEN + len;
         if self.buf.len() < total {
-            // Grow once to the whole frame instead of doubling chunk by chunk.
-            self.buf.reserve(total - self.buf.len());
+            // Grow towards the whole frame in one step rather than doubling chunk by chunk,
+            // but never commit more than EAGER_RESERVE on the strength of 3 header bytes
+            // (a peer could otherwise make every connection allocate 16 MiB up front).
+            self.buf.reserve((total - self.buf.len()).min(EAGER_RESERVE));
             return Ok(None);
         }
         self.buf.advance(FRAME_HEADER_LEN);
@@ -334,6 +339,15 @@ mod tests {
         let mut dec = FrameDecoder::client().with_max_frame_len(10);
         dec.push(&[0, 0, 11]);
         assert!(matches!(dec.next_frame(), Err(Error::FrameTooLarge { len: 11, max: 10 })));
+    }
+
+    #[test]
+    fn a_length_header_alone_does_not_reserve_16_mib() {
+        let mut dec = FrameDecoder::client();
+        dec.push(&[0xFF, 0xFF, 0xFF]);
+        assert!(dec.next_frame().expect("waiting").is_none());
+        assert!(dec.buf.capacity() <= EAGER_RESERVE + 64, "capacity {}", dec.buf.capacity());
+        assert!(matches!(dec.finish(), Err(Error::Truncated { buffered: 3 })));
     }
 
     #[test]
