@@ -1,6 +1,7 @@
 //! Replays the Baileys 7.0.0-rc14 / libsignal-node 6.0.0 vectors (`signal_session.json`,
 //! `sender_keys.json`; `WA_VECTORS_DIR` honoured): we decrypt every recorded ciphertext with the
 //! recorded keys, and with the recorded randomness our encryptions are byte-identical.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! Shared test helpers: vector loading and deterministic RNGs.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
