@@ -298,9 +298,9 @@ fn run_group(seed: u64, ops: Vec<GOp>) {
     }
     // Final delivery of everything readable and not yet read, newest first.
     for m in net.iter_mut().rev() {
-        for r in 0..MEMBERS {
+        for (r, member) in members.iter_mut().enumerate() {
             if m.readable[r] && !m.delivered[r] {
-                assert_eq!(members[r].decrypt_in_place(&m.bytes, &cfg).unwrap(), m.plaintext);
+                assert_eq!(member.decrypt_in_place(&m.bytes, &cfg).unwrap(), m.plaintext);
                 m.delivered[r] = true;
             }
         }
