@@ -18,7 +18,6 @@ mod record;
 mod sender_key;
 mod session;
 pub mod wire;
-mod wire_proto;
 
 pub use error::SignalError;
 pub use keys::{
