@@ -24,6 +24,7 @@ pub use keys::{
     LocalIdentity, MAX_PRE_KEY_ID, PreKeyBundle, PreKeyRecord, PreKeySet, PreKeyStore, SignedPreKeyRecord,
     generate_registration_id,
 };
+pub use rand_core;
 pub use record::RECORD_VERSION;
 pub use sender_key::{SenderKeyConfig, SenderKeyRecord};
 pub use session::{CiphertextMessage, Decrypted, IdentityCheck, MessageKind, SessionConfig, SessionRecord};
