@@ -416,7 +416,7 @@ impl SessionRecord {
         bundle.verify()?;
         let base_key = KeyPair::generate(rng);
         let ratchet_key = KeyPair::generate(rng);
-        self.initiate_with_keys(local, bundle, config, base_key, ratchet_key)
+        self.build_initiator(local, bundle, config, base_key, ratchet_key)
     }
 
     /// [`Self::initiate`] with explicit base and ratchet keys (for replaying vectors).
@@ -429,6 +429,18 @@ impl SessionRecord {
         ratchet_key: KeyPair,
     ) -> Result<IdentityCheck, SignalError> {
         bundle.verify()?;
+        self.build_initiator(local, bundle, config, base_key, ratchet_key)
+    }
+
+    /// X3DH as the initiator, once the bundle's signature has been checked.
+    fn build_initiator(
+        &mut self,
+        local: &LocalIdentity,
+        bundle: &PreKeyBundle,
+        config: &SessionConfig,
+        base_key: KeyPair,
+        ratchet_key: KeyPair,
+    ) -> Result<IdentityCheck, SignalError> {
         let identity = self.identity_check(&bundle.identity_key, config)?;
         let agree = |ours: &wa_crypto::PrivateKey, theirs: &PublicKey| {
             ours.agree(theirs).map_err(SignalError::Agreement)
