@@ -64,9 +64,37 @@ impl PublicKey {
     /// its x-coordinate travels in the top bit of the signature's last byte (as libsignal and
     /// curve25519-js write it). `S` must be a canonical scalar.
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+        VerifyingKey::new(self).is_some_and(|v| v.verify(message, signature))
+    }
+}
+
+/// An XEdDSA public key prepared for verifying many signatures: the Edwards form is derived
+/// once instead of on every [`PublicKey::verify`] (a square root and two inversions saved).
+#[derive(Clone, Copy, Debug)]
+pub struct VerifyingKey {
+    /// The Edwards point with the x sign bit clear; the other sign is its negation.
+    point: EdwardsPoint,
+    /// Its compressed form (sign bit clear).
+    compressed: [u8; 32],
+}
+
+impl VerifyingKey {
+    /// Prepares `key`; `None` if it has no Edwards form (such a key verifies nothing).
+    pub fn new(key: &PublicKey) -> Option<Self> {
+        let point = MontgomeryPoint(key.0).to_edwards(0)?;
+        Some(Self { point, compressed: point.compress().to_bytes() })
+    }
+
+    /// Verifies an XEdDSA signature, exactly as [`PublicKey::verify`].
+    pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
         let sign_bit = signature[63] >> 7;
-        let Some(a_point) = MontgomeryPoint(self.0).to_edwards(sign_bit) else {
-            return false;
+        // The sign of the Edwards x-coordinate travels in the signature's top bit.
+        let (a_point, mut a_bytes) = (self.point, self.compressed);
+        let a_point = if sign_bit == 1 {
+            a_bytes[31] |= 0x80;
+            -a_point
+        } else {
+            a_point
         };
         let mut s_bytes = [0u8; 32];
         s_bytes.copy_from_slice(&signature[32..]);
@@ -75,9 +103,8 @@ impl PublicKey {
             return false;
         };
         let r_bytes = &signature[..32];
-        let a_bytes = a_point.compress();
         let k = Scalar::from_hash(
-            Sha512::new().chain_update(r_bytes).chain_update(a_bytes.as_bytes()).chain_update(message),
+            Sha512::new().chain_update(r_bytes).chain_update(a_bytes).chain_update(message),
         );
         // R' = s·B − k·A must equal R.
         let r_check = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &(-a_point), &s);
@@ -144,11 +171,16 @@ impl PrivateKey {
     /// `r = SHA512(a || M)` with `a` the clamped key, and no negation of `a`: the sign of
     /// the Edwards public key is carried in bit 255 of the signature instead.
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.signing_key().sign(message)
+    }
+
+    /// This key prepared for signing many messages (its Edwards public key computed once).
+    pub fn signing_key(&self) -> SigningKey {
         let mut a_bytes = clamp(self.0);
-        let r = Scalar::from_hash(Sha512::new().chain_update(a_bytes).chain_update(message));
-        let sig = self.sign_with_r(&a_bytes, r, message);
+        let a = Scalar::from_bytes_mod_order(a_bytes);
+        let a_pub = (&a * ED25519_BASEPOINT_TABLE).compress().to_bytes();
         a_bytes.zeroize();
-        sig
+        SigningKey { private: self.clone(), a_pub }
     }
 
     /// XEdDSA signature with 64 bytes of fresh randomness mixed into the nonce, as
@@ -164,24 +196,48 @@ impl PrivateKey {
                 .chain_update(message)
                 .chain_update(random),
         );
-        let sig = self.sign_with_r(&a_bytes, r, message);
         a_bytes.zeroize();
-        sig
+        self.signing_key().sign_with_r(r, message)
+    }
+}
+
+/// A private key prepared for XEdDSA signing: its Edwards public key is computed once, not on
+/// every signature. Signatures are identical to [`PrivateKey::sign`]'s.
+#[derive(Clone)]
+pub struct SigningKey {
+    private: PrivateKey,
+    a_pub: [u8; 32],
+}
+
+impl SigningKey {
+    /// Deterministic XEdDSA, byte-identical to [`PrivateKey::sign`].
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let mut a_bytes = clamp(self.private.0);
+        let r = Scalar::from_hash(Sha512::new().chain_update(a_bytes).chain_update(message));
+        a_bytes.zeroize();
+        self.sign_with_r(r, message)
     }
 
-    fn sign_with_r(&self, a_bytes: &[u8; 32], r: Scalar, message: &[u8]) -> [u8; 64] {
-        let a = Scalar::from_bytes_mod_order(*a_bytes);
-        let a_pub = (&a * ED25519_BASEPOINT_TABLE).compress();
+    fn sign_with_r(&self, r: Scalar, message: &[u8]) -> [u8; 64] {
+        let mut a_bytes = clamp(self.private.0);
+        let a = Scalar::from_bytes_mod_order(a_bytes);
+        a_bytes.zeroize();
         let r_pub = (&r * ED25519_BASEPOINT_TABLE).compress();
         let k = Scalar::from_hash(
-            Sha512::new().chain_update(r_pub.as_bytes()).chain_update(a_pub.as_bytes()).chain_update(message),
+            Sha512::new().chain_update(r_pub.as_bytes()).chain_update(self.a_pub).chain_update(message),
         );
         let s = r + k * a;
         let mut sig = [0u8; 64];
         sig[..32].copy_from_slice(r_pub.as_bytes());
         sig[32..].copy_from_slice(s.as_bytes());
-        sig[63] |= a_pub.as_bytes()[31] & 0x80;
+        sig[63] |= self.a_pub[31] & 0x80;
         sig
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningKey(<redacted>)")
     }
 }
 

@@ -340,20 +340,19 @@ impl SenderKeyRecord {
                 if skipped.last().is_some_and(|k| k.index >= s.iteration) {
                     return Err(SignalError::malformed(SENDER_KEY, "skipped key beyond its chain position"));
                 }
-                Ok(SenderKeyState {
-                    key_id: s.key_id,
-                    iteration: s.iteration,
-                    chain_key: arr32(SENDER_KEY, "chain key", &s.chain_key)?,
-                    signing_public: public(SENDER_KEY, &s.signing_public)?,
-                    signing_private: s
-                        .signing_private
+                Ok(SenderKeyState::new(
+                    s.key_id,
+                    s.iteration,
+                    arr32(SENDER_KEY, "chain key", &s.chain_key)?,
+                    public(SENDER_KEY, &s.signing_public)?,
+                    s.signing_private
                         .as_ref()
                         .map(|k| {
                             Ok::<_, SignalError>(PrivateKey::from_bytes(arr32(SENDER_KEY, "signing key", k)?))
                         })
                         .transpose()?,
                     skipped,
-                })
+                ))
             })
             .collect::<Result<_, SignalError>>()?;
         Ok(SenderKeyRecord { states })

@@ -4,7 +4,9 @@
 //! failing decrypt leaves the [`SenderKeyRecord`] unchanged.
 
 use rand_core::CryptoRng;
-use wa_crypto::{KeyPair, PrivateKey, PublicKey, cbc};
+use std::sync::OnceLock;
+
+use wa_crypto::{KeyPair, PrivateKey, PublicKey, SigningKey, VerifyingKey, cbc};
 
 use crate::error::SignalError;
 use crate::kdf;
@@ -37,6 +39,35 @@ pub(crate) struct SenderKeyState {
     pub signing_private: Option<PrivateKey>,
     /// Ascending by index (= iteration).
     pub skipped: Vec<SkippedKey>,
+    /// Prepared forms of the signing keys, derived on first use (not persisted).
+    pub signer: OnceLock<SigningKey>,
+    pub verifier: OnceLock<Option<VerifyingKey>>,
+}
+
+impl SenderKeyState {
+    pub(crate) fn new(
+        key_id: u32,
+        iteration: u32,
+        chain_key: [u8; 32],
+        signing_public: PublicKey,
+        signing_private: Option<PrivateKey>,
+        skipped: Vec<SkippedKey>,
+    ) -> Self {
+        SenderKeyState {
+            key_id,
+            iteration,
+            chain_key,
+            signing_public,
+            signing_private,
+            skipped,
+            signer: OnceLock::new(),
+            verifier: OnceLock::new(),
+        }
+    }
+
+    fn verifier(&self) -> Option<&VerifyingKey> {
+        self.verifier.get_or_init(|| VerifyingKey::new(&self.signing_public)).as_ref()
+    }
 }
 
 impl Clone for SenderKeyState {
@@ -46,8 +77,10 @@ impl Clone for SenderKeyState {
             iteration: self.iteration,
             chain_key: self.chain_key,
             signing_public: self.signing_public,
-            signing_private: self.signing_private.as_ref().map(|p| PrivateKey::from_bytes(*p.as_bytes())),
+            signing_private: self.signing_private.clone(),
             skipped: self.skipped.clone(),
+            signer: self.signer.clone(),
+            verifier: self.verifier.clone(),
         }
     }
 }
@@ -110,14 +143,7 @@ impl SenderKeyRecord {
         config: &SenderKeyConfig,
     ) {
         self.push_state(
-            SenderKeyState {
-                key_id,
-                iteration: 0,
-                chain_key,
-                signing_public: signing.public,
-                signing_private: Some(signing.private),
-                skipped: Vec::new(),
-            },
+            SenderKeyState::new(key_id, 0, chain_key, signing.public, Some(signing.private), Vec::new()),
             config,
         );
     }
@@ -181,14 +207,14 @@ impl SenderKeyRecord {
             }
         }
         self.push_state(
-            SenderKeyState {
-                key_id: skdm.key_id,
-                iteration: skdm.iteration,
-                chain_key: skdm.chain_key,
-                signing_public: skdm.signing_key,
-                signing_private: None,
-                skipped: Vec::new(),
-            },
+            SenderKeyState::new(
+                skdm.key_id,
+                skdm.iteration,
+                skdm.chain_key,
+                skdm.signing_key,
+                None,
+                Vec::new(),
+            ),
             config,
         );
     }
@@ -219,7 +245,8 @@ impl SenderKeyRecord {
     /// Encrypts with our newest state: the message uses the chain's current iteration.
     pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, SignalError> {
         let s = self.states.first_mut().ok_or(SignalError::NoSenderKeyState)?;
-        let signing = s.signing_private.as_ref().ok_or(SignalError::NotASenderKeyOwner)?;
+        let private = s.signing_private.as_ref().ok_or(SignalError::NotASenderKeyOwner)?;
+        let signing = s.signer.get_or_init(|| private.signing_key());
         let next = s.iteration.checked_add(1).ok_or(SignalError::CounterOverflow)?;
         let (iv, key) = kdf::group_message_keys(&kdf::message_seed(&s.chain_key));
         let ciphertext = cbc::encrypt(&key, &iv, plaintext);
@@ -253,7 +280,7 @@ impl SenderKeyRecord {
             .position(|s| s.key_id == msg.key_id)
             .ok_or(SignalError::UnknownSenderKeyId(msg.key_id))?;
         let s = &self.states[si];
-        if !msg.verify_signature(&s.signing_public) {
+        if !s.verifier().is_some_and(|v| msg.verify_signature(v)) {
             return Err(SignalError::BadSignature);
         }
         let (step, seed) = if msg.iteration < s.iteration {

@@ -205,7 +205,7 @@ impl<'a> SenderKeyMessage<'a> {
     }
 
     /// Checks the XEdDSA signature over everything before it.
-    pub(crate) fn verify_signature(&self, signing_key: &PublicKey) -> bool {
+    pub(crate) fn verify_signature(&self, signing_key: &wa_crypto::VerifyingKey) -> bool {
         let (body, sig) = self.raw.split_at(self.raw.len() - SIGNATURE_LEN);
         let mut s = [0u8; SIGNATURE_LEN];
         s.copy_from_slice(sig);
@@ -265,7 +265,7 @@ pub(crate) fn seal_sender_key_message(
     key_id: u32,
     iteration: u32,
     ciphertext: Vec<u8>,
-    signing_key: &wa_crypto::PrivateKey,
+    signing_key: &wa_crypto::SigningKey,
 ) -> Vec<u8> {
     let proto = wa_proto::SenderKeyMessage {
         id: Some(key_id),
