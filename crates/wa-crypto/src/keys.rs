@@ -158,8 +158,16 @@ impl PrivateKey {
     }
 
     /// X25519 agreement. Refuses the all-zero result that low-order points produce.
+    ///
+    /// Keys on the curve are multiplied in Edwards form (faster than the Montgomery ladder,
+    /// especially with the AVX2 backend); keys on the twist, which have no Edwards form, take
+    /// the ladder. Both give the same u-coordinate, as the tests check.
     pub fn agree(&self, their: &PublicKey) -> Result<[u8; 32], CryptoError> {
-        let shared = MontgomeryPoint(their.0).mul_clamped(self.0).to_bytes();
+        let u = MontgomeryPoint(their.0);
+        let shared = match u.to_edwards(0) {
+            Some(p) => p.mul_clamped(self.0).to_montgomery().to_bytes(),
+            None => u.mul_clamped(self.0).to_bytes(),
+        };
         if ct_eq(&shared, &[0u8; 32]) {
             return Err(CryptoError::WeakKey);
         }
@@ -314,6 +322,50 @@ mod tests {
         let shared = alice.agree(&bob.public_key()).unwrap();
         assert_eq!(hex::encode(shared), "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
         assert_eq!(shared, bob.agree(&alice.public_key()).unwrap());
+    }
+
+    fn ladder(k: &PrivateKey, u: [u8; 32]) -> [u8; 32] {
+        MontgomeryPoint(u).mul_clamped(k.0).to_bytes()
+    }
+
+    #[test]
+    fn edwards_agreement_equals_the_ladder_on_special_points() {
+        let k = PrivateKey::from_bytes([0x5a; 32]);
+        let mut specials = vec![[0u8; 32], [0xff; 32], [0x7f; 32]];
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        specials.push(one);
+        // p - 1 (u = -1 has no Edwards form), p, p + 1 (non-canonical encodings).
+        for low in [0xec, 0xed, 0xee] {
+            let mut v = [0xffu8; 32];
+            v[0] = low;
+            v[31] = 0x7f;
+            specials.push(v);
+        }
+        for u in specials {
+            let fast = k.agree(&PublicKey::from_array(u));
+            let slow = ladder(&k, u);
+            match fast {
+                Ok(x) => assert_eq!(x, slow, "u = {}", hex::encode(u)),
+                Err(_) => assert_eq!(slow, [0u8; 32], "u = {}", hex::encode(u)),
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn edwards_agreement_equals_the_ladder(k in any::<[u8; 32]>(), u in any::<[u8; 32]>()) {
+            // Random u: about half on the curve (Edwards path), half on the twist (ladder).
+            let key = PrivateKey::from_bytes(k);
+            let slow = ladder(&key, u);
+            match key.agree(&PublicKey::from_array(u)) {
+                Ok(x) => prop_assert_eq!(x, slow),
+                Err(_) => prop_assert_eq!(slow, [0u8; 32]),
+            }
+            // And on genuine public keys.
+            let their = PrivateKey::from_bytes(u).public_key();
+            prop_assert_eq!(key.agree(&their).unwrap(), ladder(&key, *their.as_bytes()));
+        }
     }
 
     #[test]
