@@ -79,6 +79,12 @@ pub enum SignalError {
         /// The counter (or sender-key iteration) of the message.
         counter: u32,
     },
+    /// The message belongs to a closed chain beyond its last stored key.
+    #[error("message {counter} is on a closed chain")]
+    ChainClosed {
+        /// The counter of the message.
+        counter: u32,
+    },
     /// The message is further ahead in its chain than the configured limit allows.
     #[error("message is {ahead} messages ahead of its chain (limit {limit})")]
     TooFarAhead {

@@ -51,6 +51,7 @@
 //! ```
 
 mod error;
+mod import;
 mod kdf;
 mod keys;
 mod record;

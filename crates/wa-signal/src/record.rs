@@ -69,8 +69,9 @@ struct ChainProto {
 struct ReceivingChainProto {
     #[prost(bytes = "vec", tag = "1")]
     ratchet_key: Vec<u8>,
-    #[prost(bytes = "vec", tag = "2")]
-    chain_key: Vec<u8>,
+    /// Absent for a closed chain.
+    #[prost(bytes = "vec", optional, tag = "2")]
+    chain_key: Option<Vec<u8>>,
     #[prost(uint32, tag = "3")]
     next_index: u32,
     #[prost(uint32, repeated, packed = "true", tag = "4")]
@@ -216,7 +217,7 @@ fn state_to_proto(s: &SessionState) -> SessionStateProto {
                 let (skipped_indexes, skipped_seeds) = pack_skipped(&c.skipped);
                 ReceivingChainProto {
                     ratchet_key: c.ratchet_key.as_bytes().to_vec(),
-                    chain_key: c.chain_key.to_vec(),
+                    chain_key: c.chain_key.map(|k| k.to_vec()),
                     next_index: c.next_index,
                     skipped_indexes,
                     skipped_seeds,
@@ -242,7 +243,7 @@ fn state_from_proto(p: &SessionStateProto) -> Result<SessionState, SignalError> 
             }
             Ok(ReceivingChain {
                 ratchet_key: public(SESSION, &c.ratchet_key)?,
-                chain_key: arr32(SESSION, "chain key", &c.chain_key)?,
+                chain_key: c.chain_key.as_deref().map(|k| arr32(SESSION, "chain key", k)).transpose()?,
                 next_index: c.next_index,
                 skipped,
             })

@@ -117,7 +117,9 @@ pub(crate) struct SkippedKey {
 #[derive(Clone, Debug)]
 pub(crate) struct ReceivingChain {
     pub ratchet_key: PublicKey,
-    pub chain_key: [u8; 32],
+    /// `None` for a closed chain (imported from libsignal-node, which closes a chain when the
+    /// ratchet turns): only its stored skipped keys remain usable.
+    pub chain_key: Option<[u8; 32]>,
     pub next_index: u32,
     /// Ascending by index.
     pub skipped: Vec<SkippedKey>,
@@ -216,12 +218,10 @@ impl SessionState {
                     .map_err(|_| SignalError::DuplicateMessage { counter: msg.counter })?;
                 (Found::Known(Step::Skipped { chain: ci, pos }), chain.skipped[pos].seed)
             } else {
-                let w = kdf::walk_chain(
-                    &chain.chain_key,
-                    chain.next_index,
-                    msg.counter,
-                    config.max_future_messages,
-                )?;
+                let chain_key =
+                    chain.chain_key.as_ref().ok_or(SignalError::ChainClosed { counter: msg.counter })?;
+                let w =
+                    kdf::walk_chain(chain_key, chain.next_index, msg.counter, config.max_future_messages)?;
                 let step = Step::Advance {
                     chain: ci,
                     chain_key: w.chain_key,
@@ -245,7 +245,7 @@ impl SessionState {
             let w = kdf::walk_chain(&ck, 0, msg.counter, config.max_future_messages)?;
             let chain = ReceivingChain {
                 ratchet_key: msg.ratchet_key,
-                chain_key: w.chain_key,
+                chain_key: Some(w.chain_key),
                 next_index: w.next,
                 skipped: w.skipped,
             };
@@ -278,7 +278,7 @@ impl SessionState {
             }
             Step::Advance { chain, chain_key, next_index, skipped } => {
                 let c = &mut self.receiving[chain];
-                c.chain_key = chain_key;
+                c.chain_key = Some(chain_key);
                 c.next_index = next_index;
                 c.skipped.extend(skipped);
             }
@@ -545,7 +545,11 @@ impl SessionRecord {
                         used_pre_key: None,
                     });
                 }
-                Err(e @ (SignalError::DuplicateMessage { .. } | SignalError::TooFarAhead { .. })) => {
+                Err(
+                    e @ (SignalError::DuplicateMessage { .. }
+                    | SignalError::TooFarAhead { .. }
+                    | SignalError::ChainClosed { .. }),
+                ) => {
                     // The state knows this chain: no other state will.
                     if definitive.is_none() {
                         definitive = Some(e);
