@@ -197,7 +197,7 @@ fn wl_party(name: &str, rng: &mut StdRng) -> WlParty {
     )
     .unwrap();
     WlParty {
-        address: wl::ProtocolAddress::new(name.to_string(), 1.into()),
+        address: wl::ProtocolAddress::new(name, 1.into()),
         identity: WlIdentity { pair, registration_id, known: HashMap::new() },
         pre_keys,
         signed,
@@ -281,10 +281,11 @@ fn session_establishment(c: &mut Criterion) {
         )
     });
     let mut rng2 = StdRng::seed_from_u64(2);
+    let mut setup_rng = StdRng::seed_from_u64(22);
     let wl_bob = wl_party("bob", &mut rng2);
     g.bench_function("wacore-libsignal", |b| {
         b.iter_batched_ref(
-            || wl_party("alice", &mut rng2),
+            || wl_party("alice", &mut setup_rng),
             |alice| wl_initiate(alice, &wl_bob.address, &wl_bob.bundle, &mut rng2),
             BatchSize::SmallInput,
         )
