@@ -81,8 +81,11 @@ fn ours(k: &Keys) -> (wa_noise::Transport, wa_noise::Transport) {
 /// (checked equal to ours) and the two cipher pairs.
 fn wacore(
     k: &Keys,
-) -> ([u8; 32], (wacore_noise::NoiseCipher, wacore_noise::NoiseCipher), (wacore_noise::NoiseCipher, wacore_noise::NoiseCipher))
-{
+) -> (
+    [u8; 32],
+    (wacore_noise::NoiseCipher, wacore_noise::NoiseCipher),
+    (wacore_noise::NoiseCipher, wacore_noise::NoiseCipher),
+) {
     use wacore_noise::{HandshakeUtils, NoiseHandshake};
     use waproto::{buffa, codec, whatsapp as wa};
     const PATTERN: &str = "Noise_XX_25519_AESGCM_SHA256\0\0\0\0";
@@ -154,7 +157,9 @@ fn handshake(c: &mut Criterion) {
     let verifier = CertVerifier::new(k.root.public);
     let server_static = k.config.static_key.public;
     g.bench_function("wa-noise", |b| {
-        b.iter(|| black_box(verifier.verify(black_box(&k.config.cert_chain), &server_static, NOW).expect("ok")))
+        b.iter(|| {
+            black_box(verifier.verify(black_box(&k.config.cert_chain), &server_static, NOW).expect("ok"))
+        })
     });
     g.finish();
 }

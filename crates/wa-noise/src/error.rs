@@ -68,7 +68,7 @@ pub enum Error {
     /// The connection intro is not `[ED 00 01 len24 routing] WA 06 <dict>`.
     #[error("malformed connection header: {0}")]
     BadConnectionHeader(&'static str),
-    /// A frame announces more bytes than the configured maximum.
+    /// An incoming frame (or routing info) announces more bytes than the configured maximum.
     #[error("frame of {len} bytes exceeds the maximum of {max}")]
     FrameTooLarge {
         /// Announced (or attempted) length.
@@ -202,7 +202,8 @@ pub enum Error {
     /// The 32-bit nonce counter of one direction is used up; the connection must end.
     #[error("nonce counter exhausted")]
     NonceExhausted,
-    /// An outgoing field does not fit where it must go (e.g. routing info over 16 MiB − 1).
+    /// Something we were asked to send does not fit (a frame payload or routing info over
+    /// 16 MiB − 1, a plaintext over 16 MiB − 17).
     #[error("{what} of {len} bytes is too long (max {max})")]
     TooLong {
         /// What was too long.

@@ -146,7 +146,7 @@ fn put_u24(out: &mut impl BufMut, len: usize) {
 /// The 3-byte big-endian length prefix for a payload of `len` bytes.
 pub fn frame_header(len: usize) -> Result<[u8; FRAME_HEADER_LEN]> {
     if len > MAX_FRAME_LEN {
-        return Err(Error::FrameTooLarge { len, max: MAX_FRAME_LEN });
+        return Err(Error::TooLong { what: "frame payload", len, max: MAX_FRAME_LEN });
     }
     Ok([(len >> 16) as u8, (len >> 8) as u8, len as u8])
 }
@@ -333,7 +333,7 @@ mod tests {
         let too_big = vec![0; MAX_FRAME_LEN + 1];
         assert!(matches!(
             encode_frame_into(&too_big, &mut Vec::new()),
-            Err(Error::FrameTooLarge { len, .. }) if len == MAX_FRAME_LEN + 1
+            Err(Error::TooLong { len, .. }) if len == MAX_FRAME_LEN + 1
         ));
 
         let mut dec = FrameDecoder::client().with_max_frame_len(10);

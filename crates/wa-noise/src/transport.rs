@@ -53,7 +53,7 @@ impl FrameSender {
     /// then encrypted in place.
     pub fn encrypt_frame<B: BufMut + AsMut<[u8]>>(&mut self, plaintext: &[u8], out: &mut B) -> Result<()> {
         let len = plaintext.len() + TAG_LEN;
-        let header = frame_header(len).map_err(|_| Error::FrameTooLarge { len, max: MAX_FRAME_LEN })?;
+        let header = frame_header(len)?;
         let iv = nonce(self.counter.current()?);
         let start = out.as_mut().len() + FRAME_HEADER_LEN;
         out.put_slice(&header);

@@ -84,7 +84,7 @@ fn handshake_then_frames_of_every_size() {
     let too_big = vec![0u8; MAX_PLAINTEXT_LEN + 1];
     assert!(matches!(
         tx.encrypt_frame(&too_big, &mut Vec::new()),
-        Err(Error::FrameTooLarge { len, max: MAX_FRAME_LEN }) if len == MAX_FRAME_LEN + 1
+        Err(Error::TooLong { len, max: MAX_FRAME_LEN, .. }) if len == MAX_FRAME_LEN + 1
     ));
     assert_eq!(tx.frames_sent(), sizes.len() as u64, "a refused frame uses no nonce");
 }
