@@ -558,11 +558,11 @@ pub async fn many_devices(h: &dyn Harness) {
         .await
         .expect("a");
     assert_eq!(
-        a.get_sessions(&[x.clone()]).await.expect("a")[0].as_deref(),
+        a.get_sessions(std::slice::from_ref(&x)).await.expect("a")[0].as_deref(),
         Some(&b"A"[..])
     );
     assert_eq!(
-        b.get_sessions(&[x.clone()]).await.expect("b")[0].as_deref(),
+        b.get_sessions(std::slice::from_ref(&x)).await.expect("b")[0].as_deref(),
         Some(&b"B"[..])
     );
     assert!(b.sender_key_holders("g@g.us").await.expect("b").is_empty());
@@ -572,7 +572,7 @@ pub async fn many_devices(h: &dyn Harness) {
     );
     s.delete_device(&dev("acct-a")).await.expect("delete");
     assert_eq!(a.load_credentials().await.expect("a"), None);
-    assert_eq!(a.get_sessions(&[x.clone()]).await.expect("a")[0], None);
+    assert_eq!(a.get_sessions(std::slice::from_ref(&x)).await.expect("a")[0], None);
     assert_eq!(b.load_credentials().await.expect("b"), Some(creds(2)));
     assert_eq!(s.devices().await.expect("devices"), vec![dev("acct-b")]);
     assert!(
@@ -610,7 +610,7 @@ pub async fn transactions(h: &dyn Harness) {
     assert_eq!(tx.len(), 6);
     tx.commit().await.expect("commit");
     assert_eq!(
-        d.get_sessions(&[x.clone()]).await.expect("get")[0].as_deref(),
+        d.get_sessions(std::slice::from_ref(&x)).await.expect("get")[0].as_deref(),
         Some(&b"ratchet-1"[..])
     );
     assert_eq!(d.pre_key_counts().await.expect("counts").consumed, 1);
@@ -622,7 +622,7 @@ pub async fn transactions(h: &dyn Harness) {
         .put_inbound(&inbound("m2", T0));
     drop(tx);
     assert_eq!(
-        d.get_sessions(&[x.clone()]).await.expect("get")[0].as_deref(),
+        d.get_sessions(std::slice::from_ref(&x)).await.expect("get")[0].as_deref(),
         Some(&b"ratchet-1"[..])
     );
     assert_eq!(d.pending_inbound(10).await.expect("pending").len(), 1);
@@ -648,7 +648,7 @@ pub async fn rollback_on_error(h: &dyn Harness) {
         other => panic!("expected a conflict, got {other:?}"),
     }
     assert_eq!(
-        d.get_sessions(&[x.clone()]).await.expect("get")[0].as_deref(),
+        d.get_sessions(std::slice::from_ref(&x)).await.expect("get")[0].as_deref(),
         Some(&b"ratchet-1"[..])
     );
     assert_eq!(
@@ -837,7 +837,7 @@ pub async fn swapped_and_tampered_rows(h: &dyn Harness) {
         RowKey::new("y@lid", "0"),
     )
     .await;
-    match d.get_sessions(&[x.clone()]).await {
+    match d.get_sessions(std::slice::from_ref(&x)).await {
         Err(e @ Error::Integrity { .. }) => {
             assert!(e.to_string().contains("failed authentication"))
         }
@@ -861,7 +861,7 @@ pub async fn swapped_and_tampered_rows(h: &dyn Harness) {
     .await
     .expect("copy");
     assert!(matches!(
-        d.get_sessions(&[x.clone()]).await,
+        d.get_sessions(std::slice::from_ref(&x)).await,
         Err(Error::Integrity { .. })
     ));
     // One flipped bit.
@@ -881,7 +881,7 @@ pub async fn swapped_and_tampered_rows(h: &dyn Harness) {
     .await
     .expect("tamper");
     assert!(matches!(
-        s.device(&dev("b")).get_sessions(&[x.clone()]).await,
+        s.device(&dev("b")).get_sessions(std::slice::from_ref(&x)).await,
         Err(Error::Integrity { .. })
     ));
     // A clear row injected into an encrypted database is refused, not read.
