@@ -1,1 +1,22 @@
-//! Cryptographic primitives shared by the Noise and Signal layers: Curve25519 with the DJB prefix, XEdDSA, HKDF, AES-GCM, AES-CBC, HMAC.
+//! Cryptographic primitives shared by the Noise (`wa-noise`) and Signal (`wa-signal`)
+//! layers, on RustCrypto and curve25519-dalek.
+//!
+//! - [`PublicKey`], [`PrivateKey`], [`KeyPair`]: Curve25519 keys as WhatsApp and Signal use
+//!   them (32 raw bytes on the wire in nodes, 33 bytes with the `0x05` DJB type prefix inside
+//!   Signal messages), X25519 agreement and XEdDSA signatures.
+//! - [`hkdf_sha256`], [`hmac_sha256`], [`sha256`], [`sha512`]: hashing and key derivation.
+//! - [`aead`]: AES-256-GCM; [`cbc`]: AES-256-CBC with PKCS#7 padding.
+//! - [`ct_eq`]: constant-time comparison of MACs and tags.
+//!
+//! Everything here is sans-I/O and allocation-light; randomness is always passed in.
+
+pub mod aead;
+pub mod cbc;
+mod error;
+mod hash;
+mod keys;
+
+pub use error::CryptoError;
+pub use hash::{ct_eq, hkdf_sha256, hkdf_sha256_array, hmac_sha256, sha256, sha512};
+pub use keys::{DJB_TYPE, KeyPair, PrivateKey, PublicKey};
+pub use rand_core;

@@ -1,0 +1,105 @@
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256, Sha512};
+use subtle::ConstantTimeEq;
+
+use crate::CryptoError;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// HMAC-SHA256 over the concatenation of `parts` (no copy is made to join them).
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// SHA-256 over the concatenation of `parts`.
+pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// SHA-512 over the concatenation of `parts`.
+pub fn sha512(parts: &[&[u8]]) -> [u8; 64] {
+    let mut h = Sha512::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// HKDF-SHA256 (RFC 5869) filling `out`. An empty `salt` means the RFC's default (zeros).
+///
+/// Fails only if `out` is longer than 255 × 32 bytes.
+pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8], out: &mut [u8]) -> Result<(), CryptoError> {
+    let salt = if salt.is_empty() { None } else { Some(salt) };
+    hkdf::Hkdf::<Sha256>::new(salt, ikm)
+        .expand(info, out)
+        .map_err(|_| CryptoError::InvalidLength("HKDF output (max 8160 bytes)"))
+}
+
+/// HKDF-SHA256 into a fixed-size array. `N` must be at most 8160; checked at compile time.
+pub fn hkdf_sha256_array<const N: usize>(ikm: &[u8], salt: &[u8], info: &[u8]) -> [u8; N] {
+    const { assert!(N <= 255 * 32, "HKDF-SHA256 output is at most 8160 bytes") };
+    let mut out = [0u8; N];
+    let salt = if salt.is_empty() { None } else { Some(salt) };
+    // Cannot fail: N is checked above.
+    if hkdf::Hkdf::<Sha256>::new(salt, ikm).expand(info, &mut out).is_err() {
+        unreachable!("HKDF length checked at compile time")
+    }
+    out
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hkdf_rfc5869_case_1() {
+        let ikm = [0x0b; 22];
+        let salt = hex::decode("000102030405060708090a0b0c").unwrap();
+        let info = hex::decode("f0f1f2f3f4f5f6f7f8f9").unwrap();
+        let okm: [u8; 42] = hkdf_sha256_array(&ikm, &salt, &info);
+        assert_eq!(
+            hex::encode(okm),
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+        );
+    }
+
+    #[test]
+    fn hmac_parts_equal_joined() {
+        let a = hmac_sha256(b"key", &[b"hello ", b"world"]);
+        let b = hmac_sha256(b"key", &[b"hello world"]);
+        assert_eq!(a, b);
+        // RFC 4231 test case 2
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", &[b"what do ya want for nothing?"])),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn hkdf_too_long_is_an_error() {
+        let mut out = vec![0u8; 8161];
+        assert!(hkdf_sha256(b"k", b"", b"", &mut out).is_err());
+    }
+
+    #[test]
+    fn ct_eq_works() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,20 @@
+//! Generates the prost types from `proto/*.proto` at the workspace root. protox parses the
+//! schema in pure Rust, so building needs no system `protoc`.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&proto_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "proto"))
+        .collect();
+    files.sort();
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    println!("cargo:rerun-if-changed={}", proto_dir.display());
+    let fds = protox::compile(&files, [&proto_dir])?;
+    prost_build::Config::new().compile_fds(fds)?;
+    Ok(())
+}
