@@ -14,7 +14,8 @@ const PEERS: u32 = 64;
 
 fn bench_backend(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, store: Store) {
     let d = store.device(&DeviceId::new("bench").expect("id"));
-    let addrs: Vec<ProtocolAddress> = (0..PEERS).map(|i| ProtocolAddress::new(format!("{i}@lid"), 0)).collect();
+    let addrs: Vec<ProtocolAddress> =
+        (0..PEERS).map(|i| ProtocolAddress::new(format!("{i}@lid"), 0)).collect();
     let record = vec![0x5au8; 1024];
     rt.block_on(async {
         let batch: Vec<_> = addrs.iter().map(|a| (a.clone(), record.clone())).collect();
@@ -57,7 +58,8 @@ fn store_benches(c: &mut Criterion) {
         let path = dir.path().join(format!("{label}.db"));
         let store = rt
             .block_on(async {
-                let b = SqliteBackend::open(&path, SqliteOptions { durability, ..SqliteOptions::default() }).await?;
+                let b = SqliteBackend::open(&path, SqliteOptions { durability, ..SqliteOptions::default() })
+                    .await?;
                 Store::open(b, opts(k)).await
             })
             .expect("sqlite");
@@ -67,10 +69,14 @@ fn store_benches(c: &mut Criterion) {
     match std::env::var("WA_TEST_PG_URL") {
         Ok(admin) => {
             let url = rt.block_on(async {
-                let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("pg");
+                let (client, conn) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("pg");
                 tokio::spawn(conn);
                 let name = format!("wa_bench_{}", std::process::id());
-                client.batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}")).await.expect("db");
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"))
+                    .await
+                    .expect("db");
                 let (base, _) = admin.rsplit_once('/').expect("url path");
                 format!("{base}/{name}")
             });

@@ -104,10 +104,7 @@ pub struct RowKey {
 impl RowKey {
     /// Builds a key.
     pub fn new(scope: impl Into<String>, key: impl Into<String>) -> Self {
-        RowKey {
-            scope: scope.into(),
-            key: key.into(),
-        }
+        RowKey { scope: scope.into(), key: key.into() }
     }
 }
 
@@ -214,12 +211,7 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<Option<Row>>>>;
 
     /// Lists rows of one device's table.
-    fn scan<'a>(
-        &'a self,
-        table: Table,
-        device: &'a str,
-        scan: &'a Scan,
-    ) -> BoxFuture<'a, Result<Vec<Row>>>;
+    fn scan<'a>(&'a self, table: Table, device: &'a str, scan: &'a Scan) -> BoxFuture<'a, Result<Vec<Row>>>;
 
     /// Applies a batch atomically: all of it or none of it.
     fn apply<'a>(&'a self, ops: &'a [Op]) -> BoxFuture<'a, Result<()>>;

@@ -68,24 +68,16 @@ impl<'a> Dec<'a> {
         let mut d = Dec { buf, table };
         let v = d.u8()?;
         if v != format_version {
-            return Err(d.err(format!(
-                "unknown value format version {v} (expected {format_version})"
-            )));
+            return Err(d.err(format!("unknown value format version {v} (expected {format_version})")));
         }
         Ok(d)
     }
     fn err(&self, reason: String) -> Error {
-        Error::Corrupt {
-            table: self.table,
-            reason,
-        }
+        Error::Corrupt { table: self.table, reason }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.buf.len() < n {
-            return Err(self.err(format!(
-                "truncated: needed {n} bytes, {} left",
-                self.buf.len()
-            )));
+            return Err(self.err(format!("truncated: needed {n} bytes, {} left", self.buf.len())));
         }
         let (a, b) = self.buf.split_at(n);
         self.buf = b;
@@ -127,17 +119,11 @@ impl<'a> Dec<'a> {
     pub(crate) fn opt_str(&mut self) -> Result<Option<String>> {
         match self.opt_bytes()? {
             None => Ok(None),
-            Some(b) => String::from_utf8(b)
-                .map(Some)
-                .map_err(|_| self.err("string is not UTF-8".into())),
+            Some(b) => String::from_utf8(b).map(Some).map_err(|_| self.err("string is not UTF-8".into())),
         }
     }
     pub(crate) fn finish(self) -> Result<()> {
-        if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(self.err(format!("{} trailing bytes", self.buf.len())))
-        }
+        if self.buf.is_empty() { Ok(()) } else { Err(self.err(format!("{} trailing bytes", self.buf.len()))) }
     }
 }
 
@@ -148,12 +134,7 @@ mod tests {
     #[test]
     fn round_trip_and_truncation() {
         let mut e = Enc::new(1);
-        e.u32(7)
-            .str("hi")
-            .opt_bytes(None)
-            .opt_str(Some("x"))
-            .i64(-3)
-            .raw(&[9; 4]);
+        e.u32(7).str("hi").opt_bytes(None).opt_str(Some("x")).i64(-3).raw(&[9; 4]);
         let b = e.finish();
         let mut d = Dec::new(&b, "t", 1).expect("version");
         assert_eq!(d.u32().expect("u32"), 7);

@@ -39,11 +39,7 @@ pub struct Argon2Params {
 impl Default for Argon2Params {
     /// OWASP's baseline for Argon2id: 19 MiB, 2 iterations, 1 lane.
     fn default() -> Self {
-        Argon2Params {
-            m_cost_kib: 19 * 1024,
-            t_cost: 2,
-            p_cost: 1,
-        }
+        Argon2Params { m_cost_kib: 19 * 1024, t_cost: 2, p_cost: 1 }
     }
 }
 
@@ -67,10 +63,7 @@ impl fmt::Debug for EncryptionKey {
         match self {
             EncryptionKey::Raw(_) => f.write_str("EncryptionKey::Raw(<redacted>)"),
             EncryptionKey::Passphrase { params, .. } => {
-                write!(
-                    f,
-                    "EncryptionKey::Passphrase {{ passphrase: <redacted>, params: {params:?} }}"
-                )
+                write!(f, "EncryptionKey::Passphrase {{ passphrase: <redacted>, params: {params:?} }}")
             }
         }
     }
@@ -79,10 +72,7 @@ impl fmt::Debug for EncryptionKey {
 impl EncryptionKey {
     /// A passphrase key with default Argon2id costs.
     pub fn passphrase(p: impl Into<String>) -> Self {
-        EncryptionKey::Passphrase {
-            passphrase: p.into(),
-            params: Argon2Params::default(),
-        }
+        EncryptionKey::Passphrase { passphrase: p.into(), params: Argon2Params::default() }
     }
 }
 
@@ -97,11 +87,7 @@ pub(crate) enum Kdf {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum EncryptionMeta {
     None,
-    Aes256Gcm {
-        key_id: [u8; KEY_ID_LEN],
-        kdf: Kdf,
-        check: Vec<u8>,
-    },
+    Aes256Gcm { key_id: [u8; KEY_ID_LEN], kdf: Kdf, check: Vec<u8> },
 }
 
 impl EncryptionMeta {
@@ -118,11 +104,7 @@ impl EncryptionMeta {
                         e.u8(0);
                     }
                     Kdf::Argon2id { params, salt } => {
-                        e.u8(1)
-                            .u32(params.m_cost_kib)
-                            .u32(params.t_cost)
-                            .u32(params.p_cost)
-                            .bytes(salt);
+                        e.u8(1).u32(params.m_cost_kib).u32(params.t_cost).u32(params.p_cost).bytes(salt);
                     }
                 }
                 e.bytes(check);
@@ -141,31 +123,17 @@ impl EncryptionMeta {
                 let kdf = match d.u8()? {
                     0 => Kdf::Raw,
                     1 => Kdf::Argon2id {
-                        params: Argon2Params {
-                            m_cost_kib: d.u32()?,
-                            t_cost: d.u32()?,
-                            p_cost: d.u32()?,
-                        },
+                        params: Argon2Params { m_cost_kib: d.u32()?, t_cost: d.u32()?, p_cost: d.u32()? },
                         salt: d.bytes()?,
                     },
                     k => {
-                        return Err(Error::Corrupt {
-                            table: t,
-                            reason: format!("unknown kdf {k}"),
-                        });
+                        return Err(Error::Corrupt { table: t, reason: format!("unknown kdf {k}") });
                     }
                 };
-                EncryptionMeta::Aes256Gcm {
-                    key_id,
-                    kdf,
-                    check: d.bytes()?,
-                }
+                EncryptionMeta::Aes256Gcm { key_id, kdf, check: d.bytes()? }
             }
             m => {
-                return Err(Error::Corrupt {
-                    table: t,
-                    reason: format!("unknown encryption mode {m}"),
-                });
+                return Err(Error::Corrupt { table: t, reason: format!("unknown encryption mode {m}") });
             }
         };
         d.finish()?;
@@ -214,15 +182,9 @@ pub(crate) fn key_id_hex(id: &[u8; KEY_ID_LEN]) -> String {
 }
 
 fn aad(device: &str, table: Table, scope: &str, key: &str) -> Vec<u8> {
-    let mut a =
-        Vec::with_capacity(AAD_LABEL.len() + 16 + device.len() + scope.len() + key.len() + 24);
+    let mut a = Vec::with_capacity(AAD_LABEL.len() + 16 + device.len() + scope.len() + key.len() + 24);
     a.extend_from_slice(AAD_LABEL);
-    for part in [
-        device.as_bytes(),
-        table.name().as_bytes(),
-        scope.as_bytes(),
-        key.as_bytes(),
-    ] {
+    for part in [device.as_bytes(), table.name().as_bytes(), scope.as_bytes(), key.as_bytes()] {
         a.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
         a.extend_from_slice(part);
     }
@@ -238,13 +200,7 @@ impl Sealer {
             EncryptionKey::Passphrase { passphrase, params } => {
                 let salt = random_bytes::<16>()?.to_vec();
                 let k = derive(passphrase, *params, &salt)?;
-                Ok(Self::from_raw(
-                    &k,
-                    Kdf::Argon2id {
-                        params: *params,
-                        salt,
-                    },
-                ))
+                Ok(Self::from_raw(&k, Kdf::Argon2id { params: *params, salt }))
             }
         }
     }
@@ -267,11 +223,7 @@ impl Sealer {
     }
 
     fn from_raw(key: &[u8; 32], kdf: Kdf) -> Self {
-        Sealer {
-            cipher: Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key)),
-            key_id: key_id_of(key),
-            kdf,
-        }
+        Sealer { cipher: Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key)), key_id: key_id_of(key), kdf }
     }
 
     pub(crate) fn key_id(&self) -> [u8; KEY_ID_LEN] {
@@ -280,21 +232,14 @@ impl Sealer {
 
     pub(crate) fn meta(&self) -> Result<EncryptionMeta> {
         let check = self.seal("", Table::Meta, "", "key-check", KEY_CHECK)?;
-        Ok(EncryptionMeta::Aes256Gcm {
-            key_id: self.key_id,
-            kdf: self.kdf.clone(),
-            check,
-        })
+        Ok(EncryptionMeta::Aes256Gcm { key_id: self.key_id, kdf: self.kdf.clone(), check })
     }
 
     /// Checks the database's key-check blob, proving the key (not just its id) is right.
     pub(crate) fn verify_check(&self, check: &[u8]) -> Result<()> {
         let p = self.open("", Table::Meta, "", "key-check", check)?;
         if p != KEY_CHECK {
-            return Err(Error::Corrupt {
-                table: Table::Meta.name(),
-                reason: "key check mismatch".into(),
-            });
+            return Err(Error::Corrupt { table: Table::Meta.name(), reason: "key check mismatch".into() });
         }
         Ok(())
     }
@@ -312,16 +257,8 @@ impl Sealer {
         let aad = aad(device, table, scope, key);
         let ct = self
             .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plain,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| {
-                Error::InvalidInput(format!("value too large to seal in {}", table.name()))
-            })?;
+            .encrypt(&nonce, Payload { msg: plain, aad: &aad })
+            .map_err(|_| Error::InvalidInput(format!("value too large to seal in {}", table.name())))?;
         let mut out = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + ct.len());
         out.push(SEALED);
         out.extend_from_slice(&self.key_id);
@@ -364,9 +301,7 @@ impl Sealer {
         let (nonce, ct) = rest.split_at(NONCE_LEN);
         let nonce = GcmNonce::try_from(nonce).map_err(|_| integrity())?;
         let aad = aad(device, table, scope, key);
-        self.cipher
-            .decrypt(&nonce, Payload { msg: ct, aad: &aad })
-            .map_err(|_| integrity())
+        self.cipher.decrypt(&nonce, Payload { msg: ct, aad: &aad }).map_err(|_| integrity())
     }
 }
 
@@ -385,14 +320,9 @@ pub(crate) fn unclear(table: Table, stored: &[u8]) -> Result<Vec<u8>> {
         Some((&SEALED, rest)) if rest.len() >= KEY_ID_LEN => {
             let mut id = [0u8; KEY_ID_LEN];
             id.copy_from_slice(&rest[..KEY_ID_LEN]);
-            Err(Error::KeyRequired {
-                key_id: key_id_hex(&id),
-            })
+            Err(Error::KeyRequired { key_id: key_id_hex(&id) })
         }
-        _ => Err(Error::Corrupt {
-            table: table.name(),
-            reason: "unknown value envelope".into(),
-        }),
+        _ => Err(Error::Corrupt { table: table.name(), reason: "unknown value envelope".into() }),
     }
 }
 
@@ -403,36 +333,22 @@ mod tests {
     #[test]
     fn seal_open_and_aad_binding() {
         let s = Sealer::create(&EncryptionKey::Raw([7; 32])).expect("sealer");
-        let c = s
-            .seal("dev", Table::Sessions, "a", "1", b"secret")
-            .expect("seal");
-        assert_eq!(
-            s.open("dev", Table::Sessions, "a", "1", &c).expect("open"),
-            b"secret"
-        );
+        let c = s.seal("dev", Table::Sessions, "a", "1", b"secret").expect("seal");
+        assert_eq!(s.open("dev", Table::Sessions, "a", "1", &c).expect("open"), b"secret");
         for (d, t, sc, k) in [
             ("dev2", Table::Sessions, "a", "1"),
             ("dev", Table::SenderKeys, "a", "1"),
             ("dev", Table::Sessions, "b", "1"),
             ("dev", Table::Sessions, "a", "2"),
         ] {
-            assert!(matches!(
-                s.open(d, t, sc, k, &c),
-                Err(Error::Integrity { .. })
-            ));
+            assert!(matches!(s.open(d, t, sc, k, &c), Err(Error::Integrity { .. })));
         }
         let mut bad = c.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(matches!(
-            s.open("dev", Table::Sessions, "a", "1", &bad),
-            Err(Error::Integrity { .. })
-        ));
+        assert!(matches!(s.open("dev", Table::Sessions, "a", "1", &bad), Err(Error::Integrity { .. })));
         let other = Sealer::create(&EncryptionKey::Raw([8; 32])).expect("sealer");
-        assert!(matches!(
-            other.open("dev", Table::Sessions, "a", "1", &c),
-            Err(Error::WrongKey { .. })
-        ));
+        assert!(matches!(other.open("dev", Table::Sessions, "a", "1", &c), Err(Error::WrongKey { .. })));
         assert!(matches!(
             s.open("dev", Table::Sessions, "a", "1", &clear(b"x")),
             Err(Error::Integrity { .. })
@@ -441,28 +357,16 @@ mod tests {
 
     #[test]
     fn passphrase_derivation_is_salted_and_reproducible() {
-        let params = Argon2Params {
-            m_cost_kib: 64,
-            t_cost: 1,
-            p_cost: 1,
-        };
-        let key = EncryptionKey::Passphrase {
-            passphrase: "hunter2".into(),
-            params,
-        };
+        let params = Argon2Params { m_cost_kib: 64, t_cost: 1, p_cost: 1 };
+        let key = EncryptionKey::Passphrase { passphrase: "hunter2".into(), params };
         let a = Sealer::create(&key).expect("a");
         let b = Sealer::create(&key).expect("b");
         assert_ne!(a.key_id(), b.key_id(), "fresh salt per database");
         let again = Sealer::for_existing(&key, &a.kdf).expect("again");
         assert_eq!(again.key_id(), a.key_id());
         let meta = a.meta().expect("meta");
-        let EncryptionMeta::Aes256Gcm { check, .. } = &meta else {
-            panic!("sealed meta")
-        };
+        let EncryptionMeta::Aes256Gcm { check, .. } = &meta else { panic!("sealed meta") };
         again.verify_check(check).expect("check");
-        assert_eq!(
-            EncryptionMeta::decode(&meta.encode()).expect("decode"),
-            meta
-        );
+        assert_eq!(EncryptionMeta::decode(&meta.encode()).expect("decode"), meta);
     }
 }

@@ -23,10 +23,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
     }
 }
 
@@ -75,11 +72,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions {
-            key: None,
-            clock: Arc::new(SystemClock),
-            pre_key_grace_secs: 24 * 3600,
-        }
+        StoreOptions { key: None, clock: Arc::new(SystemClock), pre_key_grace_secs: 24 * 3600 }
     }
 }
 
@@ -95,10 +88,7 @@ impl std::fmt::Debug for StoreOptions {
 impl StoreOptions {
     /// Default options with an encryption key.
     pub fn with_key(key: EncryptionKey) -> Self {
-        StoreOptions {
-            key: Some(key),
-            ..Default::default()
-        }
+        StoreOptions { key: Some(key), ..Default::default() }
     }
 }
 
@@ -119,9 +109,7 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("backend", &self.inner.backend.name())
-            .finish_non_exhaustive()
+        f.debug_struct("Store").field("backend", &self.inner.backend.name()).finish_non_exhaustive()
     }
 }
 
@@ -132,9 +120,7 @@ fn meta_id() -> RowKey {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Worker(e.to_string()))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Worker(e.to_string()))?
 }
 
 impl Store {
@@ -182,18 +168,9 @@ impl Store {
                         None => EncryptionMeta::None,
                         Some(s) => s.meta()?,
                     };
-                    let row = Row {
-                        id: meta_id(),
-                        value: meta.encode(),
-                        aux: 0,
-                        expires_at: None,
-                    };
+                    let row = Row { id: meta_id(), value: meta.encode(), aux: 0, expires_at: None };
                     match backend
-                        .apply(&[Op::Insert {
-                            table: Table::Meta,
-                            device: String::new(),
-                            row,
-                        }])
+                        .apply(&[Op::Insert { table: Table::Meta, device: String::new(), row }])
                         .await
                     {
                         Ok(()) => return Ok(sealer),
@@ -204,9 +181,7 @@ impl Store {
                 (Some(EncryptionMeta::None), None) => return Ok(None),
                 (Some(EncryptionMeta::None), Some(_)) => return Err(Error::NotEncrypted),
                 (Some(EncryptionMeta::Aes256Gcm { key_id, .. }), None) => {
-                    return Err(Error::KeyRequired {
-                        key_id: seal::key_id_hex(&key_id),
-                    });
+                    return Err(Error::KeyRequired { key_id: seal::key_id_hex(&key_id) });
                 }
                 (Some(EncryptionMeta::Aes256Gcm { key_id, kdf, check }), Some(k)) => {
                     let sealer = blocking(move || Sealer::for_existing(&k, &kdf)).await?;
@@ -229,10 +204,7 @@ impl Store {
 
     /// The handle for one device (account).
     pub fn device(&self, id: &DeviceId) -> DeviceStore {
-        DeviceStore {
-            store: self.clone(),
-            device: id.clone(),
-        }
+        DeviceStore { store: self.clone(), device: id.clone() }
     }
 
     /// Name of the backend.
@@ -242,12 +214,7 @@ impl Store {
 
     /// Hex id of the key values are sealed with, or `None` when unencrypted.
     pub async fn key_id(&self) -> Option<String> {
-        self.inner
-            .sealer
-            .read()
-            .await
-            .as_ref()
-            .map(|s| seal::key_id_hex(&s.key_id()))
+        self.inner.sealer.read().await.as_ref().map(|s| seal::key_id_hex(&s.key_id()))
     }
 
     /// Devices that have stored anything in their device table (credentials or counters).
@@ -259,20 +226,12 @@ impl Store {
     /// Removes every row of a device, atomically.
     pub async fn delete_device(&self, id: &DeviceId) -> Result<()> {
         let _guard = self.inner.sealer.read().await;
-        self.inner
-            .backend
-            .apply(&[Op::DeleteDevice {
-                device: id.as_str().to_owned(),
-            }])
-            .await
+        self.inner.backend.apply(&[Op::DeleteDevice { device: id.as_str().to_owned() }]).await
     }
 
     /// Deletes expired device lists, sent messages and consumed prekeys past their grace.
     pub async fn purge_expired(&self) -> Result<u64> {
-        self.inner
-            .backend
-            .purge_expired(self.inner.clock.now())
-            .await
+        self.inner.backend.purge_expired(self.inner.clock.now()).await
     }
 
     /// Re-seals every value under `new` (or stores everything in clear with `None`) in one
@@ -296,19 +255,10 @@ impl Store {
         let then = [Op::Put {
             table: Table::Meta,
             device: String::new(),
-            row: Row {
-                id: meta_id(),
-                value: meta.encode(),
-                aux: 0,
-                expires_at: None,
-            },
+            row: Row { id: meta_id(), value: meta.encode(), aux: 0, expires_at: None },
         }];
         let n = self.inner.backend.rewrite_all(rewrite, &then).await?;
-        tracing::info!(
-            rows = n,
-            backend = self.inner.backend.name(),
-            "wa-store key rotated"
-        );
+        tracing::info!(rows = n, backend = self.inner.backend.name(), "wa-store key rotated");
         *guard = new_sealer;
         Ok(())
     }
@@ -358,9 +308,7 @@ pub struct DeviceStore {
 
 impl std::fmt::Debug for DeviceStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceStore")
-            .field("device", &self.device)
-            .finish_non_exhaustive()
+        f.debug_struct("DeviceStore").field("device", &self.device).finish_non_exhaustive()
     }
 }
 
@@ -386,17 +334,10 @@ impl DeviceStore {
     /// Starts a unit of work: writes are buffered and committed atomically by
     /// [`Transaction::commit`]; dropping it without committing discards them.
     pub fn transaction(&self) -> Transaction {
-        Transaction {
-            device: self.clone(),
-            ops: Vec::new(),
-        }
+        Transaction { device: self.clone(), ops: Vec::new() }
     }
 
-    pub(crate) async fn get_rows(
-        &self,
-        table: Table,
-        ids: &[RowKey],
-    ) -> Result<Vec<Option<PlainRow>>> {
+    pub(crate) async fn get_rows(&self, table: Table, ids: &[RowKey]) -> Result<Vec<Option<PlainRow>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -418,21 +359,13 @@ impl DeviceStore {
 
     pub(crate) async fn get_row(&self, table: Table, id: RowKey) -> Result<Option<PlainRow>> {
         let ids = [id];
-        Ok(self
-            .get_rows(table, &ids)
-            .await?
-            .into_iter()
-            .next()
-            .flatten())
+        Ok(self.get_rows(table, &ids).await?.into_iter().next().flatten())
     }
 
     pub(crate) async fn scan_rows(&self, table: Table, scan: Scan) -> Result<Vec<PlainRow>> {
         let inner = &self.store.inner;
         let guard = inner.sealer.read().await;
-        let rows = inner
-            .backend
-            .scan(table, self.device.as_str(), &scan)
-            .await?;
+        let rows = inner.backend.scan(table, self.device.as_str(), &scan).await?;
         let now = self.now();
         rows.into_iter()
             .filter(|r| r.expires_at.is_none_or(|e| e > now))
@@ -442,12 +375,7 @@ impl DeviceStore {
 
     fn open_row(&self, s: Option<&Sealer>, table: Table, r: Row) -> Result<PlainRow> {
         let value = open_value(s, self.device.as_str(), table, &r.id, &r.value)?;
-        Ok(PlainRow {
-            id: r.id,
-            value,
-            aux: r.aux,
-            expires_at: r.expires_at,
-        })
+        Ok(PlainRow { id: r.id, value, aux: r.aux, expires_at: r.expires_at })
     }
 
     pub(crate) async fn write(&self, f: impl FnOnce(&mut Transaction)) -> Result<()> {
@@ -459,28 +387,10 @@ impl DeviceStore {
 
 #[derive(Debug)]
 pub(crate) enum Pending {
-    Put {
-        table: Table,
-        id: RowKey,
-        value: Vec<u8>,
-        aux: i64,
-        expires_at: Option<i64>,
-        insert: bool,
-    },
-    Delete {
-        table: Table,
-        id: RowKey,
-    },
-    DeleteScope {
-        table: Table,
-        scope: String,
-    },
-    SetAux {
-        table: Table,
-        id: RowKey,
-        aux: i64,
-        expires_at: Option<i64>,
-    },
+    Put { table: Table, id: RowKey, value: Vec<u8>, aux: i64, expires_at: Option<i64>, insert: bool },
+    Delete { table: Table, id: RowKey },
+    DeleteScope { table: Table, scope: String },
+    SetAux { table: Table, id: RowKey, aux: i64, expires_at: Option<i64> },
 }
 
 /// A unit of work over one device: its writes commit together or not at all.
@@ -528,14 +438,7 @@ impl Transaction {
         aux: i64,
         expires_at: Option<i64>,
     ) {
-        self.ops.push(Pending::Put {
-            table,
-            id,
-            value,
-            aux,
-            expires_at,
-            insert: false,
-        });
+        self.ops.push(Pending::Put { table, id, value, aux, expires_at, insert: false });
     }
 
     pub(crate) fn insert(
@@ -546,14 +449,7 @@ impl Transaction {
         aux: i64,
         expires_at: Option<i64>,
     ) {
-        self.ops.push(Pending::Put {
-            table,
-            id,
-            value,
-            aux,
-            expires_at,
-            insert: true,
-        });
+        self.ops.push(Pending::Put { table, id, value, aux, expires_at, insert: true });
     }
 
     pub(crate) fn delete(&mut self, table: Table, id: RowKey) {
@@ -565,12 +461,7 @@ impl Transaction {
     }
 
     pub(crate) fn set_aux(&mut self, table: Table, id: RowKey, aux: i64, expires_at: Option<i64>) {
-        self.ops.push(Pending::SetAux {
-            table,
-            id,
-            aux,
-            expires_at,
-        });
+        self.ops.push(Pending::SetAux { table, id, aux, expires_at });
     }
 
     /// Seals and commits every buffered write atomically.
@@ -584,50 +475,19 @@ impl Transaction {
         let mut ops = Vec::with_capacity(self.ops.len());
         for p in self.ops {
             ops.push(match p {
-                Pending::Put {
-                    table,
-                    id,
-                    value,
-                    aux,
-                    expires_at,
-                    insert,
-                } => {
+                Pending::Put { table, id, value, aux, expires_at, insert } => {
                     let value = seal_value(guard.as_deref(), dev, table, &id, &value)?;
-                    let row = Row {
-                        id,
-                        value,
-                        aux,
-                        expires_at,
-                    };
+                    let row = Row { id, value, aux, expires_at };
                     let device = dev.to_owned();
-                    if insert {
-                        Op::Insert { table, device, row }
-                    } else {
-                        Op::Put { table, device, row }
-                    }
+                    if insert { Op::Insert { table, device, row } } else { Op::Put { table, device, row } }
                 }
-                Pending::Delete { table, id } => Op::Delete {
-                    table,
-                    device: dev.to_owned(),
-                    id,
-                },
-                Pending::DeleteScope { table, scope } => Op::DeleteScope {
-                    table,
-                    device: dev.to_owned(),
-                    scope,
-                },
-                Pending::SetAux {
-                    table,
-                    id,
-                    aux,
-                    expires_at,
-                } => Op::SetAux {
-                    table,
-                    device: dev.to_owned(),
-                    id,
-                    aux,
-                    expires_at,
-                },
+                Pending::Delete { table, id } => Op::Delete { table, device: dev.to_owned(), id },
+                Pending::DeleteScope { table, scope } => {
+                    Op::DeleteScope { table, device: dev.to_owned(), scope }
+                }
+                Pending::SetAux { table, id, aux, expires_at } => {
+                    Op::SetAux { table, device: dev.to_owned(), id, aux, expires_at }
+                }
             });
         }
         inner.backend.apply(&ops).await

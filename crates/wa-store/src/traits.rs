@@ -10,9 +10,9 @@ use crate::backend::{RowKey, Scan, Table};
 use crate::error::{Error, Result};
 use crate::store::{DeviceStore, Transaction};
 use crate::types::{
-    AppStateSyncKey, AppStateVersion, Credentials, DeviceList, IdentityChange, InboundMessage,
-    KeyPair, PreKey, PreKeyCounts, PrivacyToken, ProtocolAddress, SentMessage, SignedPreKey,
-    decode_device_list, decode_inbound, encode_device_list, encode_inbound,
+    AppStateSyncKey, AppStateVersion, Credentials, DeviceList, IdentityChange, InboundMessage, KeyPair,
+    PreKey, PreKeyCounts, PrivacyToken, ProtocolAddress, SentMessage, SignedPreKey, decode_device_list,
+    decode_inbound, encode_device_list, encode_inbound,
 };
 
 /// The account's own credentials.
@@ -26,10 +26,7 @@ pub trait CredentialStore {
 /// Peers' identity keys.
 pub trait IdentityStore {
     /// The identity key stored for an address.
-    fn get_identity(
-        &self,
-        addr: &ProtocolAddress,
-    ) -> impl Future<Output = Result<Option<[u8; 32]>>> + Send;
+    fn get_identity(&self, addr: &ProtocolAddress) -> impl Future<Output = Result<Option<[u8; 32]>>> + Send;
     /// Stores an identity key, saying whether it was new, the same, or replaced another.
     fn save_identity(
         &self,
@@ -81,10 +78,7 @@ pub trait PreKeyStore {
 /// Signed prekeys.
 pub trait SignedPreKeyStore {
     /// One signed prekey.
-    fn get_signed_pre_key(
-        &self,
-        id: u32,
-    ) -> impl Future<Output = Result<Option<SignedPreKey>>> + Send;
+    fn get_signed_pre_key(&self, id: u32) -> impl Future<Output = Result<Option<SignedPreKey>>> + Send;
     /// Stores a signed prekey.
     fn put_signed_pre_key(&self, key: &SignedPreKey) -> impl Future<Output = Result<()>> + Send;
     /// All signed prekeys, by id.
@@ -181,10 +175,7 @@ pub trait AppStateStore {
 /// LID <-> phone-number mappings (user parts, e.g. `123456` and `5511999999999`).
 pub trait LidStore {
     /// Stores mappings; a LID or number re-mapped drops its stale reverse entry.
-    fn put_lid_mappings(
-        &self,
-        pairs: &[(String, String)],
-    ) -> impl Future<Output = Result<()>> + Send;
+    fn put_lid_mappings(&self, pairs: &[(String, String)]) -> impl Future<Output = Result<()>> + Send;
     /// Phone number for a LID.
     fn get_pn_for_lid(&self, lid: &str) -> impl Future<Output = Result<Option<String>>> + Send;
     /// LID for a phone number.
@@ -194,10 +185,7 @@ pub trait LidStore {
 /// Cached device lists.
 pub trait DeviceListStore {
     /// The cached list, `None` if absent or expired.
-    fn get_device_list(
-        &self,
-        user: &str,
-    ) -> impl Future<Output = Result<Option<DeviceList>>> + Send;
+    fn get_device_list(&self, user: &str) -> impl Future<Output = Result<Option<DeviceList>>> + Send;
     /// Caches a list for `ttl_secs`.
     fn put_device_list(
         &self,
@@ -235,10 +223,7 @@ pub trait InboundStore {
     /// Keeps a decrypted message; a duplicate (same chat, sender, id) is [`Error::Conflict`].
     fn put_inbound(&self, msg: &InboundMessage) -> impl Future<Output = Result<()>> + Send;
     /// Pending messages, oldest first.
-    fn pending_inbound(
-        &self,
-        limit: u32,
-    ) -> impl Future<Output = Result<Vec<InboundMessage>>> + Send;
+    fn pending_inbound(&self, limit: u32) -> impl Future<Output = Result<Vec<InboundMessage>>> + Send;
     /// Drops a handled message.
     fn mark_inbound_handled(
         &self,
@@ -251,16 +236,9 @@ pub trait InboundStore {
 /// Privacy (trusted-contact) tokens.
 pub trait PrivacyTokenStore {
     /// The token for a JID.
-    fn get_privacy_token(
-        &self,
-        jid: &str,
-    ) -> impl Future<Output = Result<Option<PrivacyToken>>> + Send;
+    fn get_privacy_token(&self, jid: &str) -> impl Future<Output = Result<Option<PrivacyToken>>> + Send;
     /// Stores a token.
-    fn put_privacy_token(
-        &self,
-        jid: &str,
-        token: &PrivacyToken,
-    ) -> impl Future<Output = Result<()>> + Send;
+    fn put_privacy_token(&self, jid: &str, token: &PrivacyToken) -> impl Future<Output = Result<()>> + Send;
 }
 
 // ---- row layout ---------------------------------------------------------------------------
@@ -290,15 +268,11 @@ const LID_TO_PN: &str = "lid";
 const PN_TO_LID: &str = "pn";
 
 fn corrupt(table: Table, reason: impl Into<String>) -> Error {
-    Error::Corrupt {
-        table: table.name(),
-        reason: reason.into(),
-    }
+    Error::Corrupt { table: table.name(), reason: reason.into() }
 }
 
 fn arr32(table: Table, v: &[u8]) -> Result<[u8; 32]> {
-    v.try_into()
-        .map_err(|_| corrupt(table, format!("expected 32 bytes, got {}", v.len())))
+    v.try_into().map_err(|_| corrupt(table, format!("expected 32 bytes, got {}", v.len())))
 }
 
 fn utf8(table: Table, v: Vec<u8>) -> Result<String> {
@@ -306,14 +280,8 @@ fn utf8(table: Table, v: Vec<u8>) -> Result<String> {
 }
 
 fn decode_pre_key(id_key: &RowKey, value: &[u8]) -> Result<PreKey> {
-    let id = id_key
-        .key
-        .parse::<u32>()
-        .map_err(|_| corrupt(Table::PreKeys, "bad prekey id"))?;
-    Ok(PreKey {
-        id,
-        key_pair: KeyPair::decode(value, Table::PreKeys.name())?,
-    })
+    let id = id_key.key.parse::<u32>().map_err(|_| corrupt(Table::PreKeys, "bad prekey id"))?;
+    Ok(PreKey { id, key_pair: KeyPair::decode(value, Table::PreKeys.name())? })
 }
 
 // ---- transaction writes (the same writes the traits make, buffered) -----------------------
@@ -353,31 +321,14 @@ impl Transaction {
         self
     }
     /// Buffers a sender-key write.
-    pub fn put_sender_key(
-        &mut self,
-        group: &str,
-        sender: &ProtocolAddress,
-        record: &[u8],
-    ) -> &mut Self {
-        self.put(
-            Table::SenderKeys,
-            RowKey::new(group, sender.to_string()),
-            record.to_vec(),
-            0,
-            None,
-        );
+    pub fn put_sender_key(&mut self, group: &str, sender: &ProtocolAddress, record: &[u8]) -> &mut Self {
+        self.put(Table::SenderKeys, RowKey::new(group, sender.to_string()), record.to_vec(), 0, None);
         self
     }
     /// Buffers adding sender-key holders.
     pub fn add_sender_key_holders(&mut self, group: &str, devices: &[String]) -> &mut Self {
         for d in devices {
-            self.put(
-                Table::SenderKeyHolders,
-                RowKey::new(group, d.clone()),
-                Vec::new(),
-                0,
-                None,
-            );
+            self.put(Table::SenderKeyHolders, RowKey::new(group, d.clone()), Vec::new(), 0, None);
         }
         self
     }
@@ -387,11 +338,7 @@ impl Transaction {
         self
     }
     /// Buffers mutation-MAC writes.
-    pub fn put_mutation_macs(
-        &mut self,
-        collection: &str,
-        macs: &[(Vec<u8>, Vec<u8>)],
-    ) -> &mut Self {
+    pub fn put_mutation_macs(&mut self, collection: &str, macs: &[(Vec<u8>, Vec<u8>)]) -> &mut Self {
         for (index, value) in macs {
             self.put(
                 Table::AppStateMacs,
@@ -406,42 +353,21 @@ impl Transaction {
     /// Buffers mutation-MAC deletes.
     pub fn delete_mutation_macs(&mut self, collection: &str, index_macs: &[Vec<u8>]) -> &mut Self {
         for index in index_macs {
-            self.delete(
-                Table::AppStateMacs,
-                RowKey::new(collection, hex::encode(index)),
-            );
+            self.delete(Table::AppStateMacs, RowKey::new(collection, hex::encode(index)));
         }
         self
     }
     /// Buffers keeping a sent message.
-    pub fn put_sent_message(
-        &mut self,
-        chat: &str,
-        id: &str,
-        payload: &[u8],
-        ttl_secs: i64,
-    ) -> &mut Self {
+    pub fn put_sent_message(&mut self, chat: &str, id: &str, payload: &[u8], ttl_secs: i64) -> &mut Self {
         let exp = self.device.now().saturating_add(ttl_secs);
-        self.put(
-            Table::SentMessages,
-            RowKey::new(chat, id),
-            payload.to_vec(),
-            0,
-            Some(exp),
-        );
+        self.put(Table::SentMessages, RowKey::new(chat, id), payload.to_vec(), 0, Some(exp));
         self
     }
     /// Buffers keeping a decrypted inbound message; the commit fails with
     /// [`Error::Conflict`] (and writes nothing) if it is already stored.
     pub fn put_inbound(&mut self, msg: &InboundMessage) -> &mut Self {
         let id = inbound_id(&msg.chat, &msg.sender, &msg.id);
-        self.insert(
-            Table::InboundMessages,
-            id,
-            encode_inbound(msg),
-            msg.received_at,
-            None,
-        );
+        self.insert(Table::InboundMessages, id, encode_inbound(msg), msg.received_at, None);
         self
     }
     /// Buffers dropping a handled inbound message.
@@ -488,20 +414,14 @@ impl IdentityStore for DeviceStore {
         Ok(change)
     }
     async fn delete_identity(&self, addr: &ProtocolAddress) -> Result<()> {
-        self.write(|t| t.delete(Table::Identities, session_id(addr)))
-            .await
+        self.write(|t| t.delete(Table::Identities, session_id(addr))).await
     }
 }
 
 impl SessionStore for DeviceStore {
     async fn get_sessions(&self, addrs: &[ProtocolAddress]) -> Result<Vec<Option<Vec<u8>>>> {
         let ids: Vec<RowKey> = addrs.iter().map(session_id).collect();
-        Ok(self
-            .get_rows(Table::Sessions, &ids)
-            .await?
-            .into_iter()
-            .map(|r| r.map(|r| r.value))
-            .collect())
+        Ok(self.get_rows(Table::Sessions, &ids).await?.into_iter().map(|r| r.map(|r| r.value)).collect())
     }
     async fn put_sessions(&self, sessions: &[(ProtocolAddress, Vec<u8>)]) -> Result<()> {
         self.write(|t| {
@@ -516,8 +436,7 @@ impl SessionStore for DeviceStore {
         .await
     }
     async fn delete_user_sessions(&self, name: &str) -> Result<()> {
-        self.write(|t| t.delete_scope(Table::Sessions, name.to_owned()))
-            .await
+        self.write(|t| t.delete_scope(Table::Sessions, name.to_owned())).await
     }
 }
 
@@ -531,17 +450,12 @@ impl PreKeyStore for DeviceStore {
             return Ok(Vec::new());
         }
         if count > 10_000 {
-            return Err(Error::InvalidInput(format!(
-                "at most 10000 prekeys per call, asked {count}"
-            )));
+            return Err(Error::InvalidInput(format!("at most 10000 prekeys per call, asked {count}")));
         }
         let next = match self.get_row(Table::Device, rk(NEXT_PRE_KEY_ID)).await? {
             None => 1,
             Some(r) => u32::from_be_bytes(
-                r.value
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| corrupt(Table::Device, "bad prekey counter"))?,
+                r.value.as_slice().try_into().map_err(|_| corrupt(Table::Device, "bad prekey counter"))?,
             ),
         };
         let mut keys = Vec::with_capacity(count as usize);
@@ -551,29 +465,14 @@ impl PreKeyStore for DeviceStore {
             if id == 0 || id > MAX_PRE_KEY_ID {
                 id = 1;
             }
-            let key = PreKey {
-                id,
-                key_pair: keygen(),
-            };
+            let key = PreKey { id, key_pair: keygen() };
             // Insert, not put: two racing generators fail loudly instead of overwriting keys
             // one of them may already have uploaded.
-            tx.insert(
-                Table::PreKeys,
-                pre_key_id(id),
-                key.key_pair.encode(),
-                PK_FRESH,
-                None,
-            );
+            tx.insert(Table::PreKeys, pre_key_id(id), key.key_pair.encode(), PK_FRESH, None);
             keys.push(key);
             id += 1;
         }
-        tx.put(
-            Table::Device,
-            rk(NEXT_PRE_KEY_ID),
-            id.to_be_bytes().to_vec(),
-            0,
-            None,
-        );
+        tx.put(Table::Device, rk(NEXT_PRE_KEY_ID), id.to_be_bytes().to_vec(), 0, None);
         tx.commit().await?;
         Ok(keys)
     }
@@ -587,18 +486,9 @@ impl PreKeyStore for DeviceStore {
 
     async fn unuploaded_pre_keys(&self, limit: u32) -> Result<Vec<PreKey>> {
         let rows = self
-            .scan_rows(
-                Table::PreKeys,
-                Scan {
-                    aux_eq: Some(PK_FRESH),
-                    limit: Some(limit),
-                    ..Scan::default()
-                },
-            )
+            .scan_rows(Table::PreKeys, Scan { aux_eq: Some(PK_FRESH), limit: Some(limit), ..Scan::default() })
             .await?;
-        rows.iter()
-            .map(|r| decode_pre_key(&r.id, &r.value))
-            .collect()
+        rows.iter().map(|r| decode_pre_key(&r.id, &r.value)).collect()
     }
 
     async fn mark_pre_keys_uploaded(&self, ids: &[u32]) -> Result<()> {
@@ -647,73 +537,37 @@ impl SignedPreKeyStore for DeviceStore {
     async fn get_signed_pre_key(&self, id: u32) -> Result<Option<SignedPreKey>> {
         match self.get_row(Table::SignedPreKeys, pre_key_id(id)).await? {
             None => Ok(None),
-            Some(r) => Ok(Some(SignedPreKey::decode(
-                &r.value,
-                Table::SignedPreKeys.name(),
-            )?)),
+            Some(r) => Ok(Some(SignedPreKey::decode(&r.value, Table::SignedPreKeys.name())?)),
         }
     }
     async fn put_signed_pre_key(&self, key: &SignedPreKey) -> Result<()> {
-        self.write(|t| {
-            t.put(
-                Table::SignedPreKeys,
-                pre_key_id(key.id),
-                key.encode(),
-                0,
-                None,
-            )
-        })
-        .await
+        self.write(|t| t.put(Table::SignedPreKeys, pre_key_id(key.id), key.encode(), 0, None)).await
     }
     async fn signed_pre_keys(&self) -> Result<Vec<SignedPreKey>> {
-        let rows = self
-            .scan_rows(Table::SignedPreKeys, Scan::default())
-            .await?;
-        rows.iter()
-            .map(|r| SignedPreKey::decode(&r.value, Table::SignedPreKeys.name()))
-            .collect()
+        let rows = self.scan_rows(Table::SignedPreKeys, Scan::default()).await?;
+        rows.iter().map(|r| SignedPreKey::decode(&r.value, Table::SignedPreKeys.name())).collect()
     }
     async fn delete_signed_pre_key(&self, id: u32) -> Result<()> {
-        self.write(|t| t.delete(Table::SignedPreKeys, pre_key_id(id)))
-            .await
+        self.write(|t| t.delete(Table::SignedPreKeys, pre_key_id(id))).await
     }
 }
 
 impl SenderKeyStore for DeviceStore {
-    async fn get_sender_key(
-        &self,
-        group: &str,
-        sender: &ProtocolAddress,
-    ) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .get_row(Table::SenderKeys, RowKey::new(group, sender.to_string()))
-            .await?
-            .map(|r| r.value))
+    async fn get_sender_key(&self, group: &str, sender: &ProtocolAddress) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_row(Table::SenderKeys, RowKey::new(group, sender.to_string())).await?.map(|r| r.value))
     }
-    async fn put_sender_key(
-        &self,
-        group: &str,
-        sender: &ProtocolAddress,
-        record: &[u8],
-    ) -> Result<()> {
+    async fn put_sender_key(&self, group: &str, sender: &ProtocolAddress, record: &[u8]) -> Result<()> {
         self.write(|t| {
             t.put_sender_key(group, sender, record);
         })
         .await
     }
     async fn delete_sender_key(&self, group: &str, sender: &ProtocolAddress) -> Result<()> {
-        self.write(|t| t.delete(Table::SenderKeys, RowKey::new(group, sender.to_string())))
-            .await
+        self.write(|t| t.delete(Table::SenderKeys, RowKey::new(group, sender.to_string()))).await
     }
     async fn sender_key_holders(&self, group: &str) -> Result<Vec<String>> {
         let rows = self
-            .scan_rows(
-                Table::SenderKeyHolders,
-                Scan {
-                    scope: Some(group.to_owned()),
-                    ..Scan::default()
-                },
-            )
+            .scan_rows(Table::SenderKeyHolders, Scan { scope: Some(group.to_owned()), ..Scan::default() })
             .await?;
         Ok(rows.into_iter().map(|r| r.id.key).collect())
     }
@@ -732,46 +586,24 @@ impl SenderKeyStore for DeviceStore {
         .await
     }
     async fn clear_sender_key_holders(&self, group: &str) -> Result<()> {
-        self.write(|t| t.delete_scope(Table::SenderKeyHolders, group.to_owned()))
-            .await
+        self.write(|t| t.delete_scope(Table::SenderKeyHolders, group.to_owned())).await
     }
 }
 
 impl AppStateStore for DeviceStore {
     async fn get_app_state_sync_key(&self, key_id: &[u8]) -> Result<Option<AppStateSyncKey>> {
-        match self
-            .get_row(Table::AppStateKeys, rk(hex::encode(key_id)))
-            .await?
-        {
+        match self.get_row(Table::AppStateKeys, rk(hex::encode(key_id))).await? {
             None => Ok(None),
-            Some(r) => Ok(Some(AppStateSyncKey::decode(
-                &r.value,
-                Table::AppStateKeys.name(),
-            )?)),
+            Some(r) => Ok(Some(AppStateSyncKey::decode(&r.value, Table::AppStateKeys.name())?)),
         }
     }
     async fn put_app_state_sync_key(&self, key_id: &[u8], key: &AppStateSyncKey) -> Result<()> {
-        self.write(|t| {
-            t.put(
-                Table::AppStateKeys,
-                rk(hex::encode(key_id)),
-                key.encode(),
-                0,
-                None,
-            )
-        })
-        .await
+        self.write(|t| t.put(Table::AppStateKeys, rk(hex::encode(key_id)), key.encode(), 0, None)).await
     }
     async fn get_app_state_version(&self, collection: &str) -> Result<Option<AppStateVersion>> {
-        match self
-            .get_row(Table::AppStateVersions, rk(collection))
-            .await?
-        {
+        match self.get_row(Table::AppStateVersions, rk(collection)).await? {
             None => Ok(None),
-            Some(r) => Ok(Some(AppStateVersion::decode(
-                &r.value,
-                Table::AppStateVersions.name(),
-            )?)),
+            Some(r) => Ok(Some(AppStateVersion::decode(&r.value, Table::AppStateVersions.name())?)),
         }
     }
     async fn put_app_state_version(&self, collection: &str, v: &AppStateVersion) -> Result<()> {
@@ -793,16 +625,9 @@ impl AppStateStore for DeviceStore {
         })
         .await
     }
-    async fn get_mutation_mac(
-        &self,
-        collection: &str,
-        index_mac: &[u8],
-    ) -> Result<Option<Vec<u8>>> {
+    async fn get_mutation_mac(&self, collection: &str, index_mac: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self
-            .get_row(
-                Table::AppStateMacs,
-                RowKey::new(collection, hex::encode(index_mac)),
-            )
+            .get_row(Table::AppStateMacs, RowKey::new(collection, hex::encode(index_mac)))
             .await?
             .map(|r| r.value))
     }
@@ -836,37 +661,19 @@ impl LidStore for DeviceStore {
                     tx.delete(Table::LidMappings, RowKey::new(LID_TO_PN, old_lid));
                 }
             }
-            tx.put(
-                Table::LidMappings,
-                RowKey::new(LID_TO_PN, lid.clone()),
-                pn.as_bytes().to_vec(),
-                0,
-                None,
-            );
-            tx.put(
-                Table::LidMappings,
-                RowKey::new(PN_TO_LID, pn.clone()),
-                lid.as_bytes().to_vec(),
-                0,
-                None,
-            );
+            tx.put(Table::LidMappings, RowKey::new(LID_TO_PN, lid.clone()), pn.as_bytes().to_vec(), 0, None);
+            tx.put(Table::LidMappings, RowKey::new(PN_TO_LID, pn.clone()), lid.as_bytes().to_vec(), 0, None);
         }
         tx.commit().await
     }
     async fn get_pn_for_lid(&self, lid: &str) -> Result<Option<String>> {
-        match self
-            .get_row(Table::LidMappings, RowKey::new(LID_TO_PN, lid))
-            .await?
-        {
+        match self.get_row(Table::LidMappings, RowKey::new(LID_TO_PN, lid)).await? {
             None => Ok(None),
             Some(r) => Ok(Some(utf8(Table::LidMappings, r.value)?)),
         }
     }
     async fn get_lid_for_pn(&self, pn: &str) -> Result<Option<String>> {
-        match self
-            .get_row(Table::LidMappings, RowKey::new(PN_TO_LID, pn))
-            .await?
-        {
+        match self.get_row(Table::LidMappings, RowKey::new(PN_TO_LID, pn)).await? {
             None => Ok(None),
             Some(r) => Ok(Some(utf8(Table::LidMappings, r.value)?)),
         }
@@ -879,11 +686,7 @@ impl DeviceListStore for DeviceStore {
             None => Ok(None),
             Some(r) => {
                 let (devices, hash) = decode_device_list(&r.value, Table::DeviceLists.name())?;
-                Ok(Some(DeviceList {
-                    devices,
-                    hash,
-                    expires_at: r.expires_at.unwrap_or(i64::MAX),
-                }))
+                Ok(Some(DeviceList { devices, hash, expires_at: r.expires_at.unwrap_or(i64::MAX) }))
             }
         }
     }
@@ -895,16 +698,8 @@ impl DeviceListStore for DeviceStore {
         ttl_secs: i64,
     ) -> Result<()> {
         let exp = self.now().saturating_add(ttl_secs);
-        self.write(|t| {
-            t.put(
-                Table::DeviceLists,
-                rk(user),
-                encode_device_list(devices, hash),
-                0,
-                Some(exp),
-            )
-        })
-        .await
+        self.write(|t| t.put(Table::DeviceLists, rk(user), encode_device_list(devices, hash), 0, Some(exp)))
+            .await
     }
     async fn invalidate_device_list(&self, user: &str) -> Result<()> {
         self.write(|t| t.delete(Table::DeviceLists, rk(user))).await
@@ -912,32 +707,22 @@ impl DeviceListStore for DeviceStore {
 }
 
 impl SentMessageStore for DeviceStore {
-    async fn put_sent_message(
-        &self,
-        chat: &str,
-        id: &str,
-        payload: &[u8],
-        ttl_secs: i64,
-    ) -> Result<()> {
+    async fn put_sent_message(&self, chat: &str, id: &str, payload: &[u8], ttl_secs: i64) -> Result<()> {
         self.write(|t| {
             t.put_sent_message(chat, id, payload, ttl_secs);
         })
         .await
     }
     async fn get_sent_message(&self, chat: &str, id: &str) -> Result<Option<SentMessage>> {
-        Ok(self
-            .get_row(Table::SentMessages, RowKey::new(chat, id))
-            .await?
-            .map(|r| SentMessage {
-                chat: chat.to_owned(),
-                id: id.to_owned(),
-                payload: r.value,
-                expires_at: r.expires_at.unwrap_or(i64::MAX),
-            }))
+        Ok(self.get_row(Table::SentMessages, RowKey::new(chat, id)).await?.map(|r| SentMessage {
+            chat: chat.to_owned(),
+            id: id.to_owned(),
+            payload: r.value,
+            expires_at: r.expires_at.unwrap_or(i64::MAX),
+        }))
     }
     async fn delete_sent_message(&self, chat: &str, id: &str) -> Result<()> {
-        self.write(|t| t.delete(Table::SentMessages, RowKey::new(chat, id)))
-            .await
+        self.write(|t| t.delete(Table::SentMessages, RowKey::new(chat, id))).await
     }
 }
 
@@ -949,18 +734,12 @@ impl InboundStore for DeviceStore {
         .await
     }
     async fn pending_inbound(&self, limit: u32) -> Result<Vec<InboundMessage>> {
-        let rows = self
-            .scan_rows(Table::InboundMessages, Scan::default())
-            .await?;
+        let rows = self.scan_rows(Table::InboundMessages, Scan::default()).await?;
         let mut msgs = rows
             .into_iter()
             .map(|r| decode_inbound(&r.id.scope, &r.value, Table::InboundMessages.name()))
             .collect::<Result<Vec<_>>>()?;
-        msgs.sort_by(|a, b| {
-            a.received_at
-                .cmp(&b.received_at)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        msgs.sort_by(|a, b| a.received_at.cmp(&b.received_at).then_with(|| a.id.cmp(&b.id)));
         msgs.truncate(limit as usize);
         Ok(msgs)
     }
@@ -976,14 +755,10 @@ impl PrivacyTokenStore for DeviceStore {
     async fn get_privacy_token(&self, jid: &str) -> Result<Option<PrivacyToken>> {
         match self.get_row(Table::PrivacyTokens, rk(jid)).await? {
             None => Ok(None),
-            Some(r) => Ok(Some(PrivacyToken::decode(
-                &r.value,
-                Table::PrivacyTokens.name(),
-            )?)),
+            Some(r) => Ok(Some(PrivacyToken::decode(&r.value, Table::PrivacyTokens.name())?)),
         }
     }
     async fn put_privacy_token(&self, jid: &str, token: &PrivacyToken) -> Result<()> {
-        self.write(|t| t.put(Table::PrivacyTokens, rk(jid), token.encode(), 0, None))
-            .await
+        self.write(|t| t.put(Table::PrivacyTokens, rk(jid), token.encode(), 0, None)).await
     }
 }

@@ -59,10 +59,7 @@ pub struct ProtocolAddress {
 impl ProtocolAddress {
     /// Builds an address.
     pub fn new(name: impl Into<String>, device: u32) -> Self {
-        ProtocolAddress {
-            name: name.into(),
-            device,
-        }
+        ProtocolAddress { name: name.into(), device }
     }
 }
 
@@ -83,11 +80,7 @@ pub struct KeyPair {
 
 impl fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "KeyPair {{ public: {}, private: <redacted> }}",
-            hex::encode(self.public)
-        )
+        write!(f, "KeyPair {{ public: {}, private: <redacted> }}", hex::encode(self.public))
     }
 }
 
@@ -251,10 +244,7 @@ fn put_key_pair(e: &mut Enc, k: &KeyPair) {
 }
 
 fn get_key_pair(d: &mut Dec<'_>) -> Result<KeyPair> {
-    Ok(KeyPair {
-        public: d.array()?,
-        private: d.array()?,
-    })
+    Ok(KeyPair { public: d.array()?, private: d.array()? })
 }
 
 fn put_signed(e: &mut Enc, s: &SignedPreKey) {
@@ -264,12 +254,7 @@ fn put_signed(e: &mut Enc, s: &SignedPreKey) {
 }
 
 fn get_signed(d: &mut Dec<'_>) -> Result<SignedPreKey> {
-    Ok(SignedPreKey {
-        id: d.u32()?,
-        key_pair: get_key_pair(d)?,
-        signature: d.array()?,
-        created_at: d.i64()?,
-    })
+    Ok(SignedPreKey { id: d.u32()?, key_pair: get_key_pair(d)?, signature: d.array()?, created_at: d.i64()? })
 }
 
 impl Credentials {
@@ -337,18 +322,12 @@ impl KeyPair {
 impl AppStateSyncKey {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut e = Enc::new(V1);
-        e.bytes(&self.key_data)
-            .bytes(&self.fingerprint)
-            .i64(self.timestamp);
+        e.bytes(&self.key_data).bytes(&self.fingerprint).i64(self.timestamp);
         e.finish()
     }
     pub(crate) fn decode(b: &[u8], table: &'static str) -> Result<Self> {
         let mut d = Dec::new(b, table, V1)?;
-        let k = AppStateSyncKey {
-            key_data: d.bytes()?,
-            fingerprint: d.bytes()?,
-            timestamp: d.i64()?,
-        };
+        let k = AppStateSyncKey { key_data: d.bytes()?, fingerprint: d.bytes()?, timestamp: d.i64()? };
         d.finish()?;
         Ok(k)
     }
@@ -362,10 +341,7 @@ impl AppStateVersion {
     }
     pub(crate) fn decode(b: &[u8], table: &'static str) -> Result<Self> {
         let mut d = Dec::new(b, table, V1)?;
-        let v = AppStateVersion {
-            version: d.u64()?,
-            hash: d.array()?,
-        };
+        let v = AppStateVersion { version: d.u64()?, hash: d.array()? };
         d.finish()?;
         Ok(v)
     }
@@ -381,18 +357,12 @@ pub(crate) fn encode_device_list(devices: &[u32], hash: Option<&str>) -> Vec<u8>
     e.finish()
 }
 
-pub(crate) fn decode_device_list(
-    b: &[u8],
-    table: &'static str,
-) -> Result<(Vec<u32>, Option<String>)> {
+pub(crate) fn decode_device_list(b: &[u8], table: &'static str) -> Result<(Vec<u32>, Option<String>)> {
     let mut d = Dec::new(b, table, V1)?;
     let n = d.u32()? as usize;
     // Each entry is 4 bytes: refuse counts the buffer cannot hold before allocating.
     if n > b.len() / 4 {
-        return Err(Error::Corrupt {
-            table,
-            reason: format!("device count {n} exceeds value size"),
-        });
+        return Err(Error::Corrupt { table, reason: format!("device count {n} exceeds value size") });
     }
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
@@ -405,10 +375,7 @@ pub(crate) fn decode_device_list(
 
 pub(crate) fn encode_inbound(m: &InboundMessage) -> Vec<u8> {
     let mut e = Enc::new(V1);
-    e.str(&m.sender)
-        .str(&m.id)
-        .i64(m.received_at)
-        .bytes(&m.payload);
+    e.str(&m.sender).str(&m.id).i64(m.received_at).bytes(&m.payload);
     e.finish()
 }
 
@@ -433,10 +400,7 @@ impl PrivacyToken {
     }
     pub(crate) fn decode(b: &[u8], table: &'static str) -> Result<Self> {
         let mut d = Dec::new(b, table, V1)?;
-        let t = PrivacyToken {
-            token: d.bytes()?,
-            timestamp: d.i64()?,
-        };
+        let t = PrivacyToken { token: d.bytes()?, timestamp: d.i64()? };
         d.finish()?;
         Ok(t)
     }

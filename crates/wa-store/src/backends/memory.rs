@@ -23,9 +23,7 @@ impl MemoryBackend {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<Key, Row>>> {
-        self.rows
-            .lock()
-            .map_err(|_| Error::Worker("memory backend lock poisoned".into()))
+        self.rows.lock().map_err(|_| Error::Worker("memory backend lock poisoned".into()))
     }
 }
 
@@ -41,11 +39,7 @@ fn scope_keys(map: &BTreeMap<Key, Row>, table: Table, device: &str, scope: &str)
         .collect()
 }
 
-fn apply_one(
-    map: &mut BTreeMap<Key, Row>,
-    op: &Op,
-    undo: &mut Vec<(Key, Option<Row>)>,
-) -> Result<()> {
+fn apply_one(map: &mut BTreeMap<Key, Row>, op: &Op, undo: &mut Vec<(Key, Option<Row>)>) -> Result<()> {
     match op {
         Op::Put { table, device, row } => {
             let key = k(*table, device, &row.id);
@@ -70,23 +64,13 @@ fn apply_one(
                 undo.push((key, Some(prev)));
             }
         }
-        Op::DeleteScope {
-            table,
-            device,
-            scope,
-        } => {
+        Op::DeleteScope { table, device, scope } => {
             for key in scope_keys(map, *table, device, scope) {
                 let prev = map.remove(&key);
                 undo.push((key, prev));
             }
         }
-        Op::SetAux {
-            table,
-            device,
-            id,
-            aux,
-            expires_at,
-        } => {
+        Op::SetAux { table, device, id, aux, expires_at } => {
             let key = k(*table, device, id);
             if let Some(row) = map.get_mut(&key) {
                 undo.push((key, Some(row.clone())));
@@ -95,11 +79,8 @@ fn apply_one(
             }
         }
         Op::DeleteDevice { device } => {
-            let keys: Vec<Key> = map
-                .keys()
-                .filter(|(t, d, _, _)| d == device && *t != Table::Meta)
-                .cloned()
-                .collect();
+            let keys: Vec<Key> =
+                map.keys().filter(|(t, d, _, _)| d == device && *t != Table::Meta).cloned().collect();
             for key in keys {
                 let prev = map.remove(&key);
                 undo.push((key, prev));
@@ -138,28 +119,15 @@ impl Backend for MemoryBackend {
     ) -> BoxFuture<'a, Result<Vec<Option<Row>>>> {
         async move {
             let map = self.lock()?;
-            Ok(ids
-                .iter()
-                .map(|id| map.get(&k(table, device, id)).cloned())
-                .collect())
+            Ok(ids.iter().map(|id| map.get(&k(table, device, id)).cloned()).collect())
         }
         .boxed()
     }
 
-    fn scan<'a>(
-        &'a self,
-        table: Table,
-        device: &'a str,
-        scan: &'a Scan,
-    ) -> BoxFuture<'a, Result<Vec<Row>>> {
+    fn scan<'a>(&'a self, table: Table, device: &'a str, scan: &'a Scan) -> BoxFuture<'a, Result<Vec<Row>>> {
         async move {
             let map = self.lock()?;
-            let lo = (
-                table,
-                device.to_owned(),
-                scan.scope.clone().unwrap_or_default(),
-                String::new(),
-            );
+            let lo = (table, device.to_owned(), scan.scope.clone().unwrap_or_default(), String::new());
             let limit = scan.limit.map_or(usize::MAX, |l| l as usize);
             Ok(map
                 .range(lo..)

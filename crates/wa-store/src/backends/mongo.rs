@@ -53,19 +53,13 @@ fn row_doc(device: &str, row: &Row) -> Document {
 }
 
 fn bad(t: Table, reason: &str) -> Error {
-    Error::Corrupt {
-        table: t.name(),
-        reason: format!("mongodb document: {reason}"),
-    }
+    Error::Corrupt { table: t.name(), reason: format!("mongodb document: {reason}") }
 }
 
 fn row_from(t: Table, d: &Document) -> Result<Row> {
     let scope = d.get_str("s").map_err(|_| bad(t, "missing s"))?.to_owned();
     let key = d.get_str("k").map_err(|_| bad(t, "missing k"))?.to_owned();
-    let value = d
-        .get_binary_generic("v")
-        .map_err(|_| bad(t, "missing v"))?
-        .clone();
+    let value = d.get_binary_generic("v").map_err(|_| bad(t, "missing v"))?.clone();
     let aux = match d.get("a") {
         Some(Bson::Int64(a)) => *a,
         Some(Bson::Int32(a)) => i64::from(*a),
@@ -77,12 +71,7 @@ fn row_from(t: Table, d: &Document) -> Result<Row> {
         Some(Bson::Int32(e)) => Some(i64::from(*e)),
         _ => return Err(bad(t, "bad e")),
     };
-    Ok(Row {
-        id: RowKey { scope, key },
-        value,
-        aux,
-        expires_at,
-    })
+    Ok(Row { id: RowKey { scope, key }, value, aux, expires_at })
 }
 
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
@@ -101,20 +90,13 @@ async fn apply_op(db: &Database, s: &mut ClientSession, op: &Op) -> Result<()> {
     match op {
         Op::Put { table, device, row } => {
             coll(db, *table)
-                .replace_one(
-                    doc! { "_id": id_doc(device, &row.id) },
-                    row_doc(device, row),
-                )
+                .replace_one(doc! { "_id": id_doc(device, &row.id) }, row_doc(device, row))
                 .upsert(true)
                 .session(&mut *s)
                 .await?;
         }
         Op::Insert { table, device, row } => {
-            if let Err(e) = coll(db, *table)
-                .insert_one(row_doc(device, row))
-                .session(&mut *s)
-                .await
-            {
+            if let Err(e) = coll(db, *table).insert_one(row_doc(device, row)).session(&mut *s).await {
                 if is_duplicate_key(&e) {
                     return Err(Error::Conflict {
                         table: table.name(),
@@ -126,44 +108,22 @@ async fn apply_op(db: &Database, s: &mut ClientSession, op: &Op) -> Result<()> {
             }
         }
         Op::Delete { table, device, id } => {
-            coll(db, *table)
-                .delete_one(doc! { "_id": id_doc(device, id) })
-                .session(&mut *s)
-                .await?;
+            coll(db, *table).delete_one(doc! { "_id": id_doc(device, id) }).session(&mut *s).await?;
         }
-        Op::DeleteScope {
-            table,
-            device,
-            scope,
-        } => {
-            coll(db, *table)
-                .delete_many(doc! { "d": device, "s": scope })
-                .session(&mut *s)
-                .await?;
+        Op::DeleteScope { table, device, scope } => {
+            coll(db, *table).delete_many(doc! { "d": device, "s": scope }).session(&mut *s).await?;
         }
-        Op::SetAux {
-            table,
-            device,
-            id,
-            aux,
-            expires_at,
-        } => {
+        Op::SetAux { table, device, id, aux, expires_at } => {
             let e = expires_at.map_or(Bson::Null, Bson::Int64);
             coll(db, *table)
-                .update_one(
-                    doc! { "_id": id_doc(device, id) },
-                    doc! { "$set": { "a": aux, "e": e } },
-                )
+                .update_one(doc! { "_id": id_doc(device, id) }, doc! { "$set": { "a": aux, "e": e } })
                 .session(&mut *s)
                 .await?;
         }
         Op::DeleteDevice { device } => {
             for t in Table::ALL {
                 if t != Table::Meta {
-                    coll(db, t)
-                        .delete_many(doc! { "d": device })
-                        .session(&mut *s)
-                        .await?;
+                    coll(db, t).delete_many(doc! { "d": device }).session(&mut *s).await?;
                 }
             }
         }
@@ -198,10 +158,7 @@ impl MongoBackend {
             },
         };
         if found > SCHEMA_VERSION {
-            return Err(Error::SchemaTooNew {
-                found,
-                supported: SCHEMA_VERSION,
-            });
+            return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
         }
         if found < 1 {
             // Migration 1. Collections must exist before transactions write to them; every
@@ -213,28 +170,16 @@ impl MongoBackend {
                     return Err(e.into());
                 }
                 let c = coll(&self.db, t);
-                c.create_index(
-                    IndexModel::builder()
-                        .keys(doc! { "d": 1, "s": 1, "k": 1 })
-                        .build(),
-                )
-                .await?;
-                c.create_index(IndexModel::builder().keys(doc! { "e": 1 }).build())
-                    .await?;
+                c.create_index(IndexModel::builder().keys(doc! { "d": 1, "s": 1, "k": 1 }).build()).await?;
+                c.create_index(IndexModel::builder().keys(doc! { "e": 1 }).build()).await?;
             }
         }
         if found < SCHEMA_VERSION {
             schema
-                .replace_one(
-                    doc! { "_id": "schema" },
-                    doc! { "_id": "schema", "version": SCHEMA_VERSION },
-                )
+                .replace_one(doc! { "_id": "schema" }, doc! { "_id": "schema", "version": SCHEMA_VERSION })
                 .upsert(true)
                 .await?;
-            tracing::info!(
-                version = SCHEMA_VERSION,
-                "wa-store mongodb migrations applied"
-            );
+            tracing::info!(version = SCHEMA_VERSION, "wa-store mongodb migrations applied");
         }
         Ok(())
     }
@@ -259,9 +204,7 @@ impl MongoBackend {
                     }
                     match commit {
                         Ok(()) => return Ok(v),
-                        Err(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR) => {
-                            last = Some(e.into())
-                        }
+                        Err(e) if e.contains_label(TRANSIENT_TRANSACTION_ERROR) => last = Some(e.into()),
                         Err(e) => return Err(e.into()),
                     }
                 }
@@ -346,11 +289,7 @@ impl Backend for MongoBackend {
                 return Ok(vec![d.as_ref().map(|d| row_from(table, d)).transpose()?]);
             }
             let wanted: Vec<Document> = ids.iter().map(|id| id_doc(device, id)).collect();
-            let docs: Vec<Document> = c
-                .find(doc! { "_id": { "$in": wanted } })
-                .await?
-                .try_collect()
-                .await?;
+            let docs: Vec<Document> = c.find(doc! { "_id": { "$in": wanted } }).await?.try_collect().await?;
             let mut found: HashMap<RowKey, Row> = HashMap::with_capacity(docs.len());
             for d in &docs {
                 let r = row_from(table, d)?;
@@ -361,12 +300,7 @@ impl Backend for MongoBackend {
         .boxed()
     }
 
-    fn scan<'a>(
-        &'a self,
-        table: Table,
-        device: &'a str,
-        scan: &'a Scan,
-    ) -> BoxFuture<'a, Result<Vec<Row>>> {
+    fn scan<'a>(&'a self, table: Table, device: &'a str, scan: &'a Scan) -> BoxFuture<'a, Result<Vec<Row>>> {
         async move {
             let mut filter = doc! { "d": device };
             if let Some(s) = &scan.scope {
@@ -381,10 +315,7 @@ impl Backend for MongoBackend {
                 find = find.limit(i64::from(l));
             }
             let docs: Vec<Document> = find.await?.try_collect().await?;
-            let mut rows = docs
-                .iter()
-                .map(|d| row_from(table, d))
-                .collect::<Result<Vec<_>>>()?;
+            let mut rows = docs.iter().map(|d| row_from(table, d)).collect::<Result<Vec<_>>>()?;
             // The server sorts strings by code point, the SQL backends by bytes; for UTF-8 the
             // two orders agree, so this is a no-op unless the server misbehaves.
             rows.sort_by(|a, b| a.id.cmp(&b.id));
@@ -401,9 +332,8 @@ impl Backend for MongoBackend {
         async move {
             let mut n = 0;
             for t in Table::ALL {
-                let r = coll(&self.db, t)
-                    .delete_many(doc! { "e": { "$ne": Bson::Null, "$lte": now } })
-                    .await?;
+                let r =
+                    coll(&self.db, t).delete_many(doc! { "e": { "$ne": Bson::Null, "$lte": now } }).await?;
                 n += r.deleted_count;
             }
             Ok(n)
@@ -414,10 +344,8 @@ impl Backend for MongoBackend {
     fn devices(&self, table: Table) -> BoxFuture<'_, Result<Vec<String>>> {
         async move {
             let vals = coll(&self.db, table).distinct("d", doc! {}).await?;
-            let mut out: Vec<String> = vals
-                .into_iter()
-                .filter_map(|b| b.as_str().map(str::to_owned))
-                .collect();
+            let mut out: Vec<String> =
+                vals.into_iter().filter_map(|b| b.as_str().map(str::to_owned)).collect();
             out.sort();
             out.dedup();
             Ok(out)

@@ -67,9 +67,7 @@ pub struct PostgresOptions {
 
 impl Default for PostgresOptions {
     fn default() -> Self {
-        PostgresOptions {
-            max_connections: 16,
-        }
+        PostgresOptions { max_connections: 16 }
     }
 }
 
@@ -91,10 +89,7 @@ fn pool_err(e: impl std::fmt::Display) -> Error {
 
 fn row_from(r: &tokio_postgres::Row) -> Result<Row> {
     Ok(Row {
-        id: RowKey {
-            scope: r.try_get("scope")?,
-            key: r.try_get("key")?,
-        },
+        id: RowKey { scope: r.try_get("scope")?, key: r.try_get("key")? },
         value: r.try_get("value")?,
         aux: r.try_get("aux")?,
         expires_at: r.try_get("expires_at")?,
@@ -111,18 +106,8 @@ async fn apply_op(tx: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<()
                 table.name()
             );
             let st = tx.prepare_cached(&sql).await?;
-            tx.execute(
-                &st,
-                &[
-                    device,
-                    &row.id.scope,
-                    &row.id.key,
-                    &row.value,
-                    &row.aux,
-                    &row.expires_at,
-                ],
-            )
-            .await?;
+            tx.execute(&st, &[device, &row.id.scope, &row.id.key, &row.value, &row.aux, &row.expires_at])
+                .await?;
         }
         Op::Insert { table, device, row } => {
             let sql = format!(
@@ -132,17 +117,7 @@ async fn apply_op(tx: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<()
             );
             let st = tx.prepare_cached(&sql).await?;
             let n = tx
-                .execute(
-                    &st,
-                    &[
-                        device,
-                        &row.id.scope,
-                        &row.id.key,
-                        &row.value,
-                        &row.aux,
-                        &row.expires_at,
-                    ],
-                )
+                .execute(&st, &[device, &row.id.scope, &row.id.key, &row.value, &row.aux, &row.expires_at])
                 .await?;
             if n == 0 {
                 return Err(Error::Conflict {
@@ -153,46 +128,28 @@ async fn apply_op(tx: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<()
             }
         }
         Op::Delete { table, device, id } => {
-            let sql = format!(
-                "DELETE FROM {} WHERE device = $1 AND scope = $2 AND key = $3",
-                table.name()
-            );
+            let sql = format!("DELETE FROM {} WHERE device = $1 AND scope = $2 AND key = $3", table.name());
             let st = tx.prepare_cached(&sql).await?;
             tx.execute(&st, &[device, &id.scope, &id.key]).await?;
         }
-        Op::DeleteScope {
-            table,
-            device,
-            scope,
-        } => {
-            let sql = format!(
-                "DELETE FROM {} WHERE device = $1 AND scope = $2",
-                table.name()
-            );
+        Op::DeleteScope { table, device, scope } => {
+            let sql = format!("DELETE FROM {} WHERE device = $1 AND scope = $2", table.name());
             let st = tx.prepare_cached(&sql).await?;
             tx.execute(&st, &[device, scope]).await?;
         }
-        Op::SetAux {
-            table,
-            device,
-            id,
-            aux,
-            expires_at,
-        } => {
+        Op::SetAux { table, device, id, aux, expires_at } => {
             let sql = format!(
                 "UPDATE {} SET aux = $4, expires_at = $5 WHERE device = $1 AND scope = $2 AND key = $3",
                 table.name()
             );
             let st = tx.prepare_cached(&sql).await?;
-            tx.execute(&st, &[device, &id.scope, &id.key, aux, expires_at])
-                .await?;
+            tx.execute(&st, &[device, &id.scope, &id.key, aux, expires_at]).await?;
         }
         Op::DeleteDevice { device } => {
             for t in Table::ALL {
                 if t != Table::Meta {
-                    let st = tx
-                        .prepare_cached(&format!("DELETE FROM {} WHERE device = $1", t.name()))
-                        .await?;
+                    let st =
+                        tx.prepare_cached(&format!("DELETE FROM {} WHERE device = $1", t.name())).await?;
                     tx.execute(&st, &[device]).await?;
                 }
             }
@@ -206,17 +163,8 @@ impl PostgresBackend {
     /// Fails with [`Error::SchemaTooNew`] for a database written by a newer wa-store.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self> {
         let cfg: tokio_postgres::Config = url.parse()?;
-        let mgr = Manager::from_config(
-            cfg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr)
-            .max_size(options.max_connections.max(1))
-            .build()
-            .map_err(pool_err)?;
+        let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(mgr).max_size(options.max_connections.max(1)).build().map_err(pool_err)?;
         let backend = PostgresBackend { pool };
         backend.migrate().await?;
         Ok(backend)
@@ -229,8 +177,7 @@ impl PostgresBackend {
     async fn migrate(&self) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-            .await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS wa_store_schema (
                 version BIGINT PRIMARY KEY,
@@ -238,22 +185,16 @@ impl PostgresBackend {
             )",
         )
         .await?;
-        let found: i64 = tx
-            .query_one("SELECT COALESCE(MAX(version), 0) FROM wa_store_schema", &[])
-            .await?
-            .try_get(0)?;
+        let found: i64 =
+            tx.query_one("SELECT COALESCE(MAX(version), 0) FROM wa_store_schema", &[]).await?.try_get(0)?;
         if found > SCHEMA_VERSION {
-            return Err(Error::SchemaTooNew {
-                found,
-                supported: SCHEMA_VERSION,
-            });
+            return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
         }
         let migrations: [fn() -> String; SCHEMA_VERSION as usize] = [migration_1];
         for (i, m) in migrations.iter().enumerate().skip(found as usize) {
             tx.batch_execute(&m()).await?;
             let v = i as i64 + 1;
-            tx.execute("INSERT INTO wa_store_schema (version) VALUES ($1)", &[&v])
-                .await?;
+            tx.execute("INSERT INTO wa_store_schema (version) VALUES ($1)", &[&v]).await?;
             tracing::info!(version = v, "wa-store postgres migration applied");
         }
         tx.commit().await?;
@@ -303,12 +244,7 @@ impl Backend for PostgresBackend {
         .boxed()
     }
 
-    fn scan<'a>(
-        &'a self,
-        table: Table,
-        device: &'a str,
-        scan: &'a Scan,
-    ) -> BoxFuture<'a, Result<Vec<Row>>> {
+    fn scan<'a>(&'a self, table: Table, device: &'a str, scan: &'a Scan) -> BoxFuture<'a, Result<Vec<Row>>> {
         async move {
             let client = self.client().await?;
             let sql = format!(
@@ -319,9 +255,7 @@ impl Backend for PostgresBackend {
             );
             let limit: Option<i64> = scan.limit.map(i64::from);
             let st = client.prepare_cached(&sql).await?;
-            let rows = client
-                .query(&st, &[&device, &scan.scope, &scan.aux_eq, &limit])
-                .await?;
+            let rows = client.query(&st, &[&device, &scan.scope, &scan.aux_eq, &limit]).await?;
             rows.iter().map(row_from).collect()
         }
         .boxed()
@@ -346,10 +280,8 @@ impl Backend for PostgresBackend {
             let tx = client.transaction().await?;
             let mut n = 0;
             for t in Table::ALL {
-                let sql = format!(
-                    "DELETE FROM {} WHERE expires_at IS NOT NULL AND expires_at <= $1",
-                    t.name()
-                );
+                let sql =
+                    format!("DELETE FROM {} WHERE expires_at IS NOT NULL AND expires_at <= $1", t.name());
                 n += tx.execute(&sql, &[&now]).await?;
             }
             tx.commit().await?;
@@ -362,17 +294,9 @@ impl Backend for PostgresBackend {
         async move {
             let client = self.client().await?;
             let rows = client
-                .query(
-                    &format!(
-                        "SELECT DISTINCT device FROM {} ORDER BY device",
-                        table.name()
-                    ),
-                    &[],
-                )
+                .query(&format!("SELECT DISTINCT device FROM {} ORDER BY device", table.name()), &[])
                 .await?;
-            rows.iter()
-                .map(|r| r.try_get(0).map_err(Error::from))
-                .collect()
+            rows.iter().map(|r| r.try_get(0).map_err(Error::from)).collect()
         }
         .boxed()
     }
@@ -405,8 +329,7 @@ impl Backend for PostgresBackend {
                     let device: String = r.try_get("device")?;
                     let row = row_from(r)?;
                     let v = rewrite(t, &device, &row)?;
-                    tx.execute(&st, &[&device, &row.id.scope, &row.id.key, &v])
-                        .await?;
+                    tx.execute(&st, &[&device, &row.id.scope, &row.id.key, &v]).await?;
                     n += 1;
                 }
             }
@@ -423,10 +346,6 @@ impl Backend for PostgresBackend {
 impl Store {
     /// Opens a PostgreSQL-backed store with default pool settings.
     pub async fn open_postgres(url: &str, options: StoreOptions) -> Result<Store> {
-        Store::open(
-            PostgresBackend::connect(url, PostgresOptions::default()).await?,
-            options,
-        )
-        .await
+        Store::open(PostgresBackend::connect(url, PostgresOptions::default()).await?, options).await
     }
 }

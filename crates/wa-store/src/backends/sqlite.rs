@@ -83,11 +83,7 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions {
-            durability: Durability::Full,
-            busy_timeout: Duration::from_secs(5),
-            max_readers: 4,
-        }
+        SqliteOptions { durability: Durability::Full, busy_timeout: Duration::from_secs(5), max_readers: 4 }
     }
 }
 
@@ -108,9 +104,7 @@ pub struct SqliteBackend {
 
 impl std::fmt::Debug for SqliteBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteBackend")
-            .field("path", &self.shared.path)
-            .finish_non_exhaustive()
+        f.debug_struct("SqliteBackend").field("path", &self.shared.path).finish_non_exhaustive()
     }
 }
 
@@ -126,16 +120,13 @@ fn configure(conn: &Connection, o: &SqliteOptions) -> Result<()> {
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
     };
-    conn.execute_batch(&format!(
-        "PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"
-    ))?;
+    conn.execute_batch(&format!("PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"))?;
     Ok(())
 }
 
 fn open_conn(path: &Path, o: &SqliteOptions) -> Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags =
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
     configure(&conn, o)?;
     Ok(conn)
@@ -145,10 +136,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > SCHEMA_VERSION {
-        return Err(Error::SchemaTooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
+        return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
     }
     if found < 0 {
         return Err(Error::Corrupt {
@@ -167,12 +155,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-fn row_from(
-    scope: String,
-    key: String,
-    r: &rusqlite::Row<'_>,
-    first: usize,
-) -> rusqlite::Result<Row> {
+fn row_from(scope: String, key: String, r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Row> {
     Ok(Row {
         id: RowKey { scope, key },
         value: r.get(first)?,
@@ -229,37 +212,19 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &Op) -> Result<()> {
             }
         }
         Op::Delete { table, device, id } => {
-            let sql = format!(
-                "DELETE FROM {} WHERE device = ?1 AND scope = ?2 AND key = ?3",
-                table.name()
-            );
-            tx.prepare_cached(&sql)?
-                .execute(params![device, id.scope, id.key])?;
+            let sql = format!("DELETE FROM {} WHERE device = ?1 AND scope = ?2 AND key = ?3", table.name());
+            tx.prepare_cached(&sql)?.execute(params![device, id.scope, id.key])?;
         }
-        Op::DeleteScope {
-            table,
-            device,
-            scope,
-        } => {
-            let sql = format!(
-                "DELETE FROM {} WHERE device = ?1 AND scope = ?2",
-                table.name()
-            );
+        Op::DeleteScope { table, device, scope } => {
+            let sql = format!("DELETE FROM {} WHERE device = ?1 AND scope = ?2", table.name());
             tx.prepare_cached(&sql)?.execute(params![device, scope])?;
         }
-        Op::SetAux {
-            table,
-            device,
-            id,
-            aux,
-            expires_at,
-        } => {
+        Op::SetAux { table, device, id, aux, expires_at } => {
             let sql = format!(
                 "UPDATE {} SET aux = ?4, expires_at = ?5 WHERE device = ?1 AND scope = ?2 AND key = ?3",
                 table.name()
             );
-            tx.prepare_cached(&sql)?
-                .execute(params![device, id.scope, id.key, aux, expires_at])?;
+            tx.prepare_cached(&sql)?.execute(params![device, id.scope, id.key, aux, expires_at])?;
         }
         Op::DeleteDevice { device } => {
             for t in Table::ALL {
@@ -305,10 +270,8 @@ impl SqliteBackend {
     ) -> Result<T> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = shared
-                .writer
-                .lock()
-                .map_err(|_| Error::Worker("sqlite writer lock poisoned".into()))?;
+            let mut conn =
+                shared.writer.lock().map_err(|_| Error::Worker("sqlite writer lock poisoned".into()))?;
             f(&mut conn)
         })
         .await
@@ -321,11 +284,8 @@ impl SqliteBackend {
     ) -> Result<T> {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = shared
-                .readers
-                .lock()
-                .map_err(|_| Error::Worker("sqlite reader pool poisoned".into()))?
-                .pop();
+            let pooled =
+                shared.readers.lock().map_err(|_| Error::Worker("sqlite reader pool poisoned".into()))?.pop();
             let conn = match pooled {
                 Some(c) => c,
                 None => open_conn(&shared.path, &shared.options)?,
@@ -375,12 +335,7 @@ impl Backend for SqliteBackend {
         .boxed()
     }
 
-    fn scan<'a>(
-        &'a self,
-        table: Table,
-        device: &'a str,
-        scan: &'a Scan,
-    ) -> BoxFuture<'a, Result<Vec<Row>>> {
+    fn scan<'a>(&'a self, table: Table, device: &'a str, scan: &'a Scan) -> BoxFuture<'a, Result<Vec<Row>>> {
         let device = device.to_owned();
         let scan = scan.clone();
         self.with_reader(move |conn| {
@@ -418,10 +373,8 @@ impl Backend for SqliteBackend {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut n = 0u64;
             for t in Table::ALL {
-                let sql = format!(
-                    "DELETE FROM {} WHERE expires_at IS NOT NULL AND expires_at <= ?1",
-                    t.name()
-                );
+                let sql =
+                    format!("DELETE FROM {} WHERE expires_at IS NOT NULL AND expires_at <= ?1", t.name());
                 n += tx.prepare_cached(&sql)?.execute(params![now])? as u64;
             }
             tx.commit()?;
@@ -432,10 +385,7 @@ impl Backend for SqliteBackend {
 
     fn devices(&self, table: Table) -> BoxFuture<'_, Result<Vec<String>>> {
         self.with_reader(move |conn| {
-            let sql = format!(
-                "SELECT DISTINCT device FROM {} ORDER BY device",
-                table.name()
-            );
+            let sql = format!("SELECT DISTINCT device FROM {} ORDER BY device", table.name());
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -457,9 +407,8 @@ impl Backend for SqliteBackend {
                         "SELECT device, scope, key, value, aux, expires_at FROM {}",
                         t.name()
                     ))?;
-                    let it = stmt.query_map([], |r| {
-                        Ok((r.get(0)?, row_from(r.get(1)?, r.get(2)?, r, 3)?))
-                    })?;
+                    let it =
+                        stmt.query_map([], |r| Ok((r.get(0)?, row_from(r.get(1)?, r.get(2)?, r, 3)?)))?;
                     it.collect::<rusqlite::Result<Vec<_>>>()?
                 };
                 let sql = format!(
@@ -468,12 +417,7 @@ impl Backend for SqliteBackend {
                 );
                 for (device, row) in rows {
                     let v = rewrite(t, &device, &row)?;
-                    tx.prepare_cached(&sql)?.execute(params![
-                        device,
-                        row.id.scope,
-                        row.id.key,
-                        v
-                    ])?;
+                    tx.prepare_cached(&sql)?.execute(params![device, row.id.scope, row.id.key, v])?;
                     n += 1;
                 }
             }
@@ -490,10 +434,6 @@ impl Backend for SqliteBackend {
 impl Store {
     /// Opens a SQLite-backed store with default SQLite settings.
     pub async fn open_sqlite(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
-        Store::open(
-            SqliteBackend::open(path, SqliteOptions::default()).await?,
-            options,
-        )
-        .await
+        Store::open(SqliteBackend::open(path, SqliteOptions::default()).await?, options).await
     }
 }

@@ -13,11 +13,7 @@ pub fn clock() -> Arc<ManualClock> {
 }
 
 pub fn opts(clock: &Arc<ManualClock>, key: Option<EncryptionKey>) -> StoreOptions {
-    StoreOptions {
-        key,
-        clock: clock.clone(),
-        pre_key_grace_secs: 3600,
-    }
+    StoreOptions { key, clock: clock.clone(), pre_key_grace_secs: 3600 }
 }
 
 pub fn dev(s: &str) -> DeviceId {
@@ -25,21 +21,14 @@ pub fn dev(s: &str) -> DeviceId {
 }
 
 pub fn kp(seed: u8) -> KeyPair {
-    KeyPair {
-        public: [seed; 32],
-        private: [seed.wrapping_add(100); 32],
-    }
+    KeyPair { public: [seed; 32], private: [seed.wrapping_add(100); 32] }
 }
 
 /// Distinct, recognisable 32-byte secrets for the at-rest tests.
 pub fn secret(tag: u8) -> [u8; 32] {
     let mut s = [0u8; 32];
     for (i, b) in s.iter_mut().enumerate() {
-        *b = (i as u8)
-            .wrapping_mul(37)
-            .wrapping_add(tag)
-            .wrapping_mul(101)
-            ^ 0x5a;
+        *b = (i as u8).wrapping_mul(37).wrapping_add(tag).wrapping_mul(101) ^ 0x5a;
     }
     s[0] = tag;
     s
@@ -47,20 +36,11 @@ pub fn secret(tag: u8) -> [u8; 32] {
 
 pub fn creds(tag: u8) -> Credentials {
     Credentials {
-        noise_key: KeyPair {
-            public: [tag; 32],
-            private: secret(tag),
-        },
-        identity_key: KeyPair {
-            public: [tag ^ 1; 32],
-            private: secret(tag ^ 0x40),
-        },
+        noise_key: KeyPair { public: [tag; 32], private: secret(tag) },
+        identity_key: KeyPair { public: [tag ^ 1; 32], private: secret(tag ^ 0x40) },
         signed_pre_key: SignedPreKey {
             id: 1,
-            key_pair: KeyPair {
-                public: [tag ^ 2; 32],
-                private: secret(tag ^ 0x41),
-            },
+            key_pair: KeyPair { public: [tag ^ 2; 32], private: secret(tag ^ 0x41) },
             signature: [tag; 64],
             created_at: T0,
         },
@@ -113,25 +93,11 @@ pub async fn identities(h: &dyn Harness) {
     let d = s.device(&dev("a"));
     let a = addr("1@s.whatsapp.net", 0);
     assert_eq!(d.get_identity(&a).await.expect("get"), None);
-    assert_eq!(
-        d.save_identity(&a, [1; 32]).await.expect("save"),
-        IdentityChange::New
-    );
-    assert_eq!(
-        d.save_identity(&a, [1; 32]).await.expect("save"),
-        IdentityChange::Unchanged
-    );
-    assert_eq!(
-        d.save_identity(&a, [2; 32]).await.expect("save"),
-        IdentityChange::Replaced
-    );
+    assert_eq!(d.save_identity(&a, [1; 32]).await.expect("save"), IdentityChange::New);
+    assert_eq!(d.save_identity(&a, [1; 32]).await.expect("save"), IdentityChange::Unchanged);
+    assert_eq!(d.save_identity(&a, [2; 32]).await.expect("save"), IdentityChange::Replaced);
     assert_eq!(d.get_identity(&a).await.expect("get"), Some([2; 32]));
-    assert_eq!(
-        d.get_identity(&addr("1@s.whatsapp.net", 1))
-            .await
-            .expect("get"),
-        None
-    );
+    assert_eq!(d.get_identity(&addr("1@s.whatsapp.net", 1)).await.expect("get"), None);
     d.delete_identity(&a).await.expect("delete");
     assert_eq!(d.get_identity(&a).await.expect("get"), None);
 }
@@ -139,14 +105,8 @@ pub async fn identities(h: &dyn Harness) {
 pub async fn sessions(h: &dyn Harness) {
     let (s, _) = fresh(h).await;
     let d = s.device(&dev("a"));
-    let batch: Vec<(ProtocolAddress, Vec<u8>)> = (0..20)
-        .map(|i| {
-            (
-                addr(&format!("{}@lid", i % 4), i),
-                vec![i as u8; 100 + i as usize],
-            )
-        })
-        .collect();
+    let batch: Vec<(ProtocolAddress, Vec<u8>)> =
+        (0..20).map(|i| (addr(&format!("{}@lid", i % 4), i), vec![i as u8; 100 + i as usize])).collect();
     d.put_sessions(&batch).await.expect("put");
     let mut asked: Vec<ProtocolAddress> = batch.iter().rev().map(|(a, _)| a.clone()).collect();
     asked.insert(3, addr("nobody@lid", 9));
@@ -156,27 +116,13 @@ pub async fn sessions(h: &dyn Harness) {
         let want = batch.iter().find(|(b, _)| b == a).map(|(_, r)| r.clone());
         assert_eq!(g, &want, "{a}");
     }
-    assert_eq!(
-        d.get_sessions(&[]).await.expect("empty"),
-        Vec::<Option<Vec<u8>>>::new()
-    );
-    d.put_sessions(&[(addr("0@lid", 0), b"new".to_vec())])
-        .await
-        .expect("overwrite");
-    assert_eq!(
-        d.get_sessions(&[addr("0@lid", 0)]).await.expect("get")[0].as_deref(),
-        Some(&b"new"[..])
-    );
+    assert_eq!(d.get_sessions(&[]).await.expect("empty"), Vec::<Option<Vec<u8>>>::new());
+    d.put_sessions(&[(addr("0@lid", 0), b"new".to_vec())]).await.expect("overwrite");
+    assert_eq!(d.get_sessions(&[addr("0@lid", 0)]).await.expect("get")[0].as_deref(), Some(&b"new"[..]));
     d.delete_session(&addr("0@lid", 0)).await.expect("delete");
-    assert_eq!(
-        d.get_sessions(&[addr("0@lid", 0)]).await.expect("get")[0],
-        None
-    );
+    assert_eq!(d.get_sessions(&[addr("0@lid", 0)]).await.expect("get")[0], None);
     d.delete_user_sessions("1@lid").await.expect("delete user");
-    let left = d
-        .get_sessions(&batch.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>())
-        .await
-        .expect("get");
+    let left = d.get_sessions(&batch.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>()).await.expect("get");
     for ((a, _), g) in batch.iter().zip(left) {
         let gone = a.name == "1@lid" || (a.name == "0@lid" && a.device == 0);
         assert_eq!(g.is_none(), gone, "{a}");
@@ -192,76 +138,37 @@ pub async fn pre_keys(h: &dyn Harness) {
         kp(n)
     };
     let keys = d.generate_pre_keys(10, &mut keygen).await.expect("gen");
-    assert_eq!(
-        keys.iter().map(|k| k.id).collect::<Vec<_>>(),
-        (1..=10).collect::<Vec<_>>()
-    );
+    assert_eq!(keys.iter().map(|k| k.id).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
     assert_eq!(
         d.pre_key_counts().await.expect("counts"),
-        PreKeyCounts {
-            fresh: 10,
-            uploaded: 0,
-            consumed: 0
-        }
+        PreKeyCounts { fresh: 10, uploaded: 0, consumed: 0 }
     );
-    assert_eq!(
-        d.unuploaded_pre_keys(4).await.expect("unuploaded"),
-        keys[..4].to_vec()
-    );
-    d.mark_pre_keys_uploaded(&[1, 2, 3, 4, 5, 6])
-        .await
-        .expect("mark");
-    assert_eq!(
-        d.unuploaded_pre_keys(100).await.expect("unuploaded"),
-        keys[6..].to_vec()
-    );
+    assert_eq!(d.unuploaded_pre_keys(4).await.expect("unuploaded"), keys[..4].to_vec());
+    d.mark_pre_keys_uploaded(&[1, 2, 3, 4, 5, 6]).await.expect("mark");
+    assert_eq!(d.unuploaded_pre_keys(100).await.expect("unuploaded"), keys[6..].to_vec());
     assert_eq!(d.get_pre_key(3).await.expect("get"), Some(keys[2].clone()));
-    assert_eq!(
-        d.consume_pre_key(3).await.expect("consume"),
-        Some(keys[2].clone())
-    );
+    assert_eq!(d.consume_pre_key(3).await.expect("consume"), Some(keys[2].clone()));
     assert_eq!(
         d.pre_key_counts().await.expect("counts"),
-        PreKeyCounts {
-            fresh: 4,
-            uploaded: 5,
-            consumed: 1
-        }
+        PreKeyCounts { fresh: 4, uploaded: 5, consumed: 1 }
     );
     // Within the grace period the key still decrypts a re-sent message.
     clock.advance(3599);
     assert_eq!(d.get_pre_key(3).await.expect("get"), Some(keys[2].clone()));
-    assert_eq!(
-        d.consume_pre_key(3).await.expect("consume again"),
-        Some(keys[2].clone())
-    );
+    assert_eq!(d.consume_pre_key(3).await.expect("consume again"), Some(keys[2].clone()));
     // Uploading does not resurrect a consumed key.
     d.mark_pre_keys_uploaded(&[3]).await.expect("mark");
     clock.advance(1);
-    assert_eq!(
-        d.get_pre_key(3).await.expect("get"),
-        None,
-        "grace must not be extended by a second consume"
-    );
+    assert_eq!(d.get_pre_key(3).await.expect("get"), None, "grace must not be extended by a second consume");
     assert!(s.purge_expired().await.expect("purge") >= 1);
     assert_eq!(
         d.pre_key_counts().await.expect("counts"),
-        PreKeyCounts {
-            fresh: 4,
-            uploaded: 5,
-            consumed: 0
-        }
+        PreKeyCounts { fresh: 4, uploaded: 5, consumed: 0 }
     );
     assert_eq!(d.consume_pre_key(999).await.expect("unknown"), None);
     let more = d.generate_pre_keys(3, &mut keygen).await.expect("gen");
-    assert_eq!(
-        more.iter().map(|k| k.id).collect::<Vec<_>>(),
-        vec![11, 12, 13]
-    );
-    assert!(matches!(
-        d.generate_pre_keys(10_001, &mut keygen).await,
-        Err(Error::InvalidInput(_))
-    ));
+    assert_eq!(more.iter().map(|k| k.id).collect::<Vec<_>>(), vec![11, 12, 13]);
+    assert!(matches!(d.generate_pre_keys(10_001, &mut keygen).await, Err(Error::InvalidInput(_))));
 }
 
 pub async fn signed_pre_keys(h: &dyn Harness) {
@@ -277,10 +184,7 @@ pub async fn signed_pre_keys(h: &dyn Harness) {
         d.put_signed_pre_key(&k(id)).await.expect("put");
     }
     assert_eq!(d.get_signed_pre_key(2).await.expect("get"), Some(k(2)));
-    assert_eq!(
-        d.signed_pre_keys().await.expect("all"),
-        vec![k(1), k(2), k(3)]
-    );
+    assert_eq!(d.signed_pre_keys().await.expect("all"), vec![k(1), k(2), k(3)]);
     d.delete_signed_pre_key(1).await.expect("delete");
     assert_eq!(d.get_signed_pre_key(1).await.expect("get"), None);
     assert_eq!(d.signed_pre_keys().await.expect("all").len(), 2);
@@ -293,199 +197,84 @@ pub async fn sender_keys(h: &dyn Harness) {
     let me = addr("me@lid", 0);
     d.put_sender_key(g1, &me, b"rec1").await.expect("put");
     d.put_sender_key(g2, &me, b"rec2").await.expect("put");
-    assert_eq!(
-        d.get_sender_key(g1, &me).await.expect("get").as_deref(),
-        Some(&b"rec1"[..])
-    );
-    assert_eq!(
-        d.get_sender_key(g1, &addr("me@lid", 1)).await.expect("get"),
-        None
-    );
+    assert_eq!(d.get_sender_key(g1, &me).await.expect("get").as_deref(), Some(&b"rec1"[..]));
+    assert_eq!(d.get_sender_key(g1, &addr("me@lid", 1)).await.expect("get"), None);
     d.delete_sender_key(g1, &me).await.expect("delete");
     assert_eq!(d.get_sender_key(g1, &me).await.expect("get"), None);
-    assert_eq!(
-        d.get_sender_key(g2, &me).await.expect("get").as_deref(),
-        Some(&b"rec2"[..])
-    );
-    let devs: Vec<String> = ["b:1@lid", "a:0@lid", "c:2@lid"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    assert_eq!(d.get_sender_key(g2, &me).await.expect("get").as_deref(), Some(&b"rec2"[..]));
+    let devs: Vec<String> = ["b:1@lid", "a:0@lid", "c:2@lid"].iter().map(|s| s.to_string()).collect();
     d.add_sender_key_holders(g1, &devs).await.expect("add");
-    d.add_sender_key_holders(g1, &devs[..1])
-        .await
-        .expect("add twice is idempotent");
+    d.add_sender_key_holders(g1, &devs[..1]).await.expect("add twice is idempotent");
     d.add_sender_key_holders(g2, &devs[..1]).await.expect("add");
-    assert_eq!(
-        d.sender_key_holders(g1).await.expect("holders"),
-        vec!["a:0@lid", "b:1@lid", "c:2@lid"]
-    );
-    d.remove_sender_key_holders(g1, &devs[..1])
-        .await
-        .expect("remove");
-    assert_eq!(
-        d.sender_key_holders(g1).await.expect("holders"),
-        vec!["a:0@lid", "c:2@lid"]
-    );
+    assert_eq!(d.sender_key_holders(g1).await.expect("holders"), vec!["a:0@lid", "b:1@lid", "c:2@lid"]);
+    d.remove_sender_key_holders(g1, &devs[..1]).await.expect("remove");
+    assert_eq!(d.sender_key_holders(g1).await.expect("holders"), vec!["a:0@lid", "c:2@lid"]);
     d.clear_sender_key_holders(g1).await.expect("clear");
     assert!(d.sender_key_holders(g1).await.expect("holders").is_empty());
-    assert_eq!(
-        d.sender_key_holders(g2).await.expect("holders"),
-        vec!["b:1@lid"]
-    );
+    assert_eq!(d.sender_key_holders(g2).await.expect("holders"), vec!["b:1@lid"]);
 }
 
 pub async fn app_state(h: &dyn Harness) {
     let (s, _) = fresh(h).await;
     let d = s.device(&dev("a"));
-    let key = AppStateSyncKey {
-        key_data: secret(9).to_vec(),
-        fingerprint: vec![1, 2],
-        timestamp: 5,
-    };
-    d.put_app_state_sync_key(&[0, 1, 2], &key)
-        .await
-        .expect("put key");
-    assert_eq!(
-        d.get_app_state_sync_key(&[0, 1, 2]).await.expect("get"),
-        Some(key)
-    );
+    let key = AppStateSyncKey { key_data: secret(9).to_vec(), fingerprint: vec![1, 2], timestamp: 5 };
+    d.put_app_state_sync_key(&[0, 1, 2], &key).await.expect("put key");
+    assert_eq!(d.get_app_state_sync_key(&[0, 1, 2]).await.expect("get"), Some(key));
     assert_eq!(d.get_app_state_sync_key(&[0, 1]).await.expect("get"), None);
-    let v = AppStateVersion {
-        version: 7,
-        hash: [3; 128],
-    };
-    d.put_app_state_version("regular", &v)
-        .await
-        .expect("put version");
-    assert_eq!(
-        d.get_app_state_version("regular").await.expect("get"),
-        Some(v)
-    );
-    let macs: Vec<(Vec<u8>, Vec<u8>)> =
-        (0..5u8).map(|i| (vec![i; 32], vec![i + 100; 32])).collect();
+    let v = AppStateVersion { version: 7, hash: [3; 128] };
+    d.put_app_state_version("regular", &v).await.expect("put version");
+    assert_eq!(d.get_app_state_version("regular").await.expect("get"), Some(v));
+    let macs: Vec<(Vec<u8>, Vec<u8>)> = (0..5u8).map(|i| (vec![i; 32], vec![i + 100; 32])).collect();
     d.put_mutation_macs("regular", &macs).await.expect("macs");
-    d.put_mutation_macs("critical_block", &macs[..1])
-        .await
-        .expect("macs");
-    assert_eq!(
-        d.get_mutation_mac("regular", &[2; 32]).await.expect("get"),
-        Some(vec![102; 32])
-    );
-    d.delete_mutation_macs("regular", &[vec![2; 32]])
-        .await
-        .expect("delete");
-    assert_eq!(
-        d.get_mutation_mac("regular", &[2; 32]).await.expect("get"),
-        None
-    );
-    assert_eq!(
-        d.get_mutation_mac("regular", &[3; 32]).await.expect("get"),
-        Some(vec![103; 32])
-    );
+    d.put_mutation_macs("critical_block", &macs[..1]).await.expect("macs");
+    assert_eq!(d.get_mutation_mac("regular", &[2; 32]).await.expect("get"), Some(vec![102; 32]));
+    d.delete_mutation_macs("regular", &[vec![2; 32]]).await.expect("delete");
+    assert_eq!(d.get_mutation_mac("regular", &[2; 32]).await.expect("get"), None);
+    assert_eq!(d.get_mutation_mac("regular", &[3; 32]).await.expect("get"), Some(vec![103; 32]));
     d.reset_app_state("regular").await.expect("reset");
     assert_eq!(d.get_app_state_version("regular").await.expect("get"), None);
-    assert_eq!(
-        d.get_mutation_mac("regular", &[3; 32]).await.expect("get"),
-        None
-    );
-    assert_eq!(
-        d.get_mutation_mac("critical_block", &[0; 32])
-            .await
-            .expect("get"),
-        Some(vec![100; 32])
-    );
+    assert_eq!(d.get_mutation_mac("regular", &[3; 32]).await.expect("get"), None);
+    assert_eq!(d.get_mutation_mac("critical_block", &[0; 32]).await.expect("get"), Some(vec![100; 32]));
 }
 
 pub async fn lid_mappings(h: &dyn Harness) {
     let (s, _) = fresh(h).await;
     let d = s.device(&dev("a"));
-    d.put_lid_mappings(&[("111".into(), "5511".into()), ("222".into(), "5522".into())])
-        .await
-        .expect("put");
-    assert_eq!(
-        d.get_pn_for_lid("111").await.expect("get").as_deref(),
-        Some("5511")
-    );
-    assert_eq!(
-        d.get_lid_for_pn("5522").await.expect("get").as_deref(),
-        Some("222")
-    );
+    d.put_lid_mappings(&[("111".into(), "5511".into()), ("222".into(), "5522".into())]).await.expect("put");
+    assert_eq!(d.get_pn_for_lid("111").await.expect("get").as_deref(), Some("5511"));
+    assert_eq!(d.get_lid_for_pn("5522").await.expect("get").as_deref(), Some("222"));
     assert_eq!(d.get_lid_for_pn("5533").await.expect("get"), None);
     // The number 5511 moves to a new LID: the old LID no longer maps to it.
-    d.put_lid_mappings(&[("333".into(), "5511".into())])
-        .await
-        .expect("remap");
-    assert_eq!(
-        d.get_lid_for_pn("5511").await.expect("get").as_deref(),
-        Some("333")
-    );
+    d.put_lid_mappings(&[("333".into(), "5511".into())]).await.expect("remap");
+    assert_eq!(d.get_lid_for_pn("5511").await.expect("get").as_deref(), Some("333"));
     assert_eq!(d.get_pn_for_lid("111").await.expect("get"), None);
-    assert_eq!(
-        d.get_pn_for_lid("333").await.expect("get").as_deref(),
-        Some("5511")
-    );
+    assert_eq!(d.get_pn_for_lid("333").await.expect("get").as_deref(), Some("5511"));
 }
 
 pub async fn device_lists(h: &dyn Harness) {
     let (s, clock) = fresh(h).await;
     let d = s.device(&dev("a"));
-    d.put_device_list("5511@s.whatsapp.net", &[0, 3, 17], Some("2:abc"), 60)
-        .await
-        .expect("put");
-    let l = d
-        .get_device_list("5511@s.whatsapp.net")
-        .await
-        .expect("get")
-        .expect("present");
-    assert_eq!(
-        (l.devices, l.hash.as_deref(), l.expires_at),
-        (vec![0, 3, 17], Some("2:abc"), T0 + 60)
-    );
+    d.put_device_list("5511@s.whatsapp.net", &[0, 3, 17], Some("2:abc"), 60).await.expect("put");
+    let l = d.get_device_list("5511@s.whatsapp.net").await.expect("get").expect("present");
+    assert_eq!((l.devices, l.hash.as_deref(), l.expires_at), (vec![0, 3, 17], Some("2:abc"), T0 + 60));
     clock.advance(60);
+    assert_eq!(d.get_device_list("5511@s.whatsapp.net").await.expect("get"), None, "expired");
+    d.put_device_list("5522@s.whatsapp.net", &[], None, 60).await.expect("put");
     assert_eq!(
-        d.get_device_list("5511@s.whatsapp.net").await.expect("get"),
-        None,
-        "expired"
-    );
-    d.put_device_list("5522@s.whatsapp.net", &[], None, 60)
-        .await
-        .expect("put");
-    assert_eq!(
-        d.get_device_list("5522@s.whatsapp.net")
-            .await
-            .expect("get")
-            .expect("present")
-            .devices,
+        d.get_device_list("5522@s.whatsapp.net").await.expect("get").expect("present").devices,
         Vec::<u32>::new()
     );
-    d.invalidate_device_list("5522@s.whatsapp.net")
-        .await
-        .expect("invalidate");
-    assert_eq!(
-        d.get_device_list("5522@s.whatsapp.net").await.expect("get"),
-        None
-    );
+    d.invalidate_device_list("5522@s.whatsapp.net").await.expect("invalidate");
+    assert_eq!(d.get_device_list("5522@s.whatsapp.net").await.expect("get"), None);
 }
 
 pub async fn sent_messages(h: &dyn Harness) {
     let (s, clock) = fresh(h).await;
     let d = s.device(&dev("a"));
-    d.put_sent_message("c1", "m1", b"one", 100)
-        .await
-        .expect("put");
-    d.put_sent_message("c1", "m2", b"two", 300)
-        .await
-        .expect("put");
-    let m = d
-        .get_sent_message("c1", "m1")
-        .await
-        .expect("get")
-        .expect("present");
-    assert_eq!(
-        (m.payload.as_slice(), m.expires_at),
-        (&b"one"[..], T0 + 100)
-    );
+    d.put_sent_message("c1", "m1", b"one", 100).await.expect("put");
+    d.put_sent_message("c1", "m2", b"two", 300).await.expect("put");
+    let m = d.get_sent_message("c1", "m1").await.expect("get").expect("present");
+    assert_eq!((m.payload.as_slice(), m.expires_at), (&b"one"[..], T0 + 100));
     assert_eq!(d.get_sent_message("c2", "m1").await.expect("get"), None);
     clock.advance(150);
     assert_eq!(d.get_sent_message("c1", "m1").await.expect("get"), None);
@@ -506,40 +295,20 @@ pub async fn inbound_messages(h: &dyn Harness) {
         other => panic!("duplicate inbound must conflict, got {other:?}"),
     }
     let p = d.pending_inbound(10).await.expect("pending");
-    assert_eq!(
-        p.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-        vec!["a", "b", "c"]
-    );
-    assert_eq!(
-        p[1],
-        inbound("b", T0 + 2),
-        "the duplicate did not overwrite"
-    );
+    assert_eq!(p.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), vec!["a", "b", "c"]);
+    assert_eq!(p[1], inbound("b", T0 + 2), "the duplicate did not overwrite");
     assert_eq!(d.pending_inbound(2).await.expect("pending").len(), 2);
-    d.mark_inbound_handled("chat@g.us", "5511@s.whatsapp.net", "a")
-        .await
-        .expect("handled");
+    d.mark_inbound_handled("chat@g.us", "5511@s.whatsapp.net", "a").await.expect("handled");
     assert_eq!(d.pending_inbound(10).await.expect("pending").len(), 2);
 }
 
 pub async fn privacy_tokens(h: &dyn Harness) {
     let (s, _) = fresh(h).await;
     let d = s.device(&dev("a"));
-    let t = PrivacyToken {
-        token: vec![9; 20],
-        timestamp: T0,
-    };
-    assert_eq!(
-        d.get_privacy_token("x@s.whatsapp.net").await.expect("get"),
-        None
-    );
-    d.put_privacy_token("x@s.whatsapp.net", &t)
-        .await
-        .expect("put");
-    assert_eq!(
-        d.get_privacy_token("x@s.whatsapp.net").await.expect("get"),
-        Some(t)
-    );
+    let t = PrivacyToken { token: vec![9; 20], timestamp: T0 };
+    assert_eq!(d.get_privacy_token("x@s.whatsapp.net").await.expect("get"), None);
+    d.put_privacy_token("x@s.whatsapp.net", &t).await.expect("put");
+    assert_eq!(d.get_privacy_token("x@s.whatsapp.net").await.expect("get"), Some(t));
 }
 
 pub async fn many_devices(h: &dyn Harness) {
@@ -548,28 +317,13 @@ pub async fn many_devices(h: &dyn Harness) {
     a.save_credentials(&creds(1)).await.expect("a");
     b.save_credentials(&creds(2)).await.expect("b");
     let x = addr("x@lid", 0);
-    a.put_sessions(&[(x.clone(), b"A".to_vec())])
-        .await
-        .expect("a");
-    b.put_sessions(&[(x.clone(), b"B".to_vec())])
-        .await
-        .expect("b");
-    a.add_sender_key_holders("g@g.us", &["d1".into()])
-        .await
-        .expect("a");
-    assert_eq!(
-        a.get_sessions(std::slice::from_ref(&x)).await.expect("a")[0].as_deref(),
-        Some(&b"A"[..])
-    );
-    assert_eq!(
-        b.get_sessions(std::slice::from_ref(&x)).await.expect("b")[0].as_deref(),
-        Some(&b"B"[..])
-    );
+    a.put_sessions(&[(x.clone(), b"A".to_vec())]).await.expect("a");
+    b.put_sessions(&[(x.clone(), b"B".to_vec())]).await.expect("b");
+    a.add_sender_key_holders("g@g.us", &["d1".into()]).await.expect("a");
+    assert_eq!(a.get_sessions(std::slice::from_ref(&x)).await.expect("a")[0].as_deref(), Some(&b"A"[..]));
+    assert_eq!(b.get_sessions(std::slice::from_ref(&x)).await.expect("b")[0].as_deref(), Some(&b"B"[..]));
     assert!(b.sender_key_holders("g@g.us").await.expect("b").is_empty());
-    assert_eq!(
-        s.devices().await.expect("devices"),
-        vec![dev("acct-a"), dev("acct-b")]
-    );
+    assert_eq!(s.devices().await.expect("devices"), vec![dev("acct-a"), dev("acct-b")]);
     s.delete_device(&dev("acct-a")).await.expect("delete");
     assert_eq!(a.load_credentials().await.expect("a"), None);
     assert_eq!(a.get_sessions(std::slice::from_ref(&x)).await.expect("a")[0], None);
@@ -600,13 +354,7 @@ pub async fn transactions(h: &dyn Harness) {
         .put_identity(&x, [7; 32])
         .put_inbound(&inbound("m1", T0))
         .put_sent_message("chat", "s1", b"p", 60)
-        .put_app_state_version(
-            "regular",
-            &AppStateVersion {
-                version: 1,
-                hash: [1; 128],
-            },
-        );
+        .put_app_state_version("regular", &AppStateVersion { version: 1, hash: [1; 128] });
     assert_eq!(tx.len(), 6);
     tx.commit().await.expect("commit");
     assert_eq!(
@@ -618,8 +366,7 @@ pub async fn transactions(h: &dyn Harness) {
     assert_eq!(d.get_identity(&x).await.expect("identity"), Some([7; 32]));
     // Dropped without commit: nothing happens.
     let mut tx = d.transaction();
-    tx.put_session(&x, b"ratchet-2")
-        .put_inbound(&inbound("m2", T0));
+    tx.put_session(&x, b"ratchet-2").put_inbound(&inbound("m2", T0));
     drop(tx);
     assert_eq!(
         d.get_sessions(std::slice::from_ref(&x)).await.expect("get")[0].as_deref(),
@@ -633,9 +380,7 @@ pub async fn rollback_on_error(h: &dyn Harness) {
     let (s, _) = fresh(h).await;
     let d = s.device(&dev("a"));
     let x = addr("x@lid", 1);
-    d.put_sessions(&[(x.clone(), b"ratchet-1".to_vec())])
-        .await
-        .expect("put");
+    d.put_sessions(&[(x.clone(), b"ratchet-1".to_vec())]).await.expect("put");
     d.put_inbound(&inbound("m1", T0)).await.expect("put");
     // The same message again (a replay): the advanced ratchet must not be kept either.
     let mut tx = d.transaction();
@@ -651,19 +396,11 @@ pub async fn rollback_on_error(h: &dyn Harness) {
         d.get_sessions(std::slice::from_ref(&x)).await.expect("get")[0].as_deref(),
         Some(&b"ratchet-1"[..])
     );
-    assert_eq!(
-        d.get_sessions(&[addr("y@lid", 0)]).await.expect("get")[0],
-        None
-    );
+    assert_eq!(d.get_sessions(&[addr("y@lid", 0)]).await.expect("get")[0], None);
     assert_eq!(d.get_sent_message("chat", "s9").await.expect("get"), None);
     // The store is still usable after the rollback.
-    d.put_sessions(&[(x.clone(), b"ratchet-3".to_vec())])
-        .await
-        .expect("put");
-    assert_eq!(
-        d.get_sessions(&[x]).await.expect("get")[0].as_deref(),
-        Some(&b"ratchet-3"[..])
-    );
+    d.put_sessions(&[(x.clone(), b"ratchet-3".to_vec())]).await.expect("put");
+    assert_eq!(d.get_sessions(&[x]).await.expect("get")[0].as_deref(), Some(&b"ratchet-3"[..]));
 }
 
 pub async fn concurrent_writers(h: &dyn Harness) {
@@ -687,10 +424,7 @@ pub async fn concurrent_writers(h: &dyn Harness) {
     }
     for (name, parity) in [("even", 0), ("odd", 1)] {
         let d = s.device(&dev(name));
-        assert_eq!(
-            d.pending_inbound(10_000).await.expect("pending").len() as u32,
-            tasks / 2 * per
-        );
+        assert_eq!(d.pending_inbound(10_000).await.expect("pending").len() as u32, tasks / 2 * per);
         for t in (0..tasks).filter(|t| t % 2 == parity) {
             let addrs: Vec<_> = (0..per).map(|i| addr(&format!("t{t}@lid"), i)).collect();
             let got = d.get_sessions(&addrs).await.expect("get");
@@ -705,10 +439,7 @@ pub async fn reopen(h: &dyn Harness) {
     let c = clock();
     {
         let s = h.open(opts(&c, None)).await.expect("open");
-        s.device(&dev("a"))
-            .save_credentials(&creds(3))
-            .await
-            .expect("save");
+        s.device(&dev("a")).save_credentials(&creds(3)).await.expect("save");
     }
     let s = h.open(opts(&c, None)).await.expect("reopen");
     let got = s.device(&dev("a")).load_credentials().await.expect("load");
@@ -722,18 +453,12 @@ pub async fn encrypted_round_trip_and_rotation(h: &dyn Harness) {
     let k1 = EncryptionKey::Raw([1; 32]);
     let k2 = EncryptionKey::Passphrase {
         passphrase: "correct horse".into(),
-        params: Argon2Params {
-            m_cost_kib: 256,
-            t_cost: 1,
-            p_cost: 1,
-        },
+        params: Argon2Params { m_cost_kib: 256, t_cost: 1, p_cost: 1 },
     };
     let s = h.open(opts(&c, Some(k1.clone()))).await.expect("open");
     let d = s.device(&dev("a"));
     d.save_credentials(&creds(5)).await.expect("save");
-    d.put_sessions(&[(addr("x@lid", 0), b"sess".to_vec())])
-        .await
-        .expect("put");
+    d.put_sessions(&[(addr("x@lid", 0), b"sess".to_vec())]).await.expect("put");
     d.put_inbound(&inbound("m", T0)).await.expect("inbound");
     let id1 = s.key_id().await.expect("key id");
     s.rotate_key(Some(k2.clone())).await.expect("rotate");
@@ -745,48 +470,27 @@ pub async fn encrypted_round_trip_and_rotation(h: &dyn Harness) {
         Err(Error::WrongKey { .. }) => {}
         other => panic!("old key must be refused after rotation, got {other:?}"),
     }
-    let s = h
-        .open(opts(&c, Some(k2.clone())))
-        .await
-        .expect("open with new key");
+    let s = h.open(opts(&c, Some(k2.clone()))).await.expect("open with new key");
     let d = s.device(&dev("a"));
     assert_eq!(d.load_credentials().await.expect("load"), Some(creds(5)));
-    assert_eq!(
-        d.get_sessions(&[addr("x@lid", 0)]).await.expect("get")[0].as_deref(),
-        Some(&b"sess"[..])
-    );
+    assert_eq!(d.get_sessions(&[addr("x@lid", 0)]).await.expect("get")[0].as_deref(), Some(&b"sess"[..]));
     assert_eq!(d.pending_inbound(5).await.expect("pending").len(), 1);
     // Decrypting back to clear, then encrypting again from clear.
     s.rotate_key(None).await.expect("to clear");
     drop(s);
-    assert!(matches!(
-        h.open(opts(&c, Some(k2.clone()))).await,
-        Err(Error::NotEncrypted)
-    ));
+    assert!(matches!(h.open(opts(&c, Some(k2.clone()))).await, Err(Error::NotEncrypted)));
     let s = h.open(opts(&c, None)).await.expect("open clear");
-    assert_eq!(
-        s.device(&dev("a")).load_credentials().await.expect("load"),
-        Some(creds(5))
-    );
+    assert_eq!(s.device(&dev("a")).load_credentials().await.expect("load"), Some(creds(5)));
     s.rotate_key(Some(k1.clone())).await.expect("encrypt");
     drop(s);
     let s = h.open(opts(&c, Some(k1))).await.expect("open k1");
-    assert_eq!(
-        s.device(&dev("a")).load_credentials().await.expect("load"),
-        Some(creds(5))
-    );
+    assert_eq!(s.device(&dev("a")).load_credentials().await.expect("load"), Some(creds(5)));
 }
 
 pub async fn wrong_or_missing_key(h: &dyn Harness) {
     let c = clock();
-    let s = h
-        .open(opts(&c, Some(EncryptionKey::Raw([1; 32]))))
-        .await
-        .expect("open");
-    s.device(&dev("a"))
-        .save_credentials(&creds(5))
-        .await
-        .expect("save");
+    let s = h.open(opts(&c, Some(EncryptionKey::Raw([1; 32])))).await.expect("open");
+    s.device(&dev("a")).save_credentials(&creds(5)).await.expect("save");
     drop(s);
     match h.open(opts(&c, Some(EncryptionKey::Raw([2; 32])))).await {
         Err(e @ Error::WrongKey { .. }) => assert!(e.to_string().contains("wrong encryption key")),
@@ -798,45 +502,22 @@ pub async fn wrong_or_missing_key(h: &dyn Harness) {
     }
     let pass = EncryptionKey::Passphrase {
         passphrase: "p".into(),
-        params: Argon2Params {
-            m_cost_kib: 256,
-            t_cost: 1,
-            p_cost: 1,
-        },
+        params: Argon2Params { m_cost_kib: 256, t_cost: 1, p_cost: 1 },
     };
-    assert!(matches!(
-        h.open(opts(&c, Some(pass))).await,
-        Err(Error::WrongKey { .. })
-    ));
+    assert!(matches!(h.open(opts(&c, Some(pass))).await, Err(Error::WrongKey { .. })));
 }
 
 pub async fn swapped_and_tampered_rows(h: &dyn Harness) {
     let c = clock();
-    let s = h
-        .open(opts(&c, Some(EncryptionKey::Raw([1; 32]))))
-        .await
-        .expect("open");
+    let s = h.open(opts(&c, Some(EncryptionKey::Raw([1; 32])))).await.expect("open");
     let d = s.device(&dev("a"));
     let (x, y) = (addr("x@lid", 0), addr("y@lid", 0));
-    d.put_sessions(&[
-        (x.clone(), b"session-x".to_vec()),
-        (y.clone(), b"session-y".to_vec()),
-    ])
-    .await
-    .expect("put");
-    s.device(&dev("b"))
-        .put_sessions(&[(x.clone(), b"session-bx".to_vec())])
+    d.put_sessions(&[(x.clone(), b"session-x".to_vec()), (y.clone(), b"session-y".to_vec())])
         .await
         .expect("put");
+    s.device(&dev("b")).put_sessions(&[(x.clone(), b"session-bx".to_vec())]).await.expect("put");
     let raw = h.raw().await;
-    swap_rows(
-        &*raw,
-        Table::Sessions,
-        "a",
-        RowKey::new("x@lid", "0"),
-        RowKey::new("y@lid", "0"),
-    )
-    .await;
+    swap_rows(&*raw, Table::Sessions, "a", RowKey::new("x@lid", "0"), RowKey::new("y@lid", "0")).await;
     match d.get_sessions(std::slice::from_ref(&x)).await {
         Err(e @ Error::Integrity { .. }) => {
             assert!(e.to_string().contains("failed authentication"))
@@ -844,42 +525,24 @@ pub async fn swapped_and_tampered_rows(h: &dyn Harness) {
         other => panic!("swapped row must fail, got {other:?}"),
     }
     // A row copied from another device is refused as well.
-    let other = raw
-        .get(Table::Sessions, "b", &[RowKey::new("x@lid", "0")])
-        .await
-        .expect("get")[0]
+    let other = raw.get(Table::Sessions, "b", &[RowKey::new("x@lid", "0")]).await.expect("get")[0]
         .clone()
         .expect("row");
     raw.apply(&[Op::Put {
         table: Table::Sessions,
         device: "a".into(),
-        row: Row {
-            id: RowKey::new("x@lid", "0"),
-            ..other
-        },
+        row: Row { id: RowKey::new("x@lid", "0"), ..other },
     }])
     .await
     .expect("copy");
-    assert!(matches!(
-        d.get_sessions(std::slice::from_ref(&x)).await,
-        Err(Error::Integrity { .. })
-    ));
+    assert!(matches!(d.get_sessions(std::slice::from_ref(&x)).await, Err(Error::Integrity { .. })));
     // One flipped bit.
-    let mut row = raw
-        .get(Table::Sessions, "b", &[RowKey::new("x@lid", "0")])
-        .await
-        .expect("get")[0]
+    let mut row = raw.get(Table::Sessions, "b", &[RowKey::new("x@lid", "0")]).await.expect("get")[0]
         .clone()
         .expect("row");
     let last = row.value.len() - 1;
     row.value[last] ^= 0x01;
-    raw.apply(&[Op::Put {
-        table: Table::Sessions,
-        device: "b".into(),
-        row,
-    }])
-    .await
-    .expect("tamper");
+    raw.apply(&[Op::Put { table: Table::Sessions, device: "b".into(), row }]).await.expect("tamper");
     assert!(matches!(
         s.device(&dev("b")).get_sessions(std::slice::from_ref(&x)).await,
         Err(Error::Integrity { .. })
@@ -897,10 +560,7 @@ pub async fn swapped_and_tampered_rows(h: &dyn Harness) {
     }])
     .await
     .expect("inject");
-    assert!(matches!(
-        d.get_sessions(&[addr("z@lid", 0)]).await,
-        Err(Error::Integrity { .. })
-    ));
+    assert!(matches!(d.get_sessions(&[addr("z@lid", 0)]).await, Err(Error::Integrity { .. })));
 }
 
 /// Writes known secrets through every secret-bearing domain.
@@ -914,35 +574,21 @@ async fn write_secrets(s: &Store) -> Vec<Vec<u8>> {
     let pre_key_private = secret(0x34);
     let signed = SignedPreKey {
         id: 9,
-        key_pair: KeyPair {
-            public: [0x35; 32],
-            private: secret(0x35),
-        },
+        key_pair: KeyPair { public: [0x35; 32], private: secret(0x35) },
         signature: [1; 64],
         created_at: T0,
     };
-    d.put_sessions(&[(addr("x@lid", 0), session.clone())])
-        .await
-        .expect("session");
-    d.put_sender_key("g@g.us", &addr("x@lid", 0), &sender)
-        .await
-        .expect("sender");
+    d.put_sessions(&[(addr("x@lid", 0), session.clone())]).await.expect("session");
+    d.put_sender_key("g@g.us", &addr("x@lid", 0), &sender).await.expect("sender");
     d.put_app_state_sync_key(
         &[1],
-        &AppStateSyncKey {
-            key_data: app_key.clone(),
-            fingerprint: vec![],
-            timestamp: 1,
-        },
+        &AppStateSyncKey { key_data: app_key.clone(), fingerprint: vec![], timestamp: 1 },
     )
     .await
     .expect("app key");
-    d.generate_pre_keys(1, &mut || KeyPair {
-        public: [0x34; 32],
-        private: pre_key_private,
-    })
-    .await
-    .expect("prekey");
+    d.generate_pre_keys(1, &mut || KeyPair { public: [0x34; 32], private: pre_key_private })
+        .await
+        .expect("prekey");
     d.put_signed_pre_key(&signed).await.expect("signed");
     vec![
         c.noise_key.private.to_vec(),
@@ -977,25 +623,15 @@ pub async fn secrets_never_in_clear(h: &dyn Harness, control: &dyn Harness) {
             control.name()
         );
     }
-    let sealed = h
-        .open(opts(&c, Some(EncryptionKey::Raw([0x77; 32]))))
-        .await
-        .expect("open");
+    let sealed = h.open(opts(&c, Some(EncryptionKey::Raw([0x77; 32])))).await.expect("open");
     let secrets = write_secrets(&sealed).await;
     // Rotation must not leave clear copies behind either.
-    sealed
-        .rotate_key(Some(EncryptionKey::Raw([0x78; 32])))
-        .await
-        .expect("rotate");
+    sealed.rotate_key(Some(EncryptionKey::Raw([0x78; 32]))).await.expect("rotate");
     drop(sealed);
     let dump = h.dump().await;
     assert!(dump.len() > 1000, "dump of {} looks empty", h.name());
     for (i, s) in secrets.iter().enumerate() {
-        assert!(
-            !contains(&dump, s),
-            "secret {i} found in clear in the encrypted {} database",
-            h.name()
-        );
+        assert!(!contains(&dump, s), "secret {i} found in clear in the encrypted {} database", h.name());
     }
 }
 

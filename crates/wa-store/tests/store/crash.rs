@@ -19,10 +19,7 @@ const CHAT: &str = "chat@s.whatsapp.net";
 const KEY: [u8; 32] = [0x42; 32];
 
 fn kills() -> usize {
-    std::env::var(KILLS_VAR)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
+    std::env::var(KILLS_VAR).ok().and_then(|v| v.parse().ok()).unwrap_or(200)
 }
 
 fn peer() -> ProtocolAddress {
@@ -66,10 +63,7 @@ async fn counter(d: &DeviceStore) -> u64 {
 
 /// The child: commit transactions forever, reporting each one; exits when its stdout closes.
 fn child(target: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let store = open(target).await.expect("child open");
         let d = store.device(&DeviceId::new(DEVICE).expect("id"));
@@ -82,18 +76,9 @@ fn child(target: &str) {
             tx.put_session(&peer(), &record(i))
                 .put_sent_message(CHAT, &format!("out{i:010}"), &record(i), 1 << 40)
                 .put_inbound(&inbound(i))
-                .put_app_state_version(
-                    "regular",
-                    &AppStateVersion {
-                        version: i,
-                        hash: [i as u8; 128],
-                    },
-                );
+                .put_app_state_version("regular", &AppStateVersion { version: i, hash: [i as u8; 128] });
             tx.commit().await.expect("commit");
-            if writeln!(out, "committed {i}")
-                .and_then(|()| out.flush())
-                .is_err()
-            {
+            if writeln!(out, "committed {i}").and_then(|()| out.flush()).is_err() {
                 return; // parent is gone
             }
         }
@@ -124,42 +109,21 @@ fn spawn(test: &str, target: &str) -> Child {
 
 /// Checks the all-or-nothing invariant at the boundary and returns the committed count.
 async fn check(target: &str, reported: u64) -> u64 {
-    let store = open(target)
-        .await
-        .expect("store must open cleanly after a kill");
+    let store = open(target).await.expect("store must open cleanly after a kill");
     let d = store.device(&DeviceId::new(DEVICE).expect("id"));
     let n = counter(&d).await;
-    assert!(
-        n >= reported,
-        "commit {reported} was reported done but the store only has {n}"
-    );
-    assert!(
-        n <= reported + 1,
-        "store has {n}, more than one transaction beyond the reported {reported}"
-    );
+    assert!(n >= reported, "commit {reported} was reported done but the store only has {n}");
+    assert!(n <= reported + 1, "store has {n}, more than one transaction beyond the reported {reported}");
     if n > 0 {
         assert!(
-            d.get_sent_message(CHAT, &format!("out{n:010}"))
-                .await
-                .expect("sent")
-                .is_some(),
+            d.get_sent_message(CHAT, &format!("out{n:010}")).await.expect("sent").is_some(),
             "sent {n} missing"
         );
-        let v = d
-            .get_app_state_version("regular")
-            .await
-            .expect("version")
-            .expect("version present");
-        assert_eq!(
-            v.version, n,
-            "app-state version disagrees with the session record"
-        );
+        let v = d.get_app_state_version("regular").await.expect("version").expect("version present");
+        assert_eq!(v.version, n, "app-state version disagrees with the session record");
     }
     assert!(
-        d.get_sent_message(CHAT, &format!("out{:010}", n + 1))
-            .await
-            .expect("sent")
-            .is_none(),
+        d.get_sent_message(CHAT, &format!("out{:010}", n + 1)).await.expect("sent").is_none(),
         "half transaction"
     );
     n
@@ -174,10 +138,7 @@ async fn full_check(target: &str, n: u64) {
     assert_eq!(ids, want, "inbound messages must be exactly 1..={n}");
     for i in 1..=n {
         assert!(
-            d.get_sent_message(CHAT, &format!("out{i:010}"))
-                .await
-                .expect("sent")
-                .is_some(),
+            d.get_sent_message(CHAT, &format!("out{i:010}")).await.expect("sent").is_some(),
             "sent {i} missing"
         );
     }
@@ -191,10 +152,7 @@ fn run(test: &str, target: &str) {
         | 1;
     eprintln!("crash test {test}: seed {seed}");
     let mut rng = Rng(seed);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let mut reported = 0u64;
     let mut stats = (0usize, 0usize); // (killed during start-up, killed mid-stream)
     let total = kills();
@@ -221,11 +179,7 @@ fn run(test: &str, target: &str) {
         }
         child.kill().expect("SIGKILL");
         let status = child.wait().expect("wait");
-        assert_eq!(
-            status.signal(),
-            Some(9),
-            "the child must die by SIGKILL, not exit: {status:?}"
-        );
+        assert_eq!(status.signal(), Some(9), "the child must die by SIGKILL, not exit: {status:?}");
         // The child kept running between our last read and the kill: drain what it reported.
         for line in stdout.lines() {
             let Ok(line) = line else { break };
@@ -240,10 +194,7 @@ fn run(test: &str, target: &str) {
         "crash test {test}: {total} kills ({} at start-up), {reported} transactions committed",
         stats.0
     );
-    assert!(
-        reported > total as u64,
-        "too few transactions ran to be meaningful: {reported}"
-    );
+    assert!(reported > total as u64, "too few transactions ran to be meaningful: {reported}");
 }
 
 #[test]
@@ -264,10 +215,7 @@ fn crash_postgres() {
     let Some(admin) = crate::harness::server_url(crate::harness::PG_VAR) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let url = rt.block_on(crate::harness::fresh_pg_database(&admin));
     drop(rt);
     run("crash::crash_postgres", &format!("postgres:{url}"));

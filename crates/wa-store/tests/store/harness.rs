@@ -50,12 +50,7 @@ pub fn unique_name(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!(
-        "{prefix}_{}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst),
-        nanos
-    )
+    format!("{prefix}_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst), nanos)
 }
 
 /// Concatenates every row of every table through a raw backend.
@@ -75,27 +70,11 @@ pub async fn dump_via_backend(b: &dyn Backend) -> Vec<u8> {
 
 /// Swaps the stored values of two rows, as an attacker with write access could.
 pub async fn swap_rows(b: &dyn Backend, table: Table, device: &str, a: RowKey, c: RowKey) {
-    let rows = b
-        .get(table, device, &[a.clone(), c.clone()])
-        .await
-        .expect("get");
-    let (Some(ra), Some(rc)) = (rows[0].clone(), rows[1].clone()) else {
-        panic!("rows to swap must exist")
-    };
+    let rows = b.get(table, device, &[a.clone(), c.clone()]).await.expect("get");
+    let (Some(ra), Some(rc)) = (rows[0].clone(), rows[1].clone()) else { panic!("rows to swap must exist") };
     let ops = [
-        wa_store::Op::Put {
-            table,
-            device: device.into(),
-            row: Row {
-                id: a,
-                ..rc.clone()
-            },
-        },
-        wa_store::Op::Put {
-            table,
-            device: device.into(),
-            row: Row { id: c, ..ra },
-        },
+        wa_store::Op::Put { table, device: device.into(), row: Row { id: a, ..rc.clone() } },
+        wa_store::Op::Put { table, device: device.into(), row: Row { id: c, ..ra } },
     ];
     b.apply(&ops).await.expect("swap");
 }
@@ -123,9 +102,7 @@ impl Harness for MemoryHarness {
 }
 
 pub async fn memory() -> Option<Box<dyn Harness>> {
-    Some(Box::new(MemoryHarness(Arc::new(
-        wa_store::backends::memory::MemoryBackend::new(),
-    ))))
+    Some(Box::new(MemoryHarness(Arc::new(wa_store::backends::memory::MemoryBackend::new()))))
 }
 
 // ---- sqlite --------------------------------------------------------------------------------
@@ -149,10 +126,9 @@ impl Harness for SqliteHarness {
     }
     fn raw(&self) -> BoxFuture<'_, Arc<dyn Backend>> {
         Box::pin(async move {
-            let b =
-                wa_store::backends::sqlite::SqliteBackend::open(self.path(), Default::default())
-                    .await
-                    .expect("raw sqlite");
+            let b = wa_store::backends::sqlite::SqliteBackend::open(self.path(), Default::default())
+                .await
+                .expect("raw sqlite");
             Arc::new(b) as Arc<dyn Backend>
         })
     }
@@ -173,9 +149,7 @@ impl Harness for SqliteHarness {
 }
 
 pub async fn sqlite() -> Option<Box<dyn Harness>> {
-    Some(Box::new(SqliteHarness {
-        dir: tempfile::tempdir().expect("tempdir"),
-    }))
+    Some(Box::new(SqliteHarness { dir: tempfile::tempdir().expect("tempdir") }))
 }
 
 // ---- postgres ------------------------------------------------------------------------------
@@ -186,21 +160,14 @@ pub struct PgHarness {
 
 /// Creates a fresh database on the test server and returns its URL.
 pub async fn fresh_pg_database(admin_url: &str) -> String {
-    let (client, conn) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
-        .await
-        .expect("connect admin");
+    let (client, conn) =
+        tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await.expect("connect admin");
     tokio::spawn(conn);
     let name = unique_name("wa_test");
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create database");
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
     // Replace the database name in the URL's path.
     let (base, _) = admin_url.rsplit_once('/').expect("url has a database path");
-    let query = admin_url
-        .split_once('?')
-        .map(|(_, q)| format!("?{q}"))
-        .unwrap_or_default();
+    let query = admin_url.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
     format!("{base}/{name}{query}")
 }
 
@@ -213,30 +180,23 @@ impl Harness for PgHarness {
     }
     fn raw(&self) -> BoxFuture<'_, Arc<dyn Backend>> {
         Box::pin(async move {
-            let b = wa_store::backends::postgres::PostgresBackend::connect(
-                &self.url,
-                Default::default(),
-            )
-            .await
-            .expect("raw pg");
+            let b = wa_store::backends::postgres::PostgresBackend::connect(&self.url, Default::default())
+                .await
+                .expect("raw pg");
             Arc::new(b) as Arc<dyn Backend>
         })
     }
     fn dump(&self) -> BoxFuture<'_, Vec<u8>> {
         Box::pin(async move {
-            let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
+            let (client, conn) =
+                tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.expect("connect");
             tokio::spawn(conn);
             let mut out = Vec::new();
             for t in Table::ALL {
                 // Every column of every row, as the server returns it.
                 for r in client
                     .query(
-                        &format!(
-                            "SELECT device, scope, key, value, aux, expires_at FROM {}",
-                            t.name()
-                        ),
+                        &format!("SELECT device, scope, key, value, aux, expires_at FROM {}", t.name()),
                         &[],
                     )
                     .await
@@ -258,9 +218,7 @@ impl Harness for PgHarness {
 
 pub async fn postgres() -> Option<Box<dyn Harness>> {
     let admin = server_url(PG_VAR)?;
-    Some(Box::new(PgHarness {
-        url: fresh_pg_database(&admin).await,
-    }))
+    Some(Box::new(PgHarness { url: fresh_pg_database(&admin).await }))
 }
 
 // ---- mongodb -------------------------------------------------------------------------------
@@ -288,21 +246,14 @@ impl Harness for MongoHarness {
     fn dump(&self) -> BoxFuture<'_, Vec<u8>> {
         Box::pin(async move {
             use futures::TryStreamExt;
-            let client = mongodb::Client::with_uri_str(&self.url)
-                .await
-                .expect("client");
+            let client = mongodb::Client::with_uri_str(&self.url).await.expect("client");
             let db = client.database(&self.db);
             let mut out = Vec::new();
             for t in Table::ALL {
                 // Raw BSON bytes of each document, exactly as the server sends them.
                 let c = db.collection::<mongodb::bson::RawDocumentBuf>(t.name());
-                let docs: Vec<mongodb::bson::RawDocumentBuf> = c
-                    .find(mongodb::bson::doc! {})
-                    .await
-                    .expect("find")
-                    .try_collect()
-                    .await
-                    .expect("docs");
+                let docs: Vec<mongodb::bson::RawDocumentBuf> =
+                    c.find(mongodb::bson::doc! {}).await.expect("find").try_collect().await.expect("docs");
                 for d in docs {
                     out.extend_from_slice(d.as_bytes());
                 }
@@ -317,8 +268,5 @@ impl Harness for MongoHarness {
 
 pub async fn mongodb() -> Option<Box<dyn Harness>> {
     let url = server_url(MONGO_VAR)?;
-    Some(Box::new(MongoHarness {
-        url,
-        db: unique_name("wa_test"),
-    }))
+    Some(Box::new(MongoHarness { url, db: unique_name("wa_test") }))
 }
