@@ -73,17 +73,14 @@ fn store_benches(c: &mut Criterion) {
                     tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("pg");
                 tokio::spawn(conn);
                 let name = format!("wa_bench_{}", std::process::id());
-                client
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"))
-                    .await
-                    .expect("db");
+                // CREATE DATABASE cannot run inside a multi-statement (implicit transaction) query.
+                client.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).await.expect("drop db");
+                client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create db");
                 let (base, _) = admin.rsplit_once('/').expect("url path");
                 format!("{base}/{name}")
             });
             let store = rt.block_on(Store::open_postgres(&url, opts(None))).expect("postgres");
             bench_backend(c, &rt, "postgres", store);
-            let store = rt.block_on(Store::open_postgres(&url, opts(None))).expect("postgres");
-            drop(store);
         }
         Err(_) => eprintln!("WA_TEST_PG_URL not set: postgres bench skipped"),
     }
