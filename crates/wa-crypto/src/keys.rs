@@ -64,9 +64,37 @@ impl PublicKey {
     /// its x-coordinate travels in the top bit of the signature's last byte (as libsignal and
     /// curve25519-js write it). `S` must be a canonical scalar.
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+        VerifyingKey::new(self).is_some_and(|v| v.verify(message, signature))
+    }
+}
+
+/// An XEdDSA public key prepared for verifying many signatures: the Edwards form is derived
+/// once instead of on every [`PublicKey::verify`] (a square root and two inversions saved).
+#[derive(Clone, Copy, Debug)]
+pub struct VerifyingKey {
+    /// The Edwards point with the x sign bit clear; the other sign is its negation.
+    point: EdwardsPoint,
+    /// Its compressed form (sign bit clear).
+    compressed: [u8; 32],
+}
+
+impl VerifyingKey {
+    /// Prepares `key`; `None` if it has no Edwards form (such a key verifies nothing).
+    pub fn new(key: &PublicKey) -> Option<Self> {
+        let point = MontgomeryPoint(key.0).to_edwards(0)?;
+        Some(Self { point, compressed: point.compress().to_bytes() })
+    }
+
+    /// Verifies an XEdDSA signature, exactly as [`PublicKey::verify`].
+    pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
         let sign_bit = signature[63] >> 7;
-        let Some(a_point) = MontgomeryPoint(self.0).to_edwards(sign_bit) else {
-            return false;
+        // The sign of the Edwards x-coordinate travels in the signature's top bit.
+        let (a_point, mut a_bytes) = (self.point, self.compressed);
+        let a_point = if sign_bit == 1 {
+            a_bytes[31] |= 0x80;
+            -a_point
+        } else {
+            a_point
         };
         let mut s_bytes = [0u8; 32];
         s_bytes.copy_from_slice(&signature[32..]);
@@ -75,9 +103,8 @@ impl PublicKey {
             return false;
         };
         let r_bytes = &signature[..32];
-        let a_bytes = a_point.compress();
         let k = Scalar::from_hash(
-            Sha512::new().chain_update(r_bytes).chain_update(a_bytes.as_bytes()).chain_update(message),
+            Sha512::new().chain_update(r_bytes).chain_update(a_bytes).chain_update(message),
         );
         // R' = s·B − k·A must equal R.
         let r_check = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &(-a_point), &s);
@@ -131,8 +158,16 @@ impl PrivateKey {
     }
 
     /// X25519 agreement. Refuses the all-zero result that low-order points produce.
+    ///
+    /// Keys on the curve are multiplied in Edwards form (faster than the Montgomery ladder,
+    /// especially with the AVX2 backend); keys on the twist, which have no Edwards form, take
+    /// the ladder. Both give the same u-coordinate, as the tests check.
     pub fn agree(&self, their: &PublicKey) -> Result<[u8; 32], CryptoError> {
-        let shared = MontgomeryPoint(their.0).mul_clamped(self.0).to_bytes();
+        let u = MontgomeryPoint(their.0);
+        let shared = match u.to_edwards(0) {
+            Some(p) => p.mul_clamped(self.0).to_montgomery().to_bytes(),
+            None => u.mul_clamped(self.0).to_bytes(),
+        };
         if ct_eq(&shared, &[0u8; 32]) {
             return Err(CryptoError::WeakKey);
         }
@@ -144,11 +179,16 @@ impl PrivateKey {
     /// `r = SHA512(a || M)` with `a` the clamped key, and no negation of `a`: the sign of
     /// the Edwards public key is carried in bit 255 of the signature instead.
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.signing_key().sign(message)
+    }
+
+    /// This key prepared for signing many messages (its Edwards public key computed once).
+    pub fn signing_key(&self) -> SigningKey {
         let mut a_bytes = clamp(self.0);
-        let r = Scalar::from_hash(Sha512::new().chain_update(a_bytes).chain_update(message));
-        let sig = self.sign_with_r(&a_bytes, r, message);
+        let a = Scalar::from_bytes_mod_order(a_bytes);
+        let a_pub = (&a * ED25519_BASEPOINT_TABLE).compress().to_bytes();
         a_bytes.zeroize();
-        sig
+        SigningKey { private: self.clone(), a_pub }
     }
 
     /// XEdDSA signature with 64 bytes of fresh randomness mixed into the nonce, as
@@ -164,24 +204,48 @@ impl PrivateKey {
                 .chain_update(message)
                 .chain_update(random),
         );
-        let sig = self.sign_with_r(&a_bytes, r, message);
         a_bytes.zeroize();
-        sig
+        self.signing_key().sign_with_r(r, message)
+    }
+}
+
+/// A private key prepared for XEdDSA signing: its Edwards public key is computed once, not on
+/// every signature. Signatures are identical to [`PrivateKey::sign`]'s.
+#[derive(Clone)]
+pub struct SigningKey {
+    private: PrivateKey,
+    a_pub: [u8; 32],
+}
+
+impl SigningKey {
+    /// Deterministic XEdDSA, byte-identical to [`PrivateKey::sign`].
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let mut a_bytes = clamp(self.private.0);
+        let r = Scalar::from_hash(Sha512::new().chain_update(a_bytes).chain_update(message));
+        a_bytes.zeroize();
+        self.sign_with_r(r, message)
     }
 
-    fn sign_with_r(&self, a_bytes: &[u8; 32], r: Scalar, message: &[u8]) -> [u8; 64] {
-        let a = Scalar::from_bytes_mod_order(*a_bytes);
-        let a_pub = (&a * ED25519_BASEPOINT_TABLE).compress();
+    fn sign_with_r(&self, r: Scalar, message: &[u8]) -> [u8; 64] {
+        let mut a_bytes = clamp(self.private.0);
+        let a = Scalar::from_bytes_mod_order(a_bytes);
+        a_bytes.zeroize();
         let r_pub = (&r * ED25519_BASEPOINT_TABLE).compress();
         let k = Scalar::from_hash(
-            Sha512::new().chain_update(r_pub.as_bytes()).chain_update(a_pub.as_bytes()).chain_update(message),
+            Sha512::new().chain_update(r_pub.as_bytes()).chain_update(self.a_pub).chain_update(message),
         );
         let s = r + k * a;
         let mut sig = [0u8; 64];
         sig[..32].copy_from_slice(r_pub.as_bytes());
         sig[32..].copy_from_slice(s.as_bytes());
-        sig[63] |= a_pub.as_bytes()[31] & 0x80;
+        sig[63] |= self.a_pub[31] & 0x80;
         sig
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningKey(<redacted>)")
     }
 }
 
@@ -258,6 +322,50 @@ mod tests {
         let shared = alice.agree(&bob.public_key()).unwrap();
         assert_eq!(hex::encode(shared), "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
         assert_eq!(shared, bob.agree(&alice.public_key()).unwrap());
+    }
+
+    fn ladder(k: &PrivateKey, u: [u8; 32]) -> [u8; 32] {
+        MontgomeryPoint(u).mul_clamped(k.0).to_bytes()
+    }
+
+    #[test]
+    fn edwards_agreement_equals_the_ladder_on_special_points() {
+        let k = PrivateKey::from_bytes([0x5a; 32]);
+        let mut specials = vec![[0u8; 32], [0xff; 32], [0x7f; 32]];
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        specials.push(one);
+        // p - 1 (u = -1 has no Edwards form), p, p + 1 (non-canonical encodings).
+        for low in [0xec, 0xed, 0xee] {
+            let mut v = [0xffu8; 32];
+            v[0] = low;
+            v[31] = 0x7f;
+            specials.push(v);
+        }
+        for u in specials {
+            let fast = k.agree(&PublicKey::from_array(u));
+            let slow = ladder(&k, u);
+            match fast {
+                Ok(x) => assert_eq!(x, slow, "u = {}", hex::encode(u)),
+                Err(_) => assert_eq!(slow, [0u8; 32], "u = {}", hex::encode(u)),
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn edwards_agreement_equals_the_ladder(k in any::<[u8; 32]>(), u in any::<[u8; 32]>()) {
+            // Random u: about half on the curve (Edwards path), half on the twist (ladder).
+            let key = PrivateKey::from_bytes(k);
+            let slow = ladder(&key, u);
+            match key.agree(&PublicKey::from_array(u)) {
+                Ok(x) => prop_assert_eq!(x, slow),
+                Err(_) => prop_assert_eq!(slow, [0u8; 32]),
+            }
+            // And on genuine public keys.
+            let their = PrivateKey::from_bytes(u).public_key();
+            prop_assert_eq!(key.agree(&their).unwrap(), ladder(&key, *their.as_bytes()));
+        }
     }
 
     #[test]
