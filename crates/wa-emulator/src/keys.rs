@@ -4,13 +4,8 @@
 use std::sync::Arc;
 
 use rand_core::CryptoRng;
-use wa_crypto::{KeyPair, PrivateKey, PublicKey};
+use wa_crypto::{KeyPair, PublicKey};
 use wa_noise::{CertChainBuilder, ResponderConfig};
-
-/// Copies a key pair (they are deliberately not `Clone`).
-pub(crate) fn copy_pair(kp: &KeyPair) -> KeyPair {
-    KeyPair::from_private(PrivateKey::from_bytes(*kp.private.as_bytes()))
-}
 
 /// The server's keys and the serialized certificate chain it presents.
 #[derive(Debug)]
