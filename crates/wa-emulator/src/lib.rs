@@ -57,7 +57,8 @@ pub struct EmulatorConfig {
     pub refs_per_pairing: usize,
     /// Refuse WebSocket upgrades without an `Origin` header, as WhatsApp does.
     pub require_origin: bool,
-    /// Answer usync `<lid/>` queries with the user's LID.
+    /// Answer usync `<lid/>` queries with the user's LID (as WhatsApp does; Baileys 7 only
+    /// fetches prekey bundles for users whose LID it knows).
     pub lid_in_usync: bool,
 }
 
@@ -69,7 +70,7 @@ impl Default for EmulatorConfig {
             clock: Arc::new(SystemClock),
             refs_per_pairing: 6,
             require_origin: true,
-            lid_in_usync: false,
+            lid_in_usync: true,
         }
     }
 }

@@ -41,6 +41,14 @@ if (mediaHttp) {
     u = u.replace(/^https:\/\/mmg\.whatsapp\.net\//, mediaHttp + '/').replace('https://' + host + '/', mediaHttp + '/');
     return realFetch(u, init);
   };
+  // Uploads go through node:https (Baileys avoids undici there): send them over plain HTTP.
+  const http = (await import('node:http')).default;
+  const https = (await import('node:https')).default;
+  const { hostname, port } = new URL(mediaHttp);
+  const realRequest = https.request;
+  https.request = (opts, cb) => (typeof opts === 'object' && opts.hostname === hostname && String(opts.port) === port)
+    ? http.request({ ...opts, agent: undefined }, cb) : realRequest(opts, cb);
+  (await import('node:module')).syncBuiltinESMExports();
 }
 const logger = level ? (await import('pino')).default({ level }, process.stderr) : silentLogger;
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
