@@ -241,6 +241,9 @@ struct FaultReq {
     count: Option<u32>,
     #[serde(default)]
     seconds: Option<u64>,
+    /// For drop/corrupt: only stanzas with this tag.
+    #[serde(default)]
+    tag: Option<String>,
 }
 
 fn target_conn(w: &World, f: &FaultReq) -> Result<u64, ApiError> {
@@ -276,8 +279,8 @@ async fn fault(State(s): State<Arc<Shared>>, Json(f): Json<FaultReq>) -> ApiResu
         "close" => w.close(conn),
         "stream_error" => w.send_and_close(conn, stream_error(f.code.unwrap_or(515))),
         "delay" => w.fault(conn, Fault::DelayFrames(Duration::from_millis(f.ms.unwrap_or(1000))))?,
-        "drop" => w.fault(conn, Fault::DropFrames(f.count.unwrap_or(1)))?,
-        "corrupt" => w.fault(conn, Fault::CorruptNextFrame)?,
+        "drop" => w.fault(conn, Fault::DropStanzas { count: f.count.unwrap_or(1), only_tag: f.tag.clone() })?,
+        "corrupt" => w.fault(conn, Fault::CorruptFrames { count: f.count.unwrap_or(1), only_tag: f.tag.clone() })?,
         other => return Err(ApiError(StatusCode::BAD_REQUEST, format!("unknown fault kind {other:?}"))),
     }
     Ok(Json(json!({ "ok": true, "conn": conn })))

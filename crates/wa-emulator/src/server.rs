@@ -53,8 +53,17 @@ async fn ws_handler(State(shared): State<Arc<Shared>>, headers: HeaderMap, ws: W
 #[derive(Default)]
 struct Faults {
     delay: Option<Duration>,
-    drop: u32,
-    corrupt: bool,
+    drop: (u32, Option<String>),
+    corrupt: (u32, Option<String>),
+}
+
+/// Consumes one use of a counted fault if it applies to a stanza with `tag`.
+fn take(fault: &mut (u32, Option<String>), tag: &str) -> bool {
+    if fault.0 > 0 && fault.1.as_deref().is_none_or(|t| t == tag) {
+        fault.0 -= 1;
+        return true;
+    }
+    false
 }
 
 async fn run_connection(socket: WebSocket, shared: Arc<Shared>) {
@@ -102,6 +111,10 @@ async fn run_connection(socket: WebSocket, shared: Arc<Shared>) {
             cmd = rx.recv() => {
                 match cmd {
                     Some(ConnCommand::Node(node)) => {
+                        if take(&mut faults.drop, &node.tag) {
+                            tracing::debug!(conn, tag = %node.tag, "fault: dropping stanza");
+                            continue;
+                        }
                         let mut frame = match session.encrypt_node(&node) {
                             Ok(f) => f,
                             Err(e) => {
@@ -109,12 +122,7 @@ async fn run_connection(socket: WebSocket, shared: Arc<Shared>) {
                                 continue;
                             }
                         };
-                        if faults.drop > 0 {
-                            faults.drop -= 1;
-                            continue;
-                        }
-                        if faults.corrupt {
-                            faults.corrupt = false;
+                        if take(&mut faults.corrupt, &node.tag) {
                             if let Some(last) = frame.last_mut() {
                                 *last ^= 0x5A;
                             }
@@ -128,8 +136,8 @@ async fn run_connection(socket: WebSocket, shared: Arc<Shared>) {
                     }
                     Some(ConnCommand::Fault(f)) => match f {
                         Fault::DelayFrames(d) => faults.delay = (!d.is_zero()).then_some(d),
-                        Fault::DropFrames(n) => faults.drop = n,
-                        Fault::CorruptNextFrame => faults.corrupt = true,
+                        Fault::DropStanzas { count, only_tag } => faults.drop = (count, only_tag),
+                        Fault::CorruptFrames { count, only_tag } => faults.corrupt = (count, only_tag),
                     },
                     Some(ConnCommand::Close) | None => {
                         let _ = sink.close().await;

@@ -40,10 +40,22 @@ pub struct DeviceAddr {
 pub enum Fault {
     /// Hold every outgoing frame this long before writing it.
     DelayFrames(Duration),
-    /// Silently drop the next `n` outgoing frames.
-    DropFrames(u32),
-    /// Flip bits in the next outgoing frame's ciphertext (the client's GCM check fails).
-    CorruptNextFrame,
+    /// Drop the next `count` outgoing stanzas (of tag `only_tag`, if set) before they are
+    /// encrypted: the client never sees them, and later frames still decrypt.
+    DropStanzas {
+        /// How many.
+        count: u32,
+        /// Only stanzas with this tag (e.g. `message`); `None` for any.
+        only_tag: Option<String>,
+    },
+    /// Flip bits in the ciphertext of the next `count` outgoing frames (of tag `only_tag`,
+    /// if set): the client's AES-GCM check fails on them.
+    CorruptFrames {
+        /// How many.
+        count: u32,
+        /// Only stanzas with this tag; `None` for any.
+        only_tag: Option<String>,
+    },
 }
 
 /// What the shell of a connection is told to do.

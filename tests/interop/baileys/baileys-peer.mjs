@@ -126,5 +126,6 @@ for await (const line of createInterface({ input: process.stdin })) {
     else out({ event: 'error', error: 'unknown cmd ' + c.cmd });
   } catch (e) { out({ event: 'error', error: String(e?.stack || e) }); }
 }
+await saveCreds();
 sock.end(undefined);
 process.exit(0);

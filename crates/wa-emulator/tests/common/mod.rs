@@ -131,6 +131,17 @@ impl Peer {
         v["id"].as_str().unwrap().to_owned()
     }
 
+    /// Waits for the process to exit by itself; returns its exit code.
+    pub async fn expect_exit(&mut self) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + T;
+        while let Ok(Some(v)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            eprintln!("[peer] {}", short(&v));
+            self.seen.push(v);
+        }
+        let status = tokio::time::timeout_at(deadline, self.child.wait()).await.expect("peer did not exit").unwrap();
+        status.code()
+    }
+
     pub async fn quit(mut self) {
         let _ = self.send(json!({"cmd": "quit"})).await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
