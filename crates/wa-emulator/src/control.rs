@@ -74,7 +74,8 @@ impl IntoResponse for ApiError {
 type ApiResult = Result<Json<serde_json::Value>, ApiError>;
 
 fn parse_jid(s: &str) -> Result<Jid, ApiError> {
-    let s = if s.contains('@') { s.to_owned() } else { format!("{}@s.whatsapp.net", s.trim_start_matches('+')) };
+    let s =
+        if s.contains('@') { s.to_owned() } else { format!("{}@s.whatsapp.net", s.trim_start_matches('+')) };
     s.parse().map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("bad jid {s:?}")))
 }
 
@@ -154,7 +155,9 @@ async fn send(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Jso
         let mime = b.mimetype.unwrap_or_else(|| "image/png".into());
         w.phone_send_image(a, &to, &bytes, &mime, b.caption.as_deref())?
     } else {
-        let text = b.text.ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "text or image_b64 is required".into()))?;
+        let text = b
+            .text
+            .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "text or image_b64 is required".into()))?;
         let m = wa_proto::Message { conversation: Some(text), ..Default::default() };
         w.phone_send(a, &to, &m)?
     };
@@ -185,7 +188,11 @@ struct RemoveDevice {
     device: u16,
 }
 
-async fn remove_device(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Json<RemoveDevice>) -> ApiResult {
+async fn remove_device(
+    State(s): State<Arc<Shared>>,
+    Path(pn): Path<String>,
+    Json(b): Json<RemoveDevice>,
+) -> ApiResult {
     let mut w = s.world();
     let a = w.account_by_pn(&pn)?;
     w.remove_device(DeviceAddr { account: a, device: b.device }, "primary_removed");
@@ -213,7 +220,11 @@ struct AddToGroup {
     members: Vec<String>,
 }
 
-async fn add_to_group(State(s): State<Arc<Shared>>, Path(gid): Path<String>, Json(b): Json<AddToGroup>) -> ApiResult {
+async fn add_to_group(
+    State(s): State<Arc<Shared>>,
+    Path(gid): Path<String>,
+    Json(b): Json<AddToGroup>,
+) -> ApiResult {
     let mut w = s.world();
     let a = w.account_by_pn(&b.actor)?;
     let m = b.members.iter().map(|p| w.account_by_pn(p)).collect::<Result<Vec<_>, _>>()?;
@@ -250,7 +261,8 @@ fn target_conn(w: &World, f: &FaultReq) -> Result<u64, ApiError> {
     if let Some(c) = f.conn {
         return Ok(c);
     }
-    let pn = f.pn.as_deref().ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "conn or pn is required".into()))?;
+    let pn =
+        f.pn.as_deref().ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "conn or pn is required".into()))?;
     let account = w.account_by_pn(pn)?;
     let device = match f.device {
         Some(d) => d,
@@ -261,7 +273,8 @@ fn target_conn(w: &World, f: &FaultReq) -> Result<u64, ApiError> {
             .map(|d| d.id)
             .ok_or_else(|| ControlError::DeviceOffline(pn.to_owned()))?,
     };
-    Ok(w.conn_of(DeviceAddr { account, device }).ok_or_else(|| ControlError::DeviceOffline(format!("{pn}:{device}")))?)
+    Ok(w.conn_of(DeviceAddr { account, device })
+        .ok_or_else(|| ControlError::DeviceOffline(format!("{pn}:{device}")))?)
 }
 
 async fn fault(State(s): State<Arc<Shared>>, Json(f): Json<FaultReq>) -> ApiResult {
@@ -279,8 +292,12 @@ async fn fault(State(s): State<Arc<Shared>>, Json(f): Json<FaultReq>) -> ApiResu
         "close" => w.close(conn),
         "stream_error" => w.send_and_close(conn, stream_error(f.code.unwrap_or(515))),
         "delay" => w.fault(conn, Fault::DelayFrames(Duration::from_millis(f.ms.unwrap_or(1000))))?,
-        "drop" => w.fault(conn, Fault::DropStanzas { count: f.count.unwrap_or(1), only_tag: f.tag.clone() })?,
-        "corrupt" => w.fault(conn, Fault::CorruptFrames { count: f.count.unwrap_or(1), only_tag: f.tag.clone() })?,
+        "drop" => {
+            w.fault(conn, Fault::DropStanzas { count: f.count.unwrap_or(1), only_tag: f.tag.clone() })?
+        }
+        "corrupt" => {
+            w.fault(conn, Fault::CorruptFrames { count: f.count.unwrap_or(1), only_tag: f.tag.clone() })?
+        }
         other => return Err(ApiError(StatusCode::BAD_REQUEST, format!("unknown fault kind {other:?}"))),
     }
     Ok(Json(json!({ "ok": true, "conn": conn })))

@@ -10,12 +10,27 @@ use crate::world::{AccountId, ConnId, ControlError, DeviceAddr, Group, World, at
 impl World {
     /// Creates a group owned by `creator` with `members` (all as PN accounts).
     pub fn create_group(&mut self, creator: AccountId, subject: &str, members: &[AccountId]) -> Jid {
-        let id = format!("120363{}", &self.random_hex(6).chars().filter(char::is_ascii_digit).chain("0000000000".chars()).take(12).collect::<String>());
+        let id = format!(
+            "120363{}",
+            &self
+                .random_hex(6)
+                .chars()
+                .filter(char::is_ascii_digit)
+                .chain("0000000000".chars())
+                .take(12)
+                .collect::<String>()
+        );
         let mut participants = BTreeMap::from([(creator, true)]);
         for &m in members {
             participants.entry(m).or_insert(false);
         }
-        let group = Group { id: id.clone(), subject: subject.to_owned(), creator, creation: self.now(), participants };
+        let group = Group {
+            id: id.clone(),
+            subject: subject.to_owned(),
+            creator,
+            creation: self.now(),
+            participants,
+        };
         self.groups.insert(id.clone(), group);
         let jid = Jid::group(&id).unwrap_or_else(|_| server_jid());
         let added: Vec<AccountId> = self.groups[&id].participants.keys().copied().collect();
@@ -140,8 +155,12 @@ impl World {
                 self.iq_result(iq).children([node])
             }
             ("participating", _) => {
-                let mine: Vec<Group> =
-                    self.groups.values().filter(|g| g.participants.contains_key(&me.account)).cloned().collect();
+                let mine: Vec<Group> = self
+                    .groups
+                    .values()
+                    .filter(|g| g.participants.contains_key(&me.account))
+                    .cloned()
+                    .collect();
                 let nodes: Vec<Node> = mine.iter().map(|g| self.group_node(g)).collect();
                 self.iq_result(iq).children([Node::new("groups").children(nodes)])
             }

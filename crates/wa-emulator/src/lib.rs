@@ -225,7 +225,8 @@ impl EmulatorHandle {
     pub fn connection_of(&self, pn: &str, device: u16) -> Result<ConnId, ControlError> {
         self.with_world(|w| {
             let account = w.account_by_pn(pn)?;
-            w.conn_of(DeviceAddr { account, device }).ok_or_else(|| ControlError::DeviceOffline(format!("{pn}:{device}")))
+            w.conn_of(DeviceAddr { account, device })
+                .ok_or_else(|| ControlError::DeviceOffline(format!("{pn}:{device}")))
         })
     }
 
@@ -233,7 +234,12 @@ impl EmulatorHandle {
     pub fn companions(&self, pn: &str) -> Result<Vec<u16>, ControlError> {
         self.with_world(|w| {
             let a = w.account_by_pn(pn)?;
-            Ok(w.accounts[a].devices.values().filter(|d| d.id != 0 && d.signed_identity.is_some()).map(|d| d.id).collect())
+            Ok(w.accounts[a]
+                .devices
+                .values()
+                .filter(|d| d.id != 0 && d.signed_identity.is_some())
+                .map(|d| d.id)
+                .collect())
         })
     }
 
@@ -353,7 +359,13 @@ impl PhoneHandle<'_> {
     }
 
     /// Sends an image (uploaded to the emulator's media store) to a user or group.
-    pub fn send_image(&self, to: &Jid, image: &[u8], mimetype: &str, caption: Option<&str>) -> Result<String, ControlError> {
+    pub fn send_image(
+        &self,
+        to: &Jid,
+        image: &[u8],
+        mimetype: &str,
+        caption: Option<&str>,
+    ) -> Result<String, ControlError> {
         self.emu.with_world(|w| {
             let a = self.account(w)?;
             w.phone_send_image(a, to, image, mimetype, caption)
@@ -362,12 +374,14 @@ impl PhoneHandle<'_> {
 
     /// Messages received so far.
     pub fn inbox(&self) -> Vec<InboxMessage> {
-        self.emu.with_world(|w| self.account(w).map(|a| w.accounts[a].phone.inbox.clone()).unwrap_or_default())
+        self.emu
+            .with_world(|w| self.account(w).map(|a| w.accounts[a].phone.inbox.clone()).unwrap_or_default())
     }
 
     /// Receipts received so far.
     pub fn receipts(&self) -> Vec<PhoneReceipt> {
-        self.emu.with_world(|w| self.account(w).map(|a| w.accounts[a].phone.receipts.clone()).unwrap_or_default())
+        self.emu
+            .with_world(|w| self.account(w).map(|a| w.accounts[a].phone.receipts.clone()).unwrap_or_default())
     }
 
     /// Sends read receipts for received messages.

@@ -94,14 +94,23 @@ impl World {
             "companion_hello" => {
                 let phone = attr(reg_node, "jid");
                 let phone = phone.split('@').next().unwrap_or_default().to_owned();
-                let Some(wrapped) = child_bytes(reg_node, "link_code_pairing_wrapped_companion_ephemeral_pub") else {
+                let Some(wrapped) =
+                    child_bytes(reg_node, "link_code_pairing_wrapped_companion_ephemeral_pub")
+                else {
                     return Some(self.iq_error(iq, 400, "bad-request"));
                 };
                 if wrapped.len() != 80 || !self.by_pn.contains_key(&phone) {
-                    return Some(self.iq_error(iq, if wrapped.len() != 80 { 400 } else { 404 }, "bad-request"));
+                    return Some(self.iq_error(
+                        iq,
+                        if wrapped.len() != 80 { 400 } else { 404 },
+                        "bad-request",
+                    ));
                 }
                 let noise_ok = child_bytes(reg_node, "companion_server_auth_key_pub").is_some_and(|k| {
-                    self.conns.get(&conn).and_then(|c| c.registration.as_ref()).is_some_and(|r| r.noise_key.as_bytes()[..] == k[..])
+                    self.conns
+                        .get(&conn)
+                        .and_then(|c| c.registration.as_ref())
+                        .is_some_and(|r| r.noise_key.as_bytes()[..] == k[..])
                 });
                 if !noise_ok {
                     return Some(self.iq_error(iq, 400, "bad-request"));
@@ -117,8 +126,10 @@ impl World {
                     r.link_code = Some(code);
                 }
                 self.link_refs.insert(ref_.clone(), conn);
-                Some(self.iq_result(iq).children([Node::new("link_code_companion_reg")
-                    .children([Node::new("link_code_pairing_ref").bytes(ref_.into_bytes())])]))
+                Some(
+                    self.iq_result(iq).children([Node::new("link_code_companion_reg")
+                        .children([Node::new("link_code_pairing_ref").bytes(ref_.into_bytes())])]),
+                )
             }
             "companion_finish" => self.link_code_finish(conn, iq, reg_node),
             _ => Some(self.iq_error(iq, 400, "bad-request")),
@@ -133,7 +144,10 @@ impl World {
             .conns
             .iter()
             .filter(|(_, c)| {
-                c.registration.as_ref().and_then(|r| r.link_code.as_ref()).is_some_and(|l| l.phone_number == pn && l.primary.is_none())
+                c.registration
+                    .as_ref()
+                    .and_then(|r| r.link_code.as_ref())
+                    .is_some_and(|l| l.phone_number == pn && l.primary.is_none())
             })
             .map(|(id, _)| *id)
             .max()
@@ -153,7 +167,9 @@ impl World {
         let primary = KeyPair::generate(&mut self.rng);
         let wrapped_primary = wrap_ephemeral(&code, &primary.public, &mut self.rng);
         let identity = self.accounts[account].phone.identity_public();
-        if let Some(l) = self.conns.get_mut(&conn).and_then(|c| c.registration.as_mut()).and_then(|r| r.link_code.as_mut()) {
+        if let Some(l) =
+            self.conns.get_mut(&conn).and_then(|c| c.registration.as_mut()).and_then(|r| r.link_code.as_mut())
+        {
             l.primary = Some((code, *primary.private.as_bytes()));
         }
         let id = self.next_iq_id();
@@ -179,28 +195,36 @@ impl World {
             return Some(self.iq_error(iq, 400, "bad-request"));
         };
         let Some(link) = reg.link_code.clone() else { return Some(self.iq_error(iq, 400, "bad-request")) };
-        let Some((code, primary_priv)) = link.primary.clone() else { return Some(self.iq_error(iq, 400, "bad-request")) };
+        let Some((code, primary_priv)) = link.primary.clone() else {
+            return Some(self.iq_error(iq, 400, "bad-request"));
+        };
         let Some(&account) = self.by_pn.get(&link.phone_number) else {
             return Some(self.iq_error(iq, 404, "item-not-found"));
         };
         let result = (|| {
             let bundle = child_bytes(reg_node, "link_code_pairing_wrapped_key_bundle")?;
-            let companion_identity = PublicKey::from_bytes(child_bytes(reg_node, "companion_identity_public")?).ok()?;
+            let companion_identity =
+                PublicKey::from_bytes(child_bytes(reg_node, "companion_identity_public")?).ok()?;
             if companion_identity != reg.keys.identity || bundle.len() < 32 + 12 + 16 {
                 return None;
             }
             let companion_eph = unwrap_ephemeral(&code, &link.wrapped_companion_ephemeral)?;
             let primary = wa_crypto::PrivateKey::from_bytes(primary_priv);
             let s_eph = primary.agree(&companion_eph).ok()?;
-            let key: [u8; 32] =
-                wa_crypto::hkdf_sha256_array(&s_eph, &bundle[..32], b"link_code_pairing_key_bundle_encryption_key");
+            let key: [u8; 32] = wa_crypto::hkdf_sha256_array(
+                &s_eph,
+                &bundle[..32],
+                b"link_code_pairing_key_bundle_encryption_key",
+            );
             let nonce: [u8; 12] = bundle[32..44].try_into().ok()?;
             let plain = wa_crypto::aead::decrypt(&key, &nonce, &[], &bundle[44..]).ok()?;
             if plain.len() != 96 {
                 return None;
             }
             let phone = &self.accounts[account].phone;
-            if plain[..32] != companion_identity.as_bytes()[..] || plain[32..64] != phone.identity_public().as_bytes()[..] {
+            if plain[..32] != companion_identity.as_bytes()[..]
+                || plain[32..64] != phone.identity_public().as_bytes()[..]
+            {
                 return None;
             }
             let s_id = phone.agree(&companion_identity)?;

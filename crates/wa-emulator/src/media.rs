@@ -53,7 +53,8 @@ impl World {
     /// Stores an uploaded blob; returns (direct path, url).
     pub(crate) fn store_media(&mut self, kind: &str, token: &str, blob: Vec<u8>) -> (String, String) {
         let kind: String = kind.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
-        let token: String = token.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+        let token: String =
+            token.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
         let direct_path = format!("/m/{kind}/{token}.enc");
         let url = format!("{}{}", self.media_base, direct_path);
         self.media.insert(direct_path.clone(), blob);
@@ -104,6 +105,7 @@ impl World {
             .as_deref()
             .and_then(|k| k.try_into().ok())
             .ok_or_else(|| ControlError::UnknownMedia("no media key".into()))?;
-        decrypt_media(blob, &key, IMAGE_KEYS_INFO).ok_or_else(|| ControlError::UnknownMedia(format!("{path}: bad MAC")))
+        decrypt_media(blob, &key, IMAGE_KEYS_INFO)
+            .ok_or_else(|| ControlError::UnknownMedia(format!("{path}: bad MAC")))
     }
 }

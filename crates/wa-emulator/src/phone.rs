@@ -163,10 +163,17 @@ impl World {
 
     /// Encrypts `plain` (already padded) from `account`'s phone to `to`, starting a session
     /// from the device's bundle if there is none.
-    fn phone_encrypt(&mut self, account: AccountId, to: DeviceAddr, plain: &[u8]) -> Result<Node, ControlError> {
-        let has = self.accounts[account].phone.sessions.get(&to).is_some_and(SessionRecord::has_current_session);
+    fn phone_encrypt(
+        &mut self,
+        account: AccountId,
+        to: DeviceAddr,
+        plain: &[u8],
+    ) -> Result<Node, ControlError> {
+        let has =
+            self.accounts[account].phone.sessions.get(&to).is_some_and(SessionRecord::has_current_session);
         if !has {
-            let bundle = self.pop_bundle(to).ok_or_else(|| ControlError::Signal(format!("no bundle for {to:?}")))?;
+            let bundle =
+                self.pop_bundle(to).ok_or_else(|| ControlError::Signal(format!("no bundle for {to:?}")))?;
             let World { accounts, rng, .. } = self;
             let phone = &mut accounts[account].phone;
             let record = phone.sessions.entry(to).or_default();
@@ -175,7 +182,8 @@ impl World {
                 .map_err(|e| ControlError::Signal(e.to_string()))?;
         }
         let phone = &mut self.accounts[account].phone;
-        let record = phone.sessions.get_mut(&to).ok_or_else(|| ControlError::Signal("session vanished".into()))?;
+        let record =
+            phone.sessions.get_mut(&to).ok_or_else(|| ControlError::Signal("session vanished".into()))?;
         let ct = record.encrypt(&phone.identity, plain).map_err(|e| ControlError::Signal(e.to_string()))?;
         Ok(Node::new("enc").attr("v", "2").attr("type", ct.enc_type()).bytes(ct.into_bytes()))
     }
@@ -206,15 +214,30 @@ impl World {
     }
 
     /// Sends `message` from `account`'s phone to a user or group JID; returns the message id.
-    pub fn phone_send(&mut self, account: AccountId, to: &Jid, message: &wa_proto::Message) -> Result<String, ControlError> {
+    pub fn phone_send(
+        &mut self,
+        account: AccountId,
+        to: &Jid,
+        message: &wa_proto::Message,
+    ) -> Result<String, ControlError> {
         let id = self.new_message_id();
         let me = DeviceAddr { account, device: 0 };
-        let ty = if message.image_message.is_some() { "media" } else if message.reaction_message.is_some() { "reaction" } else { "text" };
+        let ty = if message.image_message.is_some() {
+            "media"
+        } else if message.reaction_message.is_some() {
+            "reaction"
+        } else {
+            "text"
+        };
         let mediatype = message.image_message.is_some().then_some("image");
         let mut participants = Vec::new();
         let mut stanza = Node::new("message").attr("to", to.clone()).attr("id", id.as_str()).attr("type", ty);
         if to.is_group() {
-            let group = self.groups.get(to.user()).cloned().ok_or_else(|| ControlError::UnknownGroup(to.to_string()))?;
+            let group = self
+                .groups
+                .get(to.user())
+                .cloned()
+                .ok_or_else(|| ControlError::UnknownGroup(to.to_string()))?;
             let group_jid = to.to_string();
             let targets: Vec<DeviceAddr> = group
                 .participants
@@ -245,7 +268,8 @@ impl World {
                 ..Default::default()
             };
             for t in targets {
-                let sent = self.accounts[account].phone.skdm_sent.get(&group_jid).is_some_and(|s| s.contains(&t));
+                let sent =
+                    self.accounts[account].phone.skdm_sent.get(&group_jid).is_some_and(|s| s.contains(&t));
                 if sent {
                     continue;
                 }
@@ -266,7 +290,9 @@ impl World {
             if let Some(m) = mediatype {
                 enc = enc.attr("mediatype", m);
             }
-            stanza = stanza.attr("addressing_mode", "pn").children([Node::new("participants").children(participants), enc.bytes(sk)]);
+            stanza = stanza
+                .attr("addressing_mode", "pn")
+                .children([Node::new("participants").children(participants), enc.bytes(sk)]);
         } else {
             let recipient = self.account_of(to).ok_or_else(|| ControlError::BadJid(to.to_string()))?;
             let dsm = wa_proto::Message {
@@ -302,12 +328,19 @@ impl World {
         match node.tag.as_str() {
             "message" => self.phone_receive_message(account, &node),
             "receipt" => {
-                let kind = { let t = attr(&node, "type"); if t.is_empty() { "delivery".to_owned() } else { t } };
+                let kind = {
+                    let t = attr(&node, "type");
+                    if t.is_empty() { "delivery".to_owned() } else { t }
+                };
                 let from = attr(&node, "participant");
                 let from = if from.is_empty() { attr(&node, "from") } else { from };
                 let id = attr(&node, "id");
                 let pn = self.accounts[account].pn.clone();
-                self.accounts[account].phone.receipts.push(PhoneReceipt { id: id.clone(), from, kind: kind.clone() });
+                self.accounts[account].phone.receipts.push(PhoneReceipt {
+                    id: id.clone(),
+                    from,
+                    kind: kind.clone(),
+                });
                 self.emit(WorldEvent::PhoneReceipt { pn, id, kind });
             }
             _ => {}
@@ -331,7 +364,14 @@ impl World {
                     let World { accounts, rng, .. } = self;
                     let phone = &mut accounts[account].phone;
                     let record = phone.sessions.get(&sender).cloned().unwrap_or_default();
-                    match record.decrypt(&phone.identity, kind, bytes, &phone.pre_keys, &SessionConfig::default(), rng) {
+                    match record.decrypt(
+                        &phone.identity,
+                        kind,
+                        bytes,
+                        &phone.pre_keys,
+                        &SessionConfig::default(),
+                        rng,
+                    ) {
                         Ok((dec, next)) => {
                             phone.sessions.insert(sender, next);
                             if let Some(used) = dec.used_pre_key {
@@ -346,7 +386,9 @@ impl World {
                     let key = (group.clone().unwrap_or_default(), sender);
                     let phone = &mut self.accounts[account].phone;
                     match phone.sender_keys.get_mut(&key) {
-                        Some(rec) => rec.decrypt_in_place(bytes, &SenderKeyConfig::default()).map_err(|e| e.to_string()),
+                        Some(rec) => rec
+                            .decrypt_in_place(bytes, &SenderKeyConfig::default())
+                            .map_err(|e| e.to_string()),
                         None => Err("no sender key for this group sender".to_owned()),
                     }
                 }
@@ -369,7 +411,8 @@ impl World {
                 None => msg,
             };
             if let Some(skdm) = &msg.sender_key_distribution_message
-                && let (Some(gid), Some(raw)) = (&skdm.group_id, &skdm.axolotl_sender_key_distribution_message)
+                && let (Some(gid), Some(raw)) =
+                    (&skdm.group_id, &skdm.axolotl_sender_key_distribution_message)
             {
                 let phone = &mut self.accounts[account].phone;
                 let rec = phone.sender_keys.entry((gid.clone(), sender)).or_default();

@@ -47,7 +47,12 @@ async fn ws_handler(State(shared): State<Arc<Shared>>, headers: HeaderMap, ws: W
     if shared.require_origin && !headers.contains_key("origin") {
         return (StatusCode::FORBIDDEN, "the Origin header is required").into_response();
     }
-    ws.max_message_size(32 << 20).on_upgrade(move |socket| run_connection(socket, shared))
+    // tungstenite's default 128 KiB read buffer per socket dominates idle memory; frames
+    // are small, so start small (it still grows for large messages).
+    ws.max_message_size(32 << 20)
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| run_connection(socket, shared))
 }
 
 #[derive(Default)]
@@ -101,7 +106,7 @@ async fn run_connection(socket: WebSocket, shared: Arc<Shared>) {
                             }
                         }
                         SessionEvent::Handshaken(finished) => shared.world().on_handshake(conn, &finished),
-                        SessionEvent::Node(node) => shared.world().on_node(conn, node),
+                        SessionEvent::Node(node) => shared.world().on_node(conn, *node),
                     }
                 }
                 if failed {
@@ -122,10 +127,10 @@ async fn run_connection(socket: WebSocket, shared: Arc<Shared>) {
                                 continue;
                             }
                         };
-                        if take(&mut faults.corrupt, &node.tag) {
-                            if let Some(last) = frame.last_mut() {
-                                *last ^= 0x5A;
-                            }
+                        if take(&mut faults.corrupt, &node.tag)
+                            && let Some(last) = frame.last_mut()
+                        {
+                            *last ^= 0x5A;
                         }
                         if let Some(d) = faults.delay {
                             tokio::time::sleep(d).await;
@@ -169,7 +174,10 @@ async fn media_upload(
     axum::Json(serde_json::json!({ "url": url, "direct_path": direct_path })).into_response()
 }
 
-async fn media_download(State(shared): State<Arc<Shared>>, Path((kind, file)): Path<(String, String)>) -> Response {
+async fn media_download(
+    State(shared): State<Arc<Shared>>,
+    Path((kind, file)): Path<(String, String)>,
+) -> Response {
     let w = shared.world();
     match w.media.get(&format!("/m/{kind}/{file}")) {
         Some(blob) => (StatusCode::OK, blob.clone()).into_response(),

@@ -17,7 +17,7 @@ pub enum SessionEvent {
     /// The handshake completed: the client's static key and `ClientPayload`.
     Handshaken(ClientFinished),
     /// A decrypted, decoded node.
-    Node(Node),
+    Node(Box<Node>),
 }
 
 /// Why a connection must be dropped.
@@ -46,7 +46,7 @@ pub enum SessionError {
 
 enum State {
     Intro,
-    Finish(AwaitingClientFinish),
+    Finish(Box<AwaitingClientFinish>),
     Transport(Box<Transport>),
     Failed,
 }
@@ -126,7 +126,7 @@ impl ServerSession {
                     let mut out = Vec::new();
                     let next = hello.write_server_hello(&mut out)?;
                     events.push(SessionEvent::Send(out));
-                    self.state = State::Finish(next);
+                    self.state = State::Finish(Box::new(next));
                 }
                 State::Finish(awaiting) => {
                     let (transport, finished) = awaiting.read_client_finish(&frame)?;
@@ -138,7 +138,7 @@ impl ServerSession {
                     self.state = State::Transport(transport);
                     let plain = plain?;
                     let node = Decoder::new(self.dict).decode_frame(&plain)?;
-                    events.push(SessionEvent::Node(node));
+                    events.push(SessionEvent::Node(Box::new(node)));
                 }
                 State::Failed => return Err(SessionError::Failed),
             }
@@ -162,4 +162,3 @@ impl ServerSession {
         Ok(out)
     }
 }
-

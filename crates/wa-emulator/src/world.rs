@@ -62,7 +62,7 @@ pub enum Fault {
 #[derive(Debug)]
 pub enum ConnCommand {
     /// Encrypt and send a node.
-    Node(Node),
+    Node(Box<Node>),
     /// Close the WebSocket.
     Close,
     /// Apply a fault to the outgoing stream.
@@ -444,7 +444,14 @@ impl World {
         self.next_conn += 1;
         self.conns.insert(
             id,
-            Conn { mailbox, device: None, registration: None, pending_pair: None, active: false, closed: false },
+            Conn {
+                mailbox,
+                device: None,
+                registration: None,
+                pending_pair: None,
+                active: false,
+                closed: false,
+            },
         );
         id
     }
@@ -473,7 +480,7 @@ impl World {
             && !c.closed
         {
             tracing::trace!(conn, node = %NodeDisplay(&node), "send");
-            let _ = c.mailbox.send(ConnCommand::Node(node));
+            let _ = c.mailbox.send(ConnCommand::Node(Box::new(node)));
         }
     }
 
@@ -547,7 +554,8 @@ impl World {
         if let Some(old) = d.conn
             && old != conn
         {
-            let replaced = Node::new("stream:error").children([Node::new("conflict").attr("type", "replaced")]);
+            let replaced =
+                Node::new("stream:error").children([Node::new("conflict").attr("type", "replaced")]);
             self.send_and_close(old, replaced);
             if let Some(c) = self.conns.get_mut(&old) {
                 c.device = None;
@@ -611,7 +619,9 @@ impl World {
             return;
         };
         match d.conn {
-            Some(conn) if self.conns.get(&conn).is_some_and(|c| c.active && !c.closed) => self.send(conn, node),
+            Some(conn) if self.conns.get(&conn).is_some_and(|c| c.active && !c.closed) => {
+                self.send(conn, node)
+            }
             _ => d.offline.push_back(node),
         }
     }
@@ -682,16 +692,20 @@ impl World {
             }
             ("usync", "usync") => Some(self.on_usync(&iq)),
             ("w:m", "media_conn") => Some(self.media_conn(&iq)),
-            ("abt", "props") | ("w", "props") => Some(self.iq_result(&iq).children([Node::new("props")
-                .attr("protocol", "1")
-                .attr("hash", "emu")
-                .children([Node::new("prop").attr("config_code", "1").attr("config_value", "1")])])),
+            ("abt", "props") | ("w", "props") => Some(
+                self.iq_result(&iq).children([Node::new("props")
+                    .attr("protocol", "1")
+                    .attr("hash", "emu")
+                    .children([Node::new("prop").attr("config_code", "1").attr("config_value", "1")])]),
+            ),
             ("blocklist", _) => Some(self.iq_result(&iq).children([Node::new("list")])),
-            ("privacy", "privacy") => Some(self.iq_result(&iq).children([Node::new("privacy").children(
-                ["last", "online", "profile", "status", "readreceipts", "groupadd"]
-                    .into_iter()
-                    .map(|n| Node::new("category").attr("name", n).attr("value", "all")),
-            )])),
+            ("privacy", "privacy") => Some(
+                self.iq_result(&iq).children([Node::new("privacy").children(
+                    ["last", "online", "profile", "status", "readreceipts", "groupadd"]
+                        .into_iter()
+                        .map(|n| Node::new("category").attr("name", n).attr("value", "all")),
+                )]),
+            ),
             ("privacy", "tokens") => Some(self.iq_result(&iq)),
             ("urn:xmpp:whatsapp:dirty", "clean") => Some(self.iq_result(&iq)),
             ("w:g2", _) => Some(self.on_group_iq(conn, &iq)),
@@ -714,7 +728,8 @@ impl World {
         let addr = self.conns.get(&conn)?.device?;
         let ty = attr(iq, "type");
         if iq.child("count").is_some() {
-            let n = self.accounts[addr.account].devices.get(&addr.device).map_or(0, |d| d.keys.pre_keys.len());
+            let n =
+                self.accounts[addr.account].devices.get(&addr.device).map_or(0, |d| d.keys.pre_keys.len());
             return Some(self.iq_result(iq).children([Node::new("count").attr("value", n)]));
         }
         if iq.child("digest").is_some() {
@@ -749,7 +764,9 @@ impl World {
             let d = self.accounts[addr.account].devices.get_mut(&addr.device)?;
             if let Some(list) = iq.child("list") {
                 for k in list.children_by_tag("key") {
-                    let (Some(id), Some(v)) = (child_bytes(k, "id").and_then(be_int), child_bytes(k, "value")) else {
+                    let (Some(id), Some(v)) =
+                        (child_bytes(k, "id").and_then(be_int), child_bytes(k, "value"))
+                    else {
                         continue;
                     };
                     if let Ok(pk) = PublicKey::from_bytes(v) {
@@ -813,8 +830,10 @@ impl World {
         let Some(usync) = iq.child("usync") else {
             return self.iq_error(iq, 400, "bad-request");
         };
-        let wants: HashSet<String> =
-            usync.child("query").map(|q| q.child_nodes().iter().map(|c| c.tag.to_string()).collect()).unwrap_or_default();
+        let wants: HashSet<String> = usync
+            .child("query")
+            .map(|q| q.child_nodes().iter().map(|c| c.tag.to_string()).collect())
+            .unwrap_or_default();
         let mut users = Vec::new();
         for u in usync.child("list").map(|l| l.child_nodes()).unwrap_or_default() {
             let (jid_text, account) = if let Some(contact) = u.child("contact").and_then(content_bytes) {
@@ -842,7 +861,8 @@ impl World {
                                     .collect()
                             })
                             .unwrap_or_default();
-                        children.push(Node::new("devices").children([Node::new("device-list").children(list)]));
+                        children
+                            .push(Node::new("devices").children([Node::new("device-list").children(list)]));
                     }
                     "contact" => {
                         let ty = if account.is_some() { "in" } else { "out" };
@@ -860,7 +880,9 @@ impl World {
                         });
                     }
                     "status" => children.push(Node::new("status").attr("t", "0")),
-                    "disappearing_mode" => children.push(Node::new("disappearing_mode").attr("duration", "0")),
+                    "disappearing_mode" => {
+                        children.push(Node::new("disappearing_mode").attr("duration", "0"))
+                    }
                     _ => {}
                 }
             }
@@ -914,7 +936,10 @@ impl World {
 
     fn on_message(&mut self, conn: ConnId, msg: Node) {
         let Some(sender) = self.conns.get(&conn).and_then(|c| c.device) else {
-            self.send(conn, Node::new("ack").attr("class", "message").attr("id", attr(&msg, "id")).attr("error", "401"));
+            self.send(
+                conn,
+                Node::new("ack").attr("class", "message").attr("id", attr(&msg, "id")).attr("error", "401"),
+            );
             return;
         };
         let id = attr(&msg, "id");
@@ -923,7 +948,11 @@ impl World {
             return;
         };
         let now = self.now();
-        let ack = Node::new("ack").attr("class", "message").attr("id", id.as_str()).attr("from", to.clone()).attr("t", now);
+        let ack = Node::new("ack")
+            .attr("class", "message")
+            .attr("id", id.as_str())
+            .attr("from", to.clone())
+            .attr("t", now);
         self.send(conn, ack);
         self.route_message(sender, &to, &msg);
     }
@@ -933,7 +962,10 @@ impl World {
         let id = attr(msg, "id");
         self.sent_by.insert(id.clone(), sender);
         let now = self.now();
-        let ty = { let t = attr(msg, "type"); if t.is_empty() { "text".to_owned() } else { t } };
+        let ty = {
+            let t = attr(msg, "type");
+            if t.is_empty() { "text".to_owned() } else { t }
+        };
         let server = if to.server() == Server::Lid { Server::Lid } else { Server::Pn };
         let sender_jid = self.device_jid(sender, server);
         let notify = self.accounts[sender.account].push_name.clone();
@@ -950,14 +982,20 @@ impl World {
             }
         }
         let base = |from: Jid| {
-            Node::new("message").attr("from", from).attr("id", id.as_str()).attr("t", now).attr("type", ty.as_str())
+            Node::new("message")
+                .attr("from", from)
+                .attr("id", id.as_str())
+                .attr("t", now)
+                .attr("type", ty.as_str())
         };
         if to.is_group() {
             let Some(group) = self.groups.get(to.user()).cloned() else { return };
             let targets: Vec<DeviceAddr> = group
                 .participants
                 .keys()
-                .flat_map(|&a| self.accounts[a].devices.keys().map(move |&d| DeviceAddr { account: a, device: d }))
+                .flat_map(|&a| {
+                    self.accounts[a].devices.keys().map(move |&d| DeviceAddr { account: a, device: d })
+                })
                 .filter(|a| *a != sender)
                 .collect();
             for t in targets {
@@ -1003,7 +1041,8 @@ impl World {
     fn on_receipt(&mut self, conn: ConnId, r: Node) {
         let Some(sender) = self.conns.get(&conn).and_then(|c| c.device) else { return };
         let id = attr(&r, "id");
-        let mut ack = Node::new("ack").attr("class", "receipt").attr("id", id.as_str()).attr("from", server_jid());
+        let mut ack =
+            Node::new("ack").attr("class", "receipt").attr("id", id.as_str()).attr("from", server_jid());
         let ty = attr(&r, "type");
         if !ty.is_empty() {
             ack = ack.attr("type", ty.as_str());
@@ -1020,7 +1059,9 @@ impl World {
         }
         let ty = attr(r, "type");
         let to_attr = r.attr_jid("to").ok();
-        let server = to_attr.as_ref().map_or(Server::Pn, |j| if j.server() == Server::Lid { Server::Lid } else { Server::Pn });
+        let server = to_attr
+            .as_ref()
+            .map_or(Server::Pn, |j| if j.server() == Server::Lid { Server::Lid } else { Server::Pn });
         let from_jid = self.device_jid(from, server);
         let now = self.now();
         for id in ids {
@@ -1086,7 +1127,8 @@ impl World {
             self.refs.insert(r.clone(), conn);
         }
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.registration = Some(Registration { noise_key, keys, platform, refs: refs.clone(), link_code: None });
+            c.registration =
+                Some(Registration { noise_key, keys, platform, refs: refs.clone(), link_code: None });
         }
         let id = self.next_iq_id();
         let node = Node::new("iq")
@@ -1094,7 +1136,8 @@ impl World {
             .attr("type", "set")
             .attr("id", id)
             .attr("xmlns", "md")
-            .children([Node::new("pair-device").children(refs.iter().map(|r| Node::new("ref").bytes(r.as_bytes().to_vec())))]);
+            .children([Node::new("pair-device")
+                .children(refs.iter().map(|r| Node::new("ref").bytes(r.as_bytes().to_vec())))]);
         self.send(conn, node);
         self.emit(WorldEvent::Registering { conn, refs });
     }
@@ -1106,15 +1149,18 @@ impl World {
         if parts.len() < 4 {
             return Err(ControlError::BadQr(format!("{} fields, expected 4 or 5", parts.len())));
         }
-        let decode = |s: &str, what: &str| {
-            B64.decode(s).map_err(|e| ControlError::BadQr(format!("{what}: {e}")))
-        };
+        let decode =
+            |s: &str, what: &str| B64.decode(s).map_err(|e| ControlError::BadQr(format!("{what}: {e}")));
         let noise = decode(parts[1], "noise key")?;
         let identity = decode(parts[2], "identity key")?;
         let adv_secret = decode(parts[3], "adv secret")?;
         let r = parts[0].to_owned();
         let conn = *self.refs.get(&r).ok_or_else(|| ControlError::UnknownRef(r.clone()))?;
-        let reg = self.conns.get(&conn).and_then(|c| c.registration.clone()).ok_or_else(|| ControlError::UnknownRef(r.clone()))?;
+        let reg = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.registration.clone())
+            .ok_or_else(|| ControlError::UnknownRef(r.clone()))?;
         if reg.noise_key.as_bytes()[..] != noise[..] || reg.keys.identity.as_bytes()[..] != identity[..] {
             return Err(ControlError::QrMismatch(r));
         }
@@ -1152,9 +1198,12 @@ impl World {
         }
         .encode_to_vec();
         let hmac = wa_crypto::hmac_sha256(adv_secret, &[&signed]);
-        let container =
-            wa_proto::AdvSignedDeviceIdentityHmac { details: Some(signed), hmac: Some(hmac.to_vec()), account_type: None }
-                .encode_to_vec();
+        let container = wa_proto::AdvSignedDeviceIdentityHmac {
+            details: Some(signed),
+            hmac: Some(hmac.to_vec()),
+            account_type: None,
+        }
+        .encode_to_vec();
         acct.devices.insert(
             device,
             Device {

@@ -26,7 +26,11 @@ async fn qr_pairing_login_restart_and_text_both_ways() {
     let auth = TempDir::new("qr");
     let mut peer = pair_by_qr(&emu, ME, &auth.0).await;
     assert_eq!(emu.companions(ME).unwrap(), vec![1]);
-    assert!(emu.events().iter().any(|e| matches!(e, wa_emulator::WorldEvent::Paired { device_signature_valid: true, .. })));
+    assert!(
+        emu.events()
+            .iter()
+            .any(|e| matches!(e, wa_emulator::WorldEvent::Paired { device_signature_valid: true, .. }))
+    );
 
     // A simulated phone sends a text; Baileys decrypts it and answers.
     let friend = emu.phone(FRIEND).unwrap();
@@ -44,7 +48,9 @@ async fn qr_pairing_login_restart_and_text_both_ways() {
     assert_eq!(got.chat, me_jid);
     // Our own phone got the DSM copy of the reply.
     let own = emu.phone(ME).unwrap();
-    own.wait_message(common::T, |m| m.text.as_deref() == Some("hi phone, got it")).await.expect("own phone gets the sent copy");
+    own.wait_message(common::T, |m| m.text.as_deref() == Some("hi phone, got it"))
+        .await
+        .expect("own phone gets the sent copy");
     peer.quit().await;
 
     // Restart: the saved creds log in without pairing.
@@ -56,10 +62,11 @@ async fn qr_pairing_login_restart_and_text_both_ways() {
 
 /// A 1×1 PNG.
 const PNG: &[u8] = &[
-    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x01,
-    0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41,
-    0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0, 0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00,
-    0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00,
+    0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00,
+    0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0, 0x1f, 0x00, 0x05,
+    0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42,
+    0x60, 0x82,
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,9 +88,15 @@ async fn image_from_phone_is_downloaded_and_answered() {
     let bytes = base64::engine::general_purpose::STANDARD.decode(d["b64"].as_str().unwrap()).unwrap();
     assert_eq!(bytes, PNG, "Baileys decrypts the emulator-stored image byte for byte");
 
-    peer.send(json!({"cmd": "send", "to": format!("{FRIEND}@s.whatsapp.net"), "text": "nice pixel", "quote": id})).await;
+    peer.send(
+        json!({"cmd": "send", "to": format!("{FRIEND}@s.whatsapp.net"), "text": "nice pixel", "quote": id}),
+    )
+    .await;
     peer.expect_event("sent").await;
-    friend.wait_message(common::T, |m| m.text.as_deref() == Some("nice pixel")).await.expect("phone reads the answer");
+    friend
+        .wait_message(common::T, |m| m.text.as_deref() == Some("nice pixel"))
+        .await
+        .expect("phone reads the answer");
 
     // Baileys uploads an image to the emulator's media endpoint; the phone downloads and decrypts it.
     let b64 = base64::engine::general_purpose::STANDARD.encode(PNG);
@@ -115,7 +128,10 @@ async fn group_with_two_phones_both_ways() {
     assert_eq!(m["text"], "hello group from friend");
     assert_eq!(m["from"], gjid.as_str());
     assert_eq!(m["participant"], format!("{FRIEND}@s.whatsapp.net"));
-    other.wait_message(common::T, |m| m.id == id).await.expect("the other phone reads the friend's group message");
+    other
+        .wait_message(common::T, |m| m.id == id)
+        .await
+        .expect("the other phone reads the friend's group message");
 
     peer.send_text(&gjid, "hello group from baileys").await;
     for p in [&friend, &other] {
@@ -129,7 +145,10 @@ async fn group_with_two_phones_both_ways() {
     let m = peer.expect("second sender", |v| v["event"] == "message" && v["id"] == id2.as_str()).await;
     assert_eq!(m["text"], "and from other");
     peer.send_text(&gjid, "second from baileys").await;
-    friend.wait_message(common::T, |m| m.text.as_deref() == Some("second from baileys")).await.expect("msg (no SKDM) path");
+    friend
+        .wait_message(common::T, |m| m.text.as_deref() == Some("second from baileys"))
+        .await
+        .expect("msg (no SKDM) path");
     peer.quit().await;
 }
 

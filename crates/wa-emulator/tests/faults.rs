@@ -75,7 +75,8 @@ async fn stream_error_503_is_service_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_removing_the_device_logs_baileys_out() {
-    let (code, _) = close_code_after("f-remove", |emu, _| emu.phone(ME).unwrap().remove_device(1).unwrap()).await;
+    let (code, _) =
+        close_code_after("f-remove", |emu, _| emu.phone(ME).unwrap().remove_device(1).unwrap()).await;
     assert_eq!(code, 401);
 }
 
@@ -92,7 +93,12 @@ async fn corrupt_frame_crashes_the_baileys_process() {
     let code = peer.expect_exit().await;
     assert_ne!(code, Some(0), "the peer process dies");
     assert!(!peer.seen.iter().any(|v| v["id"] == lost.as_str()));
-    assert!(!peer.seen.iter().any(|v| v["event"] == "connection" && v["connection"] == "close" && v["statusCode"] != 515));
+    assert!(
+        !peer
+            .seen
+            .iter()
+            .any(|v| v["event"] == "connection" && v["connection"] == "close" && v["statusCode"] != 515)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,7 +121,11 @@ async fn delayed_frames_arrive_late() {
     let conn = emu.connection_of(ME, 1).unwrap();
     emu.fault_frames(conn, Fault::DelayFrames(Duration::from_millis(1500))).unwrap();
     let start = Instant::now();
-    let id = emu.phone(FRIEND).unwrap().send_text(&format!("{ME}@s.whatsapp.net").parse().unwrap(), "slow").unwrap();
+    let id = emu
+        .phone(FRIEND)
+        .unwrap()
+        .send_text(&format!("{ME}@s.whatsapp.net").parse().unwrap(), "slow")
+        .unwrap();
     peer.expect("delayed message", |v| v["event"] == "message" && v["id"] == id.as_str()).await;
     assert!(start.elapsed() >= Duration::from_millis(1500), "arrived after {:?}", start.elapsed());
     peer.quit().await;

@@ -20,7 +20,10 @@ use wa_binary::{Node, decode_frame, encode};
 use wa_crypto::KeyPair;
 use wa_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use wa_noise::payload::device_props;
-use wa_noise::{CertVerifier, ClientProfile, ConnectionHeader, FrameDecoder, Initiator, InitiatorConfig, RegistrationKeys, Transport};
+use wa_noise::{
+    CertVerifier, ClientProfile, ConnectionHeader, FrameDecoder, Initiator, InitiatorConfig,
+    RegistrationKeys, Transport,
+};
 use wa_signal::{LocalIdentity, SignedPreKeyRecord};
 
 const PN: &str = "15551234567";
@@ -33,7 +36,12 @@ struct Client {
 }
 
 impl Client {
-    async fn connect(emu: &EmulatorHandle, noise: &KeyPair, payload: &wa_proto::ClientPayload, rng: &mut StdRng) -> Client {
+    async fn connect(
+        emu: &EmulatorHandle,
+        noise: &KeyPair,
+        payload: &wa_proto::ClientPayload,
+        rng: &mut StdRng,
+    ) -> Client {
         let mut req = emu.ws_url().into_client_request().unwrap();
         req.headers_mut().insert("Origin", "https://web.whatsapp.com".parse().unwrap());
         let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
@@ -82,7 +90,12 @@ impl Client {
     }
 
     async fn iq(&mut self, xmlns: &str, ty: &str, id: &str, children: Vec<Node>) -> Node {
-        let iq = Node::new("iq").attr("id", id).attr("xmlns", xmlns).attr("type", ty).attr("to", "s.whatsapp.net").children(children);
+        let iq = Node::new("iq")
+            .attr("id", id)
+            .attr("xmlns", xmlns)
+            .attr("type", ty)
+            .attr("to", "s.whatsapp.net")
+            .children(children);
         self.send(&iq).await;
         loop {
             let n = self.recv().await.expect("connection closed");
@@ -133,7 +146,13 @@ async fn pair(emu: &EmulatorHandle, rng: &mut StdRng) -> (Creds, u32) {
         .map(|r| String::from_utf8(r.content_bytes().unwrap().to_vec()).unwrap())
         .collect();
     assert_eq!(refs.len(), 6);
-    c.send(&Node::new("iq").attr("to", "s.whatsapp.net").attr("id", pd.attr_str("id").unwrap().as_ref()).attr("type", "result")).await;
+    c.send(
+        &Node::new("iq")
+            .attr("to", "s.whatsapp.net")
+            .attr("id", pd.attr_str("id").unwrap().as_ref())
+            .attr("type", "result"),
+    )
+    .await;
 
     let qr = format!(
         "https://wa.me/settings/linked_devices#{},{},{},{},1",
@@ -145,12 +164,19 @@ async fn pair(emu: &EmulatorHandle, rng: &mut StdRng) -> (Creds, u32) {
     emu.phone(PN).unwrap().scan(&qr).unwrap();
     let ps = c.recv().await.unwrap();
     let success = ps.child("pair-success").expect("pair-success");
-    let container =
-        wa_proto::AdvSignedDeviceIdentityHmac::decode(success.child("device-identity").unwrap().content_bytes().unwrap()).unwrap();
+    let container = wa_proto::AdvSignedDeviceIdentityHmac::decode(
+        success.child("device-identity").unwrap().content_bytes().unwrap(),
+    )
+    .unwrap();
     let details = container.details.unwrap();
-    assert_eq!(container.hmac.unwrap(), wa_crypto::hmac_sha256(&creds.adv_secret, &[&details]).to_vec(), "ADV HMAC");
+    assert_eq!(
+        container.hmac.unwrap(),
+        wa_crypto::hmac_sha256(&creds.adv_secret, &[&details]).to_vec(),
+        "ADV HMAC"
+    );
     let mut signed = wa_proto::AdvSignedDeviceIdentity::decode(details.as_slice()).unwrap();
-    let account_key = wa_crypto::PublicKey::from_bytes(signed.account_signature_key.as_deref().unwrap()).unwrap();
+    let account_key =
+        wa_crypto::PublicKey::from_bytes(signed.account_signature_key.as_deref().unwrap()).unwrap();
     let inner = signed.details.clone().unwrap();
     let mut msg = vec![6u8, 0];
     msg.extend_from_slice(&inner);

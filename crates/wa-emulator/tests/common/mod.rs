@@ -27,7 +27,8 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(label: &str) -> Self {
         let mut p = std::env::temp_dir();
-        let n: u64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let n: u64 =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
         p.push(format!("wa-emu-{label}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&p).unwrap();
         Self(p)
@@ -138,7 +139,8 @@ impl Peer {
             eprintln!("[peer] {}", short(&v));
             self.seen.push(v);
         }
-        let status = tokio::time::timeout_at(deadline, self.child.wait()).await.expect("peer did not exit").unwrap();
+        let status =
+            tokio::time::timeout_at(deadline, self.child.wait()).await.expect("peer did not exit").unwrap();
         status.code()
     }
 
