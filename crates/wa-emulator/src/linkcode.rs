@@ -246,3 +246,41 @@ impl World {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pbkdf2_matches_rfc7914_vector() {
+        let out = pbkdf2_sha256(b"passwd", b"salt", 1);
+        assert_eq!(hex::encode(out), "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc");
+    }
+
+    #[test]
+    fn aes_ctr_matches_nist_sp800_38a_f55() {
+        let key: [u8; 32] = hex::decode("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let iv: [u8; 16] = hex::decode("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff").unwrap().try_into().unwrap();
+        let pt = hex::decode("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51").unwrap();
+        assert_eq!(
+            hex::encode(aes_ctr(&key, &iv, &pt)),
+            "601ec313775789a5b7a7f504bbf3d228f443e3ca4d62b59aca84e990cacaf5c5"
+        );
+    }
+
+    #[test]
+    fn wrapped_ephemeral_round_trips_and_wrong_code_gives_another_key() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let kp = KeyPair::generate(&mut rng);
+        let wrapped = wrap_ephemeral("ABCD1234", &kp.public, &mut rng);
+        assert_eq!(wrapped.len(), 80);
+        assert_eq!(unwrap_ephemeral("ABCD1234", &wrapped), Some(kp.public));
+        assert_ne!(unwrap_ephemeral("ABCD1235", &wrapped), Some(kp.public));
+        assert_eq!(unwrap_ephemeral("ABCD1234", &wrapped[..79]), None);
+    }
+
+    use rand::SeedableRng;
+}

@@ -162,3 +162,76 @@ impl ServerSession {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use prost::Message as _;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use wa_crypto::KeyPair;
+    use wa_noise::{CertVerifier, ClientProfile, ConnectionHeader, FrameDecoder, Initiator, InitiatorConfig};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::world::{ConnCommand, World};
+
+    /// The whole registration path without a socket: client bytes into the session, the
+    /// handshake into the world, the `pair-device` iq out of the connection's mailbox.
+    #[test]
+    fn registration_without_sockets() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let clock = ManualClock::new(1_800_000_000);
+        let keys = crate::ServerKeys::generate(&mut rng, 1_800_000_000);
+        let root = keys.root_public_key();
+        let mut session = ServerSession::new(keys.responder());
+        let mut world = World::new(StdRng::seed_from_u64(5), Arc::new(clock), keys, 3);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let conn = world.connect(tx);
+
+        let config = InitiatorConfig {
+            header: ConnectionHeader::new(),
+            static_key: KeyPair::generate(&mut rng),
+            verifier: CertVerifier::new(root),
+        };
+        let mut out = Vec::new();
+        let hs = Initiator::new(config, KeyPair::generate(&mut rng)).write_client_hello(&mut out).unwrap();
+        // Split the first message to show the session buffers partial input.
+        assert!(session.receive(&out[..5], &mut rng).unwrap().is_empty());
+        let events = session.receive(&out[5..], &mut rng).unwrap();
+        let [SessionEvent::Send(server_hello)] = events.as_slice() else { panic!("{events:?}") };
+        let mut frames = FrameDecoder::client();
+        frames.push(server_hello);
+        let hs = hs.read_server_hello(&frames.next_frame().unwrap().unwrap(), 1_800_000_000).unwrap();
+
+        let identity = KeyPair::generate(&mut rng);
+        let spk = KeyPair::generate(&mut rng);
+        let reg = wa_noise::RegistrationKeys {
+            registration_id: 42,
+            identity_key: identity.public,
+            signed_pre_key_id: 1,
+            signed_pre_key: spk.public,
+            signed_pre_key_signature: identity.private.sign(&spk.public.to_djb()),
+        };
+        let props = wa_noise::payload::device_props(
+            "test",
+            [0, 1, 0],
+            wa_proto::device_props::PlatformType::Chrome,
+            false,
+        );
+        let payload = ClientProfile::default().registration(&reg, &props).encode_to_vec();
+        let mut out = Vec::new();
+        let _transport = hs.write_client_finish(&payload, &mut out).unwrap();
+        let events = session.receive(&out, &mut rng).unwrap();
+        let [SessionEvent::Handshaken(finished)] = events.as_slice() else { panic!("{events:?}") };
+        world.on_handshake(conn, finished);
+        let Ok(ConnCommand::Node(node)) = rx.try_recv() else { panic!("no node") };
+        let refs = node.child("pair-device").unwrap().children_by_tag("ref").count();
+        assert_eq!(refs, 3);
+        assert!(session.is_established());
+        // Garbage after the handshake kills the session, and it stays dead.
+        assert!(session.receive(&[0, 0, 3, 1, 2, 3], &mut rng).is_err());
+        assert!(matches!(session.receive(&[0], &mut rng), Err(SessionError::Failed)));
+    }
+}
