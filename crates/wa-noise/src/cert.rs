@@ -17,8 +17,8 @@ use crate::error::{CertRole, Error, HandshakeStage, Result};
 
 /// WhatsApp's long-term root key ("WhatsAppLongTerm1"), Curve25519 (Montgomery u).
 pub const WA_ROOT_KEY: PublicKey = PublicKey::from_array([
-    0x14, 0x23, 0x75, 0x57, 0x4d, 0x0a, 0x58, 0x71, 0x66, 0xaa, 0xe7, 0x1e, 0xbe, 0x51, 0x64, 0x37, 0xc4, 0xa2,
-    0x8b, 0x73, 0xe3, 0x69, 0x5c, 0x6c, 0xe1, 0xf7, 0xf9, 0x54, 0x5d, 0xa8, 0xee, 0x6b,
+    0x14, 0x23, 0x75, 0x57, 0x4d, 0x0a, 0x58, 0x71, 0x66, 0xaa, 0xe7, 0x1e, 0xbe, 0x51, 0x64, 0x37, 0xc4,
+    0xa2, 0x8b, 0x73, 0xe3, 0x69, 0x5c, 0x6c, 0xe1, 0xf7, 0xf9, 0x54, 0x5d, 0xa8, 0xee, 0x6b,
 ]);
 
 /// The serial of the root, hence the `issuerSerial` every intermediate must carry.
@@ -55,10 +55,13 @@ impl CertDetails {
     /// Parses serialized `Details`; absent integers read as 0 (proto2 defaults, as
     /// whatsmeow reads them), an absent or wrong-sized key is malformed.
     pub fn decode(bytes: &[u8], cert: CertRole) -> Result<Self> {
-        let d = Details::decode(bytes).map_err(|_| Error::MalformedCertificate { cert, reason: "details do not decode" })?;
-        let key = d.key.as_deref().ok_or(Error::MalformedCertificate { cert, reason: "details have no key" })?;
-        let key: [u8; 32] =
-            key.try_into().map_err(|_| Error::MalformedCertificate { cert, reason: "key is not 32 bytes" })?;
+        let d = Details::decode(bytes)
+            .map_err(|_| Error::MalformedCertificate { cert, reason: "details do not decode" })?;
+        let key =
+            d.key.as_deref().ok_or(Error::MalformedCertificate { cert, reason: "details have no key" })?;
+        let key: [u8; 32] = key
+            .try_into()
+            .map_err(|_| Error::MalformedCertificate { cert, reason: "key is not 32 bytes" })?;
         Ok(Self {
             serial: d.serial.unwrap_or(0),
             issuer_serial: d.issuer_serial.unwrap_or(0),
@@ -99,17 +102,31 @@ pub struct CertChainBuilder {
 impl CertChainBuilder {
     /// A chain certifying `intermediate_key` and `server_static`, both valid over
     /// `[not_before, not_after]`.
-    pub fn new(intermediate_key: PublicKey, server_static: PublicKey, not_before: u64, not_after: u64) -> Self {
+    pub fn new(
+        intermediate_key: PublicKey,
+        server_static: PublicKey,
+        not_before: u64,
+        not_after: u64,
+    ) -> Self {
         Self {
-            intermediate: CertDetails { serial: 1, issuer_serial: ROOT_SERIAL, key: intermediate_key, not_before, not_after },
+            intermediate: CertDetails {
+                serial: 1,
+                issuer_serial: ROOT_SERIAL,
+                key: intermediate_key,
+                not_before,
+                not_after,
+            },
             leaf: CertDetails { serial: 2, issuer_serial: 1, key: server_static, not_before, not_after },
         }
     }
 
     /// The serialized `CertChain{leaf, intermediate}`, signed by `root` and `intermediate`.
     pub fn sign(&self, root: &PrivateKey, intermediate: &PrivateKey) -> Vec<u8> {
-        CertChain { leaf: Some(self.leaf.sign(intermediate)), intermediate: Some(self.intermediate.sign(root)) }
-            .encode_to_vec()
+        CertChain {
+            leaf: Some(self.leaf.sign(intermediate)),
+            intermediate: Some(self.intermediate.sign(root)),
+        }
+        .encode_to_vec()
     }
 }
 
@@ -193,9 +210,14 @@ impl CertVerifier {
 
 fn parts(cert: Option<&NoiseCertificate>, role: CertRole) -> Result<(&[u8], &[u8; 64])> {
     let cert = cert.ok_or(Error::MalformedCertificate { cert: role, reason: "certificate missing" })?;
-    let details = cert.details.as_deref().ok_or(Error::MalformedCertificate { cert: role, reason: "no details" })?;
-    let sig = cert.signature.as_deref().ok_or(Error::MalformedCertificate { cert: role, reason: "no signature" })?;
-    let sig: &[u8; 64] =
-        sig.try_into().map_err(|_| Error::MalformedCertificate { cert: role, reason: "signature is not 64 bytes" })?;
+    let details =
+        cert.details.as_deref().ok_or(Error::MalformedCertificate { cert: role, reason: "no details" })?;
+    let sig = cert
+        .signature
+        .as_deref()
+        .ok_or(Error::MalformedCertificate { cert: role, reason: "no signature" })?;
+    let sig: &[u8; 64] = sig
+        .try_into()
+        .map_err(|_| Error::MalformedCertificate { cert: role, reason: "signature is not 64 bytes" })?;
     Ok((details, sig))
 }

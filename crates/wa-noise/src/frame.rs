@@ -42,10 +42,7 @@ impl Default for ConnectionHeader {
 impl ConnectionHeader {
     /// `WA 06 03`, without routing info.
     pub const fn new() -> Self {
-        Self {
-            dict_version: DICT_VERSION_CURRENT,
-            routing_info: None,
-        }
+        Self { dict_version: DICT_VERSION_CURRENT, routing_info: None }
     }
 
     /// The same header with another dictionary byte (e.g. [`DICT_VERSION_OLD`]).
@@ -58,11 +55,7 @@ impl ConnectionHeader {
     /// routing info on an earlier connection). Fails if it is 16 MiB or longer.
     pub fn with_routing_info(mut self, routing_info: Vec<u8>) -> Result<Self> {
         if routing_info.len() > MAX_FRAME_LEN {
-            return Err(Error::TooLong {
-                what: "routing info",
-                len: routing_info.len(),
-                max: MAX_FRAME_LEN,
-            });
+            return Err(Error::TooLong { what: "routing info", len: routing_info.len(), max: MAX_FRAME_LEN });
         }
         self.routing_info = Some(routing_info);
         Ok(self)
@@ -85,10 +78,7 @@ impl ConnectionHeader {
 
     /// Bytes [`Self::encode_into`] writes.
     pub fn encoded_len(&self) -> usize {
-        4 + self
-            .routing_info
-            .as_ref()
-            .map_or(0, |r| ED_MAGIC.len() + 3 + r.len())
+        4 + self.routing_info.as_ref().map_or(0, |r| ED_MAGIC.len() + 3 + r.len())
     }
 
     /// Appends the intro as the client writes it, before its first frame.
@@ -115,10 +105,7 @@ impl ConnectionHeader {
             };
             let len = read_u24(len_bytes);
             if len > max_routing {
-                return Err(Error::FrameTooLarge {
-                    len,
-                    max: max_routing,
-                });
+                return Err(Error::FrameTooLarge { len, max: max_routing });
             }
             let Some(routing) = buf.get(7..7 + len) else {
                 return Ok(None);
@@ -128,20 +115,12 @@ impl ConnectionHeader {
         }
         let rest = &buf[at..];
         if !prefix_matches(rest, &WA_MAGIC) {
-            return Err(Error::BadConnectionHeader(
-                "intro does not start with `WA 06`",
-            ));
+            return Err(Error::BadConnectionHeader("intro does not start with `WA 06`"));
         }
         let Some(&dict_version) = rest.get(3) else {
             return Ok(None);
         };
-        Ok(Some((
-            Self {
-                dict_version,
-                routing_info,
-            },
-            at + 4,
-        )))
+        Ok(Some((Self { dict_version, routing_info }, at + 4)))
     }
 }
 
@@ -164,10 +143,7 @@ fn put_u24(out: &mut impl BufMut, len: usize) {
 /// The 3-byte big-endian length prefix for a payload of `len` bytes.
 pub fn frame_header(len: usize) -> Result<[u8; FRAME_HEADER_LEN]> {
     if len > MAX_FRAME_LEN {
-        return Err(Error::FrameTooLarge {
-            len,
-            max: MAX_FRAME_LEN,
-        });
+        return Err(Error::FrameTooLarge { len, max: MAX_FRAME_LEN });
     }
     Ok([(len >> 16) as u8, (len >> 8) as u8, len as u8])
 }
@@ -199,20 +175,12 @@ pub struct FrameDecoder {
 impl FrameDecoder {
     /// Decoder for the client side: the server sends frames only.
     pub fn client() -> Self {
-        Self {
-            buf: BytesMut::new(),
-            expect: Expect::Frames,
-            header: None,
-            max_frame_len: MAX_FRAME_LEN,
-        }
+        Self { buf: BytesMut::new(), expect: Expect::Frames, header: None, max_frame_len: MAX_FRAME_LEN }
     }
 
     /// Decoder for the server side: the client's intro comes first, then frames.
     pub fn server() -> Self {
-        Self {
-            expect: Expect::Intro,
-            ..Self::client()
-        }
+        Self { expect: Expect::Intro, ..Self::client() }
     }
 
     /// Refuse frames (and routing info) longer than `max` bytes as soon as their length
@@ -265,10 +233,7 @@ impl FrameDecoder {
         };
         let len = read_u24(len_bytes);
         if len > self.max_frame_len {
-            return Err(Error::FrameTooLarge {
-                len,
-                max: self.max_frame_len,
-            });
+            return Err(Error::FrameTooLarge { len, max: self.max_frame_len });
         }
         let total = FRAME_HEADER_LEN + len;
         if self.buf.len() < total {
@@ -300,15 +265,10 @@ mod tests {
         assert_eq!(out, [0x57, 0x41, 0x06, 0x03]);
         let old = ConnectionHeader::new().with_dict_version(DICT_VERSION_OLD);
         assert_eq!(old.prologue(), [0x57, 0x41, 0x06, 0x02]);
-        let routed = ConnectionHeader::new()
-            .with_routing_info(vec![8, 8, 0xAA])
-            .expect("short");
+        let routed = ConnectionHeader::new().with_routing_info(vec![8, 8, 0xAA]).expect("short");
         let mut out = Vec::new();
         routed.encode_into(&mut out);
-        assert_eq!(
-            out,
-            [0x45, 0x44, 0, 1, 0, 0, 3, 8, 8, 0xAA, 0x57, 0x41, 6, 3]
-        );
+        assert_eq!(out, [0x45, 0x44, 0, 1, 0, 0, 3, 8, 8, 0xAA, 0x57, 0x41, 6, 3]);
         assert_eq!(out.len(), routed.encoded_len());
         assert_eq!(routed.prologue(), [0x57, 0x41, 6, 3]);
     }
@@ -318,12 +278,8 @@ mod tests {
         for header in [
             ConnectionHeader::new(),
             ConnectionHeader::new().with_dict_version(2),
-            ConnectionHeader::new()
-                .with_routing_info(vec![1, 2, 3, 4, 5])
-                .expect("short"),
-            ConnectionHeader::new()
-                .with_routing_info(Vec::new())
-                .expect("short"),
+            ConnectionHeader::new().with_routing_info(vec![1, 2, 3, 4, 5]).expect("short"),
+            ConnectionHeader::new().with_routing_info(Vec::new()).expect("short"),
         ] {
             let mut wire = Vec::new();
             header.encode_into(&mut wire);
@@ -367,10 +323,7 @@ mod tests {
         assert_eq!(&wire[..3], &[0xFF, 0xFF, 0xFF]);
         let mut dec = FrameDecoder::client();
         dec.push(&wire);
-        assert_eq!(
-            dec.next_frame().expect("ok").map(|f| f.len()),
-            Some(MAX_FRAME_LEN)
-        );
+        assert_eq!(dec.next_frame().expect("ok").map(|f| f.len()), Some(MAX_FRAME_LEN));
 
         let too_big = vec![0; MAX_FRAME_LEN + 1];
         assert!(matches!(
@@ -380,38 +333,55 @@ mod tests {
 
         let mut dec = FrameDecoder::client().with_max_frame_len(10);
         dec.push(&[0, 0, 11]);
-        assert!(matches!(
-            dec.next_frame(),
-            Err(Error::FrameTooLarge { len: 11, max: 10 })
-        ));
+        assert!(matches!(dec.next_frame(), Err(Error::FrameTooLarge { len: 11, max: 10 })));
     }
 
     #[test]
     fn bad_intros() {
-        for bad in [
-            &b"XA\x06\x03"[..],
-            b"WB",
-            b"WA\x05",
-            b"EE",
-            b"ED\x00\x02",
-            b"ED\x00\x01\x00\x00\x00WA\x07",
-        ] {
+        for bad in
+            [&b"XA\x06\x03"[..], b"WB", b"WA\x05", b"EE", b"ED\x00\x02", b"ED\x00\x01\x00\x00\x00WA\x07"]
+        {
             let mut dec = FrameDecoder::server();
             dec.push(bad);
             let err = dec.next_frame().expect_err("bad intro");
             assert_eq!(err.kind(), crate::ErrorKind::Malformed, "{bad:?}");
         }
         // A prefix of a valid intro just waits.
-        for partial in [
-            &b"W"[..],
-            b"WA",
-            b"WA\x06",
-            b"ED\x00\x01\x00",
-            b"ED\x00\x01\x00\x00\x02\x01",
-        ] {
+        for partial in [&b"W"[..], b"WA", b"WA\x06", b"ED\x00\x01\x00", b"ED\x00\x01\x00\x00\x02\x01"] {
             let mut dec = FrameDecoder::server();
             dec.push(partial);
             assert!(dec.next_frame().expect("no error yet").is_none());
+        }
+    }
+
+    proptest::proptest! {
+        /// Any payloads, cut into any chunks, come back whole and in order.
+        #[test]
+        fn any_chunking_round_trips(
+            payloads in proptest::collection::vec(proptest::collection::vec(0u8..=255, 0..600), 0..12),
+            cuts in proptest::collection::vec(1usize..300, 1..40),
+            server in proptest::bool::ANY,
+        ) {
+            let mut wire = Vec::new();
+            if server {
+                ConnectionHeader::new().encode_into(&mut wire);
+            }
+            for p in &payloads {
+                encode_frame_into(p, &mut wire).expect("small");
+            }
+            let mut dec = if server { FrameDecoder::server() } else { FrameDecoder::client() };
+            let mut got = Vec::new();
+            let mut rest = &wire[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                dec.push(&rest[..n]);
+                rest = &rest[n..];
+                i += 1;
+                got.extend(frames_of(&mut dec));
+            }
+            dec.finish().expect("nothing left over");
+            proptest::prop_assert_eq!(got, payloads);
         }
     }
 }

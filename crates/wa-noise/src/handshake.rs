@@ -101,7 +101,13 @@ impl AwaitingServerHello {
         let chain = self.config.verifier.verify(&chain, &server_static, now)?;
         // se: computed now so that a low-order server ephemeral fails here, not later.
         let se = dh(&self.config.static_key.private, &parts.ephemeral, STAGE)?;
-        Ok(ServerAuthenticated { sym: self.sym, static_key: self.config.static_key, server_static, chain, se })
+        Ok(ServerAuthenticated {
+            sym: self.sym,
+            static_key: self.config.static_key,
+            server_static,
+            chain,
+            se,
+        })
     }
 }
 
@@ -251,6 +257,9 @@ impl AwaitingClientFinish {
         self.sym.mix_key(&dh(&self.ephemeral.private, &client_static, STAGE)?);
         let payload = self.sym.decrypt_and_hash(&parts.payload_ciphertext, STAGE)?;
         let (client_write, client_read) = self.sym.split();
-        Ok((Transport::new(&client_read.0, &client_write.0, self.sym.h), ClientFinished { client_static, payload }))
+        Ok((
+            Transport::new(&client_read.0, &client_write.0, self.sym.h),
+            ClientFinished { client_static, payload },
+        ))
     }
 }

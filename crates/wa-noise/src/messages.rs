@@ -32,7 +32,11 @@ pub struct ClientFinishParts {
 }
 
 fn decode(message: &[u8], stage: HandshakeStage) -> Result<HandshakeMessage> {
-    HandshakeMessage::decode(message).map_err(|source| Error::Protobuf { stage, what: "HandshakeMessage", source })
+    HandshakeMessage::decode(message).map_err(|source| Error::Protobuf {
+        stage,
+        what: "HandshakeMessage",
+        source,
+    })
 }
 
 /// The inner message for `stage`, or why it is not there.
@@ -46,12 +50,21 @@ fn inner<T>(found: Option<T>, others_set: bool, stage: HandshakeStage, field: &'
 
 fn public_key(bytes: Option<Vec<u8>>, stage: HandshakeStage, field: &'static str) -> Result<PublicKey> {
     let bytes = bytes.ok_or(Error::MissingField { stage, field })?;
-    let arr: [u8; 32] =
-        bytes.as_slice().try_into().map_err(|_| Error::BadLength { stage, field, expected: 32, got: bytes.len() })?;
+    let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| Error::BadLength {
+        stage,
+        field,
+        expected: 32,
+        got: bytes.len(),
+    })?;
     Ok(PublicKey::from_array(arr))
 }
 
-fn sealed(bytes: Option<Vec<u8>>, stage: HandshakeStage, field: &'static str, exact: Option<usize>) -> Result<Vec<u8>> {
+fn sealed(
+    bytes: Option<Vec<u8>>,
+    stage: HandshakeStage,
+    field: &'static str,
+    exact: Option<usize>,
+) -> Result<Vec<u8>> {
     let bytes = bytes.ok_or(Error::MissingField { stage, field })?;
     let ok = match exact {
         Some(n) => bytes.len() == n,
@@ -101,13 +114,20 @@ pub fn parse_client_finish(message: &[u8]) -> Result<ClientFinishParts> {
 
 pub(crate) fn client_hello(ephemeral: &PublicKey) -> Vec<u8> {
     HandshakeMessage {
-        client_hello: Some(ClientHello { ephemeral: Some(ephemeral.as_bytes().to_vec()), ..Default::default() }),
+        client_hello: Some(ClientHello {
+            ephemeral: Some(ephemeral.as_bytes().to_vec()),
+            ..Default::default()
+        }),
         ..Default::default()
     }
     .encode_to_vec()
 }
 
-pub(crate) fn server_hello(ephemeral: &PublicKey, static_ciphertext: Vec<u8>, payload_ciphertext: Vec<u8>) -> Vec<u8> {
+pub(crate) fn server_hello(
+    ephemeral: &PublicKey,
+    static_ciphertext: Vec<u8>,
+    payload_ciphertext: Vec<u8>,
+) -> Vec<u8> {
     HandshakeMessage {
         server_hello: Some(ServerHello {
             ephemeral: Some(ephemeral.as_bytes().to_vec()),

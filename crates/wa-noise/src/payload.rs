@@ -6,7 +6,9 @@ use wa_proto::ClientPayload;
 use wa_proto::DeviceProps;
 use wa_proto::client_payload::user_agent::{AppVersion, Platform, ReleaseChannel};
 use wa_proto::client_payload::web_info::WebSubPlatform;
-use wa_proto::client_payload::{ConnectReason, ConnectType, DevicePairingRegistrationData, UserAgent, WebInfo};
+use wa_proto::client_payload::{
+    ConnectReason, ConnectType, DevicePairingRegistrationData, UserAgent, WebInfo,
+};
 use wa_proto::device_props;
 
 /// The WhatsApp Web version whatsmeow reports (an outdated one gets `<failure reason="405">`).
@@ -108,7 +110,7 @@ pub fn device_props(
         require_full_sync: Some(require_full_sync),
         history_sync_config: Some(device_props::HistorySyncConfig {
             storage_quota_mb: Some(10240),
-            inline_initial_payload_in_e2ee_msg: Some(true),
+            inline_initial_payload_in_e2_ee_msg: Some(true),
             support_call_log_history: Some(false),
             support_bot_user_agent_chat_history: Some(true),
             support_cag_reactions_and_polls: Some(true),
@@ -152,7 +154,10 @@ impl ClientProfile {
                 locale_country_iso31661_alpha2: Some(self.locale_country.clone()),
                 ..Default::default()
             }),
-            web_info: Some(WebInfo { web_sub_platform: Some(self.web_sub_platform as i32), ..Default::default() }),
+            web_info: Some(WebInfo {
+                web_sub_platform: Some(self.web_sub_platform as i32),
+                ..Default::default()
+            }),
             connect_type: Some(self.connect_type as i32),
             connect_reason: Some(self.connect_reason as i32),
             push_name: self.push_name.clone(),

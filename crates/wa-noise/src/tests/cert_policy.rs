@@ -3,7 +3,8 @@
 
 use super::{NOT_AFTER, NOT_BEFORE, NOW, Pki, key};
 use crate::{
-    CertChainBuilder, CertRole, CertVerifier, ConnectionHeader, Error, ErrorKind, Initiator, Responder, WA_ROOT_KEY,
+    CertChainBuilder, CertRole, CertVerifier, ConnectionHeader, Error, ErrorKind, Initiator, Responder,
+    WA_ROOT_KEY,
 };
 
 /// Runs the handshake against a server presenting `chain`; returns the client's verdict.
@@ -52,7 +53,8 @@ fn default_root_is_whatsapps() {
     assert_eq!(CertVerifier::default().root(), &WA_ROOT_KEY);
     let pki = Pki::new();
     let chain = pki.builder().sign(&pki.root.private, &pki.intermediate.private);
-    let err = CertVerifier::default().verify(&chain, &pki.server_static.public, NOW).expect_err("not WA-signed");
+    let err =
+        CertVerifier::default().verify(&chain, &pki.server_static.public, NOW).expect_err("not WA-signed");
     assert!(matches!(err, Error::UntrustedRoot));
 }
 
@@ -87,7 +89,12 @@ fn wrong_issuer_serials() {
 #[test]
 fn leaf_key_is_not_the_server_static() {
     let pki = Pki::new();
-    let b = CertChainBuilder::new(pki.intermediate.public, key("some other server").public, NOT_BEFORE, NOT_AFTER);
+    let b = CertChainBuilder::new(
+        pki.intermediate.public,
+        key("some other server").public,
+        NOT_BEFORE,
+        NOT_AFTER,
+    );
     check(
         &pki,
         b.sign(&pki.root.private, &pki.intermediate.private),
@@ -136,8 +143,10 @@ fn leaf_signed_by_another_key_is_a_crypto_failure() {
 fn malformed_chains() {
     use prost::Message as _;
     let pki = Pki::new();
-    let good = wa_proto::CertChain::decode(pki.builder().sign(&pki.root.private, &pki.intermediate.private).as_slice())
-        .expect("decodes");
+    let good = wa_proto::CertChain::decode(
+        pki.builder().sign(&pki.root.private, &pki.intermediate.private).as_slice(),
+    )
+    .expect("decodes");
     let mut no_leaf = good.clone();
     no_leaf.leaf = None;
     let mut short_sig = good.clone();

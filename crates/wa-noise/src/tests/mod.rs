@@ -13,7 +13,10 @@ use crate::{CertChainBuilder, CertVerifier, ConnectionHeader, InitiatorConfig, R
 
 /// A deterministic key pair named by `label`.
 pub(crate) fn key(label: &str) -> KeyPair {
-    KeyPair::from_private(PrivateKey::from_bytes(wa_crypto::sha256(&[b"wa-noise test key ", label.as_bytes()])))
+    KeyPair::from_private(PrivateKey::from_bytes(wa_crypto::sha256(&[
+        b"wa-noise test key ",
+        label.as_bytes(),
+    ])))
 }
 
 pub(crate) const NOT_BEFORE: u64 = 1_700_000_000;

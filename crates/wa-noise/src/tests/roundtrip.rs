@@ -30,7 +30,8 @@ fn handshake(header: ConnectionHeader, payload: &[u8], chunk: usize) -> (Transpo
     let hello = feed(&mut server_frames, &wire);
     assert_eq!(server_frames.connection_header(), Some(&header));
 
-    let server = Responder::new(config, &header, key("server e")).read_client_hello(&hello).expect("read hello");
+    let server =
+        Responder::new(config, &header, key("server e")).read_client_hello(&hello).expect("read hello");
     wire.clear();
     let server = server.write_server_hello(&mut wire).expect("server hello");
     let server_hello = feed(&mut client_frames, &wire);
@@ -90,7 +91,8 @@ fn handshake_then_frames_of_every_size() {
 
 #[test]
 fn handshake_with_routing_info_and_old_dictionary() {
-    let header = ConnectionHeader::new().with_dict_version(2).with_routing_info(vec![8, 8, 1, 2, 3]).expect("short");
+    let header =
+        ConnectionHeader::new().with_dict_version(2).with_routing_info(vec![8, 8, 1, 2, 3]).expect("short");
     let (mut client, mut server) = handshake(header, b"", 1);
     exchange(&mut client, &mut server, b"ping", 2);
     exchange(&mut server, &mut client, b"pong", 2);

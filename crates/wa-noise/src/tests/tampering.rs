@@ -28,8 +28,8 @@ fn run(target: Target, tamper: &dyn Fn(&[u8]) -> Vec<u8>) -> Result<(Transport, 
     let maybe = |t: Target, msg: &[u8]| if t == target { tamper(msg) } else { msg.to_vec() };
 
     let mut wire = Vec::new();
-    let client =
-        Initiator::new(pki.initiator_config(header.clone()), key("client e")).write_client_hello(&mut wire)?;
+    let client = Initiator::new(pki.initiator_config(header.clone()), key("client e"))
+        .write_client_hello(&mut wire)?;
     let hello = maybe(Target::ClientHello, &wire[7..]);
     let server = Responder::new(config, &header, key("server e")).read_client_hello(&hello)?;
     wire.clear();
@@ -88,7 +88,7 @@ fn truncated_and_extended_handshake_messages_fail() {
 
 #[test]
 fn every_flipped_bit_in_a_transport_frame_fails() {
-    let (mut client, mut server) = run(Target::ClientHello, &|m: &[u8]| m.to_vec()).expect("handshake");
+    let (mut client, server) = run(Target::ClientHello, &|m: &[u8]| m.to_vec()).expect("handshake");
     let plaintext = b"<iq id='1' type='get' xmlns='w:p'><ping/></iq>";
     let mut wire = Vec::new();
     client.encrypt_frame(plaintext, &mut wire).expect("encrypt");
@@ -116,7 +116,8 @@ fn every_flipped_bit_in_a_transport_frame_fails() {
     assert_eq!(&rx.decrypt_frame(frame).expect("genuine")[..], plaintext);
     // And the other direction is untouched.
     let mut back = Vec::new();
-    let (mut server_tx, _) = run(Target::ClientHello, &|m: &[u8]| m.to_vec()).map(|(c, s)| (s, c)).expect("hs");
+    let (mut server_tx, _) =
+        run(Target::ClientHello, &|m: &[u8]| m.to_vec()).map(|(c, s)| (s, c)).expect("hs");
     server_tx.encrypt_frame(b"pong", &mut back).expect("encrypt");
     assert_eq!(&client.decrypt_frame(BytesMut::from(&back[3..])).expect("pong")[..], b"pong");
 }

@@ -14,8 +14,8 @@ use crate::frame::encode_frame_into;
 use crate::payload::{ClientProfile, RegistrationKeys, device_props};
 use crate::symmetric::{Secret, SymmetricState};
 use crate::{
-    CertChainBuilder, CertVerifier, ConnectionHeader, FrameDecoder, HandshakeStage, Initiator, InitiatorConfig,
-    Responder, ResponderConfig,
+    CertChainBuilder, CertVerifier, ConnectionHeader, FrameDecoder, HandshakeStage, Initiator,
+    InitiatorConfig, Responder, ResponderConfig,
 };
 
 fn vectors_dir() -> PathBuf {
@@ -265,7 +265,9 @@ fn client_payload_builders_match_baileys() {
                     signed_pre_key_signature: b64(&d["eSkeySig"]).try_into().expect("64"),
                 };
                 // The identity key signed the prekey (05-prefixed), as a real client must.
-                assert!(keys.identity_key.verify(&keys.signed_pre_key.to_djb(), &keys.signed_pre_key_signature));
+                assert!(
+                    keys.identity_key.verify(&keys.signed_pre_key.to_djb(), &keys.signed_pre_key_signature)
+                );
                 let p = &t["client_finish"]["device_props_view"];
                 let v = &p["version"];
                 let props = device_props(
