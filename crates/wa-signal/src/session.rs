@@ -185,14 +185,9 @@ enum Step {
     Skipped { chain: usize, pos: usize },
     /// An existing receiving chain moves forward.
     Advance { chain: usize, chain_key: [u8; 32], next_index: u32, skipped: Vec<SkippedKey> },
-    /// A new ratchet key: new receiving chain and (drawn after verification) a new sending chain.
-    Ratchet {
-        root_key: [u8; 32],
-        chain: ReceivingChain,
-        our_ratchet: KeyPair,
-        sending_root: [u8; 32],
-        sending_chain: [u8; 32],
-    },
+    /// A new ratchet key: a new receiving chain, a new ratchet key pair and sending chain, and
+    /// the root key after both steps.
+    Ratchet { root_key: [u8; 32], chain: ReceivingChain, our_ratchet: KeyPair, sending_chain: [u8; 32] },
 }
 
 impl SessionState {
@@ -205,7 +200,12 @@ impl SessionState {
         config: &SessionConfig,
         rng: &mut R,
     ) -> Result<(Step, Vec<u8>), SignalError> {
-        let (step, seed) = if let Some(ci) =
+        /// What the message needs, before it is authenticated.
+        enum Found {
+            Known(Step),
+            NewRatchet { root_key: [u8; 32], chain: ReceivingChain },
+        }
+        let (found, seed) = if let Some(ci) =
             self.receiving.iter().rposition(|c| c.ratchet_key == msg.ratchet_key)
         {
             let chain = &self.receiving[ci];
@@ -214,7 +214,7 @@ impl SessionState {
                     .skipped
                     .binary_search_by_key(&msg.counter, |k| k.index)
                     .map_err(|_| SignalError::DuplicateMessage { counter: msg.counter })?;
-                (Step::Skipped { chain: ci, pos }, chain.skipped[pos].seed)
+                (Found::Known(Step::Skipped { chain: ci, pos }), chain.skipped[pos].seed)
             } else {
                 let w = kdf::walk_chain(
                     &chain.chain_key,
@@ -222,15 +222,13 @@ impl SessionState {
                     msg.counter,
                     config.max_future_messages,
                 )?;
-                (
-                    Step::Advance {
-                        chain: ci,
-                        chain_key: w.chain_key,
-                        next_index: w.next,
-                        skipped: w.skipped,
-                    },
-                    w.seed,
-                )
+                let step = Step::Advance {
+                    chain: ci,
+                    chain_key: w.chain_key,
+                    next_index: w.next,
+                    skipped: w.skipped,
+                };
+                (Found::Known(step), w.seed)
             }
         } else {
             if msg.ratchet_key == self.our_ratchet.public {
@@ -245,24 +243,13 @@ impl SessionState {
             }
             let (root_key, ck) = kdf::root_step(&self.root_key, &self.our_ratchet.private, &msg.ratchet_key)?;
             let w = kdf::walk_chain(&ck, 0, msg.counter, config.max_future_messages)?;
-            let seed = w.seed;
             let chain = ReceivingChain {
                 ratchet_key: msg.ratchet_key,
                 chain_key: w.chain_key,
                 next_index: w.next,
                 skipped: w.skipped,
             };
-            // Placeholder ratchet: replaced after verification (the RNG is only drawn for genuine messages).
-            (
-                Step::Ratchet {
-                    root_key,
-                    chain,
-                    our_ratchet: copy_key_pair(&self.our_ratchet),
-                    sending_root: [0; 32],
-                    sending_chain: [0; 32],
-                },
-                seed,
-            )
+            (Found::NewRatchet { root_key, chain }, w.seed)
         };
         let keys: MessageKeys = kdf::message_keys(&seed);
         if !msg.verify_mac(&keys.mac_key, &self.remote_identity, &local.key_pair.public) {
@@ -270,14 +257,15 @@ impl SessionState {
         }
         let plaintext =
             cbc::decrypt(&keys.cipher_key, &keys.iv, &msg.ciphertext).map_err(SignalError::BadCiphertext)?;
-        let step = match step {
-            Step::Ratchet { root_key, chain, .. } => {
+        let step = match found {
+            Found::Known(step) => step,
+            Found::NewRatchet { root_key, chain } => {
+                // Only an authenticated message draws a new ratchet key.
                 let our_ratchet = KeyPair::generate(rng);
-                let (sending_root, sending_chain) =
+                let (root_key, sending_chain) =
                     kdf::root_step(&root_key, &our_ratchet.private, &chain.ratchet_key)?;
-                Step::Ratchet { root_key, chain, our_ratchet, sending_root, sending_chain }
+                Step::Ratchet { root_key, chain, our_ratchet, sending_chain }
             }
-            other => other,
         };
         Ok((step, plaintext))
     }
@@ -294,9 +282,9 @@ impl SessionState {
                 c.next_index = next_index;
                 c.skipped.extend(skipped);
             }
-            Step::Ratchet { chain, our_ratchet, sending_root, sending_chain, .. } => {
+            Step::Ratchet { root_key, chain, our_ratchet, sending_chain } => {
                 self.previous_counter = self.sending.as_ref().map_or(0, |s| s.next_index.saturating_sub(1));
-                self.root_key = sending_root;
+                self.root_key = root_key;
                 self.our_ratchet = our_ratchet;
                 self.sending = Some(SendingChain { chain_key: sending_chain, next_index: 0 });
                 self.receiving.push(chain);
@@ -428,7 +416,7 @@ impl SessionRecord {
         bundle.verify()?;
         let base_key = KeyPair::generate(rng);
         let ratchet_key = KeyPair::generate(rng);
-        self.initiate_with_keys(local, bundle, config, base_key, ratchet_key)
+        self.build_initiator(local, bundle, config, base_key, ratchet_key)
     }
 
     /// [`Self::initiate`] with explicit base and ratchet keys (for replaying vectors).
@@ -441,6 +429,18 @@ impl SessionRecord {
         ratchet_key: KeyPair,
     ) -> Result<IdentityCheck, SignalError> {
         bundle.verify()?;
+        self.build_initiator(local, bundle, config, base_key, ratchet_key)
+    }
+
+    /// X3DH as the initiator, once the bundle's signature has been checked.
+    fn build_initiator(
+        &mut self,
+        local: &LocalIdentity,
+        bundle: &PreKeyBundle,
+        config: &SessionConfig,
+        base_key: KeyPair,
+        ratchet_key: KeyPair,
+    ) -> Result<IdentityCheck, SignalError> {
         let identity = self.identity_check(&bundle.identity_key, config)?;
         let agree = |ours: &wa_crypto::PrivateKey, theirs: &PublicKey| {
             ours.agree(theirs).map_err(SignalError::Agreement)

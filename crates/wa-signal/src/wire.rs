@@ -11,7 +11,6 @@ use prost::Message as _;
 use wa_crypto::{PublicKey, ct_eq, hmac_sha256};
 
 use crate::error::SignalError;
-use crate::wire_proto as wa_proto;
 
 /// The only version byte we speak: (3 << 4) | 3.
 pub const VERSION_BYTE: u8 = 0x33;
