@@ -122,20 +122,36 @@ pub enum DecodeError {
     Inflate(String),
 }
 
-/// Where a decoded string lives.
-#[derive(Debug, Clone, Copy)]
-enum Slot<'a> {
-    /// A token (or the empty string).
-    Static(&'static str),
-    /// Verbatim in the input.
-    Buf(&'a str),
-    /// In the document's text buffer: start, end.
+/// Where a decoded string lives: a token of the dictionary (code 0 is the
+/// empty string), or a range of the document's text buffer. One machine word,
+/// so that nodes and attributes stay small and move cheaply.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot(u64);
+
+const TOKEN_FLAG: u64 = 1 << 63;
+const EMPTY_SLOT: Slot = Slot(TOKEN_FLAG);
+
+enum SlotKind {
+    Token(u16),
     Text(u32, u32),
 }
 
-impl Default for Slot<'_> {
-    fn default() -> Self {
-        Slot::Static("")
+impl Slot {
+    #[inline]
+    fn token(code: u16) -> Slot {
+        Slot(TOKEN_FLAG | u64::from(code))
+    }
+    #[inline]
+    fn text(start: u32, end: u32) -> Slot {
+        Slot((u64::from(start) << 32) | u64::from(end))
+    }
+    #[inline]
+    fn kind(self) -> SlotKind {
+        if self.0 & TOKEN_FLAG != 0 {
+            SlotKind::Token(self.0 as u16)
+        } else {
+            SlotKind::Text((self.0 >> 32) as u32, self.0 as u32)
+        }
     }
 }
 
@@ -154,25 +170,25 @@ pub enum JidKind {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct JidSlot<'a> {
-    kind: JidKind,
-    domain: u8,
+struct JidSlot {
+    user: Slot,
+    server: Slot,
     device: u16,
     integrator: u16,
-    user: Slot<'a>,
-    server: Slot<'a>,
+    kind: JidKind,
+    domain: u8,
 }
 
 #[derive(Debug, Clone, Copy)]
-enum RawValue<'a> {
-    Str(Slot<'a>),
-    Jid(JidSlot<'a>),
+enum RawValue {
+    Str(Slot),
+    Jid(JidSlot),
 }
 
 #[derive(Debug, Clone, Copy)]
-struct RawAttr<'a> {
-    key: Slot<'a>,
-    value: RawValue<'a>,
+struct RawAttr {
+    key: Slot,
+    value: RawValue,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -181,13 +197,13 @@ enum RawContent<'a> {
     None,
     Children(u32, u32),
     Bytes(&'a [u8]),
-    Str(Slot<'a>),
-    Jid(JidSlot<'a>),
+    Str(Slot),
+    Jid(JidSlot),
 }
 
 #[derive(Debug, Clone, Copy, Default)]
 struct RawNode<'a> {
-    tag: Slot<'a>,
+    tag: Slot,
     attrs_start: u32,
     attrs_len: u32,
     content: RawContent<'a>,
@@ -197,8 +213,9 @@ struct RawNode<'a> {
 #[derive(Debug, Clone)]
 pub struct Document<'a> {
     nodes: Vec<RawNode<'a>>,
-    attrs: Vec<RawAttr<'a>>,
+    attrs: Vec<RawAttr>,
     text: String,
+    dict: &'static Dictionary,
 }
 
 impl<'a> Document<'a> {
@@ -216,39 +233,50 @@ impl<'a> Document<'a> {
     }
 
     #[inline]
-    fn s<'s>(&'s self, slot: &Slot<'s>) -> &'s str {
-        match *slot {
-            Slot::Static(s) => s,
-            Slot::Buf(s) => s,
-            Slot::Text(a, b) => self.text.get(a as usize..b as usize).unwrap_or(""),
-        }
+    fn s(&self, slot: &Slot) -> &str {
+        resolve(self.dict, &self.text, slot)
     }
 
-    fn owned_str(&self, slot: &Slot<'_>) -> CompactString {
-        match *slot {
-            Slot::Static(s) => CompactString::const_new(s),
-            Slot::Buf(s) => CompactString::new(s),
-            Slot::Text(a, b) => {
+    fn owned_str(&self, slot: &Slot) -> CompactString {
+        match slot.kind() {
+            SlotKind::Token(code) => CompactString::const_new(self.dict.code_str(code)),
+            SlotKind::Text(a, b) => {
                 CompactString::new(self.text.get(a as usize..b as usize).unwrap_or(""))
             }
         }
     }
 
-    fn jid<'s>(&'s self, j: &JidSlot<'s>) -> JidRef<'s> {
-        JidRef {
-            kind: j.kind,
-            domain: j.domain,
-            device: j.device,
-            integrator: j.integrator,
-            user: self.s(&j.user),
-            server: self.s(&j.server),
-        }
+    fn jid(&self, j: &JidSlot) -> JidRef<'_> {
+        jid_ref(self.dict, &self.text, j)
     }
 }
 
 impl std::fmt::Display for Document<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(&self.root(), f)
+    }
+}
+
+#[inline]
+fn resolve<'s>(dict: &'static Dictionary, text: &'s str, slot: &Slot) -> &'s str {
+    match slot.kind() {
+        SlotKind::Token(code) => dict.code_str(code),
+        SlotKind::Text(a, b) => text.get(a as usize..b as usize).unwrap_or(""),
+    }
+}
+
+#[inline]
+fn jid_ref<'s>(dict: &'static Dictionary, text: &'s str, j: &JidSlot) -> JidRef<'s> {
+    JidRef {
+        kind: j.kind,
+        domain: j.domain,
+        device: j.device,
+        integrator: j.integrator,
+        user: resolve(dict, text, &j.user),
+        server: match j.kind {
+            JidKind::Ad => Server::from_domain_type(j.domain).as_str(),
+            _ => resolve(dict, text, &j.server),
+        },
     }
 }
 
@@ -503,7 +531,7 @@ impl ExactSizeIterator for Children<'_> {}
 #[derive(Clone, Copy)]
 pub struct AttrsRef<'d> {
     doc: &'d Document<'d>,
-    attrs: &'d [RawAttr<'d>],
+    attrs: &'d [RawAttr],
 }
 
 impl<'d> Iterator for AttrsRef<'d> {
@@ -522,7 +550,7 @@ impl<'d> Iterator for AttrsRef<'d> {
 impl ExactSizeIterator for AttrsRef<'_> {}
 
 #[inline]
-fn value_ref<'d>(doc: &'d Document<'d>, v: &'d RawValue<'d>) -> ValueRef<'d> {
+fn value_ref<'d>(doc: &'d Document<'d>, v: &'d RawValue) -> ValueRef<'d> {
     match v {
         RawValue::Str(s) => ValueRef::Str(doc.s(s)),
         RawValue::Jid(j) => ValueRef::Jid(doc.jid(j)),
@@ -536,7 +564,7 @@ impl<'d> NodeRef<'d> {
         self.doc.s(&self.raw.tag)
     }
 
-    fn raw_attrs(&self) -> &'d [RawAttr<'d>] {
+    fn raw_attrs(&self) -> &'d [RawAttr] {
         let start = self.raw.attrs_start as usize;
         self.doc
             .attrs
@@ -719,9 +747,9 @@ impl<'d> NodeRef<'d> {
 }
 
 /// A string as read, before deciding where it goes.
-enum Parsed<'a> {
-    Str(Slot<'a>),
-    Jid(JidSlot<'a>),
+enum Parsed {
+    Str(Slot),
+    Jid(JidSlot),
 }
 
 // Nibble-packed pairs: high and low character per byte; 0xFF marks an invalid nibble.
@@ -734,7 +762,7 @@ struct Reader<'a, 'l> {
     dict: &'static Dictionary,
     limits: &'l DecodeLimits,
     nodes: Vec<RawNode<'a>>,
-    attrs: Vec<RawAttr<'a>>,
+    attrs: Vec<RawAttr>,
     text: String,
 }
 
@@ -788,11 +816,11 @@ impl<'a> Reader<'a, '_> {
         })
     }
 
-    fn text_slot(&mut self, start: usize) -> Slot<'a> {
-        Slot::Text(start as u32, self.text.len() as u32)
+    fn text_slot(&mut self, start: usize) -> Slot {
+        Slot::text(start as u32, self.text.len() as u32)
     }
 
-    fn read_packed(&mut self, kind: u8) -> Result<Slot<'a>, DecodeError> {
+    fn read_packed(&mut self, kind: u8) -> Result<Slot, DecodeError> {
         let head = self.byte()?;
         let offset = self.pos;
         let bytes = self.take((head & 0x7f) as usize)?;
@@ -821,36 +849,19 @@ impl<'a> Reader<'a, '_> {
         Ok(self.text_slot(start))
     }
 
-    fn raw_str(&mut self, bytes: &'a [u8]) -> Slot<'a> {
+    fn raw_str(&mut self, bytes: &[u8]) -> Slot {
+        let start = self.text.len();
         match std::str::from_utf8(bytes) {
-            Ok(s) => Slot::Buf(s),
-            Err(_) => {
-                // Not UTF-8: keep it readable the way Baileys does (U+FFFD replacement).
-                let start = self.text.len();
-                self.text.push_str(&String::from_utf8_lossy(bytes));
-                self.text_slot(start)
-            }
+            Ok(s) => self.text.push_str(s),
+            // Not UTF-8: keep it readable the way Baileys does (U+FFFD replacement).
+            Err(_) => self.text.push_str(&String::from_utf8_lossy(bytes)),
         }
-    }
-
-    fn resolve<'s>(&'s self, slot: &Slot<'s>) -> &'s str {
-        match *slot {
-            Slot::Static(s) => s,
-            Slot::Buf(s) => s,
-            Slot::Text(a, b) => self.text.get(a as usize..b as usize).unwrap_or(""),
-        }
+        self.text_slot(start)
     }
 
     // A JID that must become text (used as a tag or key, or nested in another JID).
-    fn jid_to_text(&mut self, j: &JidSlot<'a>) -> Slot<'a> {
-        let r = JidRef {
-            kind: j.kind,
-            domain: j.domain,
-            device: j.device,
-            integrator: j.integrator,
-            user: self.resolve(&j.user),
-            server: self.resolve(&j.server),
-        };
+    fn jid_to_text(&mut self, j: &JidSlot) -> Slot {
+        let r = jid_ref(self.dict, &self.text, j);
         let mut s = String::new();
         r.write_plain(&mut s);
         let start = self.text.len();
@@ -858,7 +869,7 @@ impl<'a> Reader<'a, '_> {
         self.text_slot(start)
     }
 
-    fn read_plain(&mut self, depth: usize) -> Result<Slot<'a>, DecodeError> {
+    fn read_plain(&mut self, depth: usize) -> Result<Slot, DecodeError> {
         let t = self.byte()?;
         Ok(match self.read_string(t, depth)? {
             Parsed::Str(s) => s,
@@ -866,24 +877,22 @@ impl<'a> Reader<'a, '_> {
         })
     }
 
-    fn is_empty(&self, slot: &Slot<'_>) -> bool {
-        match *slot {
-            Slot::Static(s) => s.is_empty(),
-            Slot::Buf(s) => s.is_empty(),
-            Slot::Text(a, b) => a == b,
+    fn is_empty(&self, slot: &Slot) -> bool {
+        match slot.kind() {
+            SlotKind::Token(code) => self.dict.code_str(code).is_empty(),
+            SlotKind::Text(a, b) => a == b,
         }
     }
 
-    fn read_string(&mut self, t: u8, depth: usize) -> Result<Parsed<'a>, DecodeError> {
+    fn read_string(&mut self, t: u8, depth: usize) -> Result<Parsed, DecodeError> {
         let offset = self.pos - 1;
         Ok(match t {
-            tag::LIST_EMPTY => Parsed::Str(Slot::Static("")),
-            1..=235 => Parsed::Str(Slot::Static(self.dict.single(t).unwrap_or(""))),
+            tag::LIST_EMPTY => Parsed::Str(EMPTY_SLOT),
+            1..=235 => Parsed::Str(Slot::token(u16::from(t))),
             tag::DICTIONARY_0..=tag::DICTIONARY_3 => {
                 let i = self.byte()?;
-                Parsed::Str(Slot::Static(
-                    self.dict.double(t - tag::DICTIONARY_0, i).unwrap_or(""),
-                ))
+                let d = u16::from(t - tag::DICTIONARY_0);
+                Parsed::Str(Slot::token(256 + d * 256 + u16::from(i)))
             }
             tag::BINARY_8 | tag::BINARY_20 | tag::BINARY_32 => {
                 let n = self.binary_len(t)?;
@@ -919,7 +928,7 @@ impl<'a> Reader<'a, '_> {
                         let domain = self.byte()?;
                         let device = u16::from(self.byte()?);
                         let user = self.read_plain(depth)?;
-                        let server = Slot::Static(Server::from_domain_type(domain).as_str());
+                        let server = EMPTY_SLOT; // implied by the domain type
                         JidSlot {
                             kind: JidKind::Ad,
                             domain,
@@ -954,7 +963,9 @@ impl<'a> Reader<'a, '_> {
                             Err(_) => {
                                 self.pos = pos;
                                 self.text.truncate(text_len);
-                                Slot::Static(Server::Interop.as_str())
+                                let start = self.text.len();
+                                self.text.push_str(Server::Interop.as_str());
+                                self.text_slot(start)
                             }
                         };
                         JidSlot {
@@ -1107,8 +1118,13 @@ impl Decoder {
     }
 
     /// The same decoder with other limits.
+    /// `max_size` is capped at 1 GiB (text offsets are 32-bit).
     pub fn with_limits(self, limits: DecodeLimits) -> Decoder {
-        Decoder { limits, ..self }
+        let max_size = limits.max_size.min(1 << 30);
+        Decoder {
+            limits: DecodeLimits { max_size, ..limits },
+            ..self
+        }
     }
 
     /// Decodes a node body (no flags byte). Trailing bytes are an error.
@@ -1119,7 +1135,9 @@ impl Decoder {
                 limit: self.limits.max_size,
             });
         }
-        let estimate = (body.len() / 24).min(4096) + 1;
+        // Small first guesses: the arrays grow geometrically, and a large bytes
+        // payload must not make us reserve node space it will never use.
+        let estimate = (body.len() / 32).clamp(1, 256);
         let mut r = Reader {
             buf: body,
             pos: 0,
@@ -1127,7 +1145,7 @@ impl Decoder {
             limits: &self.limits,
             nodes: Vec::with_capacity(estimate),
             attrs: Vec::with_capacity(estimate * 2),
-            text: String::new(),
+            text: String::with_capacity((body.len() / 4).min(1024)),
         };
         r.nodes.push(RawNode::default());
         r.read_node(0, 0)?;
@@ -1140,6 +1158,7 @@ impl Decoder {
             nodes: r.nodes,
             attrs: r.attrs,
             text: r.text,
+            dict: self.dict,
         })
     }
 

@@ -94,7 +94,7 @@ impl Dictionary {
     }
 
     #[inline]
-    fn code_str(&self, code: u16) -> &'static str {
+    pub(crate) fn code_str(&self, code: u16) -> &'static str {
         if code < 256 {
             self.single[code as usize]
         } else {
