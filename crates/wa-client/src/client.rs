@@ -218,6 +218,7 @@ impl ClientBuilder {
                 routing_info: Mutex::new(None),
                 pair_code: Mutex::new(None),
                 pairing_conn: Mutex::new(None),
+                running: std::sync::atomic::AtomicBool::new(false),
                 state: crate::send::SendState::default(),
             }),
         })
@@ -262,6 +263,8 @@ pub(crate) struct Shared {
     pub pair_code: Mutex<Option<PairCode>>,
     /// The registration connection while unpaired (pairing by code uses it).
     pub pairing_conn: Mutex<Option<Connection>>,
+    /// A lifecycle task is running and will keep (re)connecting.
+    pub running: std::sync::atomic::AtomicBool,
     pub state: crate::send::SendState,
 }
 
@@ -342,7 +345,7 @@ impl Client {
     /// account, login otherwise); progress arrives as events. Idempotent while running.
     pub async fn connect(&self) -> Result<()> {
         let mut runner = lock(&self.shared.runner);
-        if runner.as_ref().is_some_and(|h| !h.is_finished()) {
+        if self.shared.running.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return Ok(());
         }
         self.shared.stop.send_replace(false);
@@ -410,9 +413,11 @@ async fn run(shared: Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
     loop {
         if *stop.borrow() {
+            shared.running.store(false, std::sync::atomic::Ordering::Release);
             break;
         }
         if loops.record(std::time::Instant::now()) {
+            shared.running.store(false, std::sync::atomic::Ordering::Release);
             shared.emit(Event::Disconnected { reason: DisconnectReason::ReconnectLoop, reconnect_in: None });
             break;
         }
@@ -438,6 +443,10 @@ async fn run(shared: Arc<Shared>) {
             }
             _ => None,
         };
+        if delay.is_none() {
+            // Cleared before the final event so a `connect()` reacting to it starts afresh.
+            shared.running.store(false, std::sync::atomic::Ordering::Release);
+        }
         shared.emit(Event::Disconnected { reason, reconnect_in: delay });
         match delay {
             None => break,
@@ -445,7 +454,10 @@ async fn run(shared: Arc<Shared>) {
             Some(d) => {
                 tokio::select! {
                     _ = tokio::time::sleep(d) => {}
-                    _ = stop.changed() => break,
+                    _ = stop.changed() => {
+                        shared.running.store(false, std::sync::atomic::Ordering::Release);
+                        break;
+                    }
                 }
             }
         }
