@@ -36,7 +36,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (None, None) => std::path::PathBuf::from("wa.db"),
     };
     let store = Store::open_sqlite(&db_path, Default::default()).await?;
-    let mut builder = Client::builder().store(store.device(&DeviceId::new("default")?)).push_name("wa pair_qr");
+    let mut builder =
+        Client::builder().store(store.device(&DeviceId::new("default")?)).push_name("wa pair_qr");
     if let Some(emu) = &emulator {
         builder = builder.url(emu.ws_url()).root_key(emu.root_public_key());
     }
@@ -44,32 +45,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut events = client.events();
     client.connect().await?;
 
-    let outcome = tokio::time::timeout(Duration::from_secs(if emulator.is_some() { 30 } else { 300 }), async {
-        while let Some(event) = events.recv().await {
-            match event {
-                Event::Qr(qr) => {
-                    println!("Scan this QR code with WhatsApp (Linked devices → Link a device):");
-                    println!("{}", qr.to_terminal()?);
-                    if let Some(emu) = &emulator {
-                        emu.phone(DEMO_PHONE)?.scan(&qr.text)?;
-                        println!("(the emulator's phone scanned it)");
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(if emulator.is_some() { 30 } else { 300 }), async {
+            while let Some(event) = events.recv().await {
+                match event {
+                    Event::Qr(qr) => {
+                        println!("Scan this QR code with WhatsApp (Linked devices → Link a device):");
+                        println!("{}", qr.to_terminal()?);
+                        if let Some(emu) = &emulator {
+                            emu.phone(DEMO_PHONE)?.scan(&qr.text)?;
+                            println!("(the emulator's phone scanned it)");
+                        }
                     }
+                    Event::PairSuccess { jid, platform, .. } => {
+                        println!("paired with a {platform} phone as {jid}")
+                    }
+                    Event::PairError { error } => return Err(format!("pairing refused: {error}").into()),
+                    Event::Connected { jid, lid } => {
+                        println!(
+                            "logged in as {jid}{}",
+                            lid.map(|l| format!(" (LID {l})")).unwrap_or_default()
+                        );
+                        return Ok(());
+                    }
+                    Event::Disconnected { reason, reconnect_in: None } => {
+                        return Err(format!("stopped: {reason:?}").into());
+                    }
+                    _ => {}
                 }
-                Event::PairSuccess { jid, platform, .. } => println!("paired with a {platform} phone as {jid}"),
-                Event::PairError { error } => return Err(format!("pairing refused: {error}").into()),
-                Event::Connected { jid, lid } => {
-                    println!("logged in as {jid}{}", lid.map(|l| format!(" (LID {l})")).unwrap_or_default());
-                    return Ok(());
-                }
-                Event::Disconnected { reason, reconnect_in: None } => {
-                    return Err(format!("stopped: {reason:?}").into());
-                }
-                _ => {}
             }
-        }
-        Err::<(), Box<dyn std::error::Error>>("client stopped".into())
-    })
-    .await;
+            Err::<(), Box<dyn std::error::Error>>("client stopped".into())
+        })
+        .await;
     client.disconnect().await;
     if emulator.is_some() && db.is_none() {
         let _ = std::fs::remove_file(&tmp);

@@ -186,3 +186,83 @@ async fn stream_errors_follow_the_policy() {
     next_matching(&mut events, "logged out", |e| matches!(e, Event::LoggedOut { .. }).then_some(())).await;
     assert!(client.jid().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pair_by_phone_code() {
+    let emu = emulator(5).await;
+    emu.create_account("15550005555", "Dave").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = sqlite_client(&emu, &dir.path().join("wa.db"), 51).await;
+    let mut events = client.events();
+    client.connect().await.unwrap();
+    next_matching(&mut events, "registration connection", |e| matches!(e, Event::Qr(_)).then_some(())).await;
+    let code = client.pair_phone("+1 555 000 5555").await.unwrap();
+    assert_eq!(code.len(), 8);
+    emu.phone("15550005555").unwrap().enter_code(&code).unwrap();
+    let jid = next_matching(&mut events, "pair success", |e| match e {
+        Event::PairSuccess { jid, .. } => Some(jid.clone()),
+        Event::PairError { error } => panic!("pair error {error}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(jid.user(), "15550005555");
+    next_matching(&mut events, "login", |e| matches!(e, Event::Connected { .. }).then_some(())).await;
+    client.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_text_reaction_edit_revoke_and_queries() {
+    let emu = emulator(6).await;
+    emu.create_account("15550006666", "Me").unwrap();
+    emu.create_account("15550007777", "Erin").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = sqlite_client(&emu, &dir.path().join("wa.db"), 61).await;
+    let mut events = client.events();
+    let me = pair(&emu, &client, &mut events, "15550006666").await;
+    let erin = emu.phone("15550007777").unwrap();
+
+    let found = client.is_on_whatsapp(&["15550007777", "15559999999"]).await.unwrap();
+    assert_eq!(found.len(), 2);
+    assert!(found.iter().any(|(n, j)| n == "15550007777" && j.is_some()));
+    assert!(found.iter().any(|(n, j)| n == "15559999999" && j.is_none()));
+
+    // 1:1 extras: reaction, edit, revoke, read receipt.
+    let id = erin.send_text(&me.to_non_ad(), "react to me").unwrap();
+    let msg = next_matching(&mut events, "erin's message", |e| match e {
+        Event::Message(m) if m.info.id == id => Some(m.clone()),
+        _ => None,
+    })
+    .await;
+    client.mark_read(&msg.info.chat, None, std::slice::from_ref(&msg.info.id)).await.unwrap();
+    let r = client.send_reaction(&msg.info, "👍").await.unwrap();
+    let got = erin.wait_message(T, |m| m.id == r.id).await.unwrap();
+    assert!(got.error.is_none(), "{:?}", got.error);
+    assert_eq!(got.kind, "reaction");
+    let sent = client.send_text(&erin.jid(), "typo").await.unwrap();
+    let e = client.edit_message(&erin.jid(), &sent.id, "fixed").await.unwrap();
+    assert!(erin.wait_message(T, |m| m.id == e.id).await.unwrap().error.is_none());
+    let rv = client.revoke_message(&erin.jid(), &sent.id).await.unwrap();
+    assert!(erin.wait_message(T, |m| m.id == rv.id).await.unwrap().error.is_none());
+    let reply = client.send_reply(&msg.info, &msg.message, "replying").await.unwrap();
+    assert_eq!(erin.wait_message(T, |m| m.id == reply.id).await.unwrap().text.as_deref(), Some("replying"));
+
+    // Groups: the phone writes first (sender key via SKDM), then we write (our SKDM goes to
+    // every member device once, then plain skmsg).
+    let group = emu.create_group("15550007777", "team", &["15550006666"]).unwrap();
+    let info = client.group_info(&group).await.unwrap();
+    assert_eq!(info.subject, "team");
+    let gid = erin.send_text(&group, "hello team").unwrap();
+    let gm = next_matching(&mut events, "group message", |e| match e {
+        Event::Message(m) if m.info.id == gid => Some(m.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(gm.info.is_group);
+    assert_eq!(gm.text(), Some("hello team"));
+    for text in ["hi team", "again"] {
+        let s = client.send_text(&group, text).await.unwrap();
+        let got = erin.wait_message(T, |m| m.id == s.id).await.expect("erin got the group message");
+        assert_eq!(got.text.as_deref(), Some(text), "{:?}", got.error);
+    }
+    client.disconnect().await;
+}
