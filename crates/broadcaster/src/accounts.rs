@@ -36,8 +36,7 @@ pub struct Account {
     pub updated_at: i64,
 }
 
-const ACCOUNT_COLUMNS: &str =
-    "id, name, phone, push_name, state, state_reason, daily_limit, time_zone, last_connected_at, created_at, updated_at";
+const ACCOUNT_COLUMNS: &str = "id, name, phone, push_name, state, state_reason, daily_limit, time_zone, last_connected_at, created_at, updated_at";
 
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     let state: String = r.get(4)?;
@@ -47,7 +46,11 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         phone: r.get(2)?,
         push_name: r.get(3)?,
         state: AccountState::parse(&state).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, format!("state {state}").into())
+            rusqlite::Error::FromSqlConversionFailure(
+                4,
+                rusqlite::types::Type::Text,
+                format!("state {state}").into(),
+            )
         })?,
         state_reason: r.get(5)?,
         daily_limit: r.get(6)?,
@@ -90,9 +93,11 @@ pub fn transition(
 ) -> Result<AccountState, TransitionError> {
     let tx = c.transaction()?;
     let from: String = tx
-        .query_row("SELECT state FROM accounts WHERE tenant_id = ?1 AND id = ?2", params![tenant_id, account_id], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT state FROM accounts WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant_id, account_id],
+            |r| r.get(0),
+        )
         .optional()?
         .ok_or(TransitionError::NotFound)?;
     let from = AccountState::parse(&from).ok_or(TransitionError::NotFound)?;
@@ -149,7 +154,12 @@ pub fn apply_session_event(
     match transition(c, tenant_id, account_id, to, reason, now) {
         Ok(_) => Ok(()),
         Err(TransitionError::Illegal { from, to }) => {
-            tracing::warn!(account_id, from = from.as_str(), to = to.as_str(), "dropped out-of-order session event");
+            tracing::warn!(
+                account_id,
+                from = from.as_str(),
+                to = to.as_str(),
+                "dropped out-of-order session event"
+            );
             Ok(())
         }
         Err(e) => Err(e),
@@ -195,8 +205,14 @@ fn check_time_zone(tz: &str) -> Result<(), ApiError> {
     let ok = tz == "UTC"
         || (tz.len() <= 64
             && tz.contains('/')
-            && tz.split('/').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-+".contains(c))));
-    if ok { Ok(()) } else { Err(ApiError::bad("invalid_time_zone", format!("`{tz}` is not an IANA time zone name"))) }
+            && tz
+                .split('/')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-+".contains(c))));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad("invalid_time_zone", format!("`{tz}` is not an IANA time zone name")))
+    }
 }
 
 pub fn parse_phone(input: &str) -> Result<E164, ApiError> {
@@ -278,7 +294,8 @@ pub async fn list(
                 "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE tenant_id = ?1 AND (?2 IS NULL OR state = ?2)
                  ORDER BY created_at, id"
             ))?;
-            let rows = stmt.query_map(params![tenant, state], account_from_row)?.collect::<Result<Vec<_>, _>>()?;
+            let rows =
+                stmt.query_map(params![tenant, state], account_from_row)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
         .await?;
@@ -288,14 +305,14 @@ pub async fn list(
 #[utoipa::path(get, path = "/api/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path)),
     responses((status = 200, body = Account), (status = 404, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
-pub async fn get(State(st): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Account>, ApiError> {
+pub async fn get(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Account>, ApiError> {
     p.require(Permission::Read)?;
     let tenant = p.tenant_id.clone();
-    st.db
-        .call(move |c| Ok(load(c, &tenant, &id)?))
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound("account"))
+    st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.map(Json).ok_or(ApiError::NotFound("account"))
 }
 
 #[utoipa::path(patch, path = "/api/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path)),
@@ -336,7 +353,11 @@ pub async fn update(
 
 #[utoipa::path(delete, path = "/api/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody)), security(("api_key" = [])))]
-pub async fn delete(State(st): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     p.require(Permission::Manage)?;
     let tenant = p.tenant_id.clone();
     let state = {
@@ -344,8 +365,10 @@ pub async fn delete(State(st): State<AppState>, p: Principal, Path(id): Path<Str
         st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.ok_or(ApiError::NotFound("account"))?.state
     };
     // A live session must be closed first so it stops writing for a deleted account.
-    if !matches!(state, AccountState::Inactive | AccountState::LoggedOut | AccountState::Disconnected | AccountState::Error)
-    {
+    if !matches!(
+        state,
+        AccountState::Inactive | AccountState::LoggedOut | AccountState::Disconnected | AccountState::Error
+    ) {
         return Err(ApiError::Conflict {
             code: "account_running",
             message: format!("account is {}; log out or disconnect it first", state.as_str()),
@@ -353,7 +376,9 @@ pub async fn delete(State(st): State<AppState>, p: Principal, Path(id): Path<Str
     }
     let n = st
         .db
-        .call(move |c| Ok(c.execute("DELETE FROM accounts WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])?))
+        .call(move |c| {
+            Ok(c.execute("DELETE FROM accounts WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])?)
+        })
         .await?;
     if n == 0 { Err(ApiError::NotFound("account")) } else { Ok(StatusCode::NO_CONTENT) }
 }
@@ -397,7 +422,12 @@ pub async fn activity(
                     Some(f) => Some(AccountState::parse(&f).ok_or_else(bad)?),
                     None => None,
                 };
-                out.push(Activity { from_state, to_state: AccountState::parse(&to).ok_or_else(bad)?, reason, at });
+                out.push(Activity {
+                    from_state,
+                    to_state: AccountState::parse(&to).ok_or_else(bad)?,
+                    reason,
+                    at,
+                });
             }
             Ok(Some(out))
         })
@@ -431,7 +461,9 @@ pub async fn connect(
         None => LinkMethod::Qr,
     };
     let runtime = st.runtime.clone().ok_or_else(|| {
-        ApiError::Unavailable("no WhatsApp runtime is configured in this build; connecting is not available".into())
+        ApiError::Unavailable(
+            "no WhatsApp runtime is configured in this build; connecting is not available".into(),
+        )
     })?;
     run_transition(&st, &p.tenant_id, &id, AccountState::Connecting, Some("connect requested")).await?;
     if let Err(e) = runtime.connect(&p.tenant_id, &id, method).await {
@@ -461,7 +493,11 @@ pub async fn disconnect(
     responses((status = 200, body = Account), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
-pub async fn logout(State(st): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Account>, ApiError> {
+pub async fn logout(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Account>, ApiError> {
     p.require(Permission::Disconnect)?;
     stop(&st, &p, id, true).await
 }
@@ -500,15 +536,14 @@ async fn run_transition(
 ) -> Result<(), ApiError> {
     let now = st.clock.now_ms();
     let (tenant, id, reason) = (tenant.to_owned(), id.to_owned(), reason.map(str::to_owned));
-    let r = st
-        .db
-        .call(move |c| Ok(transition(c, &tenant, &id, to, reason.as_deref(), now)))
-        .await?;
+    let r = st.db.call(move |c| Ok(transition(c, &tenant, &id, to, reason.as_deref(), now))).await?;
     st.outbox_notify.notify_one();
     match r {
         Ok(_) => Ok(()),
         Err(TransitionError::NotFound) => Err(ApiError::NotFound("account")),
-        Err(e @ TransitionError::Illegal { .. }) => Err(ApiError::Conflict { code: "invalid_state", message: e.to_string() }),
+        Err(e @ TransitionError::Illegal { .. }) => {
+            Err(ApiError::Conflict { code: "invalid_state", message: e.to_string() })
+        }
         Err(TransitionError::Db(e)) => Err(e.into()),
     }
 }

@@ -144,7 +144,8 @@ impl FromRequestParts<AppState> for Principal {
             })
             .await?;
         let (key_id, tenant_id, role) = found.ok_or(ApiError::Unauthorized)?;
-        let role = Role::parse(&role).ok_or_else(|| ApiError::Internal(format!("key {key_id} has bad role")))?;
+        let role =
+            Role::parse(&role).ok_or_else(|| ApiError::Internal(format!("key {key_id} has bad role")))?;
         Ok(Principal { tenant_id, key_id, role })
     }
 }
@@ -185,20 +186,26 @@ pub fn bootstrap_admin(
     now: i64,
 ) -> Result<Bootstrap, crate::db::DbError> {
     let tx = c.transaction()?;
-    let tenant: Option<String> =
-        tx.query_row("SELECT id FROM tenants ORDER BY created_at, id LIMIT 1", [], |r| r.get(0)).optional()?;
+    let tenant: Option<String> = tx
+        .query_row("SELECT id FROM tenants ORDER BY created_at, id LIMIT 1", [], |r| r.get(0))
+        .optional()?;
     let tenant = match tenant {
         Some(t) => t,
         None => {
             let id = new_id("ten");
-            tx.execute("INSERT INTO tenants (id, name, created_at) VALUES (?1,'default',?2)", params![id, now])?;
+            tx.execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES (?1,'default',?2)",
+                params![id, now],
+            )?;
             id
         }
     };
     let outcome = if let Some(clear) = env_key {
         let hash = hash_key(clear);
         let known: bool =
-            tx.query_row("SELECT EXISTS(SELECT 1 FROM api_keys WHERE key_hash = ?1)", params![hash], |r| r.get(0))?;
+            tx.query_row("SELECT EXISTS(SELECT 1 FROM api_keys WHERE key_hash = ?1)", params![hash], |r| {
+                r.get(0)
+            })?;
         if !known {
             let prefix: String = clear.chars().take(10).collect();
             let key = GeneratedKey { clear: String::new(), hash, prefix };

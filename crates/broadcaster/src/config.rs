@@ -102,12 +102,23 @@ impl Config {
         let defaults = RetryPolicy::default();
         let listen = match cli.listen.or(file.listen) {
             Some(a) => a,
-            None => DEFAULT_LISTEN.parse().map_err(|_| ConfigError::Invalid("listen", DEFAULT_LISTEN.into()))?,
+            None => {
+                DEFAULT_LISTEN.parse().map_err(|_| ConfigError::Invalid("listen", DEFAULT_LISTEN.into()))?
+            }
         };
         let webhook = RetryPolicy {
-            max_attempts: cli.webhook_max_attempts.or(file.webhook_max_attempts).unwrap_or(defaults.max_attempts),
-            base_delay_ms: cli.webhook_base_delay_ms.or(file.webhook_base_delay_ms).unwrap_or(defaults.base_delay_ms),
-            max_delay_ms: cli.webhook_max_delay_ms.or(file.webhook_max_delay_ms).unwrap_or(defaults.max_delay_ms),
+            max_attempts: cli
+                .webhook_max_attempts
+                .or(file.webhook_max_attempts)
+                .unwrap_or(defaults.max_attempts),
+            base_delay_ms: cli
+                .webhook_base_delay_ms
+                .or(file.webhook_base_delay_ms)
+                .unwrap_or(defaults.base_delay_ms),
+            max_delay_ms: cli
+                .webhook_max_delay_ms
+                .or(file.webhook_max_delay_ms)
+                .unwrap_or(defaults.max_delay_ms),
             request_timeout: cli
                 .webhook_timeout_secs
                 .or(file.webhook_timeout_secs)
@@ -131,12 +142,17 @@ impl Config {
             listen,
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
             max_body_bytes,
-            shutdown_timeout: Duration::from_secs(cli.shutdown_timeout_secs.or(file.shutdown_timeout_secs).unwrap_or(10)),
+            shutdown_timeout: Duration::from_secs(
+                cli.shutdown_timeout_secs.or(file.shutdown_timeout_secs).unwrap_or(10),
+            ),
             webhook,
             log_level: match cli.log.or(file.log) {
                 None => tracing::Level::INFO,
                 Some(l) => l.parse().map_err(|_| {
-                    ConfigError::Invalid("log", format!("`{l}` is not one of error, warn, info, debug, trace"))
+                    ConfigError::Invalid(
+                        "log",
+                        format!("`{l}` is not one of error, warn, info, debug, trace"),
+                    )
                 })?,
             },
         })
@@ -144,7 +160,8 @@ impl Config {
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
     toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
 }
 
@@ -164,8 +181,16 @@ mod tests {
     fn flags_beat_file_and_file_beats_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\nwebhook_max_attempts = 3\n").unwrap();
-        let cli = Cli { config: Some(path.clone()), listen: Some("127.0.0.1:9100".parse().unwrap()), ..Cli::default() };
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\nwebhook_max_attempts = 3\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            config: Some(path.clone()),
+            listen: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Cli::default()
+        };
         let c = Config::resolve(cli).unwrap();
         assert_eq!(c.listen.port(), 9100);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
@@ -187,7 +212,9 @@ mod tests {
     fn help_documents_every_setting() {
         use clap::CommandFactory;
         let help = Cli::command().render_long_help().to_string();
-        for needle in ["--listen", "--data-dir", "--config", "BROADCASTER_ADMIN_KEY", "--webhook-max-attempts"] {
+        for needle in
+            ["--listen", "--data-dir", "--config", "BROADCASTER_ADMIN_KEY", "--webhook-max-attempts"]
+        {
             assert!(help.contains(needle), "help lacks {needle}");
         }
     }

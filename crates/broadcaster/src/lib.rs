@@ -49,7 +49,10 @@ pub enum ServeError {
 
 /// Opens the database in `config.data_dir` and ensures the bootstrap admin key exists. A newly
 /// generated key is returned so the caller can print it exactly once.
-pub async fn open_database(config: &Config, env_admin_key: Option<String>) -> Result<(Db, Bootstrap), ServeError> {
+pub async fn open_database(
+    config: &Config,
+    env_admin_key: Option<String>,
+) -> Result<(Db, Bootstrap), ServeError> {
     let dir = config.data_dir.clone();
     std::fs::create_dir_all(&dir).map_err(|source| ServeError::DataDir { path: dir.clone(), source })?;
     let db = tokio::task::spawn_blocking(move || Db::open_in_dir(&dir))
@@ -59,7 +62,6 @@ pub async fn open_database(config: &Config, env_admin_key: Option<String>) -> Re
     let boot = db.call(move |c| auth::bootstrap_admin(c, env_admin_key.as_deref(), now)).await?;
     Ok((db, boot))
 }
-
 
 /// Serves the API on an already-bound listener until `shutdown` resolves, then drains in-flight
 /// requests and stops the webhook worker (bounded by `config.shutdown_timeout`).
@@ -71,7 +73,8 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let clock: SharedClock = Arc::new(SystemClock);
     let notify = Arc::new(Notify::new());
-    let state = AppState { db: db.clone(), clock: clock.clone(), runtime: None, outbox_notify: notify.clone() };
+    let state =
+        AppState { db: db.clone(), clock: clock.clone(), runtime: None, outbox_notify: notify.clone() };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = WebhookWorker::new(db, clock, config.webhook.clone(), notify);
     let mut worker_rx = stop_rx.clone();

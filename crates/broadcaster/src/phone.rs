@@ -31,11 +31,8 @@ impl E164 {
         if trimmed.is_empty() {
             return Err(PhoneError::Empty);
         }
-        let (international, rest) = if let Some(r) = trimmed.strip_prefix('+') {
-            (true, r)
-        } else {
-            (false, trimmed)
-        };
+        let (international, rest) =
+            if let Some(r) = trimmed.strip_prefix('+') { (true, r) } else { (false, trimmed) };
         let mut digits = String::with_capacity(16);
         for c in rest.chars() {
             match c {

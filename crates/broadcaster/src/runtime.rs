@@ -14,7 +14,9 @@ use std::pin::Pin;
 pub enum LinkMethod {
     Qr,
     /// Pairing code for this E.164 number (digits only, no `+`).
-    PairingCode { phone_digits: String },
+    PairingCode {
+        phone_digits: String,
+    },
 }
 
 /// Something a session reports about its connection.
@@ -22,16 +24,33 @@ pub enum LinkMethod {
 #[non_exhaustive]
 pub enum SessionEvent {
     /// A QR to show; `expires_at_ms` when it rotates.
-    Qr { code: String, expires_at_ms: i64 },
-    PairingCode { code: String, expires_at_ms: i64 },
+    Qr {
+        code: String,
+        expires_at_ms: i64,
+    },
+    PairingCode {
+        code: String,
+        expires_at_ms: i64,
+    },
     /// Logged in (or resumed); `phone` is E.164 when known.
-    Connected { phone: Option<String>, push_name: Option<String> },
+    Connected {
+        phone: Option<String>,
+        push_name: Option<String>,
+    },
     /// The transport dropped; the runtime will retry.
-    Reconnecting { reason: String },
-    Disconnected { reason: String },
+    Reconnecting {
+        reason: String,
+    },
+    Disconnected {
+        reason: String,
+    },
     /// The device was unlinked (from the phone or by us).
-    LoggedOut { reason: String },
-    Failed { reason: String },
+    LoggedOut {
+        reason: String,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 /// Errors a runtime returns for a command.
@@ -61,7 +80,12 @@ pub trait SessionEvents: Send + Sync + 'static {
 /// Drives live WhatsApp sessions, one per account.
 pub trait AccountRuntime: Send + Sync + 'static {
     /// Starts (or resumes, when stored credentials exist) the session of `account_id`.
-    fn connect<'a>(&'a self, tenant_id: &'a str, account_id: &'a str, method: LinkMethod) -> RuntimeFuture<'a, ()>;
+    fn connect<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        method: LinkMethod,
+    ) -> RuntimeFuture<'a, ()>;
     /// Closes the connection, keeping credentials.
     fn disconnect<'a>(&'a self, tenant_id: &'a str, account_id: &'a str) -> RuntimeFuture<'a, ()>;
     /// Unlinks the device and forgets its credentials.

@@ -56,7 +56,10 @@ pub async fn create_tenant(
             let tx = c.transaction()?;
             let id = new_id("ten");
             let name = req.name.trim().to_owned();
-            tx.execute("INSERT INTO tenants (id, name, created_at) VALUES (?1,?2,?3)", params![id, name, now])?;
+            tx.execute(
+                "INSERT INTO tenants (id, name, created_at) VALUES (?1,?2,?3)",
+                params![id, name, now],
+            )?;
             let key = generate_key();
             let key_id = insert_key(&tx, &id, "initial manager key", Role::Manager, now, &key)?;
             tx.commit()?;

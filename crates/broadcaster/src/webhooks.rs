@@ -96,7 +96,10 @@ fn validate_url(url: &str) -> Result<(), ApiError> {
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
-            return Err(ApiError::bad("unsupported_url", "https webhook URLs are not supported by this build yet"));
+            return Err(ApiError::bad(
+                "unsupported_url",
+                "https webhook URLs are not supported by this build yet",
+            ));
         }
         _ => return Err(ApiError::bad("invalid_url", "url must start with http://")),
     }
@@ -205,12 +208,18 @@ pub async fn list(State(st): State<AppState>, p: Principal) -> Result<Json<Vec<W
 
 #[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody)), security(("api_key" = [])))]
-pub async fn delete(State(st): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     p.require(Permission::Manage)?;
     let tenant = p.tenant_id.clone();
     let n = st
         .db
-        .call(move |c| Ok(c.execute("DELETE FROM webhooks WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])?))
+        .call(move |c| {
+            Ok(c.execute("DELETE FROM webhooks WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])?)
+        })
         .await?;
     if n == 0 { Err(ApiError::NotFound("webhook")) } else { Ok(StatusCode::NO_CONTENT) }
 }
@@ -297,7 +306,11 @@ pub async fn deliveries(
 #[utoipa::path(post, path = "/api/v1/webhooks/deliveries/{id}/replay", tag = "webhooks",
     params(("id" = String, Path)),
     responses((status = 202), (status = 404, body = crate::error::ErrorBody)), security(("api_key" = [])))]
-pub async fn replay(State(st): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn replay(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     p.require(Permission::Manage)?;
     let tenant = p.tenant_id.clone();
     let now = st.clock.now_ms();
@@ -332,7 +345,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 8, base_delay_ms: 5_000, max_delay_ms: 3_600_000, request_timeout: Duration::from_secs(10) }
+        Self {
+            max_attempts: 8,
+            base_delay_ms: 5_000,
+            max_delay_ms: 3_600_000,
+            request_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -385,7 +403,13 @@ impl WebhookWorker {
                 )?;
                 let rows = stmt
                     .query_map(params![now], |r| {
-                        Ok(Due { id: r.get(0)?, url: r.get(1)?, secret: r.get(2)?, payload: r.get(3)?, attempts: r.get(4)? })
+                        Ok(Due {
+                            id: r.get(0)?,
+                            url: r.get(1)?,
+                            secret: r.get(2)?,
+                            payload: r.get(3)?,
+                            attempts: r.get(4)?,
+                        })
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(rows)
@@ -468,9 +492,11 @@ impl WebhookWorker {
     pub async fn next_due(&self) -> Result<Option<i64>, DbError> {
         self.db
             .call(|c| {
-                Ok(c.query_row("SELECT MIN(next_attempt_at) FROM webhook_outbox WHERE status = 'pending'", [], |r| {
-                    r.get::<_, Option<i64>>(0)
-                })
+                Ok(c.query_row(
+                    "SELECT MIN(next_attempt_at) FROM webhook_outbox WHERE status = 'pending'",
+                    [],
+                    |r| r.get::<_, Option<i64>>(0),
+                )
                 .optional()?
                 .flatten())
             })
@@ -513,7 +539,8 @@ mod tests {
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
-        let p = RetryPolicy { max_attempts: 5, base_delay_ms: 1000, max_delay_ms: 10_000, ..Default::default() };
+        let p =
+            RetryPolicy { max_attempts: 5, base_delay_ms: 1000, max_delay_ms: 10_000, ..Default::default() };
         assert!((500..=1000).contains(&p.delay_after(1, 0)));
         assert_eq!(p.delay_after(1, 0), 500);
         assert_eq!(p.delay_after(1, 500), 1000);

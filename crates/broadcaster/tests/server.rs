@@ -31,7 +31,9 @@ struct Harness {
     admin: String,
 }
 
-async fn harness_with(runtime: impl FnOnce(&Db, SharedClock, Arc<Notify>) -> Option<Arc<dyn AccountRuntime>>) -> Harness {
+async fn harness_with(
+    runtime: impl FnOnce(&Db, SharedClock, Arc<Notify>) -> Option<Arc<dyn AccountRuntime>>,
+) -> Harness {
     let db = Db::open_in_memory().unwrap();
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let now = clock.now_ms();
@@ -51,7 +53,13 @@ async fn harness() -> Harness {
 }
 
 impl Harness {
-    async fn raw(&self, method: &str, path: &str, key: Option<&str>, body: Option<String>) -> (StatusCode, Value) {
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<String>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(k) = key {
             req = req.header("authorization", format!("Bearer {k}"));
@@ -99,7 +107,9 @@ async fn health_and_openapi_are_public() {
     let (s, doc) = h.raw("GET", "/openapi.json", None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
-    for path in ["/api/v1/accounts", "/api/v1/accounts/{id}", "/api/v1/webhooks", "/api/v1/keys", "/api/v1/tenants"] {
+    for path in
+        ["/api/v1/accounts", "/api/v1/accounts/{id}", "/api/v1/webhooks", "/api/v1/keys", "/api/v1/tenants"]
+    {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
 }
@@ -126,9 +136,8 @@ async fn keys_are_stored_hashed_shown_once_and_revocable() {
     let viewer_id = v["id"].as_str().unwrap().to_owned();
     // Nothing in the database contains a clear key.
     let (a, b) = (h.admin.clone(), viewer.clone());
-    let leaked: i64 = h
-        .db
-        .call(move |c| {
+    let leaked: i64 =
+        h.db.call(move |c| {
             Ok(c.query_row(
                 "SELECT COUNT(*) FROM api_keys WHERE key_hash IN (?1, ?2) OR name LIKE '%' || ?1 || '%'",
                 [&a, &b],
@@ -150,7 +159,10 @@ async fn keys_are_stored_hashed_shown_once_and_revocable() {
     let (s, v) = h.call("POST", "/api/v1/tenants", &mgr, Some(json!({ "name": "evil" }))).await;
     assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
     // Revoked keys stop working.
-    assert_eq!(h.call("DELETE", &format!("/api/v1/keys/{viewer_id}"), &mgr, None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        h.call("DELETE", &format!("/api/v1/keys/{viewer_id}"), &mgr, None).await.0,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(h.call("GET", "/api/v1/accounts", &viewer, None).await.0, StatusCode::UNAUTHORIZED);
 }
 
@@ -169,7 +181,8 @@ async fn bad_input_gets_clear_4xx_json_errors() {
     assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_name");
     let (s, v) = h.call("POST", "/api/v1/accounts", &k, Some(json!({ "name": "a", "daily_limit": 0 }))).await;
     assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_daily_limit");
-    let (s, v) = h.call("POST", "/api/v1/accounts", &k, Some(json!({ "name": "a", "time_zone": "Mars" }))).await;
+    let (s, v) =
+        h.call("POST", "/api/v1/accounts", &k, Some(json!({ "name": "a", "time_zone": "Mars" }))).await;
     assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_time_zone");
     let big = json!({ "name": "a".repeat(MAX_BODY + 1) }).to_string();
     let (s, v) = h.raw("POST", "/api/v1/accounts", Some(&k), Some(big)).await;
@@ -180,9 +193,11 @@ async fn bad_input_gets_clear_4xx_json_errors() {
         .unwrap();
     let resp = h.app.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    let (s, v) = h.call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": "ftp://x", "events": ["*"] }))).await;
+    let (s, v) =
+        h.call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": "ftp://x", "events": ["*"] }))).await;
     assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_url");
-    let (s, v) = h.call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": "http://x/", "events": ["nope"] }))).await;
+    let (s, v) =
+        h.call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": "http://x/", "events": ["nope"] }))).await;
     assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_events");
     let (s, v) = h.call("GET", "/api/v1/nothing", &k, None).await;
     assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
@@ -194,15 +209,20 @@ async fn bad_input_gets_clear_4xx_json_errors() {
 async fn phone_is_normalised_to_e164_and_unique_per_tenant() {
     let h = harness().await;
     let k = h.admin.clone();
-    let (s, v) = h.call("POST", "/api/v1/accounts", &k, Some(json!({ "name": "a", "phone": "+1 (415) 555-0123" }))).await;
+    let (s, v) = h
+        .call("POST", "/api/v1/accounts", &k, Some(json!({ "name": "a", "phone": "+1 (415) 555-0123" })))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["phone"], "+14155550123");
     assert_eq!(v["state"], "inactive");
-    let (s, v) = h.call("POST", "/api/v1/accounts", &k, Some(json!({ "name": "b", "phone": "0014155550123" }))).await;
+    let (s, v) =
+        h.call("POST", "/api/v1/accounts", &k, Some(json!({ "name": "b", "phone": "0014155550123" }))).await;
     assert_error(s, &v, StatusCode::CONFLICT, "phone_in_use");
     // Another tenant may register the same number.
     let other = h.tenant("other").await;
-    let (s, _) = h.call("POST", "/api/v1/accounts", &other, Some(json!({ "name": "b", "phone": "+14155550123" }))).await;
+    let (s, _) = h
+        .call("POST", "/api/v1/accounts", &other, Some(json!({ "name": "b", "phone": "+14155550123" })))
+        .await;
     assert_eq!(s, StatusCode::CREATED);
 }
 
@@ -212,14 +232,16 @@ async fn tenant_isolation_on_every_endpoint() {
     let a = h.tenant("a").await;
     let b = h.tenant("b").await;
     let acc_a = h.account(&a, "a-line").await;
-    let (s, hook) =
-        h.call("POST", "/api/v1/webhooks", &a, Some(json!({ "url": "http://127.0.0.1:9/h", "events": ["*"] }))).await;
+    let (s, hook) = h
+        .call("POST", "/api/v1/webhooks", &a, Some(json!({ "url": "http://127.0.0.1:9/h", "events": ["*"] })))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{hook}");
     let hook_a = hook["id"].as_str().unwrap().to_owned();
     let (_, keys) = h.call("GET", "/api/v1/keys", &a, None).await;
     let key_a = keys[0]["id"].as_str().unwrap().to_owned();
     // Produce a delivery in A's outbox.
-    let (s, _) = h.call("PATCH", &format!("/api/v1/accounts/{acc_a}"), &a, Some(json!({ "name": "x" }))).await;
+    let (s, _) =
+        h.call("PATCH", &format!("/api/v1/accounts/{acc_a}"), &a, Some(json!({ "name": "x" }))).await;
     assert_eq!(s, StatusCode::OK);
     let (t, id) = (h.db.clone(), acc_a.clone());
     let now = h.clock.now_ms();
@@ -270,7 +292,12 @@ async fn tenant_isolation_on_every_endpoint() {
     }
     // A webhook of B cannot be bound to A's account.
     let (s, v) = h
-        .call("POST", "/api/v1/webhooks", &b, Some(json!({ "url": "http://x/", "events": ["*"], "account_id": acc_a })))
+        .call(
+            "POST",
+            "/api/v1/webhooks",
+            &b,
+            Some(json!({ "url": "http://x/", "events": ["*"], "account_id": acc_a })),
+        )
         .await;
     assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
     // A's resources are untouched.
@@ -288,15 +315,25 @@ struct ScriptedRuntime {
 }
 
 impl AccountRuntime for ScriptedRuntime {
-    fn connect<'a>(&'a self, tenant_id: &'a str, account_id: &'a str, method: LinkMethod) -> RuntimeFuture<'a, ()> {
+    fn connect<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        method: LinkMethod,
+    ) -> RuntimeFuture<'a, ()> {
         Box::pin(async move {
             self.calls.lock().unwrap().push(format!("connect {method:?}"));
             let first = match method {
                 LinkMethod::Qr => SessionEvent::Qr { code: "2@abc".into(), expires_at_ms: 0 },
-                LinkMethod::PairingCode { .. } => SessionEvent::PairingCode { code: "ABCD1234".into(), expires_at_ms: 0 },
+                LinkMethod::PairingCode { .. } => {
+                    SessionEvent::PairingCode { code: "ABCD1234".into(), expires_at_ms: 0 }
+                }
             };
             self.events.emit(tenant_id, account_id, first).await;
-            let connected = SessionEvent::Connected { phone: Some("+14155550199".into()), push_name: Some("Shop".into()) };
+            let connected = SessionEvent::Connected {
+                phone: Some("+14155550199".into()),
+                push_name: Some("Shop".into()),
+            };
             self.events.emit(tenant_id, account_id, connected).await;
             Ok(())
         })
@@ -355,19 +392,36 @@ async fn state_machine_transitions_are_recorded_through_the_runtime_seam() {
     assert_error(s, &v, StatusCode::CONFLICT, "invalid_state");
     // Pairing code path after logout.
     let (s, v) = h
-        .call("POST", &format!("/api/v1/accounts/{acc}/connect"), &k, Some(json!({ "pairing_phone": "+1 415 555 0199" })))
+        .call(
+            "POST",
+            &format!("/api/v1/accounts/{acc}/connect"),
+            &k,
+            Some(json!({ "pairing_phone": "+1 415 555 0199" })),
+        )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     let (_, log) = h.call("GET", &format!("/api/v1/accounts/{acc}/activity"), &k, None).await;
     let states: Vec<&str> = log.as_array().unwrap().iter().map(|e| e["to_state"].as_str().unwrap()).collect();
     assert_eq!(
         states,
-        ["inactive", "connecting", "qr_ready", "active", "logged_out", "connecting", "pairing_code_ready", "active"]
+        [
+            "inactive",
+            "connecting",
+            "qr_ready",
+            "active",
+            "logged_out",
+            "connecting",
+            "pairing_code_ready",
+            "active"
+        ]
     );
     assert_eq!(log[1]["from_state"], "inactive");
     let (s, v) = h.call("POST", &format!("/api/v1/accounts/{acc}/disconnect"), &k, None).await;
     assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("disconnected")));
-    assert_eq!(h.call("DELETE", &format!("/api/v1/accounts/{acc}"), &k, None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        h.call("DELETE", &format!("/api/v1/accounts/{acc}"), &k, None).await.0,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(h.call("GET", &format!("/api/v1/accounts/{acc}"), &k, None).await.0, StatusCode::NOT_FOUND);
 }
 
@@ -416,9 +470,13 @@ async fn emit_transitions(h: &Harness, key: &str, acc: &str, n: usize) {
     // Each connect/disconnect pair through the API enqueues connection_update events.
     let tenant = {
         let (db, acc) = (h.db.clone(), acc.to_owned());
-        db.call(move |c| Ok(c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [&acc], |r| r.get::<_, String>(0))?))
-            .await
-            .unwrap()
+        db.call(move |c| {
+            Ok(c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [&acc], |r| {
+                r.get::<_, String>(0)
+            })?)
+        })
+        .await
+        .unwrap()
     };
     let _ = key;
     use broadcaster::account_state::AccountState::*;
@@ -453,7 +511,9 @@ async fn webhooks_survive_a_receiver_outage_without_loss_or_duplicates() {
     let h = harness().await;
     let k = h.admin.clone();
     let (rx, url) = start_receiver().await;
-    let (s, hook) = h.call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": url, "events": ["connection_update"] }))).await;
+    let (s, hook) = h
+        .call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": url, "events": ["connection_update"] })))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{hook}");
     *rx.secret.lock().unwrap() = hook["secret"].as_str().unwrap().to_owned();
     let hook_id = hook["id"].as_str().unwrap().to_owned();
@@ -473,7 +533,10 @@ async fn webhooks_survive_a_receiver_outage_without_loss_or_duplicates() {
     }
     assert_eq!(rx.hits.load(Ordering::SeqCst), 12);
     let ds = deliveries(&h, &k, &hook_id).await;
-    assert!(ds.iter().all(|d| d["status"] == "pending" && d["attempts"] == 3 && d["last_status"] == 503), "{ds:?}");
+    assert!(
+        ds.iter().all(|d| d["status"] == "pending" && d["attempts"] == 3 && d["last_status"] == 503),
+        "{ds:?}"
+    );
 
     rx.down.store(false, Ordering::SeqCst);
     assert_eq!(w.run_once().await.unwrap(), 4);
@@ -495,7 +558,8 @@ async fn dead_letters_are_listed_and_replayable_with_the_same_idempotency_key() 
     let h = harness().await;
     let k = h.admin.clone();
     let (rx, url) = start_receiver().await;
-    let (_, hook) = h.call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": url, "events": ["*"] }))).await;
+    let (_, hook) =
+        h.call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": url, "events": ["*"] }))).await;
     *rx.secret.lock().unwrap() = hook["secret"].as_str().unwrap().to_owned();
     let hook_id = hook["id"].as_str().unwrap().to_owned();
     let acc = h.account(&k, "a").await;
@@ -507,7 +571,8 @@ async fn dead_letters_are_listed_and_replayable_with_the_same_idempotency_key() 
         h.clock.advance_ms(3_600_000);
     }
     assert_eq!(w.run_once().await.unwrap(), 0, "dead letters are not retried");
-    let (s, dead) = h.call("GET", &format!("/api/v1/webhooks/{hook_id}/deliveries?status=dead"), &k, None).await;
+    let (s, dead) =
+        h.call("GET", &format!("/api/v1/webhooks/{hook_id}/deliveries?status=dead"), &k, None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(dead.as_array().unwrap().len(), 1, "{dead}");
     let del_id = dead[0]["id"].as_str().unwrap().to_owned();
@@ -527,7 +592,8 @@ async fn the_background_worker_wakes_on_new_events() {
     let h = harness().await;
     let k = h.admin.clone();
     let (rx, url) = start_receiver().await;
-    let (_, hook) = h.call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": url, "events": ["*"] }))).await;
+    let (_, hook) =
+        h.call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": url, "events": ["*"] }))).await;
     *rx.secret.lock().unwrap() = hook["secret"].as_str().unwrap().to_owned();
     let acc = h.account(&k, "a").await;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -542,4 +608,3 @@ async fn the_background_worker_wakes_on_new_events() {
     stop_tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(20), task).await.expect("worker stops").unwrap();
 }
-
