@@ -53,7 +53,7 @@ pub struct Cli {
     #[arg(long, env = "BROADCASTER_WEBHOOK_TIMEOUT_SECS", value_name = "SECS")]
     pub webhook_timeout_secs: Option<u64>,
     /// Log level: error, warn, info, debug or trace [default: info].
-    #[arg(long, env = "BROADCASTER_LOG", value_name = "FILTER")]
+    #[arg(long, env = "BROADCASTER_LOG", value_name = "LEVEL")]
     pub log: Option<String>,
 }
 
