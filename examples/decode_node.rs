@@ -27,10 +27,7 @@ fn parse_input(s: &str) -> Result<Vec<u8>, String> {
         &base64::engine::general_purpose::URL_SAFE,
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
     ];
-    engines
-        .iter()
-        .find_map(|e| e.decode(s).ok())
-        .ok_or_else(|| "input is neither hex nor base64".to_owned())
+    engines.iter().find_map(|e| e.decode(s).ok()).ok_or_else(|| "input is neither hex nor base64".to_owned())
 }
 
 fn main() -> ExitCode {
@@ -44,9 +41,7 @@ fn main() -> ExitCode {
             "--compact" => compact = true,
             "--v2" => decoder = Decoder::new(&token::V2),
             "-h" | "--help" => {
-                eprintln!(
-                    "usage: decode_node [--body] [--v2] [--compact] [FRAME_HEX_OR_BASE64 ...]"
-                );
+                eprintln!("usage: decode_node [--body] [--v2] [--compact] [FRAME_HEX_OR_BASE64 ...]");
                 eprintln!("       (without frames, reads one per line from standard input)");
                 return ExitCode::SUCCESS;
             }
@@ -74,11 +69,7 @@ fn main() -> ExitCode {
                 decoder.unpack_frame(&bytes).map_err(|e| e.to_string())?
             };
             let doc = decoder.decode(&body).map_err(|e| e.to_string())?;
-            Ok(if compact {
-                format!("{}", doc.root())
-            } else {
-                format!("{:#}", doc.root())
-            })
+            Ok(if compact { format!("{}", doc.root()) } else { format!("{:#}", doc.root()) })
         });
         match result {
             Ok(text) => println!("{text}"),
@@ -88,9 +79,5 @@ fn main() -> ExitCode {
             }
         }
     }
-    if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }

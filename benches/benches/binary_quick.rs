@@ -42,17 +42,11 @@ fn from_json(v: &J) -> N {
         None => C::None,
         Some(J::Array(items)) => C::Kids(items.iter().map(from_json).collect()),
         Some(J::String(s)) => C::Str(s.clone()),
-        Some(b) => C::Bytes(
-            base64::engine::general_purpose::STANDARD
-                .decode(b["b64"].as_str().unwrap())
-                .unwrap(),
-        ),
+        Some(b) => {
+            C::Bytes(base64::engine::general_purpose::STANDARD.decode(b["b64"].as_str().unwrap()).unwrap())
+        }
     };
-    N {
-        tag: v["tag"].as_str().unwrap().to_owned(),
-        attrs,
-        content,
-    }
+    N { tag: v["tag"].as_str().unwrap().to_owned(), attrs, content }
 }
 
 fn ours(n: &N) -> wa_binary::Node {
@@ -98,10 +92,7 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 fn n(tag: &str, attrs: &[(&str, &str)], content: C) -> N {
     N {
         tag: tag.to_owned(),
-        attrs: attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        attrs: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         content,
     }
 }
@@ -115,11 +106,7 @@ fn message_256() -> N {
             N {
                 tag: "to".into(),
                 attrs: vec![("jid".into(), jid)],
-                content: C::Kids(vec![n(
-                    "enc",
-                    &[("v", "2"), ("type", kind)],
-                    C::Bytes(body),
-                )]),
+                content: C::Kids(vec![n("enc", &[("v", "2"), ("type", kind)], C::Bytes(body))]),
             }
         })
         .collect();
@@ -142,18 +129,10 @@ fn message_256() -> N {
 fn media_1mib() -> N {
     n(
         "iq",
-        &[
-            ("id", "71.229-3"),
-            ("type", "set"),
-            ("xmlns", "w:m"),
-            ("to", "@s.whatsapp.net"),
-        ],
+        &[("id", "71.229-3"), ("type", "set"), ("xmlns", "w:m"), ("to", "@s.whatsapp.net")],
         C::Kids(vec![n(
             "media",
-            &[
-                ("type", "image"),
-                ("hash", "n2tVmYfzw3ZQWyHq0mJ4mYxgYl0dXuJMtEXCqoC8HZ0="),
-            ],
+            &[("type", "image"), ("hash", "n2tVmYfzw3ZQWyHq0mJ4mYxgYl0dXuJMtEXCqoC8HZ0=")],
             C::Bytes(pseudo_random(1 << 20, 3)),
         )]),
     )
@@ -173,28 +152,16 @@ impl Case {
         let ours: Vec<_> = nodes.iter().map(ours).collect();
         let theirs: Vec<_> = nodes.iter().map(theirs).collect();
         let wire_ours: Vec<_> = ours.iter().map(|n| wa_binary::encode(n).unwrap()).collect();
-        let wire_theirs: Vec<_> = theirs
-            .iter()
-            .map(|n| wacore_binary::marshal::marshal_auto(n).unwrap())
-            .collect();
-        let same = wire_ours
-            .iter()
-            .zip(&wire_theirs)
-            .filter(|(a, b)| a == b)
-            .count();
+        let wire_theirs: Vec<_> =
+            theirs.iter().map(|n| wacore_binary::marshal::marshal_auto(n).unwrap()).collect();
+        let same = wire_ours.iter().zip(&wire_theirs).filter(|(a, b)| a == b).count();
         let bytes: usize = wire_ours.iter().map(Vec::len).sum();
         eprintln!(
             "{name}: {} nodes, {bytes} encoded bytes; byte-identical encodings: {same}/{}",
             ours.len(),
             ours.len()
         );
-        Case {
-            name,
-            ours,
-            theirs,
-            wire_ours,
-            wire_theirs,
-        }
+        Case { name, ours, theirs, wire_ours, wire_theirs }
     }
 
     fn bytes(&self) -> u64 {
@@ -205,12 +172,7 @@ impl Case {
 fn cases() -> Vec<Case> {
     let text = include_str!("../data/stanzas.json");
     let json: J = serde_json::from_str(text).unwrap();
-    let stanzas = json["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(from_json)
-        .collect();
+    let stanzas = json["nodes"].as_array().unwrap().iter().map(from_json).collect();
     vec![
         Case::new("stanzas", stanzas),
         Case::new("message_256", vec![message_256()]),

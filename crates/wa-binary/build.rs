@@ -12,25 +12,12 @@ fn load(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let text = std::fs::read_to_string(path).expect("read token dictionary");
     let json: serde_json::Value = serde_json::from_str(&text).expect("token dictionary is JSON");
     let strings = |v: &serde_json::Value| -> Vec<String> {
-        v.as_array()
-            .expect("array")
-            .iter()
-            .map(|s| s.as_str().expect("string").to_owned())
-            .collect()
+        v.as_array().expect("array").iter().map(|s| s.as_str().expect("string").to_owned()).collect()
     };
     let single = strings(&json["single_byte"]);
-    let double: Vec<Vec<String>> = json["double_byte"]
-        .as_array()
-        .expect("double_byte")
-        .iter()
-        .map(strings)
-        .collect();
-    assert_eq!(
-        single.len(),
-        236,
-        "{}: single_byte must have 236 entries",
-        path.display()
-    );
+    let double: Vec<Vec<String>> =
+        json["double_byte"].as_array().expect("double_byte").iter().map(strings).collect();
+    assert_eq!(single.len(), 236, "{}: single_byte must have 236 entries", path.display());
     assert_eq!(double.len(), 4);
     for d in &double {
         assert_eq!(d.len(), 256);
@@ -86,26 +73,14 @@ fn emit(out: &mut String, name: &str, single: &[String], double: &[Vec<String>])
     }
     assert!(max_probe < 16, "token hash clusters too much ({max_probe})");
 
-    writeln!(
-        out,
-        "pub(crate) static {name}_SINGLE: [&str; 236] = {single:?};"
-    )
-    .unwrap();
+    writeln!(out, "pub(crate) static {name}_SINGLE: [&str; 236] = {single:?};").unwrap();
     writeln!(out, "pub(crate) static {name}_DOUBLE: [[&str; 256]; 4] = [").unwrap();
     for d in double {
         writeln!(out, "    {d:?},").unwrap();
     }
     writeln!(out, "];").unwrap();
-    writeln!(
-        out,
-        "pub(crate) static {name}_KEYS: [u64; {TOKEN_TABLE_SIZE}] = {keys:?};"
-    )
-    .unwrap();
-    writeln!(
-        out,
-        "pub(crate) static {name}_META: [u32; {TOKEN_TABLE_SIZE}] = {meta:?};"
-    )
-    .unwrap();
+    writeln!(out, "pub(crate) static {name}_KEYS: [u64; {TOKEN_TABLE_SIZE}] = {keys:?};").unwrap();
+    writeln!(out, "pub(crate) static {name}_META: [u32; {TOKEN_TABLE_SIZE}] = {meta:?};").unwrap();
     writeln!(out, "pub(crate) const {name}_MAX_LEN: usize = {max_len};").unwrap();
 }
 

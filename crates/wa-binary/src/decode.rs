@@ -32,11 +32,7 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits {
-            max_depth: 64,
-            max_size: 32 << 20,
-            max_list_len: u16::MAX as usize,
-        }
+        DecodeLimits { max_depth: 64, max_size: 32 << 20, max_list_len: u16::MAX as usize }
     }
 }
 
@@ -222,10 +218,7 @@ pub struct Document<'a> {
 impl<'a> Document<'a> {
     /// The root node.
     pub fn root(&self) -> NodeRef<'_> {
-        NodeRef {
-            doc: self,
-            raw: &self.nodes[0],
-        }
+        NodeRef { doc: self, raw: &self.nodes[0] }
     }
 
     /// An owned copy of the whole tree.
@@ -241,23 +234,14 @@ impl<'a> Document<'a> {
     fn owned_str(&self, slot: &Slot) -> CompactString {
         match slot.kind() {
             SlotKind::Token(code) => CompactString::const_new(self.dict.code_str(code)),
-            SlotKind::Text(a, b) => {
-                CompactString::new(self.text.get(a as usize..b as usize).unwrap_or(""))
-            }
+            SlotKind::Text(a, b) => CompactString::new(self.text.get(a as usize..b as usize).unwrap_or("")),
         }
     }
 
     fn jid(&self, index: u32) -> JidRef<'_> {
         match self.jids.get(index as usize) {
             Some(j) => jid_ref(self.dict, &self.text, j),
-            None => JidRef {
-                kind: JidKind::Pair,
-                domain: 0,
-                device: 0,
-                integrator: 0,
-                user: "",
-                server: "",
-            },
+            None => JidRef { kind: JidKind::Pair, domain: 0, device: 0, integrator: 0, user: "", server: "" },
         }
     }
 }
@@ -340,16 +324,9 @@ impl<'d> JidRef<'d> {
     pub fn to_jid(&self) -> Result<Jid, JidError> {
         let server = match self.kind {
             JidKind::Ad => Server::from_domain_type(self.domain),
-            _ => Server::from_name(self.server)
-                .ok_or_else(|| JidError::UnknownServer(self.server.into()))?,
+            _ => Server::from_name(self.server).ok_or_else(|| JidError::UnknownServer(self.server.into()))?,
         };
-        Jid::from_wire(
-            self.user,
-            server,
-            self.agent(),
-            self.device,
-            self.integrator,
-        )
+        Jid::from_wire(self.user, server, self.agent(), self.device, self.integrator)
     }
 
     // The string form Baileys gives this JID (agents dropped): used where a JID
@@ -363,11 +340,9 @@ impl<'d> JidRef<'d> {
             }
             JidKind::Ad => write!(out, "{}@{}", self.user, self.server),
             JidKind::Fb => write!(out, "{}:{}@{}", self.user, self.device, self.server),
-            JidKind::Interop => write!(
-                out,
-                "{}-{}:{}@{}",
-                self.integrator, self.user, self.device, self.server
-            ),
+            JidKind::Interop => {
+                write!(out, "{}-{}:{}@{}", self.integrator, self.user, self.device, self.server)
+            }
         };
     }
 }
@@ -386,11 +361,9 @@ impl std::fmt::Display for JidRef<'_> {
                 write!(f, "@{}", self.server)
             }
             JidKind::Fb => write!(f, "{}:{}@{}", self.user, self.device, self.server),
-            JidKind::Interop => write!(
-                f,
-                "{}-{}:{}@{}",
-                self.integrator, self.user, self.device, self.server
-            ),
+            JidKind::Interop => {
+                write!(f, "{}-{}:{}@{}", self.integrator, self.user, self.device, self.server)
+            }
         }
     }
 }
@@ -515,10 +488,7 @@ impl<'d> Iterator for Children<'d> {
     fn next(&mut self) -> Option<NodeRef<'d>> {
         let (first, rest) = self.nodes.split_first()?;
         self.nodes = rest;
-        Some(NodeRef {
-            doc: self.doc,
-            raw: first,
-        })
+        Some(NodeRef { doc: self.doc, raw: first })
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
         (self.nodes.len(), Some(self.nodes.len()))
@@ -529,10 +499,7 @@ impl DoubleEndedIterator for Children<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
         let (last, rest) = self.nodes.split_last()?;
         self.nodes = rest;
-        Some(NodeRef {
-            doc: self.doc,
-            raw: last,
-        })
+        Some(NodeRef { doc: self.doc, raw: last })
     }
 }
 
@@ -577,18 +544,12 @@ impl<'d> NodeRef<'d> {
 
     fn raw_attrs(&self) -> &'d [RawAttr] {
         let start = self.raw.attrs_start as usize;
-        self.doc
-            .attrs
-            .get(start..start + self.raw.attrs_len as usize)
-            .unwrap_or(&[])
+        self.doc.attrs.get(start..start + self.raw.attrs_len as usize).unwrap_or(&[])
     }
 
     /// Attributes in wire order (a repeated key appears as often as it was sent).
     pub fn attrs(&self) -> AttrsRef<'d> {
-        AttrsRef {
-            doc: self.doc,
-            attrs: self.raw_attrs(),
-        }
+        AttrsRef { doc: self.doc, attrs: self.raw_attrs() }
     }
 
     /// Number of attributes on the wire.
@@ -612,8 +573,7 @@ impl<'d> NodeRef<'d> {
     }
 
     fn require(&self, key: &str) -> Result<ValueRef<'d>, AttrError> {
-        self.get_attr(key)
-            .ok_or_else(|| AttrError::new(self.tag(), key, AttrErrorKind::Missing))
+        self.get_attr(key).ok_or_else(|| AttrError::new(self.tag(), key, AttrErrorKind::Missing))
     }
 
     /// An attribute as text (a JID is formatted, which allocates).
@@ -649,10 +609,7 @@ impl<'d> NodeRef<'d> {
                 AttrError::new(
                     self.tag(),
                     key,
-                    AttrErrorKind::NotJid {
-                        value: compact_str::format_compact!("{j}"),
-                        error,
-                    },
+                    AttrErrorKind::NotJid { value: compact_str::format_compact!("{j}"), error },
                 )
             }),
         }
@@ -678,10 +635,7 @@ impl<'d> NodeRef<'d> {
             }
             _ => &[],
         };
-        Children {
-            doc: self.doc,
-            nodes,
-        }
+        Children { doc: self.doc, nodes }
     }
 
     /// Whether the content is a child list (possibly empty).
@@ -749,11 +703,7 @@ impl<'d> NodeRef<'d> {
                 Value::Str(s) => Content::Str(s),
             },
         };
-        Node {
-            tag: doc.owned_str(&self.raw.tag),
-            attrs,
-            content,
-        }
+        Node { tag: doc.owned_str(&self.raw.tag), attrs, content }
     }
 }
 
@@ -860,20 +810,13 @@ impl<'a> Reader<'a, '_> {
         let offset = self.pos;
         let bytes = self.take((head & 0x7f) as usize)?;
         let start = self.text.len();
-        let table = if kind == tag::NIBBLE_8 {
-            &NIBBLE_CHARS
-        } else {
-            &HEX_CHARS
-        };
+        let table = if kind == tag::NIBBLE_8 { &NIBBLE_CHARS } else { &HEX_CHARS };
         self.text.reserve(bytes.len() * 2);
         for (i, &b) in bytes.iter().enumerate() {
             let (hi, lo) = (table[(b >> 4) as usize], table[(b & 0x0f) as usize]);
             if hi == 0xff || lo == 0xff {
                 let value = if hi == 0xff { b >> 4 } else { b & 0x0f };
-                return self.fail(DecodeError::InvalidNibble {
-                    offset: offset + i,
-                    value,
-                });
+                return self.fail(DecodeError::InvalidNibble { offset: offset + i, value });
             }
             self.text.push(char::from(hi));
             self.text.push(char::from(lo));
@@ -942,16 +885,10 @@ impl<'a> Reader<'a, '_> {
                 Parsed::Str(self.raw_str(bytes))
             }
             tag::NIBBLE_8 | tag::HEX_8 => Parsed::Str(self.read_packed(t)?),
-            tag::JID_PAIR | tag::AD_JID | tag::FB_JID | tag::INTEROP_JID => {
-                self.read_jid(t, depth)?
-            }
+            tag::JID_PAIR | tag::AD_JID | tag::FB_JID | tag::INTEROP_JID => self.read_jid(t, depth)?,
             _ => {
                 let offset = self.pos - 1;
-                return self.fail(DecodeError::InvalidTag {
-                    offset,
-                    byte: t,
-                    expected: "a string",
-                });
+                return self.fail(DecodeError::InvalidTag { offset, byte: t, expected: "a string" });
             }
         })
     }
@@ -981,41 +918,20 @@ impl<'a> Reader<'a, '_> {
                 if self.is_empty(&server) {
                     return self.fail(DecodeError::InvalidJidPair { offset });
                 }
-                JidSlot {
-                    kind: JidKind::Pair,
-                    domain: 0,
-                    device: 0,
-                    integrator: 0,
-                    user,
-                    server,
-                }
+                JidSlot { kind: JidKind::Pair, domain: 0, device: 0, integrator: 0, user, server }
             }
             tag::AD_JID => {
                 let domain = self.byte()?;
                 let device = u16::from(self.byte()?);
                 let user = self.read_plain(depth)?;
                 // The server is implied by the domain type.
-                JidSlot {
-                    kind: JidKind::Ad,
-                    domain,
-                    device,
-                    integrator: 0,
-                    user,
-                    server: EMPTY_SLOT,
-                }
+                JidSlot { kind: JidKind::Ad, domain, device, integrator: 0, user, server: EMPTY_SLOT }
             }
             tag::FB_JID => {
                 let user = self.read_plain(depth)?;
                 let device = self.u16()?;
                 let server = self.read_plain(depth)?;
-                JidSlot {
-                    kind: JidKind::Fb,
-                    domain: 0,
-                    device,
-                    integrator: 0,
-                    user,
-                    server,
-                }
+                JidSlot { kind: JidKind::Fb, domain: 0, device, integrator: 0, user, server }
             }
             _ => {
                 let user = self.read_plain(depth)?;
@@ -1034,14 +950,7 @@ impl<'a> Reader<'a, '_> {
                         self.text_slot(text_len)
                     }
                 };
-                JidSlot {
-                    kind: JidKind::Interop,
-                    domain: 0,
-                    device,
-                    integrator,
-                    user,
-                    server,
-                }
+                JidSlot { kind: JidKind::Interop, domain: 0, device, integrator, user, server }
             }
         };
         Ok(j)
@@ -1078,11 +987,7 @@ impl<'a> Reader<'a, '_> {
             Some(0) => return self.fail(DecodeError::InvalidNode { offset }),
             Some(n) => n,
             None => {
-                return self.fail(DecodeError::InvalidTag {
-                    offset,
-                    byte: t,
-                    expected: "a list header",
-                });
+                return self.fail(DecodeError::InvalidTag { offset, byte: t, expected: "a list header" });
             }
         };
         let tag = self.read_plain(depth)?;
@@ -1095,11 +1000,7 @@ impl<'a> Reader<'a, '_> {
             // Each attribute takes at least two bytes.
             let limit = (self.buf.len() - self.pos) / 2;
             if n_attrs > limit {
-                return self.fail(DecodeError::ListTooLong {
-                    len: n_attrs,
-                    offset,
-                    limit,
-                });
+                return self.fail(DecodeError::ListTooLong { len: n_attrs, offset, limit });
             }
             self.attrs.reserve(n_attrs);
             for _ in 0..n_attrs {
@@ -1140,12 +1041,7 @@ impl<'a> Reader<'a, '_> {
             RawContent::None
         };
         if let Some(slot) = self.nodes.get_mut(index) {
-            *slot = RawNode {
-                tag,
-                attrs_start: attrs_start as u32,
-                attrs_len: n_attrs as u32,
-                content,
-            };
+            *slot = RawNode { tag, attrs_start: attrs_start as u32, attrs_len: n_attrs as u32, content };
         }
         Ok(())
     }
@@ -1160,39 +1056,27 @@ pub struct Decoder {
 
 impl Default for Decoder {
     fn default() -> Self {
-        Decoder {
-            dict: &V3,
-            limits: DecodeLimits::default(),
-        }
+        Decoder { dict: &V3, limits: DecodeLimits::default() }
     }
 }
 
 impl Decoder {
     /// A decoder using `dict` and default limits.
     pub fn new(dict: &'static Dictionary) -> Decoder {
-        Decoder {
-            dict,
-            limits: DecodeLimits::default(),
-        }
+        Decoder { dict, limits: DecodeLimits::default() }
     }
 
     /// The same decoder with other limits.
     /// `max_size` is capped at 1 GiB (text offsets are 32-bit).
     pub fn with_limits(self, limits: DecodeLimits) -> Decoder {
         let max_size = limits.max_size.min(1 << 30);
-        Decoder {
-            limits: DecodeLimits { max_size, ..limits },
-            ..self
-        }
+        Decoder { limits: DecodeLimits { max_size, ..limits }, ..self }
     }
 
     /// Decodes a node body (no flags byte). Trailing bytes are an error.
     pub fn decode<'a>(&self, body: &'a [u8]) -> Result<Document<'a>, DecodeError> {
         if body.len() > self.limits.max_size {
-            return Err(DecodeError::TooLarge {
-                size: body.len(),
-                limit: self.limits.max_size,
-            });
+            return Err(DecodeError::TooLarge { size: body.len(), limit: self.limits.max_size });
         }
         // Small first guesses: the arrays grow geometrically, and a large bytes
         // payload must not make us reserve node space it will never use.
@@ -1211,22 +1095,12 @@ impl Decoder {
         };
         r.nodes.push(RawNode::default());
         if r.read_node(0, 0).is_err() {
-            return Err(r
-                .error
-                .unwrap_or(DecodeError::InvalidNode { offset: r.pos }));
+            return Err(r.error.unwrap_or(DecodeError::InvalidNode { offset: r.pos }));
         }
         if r.pos != body.len() {
-            return Err(DecodeError::TrailingBytes {
-                count: body.len() - r.pos,
-            });
+            return Err(DecodeError::TrailingBytes { count: body.len() - r.pos });
         }
-        Ok(Document {
-            nodes: r.nodes,
-            attrs: r.attrs,
-            jids: r.jids,
-            text: r.text,
-            dict: self.dict,
-        })
+        Ok(Document { nodes: r.nodes, attrs: r.attrs, jids: r.jids, text: r.text, dict: self.dict })
     }
 
     /// Strips a frame payload's flags byte, inflating the body if bit `0x02` is set.
@@ -1242,10 +1116,7 @@ impl Decoder {
             .read_to_end(&mut out)
             .map_err(|e| DecodeError::Inflate(e.to_string()))?;
         if out.len() > limit {
-            return Err(DecodeError::TooLarge {
-                size: out.len(),
-                limit,
-            });
+            return Err(DecodeError::TooLarge { size: out.len(), limit });
         }
         Ok(Cow::Owned(out))
     }

@@ -98,27 +98,12 @@ impl Planned {
             StrKind::Token(Token::Double(d, i)) => (K_TOKEN2, d, i, 0, 0),
             StrKind::Nibble => (K_NIBBLE, 0, 0, 0, 0),
             StrKind::Hex => (K_HEX, 0, 0, 0, 0),
-            StrKind::Jid(StrJid::Ad {
-                domain,
-                device,
-                user,
-            }) => (K_AD, domain, device, user.len() as u32, 0),
-            StrKind::Jid(StrJid::Pair { user, server }) => (
-                K_PAIR,
-                0,
-                0,
-                user.len() as u32,
-                (s.len() - server.len() - 1) as u32,
-            ),
+            StrKind::Jid(StrJid::Ad { domain, device, user }) => (K_AD, domain, device, user.len() as u32, 0),
+            StrKind::Jid(StrJid::Pair { user, server }) => {
+                (K_PAIR, 0, 0, user.len() as u32, (s.len() - server.len() - 1) as u32)
+            }
         };
-        Planned {
-            kind,
-            a,
-            b,
-            len,
-            user_end,
-            at,
-        }
+        Planned { kind, a, b, len, user_end, at }
     }
 }
 
@@ -136,14 +121,7 @@ impl Plan {
                 self.next += 1;
                 *p
             }
-            _ => Planned {
-                kind: K_NONE,
-                a: 0,
-                b: 0,
-                len: 0,
-                user_end: 0,
-                at: 0,
-            },
+            _ => Planned { kind: K_NONE, a: 0, b: 0, len: 0, user_end: 0, at: 0 },
         }
     }
 }
@@ -316,11 +294,7 @@ impl Encoder {
                 StrKind::Nibble | StrKind::Hex => 2 + s.len().div_ceil(2),
                 StrKind::Jid(StrJid::Ad { user, .. }) => 3 + self.str_len(user, plan)?,
                 StrKind::Jid(StrJid::Pair { user, server }) => {
-                    total += 1 + if user.is_empty() {
-                        1
-                    } else {
-                        self.str_len(user, plan)?
-                    };
+                    total += 1 + if user.is_empty() { 1 } else { self.str_len(user, plan)? };
                     s = server;
                     level += 1;
                     continue;
@@ -368,20 +342,15 @@ impl Encoder {
         let user = j.user();
         Ok(match j.server() {
             Server::Messenger => {
-                1 + self.str_len(user, plan)?
-                    + 2
-                    + self.str_len(Server::Messenger.as_str(), plan)?
+                1 + self.str_len(user, plan)? + 2 + self.str_len(Server::Messenger.as_str(), plan)?
             }
             Server::Interop => {
                 1 + self.str_len(user, plan)? + 4 + self.str_len(Server::Interop.as_str(), plan)?
             }
             s if j.is_ad() && s.domain_type().is_some() => 3 + self.str_len(user, plan)?,
             s => {
-                1 + if user.is_empty() {
-                    1
-                } else {
-                    self.str_len(user, plan)?
-                } + self.str_len(s.as_str(), plan)?
+                1 + if user.is_empty() { 1 } else { self.str_len(user, plan)? }
+                    + self.str_len(s.as_str(), plan)?
             }
         })
     }
@@ -440,10 +409,7 @@ impl Encoder {
         let n_attrs = node.attrs.len();
         let list = 1 + 2 * n_attrs + usize::from(!matches!(node.content, Content::None));
         if list > u16::MAX as usize {
-            return Err(EncodeError::TooManyAttrs {
-                tag: node.tag.to_string(),
-                count: n_attrs,
-            });
+            return Err(EncodeError::TooManyAttrs { tag: node.tag.to_string(), count: n_attrs });
         }
         let mut len = list_header_len(list) + self.str_len(&node.tag, plan)?;
         for a in &node.attrs {
@@ -515,12 +481,7 @@ fn write_raw(b: &[u8], out: &mut Vec<u8>) {
     if n < 256 {
         out.extend_from_slice(&[tag::BINARY_8, n as u8]);
     } else if n < 1 << 20 {
-        out.extend_from_slice(&[
-            tag::BINARY_20,
-            (n >> 16) as u8 & 0x0f,
-            (n >> 8) as u8,
-            n as u8,
-        ]);
+        out.extend_from_slice(&[tag::BINARY_20, (n >> 16) as u8 & 0x0f, (n >> 8) as u8, n as u8]);
     } else {
         out.push(tag::BINARY_32);
         out.extend_from_slice(&(n as u32).to_be_bytes());

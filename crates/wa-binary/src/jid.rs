@@ -203,10 +203,7 @@ pub struct Jid {
 
 fn check_user(user: &str) -> Result<(), JidError> {
     if let Some(ch) = user.chars().find(|c| matches!(c, '@' | ':' | '_')) {
-        return Err(JidError::InvalidUser {
-            user: user.into(),
-            ch,
-        });
+        return Err(JidError::InvalidUser { user: user.into(), ch });
     }
     Ok(())
 }
@@ -215,13 +212,7 @@ impl Jid {
     /// A user JID (`user@server`) with no device.
     pub fn new(user: &str, server: Server) -> Result<Jid, JidError> {
         check_user(user)?;
-        Ok(Jid {
-            user: CompactString::new(user),
-            server,
-            agent: 0,
-            device: 0,
-            integrator: 0,
-        })
+        Ok(Jid { user: CompactString::new(user), server, agent: 0, device: 0, integrator: 0 })
     }
 
     /// `user@s.whatsapp.net`.
@@ -241,13 +232,7 @@ impl Jid {
 
     /// The server itself (`@server`), for example the `to` of most `<iq>`s.
     pub const fn server_jid(server: Server) -> Jid {
-        Jid {
-            user: CompactString::const_new(""),
-            server,
-            agent: 0,
-            device: 0,
-            integrator: 0,
-        }
+        Jid { user: CompactString::const_new(""), server, agent: 0, device: 0, integrator: 0 }
     }
 
     /// `status@broadcast`.
@@ -263,19 +248,12 @@ impl Jid {
 
     /// A Messenger JID (`user:device@msgr`).
     pub fn messenger(user: &str, device: u16) -> Result<Jid, JidError> {
-        Ok(Jid {
-            device,
-            ..Jid::new(user, Server::Messenger)?
-        })
+        Ok(Jid { device, ..Jid::new(user, Server::Messenger)? })
     }
 
     /// An interop JID (`integrator-user:device@interop`).
     pub fn interop(user: &str, device: u16, integrator: u16) -> Result<Jid, JidError> {
-        Ok(Jid {
-            device,
-            integrator,
-            ..Jid::new(user, Server::Interop)?
-        })
+        Ok(Jid { device, integrator, ..Jid::new(user, Server::Interop)? })
     }
 
     /// The same user on a given device. Devices exist on `s.whatsapp.net`, `lid`,
@@ -334,11 +312,7 @@ impl Jid {
 
     /// The user's JID without device or agent.
     pub fn to_non_ad(&self) -> Jid {
-        Jid {
-            agent: 0,
-            device: 0,
-            ..self.clone()
-        }
+        Jid { agent: 0, device: 0, ..self.clone() }
     }
 
     /// Whether this JID names a specific device (device or agent set).
@@ -401,16 +375,8 @@ impl Jid {
         integrator: u16,
     ) -> Result<Jid, JidError> {
         let jid = Jid::new(user, server)?;
-        let jid = if device != 0 {
-            jid.with_device(device)?
-        } else {
-            jid
-        };
-        let jid = if agent != 0 {
-            jid.with_agent(agent)?
-        } else {
-            jid
-        };
+        let jid = if device != 0 { jid.with_device(device)? } else { jid };
+        let jid = if agent != 0 { jid.with_agent(agent)? } else { jid };
         Ok(Jid { integrator, ..jid })
     }
 }
@@ -437,10 +403,7 @@ impl FromStr for Jid {
             Some((ua, dev)) => {
                 let device: u16 = parse_num(dev)
                     .filter(|d| *d <= server.max_device())
-                    .ok_or_else(|| JidError::InvalidDevice {
-                        device: dev.into(),
-                        server,
-                    })?;
+                    .ok_or_else(|| JidError::InvalidDevice { device: dev.into(), server })?;
                 (ua, device)
             }
             None => (user_part, 0),
@@ -456,25 +419,14 @@ impl FromStr for Jid {
             Some((user, agent_text)) => {
                 let agent = parse_num::<u8>(agent_text)
                     .filter(|_| server == Server::Pn)
-                    .ok_or_else(|| JidError::InvalidAgent {
-                        agent: agent_text.into(),
-                        server,
-                    })?;
+                    .ok_or_else(|| JidError::InvalidAgent { agent: agent_text.into(), server })?;
                 (user, agent)
             }
             None => (user_agent, 0),
         };
         let jid = Jid::new(user, server)?;
-        let jid = if device != 0 {
-            jid.with_device(device)?
-        } else {
-            jid
-        };
-        if agent != 0 {
-            jid.with_agent(agent)
-        } else {
-            Ok(jid)
-        }
+        let jid = if device != 0 { jid.with_device(device)? } else { jid };
+        if agent != 0 { jid.with_agent(agent) } else { Ok(jid) }
     }
 }
 
@@ -488,11 +440,7 @@ impl TryFrom<&str> for Jid {
 impl fmt::Display for Jid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.server == Server::Interop {
-            return write!(
-                f,
-                "{}-{}:{}@{}",
-                self.integrator, self.user, self.device, self.server
-            );
+            return write!(f, "{}-{}:{}@{}", self.integrator, self.user, self.device, self.server);
         }
         f.write_str(&self.user)?;
         if self.agent != 0 {
@@ -545,10 +493,7 @@ mod tests {
         let bare: Jid = "s.whatsapp.net".parse().unwrap();
         assert_eq!(bare, Jid::server_jid(Server::Pn));
         assert_eq!(
-            "15551234567:0@s.whatsapp.net"
-                .parse::<Jid>()
-                .unwrap()
-                .to_string(),
+            "15551234567:0@s.whatsapp.net".parse::<Jid>().unwrap().to_string(),
             "15551234567@s.whatsapp.net"
         );
     }
@@ -569,35 +514,14 @@ mod tests {
     fn errors() {
         use JidError::*;
         assert_eq!("".parse::<Jid>(), Err(Empty));
-        assert!(matches!(
-            "x@example.com".parse::<Jid>(),
-            Err(UnknownServer(_))
-        ));
-        assert!(matches!(
-            "x:1@g.us".parse::<Jid>(),
-            Err(InvalidDevice { .. })
-        ));
-        assert!(matches!(
-            "x:256@s.whatsapp.net".parse::<Jid>(),
-            Err(InvalidDevice { .. })
-        ));
-        assert!(matches!(
-            "x:a@s.whatsapp.net".parse::<Jid>(),
-            Err(InvalidDevice { .. })
-        ));
+        assert!(matches!("x@example.com".parse::<Jid>(), Err(UnknownServer(_))));
+        assert!(matches!("x:1@g.us".parse::<Jid>(), Err(InvalidDevice { .. })));
+        assert!(matches!("x:256@s.whatsapp.net".parse::<Jid>(), Err(InvalidDevice { .. })));
+        assert!(matches!("x:a@s.whatsapp.net".parse::<Jid>(), Err(InvalidDevice { .. })));
         assert!(matches!("x_1@lid".parse::<Jid>(), Err(InvalidAgent { .. })));
-        assert!(matches!(
-            "x_1:2@s.whatsapp.net".parse::<Jid>(),
-            Err(InvalidAgent { .. })
-        ));
-        assert!(matches!(
-            "4915:1@interop".parse::<Jid>(),
-            Err(InvalidIntegrator(_))
-        ));
-        assert!(matches!(
-            "a@b@s.whatsapp.net".parse::<Jid>(),
-            Err(UnknownServer(_))
-        ));
+        assert!(matches!("x_1:2@s.whatsapp.net".parse::<Jid>(), Err(InvalidAgent { .. })));
+        assert!(matches!("4915:1@interop".parse::<Jid>(), Err(InvalidIntegrator(_))));
+        assert!(matches!("a@b@s.whatsapp.net".parse::<Jid>(), Err(UnknownServer(_))));
         assert!(matches!(Jid::pn("a:b"), Err(InvalidUser { ch: ':', .. })));
         assert!(matches!("nowhere".parse::<Jid>(), Err(UnknownServer(_))));
     }

@@ -43,8 +43,8 @@ pub mod token;
 
 pub use compact_str::CompactString;
 pub use decode::{
-    AttrsRef, Children, ContentRef, DecodeError, DecodeLimits, Decoder, Document, JidKind, JidRef,
-    NodeRef, ValueRef, decode, decode_frame, unpack_frame,
+    AttrsRef, Children, ContentRef, DecodeError, DecodeLimits, Decoder, Document, JidKind, JidRef, NodeRef,
+    ValueRef, decode, decode_frame, unpack_frame,
 };
 pub use encode::{EncodeError, Encoder, MAX_ENCODE_DEPTH, encode, encode_into, encoded_len};
 pub use jid::{Jid, JidError, Server};

@@ -164,37 +164,23 @@ pub enum AttrErrorKind {
 
 impl AttrError {
     pub(crate) fn new(node: &str, attr: &str, kind: AttrErrorKind) -> Self {
-        AttrError {
-            node: node.into(),
-            attr: attr.into(),
-            kind,
-        }
+        AttrError { node: node.into(), attr: attr.into(), kind }
     }
 }
 
 pub(crate) fn parse_u64(node: &str, attr: &str, v: &str) -> Result<u64, AttrError> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(AttrError::new(
-            node,
-            attr,
-            AttrErrorKind::NotUnsigned(v.into()),
-        ));
+        return Err(AttrError::new(node, attr, AttrErrorKind::NotUnsigned(v.into())));
     }
-    v.parse()
-        .map_err(|_| AttrError::new(node, attr, AttrErrorKind::NotUnsigned(v.into())))
+    v.parse().map_err(|_| AttrError::new(node, attr, AttrErrorKind::NotUnsigned(v.into())))
 }
 
 pub(crate) fn parse_i64(node: &str, attr: &str, v: &str) -> Result<i64, AttrError> {
     let digits = v.strip_prefix('-').unwrap_or(v);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(AttrError::new(
-            node,
-            attr,
-            AttrErrorKind::NotInteger(v.into()),
-        ));
+        return Err(AttrError::new(node, attr, AttrErrorKind::NotInteger(v.into())));
     }
-    v.parse()
-        .map_err(|_| AttrError::new(node, attr, AttrErrorKind::NotInteger(v.into())))
+    v.parse().map_err(|_| AttrError::new(node, attr, AttrErrorKind::NotInteger(v.into())))
 }
 
 pub(crate) fn parse_bool(node: &str, attr: &str, v: &str) -> Result<bool, AttrError> {
@@ -206,34 +192,18 @@ pub(crate) fn parse_bool(node: &str, attr: &str, v: &str) -> Result<bool, AttrEr
 }
 
 pub(crate) fn parse_jid(node: &str, attr: &str, v: &str) -> Result<Jid, AttrError> {
-    v.parse().map_err(|error| {
-        AttrError::new(
-            node,
-            attr,
-            AttrErrorKind::NotJid {
-                value: v.into(),
-                error,
-            },
-        )
-    })
+    v.parse().map_err(|error| AttrError::new(node, attr, AttrErrorKind::NotJid { value: v.into(), error }))
 }
 
 impl Node {
     /// A node with this tag, no attributes and no content.
     pub fn new(tag: impl Into<CompactString>) -> Node {
-        Node {
-            tag: tag.into(),
-            attrs: Attrs::new(),
-            content: Content::None,
-        }
+        Node { tag: tag.into(), attrs: Attrs::new(), content: Content::None }
     }
 
     /// Adds an attribute (builder).
     pub fn attr(mut self, key: impl Into<CompactString>, value: impl Into<Value>) -> Node {
-        self.attrs.push(Attr {
-            key: key.into(),
-            value: value.into(),
-        });
+        self.attrs.push(Attr { key: key.into(), value: value.into() });
         self
     }
 
@@ -289,11 +259,7 @@ impl Node {
 
     /// The value of an attribute (the last one if the key repeats, as on decode).
     pub fn get_attr(&self, key: &str) -> Option<&Value> {
-        self.attrs
-            .iter()
-            .rev()
-            .find(|a| a.key == key)
-            .map(|a| &a.value)
+        self.attrs.iter().rev().find(|a| a.key == key).map(|a| &a.value)
     }
 
     /// Whether the attribute is present.
@@ -302,8 +268,7 @@ impl Node {
     }
 
     fn require(&self, key: &str) -> Result<&Value, AttrError> {
-        self.get_attr(key)
-            .ok_or_else(|| AttrError::new(&self.tag, key, AttrErrorKind::Missing))
+        self.get_attr(key).ok_or_else(|| AttrError::new(&self.tag, key, AttrErrorKind::Missing))
     }
 
     /// An attribute as text (a JID value is formatted).

@@ -10,11 +10,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StrJid<'s> {
     /// `AD_JID`: domain type, device byte, user.
-    Ad {
-        domain: u8,
-        device: u8,
-        user: &'s str,
-    },
+    Ad { domain: u8, device: u8, user: &'s str },
     /// `JID_PAIR`: user (possibly empty), server (any string, itself encoded as a string).
     Pair { user: &'s str, server: &'s str },
 }
@@ -60,11 +56,7 @@ pub(crate) fn split(s: &str) -> Option<StrJid<'_>> {
         },
     };
     let device = small_uint(device).unwrap_or_else(|| js_to_byte(js_number(device)));
-    Some(StrJid::Ad {
-        domain,
-        device,
-        user,
-    })
+    Some(StrJid::Ad { domain, device, user })
 }
 
 /// Fast path for the usual case: a short run of ASCII digits (what both
@@ -93,13 +85,7 @@ fn is_js_space(c: char) -> bool {
     matches!(
         c,
         '\u{9}' | '\u{a}' | '\u{b}' | '\u{c}' | '\u{d}' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
-            ..='\u{200a}'
-                | '\u{2028}'
-                | '\u{2029}'
-                | '\u{202f}'
-                | '\u{205f}'
-                | '\u{3000}'
-                | '\u{feff}'
+            ..='\u{200a}' | '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}' | '\u{feff}'
     )
 }
 
@@ -109,25 +95,14 @@ fn js_number(s: &str) -> f64 {
     if t.is_empty() {
         return 0.0;
     }
-    for (prefix, radix) in [
-        ("0x", 16),
-        ("0X", 16),
-        ("0o", 8),
-        ("0O", 8),
-        ("0b", 2),
-        ("0B", 2),
-    ] {
+    for (prefix, radix) in [("0x", 16), ("0X", 16), ("0o", 8), ("0O", 8), ("0b", 2), ("0B", 2)] {
         if let Some(digits) = t.strip_prefix(prefix) {
             return radix_value(digits, radix).unwrap_or(f64::NAN);
         }
     }
     let unsigned = t.strip_prefix(['+', '-']).unwrap_or(t);
     if unsigned == "Infinity" {
-        return if t.starts_with('-') {
-            f64::NEG_INFINITY
-        } else {
-            f64::INFINITY
-        };
+        return if t.starts_with('-') { f64::NEG_INFINITY } else { f64::INFINITY };
     }
     // StrDecimalLiteral: digits [. digits] [e[+-]digits], with at least one digit in the mantissa.
     let b = unsigned.as_bytes();
@@ -222,58 +197,13 @@ mod tests {
 
     #[test]
     fn splitting() {
-        assert_eq!(
-            split("1555:12@s.whatsapp.net"),
-            Some(StrJid::Ad {
-                domain: 0,
-                device: 12,
-                user: "1555"
-            })
-        );
-        assert_eq!(
-            split("1555_1:2@s.whatsapp.net"),
-            Some(StrJid::Ad {
-                domain: 1,
-                device: 2,
-                user: "1555"
-            })
-        );
-        assert_eq!(
-            split("@s.whatsapp.net"),
-            Some(StrJid::Pair {
-                user: "",
-                server: "s.whatsapp.net"
-            })
-        );
-        assert_eq!(
-            split("a_b@g.us"),
-            Some(StrJid::Pair {
-                user: "a",
-                server: "g.us"
-            })
-        );
-        assert_eq!(
-            split("a@b@c"),
-            Some(StrJid::Pair {
-                user: "a",
-                server: "b@c"
-            })
-        );
-        assert_eq!(
-            split("a:1:2@lid"),
-            Some(StrJid::Ad {
-                domain: 1,
-                device: 1,
-                user: "a"
-            })
-        );
-        assert_eq!(
-            split("a:@lid"),
-            Some(StrJid::Pair {
-                user: "a",
-                server: "lid"
-            })
-        );
+        assert_eq!(split("1555:12@s.whatsapp.net"), Some(StrJid::Ad { domain: 0, device: 12, user: "1555" }));
+        assert_eq!(split("1555_1:2@s.whatsapp.net"), Some(StrJid::Ad { domain: 1, device: 2, user: "1555" }));
+        assert_eq!(split("@s.whatsapp.net"), Some(StrJid::Pair { user: "", server: "s.whatsapp.net" }));
+        assert_eq!(split("a_b@g.us"), Some(StrJid::Pair { user: "a", server: "g.us" }));
+        assert_eq!(split("a@b@c"), Some(StrJid::Pair { user: "a", server: "b@c" }));
+        assert_eq!(split("a:1:2@lid"), Some(StrJid::Ad { domain: 1, device: 1, user: "a" }));
+        assert_eq!(split("a:@lid"), Some(StrJid::Pair { user: "a", server: "lid" }));
         assert_eq!(split("abc"), None);
     }
 }

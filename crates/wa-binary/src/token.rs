@@ -180,12 +180,7 @@ mod tests {
                 if s.is_empty() {
                     continue;
                 }
-                assert_eq!(
-                    dict.lookup(s),
-                    Some(Token::Single(b)),
-                    "v{} {s}",
-                    dict.version
-                );
+                assert_eq!(dict.lookup(s), Some(Token::Single(b)), "v{} {s}", dict.version);
             }
             for d in 0..4u8 {
                 for j in 0..=255u8 {
@@ -193,12 +188,7 @@ mod tests {
                     if s.is_empty() {
                         continue;
                     }
-                    assert_eq!(
-                        dict.lookup(s),
-                        Some(Token::Double(d, j)),
-                        "v{} {s}",
-                        dict.version
-                    );
+                    assert_eq!(dict.lookup(s), Some(Token::Double(d, j)), "v{} {s}", dict.version);
                 }
             }
         }

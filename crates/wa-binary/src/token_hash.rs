@@ -32,9 +32,7 @@ pub fn prefix_word(s: &[u8]) -> u64 {
     } else if n >= 4 {
         half(s, 0) | (half(s, n - 4) << ((n - 4) * 8))
     } else if n > 0 {
-        u64::from(s[0])
-            | (u64::from(s[n / 2]) << ((n / 2) * 8))
-            | (u64::from(s[n - 1]) << ((n - 1) * 8))
+        u64::from(s[0]) | (u64::from(s[n / 2]) << ((n / 2) * 8)) | (u64::from(s[n - 1]) << ((n - 1) * 8))
     } else {
         0
     }

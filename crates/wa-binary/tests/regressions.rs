@@ -11,12 +11,7 @@ fn fuzz_slow_units_decode_promptly() {
     let mut seen = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if !path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("fuzz-")
-        {
+        if !path.file_name().unwrap().to_string_lossy().starts_with("fuzz-") {
             continue;
         }
         let bytes = std::fs::read(&path).unwrap();
@@ -42,10 +37,6 @@ fn text_with_awkward_at_signs_round_trips() {
         let node = Node::new("x").attr("v", text).text(text);
         let wire = encode(&node).unwrap();
         let doc = decode(&wire[1..]).unwrap_or_else(|e| panic!("{text:?}: {e}"));
-        assert_eq!(
-            doc.root().attr_str("v").unwrap(),
-            text.to_string().as_str(),
-            "{text:?}"
-        );
+        assert_eq!(doc.root().attr_str("v").unwrap(), text.to_string().as_str(), "{text:?}");
     }
 }

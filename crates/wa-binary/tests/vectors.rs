@@ -11,9 +11,7 @@ use std::path::PathBuf;
 use base64::Engine;
 use serde_json::Value as J;
 use sha2::{Digest, Sha256};
-use wa_binary::{
-    ContentRef, JidKind, JidRef, Node, NodeRef, ValueRef, decode, encode, unpack_frame,
-};
+use wa_binary::{ContentRef, JidKind, JidRef, Node, NodeRef, ValueRef, decode, encode, unpack_frame};
 
 fn vectors_dir() -> PathBuf {
     match std::env::var_os("WA_VECTORS_DIR") {
@@ -30,15 +28,11 @@ fn load(name: &str) -> J {
 
 fn bytes_of(v: &J) -> Vec<u8> {
     if let Some(b) = v.get("b64") {
-        base64::engine::general_purpose::STANDARD
-            .decode(b.as_str().unwrap())
-            .unwrap()
+        base64::engine::general_purpose::STANDARD.decode(b.as_str().unwrap()).unwrap()
     } else if let Some(h) = v.get("hex") {
         hex::decode(h.as_str().unwrap()).unwrap()
     } else if let Some(r) = v.get("repeat") {
-        hex::decode(r["hex"].as_str().unwrap())
-            .unwrap()
-            .repeat(r["count"].as_u64().unwrap() as usize)
+        hex::decode(r["hex"].as_str().unwrap()).unwrap().repeat(r["count"].as_u64().unwrap() as usize)
     } else {
         panic!("not a bytes form: {v}")
     }
@@ -86,18 +80,12 @@ fn view_from_json(v: &J) -> View {
     } else {
         match v.get("content") {
             None => ViewContent::None,
-            Some(J::Array(items)) => {
-                ViewContent::Children(items.iter().map(view_from_json).collect())
-            }
+            Some(J::Array(items)) => ViewContent::Children(items.iter().map(view_from_json).collect()),
             Some(J::String(s)) => ViewContent::Str(s.clone()),
             Some(other) => ViewContent::Bytes(bytes_of(other)),
         }
     };
-    View {
-        tag: v["tag"].as_str().unwrap().to_owned(),
-        attrs,
-        content,
-    }
+    View { tag: v["tag"].as_str().unwrap().to_owned(), attrs, content }
 }
 
 /// How Baileys renders a decoded JID (it drops AD agents).
@@ -107,13 +95,7 @@ fn baileys_jid(j: &JidRef<'_>) -> String {
         JidKind::Ad if j.device() != 0 => format!("{}:{}@{}", j.user(), j.device(), j.server()),
         JidKind::Ad => format!("{}@{}", j.user(), j.server()),
         JidKind::Fb => format!("{}:{}@{}", j.user(), j.device(), j.server()),
-        JidKind::Interop => format!(
-            "{}-{}:{}@{}",
-            j.integrator(),
-            j.user(),
-            j.device(),
-            j.server()
-        ),
+        JidKind::Interop => format!("{}-{}:{}@{}", j.integrator(), j.user(), j.device(), j.server()),
         _ => unreachable!(),
     }
 }
@@ -139,11 +121,7 @@ fn view_of(n: NodeRef<'_>, expect_len_only: bool) -> View {
         ContentRef::Str(s) => ViewContent::Str(s.to_owned()),
         ContentRef::Jid(j) => ViewContent::Str(baileys_jid(&j)),
     };
-    View {
-        tag: n.tag().to_owned(),
-        attrs,
-        content,
-    }
+    View { tag: n.tag().to_owned(), attrs, content }
 }
 
 fn expected_encoding(v: &J) -> Option<Vec<u8>> {
@@ -197,9 +175,7 @@ fn check_vector(v: &J) -> Result<(), String> {
     // Decode side.
     if let Some(err) = v.get("error") {
         return match unpack_frame(&wire).and_then(|b| decode(&b).map(|d| d.to_node())) {
-            Ok(n) => Err(format!(
-                "{name}: should be rejected ({err}) but decoded to {n}"
-            )),
+            Ok(n) => Err(format!("{name}: should be rejected ({err}) but decoded to {n}")),
             Err(_) => Ok(()),
         };
     }
@@ -208,9 +184,7 @@ fn check_vector(v: &J) -> Result<(), String> {
     let want = view_from_json(&v["decoded"]);
     let got = view_of(doc.root(), matches!(want.content, ViewContent::BytesLen(_)));
     if got != want {
-        return Err(format!(
-            "{name}: decoded node differs\n ours: {got:?}\n them: {want:?}"
-        ));
+        return Err(format!("{name}: decoded node differs\n ours: {got:?}\n them: {want:?}"));
     }
     // The owned conversion and our text form must not lose or break anything.
     let owned = doc.to_node();
@@ -221,27 +195,12 @@ fn check_vector(v: &J) -> Result<(), String> {
 fn run(file: &str, min: usize) {
     let data = load(file);
     let vectors = data["vectors"].as_array().unwrap();
-    assert!(
-        vectors.len() >= min,
-        "{file}: only {} vectors",
-        vectors.len()
-    );
-    let failures: Vec<String> = vectors
-        .iter()
-        .filter_map(|v| check_vector(v).err())
-        .collect();
+    assert!(vectors.len() >= min, "{file}: only {} vectors", vectors.len());
+    let failures: Vec<String> = vectors.iter().filter_map(|v| check_vector(v).err()).collect();
     if !failures.is_empty() {
-        let shown: Vec<_> = failures
-            .iter()
-            .take(8)
-            .map(|f| f.chars().take(1500).collect::<String>())
-            .collect();
-        panic!(
-            "{} of {} vectors in {file} failed:\n{}",
-            failures.len(),
-            vectors.len(),
-            shown.join("\n\n")
-        );
+        let shown: Vec<_> =
+            failures.iter().take(8).map(|f| f.chars().take(1500).collect::<String>()).collect();
+        panic!("{} of {} vectors in {file} failed:\n{}", failures.len(), vectors.len(), shown.join("\n\n"));
     }
 }
 
