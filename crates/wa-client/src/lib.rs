@@ -1,1 +1,45 @@
-//! High-level async WhatsApp Web client with a typed event stream.
+//! The high-level async WhatsApp Web client with a typed event stream.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use wa_client::{Client, Event};
+//! let store = wa_store::Store::open_sqlite("wa.db", Default::default()).await?;
+//! let client = Client::builder().store(store.device(&wa_store::DeviceId::new("main")?)).build()?;
+//! let mut events = client.events();
+//! client.connect().await?;
+//! while let Some(event) = events.recv().await {
+//!     match event {
+//!         Event::Qr(qr) => println!("{}", qr.to_terminal()?),
+//!         Event::Connected { jid, .. } => println!("logged in as {jid}"),
+//!         Event::Message(m) => println!("{}: {:?}", m.info.sender, m.text()),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod conn;
+mod creds;
+pub mod error;
+pub mod event;
+pub mod media;
+mod pair;
+mod pair_code;
+pub mod policy;
+pub mod qr;
+pub mod queries;
+mod recv;
+mod send;
+
+pub use client::{BoxRng, Client, ClientBuilder, WHATSAPP_URL};
+pub use error::{Error, Result};
+pub use event::{Event, EventStream, MessageEvent, MessageInfo, ReceiptEvent, ReceiptKind};
+pub use media::{EncryptedMedia, MediaType, decrypt_media, encrypt_media};
+pub use policy::{Action, DisconnectReason};
+pub use qr::QrCode;
+pub use queries::GroupInfo;
+pub use send::SendResult;
+pub use wa_binary::Jid;
+pub use wa_noise::ClientProfile;
+pub use wa_proto::device_props::PlatformType;

@@ -26,6 +26,16 @@ pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// MD5 over the concatenation of `parts`. Not for security: WhatsApp's `buildHash` in the
+/// registration payload is MD5 of the version string.
+pub fn md5(parts: &[&[u8]]) -> [u8; 16] {
+    let mut h = md5::Md5::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
 /// SHA-512 over the concatenation of `parts`.
 pub fn sha512(parts: &[&[u8]]) -> [u8; 64] {
     let mut h = Sha512::new();
@@ -101,5 +111,19 @@ mod tests {
         assert!(ct_eq(b"abc", b"abc"));
         assert!(!ct_eq(b"abc", b"abd"));
         assert!(!ct_eq(b"abc", b"ab"));
+    }
+}
+
+#[cfg(test)]
+mod md5_tests {
+    #[test]
+    fn md5_of_build_version() {
+        // RFC 1321 test suite value, and the buildHash Baileys sent for 2.3000.1043857760
+        // (tests/vectors/noise_handshake.json, base64 9vZcBgehzf/YdSsFH8le3w==).
+        assert_eq!(super::md5(&[b"abc"]).to_vec(), hex::decode("900150983cd24fb0d6963f7d28e17f72").unwrap());
+        assert_eq!(
+            super::md5(&[b"2.3000.", b"1043857760"]).to_vec(),
+            hex::decode("f6f65c0607a1cdffd8752b051fc95edf").unwrap()
+        );
     }
 }

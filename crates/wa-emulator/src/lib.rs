@@ -1,1 +1,425 @@
 //! A faithful emulator of WhatsApp's servers with simulated phones, for tests and offline use.
+//!
+//! [`Emulator::start`] serves, on one loopback port:
+//! * `/ws/chat`: the chat WebSocket (connection intro, Noise XX responder with the
+//!   emulator's own certificate chain, binary nodes), enough of the service for unmodified
+//!   clients (Baileys, our `wa-client`) to pair, log in and chat;
+//! * `/mms/...`, `/m/...`: media upload (auth token from `media_conn`) and download;
+//! * `/control/...`: a JSON API to create accounts, drive phones and inject faults.
+//!
+//! Every account has a simulated primary phone that is a real Signal participant. Clients
+//! are configured with [`EmulatorHandle::ws_url`] and [`EmulatorHandle::root_public_key`];
+//! nothing else differs from the real service.
+//!
+//! The protocol state is sans-I/O: [`session::ServerSession`] (bytes in, events out) and
+//! [`World`] (nodes in, nodes to mailboxes out); [`server`] is the tokio shell.
+
+mod clock;
+mod control;
+mod groups;
+mod keys;
+mod linkcode;
+mod media;
+mod phone;
+mod server;
+pub mod session;
+mod world;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use wa_binary::Jid;
+use wa_crypto::PublicKey;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use keys::ServerKeys;
+pub use media::{IMAGE_KEYS_INFO, decrypt_media, encrypt_media};
+pub use phone::{InboxMessage, PhoneReceipt};
+pub use world::{
+    AccountId, ConnCommand, ConnId, ControlError, DeviceAddr, Fault, Mailbox, World, WorldEvent,
+};
+
+use server::Shared;
+
+/// How to run an emulator.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// Where to listen (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Seed for every random choice of the server and its phones (`None`: from the OS).
+    pub seed: Option<u64>,
+    /// The clock (`SystemClock` unless tests inject a [`ManualClock`]).
+    pub clock: Arc<dyn Clock>,
+    /// How many refs a registering companion gets in `pair-device`.
+    pub refs_per_pairing: usize,
+    /// Refuse WebSocket upgrades without an `Origin` header, as WhatsApp does.
+    pub require_origin: bool,
+    /// Answer usync `<lid/>` queries with the user's LID (as WhatsApp does; Baileys 7 only
+    /// fetches prekey bundles for users whose LID it knows).
+    pub lid_in_usync: bool,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            seed: None,
+            clock: Arc::new(SystemClock),
+            refs_per_pairing: 6,
+            require_origin: true,
+            lid_in_usync: true,
+        }
+    }
+}
+
+/// Starts emulators.
+#[derive(Debug)]
+pub struct Emulator;
+
+impl Emulator {
+    /// Binds the listener and serves in a background task of the current tokio runtime.
+    pub async fn start(config: EmulatorConfig) -> std::io::Result<EmulatorHandle> {
+        let mut rng = match config.seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => rand::make_rng(),
+        };
+        let keys = ServerKeys::generate(&mut rng, config.clock.now_unix());
+        let responder = keys.responder();
+        let root = keys.root_public_key();
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let mut world = World::new(rng, config.clock.clone(), keys, config.refs_per_pairing);
+        world.media_base = format!("http://{addr}");
+        world.media_auth = world.random_hex(16);
+        world.lid_in_usync = config.lid_in_usync;
+        let (event_tx, _) = tokio::sync::broadcast::channel(4096);
+        world.event_tx = Some(event_tx.clone());
+        let shared = Arc::new(Shared {
+            world: std::sync::Mutex::new(world),
+            responder,
+            require_origin: config.require_origin,
+        });
+        let app = server::router(shared.clone());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        });
+        Ok(EmulatorHandle { addr, root, shared, events: event_tx, stop: Some(stop_tx), task: Some(task) })
+    }
+}
+
+/// A running emulator.
+#[derive(Debug)]
+pub struct EmulatorHandle {
+    addr: SocketAddr,
+    root: PublicKey,
+    shared: Arc<Shared>,
+    events: tokio::sync::broadcast::Sender<WorldEvent>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl EmulatorHandle {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://ADDR/ws/chat`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws/chat", self.addr)
+    }
+
+    /// The root key clients must trust instead of WhatsApp's.
+    pub fn root_public_key(&self) -> PublicKey {
+        self.root
+    }
+
+    /// [`Self::root_public_key`] as 64 hex digits.
+    pub fn root_public_key_hex(&self) -> String {
+        hex::encode(self.root.as_bytes())
+    }
+
+    /// Base URL of the JSON control API.
+    pub fn control_url(&self) -> String {
+        format!("http://{}/control", self.addr)
+    }
+
+    /// Subscribes to what happens from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<WorldEvent> {
+        self.events.subscribe()
+    }
+
+    /// Every event so far.
+    pub fn events(&self) -> Vec<WorldEvent> {
+        self.with_world(|w| w.events.clone())
+    }
+
+    /// Runs `f` with the world locked (do not block inside).
+    pub fn with_world<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
+        f(&mut self.shared.world())
+    }
+
+    /// Waits until an event matching `pred` happens (including ones already recorded).
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&WorldEvent) -> bool,
+    ) -> Option<WorldEvent> {
+        let mut rx = self.subscribe();
+        if let Some(e) = self.with_world(|w| w.events.iter().find(|e| pred(e)).cloned()) {
+            return Some(e);
+        }
+        tokio::time::timeout(timeout, async {
+            loop {
+                match rx.recv().await {
+                    Ok(e) if pred(&e) => return Some(e),
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Creates an account with a simulated phone.
+    pub fn create_account(&self, pn: &str, push_name: &str) -> Result<PhoneHandle<'_>, ControlError> {
+        self.with_world(|w| w.create_account(pn, push_name))?;
+        Ok(PhoneHandle { emu: self, pn: pn.to_owned() })
+    }
+
+    /// The phone of an existing account.
+    pub fn phone(&self, pn: &str) -> Result<PhoneHandle<'_>, ControlError> {
+        self.with_world(|w| w.account_by_pn(pn))?;
+        Ok(PhoneHandle { emu: self, pn: pn.to_owned() })
+    }
+
+    /// Creates a group owned by `creator` (phone numbers) and returns its JID.
+    pub fn create_group(&self, creator: &str, subject: &str, members: &[&str]) -> Result<Jid, ControlError> {
+        self.with_world(|w| {
+            let c = w.account_by_pn(creator)?;
+            let m = members.iter().map(|p| w.account_by_pn(p)).collect::<Result<Vec<_>, _>>()?;
+            Ok(w.create_group(c, subject, &m))
+        })
+    }
+
+    /// Adds accounts to a group on behalf of `actor`.
+    pub fn add_to_group(&self, actor: &str, group: &Jid, members: &[&str]) -> Result<(), ControlError> {
+        self.with_world(|w| {
+            let a = w.account_by_pn(actor)?;
+            let m = members.iter().map(|p| w.account_by_pn(p)).collect::<Result<Vec<_>, _>>()?;
+            w.group_participants(a, group.user(), "add", &m)
+        })
+    }
+
+    /// The connection a companion device is logged in on.
+    pub fn connection_of(&self, pn: &str, device: u16) -> Result<ConnId, ControlError> {
+        self.with_world(|w| {
+            let account = w.account_by_pn(pn)?;
+            w.conn_of(DeviceAddr { account, device })
+                .ok_or_else(|| ControlError::DeviceOffline(format!("{pn}:{device}")))
+        })
+    }
+
+    /// Companion device ids of an account (paired, not removed).
+    pub fn companions(&self, pn: &str) -> Result<Vec<u16>, ControlError> {
+        self.with_world(|w| {
+            let a = w.account_by_pn(pn)?;
+            Ok(w.accounts[a]
+                .devices
+                .values()
+                .filter(|d| d.id != 0 && d.signed_identity.is_some())
+                .map(|d| d.id)
+                .collect())
+        })
+    }
+
+    // ---------------------------------------------------------------- faults
+
+    /// Closes a connection without a stream error.
+    pub fn fault_close(&self, conn: ConnId) -> Result<(), ControlError> {
+        self.with_world(|w| {
+            if !w.conns.contains_key(&conn) {
+                return Err(ControlError::UnknownConn(conn));
+            }
+            w.close(conn);
+            Ok(())
+        })
+    }
+
+    /// Sends `<stream:error>` and closes: 515 restart, 440 conflict (replaced), 401 logged
+    /// out (device removed), 503 service unavailable, other codes as `code=`.
+    pub fn fault_stream_error(&self, conn: ConnId, code: u16) -> Result<(), ControlError> {
+        self.with_world(|w| {
+            if !w.conns.contains_key(&conn) {
+                return Err(ControlError::UnknownConn(conn));
+            }
+            w.send_and_close(conn, control::stream_error(code));
+            Ok(())
+        })
+    }
+
+    /// Applies a frame fault (delay, drop, corrupt) to a connection's outgoing stream.
+    pub fn fault_frames(&self, conn: ConnId, fault: Fault) -> Result<(), ControlError> {
+        self.with_world(|w| w.fault(conn, fault))
+    }
+
+    /// Refuses logins (`<failure reason="503">`) for the next `seconds` of emulator time.
+    pub fn refuse_logins_for(&self, seconds: u64) {
+        self.with_world(|w| w.policy.refuse_logins_until = w.now() + seconds);
+    }
+
+    /// Stops serving and waits for the server task.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+impl Drop for EmulatorHandle {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Drives one account's simulated phone.
+#[derive(Debug, Clone)]
+pub struct PhoneHandle<'a> {
+    emu: &'a EmulatorHandle,
+    pn: String,
+}
+
+impl PhoneHandle<'_> {
+    /// The account's phone number.
+    pub fn pn(&self) -> &str {
+        &self.pn
+    }
+
+    /// `PN@s.whatsapp.net`.
+    pub fn jid(&self) -> Jid {
+        self.emu.with_world(|w| {
+            let a = w.account_by_pn(&self.pn).unwrap_or_default();
+            w.user_jid(a, wa_binary::Server::Pn)
+        })
+    }
+
+    /// The account's LID JID.
+    pub fn lid(&self) -> Jid {
+        self.emu.with_world(|w| {
+            let a = w.account_by_pn(&self.pn).unwrap_or_default();
+            w.user_jid(a, wa_binary::Server::Lid)
+        })
+    }
+
+    fn account(&self, w: &World) -> Result<AccountId, ControlError> {
+        w.account_by_pn(&self.pn)
+    }
+
+    /// Scans a QR string a companion shows; pair-success goes to that companion.
+    pub fn scan(&self, qr: &str) -> Result<DeviceAddr, ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.scan_qr(a, qr)
+        })
+    }
+
+    /// Enters a pairing code a companion shows.
+    pub fn enter_code(&self, code: &str) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.enter_link_code(a, code)
+        })
+    }
+
+    /// Sends a text to a user or group JID; returns the message id.
+    pub fn send_text(&self, to: &Jid, text: &str) -> Result<String, ControlError> {
+        let m = wa_proto::Message { conversation: Some(text.to_owned()), ..Default::default() };
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_send(a, to, &m)
+        })
+    }
+
+    /// Sends an image (uploaded to the emulator's media store) to a user or group.
+    pub fn send_image(
+        &self,
+        to: &Jid,
+        image: &[u8],
+        mimetype: &str,
+        caption: Option<&str>,
+    ) -> Result<String, ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_send_image(a, to, image, mimetype, caption)
+        })
+    }
+
+    /// Messages received so far.
+    pub fn inbox(&self) -> Vec<InboxMessage> {
+        self.emu
+            .with_world(|w| self.account(w).map(|a| w.accounts[a].phone.inbox.clone()).unwrap_or_default())
+    }
+
+    /// Receipts received so far.
+    pub fn receipts(&self) -> Vec<PhoneReceipt> {
+        self.emu
+            .with_world(|w| self.account(w).map(|a| w.accounts[a].phone.receipts.clone()).unwrap_or_default())
+    }
+
+    /// Sends read receipts for received messages.
+    pub fn mark_read(&self, ids: &[String]) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_mark_read(a, ids)
+        })
+    }
+
+    /// Unlinks a companion device (it is told `401 device_removed`).
+    pub fn remove_device(&self, device: u16) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.remove_device(DeviceAddr { account: a, device }, "primary_removed");
+            Ok(())
+        })
+    }
+
+    /// Waits until the inbox holds a message matching `pred`.
+    pub async fn wait_message(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&InboxMessage) -> bool,
+    ) -> Option<InboxMessage> {
+        let pn = self.pn.clone();
+        let mut rx = self.emu.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(m) = self.inbox().into_iter().find(|m| pred(m)) {
+                return Some(m);
+            }
+            let ev = tokio::time::timeout_at(deadline, rx.recv()).await.ok()?;
+            match ev {
+                Ok(WorldEvent::PhoneReceived { pn: p, .. }) if p == pn => {}
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}

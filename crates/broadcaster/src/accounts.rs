@@ -1,0 +1,577 @@
+//! `/api/v1/accounts`: create, list, get, update, delete, activity log, connect/disconnect/logout.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use rusqlite::{OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::account_state::AccountState;
+use crate::auth::{Permission, Principal};
+use crate::clock::new_id;
+use crate::db::DbError;
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::outbox;
+use crate::phone::E164;
+use crate::runtime::{LinkMethod, SessionEvent};
+use crate::state::AppState;
+
+pub const DEFAULT_DAILY_LIMIT: i64 = 1000;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    /// E.164, once known.
+    pub phone: Option<String>,
+    pub push_name: Option<String>,
+    pub state: AccountState,
+    pub state_reason: Option<String>,
+    pub daily_limit: i64,
+    /// IANA time zone in which the daily counters reset.
+    pub time_zone: String,
+    pub last_connected_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const ACCOUNT_COLUMNS: &str = "id, name, phone, push_name, state, state_reason, daily_limit, time_zone, last_connected_at, created_at, updated_at";
+
+fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
+    let state: String = r.get(4)?;
+    Ok(Account {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        phone: r.get(2)?,
+        push_name: r.get(3)?,
+        state: AccountState::parse(&state).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                4,
+                rusqlite::types::Type::Text,
+                format!("state {state}").into(),
+            )
+        })?,
+        state_reason: r.get(5)?,
+        daily_limit: r.get(6)?,
+        time_zone: r.get(7)?,
+        last_connected_at: r.get(8)?,
+        created_at: r.get(9)?,
+        updated_at: r.get(10)?,
+    })
+}
+
+fn load(c: &rusqlite::Connection, tenant_id: &str, id: &str) -> rusqlite::Result<Option<Account>> {
+    c.query_row(
+        &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE tenant_id = ?1 AND id = ?2"),
+        params![tenant_id, id],
+        account_from_row,
+    )
+    .optional()
+}
+
+/// Why a transition was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum TransitionError {
+    #[error("account not found")]
+    NotFound,
+    #[error("cannot go from {from} to {to}", from = .from.as_str(), to = .to.as_str())]
+    Illegal { from: AccountState, to: AccountState },
+    #[error(transparent)]
+    Db(#[from] rusqlite::Error),
+}
+
+/// Moves an account to `to`, recording the transition in the activity log and the outbox,
+/// all in one transaction. `tenant_id` scopes every statement.
+pub fn transition(
+    c: &mut rusqlite::Connection,
+    tenant_id: &str,
+    account_id: &str,
+    to: AccountState,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<AccountState, TransitionError> {
+    let tx = c.transaction()?;
+    let from: String = tx
+        .query_row(
+            "SELECT state FROM accounts WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant_id, account_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or(TransitionError::NotFound)?;
+    let from = AccountState::parse(&from).ok_or(TransitionError::NotFound)?;
+    if !from.can_become(to) {
+        return Err(TransitionError::Illegal { from, to });
+    }
+    tx.execute(
+        "UPDATE accounts SET state = ?3, state_reason = ?4, updated_at = ?5,
+           last_connected_at = CASE WHEN ?3 = 'active' THEN ?5 ELSE last_connected_at END
+         WHERE tenant_id = ?1 AND id = ?2",
+        params![tenant_id, account_id, to.as_str(), reason, now],
+    )?;
+    tx.execute(
+        "INSERT INTO account_activity (tenant_id, account_id, from_state, to_state, reason, at) VALUES (?1,?2,?3,?4,?5,?6)",
+        params![tenant_id, account_id, from.as_str(), to.as_str(), reason, now],
+    )?;
+    outbox::enqueue(
+        &tx,
+        tenant_id,
+        Some(account_id),
+        "connection_update",
+        serde_json::json!({ "account_id": account_id, "from": from.as_str(), "state": to.as_str(), "reason": reason }),
+        now,
+    )?;
+    tx.commit()?;
+    Ok(from)
+}
+
+/// Applies what a session reported: a state transition, and for `Connected` the learned phone and
+/// push name. Illegal transitions are logged and dropped (a late event from an old session).
+pub fn apply_session_event(
+    c: &mut rusqlite::Connection,
+    tenant_id: &str,
+    account_id: &str,
+    event: &SessionEvent,
+    now: i64,
+) -> Result<(), TransitionError> {
+    let (to, reason) = match event {
+        SessionEvent::Qr { .. } => (AccountState::QrReady, None),
+        SessionEvent::PairingCode { .. } => (AccountState::PairingCodeReady, None),
+        SessionEvent::Connected { phone, push_name } => {
+            c.execute(
+                "UPDATE accounts SET phone = COALESCE(?3, phone), push_name = COALESCE(?4, push_name)
+                 WHERE tenant_id = ?1 AND id = ?2",
+                params![tenant_id, account_id, phone, push_name],
+            )?;
+            (AccountState::Active, None)
+        }
+        SessionEvent::Reconnecting { reason } => (AccountState::Reconnecting, Some(reason.as_str())),
+        SessionEvent::Disconnected { reason } => (AccountState::Disconnected, Some(reason.as_str())),
+        SessionEvent::LoggedOut { reason } => (AccountState::LoggedOut, Some(reason.as_str())),
+        SessionEvent::Failed { reason } => (AccountState::Error, Some(reason.as_str())),
+    };
+    match transition(c, tenant_id, account_id, to, reason, now) {
+        Ok(_) => Ok(()),
+        Err(TransitionError::Illegal { from, to }) => {
+            tracing::warn!(
+                account_id,
+                from = from.as_str(),
+                to = to.as_str(),
+                "dropped out-of-order session event"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    /// A label for people, e.g. "Support line".
+    pub name: String,
+    /// Optional phone number (any common format; stored as E.164).
+    pub phone: Option<String>,
+    pub daily_limit: Option<i64>,
+    /// IANA time zone for the daily counters (default UTC).
+    pub time_zone: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAccount {
+    pub name: Option<String>,
+    pub daily_limit: Option<i64>,
+    pub time_zone: Option<String>,
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.trim().is_empty() || name.len() > 100 {
+        return Err(ApiError::bad("invalid_name", "name must be 1 to 100 characters"));
+    }
+    Ok(())
+}
+
+fn check_limit(limit: i64) -> Result<(), ApiError> {
+    if !(1..=1_000_000).contains(&limit) {
+        return Err(ApiError::bad("invalid_daily_limit", "daily_limit must be between 1 and 1000000"));
+    }
+    Ok(())
+}
+
+fn check_time_zone(tz: &str) -> Result<(), ApiError> {
+    // Shape check only (Area/City, UTC); the full tz database arrives with daily counters.
+    let ok = tz == "UTC"
+        || (tz.len() <= 64
+            && tz.contains('/')
+            && tz
+                .split('/')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-+".contains(c))));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad("invalid_time_zone", format!("`{tz}` is not an IANA time zone name")))
+    }
+}
+
+pub fn parse_phone(input: &str) -> Result<E164, ApiError> {
+    E164::parse(input).map_err(|e| ApiError::bad("invalid_phone", format!("invalid phone number: {e}")))
+}
+
+#[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts", request_body = CreateAccount,
+    responses((status = 201, body = Account), (status = 400, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create(
+    State(st): State<AppState>,
+    p: Principal,
+    ApiJson(req): ApiJson<CreateAccount>,
+) -> Result<(StatusCode, Json<Account>), ApiError> {
+    p.require(Permission::Manage)?;
+    check_name(&req.name)?;
+    let phone = req.phone.as_deref().map(parse_phone).transpose()?.map(|p| p.to_string());
+    let limit = req.daily_limit.unwrap_or(DEFAULT_DAILY_LIMIT);
+    check_limit(limit)?;
+    let tz = req.time_zone.unwrap_or_else(|| "UTC".to_owned());
+    check_time_zone(&tz)?;
+    let now = st.clock.now_ms();
+    let tenant = p.tenant_id.clone();
+    let out = st
+        .db
+        .call(move |c| {
+            let id = new_id("acc");
+            let tx = c.transaction()?;
+            let r = tx.execute(
+                "INSERT INTO accounts (id, tenant_id, name, phone, state, daily_limit, time_zone, created_at, updated_at)
+                 VALUES (?1,?2,?3,?4,'inactive',?5,?6,?7,?7)",
+                params![id, tenant, req.name.trim(), phone, limit, tz, now],
+            );
+            if let Err(rusqlite::Error::SqliteFailure(e, _)) = &r
+                && e.code == rusqlite::ErrorCode::ConstraintViolation
+            {
+                return Ok(None);
+            }
+            r?;
+            tx.execute(
+                "INSERT INTO account_activity (tenant_id, account_id, from_state, to_state, reason, at)
+                 VALUES (?1,?2,NULL,'inactive','created',?3)",
+                params![tenant, id, now],
+            )?;
+            tx.commit()?;
+            Ok(load(c, &tenant, &id)?)
+        })
+        .await?;
+    let account = out.ok_or(ApiError::Conflict {
+        code: "phone_in_use",
+        message: "another account of this tenant has that phone number".into(),
+    })?;
+    Ok((StatusCode::CREATED, Json(account)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only accounts in this state.
+    pub state: Option<AccountState>,
+}
+
+#[utoipa::path(get, path = "/api/v1/accounts", tag = "accounts", params(ListQuery),
+    responses((status = 200, body = Vec<Account>)), security(("api_key" = [])))]
+pub async fn list(
+    State(st): State<AppState>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Vec<Account>>, ApiError> {
+    p.require(Permission::Read)?;
+    let tenant = p.tenant_id.clone();
+    let state = q.state.map(|s| s.as_str());
+    let rows = st
+        .db
+        .call(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE tenant_id = ?1 AND (?2 IS NULL OR state = ?2)
+                 ORDER BY created_at, id"
+            ))?;
+            let rows =
+                stmt.query_map(params![tenant, state], account_from_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await?;
+    Ok(Json(rows))
+}
+
+#[utoipa::path(get, path = "/api/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path)),
+    responses((status = 200, body = Account), (status = 404, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Account>, ApiError> {
+    p.require(Permission::Read)?;
+    let tenant = p.tenant_id.clone();
+    st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.map(Json).ok_or(ApiError::NotFound("account"))
+}
+
+#[utoipa::path(patch, path = "/api/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path)),
+    request_body = UpdateAccount,
+    responses((status = 200, body = Account), (status = 404, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn update(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateAccount>,
+) -> Result<Json<Account>, ApiError> {
+    p.require(Permission::Manage)?;
+    if let Some(n) = &req.name {
+        check_name(n)?;
+    }
+    if let Some(l) = req.daily_limit {
+        check_limit(l)?;
+    }
+    if let Some(tz) = &req.time_zone {
+        check_time_zone(tz)?;
+    }
+    let now = st.clock.now_ms();
+    let tenant = p.tenant_id.clone();
+    st.db
+        .call(move |c| {
+            let n = c.execute(
+                "UPDATE accounts SET name = COALESCE(?3, name), daily_limit = COALESCE(?4, daily_limit),
+                   time_zone = COALESCE(?5, time_zone), updated_at = ?6 WHERE tenant_id = ?1 AND id = ?2",
+                params![tenant, id, req.name.as_deref().map(str::trim), req.daily_limit, req.time_zone, now],
+            )?;
+            if n == 0 { Ok(None) } else { Ok(load(c, &tenant, &id)?) }
+        })
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("account"))
+}
+
+#[utoipa::path(delete, path = "/api/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = crate::error::ErrorBody)), security(("api_key" = [])))]
+pub async fn delete(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    p.require(Permission::Manage)?;
+    let tenant = p.tenant_id.clone();
+    let state = {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.ok_or(ApiError::NotFound("account"))?.state
+    };
+    // A live session must be closed first so it stops writing for a deleted account.
+    if !matches!(
+        state,
+        AccountState::Inactive | AccountState::LoggedOut | AccountState::Disconnected | AccountState::Error
+    ) {
+        return Err(ApiError::Conflict {
+            code: "account_running",
+            message: format!("account is {}; log out or disconnect it first", state.as_str()),
+        });
+    }
+    let n = st
+        .db
+        .call(move |c| {
+            Ok(c.execute("DELETE FROM accounts WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])?)
+        })
+        .await?;
+    if n == 0 { Err(ApiError::NotFound("account")) } else { Ok(StatusCode::NO_CONTENT) }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Activity {
+    pub from_state: Option<AccountState>,
+    pub to_state: AccountState,
+    pub reason: Option<String>,
+    pub at: i64,
+}
+
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/activity", tag = "accounts", params(("id" = String, Path)),
+    responses((status = 200, body = Vec<Activity>), (status = 404, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn activity(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Activity>>, ApiError> {
+    p.require(Permission::Read)?;
+    let tenant = p.tenant_id.clone();
+    st.db
+        .call(move |c| {
+            if load(c, &tenant, &id)?.is_none() {
+                return Ok(None);
+            }
+            let mut stmt = c.prepare(
+                "SELECT from_state, to_state, reason, at FROM account_activity
+                 WHERE tenant_id = ?1 AND account_id = ?2 ORDER BY id",
+            )?;
+            let rows = stmt
+                .query_map(params![tenant, id], |r| {
+                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (from, to, reason, at) in rows {
+                let bad = || DbError::Corrupt(format!("activity state for account {id}"));
+                let from_state = match from {
+                    Some(f) => Some(AccountState::parse(&f).ok_or_else(bad)?),
+                    None => None,
+                };
+                out.push(Activity {
+                    from_state,
+                    to_state: AccountState::parse(&to).ok_or_else(bad)?,
+                    reason,
+                    at,
+                });
+            }
+            Ok(Some(out))
+        })
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("account"))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectRequest {
+    /// Link by pairing code for this number instead of by QR.
+    pub pairing_phone: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/connect", tag = "accounts", params(("id" = String, Path)),
+    request_body = ConnectRequest,
+    responses((status = 202, body = Account), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn connect(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    body: Option<ApiJson<ConnectRequest>>,
+) -> Result<(StatusCode, Json<Account>), ApiError> {
+    p.require(Permission::Connect)?;
+    let req = body.map(|ApiJson(r)| r).unwrap_or_default();
+    let method = match req.pairing_phone.as_deref() {
+        Some(ph) => LinkMethod::PairingCode { phone_digits: parse_phone(ph)?.digits().to_owned() },
+        None => LinkMethod::Qr,
+    };
+    let runtime = st.runtime.clone().ok_or_else(|| {
+        ApiError::Unavailable(
+            "no WhatsApp runtime is configured in this build; connecting is not available".into(),
+        )
+    })?;
+    run_transition(&st, &p.tenant_id, &id, AccountState::Connecting, Some("connect requested")).await?;
+    if let Err(e) = runtime.connect(&p.tenant_id, &id, method).await {
+        let reason = e.to_string();
+        run_transition(&st, &p.tenant_id, &id, AccountState::Error, Some(&reason)).await?;
+        return Err(ApiError::Unavailable(format!("connect failed: {reason}")));
+    }
+    let tenant = p.tenant_id.clone();
+    let acc = st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.ok_or(ApiError::NotFound("account"))?;
+    Ok((StatusCode::ACCEPTED, Json(acc)))
+}
+
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/disconnect", tag = "accounts", params(("id" = String, Path)),
+    responses((status = 200, body = Account), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn disconnect(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Account>, ApiError> {
+    p.require(Permission::Disconnect)?;
+    stop(&st, &p, id, false).await
+}
+
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/logout", tag = "accounts", params(("id" = String, Path)),
+    responses((status = 200, body = Account), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn logout(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Account>, ApiError> {
+    p.require(Permission::Disconnect)?;
+    stop(&st, &p, id, true).await
+}
+
+async fn stop(st: &AppState, p: &Principal, id: String, logout: bool) -> Result<Json<Account>, ApiError> {
+    let tenant = p.tenant_id.clone();
+    let acc = {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.ok_or(ApiError::NotFound("account"))?
+    };
+    let target = if logout { AccountState::LoggedOut } else { AccountState::Disconnected };
+    if !acc.state.can_become(target) {
+        return Err(ApiError::Conflict {
+            code: "invalid_state",
+            message: format!("account is {}; cannot move to {}", acc.state.as_str(), target.as_str()),
+        });
+    }
+    if let Some(rt) = &st.runtime {
+        let r = if logout { rt.logout(&tenant, &id).await } else { rt.disconnect(&tenant, &id).await };
+        match r {
+            Ok(()) | Err(crate::runtime::RuntimeError::NotRunning) => {}
+            Err(e) => return Err(ApiError::Unavailable(format!("runtime refused: {e}"))),
+        }
+    }
+    let reason = if logout { "logout requested" } else { "disconnect requested" };
+    run_transition(st, &tenant, &id, target, Some(reason)).await?;
+    st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.map(Json).ok_or(ApiError::NotFound("account"))
+}
+
+async fn run_transition(
+    st: &AppState,
+    tenant: &str,
+    id: &str,
+    to: AccountState,
+    reason: Option<&str>,
+) -> Result<(), ApiError> {
+    let now = st.clock.now_ms();
+    let (tenant, id, reason) = (tenant.to_owned(), id.to_owned(), reason.map(str::to_owned));
+    let r = st.db.call(move |c| Ok(transition(c, &tenant, &id, to, reason.as_deref(), now))).await?;
+    st.outbox_notify.notify_one();
+    match r {
+        Ok(_) => Ok(()),
+        Err(TransitionError::NotFound) => Err(ApiError::NotFound("account")),
+        Err(e @ TransitionError::Illegal { .. }) => {
+            Err(ApiError::Conflict { code: "invalid_state", message: e.to_string() })
+        }
+        Err(TransitionError::Db(e)) => Err(e.into()),
+    }
+}
+
+/// The server's [`SessionEvents`](crate::runtime::SessionEvents) sink: applies each event as a
+/// recorded transition and wakes the webhook worker.
+pub struct DbSessionEvents {
+    pub db: crate::db::Db,
+    pub clock: crate::clock::SharedClock,
+    pub notify: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl crate::runtime::SessionEvents for DbSessionEvents {
+    fn emit<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        event: SessionEvent,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let now = self.clock.now_ms();
+            let (t, a) = (tenant_id.to_owned(), account_id.to_owned());
+            match self.db.call(move |c| Ok(apply_session_event(c, &t, &a, &event, now))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(account_id, error = %e, "session event not applied"),
+                Err(e) => tracing::error!(account_id, error = %e, "session event not applied"),
+            }
+            self.notify.notify_one();
+        })
+    }
+}

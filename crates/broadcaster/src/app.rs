@@ -1,0 +1,105 @@
+//! The HTTP router, health endpoints and the OpenAPI document.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{accounts, tenants, webhooks};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Broadcaster API", description = "Connect WhatsApp accounts; send, track and receive messages."),
+    paths(
+        healthz, readyz,
+        tenants::create_tenant, tenants::list_tenants,
+        tenants::create_key, tenants::list_keys, tenants::revoke_key,
+        accounts::create, accounts::list, accounts::get, accounts::update, accounts::delete,
+        accounts::activity, accounts::connect, accounts::disconnect, accounts::logout,
+        webhooks::create, webhooks::list, webhooks::delete, webhooks::deliveries, webhooks::replay,
+    ),
+    components(schemas(crate::outbox::EventEnvelope)),
+    modifiers(&SecurityAddon)
+)]
+pub struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "x_api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+/// Liveness: the process is serving.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "alive")))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses((status = 200, description = "ready"), (status = 503, body = crate::error::ErrorBody)))]
+pub async fn readyz(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    st.db
+        .call(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("database not ready: {e}")))?;
+    Ok(Json(serde_json::json!({ "status": "ready" })))
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("route")
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    let body = crate::error::ErrorBody {
+        error: crate::error::ErrorDetail {
+            code: "method_not_allowed".into(),
+            message: "method not allowed on this path".into(),
+        },
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body))
+}
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi_json))
+        .route("/api/v1/tenants", post(tenants::create_tenant).get(tenants::list_tenants))
+        .route("/api/v1/keys", post(tenants::create_key).get(tenants::list_keys))
+        .route("/api/v1/keys/{id}", delete(tenants::revoke_key))
+        .route("/api/v1/accounts", post(accounts::create).get(accounts::list))
+        .route("/api/v1/accounts/{id}", get(accounts::get).patch(accounts::update).delete(accounts::delete))
+        .route("/api/v1/accounts/{id}/activity", get(accounts::activity))
+        .route("/api/v1/accounts/{id}/connect", post(accounts::connect))
+        .route("/api/v1/accounts/{id}/disconnect", post(accounts::disconnect))
+        .route("/api/v1/accounts/{id}/logout", post(accounts::logout))
+        .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/api/v1/webhooks/{id}", delete(webhooks::delete))
+        .route("/api/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/api/v1/webhooks/deliveries/{id}/replay", post(webhooks::replay))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}

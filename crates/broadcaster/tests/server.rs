@@ -1,0 +1,610 @@
+//! HTTP-level tests: auth, validation, tenant isolation on every endpoint, the account state
+//! machine through the runtime seam, and webhook delivery with retries and dead letters.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use broadcaster::accounts::DbSessionEvents;
+use broadcaster::auth::{Bootstrap, bootstrap_admin};
+use broadcaster::clock::{Clock, ManualClock, SharedClock};
+use broadcaster::db::Db;
+use broadcaster::runtime::{AccountRuntime, LinkMethod, RuntimeFuture, SessionEvent, SessionEvents};
+use broadcaster::state::AppState;
+use broadcaster::webhooks::{RetryPolicy, WebhookWorker};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tower::ServiceExt;
+
+const MAX_BODY: usize = 64 * 1024;
+
+struct Harness {
+    app: Router,
+    db: Db,
+    clock: Arc<ManualClock>,
+    notify: Arc<Notify>,
+    admin: String,
+}
+
+async fn harness_with(
+    runtime: impl FnOnce(&Db, SharedClock, Arc<Notify>) -> Option<Arc<dyn AccountRuntime>>,
+) -> Harness {
+    let db = Db::open_in_memory().unwrap();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let now = clock.now_ms();
+    let admin = match db.call(move |c| bootstrap_admin(c, None, now)).await.unwrap() {
+        Bootstrap::Generated(k) => k,
+        other => panic!("expected a generated key, got {other:?}"),
+    };
+    let notify = Arc::new(Notify::new());
+    let shared: SharedClock = clock.clone();
+    let runtime = runtime(&db, shared.clone(), notify.clone());
+    let state = AppState { db: db.clone(), clock: shared, runtime, outbox_notify: notify.clone() };
+    Harness { app: broadcaster::app::router(state, MAX_BODY), db, clock, notify, admin }
+}
+
+async fn harness() -> Harness {
+    harness_with(|_, _, _| None).await
+}
+
+impl Harness {
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<String>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let req = match body {
+            Some(b) => req.header("content-type", "application/json").body(Body::from(b)).unwrap(),
+            None => req.body(Body::empty()).unwrap(),
+        };
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        (status, v)
+    }
+
+    async fn call(&self, method: &str, path: &str, key: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.raw(method, path, Some(key), body.map(|b| b.to_string())).await
+    }
+
+    /// A new tenant; returns its manager key.
+    async fn tenant(&self, name: &str) -> String {
+        let (s, v) = self.call("POST", "/api/v1/tenants", &self.admin, Some(json!({ "name": name }))).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["api_key"]["key"].as_str().unwrap().to_owned()
+    }
+
+    async fn account(&self, key: &str, name: &str) -> String {
+        let (s, v) = self.call("POST", "/api/v1/accounts", key, Some(json!({ "name": name }))).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+}
+
+fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+#[tokio::test]
+async fn health_and_openapi_are_public() {
+    let h = harness().await;
+    assert_eq!(h.raw("GET", "/healthz", None, None).await.0, StatusCode::OK);
+    assert_eq!(h.raw("GET", "/readyz", None, None).await.0, StatusCode::OK);
+    let (s, doc) = h.raw("GET", "/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    for path in
+        ["/api/v1/accounts", "/api/v1/accounts/{id}", "/api/v1/webhooks", "/api/v1/keys", "/api/v1/tenants"]
+    {
+        assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
+    }
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_key_are_refused() {
+    let h = harness().await;
+    let (s, v) = h.raw("GET", "/api/v1/accounts", None, None).await;
+    assert_error(s, &v, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (s, v) = h.raw("GET", "/api/v1/accounts", Some("bk_nope"), None).await;
+    assert_error(s, &v, StatusCode::UNAUTHORIZED, "unauthorized");
+    // X-API-Key works as well as Bearer.
+    let req = Request::get("/api/v1/accounts").header("x-api-key", &h.admin).body(Body::empty()).unwrap();
+    assert_eq!(h.app.clone().oneshot(req).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn keys_are_stored_hashed_shown_once_and_revocable() {
+    let h = harness().await;
+    let mgr = h.tenant("acme").await;
+    let (s, v) = h.call("POST", "/api/v1/keys", &mgr, Some(json!({ "name": "bot", "role": "viewer" }))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let viewer = v["key"].as_str().unwrap().to_owned();
+    let viewer_id = v["id"].as_str().unwrap().to_owned();
+    // Nothing in the database contains a clear key.
+    let (a, b) = (h.admin.clone(), viewer.clone());
+    let leaked: i64 =
+        h.db.call(move |c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM api_keys WHERE key_hash IN (?1, ?2) OR name LIKE '%' || ?1 || '%'",
+                [&a, &b],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(leaked, 0);
+    let (_, list) = h.call("GET", "/api/v1/keys", &mgr, None).await;
+    assert!(list.as_array().unwrap().iter().all(|k| k.get("key").is_none() && k.get("key_hash").is_none()));
+    // Viewer may read but not manage or create accounts.
+    assert_eq!(h.call("GET", "/api/v1/accounts", &viewer, None).await.0, StatusCode::OK);
+    let (s, v) = h.call("POST", "/api/v1/accounts", &viewer, Some(json!({ "name": "x" }))).await;
+    assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
+    // A manager cannot mint admin keys or tenants.
+    let (s, v) = h.call("POST", "/api/v1/keys", &mgr, Some(json!({ "name": "x", "role": "admin" }))).await;
+    assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
+    let (s, v) = h.call("POST", "/api/v1/tenants", &mgr, Some(json!({ "name": "evil" }))).await;
+    assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
+    // Revoked keys stop working.
+    assert_eq!(
+        h.call("DELETE", &format!("/api/v1/keys/{viewer_id}"), &mgr, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(h.call("GET", "/api/v1/accounts", &viewer, None).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_4xx_json_errors() {
+    let h = harness().await;
+    let k = h.admin.clone();
+    let (s, v) = h.raw("POST", "/api/v1/accounts", Some(&k), Some("{\"name\":".into())).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "malformed_json");
+    let (s, v) = h.call("POST", "/api/v1/accounts", &k, Some(json!({ "name": "a", "colour": "red" }))).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_body");
+    assert!(v["error"]["message"].as_str().unwrap().contains("colour"), "{v}");
+    let (s, v) = h.call("POST", "/api/v1/accounts", &k, Some(json!({ "name": "a", "phone": "12345" }))).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_phone");
+    let (s, v) = h.call("POST", "/api/v1/accounts", &k, Some(json!({ "name": "" }))).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_name");
+    let (s, v) = h.call("POST", "/api/v1/accounts", &k, Some(json!({ "name": "a", "daily_limit": 0 }))).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_daily_limit");
+    let (s, v) =
+        h.call("POST", "/api/v1/accounts", &k, Some(json!({ "name": "a", "time_zone": "Mars" }))).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_time_zone");
+    let big = json!({ "name": "a".repeat(MAX_BODY + 1) }).to_string();
+    let (s, v) = h.raw("POST", "/api/v1/accounts", Some(&k), Some(big)).await;
+    assert_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let req = Request::post("/api/v1/accounts")
+        .header("authorization", format!("Bearer {k}"))
+        .body(Body::from("{\"name\":\"a\"}"))
+        .unwrap();
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let (s, v) =
+        h.call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": "ftp://x", "events": ["*"] }))).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_url");
+    let (s, v) =
+        h.call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": "http://x/", "events": ["nope"] }))).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_events");
+    let (s, v) = h.call("GET", "/api/v1/nothing", &k, None).await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    let (s, v) = h.call("GET", "/api/v1/accounts?state=flying", &k, None).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_query");
+}
+
+#[tokio::test]
+async fn phone_is_normalised_to_e164_and_unique_per_tenant() {
+    let h = harness().await;
+    let k = h.admin.clone();
+    let (s, v) = h
+        .call("POST", "/api/v1/accounts", &k, Some(json!({ "name": "a", "phone": "+1 (415) 555-0123" })))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["phone"], "+14155550123");
+    assert_eq!(v["state"], "inactive");
+    let (s, v) =
+        h.call("POST", "/api/v1/accounts", &k, Some(json!({ "name": "b", "phone": "0014155550123" }))).await;
+    assert_error(s, &v, StatusCode::CONFLICT, "phone_in_use");
+    // Another tenant may register the same number.
+    let other = h.tenant("other").await;
+    let (s, _) = h
+        .call("POST", "/api/v1/accounts", &other, Some(json!({ "name": "b", "phone": "+14155550123" })))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn tenant_isolation_on_every_endpoint() {
+    let h = harness().await;
+    let a = h.tenant("a").await;
+    let b = h.tenant("b").await;
+    let acc_a = h.account(&a, "a-line").await;
+    let (s, hook) = h
+        .call("POST", "/api/v1/webhooks", &a, Some(json!({ "url": "http://127.0.0.1:9/h", "events": ["*"] })))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{hook}");
+    let hook_a = hook["id"].as_str().unwrap().to_owned();
+    let (_, keys) = h.call("GET", "/api/v1/keys", &a, None).await;
+    let key_a = keys[0]["id"].as_str().unwrap().to_owned();
+    // Produce a delivery in A's outbox.
+    let (s, _) =
+        h.call("PATCH", &format!("/api/v1/accounts/{acc_a}"), &a, Some(json!({ "name": "x" }))).await;
+    assert_eq!(s, StatusCode::OK);
+    let (t, id) = (h.db.clone(), acc_a.clone());
+    let now = h.clock.now_ms();
+    let tenant_a: String = t
+        .call(move |c| Ok(c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [&id], |r| r.get(0))?))
+        .await
+        .unwrap();
+    let acc = acc_a.clone();
+    h.db.call(move |c| {
+        Ok(broadcaster::accounts::transition(
+            c,
+            &tenant_a,
+            &acc,
+            broadcaster::account_state::AccountState::Connecting,
+            None,
+            now,
+        ))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (_, dels) = h.call("GET", &format!("/api/v1/webhooks/{hook_a}/deliveries"), &a, None).await;
+    let del_a = dels[0]["id"].as_str().unwrap().to_owned();
+
+    // B sees none of A's resources in lists...
+    let (_, list) = h.call("GET", "/api/v1/accounts", &b, None).await;
+    assert_eq!(list, json!([]));
+    let (_, list) = h.call("GET", "/api/v1/webhooks", &b, None).await;
+    assert_eq!(list, json!([]));
+    let (_, list) = h.call("GET", "/api/v1/keys", &b, None).await;
+    assert!(list.as_array().unwrap().iter().all(|k| k["id"] != key_a.as_str()));
+    // ...and every id-addressed endpoint answers 404 (not 403: existence is not revealed).
+    let cases: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", format!("/api/v1/accounts/{acc_a}"), None),
+        ("PATCH", format!("/api/v1/accounts/{acc_a}"), Some(json!({ "name": "pwned" }))),
+        ("GET", format!("/api/v1/accounts/{acc_a}/activity"), None),
+        ("POST", format!("/api/v1/accounts/{acc_a}/disconnect"), None),
+        ("POST", format!("/api/v1/accounts/{acc_a}/logout"), None),
+        ("DELETE", format!("/api/v1/accounts/{acc_a}"), None),
+        ("DELETE", format!("/api/v1/keys/{key_a}"), None),
+        ("GET", format!("/api/v1/webhooks/{hook_a}/deliveries"), None),
+        ("DELETE", format!("/api/v1/webhooks/{hook_a}"), None),
+        ("POST", format!("/api/v1/webhooks/deliveries/{del_a}/replay"), None),
+    ];
+    for (m, path, body) in &cases {
+        let (s, v) = h.call(m, path, &b, body.clone()).await;
+        assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    }
+    // A webhook of B cannot be bound to A's account.
+    let (s, v) = h
+        .call(
+            "POST",
+            "/api/v1/webhooks",
+            &b,
+            Some(json!({ "url": "http://x/", "events": ["*"], "account_id": acc_a })),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    // A's resources are untouched.
+    let (s, v) = h.call("GET", &format!("/api/v1/accounts/{acc_a}"), &a, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["name"], "x");
+    assert_eq!(h.call("GET", "/api/v1/keys", &a, None).await.1.as_array().unwrap().len(), 1);
+    assert_eq!(h.call("GET", "/api/v1/webhooks", &a, None).await.1.as_array().unwrap().len(), 1);
+}
+
+/// A test double for the WhatsApp runtime: links at once by emitting QR then Connected.
+struct ScriptedRuntime {
+    events: DbSessionEvents,
+    calls: Mutex<Vec<String>>,
+}
+
+impl AccountRuntime for ScriptedRuntime {
+    fn connect<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        method: LinkMethod,
+    ) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push(format!("connect {method:?}"));
+            let first = match method {
+                LinkMethod::Qr => SessionEvent::Qr { code: "2@abc".into(), expires_at_ms: 0 },
+                LinkMethod::PairingCode { .. } => {
+                    SessionEvent::PairingCode { code: "ABCD1234".into(), expires_at_ms: 0 }
+                }
+            };
+            self.events.emit(tenant_id, account_id, first).await;
+            let connected = SessionEvent::Connected {
+                phone: Some("+14155550199".into()),
+                push_name: Some("Shop".into()),
+            };
+            self.events.emit(tenant_id, account_id, connected).await;
+            Ok(())
+        })
+    }
+    fn disconnect<'a>(&'a self, _: &'a str, _: &'a str) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push("disconnect".into());
+            Ok(())
+        })
+    }
+    fn logout<'a>(&'a self, _: &'a str, _: &'a str) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            self.calls.lock().unwrap().push("logout".into());
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn connect_without_runtime_is_503_and_state_unchanged() {
+    let h = harness().await;
+    let acc = h.account(&h.admin, "a").await;
+    let (s, v) = h.call("POST", &format!("/api/v1/accounts/{acc}/connect"), &h.admin, None).await;
+    assert_error(s, &v, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let (_, v) = h.call("GET", &format!("/api/v1/accounts/{acc}"), &h.admin, None).await;
+    assert_eq!(v["state"], "inactive");
+}
+
+#[tokio::test]
+async fn state_machine_transitions_are_recorded_through_the_runtime_seam() {
+    let h = harness_with(|db, clock, notify| {
+        Some(Arc::new(ScriptedRuntime {
+            events: DbSessionEvents { db: db.clone(), clock, notify },
+            calls: Mutex::new(Vec::new()),
+        }) as Arc<dyn AccountRuntime>)
+    })
+    .await;
+    let k = h.admin.clone();
+    let acc = h.account(&k, "a").await;
+    let (s, v) = h.call("POST", &format!("/api/v1/accounts/{acc}/connect"), &k, Some(json!({}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["state"], "active");
+    assert_eq!(v["phone"], "+14155550199");
+    assert_eq!(v["push_name"], "Shop");
+    assert!(v["last_connected_at"].is_i64());
+    // Illegal: connecting an active account.
+    let (s, v) = h.call("POST", &format!("/api/v1/accounts/{acc}/connect"), &k, None).await;
+    assert_error(s, &v, StatusCode::CONFLICT, "invalid_state");
+    // Cannot delete while running.
+    let (s, v) = h.call("DELETE", &format!("/api/v1/accounts/{acc}"), &k, None).await;
+    assert_error(s, &v, StatusCode::CONFLICT, "account_running");
+    let (s, v) = h.call("POST", &format!("/api/v1/accounts/{acc}/logout"), &k, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "logged_out");
+    let (s, v) = h.call("POST", &format!("/api/v1/accounts/{acc}/logout"), &k, None).await;
+    assert_error(s, &v, StatusCode::CONFLICT, "invalid_state");
+    // Pairing code path after logout.
+    let (s, v) = h
+        .call(
+            "POST",
+            &format!("/api/v1/accounts/{acc}/connect"),
+            &k,
+            Some(json!({ "pairing_phone": "+1 415 555 0199" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let (_, log) = h.call("GET", &format!("/api/v1/accounts/{acc}/activity"), &k, None).await;
+    let states: Vec<&str> = log.as_array().unwrap().iter().map(|e| e["to_state"].as_str().unwrap()).collect();
+    assert_eq!(
+        states,
+        [
+            "inactive",
+            "connecting",
+            "qr_ready",
+            "active",
+            "logged_out",
+            "connecting",
+            "pairing_code_ready",
+            "active"
+        ]
+    );
+    assert_eq!(log[1]["from_state"], "inactive");
+    let (s, v) = h.call("POST", &format!("/api/v1/accounts/{acc}/disconnect"), &k, None).await;
+    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("disconnected")));
+    assert_eq!(
+        h.call("DELETE", &format!("/api/v1/accounts/{acc}"), &k, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(h.call("GET", &format!("/api/v1/accounts/{acc}"), &k, None).await.0, StatusCode::NOT_FOUND);
+}
+
+// ------------------------------------------------------------------ webhooks
+
+#[derive(Default)]
+struct Receiver {
+    down: AtomicBool,
+    hits: AtomicUsize,
+    delivered: Mutex<Vec<(String, Value)>>,
+    secret: Mutex<String>,
+    arrived: Notify,
+}
+
+async fn receive(
+    axum::extract::State(r): axum::extract::State<Arc<Receiver>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    r.hits.fetch_add(1, Ordering::SeqCst);
+    if r.down.load(Ordering::SeqCst) {
+        r.arrived.notify_one();
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let ts: i64 = headers["x-broadcaster-timestamp"].to_str().unwrap().parse().unwrap();
+    let sig = headers["x-broadcaster-signature"].to_str().unwrap();
+    let secret = r.secret.lock().unwrap().clone();
+    assert!(broadcaster::webhooks::verify(&secret, ts, &body, sig), "bad signature");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(headers["x-broadcaster-event-id"].to_str().unwrap(), v["id"].as_str().unwrap());
+    r.delivered.lock().unwrap().push((v["id"].as_str().unwrap().to_owned(), v));
+    r.arrived.notify_one();
+    StatusCode::NO_CONTENT
+}
+
+async fn start_receiver() -> (Arc<Receiver>, String) {
+    let r = Arc::new(Receiver::default());
+    let app = Router::new().route("/hook", axum::routing::post(receive)).with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (r, url)
+}
+
+async fn emit_transitions(h: &Harness, key: &str, acc: &str, n: usize) {
+    // Each connect/disconnect pair through the API enqueues connection_update events.
+    let tenant = {
+        let (db, acc) = (h.db.clone(), acc.to_owned());
+        db.call(move |c| {
+            Ok(c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [&acc], |r| {
+                r.get::<_, String>(0)
+            })?)
+        })
+        .await
+        .unwrap()
+    };
+    let _ = key;
+    use broadcaster::account_state::AccountState::*;
+    for i in 0..n {
+        let to = if i % 2 == 0 { Connecting } else { Disconnected };
+        let (t, a, now) = (tenant.clone(), acc.to_owned(), h.clock.now_ms());
+        h.db.call(move |c| Ok(broadcaster::accounts::transition(c, &t, &a, to, None, now)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn worker(h: &Harness, max_attempts: u32) -> WebhookWorker {
+    let policy = RetryPolicy {
+        max_attempts,
+        base_delay_ms: 1_000,
+        max_delay_ms: 60_000,
+        request_timeout: Duration::from_secs(5),
+    };
+    WebhookWorker::new(h.db.clone(), h.clock.clone(), policy, h.notify.clone())
+}
+
+async fn deliveries(h: &Harness, key: &str, hook: &str) -> Vec<Value> {
+    let (s, v) = h.call("GET", &format!("/api/v1/webhooks/{hook}/deliveries"), key, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v.as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn webhooks_survive_a_receiver_outage_without_loss_or_duplicates() {
+    let h = harness().await;
+    let k = h.admin.clone();
+    let (rx, url) = start_receiver().await;
+    let (s, hook) = h
+        .call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": url, "events": ["connection_update"] })))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{hook}");
+    *rx.secret.lock().unwrap() = hook["secret"].as_str().unwrap().to_owned();
+    let hook_id = hook["id"].as_str().unwrap().to_owned();
+    let acc = h.account(&k, "a").await;
+    emit_transitions(&h, &k, &acc, 4).await;
+    let w = worker(&h, 10);
+
+    rx.down.store(true, Ordering::SeqCst);
+    // Three passes while down: each attempts all 4, then waits for its backoff (driven clock).
+    for pass in 1..=3 {
+        assert_eq!(w.run_once().await.unwrap(), 4, "pass {pass}");
+        // Nothing is due until the clock moves past the backoff.
+        assert_eq!(w.run_once().await.unwrap(), 0);
+        let next = w.next_due().await.unwrap().unwrap();
+        assert!(next > h.clock.now_ms());
+        h.clock.advance_ms(next - h.clock.now_ms() + 60_000);
+    }
+    assert_eq!(rx.hits.load(Ordering::SeqCst), 12);
+    let ds = deliveries(&h, &k, &hook_id).await;
+    assert!(
+        ds.iter().all(|d| d["status"] == "pending" && d["attempts"] == 3 && d["last_status"] == 503),
+        "{ds:?}"
+    );
+
+    rx.down.store(false, Ordering::SeqCst);
+    assert_eq!(w.run_once().await.unwrap(), 4);
+    h.clock.advance_ms(24 * 3_600_000);
+    assert_eq!(w.run_once().await.unwrap(), 0, "delivered rows are never sent again");
+    let got = rx.delivered.lock().unwrap().clone();
+    assert_eq!(got.len(), 4);
+    let mut ids: Vec<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "each event exactly once");
+    assert!(got.iter().all(|(_, v)| v["type"] == "connection_update" && v["account_id"] == acc.as_str()));
+    let ds = deliveries(&h, &k, &hook_id).await;
+    assert!(ds.iter().all(|d| d["status"] == "delivered" && d["attempts"] == 4), "{ds:?}");
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayable_with_the_same_idempotency_key() {
+    let h = harness().await;
+    let k = h.admin.clone();
+    let (rx, url) = start_receiver().await;
+    let (_, hook) =
+        h.call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": url, "events": ["*"] }))).await;
+    *rx.secret.lock().unwrap() = hook["secret"].as_str().unwrap().to_owned();
+    let hook_id = hook["id"].as_str().unwrap().to_owned();
+    let acc = h.account(&k, "a").await;
+    emit_transitions(&h, &k, &acc, 1).await;
+    let w = worker(&h, 3);
+    rx.down.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        assert_eq!(w.run_once().await.unwrap(), 1);
+        h.clock.advance_ms(3_600_000);
+    }
+    assert_eq!(w.run_once().await.unwrap(), 0, "dead letters are not retried");
+    let (s, dead) =
+        h.call("GET", &format!("/api/v1/webhooks/{hook_id}/deliveries?status=dead"), &k, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(dead.as_array().unwrap().len(), 1, "{dead}");
+    let del_id = dead[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(dead[0]["attempts"], 3);
+
+    rx.down.store(false, Ordering::SeqCst);
+    let (s, _) = h.call("POST", &format!("/api/v1/webhooks/deliveries/{del_id}/replay"), &k, None).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_eq!(w.run_once().await.unwrap(), 1);
+    let got = rx.delivered.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, del_id, "idempotency key is the event id, stable across replays");
+}
+
+#[tokio::test]
+async fn the_background_worker_wakes_on_new_events() {
+    let h = harness().await;
+    let k = h.admin.clone();
+    let (rx, url) = start_receiver().await;
+    let (_, hook) =
+        h.call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": url, "events": ["*"] }))).await;
+    *rx.secret.lock().unwrap() = hook["secret"].as_str().unwrap().to_owned();
+    let acc = h.account(&k, "a").await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(worker(&h, 3).run(async move {
+        let _ = stop_rx.await;
+    }));
+    let arrived = rx.arrived.notified();
+    emit_transitions(&h, &k, &acc, 1).await;
+    h.notify.notify_one();
+    tokio::time::timeout(Duration::from_secs(20), arrived).await.expect("delivery within timeout");
+    assert_eq!(rx.delivered.lock().unwrap().len(), 1);
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), task).await.expect("worker stops").unwrap();
+}

@@ -1,0 +1,103 @@
+//! Errors of the client, one enum; each variant says whether the peer, the network, the
+//! store or the caller was at fault.
+
+use std::time::Duration;
+
+/// Everything the client can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The WebSocket could not be opened or broke.
+    #[error("websocket: {0}")]
+    WebSocket(String),
+    /// Framing, handshake or transport cipher failure (includes certificate refusal).
+    #[error("noise: {0}")]
+    Noise(#[from] wa_noise::Error),
+    /// The server sent bytes that are not a valid binary node.
+    #[error("binary node decode: {0}")]
+    Decode(#[from] wa_binary::DecodeError),
+    /// A node we built could not be encoded (a bug or an oversized payload).
+    #[error("binary node encode: {0}")]
+    Encode(#[from] wa_binary::EncodeError),
+    /// A stanza is missing something the protocol requires.
+    #[error("malformed stanza from server: {0}")]
+    Malformed(String),
+    /// A protobuf from the network did not decode.
+    #[error("protobuf {what}: {source}")]
+    Protobuf {
+        /// Which message.
+        what: &'static str,
+        /// The decoder's error.
+        source: prost::DecodeError,
+    },
+    /// The server answered an IQ with an error.
+    #[error("server returned error {code} ({text}) to {what}")]
+    Iq {
+        /// What we asked.
+        what: String,
+        /// The error code.
+        code: u16,
+        /// The error text.
+        text: String,
+    },
+    /// No answer in time.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What we waited for.
+        what: String,
+        /// How long.
+        after: Duration,
+    },
+    /// The operation needs a live, logged-in connection.
+    #[error("not connected")]
+    NotConnected,
+    /// The operation needs a paired account.
+    #[error("not logged in (no paired account in the store)")]
+    NotLoggedIn,
+    /// The client was shut down.
+    #[error("client closed")]
+    Closed,
+    /// The auth store failed.
+    #[error("store: {0}")]
+    Store(#[from] wa_store::Error),
+    /// Stored data is unusable (a corrupt record, a key of the wrong length).
+    #[error("stored data is invalid: {0}")]
+    CorruptStore(String),
+    /// Signal encryption or decryption failed.
+    #[error("signal: {0}")]
+    Signal(#[from] wa_signal::SignalError),
+    /// Pairing failed (a bad HMAC or signature from the phone, a bad code).
+    #[error("pairing: {0}")]
+    Pairing(String),
+    /// Media transfer or integrity check failed.
+    #[error("media: {0}")]
+    Media(String),
+    /// The caller passed an invalid argument.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}
+
+/// The client's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<wa_binary::AttrError> for Error {
+    fn from(e: wa_binary::AttrError) -> Self {
+        Error::Malformed(e.to_string())
+    }
+}
+
+impl From<wa_binary::JidError> for Error {
+    fn from(e: wa_binary::JidError) -> Self {
+        Error::Malformed(format!("jid: {e}"))
+    }
+}
+
+impl From<wa_crypto::CryptoError> for Error {
+    fn from(e: wa_crypto::CryptoError) -> Self {
+        Error::CorruptStore(format!("key: {e}"))
+    }
+}
+
+pub(crate) fn protobuf(what: &'static str) -> impl FnOnce(prost::DecodeError) -> Error {
+    move |source| Error::Protobuf { what, source }
+}

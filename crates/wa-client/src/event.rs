@@ -1,0 +1,290 @@
+//! The typed events a [`crate::Client`] emits, and the stream that delivers them.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use wa_binary::Jid;
+
+use crate::policy::DisconnectReason;
+use crate::qr::QrCode;
+
+/// Something that happened on the account. Non-exhaustive: new protocol features add variants.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A QR code to show; scan it with the phone before `expires_at`. A new one follows when it
+    /// expires, until the server's refs run out (then [`Event::Disconnected`] with
+    /// [`DisconnectReason::QrTimeout`]).
+    Qr(QrCode),
+    /// The pairing code to type on the phone (from [`crate::Client::pair_phone`]).
+    PairingCode {
+        /// Eight characters, shown to users as `XXXX-XXXX`.
+        code: String,
+    },
+    /// The phone accepted this device; credentials are stored and a login follows.
+    PairSuccess {
+        /// Our own phone-number JID with device.
+        jid: Jid,
+        /// Our own LID with device, when the server sent one.
+        lid: Option<Jid>,
+        /// The phone's platform name (`android`, `iphone`, `smba`, …).
+        platform: String,
+        /// Business name for business accounts.
+        business_name: Option<String>,
+    },
+    /// The phone's pairing data failed verification; pairing was refused.
+    PairError {
+        /// What was wrong.
+        error: String,
+    },
+    /// Logged in and ready (prekeys checked, session active).
+    Connected {
+        /// Our own phone-number JID.
+        jid: Jid,
+        /// Our own LID, if known.
+        lid: Option<Jid>,
+    },
+    /// The server finished delivering what was queued while we were offline.
+    OfflineSyncCompleted {
+        /// How many stanzas the server said it delivered.
+        count: u64,
+    },
+    /// The connection ended.
+    Disconnected {
+        /// Why.
+        reason: DisconnectReason,
+        /// When the client will try again (`None`: it stopped for good).
+        reconnect_in: Option<Duration>,
+    },
+    /// The account is no longer linked; stored credentials were purged.
+    LoggedOut {
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// A message was received, decrypted and durably stored.
+    Message(Arc<MessageEvent>),
+    /// A receipt (delivered, read, played, …) for a message we sent.
+    Receipt(ReceiptEvent),
+    /// A message that could not be decrypted; a retry was requested from the sender.
+    UndecryptableMessage(UndecryptableEvent),
+    /// A contact's availability changed.
+    Presence(PresenceEvent),
+    /// A contact is typing or recording.
+    ChatState(ChatStateEvent),
+    /// A group changed (participants, subject, …).
+    GroupUpdate(GroupUpdateEvent),
+    /// A contact's identity key changed (reinstall or new phone).
+    IdentityChange {
+        /// The contact.
+        jid: Jid,
+    },
+    /// A history-sync blob from the primary phone.
+    HistorySync(Arc<wa_proto::HistorySync>),
+}
+
+/// Who sent a message and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// The message id.
+    pub id: String,
+    /// The chat (user or group JID, without device).
+    pub chat: Jid,
+    /// The sending device.
+    pub sender: Jid,
+    /// The sender's phone-number JID, when known.
+    pub sender_pn: Option<Jid>,
+    /// The sender's LID, when known.
+    pub sender_lid: Option<Jid>,
+    /// Sent by one of our own devices.
+    pub from_me: bool,
+    /// Group chat.
+    pub is_group: bool,
+    /// Server timestamp (unix seconds).
+    pub timestamp: u64,
+    /// The sender's push name.
+    pub push_name: Option<String>,
+    /// Delivered from the offline queue.
+    pub offline: bool,
+}
+
+/// A received message.
+#[derive(Clone, Debug)]
+pub struct MessageEvent {
+    /// Metadata.
+    pub info: MessageInfo,
+    /// The decrypted message (the inner message of a device-sent copy).
+    pub message: wa_proto::Message,
+}
+
+impl MessageEvent {
+    /// The plain text, for text and extended-text messages and media captions.
+    pub fn text(&self) -> Option<&str> {
+        let m = &self.message;
+        m.conversation
+            .as_deref()
+            .or_else(|| m.extended_text_message.as_ref().and_then(|t| t.text.as_deref()))
+            .or_else(|| m.image_message.as_ref().and_then(|t| t.caption.as_deref()))
+            .or_else(|| m.video_message.as_ref().and_then(|t| t.caption.as_deref()))
+    }
+}
+
+/// Kind of a receipt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReceiptKind {
+    /// Delivered to the device.
+    Delivered,
+    /// Delivered to our own other device.
+    Sender,
+    /// Delivered to a device that is not active.
+    Inactive,
+    /// Read.
+    Read,
+    /// Read while read receipts are off.
+    ReadSelf,
+    /// Played (voice note, view-once).
+    Played,
+    /// Played, own device.
+    PlayedSelf,
+    /// The server acknowledged our message.
+    ServerAck,
+    /// Another value.
+    Other(String),
+}
+
+impl ReceiptKind {
+    pub(crate) fn parse(t: Option<&str>) -> Self {
+        match t {
+            None | Some("") => Self::Delivered,
+            Some("sender") => Self::Sender,
+            Some("inactive") => Self::Inactive,
+            Some("read") => Self::Read,
+            Some("read-self") => Self::ReadSelf,
+            Some("played") => Self::Played,
+            Some("played-self") => Self::PlayedSelf,
+            Some(o) => Self::Other(o.to_owned()),
+        }
+    }
+}
+
+/// A receipt for messages we sent.
+#[derive(Clone, Debug)]
+pub struct ReceiptEvent {
+    /// The chat.
+    pub chat: Jid,
+    /// The device (or group participant) that sent the receipt.
+    pub sender: Jid,
+    /// Message ids covered.
+    pub ids: Vec<String>,
+    /// The kind.
+    pub kind: ReceiptKind,
+    /// Timestamp (unix seconds).
+    pub timestamp: u64,
+}
+
+/// A message that did not decrypt.
+#[derive(Clone, Debug)]
+pub struct UndecryptableEvent {
+    /// Metadata.
+    pub info: MessageInfo,
+    /// What failed.
+    pub error: String,
+}
+
+/// A presence update.
+#[derive(Clone, Debug)]
+pub struct PresenceEvent {
+    /// The contact.
+    pub from: Jid,
+    /// Online now.
+    pub available: bool,
+    /// Last seen (unix seconds), when shared.
+    pub last_seen: Option<u64>,
+}
+
+/// A typing indicator.
+#[derive(Clone, Debug)]
+pub struct ChatStateEvent {
+    /// The chat.
+    pub chat: Jid,
+    /// Who (in groups, the participant).
+    pub sender: Jid,
+    /// `composing` (true) or `paused` (false).
+    pub composing: bool,
+    /// Recording audio rather than typing.
+    pub audio: bool,
+}
+
+/// A group change notification.
+#[derive(Clone, Debug)]
+pub struct GroupUpdateEvent {
+    /// The group.
+    pub group: Jid,
+    /// Who made the change.
+    pub author: Option<Jid>,
+    /// `add`, `remove`, `promote`, `demote`, `subject`, … (the notification's child tag).
+    pub action: String,
+    /// Participants affected.
+    pub participants: Vec<Jid>,
+    /// The new subject, for `subject`.
+    pub subject: Option<String>,
+}
+
+/// The event stream of a client (one per [`crate::Client::events`] call; every stream gets
+/// every event emitted after it was created). Unbounded: events are never dropped, so keep
+/// polling it.
+#[derive(Debug)]
+pub struct EventStream {
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+impl EventStream {
+    pub(crate) fn new(rx: mpsc::UnboundedReceiver<Event>) -> Self {
+        Self { rx }
+    }
+
+    /// The next event; `None` once the client is dropped.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+}
+
+impl futures::Stream for EventStream {
+    type Item = Event;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// Fan-out of events to every live stream.
+#[derive(Debug, Default)]
+pub(crate) struct EventBus {
+    subscribers: std::sync::Mutex<Vec<mpsc::UnboundedSender<Event>>>,
+}
+
+impl EventBus {
+    pub(crate) fn subscribe(&self) -> EventStream {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().push(tx);
+        EventStream::new(rx)
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        let mut subs = self.lock();
+        subs.retain(|s| !s.is_closed());
+        if let Some((last, rest)) = subs.split_last() {
+            for s in rest {
+                let _ = s.send(event.clone());
+            }
+            let _ = last.send(event);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<Event>>> {
+        // A panic while holding this lock cannot leave the Vec inconsistent.
+        self.subscribers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

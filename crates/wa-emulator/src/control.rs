@@ -1,0 +1,309 @@
+//! The JSON control API under `/control`: accounts, phones, groups and fault injection, for
+//! tests in other languages and for the dashboard's demo mode.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::json;
+use wa_binary::{Jid, Node};
+
+use crate::server::Shared;
+use crate::world::{ControlError, DeviceAddr, Fault, World};
+
+/// The `<stream:error>` for a fault code: 440 is a `<conflict type="replaced"/>`, 401 a
+/// `<conflict type="device_removed"/>` with code 401, others carry only `code`.
+pub(crate) fn stream_error(code: u16) -> Node {
+    match code {
+        440 => Node::new("stream:error").children([Node::new("conflict").attr("type", "replaced")]),
+        401 => Node::new("stream:error")
+            .attr("code", "401")
+            .children([Node::new("conflict").attr("type", "device_removed")]),
+        c => Node::new("stream:error").attr("code", c),
+    }
+}
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/control/info", get(info))
+        .route("/control/accounts", post(create_account))
+        .route("/control/phones/{pn}/scan", post(scan))
+        .route("/control/phones/{pn}/code", post(enter_code))
+        .route("/control/phones/{pn}/send", post(send))
+        .route("/control/phones/{pn}/inbox", get(inbox))
+        .route("/control/phones/{pn}/read", post(mark_read))
+        .route("/control/phones/{pn}/remove-device", post(remove_device))
+        .route("/control/groups", post(create_group))
+        .route("/control/groups/{gid}/add", post(add_to_group))
+        .route("/control/faults", post(fault))
+        .route("/control/events", get(events))
+}
+
+struct ApiError(StatusCode, String);
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let status = match e {
+            ControlError::UnknownAccount(_)
+            | ControlError::UnknownRef(_)
+            | ControlError::UnknownCode(_)
+            | ControlError::UnknownConn(_)
+            | ControlError::UnknownGroup(_)
+            | ControlError::UnknownMedia(_)
+            | ControlError::DeviceOffline(_) => StatusCode::NOT_FOUND,
+            ControlError::AccountExists(_) => StatusCode::CONFLICT,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ApiResult = Result<Json<serde_json::Value>, ApiError>;
+
+fn parse_jid(s: &str) -> Result<Jid, ApiError> {
+    let s =
+        if s.contains('@') { s.to_owned() } else { format!("{}@s.whatsapp.net", s.trim_start_matches('+')) };
+    s.parse().map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("bad jid {s:?}")))
+}
+
+async fn info(State(s): State<Arc<Shared>>) -> ApiResult {
+    let w = s.world();
+    Ok(Json(json!({
+        "root_public_key": hex::encode(w.keys.root_public_key().as_bytes()),
+        "server_static_key": hex::encode(w.keys.static_public_key().as_bytes()),
+        "accounts": w.accounts.iter().map(|a| json!({
+            "pn": a.pn, "lid": a.lid, "push_name": a.push_name,
+            "devices": a.devices.values().map(|d| json!({"id": d.id, "online": d.conn.is_some(), "platform": d.platform})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "connections": w.conns.len(),
+    })))
+}
+
+#[derive(Deserialize)]
+struct NewAccount {
+    pn: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn create_account(State(s): State<Arc<Shared>>, Json(b): Json<NewAccount>) -> ApiResult {
+    let mut w = s.world();
+    let name = b.name.unwrap_or_else(|| format!("Phone {}", b.pn));
+    let a = w.create_account(&b.pn, &name)?;
+    Ok(Json(json!({ "pn": w.accounts[a].pn, "lid": w.accounts[a].lid })))
+}
+
+#[derive(Deserialize)]
+struct Scan {
+    qr: String,
+}
+
+async fn scan(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Json<Scan>) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    let addr = w.scan_qr(a, &b.qr)?;
+    Ok(Json(json!({ "device": addr.device })))
+}
+
+#[derive(Deserialize)]
+struct Code {
+    code: String,
+}
+
+async fn enter_code(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Json<Code>) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    w.enter_link_code(a, &b.code)?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct Send {
+    to: String,
+    #[serde(default)]
+    text: Option<String>,
+    /// Base64 image bytes.
+    #[serde(default)]
+    image_b64: Option<String>,
+    #[serde(default)]
+    mimetype: Option<String>,
+    #[serde(default)]
+    caption: Option<String>,
+}
+
+async fn send(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Json<Send>) -> ApiResult {
+    let to = parse_jid(&b.to)?;
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    let id = if let Some(img) = b.image_b64 {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(img)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("image_b64: {e}")))?;
+        let mime = b.mimetype.unwrap_or_else(|| "image/png".into());
+        w.phone_send_image(a, &to, &bytes, &mime, b.caption.as_deref())?
+    } else {
+        let text = b
+            .text
+            .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "text or image_b64 is required".into()))?;
+        let m = wa_proto::Message { conversation: Some(text), ..Default::default() };
+        w.phone_send(a, &to, &m)?
+    };
+    Ok(Json(json!({ "id": id })))
+}
+
+async fn inbox(State(s): State<Arc<Shared>>, Path(pn): Path<String>) -> ApiResult {
+    let w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    let p = &w.accounts[a].phone;
+    Ok(Json(json!({ "messages": p.inbox, "receipts": p.receipts })))
+}
+
+#[derive(Deserialize)]
+struct Read {
+    ids: Vec<String>,
+}
+
+async fn mark_read(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Json<Read>) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    w.phone_mark_read(a, &b.ids)?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct RemoveDevice {
+    device: u16,
+}
+
+async fn remove_device(
+    State(s): State<Arc<Shared>>,
+    Path(pn): Path<String>,
+    Json(b): Json<RemoveDevice>,
+) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    w.remove_device(DeviceAddr { account: a, device: b.device }, "primary_removed");
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct NewGroup {
+    creator: String,
+    subject: String,
+    members: Vec<String>,
+}
+
+async fn create_group(State(s): State<Arc<Shared>>, Json(b): Json<NewGroup>) -> ApiResult {
+    let mut w = s.world();
+    let c = w.account_by_pn(&b.creator)?;
+    let m = b.members.iter().map(|p| w.account_by_pn(p)).collect::<Result<Vec<_>, _>>()?;
+    let jid = w.create_group(c, &b.subject, &m);
+    Ok(Json(json!({ "jid": jid.to_string() })))
+}
+
+#[derive(Deserialize)]
+struct AddToGroup {
+    actor: String,
+    members: Vec<String>,
+}
+
+async fn add_to_group(
+    State(s): State<Arc<Shared>>,
+    Path(gid): Path<String>,
+    Json(b): Json<AddToGroup>,
+) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&b.actor)?;
+    let m = b.members.iter().map(|p| w.account_by_pn(p)).collect::<Result<Vec<_>, _>>()?;
+    let gid = gid.trim_end_matches("@g.us");
+    w.group_participants(a, gid, "add", &m)?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+/// A fault request: which connection (by id, or by account + device), and what to do.
+#[derive(Deserialize)]
+struct FaultReq {
+    #[serde(default)]
+    conn: Option<u64>,
+    #[serde(default)]
+    pn: Option<String>,
+    #[serde(default)]
+    device: Option<u16>,
+    /// close | stream_error | delay | drop | corrupt | refuse_logins
+    kind: String,
+    #[serde(default)]
+    code: Option<u16>,
+    #[serde(default)]
+    ms: Option<u64>,
+    #[serde(default)]
+    count: Option<u32>,
+    #[serde(default)]
+    seconds: Option<u64>,
+    /// For drop/corrupt: only stanzas with this tag.
+    #[serde(default)]
+    tag: Option<String>,
+}
+
+fn target_conn(w: &World, f: &FaultReq) -> Result<u64, ApiError> {
+    if let Some(c) = f.conn {
+        return Ok(c);
+    }
+    let pn =
+        f.pn.as_deref().ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "conn or pn is required".into()))?;
+    let account = w.account_by_pn(pn)?;
+    let device = match f.device {
+        Some(d) => d,
+        None => w.accounts[account]
+            .devices
+            .values()
+            .find(|d| d.conn.is_some())
+            .map(|d| d.id)
+            .ok_or_else(|| ControlError::DeviceOffline(pn.to_owned()))?,
+    };
+    Ok(w.conn_of(DeviceAddr { account, device })
+        .ok_or_else(|| ControlError::DeviceOffline(format!("{pn}:{device}")))?)
+}
+
+async fn fault(State(s): State<Arc<Shared>>, Json(f): Json<FaultReq>) -> ApiResult {
+    let mut w = s.world();
+    if f.kind == "refuse_logins" {
+        let secs = f.seconds.unwrap_or(60);
+        w.policy.refuse_logins_until = w.now() + secs;
+        return Ok(Json(json!({ "ok": true, "until": w.policy.refuse_logins_until })));
+    }
+    let conn = target_conn(&w, &f)?;
+    if !w.conns.contains_key(&conn) {
+        return Err(ControlError::UnknownConn(conn).into());
+    }
+    match f.kind.as_str() {
+        "close" => w.close(conn),
+        "stream_error" => w.send_and_close(conn, stream_error(f.code.unwrap_or(515))),
+        "delay" => w.fault(conn, Fault::DelayFrames(Duration::from_millis(f.ms.unwrap_or(1000))))?,
+        "drop" => {
+            w.fault(conn, Fault::DropStanzas { count: f.count.unwrap_or(1), only_tag: f.tag.clone() })?
+        }
+        "corrupt" => {
+            w.fault(conn, Fault::CorruptFrames { count: f.count.unwrap_or(1), only_tag: f.tag.clone() })?
+        }
+        other => return Err(ApiError(StatusCode::BAD_REQUEST, format!("unknown fault kind {other:?}"))),
+    }
+    Ok(Json(json!({ "ok": true, "conn": conn })))
+}
+
+async fn events(State(s): State<Arc<Shared>>) -> ApiResult {
+    let w = s.world();
+    Ok(Json(json!({ "events": w.events })))
+}

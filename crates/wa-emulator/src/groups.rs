@@ -1,0 +1,227 @@
+//! Groups (`w:g2`): create, metadata, participants, subject, and the `w:gp2` notifications
+//! members receive.
+
+use std::collections::BTreeMap;
+
+use wa_binary::{Jid, Node, Server};
+
+use crate::world::{AccountId, ConnId, ControlError, DeviceAddr, Group, World, attr, server_jid};
+
+impl World {
+    /// Creates a group owned by `creator` with `members` (all as PN accounts).
+    pub fn create_group(&mut self, creator: AccountId, subject: &str, members: &[AccountId]) -> Jid {
+        let id = format!(
+            "120363{}",
+            &self
+                .random_hex(6)
+                .chars()
+                .filter(char::is_ascii_digit)
+                .chain("0000000000".chars())
+                .take(12)
+                .collect::<String>()
+        );
+        let mut participants = BTreeMap::from([(creator, true)]);
+        for &m in members {
+            participants.entry(m).or_insert(false);
+        }
+        let group = Group {
+            id: id.clone(),
+            subject: subject.to_owned(),
+            creator,
+            creation: self.now(),
+            participants,
+        };
+        self.groups.insert(id.clone(), group);
+        let jid = Jid::group(&id).unwrap_or_else(|_| server_jid());
+        let added: Vec<AccountId> = self.groups[&id].participants.keys().copied().collect();
+        self.notify_group(&id, creator, "create", &added);
+        jid
+    }
+
+    pub(crate) fn group_node(&self, g: &Group) -> Node {
+        let creator = self.user_jid(g.creator, Server::Pn);
+        Node::new("group")
+            .attr("id", g.id.as_str())
+            .attr("creator", creator.clone())
+            .attr("subject", g.subject.as_str())
+            .attr("s_t", g.creation)
+            .attr("s_o", creator)
+            .attr("creation", g.creation)
+            .attr("size", g.participants.len())
+            .attr("addressing_mode", "pn")
+            .children(g.participants.iter().map(|(&a, &admin)| {
+                let n = Node::new("participant")
+                    .attr("jid", self.user_jid(a, Server::Pn))
+                    .attr("lid", self.user_jid(a, Server::Lid));
+                match (admin, a == g.creator) {
+                    (_, true) => n.attr("type", "superadmin"),
+                    (true, false) => n.attr("type", "admin"),
+                    _ => n,
+                }
+            }))
+    }
+
+    /// Sends `<notification type="w:gp2">` about a change to every member's devices.
+    pub(crate) fn notify_group(&mut self, gid: &str, actor: AccountId, action: &str, subjects: &[AccountId]) {
+        let Some(g) = self.groups.get(gid).cloned() else { return };
+        let jid = Jid::group(gid).unwrap_or_else(|_| server_jid());
+        let now = self.now();
+        let body = if action == "create" {
+            Node::new("create").children([self.group_node(&g)])
+        } else if action == "subject" {
+            Node::new("subject").attr("subject", g.subject.as_str()).attr("s_t", now)
+        } else {
+            Node::new(action).children(
+                subjects.iter().map(|&a| Node::new("participant").attr("jid", self.user_jid(a, Server::Pn))),
+            )
+        };
+        let mut audience: Vec<AccountId> = g.participants.keys().copied().collect();
+        audience.extend(subjects.iter().copied().filter(|a| !g.participants.contains_key(a)));
+        for a in audience {
+            let devices: Vec<u16> = self.accounts[a].devices.keys().copied().filter(|d| *d != 0).collect();
+            for d in devices {
+                let id = self.next_iq_id();
+                let node = Node::new("notification")
+                    .attr("from", jid.clone())
+                    .attr("type", "w:gp2")
+                    .attr("id", id)
+                    .attr("participant", self.user_jid(actor, Server::Pn))
+                    .attr("t", now)
+                    .children([body.clone()]);
+                self.deliver(DeviceAddr { account: a, device: d }, node);
+            }
+        }
+    }
+
+    /// Changes membership: `action` is add, remove, promote or demote.
+    pub fn group_participants(
+        &mut self,
+        actor: AccountId,
+        gid: &str,
+        action: &str,
+        who: &[AccountId],
+    ) -> Result<(), ControlError> {
+        let g = self.groups.get_mut(gid).ok_or_else(|| ControlError::UnknownGroup(gid.to_owned()))?;
+        for &a in who {
+            match action {
+                "add" => {
+                    g.participants.entry(a).or_insert(false);
+                }
+                "remove" => {
+                    g.participants.remove(&a);
+                }
+                "promote" => {
+                    if let Some(v) = g.participants.get_mut(&a) {
+                        *v = true;
+                    }
+                }
+                "demote" => {
+                    if let Some(v) = g.participants.get_mut(&a) {
+                        *v = false;
+                    }
+                }
+                _ => return Err(ControlError::BadJid(action.to_owned())),
+            }
+        }
+        if action == "remove" || action == "add" {
+            // Everyone must get the sender keys again (new member, or rotate after removal).
+            for a in &mut self.accounts {
+                a.phone_forget_group_keys(gid);
+            }
+        }
+        self.notify_group(gid, actor, action, who);
+        Ok(())
+    }
+
+    pub(crate) fn on_group_iq(&mut self, conn: ConnId, iq: &Node) -> Node {
+        let Some(me) = self.conns.get(&conn).and_then(|c| c.device) else {
+            return self.iq_error(iq, 401, "not-authorized");
+        };
+        let to = iq.attr_jid("to").ok();
+        let first = iq.child_nodes().first().cloned();
+        let Some(first) = first else { return self.iq_error(iq, 400, "bad-request") };
+        let gid = to.as_ref().filter(|j| j.is_group()).map(|j| j.user().to_owned());
+        match (first.tag.as_str(), gid) {
+            ("create", _) => {
+                let subject = attr(&first, "subject");
+                let members: Vec<AccountId> = first
+                    .children_by_tag("participant")
+                    .filter_map(|p| p.attr_jid("jid").ok())
+                    .filter_map(|j| self.account_of(&j))
+                    .collect();
+                let jid = self.create_group(me.account, &subject, &members);
+                let g = self.groups[jid.user()].clone();
+                let node = self.group_node(&g);
+                self.iq_result(iq).children([node])
+            }
+            ("participating", _) => {
+                let mine: Vec<Group> = self
+                    .groups
+                    .values()
+                    .filter(|g| g.participants.contains_key(&me.account))
+                    .cloned()
+                    .collect();
+                let nodes: Vec<Node> = mine.iter().map(|g| self.group_node(g)).collect();
+                self.iq_result(iq).children([Node::new("groups").children(nodes)])
+            }
+            (_, None) => self.iq_error(iq, 400, "bad-request"),
+            (tag, Some(gid)) => {
+                let Some(g) = self.groups.get(&gid).cloned() else {
+                    return self.iq_error(iq, 404, "item-not-found");
+                };
+                if !g.participants.contains_key(&me.account) {
+                    return self.iq_error(iq, 403, "forbidden");
+                }
+                match tag {
+                    "query" => {
+                        let node = self.group_node(&g);
+                        self.iq_result(iq).children([node])
+                    }
+                    "subject" => {
+                        let subject = crate::world::content_bytes(&first)
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                            .unwrap_or_default();
+                        if let Some(g) = self.groups.get_mut(&gid) {
+                            g.subject = subject;
+                        }
+                        self.notify_group(&gid, me.account, "subject", &[]);
+                        self.iq_result(iq)
+                    }
+                    "add" | "remove" | "promote" | "demote" => {
+                        if !g.participants.get(&me.account).copied().unwrap_or(false) {
+                            return self.iq_error(iq, 403, "forbidden");
+                        }
+                        let who: Vec<(Jid, Option<AccountId>)> = first
+                            .children_by_tag("participant")
+                            .filter_map(|p| p.attr_jid("jid").ok())
+                            .map(|j| {
+                                let a = self.account_of(&j);
+                                (j, a)
+                            })
+                            .collect();
+                        let known: Vec<AccountId> = who.iter().filter_map(|(_, a)| *a).collect();
+                        if let Err(e) = self.group_participants(me.account, &gid, tag, &known) {
+                            return self.iq_error(iq, 400, &e.to_string());
+                        }
+                        let list = who.into_iter().map(|(j, a)| {
+                            let n = Node::new("participant").attr("jid", j);
+                            if a.is_some() { n } else { n.attr("error", "404") }
+                        });
+                        self.iq_result(iq).children([Node::new(tag).children(list)])
+                    }
+                    "leave" => {
+                        let _ = self.group_participants(me.account, &gid, "remove", &[me.account]);
+                        self.iq_result(iq)
+                    }
+                    _ => self.iq_error(iq, 501, "feature-not-implemented"),
+                }
+            }
+        }
+    }
+}
+
+impl crate::world::Account {
+    fn phone_forget_group_keys(&mut self, gid: &str) {
+        self.phone.forget_group(&format!("{gid}@g.us"));
+    }
+}

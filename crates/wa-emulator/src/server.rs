@@ -1,0 +1,186 @@
+//! The tokio shell: an axum server with the chat WebSocket (`/ws/chat`), media upload and
+//! download (`/mms/...`), and the JSON control API (`/control/...`). Each WebSocket gets a
+//! task that moves bytes between the socket and its [`ServerSession`], and drains the
+//! connection's mailbox, applying injected faults to outgoing frames.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use futures::{SinkExt, StreamExt};
+use wa_noise::ResponderConfig;
+
+use crate::session::{ServerSession, SessionEvent};
+use crate::world::{ConnCommand, Fault, World};
+
+/// State shared by every task of one emulator.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub world: Mutex<World>,
+    pub responder: Arc<ResponderConfig>,
+    pub require_origin: bool,
+}
+
+impl Shared {
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        // A panic while holding the lock is a bug in the emulator; keep serving anyway.
+        self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/ws/chat", any(ws_handler))
+        .route("/mms/{kind}/{token}", post(media_upload))
+        .route("/m/{kind}/{file}", get(media_download))
+        .merge(crate::control::routes())
+        .with_state(shared)
+}
+
+async fn ws_handler(State(shared): State<Arc<Shared>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
+    if shared.require_origin && !headers.contains_key("origin") {
+        return (StatusCode::FORBIDDEN, "the Origin header is required").into_response();
+    }
+    // tungstenite's default 128 KiB read buffer per socket dominates idle memory; frames
+    // are small, so start small (it still grows for large messages).
+    ws.max_message_size(32 << 20)
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| run_connection(socket, shared))
+}
+
+#[derive(Default)]
+struct Faults {
+    delay: Option<Duration>,
+    drop: (u32, Option<String>),
+    corrupt: (u32, Option<String>),
+}
+
+/// Consumes one use of a counted fault if it applies to a stanza with `tag`.
+fn take(fault: &mut (u32, Option<String>), tag: &str) -> bool {
+    if fault.0 > 0 && fault.1.as_deref().is_none_or(|t| t == tag) {
+        fault.0 -= 1;
+        return true;
+    }
+    false
+}
+
+async fn run_connection(socket: WebSocket, shared: Arc<Shared>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let conn = shared.world().connect(tx);
+    let mut session = ServerSession::new(shared.responder.clone());
+    let (mut sink, mut stream) = socket.split();
+    let mut faults = Faults::default();
+    loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                let data = match incoming {
+                    Some(Ok(WsMessage::Binary(b))) => b,
+                    Some(Ok(WsMessage::Text(t))) => Bytes::from(t.as_str().as_bytes().to_vec()),
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                    Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                };
+                let events = {
+                    let mut w = shared.world();
+                    session.receive(&data, &mut w.rng)
+                };
+                let events = match events {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::info!(conn, error = %e, "dropping connection");
+                        break;
+                    }
+                };
+                let mut failed = false;
+                for ev in events {
+                    match ev {
+                        SessionEvent::Send(bytes) => {
+                            if sink.send(WsMessage::Binary(bytes.into())).await.is_err() {
+                                failed = true;
+                            }
+                        }
+                        SessionEvent::Handshaken(finished) => shared.world().on_handshake(conn, &finished),
+                        SessionEvent::Node(node) => shared.world().on_node(conn, *node),
+                    }
+                }
+                if failed {
+                    break;
+                }
+            }
+            cmd = rx.recv() => {
+                match cmd {
+                    Some(ConnCommand::Node(node)) => {
+                        if take(&mut faults.drop, &node.tag) {
+                            tracing::debug!(conn, tag = %node.tag, "fault: dropping stanza");
+                            continue;
+                        }
+                        let mut frame = match session.encrypt_node(&node) {
+                            Ok(f) => f,
+                            Err(e) => {
+                                tracing::warn!(conn, error = %e, "cannot send node");
+                                continue;
+                            }
+                        };
+                        if take(&mut faults.corrupt, &node.tag)
+                            && let Some(last) = frame.last_mut()
+                        {
+                            *last ^= 0x5A;
+                        }
+                        if let Some(d) = faults.delay {
+                            tokio::time::sleep(d).await;
+                        }
+                        if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(ConnCommand::Fault(f)) => match f {
+                        Fault::DelayFrames(d) => faults.delay = (!d.is_zero()).then_some(d),
+                        Fault::DropStanzas { count, only_tag } => faults.drop = (count, only_tag),
+                        Fault::CorruptFrames { count, only_tag } => faults.corrupt = (count, only_tag),
+                    },
+                    Some(ConnCommand::Close) | None => {
+                        let _ = sink.close().await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    shared.world().disconnect(conn);
+}
+
+#[derive(serde::Deserialize)]
+struct UploadQuery {
+    auth: Option<String>,
+}
+
+async fn media_upload(
+    State(shared): State<Arc<Shared>>,
+    Path((kind, token)): Path<(String, String)>,
+    Query(q): Query<UploadQuery>,
+    body: Bytes,
+) -> Response {
+    let mut w = shared.world();
+    if q.auth.as_deref() != Some(w.media_auth.as_str()) {
+        return (StatusCode::UNAUTHORIZED, "bad or missing media auth token").into_response();
+    }
+    let (direct_path, url) = w.store_media(&kind, &token, body.to_vec());
+    axum::Json(serde_json::json!({ "url": url, "direct_path": direct_path })).into_response()
+}
+
+async fn media_download(
+    State(shared): State<Arc<Shared>>,
+    Path((kind, file)): Path<(String, String)>,
+) -> Response {
+    let w = shared.world();
+    match w.media.get(&format!("/m/{kind}/{file}")) {
+        Some(blob) => (StatusCode::OK, blob.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no such media").into_response(),
+    }
+}

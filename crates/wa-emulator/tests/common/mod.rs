@@ -1,0 +1,167 @@
+//! Drives `tests/interop/baileys/baileys-peer.mjs` (unmodified Baileys 7.0.0-rc14) as a
+//! child process over JSON lines, with timeouts on every wait.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+use wa_emulator::EmulatorHandle;
+
+pub const T: Duration = Duration::from_secs(40);
+
+pub fn baileys_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("WA_BAILEYS_DIR") {
+        return PathBuf::from(d);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/baileys")
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        let mut p = std::env::temp_dir();
+        let n: u64 =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        p.push(format!("wa-emu-{label}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    events: mpsc::UnboundedReceiver<Value>,
+    pub seen: Vec<Value>,
+}
+
+impl Peer {
+    pub async fn spawn(emu: &EmulatorHandle, auth: &Path, extra: &[&str]) -> Peer {
+        let dir = baileys_dir();
+        assert!(
+            dir.join("node_modules/@whiskeysockets/baileys").exists(),
+            "Baileys is not installed in {}: run scripts/services/30-node.sh (npm ci)",
+            dir.display()
+        );
+        let media = format!("http://{}", emu.local_addr());
+        let mut cmd = Command::new("node");
+        cmd.current_dir(&dir)
+            .arg("baileys-peer.mjs")
+            .args(["--url", &emu.ws_url(), "--auth"])
+            .arg(auth)
+            .args(["--root-pub", &emu.root_public_key_hex(), "--media-http", &media])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn node");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => {
+                        if tx.send(v).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => eprintln!("[peer] {line}"),
+                }
+            }
+        });
+        Peer { child, stdin, events, seen: Vec::new() }
+    }
+
+    /// Waits for an event matching `pred`; panics with everything seen on timeout.
+    pub async fn expect(&mut self, what: &str, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(v)) => {
+                    eprintln!("[peer] {}", short(&v));
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Ok(None) => panic!("peer exited while waiting for {what}; saw {:#?}", self.seen),
+                Err(_) => panic!("timed out waiting for {what}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    pub async fn expect_event(&mut self, event: &str) -> Value {
+        self.expect(event, |v| v["event"] == event).await
+    }
+
+    pub async fn expect_open(&mut self) -> Value {
+        self.expect("connection open", |v| v["event"] == "connection" && v["connection"] == "open").await
+    }
+
+    pub async fn expect_close(&mut self) -> Value {
+        self.expect("connection close", |v| v["event"] == "connection" && v["connection"] == "close").await
+    }
+
+    pub async fn send(&mut self, cmd: Value) {
+        let mut line = serde_json::to_vec(&cmd).unwrap();
+        line.push(b'\n');
+        self.stdin.write_all(&line).await.unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    pub async fn send_text(&mut self, to: &str, text: &str) -> String {
+        self.send(json!({"cmd": "send", "to": to, "text": text})).await;
+        let v = self.expect("sent", |v| v["event"] == "sent" || v["event"] == "error").await;
+        assert_eq!(v["event"], "sent", "send failed: {v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits for the process to exit by itself; returns its exit code.
+    pub async fn expect_exit(&mut self) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + T;
+        while let Ok(Some(v)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            eprintln!("[peer] {}", short(&v));
+            self.seen.push(v);
+        }
+        let status =
+            tokio::time::timeout_at(deadline, self.child.wait()).await.expect("peer did not exit").unwrap();
+        status.code()
+    }
+
+    pub async fn quit(mut self) {
+        let _ = self.send(json!({"cmd": "quit"})).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        let _ = self.child.kill().await;
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 300 { format!("{}…", &s[..300]) } else { s }
+}
+
+/// Pairs a fresh Baileys by QR through `phone` and waits for `open`.
+pub async fn pair_by_qr(emu: &EmulatorHandle, pn: &str, auth: &Path) -> Peer {
+    let mut peer = Peer::spawn(emu, auth, &[]).await;
+    let qr = peer.expect_event("qr").await;
+    emu.phone(pn).unwrap().scan(qr["qr"].as_str().unwrap()).unwrap();
+    peer.expect_event("restart").await;
+    peer.expect_open().await;
+    peer
+}

@@ -1,0 +1,288 @@
+//! Our own wa-noise + wa-binary (+ wa-signal keys) as the client: handshake against the
+//! emulator's chain, registration, QR pairing through a simulated phone (checking the ADV
+//! HMAC and account signature, signing the device identity), 515, login, post-login IQs,
+//! and refusals. No Baileys involved.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures::{SinkExt, StreamExt};
+use prost::Message as _;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wa_binary::{Node, decode_frame, encode};
+use wa_crypto::KeyPair;
+use wa_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+use wa_noise::payload::device_props;
+use wa_noise::{
+    CertVerifier, ClientProfile, ConnectionHeader, FrameDecoder, Initiator, InitiatorConfig,
+    RegistrationKeys, Transport,
+};
+use wa_signal::{LocalIdentity, SignedPreKeyRecord};
+
+const PN: &str = "15551234567";
+const T: Duration = Duration::from_secs(20);
+
+struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    frames: FrameDecoder,
+    transport: Transport,
+}
+
+impl Client {
+    async fn connect(
+        emu: &EmulatorHandle,
+        noise: &KeyPair,
+        payload: &wa_proto::ClientPayload,
+        rng: &mut StdRng,
+    ) -> Client {
+        let mut req = emu.ws_url().into_client_request().unwrap();
+        req.headers_mut().insert("Origin", "https://web.whatsapp.com".parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let config = InitiatorConfig {
+            header: ConnectionHeader::new(),
+            static_key: KeyPair::from_private(wa_crypto::PrivateKey::from_bytes(*noise.private.as_bytes())),
+            verifier: CertVerifier::new(emu.root_public_key()),
+        };
+        let mut out = Vec::new();
+        let hs = Initiator::new(config, KeyPair::generate(rng)).write_client_hello(&mut out).unwrap();
+        ws.send(WsMessage::Binary(out.into())).await.unwrap();
+        let mut frames = FrameDecoder::client();
+        let hello = loop {
+            if let Some(f) = frames.next_frame().unwrap() {
+                break f;
+            }
+            let m = tokio::time::timeout(T, ws.next()).await.unwrap().unwrap().unwrap();
+            frames.push(&m.into_data());
+        };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let hs = hs.read_server_hello(&hello, now).expect("the emulator's chain verifies against its root");
+        let mut out = Vec::new();
+        let transport = hs.write_client_finish(&payload.encode_to_vec(), &mut out).unwrap();
+        ws.send(WsMessage::Binary(out.into())).await.unwrap();
+        Client { ws, frames, transport }
+    }
+
+    async fn recv(&mut self) -> Option<Node> {
+        loop {
+            if let Some(f) = self.frames.next_frame().unwrap() {
+                let plain = self.transport.decrypt_frame(f).unwrap();
+                return Some(decode_frame(&plain).unwrap());
+            }
+            match tokio::time::timeout(T, self.ws.next()).await.expect("timed out waiting for a node") {
+                Some(Ok(WsMessage::Binary(b))) => self.frames.push(&b),
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    async fn send(&mut self, node: &Node) {
+        let mut out = Vec::new();
+        self.transport.encrypt_frame(&encode(node).unwrap(), &mut out).unwrap();
+        self.ws.send(WsMessage::Binary(out.into())).await.unwrap();
+    }
+
+    async fn iq(&mut self, xmlns: &str, ty: &str, id: &str, children: Vec<Node>) -> Node {
+        let iq = Node::new("iq")
+            .attr("id", id)
+            .attr("xmlns", xmlns)
+            .attr("type", ty)
+            .attr("to", "s.whatsapp.net")
+            .children(children);
+        self.send(&iq).await;
+        loop {
+            let n = self.recv().await.expect("connection closed");
+            if n.tag == "iq" && n.opt_attr_str("id").as_deref() == Some(id) {
+                return n;
+            }
+        }
+    }
+}
+
+struct Creds {
+    noise: KeyPair,
+    identity: LocalIdentity,
+    signed: SignedPreKeyRecord,
+    adv_secret: [u8; 32],
+}
+
+async fn emulator() -> EmulatorHandle {
+    let emu = Emulator::start(EmulatorConfig { seed: Some(1), ..Default::default() }).await.unwrap();
+    emu.create_account(PN, "Me").unwrap();
+    emu
+}
+
+/// Registers, pairs by QR, answers pair-success; returns the creds and device id.
+async fn pair(emu: &EmulatorHandle, rng: &mut StdRng) -> (Creds, u32) {
+    let noise = KeyPair::generate(rng);
+    let identity = LocalIdentity::generate(rng);
+    let signed = SignedPreKeyRecord::generate(&identity.key_pair, 1, rng);
+    let creds = Creds { noise, identity, signed, adv_secret: [7u8; 32] };
+    let keys = RegistrationKeys {
+        registration_id: creds.identity.registration_id,
+        identity_key: creds.identity.public_key(),
+        signed_pre_key_id: 1,
+        signed_pre_key: creds.signed.key_pair.public,
+        signed_pre_key_signature: creds.signed.signature,
+    };
+    let profile = ClientProfile::default();
+    let props = device_props("rust", [0, 1, 0], wa_proto::device_props::PlatformType::Chrome, false);
+    let payload = profile.registration(&keys, &props);
+    let mut c = Client::connect(emu, &creds.noise, &payload, rng).await;
+
+    let pd = c.recv().await.unwrap();
+    assert_eq!(pd.tag, "iq");
+    let refs: Vec<String> = pd
+        .child("pair-device")
+        .unwrap()
+        .children_by_tag("ref")
+        .map(|r| String::from_utf8(r.content_bytes().unwrap().to_vec()).unwrap())
+        .collect();
+    assert_eq!(refs.len(), 6);
+    c.send(
+        &Node::new("iq")
+            .attr("to", "s.whatsapp.net")
+            .attr("id", pd.attr_str("id").unwrap().as_ref())
+            .attr("type", "result"),
+    )
+    .await;
+
+    let qr = format!(
+        "https://wa.me/settings/linked_devices#{},{},{},{},1",
+        refs[0],
+        B64.encode(creds.noise.public.as_bytes()),
+        B64.encode(creds.identity.public_key().as_bytes()),
+        B64.encode(creds.adv_secret)
+    );
+    emu.phone(PN).unwrap().scan(&qr).unwrap();
+    let ps = c.recv().await.unwrap();
+    let success = ps.child("pair-success").expect("pair-success");
+    let container = wa_proto::AdvSignedDeviceIdentityHmac::decode(
+        success.child("device-identity").unwrap().content_bytes().unwrap(),
+    )
+    .unwrap();
+    let details = container.details.unwrap();
+    assert_eq!(
+        container.hmac.unwrap(),
+        wa_crypto::hmac_sha256(&creds.adv_secret, &[&details]).to_vec(),
+        "ADV HMAC"
+    );
+    let mut signed = wa_proto::AdvSignedDeviceIdentity::decode(details.as_slice()).unwrap();
+    let account_key =
+        wa_crypto::PublicKey::from_bytes(signed.account_signature_key.as_deref().unwrap()).unwrap();
+    let inner = signed.details.clone().unwrap();
+    let mut msg = vec![6u8, 0];
+    msg.extend_from_slice(&inner);
+    msg.extend_from_slice(creds.identity.public_key().as_bytes());
+    let sig: [u8; 64] = signed.account_signature.as_deref().unwrap().try_into().unwrap();
+    assert!(account_key.verify(&msg, &sig), "account signature (06 00) verifies");
+    let identity = wa_proto::AdvDeviceIdentity::decode(inner.as_slice()).unwrap();
+    let mut dmsg = vec![6u8, 1];
+    dmsg.extend_from_slice(&inner);
+    dmsg.extend_from_slice(creds.identity.public_key().as_bytes());
+    dmsg.extend_from_slice(account_key.as_bytes());
+    signed.device_signature = Some(creds.identity.key_pair.private.sign(&dmsg).to_vec());
+    signed.account_signature_key = None;
+    let device_jid = success.child("device").unwrap().attr_jid("jid").unwrap();
+    let reply = Node::new("iq")
+        .attr("to", "s.whatsapp.net")
+        .attr("id", ps.attr_str("id").unwrap().as_ref())
+        .attr("type", "result")
+        .children([Node::new("pair-device-sign").children([Node::new("device-identity")
+            .attr("key-index", identity.key_index.unwrap_or(0))
+            .bytes(signed.encode_to_vec())])]);
+    c.send(&reply).await;
+    let err = c.recv().await.unwrap();
+    assert_eq!(err.tag, "stream:error");
+    assert_eq!(err.attr_str("code").unwrap(), "515");
+    assert!(c.recv().await.is_none(), "the server closes after 515");
+    (creds, u32::from(device_jid.device()))
+}
+
+#[tokio::test]
+async fn handshake_pair_login_and_post_login_iqs() {
+    let emu = emulator().await;
+    let mut rng = StdRng::seed_from_u64(99);
+    let (creds, device) = pair(&emu, &mut rng).await;
+    assert_eq!(device, 1);
+
+    let payload = ClientProfile::default().login(PN.parse().unwrap(), device);
+    let mut c = Client::connect(&emu, &creds.noise, &payload, &mut rng).await;
+    let success = c.recv().await.unwrap();
+    assert_eq!(success.tag, "success");
+    let lid = success.attr_jid("lid").unwrap();
+    assert_eq!(lid, emu.phone(PN).unwrap().lid());
+
+    let count = c.iq("encrypt", "get", "1", vec![Node::new("count")]).await;
+    assert_eq!(count.child("count").unwrap().attr_str("value").unwrap(), "0");
+    let keys: Vec<Node> = (1u32..=5)
+        .map(|i| {
+            let kp = KeyPair::generate(&mut rng);
+            Node::new("key").children([
+                Node::new("id").bytes(i.to_be_bytes()[1..].to_vec()),
+                Node::new("value").bytes(kp.public.as_bytes().to_vec()),
+            ])
+        })
+        .collect();
+    let up = c
+        .iq(
+            "encrypt",
+            "set",
+            "2",
+            vec![
+                Node::new("registration").bytes(creds.identity.registration_id.to_be_bytes().to_vec()),
+                Node::new("type").bytes(vec![5]),
+                Node::new("identity").bytes(creds.identity.public_key().as_bytes().to_vec()),
+                Node::new("list").children(keys),
+            ],
+        )
+        .await;
+    assert_eq!(up.attr_str("type").unwrap(), "result");
+    let count = c.iq("encrypt", "get", "3", vec![Node::new("count")]).await;
+    assert_eq!(count.child("count").unwrap().attr_str("value").unwrap(), "5");
+    let active = c.iq("passive", "set", "4", vec![Node::new("active")]).await;
+    assert_eq!(active.attr_str("type").unwrap(), "result");
+    let offline = c.recv().await.unwrap();
+    assert_eq!(offline.tag, "ib");
+    assert_eq!(offline.child("offline").unwrap().attr_str("count").unwrap(), "0");
+    let digest = c.iq("encrypt", "get", "5", vec![Node::new("digest")]).await;
+    assert!(digest.child("digest").is_some());
+    let ping = c.iq("w:p", "get", "6", vec![Node::new("ping")]).await;
+    assert_eq!(ping.attr_str("type").unwrap(), "result");
+    let unknown = c.iq("w:nonsense", "get", "7", vec![Node::new("thing")]).await;
+    assert_eq!(unknown.attr_str("type").unwrap(), "error");
+    assert_eq!(unknown.child("error").unwrap().attr_str("code").unwrap(), "501");
+}
+
+#[tokio::test]
+async fn login_refusals() {
+    let emu = emulator().await;
+    let mut rng = StdRng::seed_from_u64(5);
+    let (creds, device) = pair(&emu, &mut rng).await;
+
+    // Unknown device.
+    let payload = ClientProfile::default().login(PN.parse().unwrap(), device + 5);
+    let mut c = Client::connect(&emu, &creds.noise, &payload, &mut rng).await;
+    let f = c.recv().await.unwrap();
+    assert_eq!((f.tag.as_str(), f.attr_str("reason").unwrap().as_ref()), ("failure", "401"));
+
+    // Right device, wrong noise key.
+    let other = KeyPair::generate(&mut rng);
+    let payload = ClientProfile::default().login(PN.parse().unwrap(), device);
+    let mut c = Client::connect(&emu, &other, &payload, &mut rng).await;
+    let f = c.recv().await.unwrap();
+    assert_eq!((f.tag.as_str(), f.attr_str("reason").unwrap().as_ref()), ("failure", "401"));
+
+    // Refused for a while.
+    emu.refuse_logins_for(60);
+    let mut c = Client::connect(&emu, &creds.noise, &payload, &mut rng).await;
+    let f = c.recv().await.unwrap();
+    assert_eq!((f.tag.as_str(), f.attr_str("reason").unwrap().as_ref()), ("failure", "503"));
+}

@@ -1,0 +1,131 @@
+#!/usr/bin/env node
+// Baileys as a scriptable PEER for tests of our own server: JSON lines out, JSON lines in.
+//   node baileys-peer.mjs --url ws://127.0.0.1:PORT/ws/chat --auth DIR [--root-pub HEX]
+//                         [--pair-code PHONE] [--media-http http://127.0.0.1:PORT] [--log LEVEL]
+// stdout events (one JSON object per line):
+//   {"event":"qr","qr":"https://wa.me/settings/linked_devices#ref,noiseB64,identityB64,advB64,platform"}
+//   {"event":"pairing-code","code":"ABCD1234"}          (with --pair-code, once the socket is up)
+//   {"event":"connection","connection":"connecting|open|close","statusCode":515,...}
+//   {"event":"restart"}                               (after statusCode 515, a new socket with the saved creds)
+//   {"event":"creds","me":{...}}                      (after pairing / login)
+//   {"event":"message","id":..,"from":..,"participant":..,"fromMe":false,"kind":"conversation","text":..,"media":{..}}
+//   {"event":"receipt","update":{...}}  {"event":"sent","id":..,"to":..}  {"event":"error","error":".."}
+// stdin commands (one JSON object per line):
+//   {"cmd":"send","to":"15557654321@s.whatsapp.net","text":"hi"}
+//   {"cmd":"send_image","to":"..","b64":"..","caption":".."}   {"cmd":"download","id":".."}
+//   {"cmd":"group_metadata","jid":".."}   {"cmd":"logout"}   {"cmd":"quit"}
+// --auth DIR keeps creds + Signal keys (Baileys' useMultiFileAuthState), so a second run logs in without QR.
+// --root-pub: 32-byte hex Curve25519 key Baileys should treat as WhatsApp's noise root (WA_CERT_DETAILS.PUBLIC_KEY).
+// --media-http: Baileys always fetches media over https (mmg.whatsapp.net or the media_conn host);
+//   this harness maps those URLs to the emulator's plain-HTTP media endpoint (like a hosts-file
+//   entry plus TLS termination would). Baileys itself is not modified.
+import { createInterface } from 'readline';
+import { silentLogger } from './lib/mem-keys.mjs';
+
+const B = await import('@whiskeysockets/baileys');
+const argv = process.argv.slice(2);
+const opt = (name, def) => { const i = argv.indexOf(name); return i >= 0 ? argv[i + 1] : def; };
+const url = opt('--url', process.env.WA_URL);
+const authDir = opt('--auth', process.env.WA_AUTH_DIR || './.baileys-auth');
+const rootPub = opt('--root-pub', process.env.WA_ROOT_PUB);
+const pairPhone = opt('--pair-code');
+const mediaHttp = opt('--media-http');
+const level = opt('--log', process.env.LOG);
+if (!url) { console.error('--url is required'); process.exit(2); }
+if (rootPub) B.WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(rootPub, 'hex');
+if (mediaHttp) {
+  const realFetch = globalThis.fetch;
+  const host = new URL(mediaHttp).host;
+  globalThis.fetch = (input, init) => {
+    let u = typeof input === 'string' ? input : input.url ?? String(input);
+    u = u.replace(/^https:\/\/mmg\.whatsapp\.net\//, mediaHttp + '/').replace('https://' + host + '/', mediaHttp + '/');
+    return realFetch(u, init);
+  };
+  // Uploads go through node:https (Baileys avoids undici there): send them over plain HTTP.
+  const http = (await import('node:http')).default;
+  const https = (await import('node:https')).default;
+  const { hostname, port } = new URL(mediaHttp);
+  const realRequest = https.request;
+  https.request = (opts, cb) => (typeof opts === 'object' && opts.hostname === hostname && String(opts.port) === port)
+    ? http.request({ ...opts, agent: undefined }, cb) : realRequest(opts, cb);
+  (await import('node:module')).syncBuiltinESMExports();
+}
+const logger = level ? (await import('pino')).default({ level }, process.stderr) : silentLogger;
+const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
+
+const { state, saveCreds } = await B.useMultiFileAuthState(authDir);
+const received = new Map();
+let sock;
+let codeRequested = false;
+function start() {
+  sock = B.default({
+    waWebSocketUrl: url,
+    auth: { creds: state.creds, keys: B.makeCacheableSignalKeyStore(state.keys, logger) },
+    logger,
+    browser: B.Browsers.ubuntu('Chrome'),
+    connectTimeoutMs: 10000,
+    defaultQueryTimeoutMs: 10000,
+    shouldSyncHistoryMessage: () => false,
+    markOnlineOnConnect: false
+  });
+  sock.ev.on('creds.update', async () => { await saveCreds(); out({ event: 'creds', me: state.creds.me }); });
+  sock.ev.on('connection.update', async (u) => {
+    if (u.qr) {
+      out({ event: 'qr', qr: u.qr });
+      if (pairPhone && !codeRequested && !state.creds.registered) {
+        codeRequested = true;
+        try { out({ event: 'pairing-code', code: await sock.requestPairingCode(pairPhone) }); }
+        catch (e) { out({ event: 'error', error: String(e?.stack || e) }); }
+      }
+    }
+    if (!u.connection) return;
+    const statusCode = u.lastDisconnect?.error?.output?.statusCode;
+    out({ event: 'connection', connection: u.connection, statusCode, isNewLogin: u.isNewLogin, me: sock.user,
+      error: u.lastDisconnect?.error ? String(u.lastDisconnect.error.message) : undefined });
+    if (u.connection === 'close' && statusCode === B.DisconnectReason.restartRequired) { out({ event: 'restart' }); start(); }
+  });
+  sock.ev.on('messages.upsert', ({ messages, type }) => {
+    for (const m of messages) {
+      received.set(m.key.id, m);
+      const msg = m.message || {};
+      const kind = Object.keys(msg).find((k) => k !== 'messageContextInfo' && k !== 'senderKeyDistributionMessage');
+      const image = msg.imageMessage;
+      out({ event: 'message', type, id: m.key.id, from: m.key.remoteJid, participant: m.key.participant, fromMe: m.key.fromMe,
+        kind, stub: m.messageStubType, stubParameters: m.messageStubParameters,
+        text: msg.conversation ?? msg.extendedTextMessage?.text ?? image?.caption,
+        media: image ? { mimetype: image.mimetype, fileLength: String(image.fileLength), directPath: image.directPath } : undefined });
+    }
+  });
+  sock.ev.on('messages.update', (updates) => { for (const update of updates) out({ event: 'receipt', update }); });
+  sock.ev.on('message-receipt.update', (updates) => { for (const update of updates) out({ event: 'receipt', update }); });
+  sock.ev.on('groups.upsert', (groups) => { for (const g of groups) out({ event: 'group', id: g.id, subject: g.subject }); });
+}
+start();
+
+for await (const line of createInterface({ input: process.stdin })) {
+  if (!line.trim()) continue;
+  try {
+    const c = JSON.parse(line);
+    if (c.cmd === 'send') {
+      const quoted = c.quote ? received.get(c.quote) : undefined;
+      const r = await sock.sendMessage(c.to, { text: c.text }, quoted ? { quoted } : {});
+      out({ event: 'sent', id: r.key.id, to: c.to });
+    } else if (c.cmd === 'send_image') {
+      const r = await sock.sendMessage(c.to, { image: Buffer.from(c.b64, 'base64'), caption: c.caption, mimetype: c.mimetype || 'image/png' });
+      out({ event: 'sent', id: r.key.id, to: c.to });
+    } else if (c.cmd === 'download') {
+      const m = received.get(c.id);
+      if (!m) throw new Error('no received message ' + c.id);
+      const buf = await B.downloadMediaMessage(m, 'buffer', {});
+      out({ event: 'downloaded', id: c.id, b64: Buffer.from(buf).toString('base64') });
+    } else if (c.cmd === 'group_metadata') {
+      const g = await sock.groupMetadata(c.jid);
+      out({ event: 'group_metadata', id: g.id, subject: g.subject, participants: g.participants.map((p) => p.id) });
+    } else if (c.cmd === 'logout') await sock.logout();
+    else if (c.cmd === 'quit') break;
+    else out({ event: 'error', error: 'unknown cmd ' + c.cmd });
+  } catch (e) { out({ event: 'error', error: String(e?.stack || e) }); }
+}
+await saveCreds();
+sock.end(undefined);
+process.exit(0);
