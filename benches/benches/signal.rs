@@ -14,6 +14,7 @@ use rand::rngs::StdRng;
 
 use wa_signal as ours;
 use wacore_libsignal::protocol as wl;
+use wacore_libsignal::protocol::GenericSignedPreKey as _;
 use wacore_libsignal::store::sender_key_name::SenderKeyName;
 
 const PLAINTEXT: [u8; 256] = [0x5a; 256];
