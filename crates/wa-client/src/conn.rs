@@ -35,6 +35,8 @@ pub(crate) struct ConnectParams<'a> {
 }
 
 /// An incoming stanza, or the end of the connection.
+// Nodes are the common case by far; boxing them would add an allocation per stanza.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Incoming {
     Node(Node),

@@ -121,7 +121,7 @@ pub fn decrypt_media(
     {
         return Err(Error::Media("encrypted file hash does not match fileEncSha256".into()));
     }
-    if blob.len() < 10 + 16 || (blob.len() - 10) % 16 != 0 {
+    if blob.len() < 10 + 16 || !(blob.len() - 10).is_multiple_of(16) {
         return Err(Error::Media(format!("encrypted media of {} bytes is not ciphertext ‖ mac", blob.len())));
     }
     let (ct, mac) = blob.split_at(blob.len() - 10);

@@ -32,17 +32,19 @@ pub(crate) struct Paired {
 #[derive(Debug)]
 pub(crate) struct PairRefusal {
     pub reason: String,
-    pub reply: Node,
+    pub reply: Box<Node>,
 }
 
 fn refusal(id: &str, code: u16, text: &str, reason: impl Into<String>) -> PairRefusal {
     PairRefusal {
         reason: reason.into(),
-        reply: Node::new("iq")
-            .attr("to", server_jid())
-            .attr("type", "error")
-            .attr("id", id)
-            .children([Node::new("error").attr("code", code).attr("text", text)]),
+        reply: Box::new(
+            Node::new("iq")
+                .attr("to", server_jid())
+                .attr("type", "error")
+                .attr("id", id)
+                .children([Node::new("error").attr("code", code).attr("text", text)]),
+        ),
     }
 }
 

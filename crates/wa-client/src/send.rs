@@ -91,8 +91,6 @@ fn media_type(m: &Message) -> Option<&'static str> {
         Some("sticker")
     } else if m.contact_message.is_some() {
         Some("vcard")
-    } else if m.location_message.is_some() {
-        None
     } else {
         None
     }
