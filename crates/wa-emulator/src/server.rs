@@ -146,6 +146,7 @@ async fn run_connection(socket: WebSocket, shared: Arc<Shared>) {
                     },
                     Some(ConnCommand::Close) | None => {
                         let _ = sink.close().await;
+                        drain_until_peer_closes(&mut stream).await;
                         break;
                     }
                 }
@@ -153,6 +154,24 @@ async fn run_connection(socket: WebSocket, shared: Arc<Shared>) {
         }
     }
     shared.world().disconnect(conn);
+}
+
+/// How long a closing connection waits for the peer's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// Completes the WebSocket closing handshake: reads (and discards) what the peer still sends
+/// until its close frame arrives. Dropping a TCP socket with unread input makes the kernel send
+/// RST, and an RST makes the peer's kernel discard data it has not yet delivered, so the last
+/// stanza (a `<stream:error>` or `<failure>`) would be lost to the client.
+async fn drain_until_peer_closes(stream: &mut futures::stream::SplitStream<WebSocket>) {
+    let drain = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, WsMessage::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
 }
 
 #[derive(serde::Deserialize)]
