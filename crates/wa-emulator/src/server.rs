@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -39,7 +39,21 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/ws/chat", any(ws_handler))
         .route("/mms/{kind}/{token}", post(media_upload))
         .route("/m/{kind}/{file}", get(media_download))
+        .layer(DefaultBodyLimit::max(MAX_MEDIA_BYTES))
         .merge(crate::control::routes())
+        .with_state(shared)
+}
+
+/// The largest media upload accepted (axum's default body limit is 2 MiB; WhatsApp allows
+/// documents of up to 2 GB, which an in-memory emulator does not need).
+const MAX_MEDIA_BYTES: usize = 64 << 20;
+
+/// The media endpoints alone, for the HTTPS listener.
+pub(crate) fn media_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/mms/{kind}/{token}", post(media_upload))
+        .route("/m/{kind}/{file}", get(media_download))
+        .layer(DefaultBodyLimit::max(MAX_MEDIA_BYTES))
         .with_state(shared)
 }
 

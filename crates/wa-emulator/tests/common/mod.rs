@@ -66,19 +66,24 @@ impl Peer {
             dir.display()
         );
         init_tracing();
-        let media = format!("http://{}", emu.local_addr());
         let mut cmd = Command::new("node");
         cmd.current_dir(&dir)
             .arg("baileys-peer.mjs")
             .args(["--url", &emu.ws_url(), "--auth"])
             .arg(auth)
-            .args(["--root-pub", &emu.root_public_key_hex(), "--media-http", &media])
+            .args(["--root-pub", &emu.root_public_key_hex()])
             .args(extra)
             .args(std::env::var("WA_PEER_LOG").map(|l| vec!["--log".to_owned(), l]).unwrap_or_default())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        // Media goes over https to the emulator's TLS endpoint; Node trusts its test CA.
+        if let Some(ca) = emu.media_ca_pem() {
+            let path = auth.join("emulator-media-ca.pem");
+            std::fs::write(&path, ca).unwrap();
+            cmd.env("NODE_EXTRA_CA_CERTS", &path);
+        }
         let mut child = cmd.spawn().expect("spawn node");
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
