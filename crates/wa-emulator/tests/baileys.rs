@@ -153,8 +153,6 @@ async fn group_with_two_phones_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "regressed when the final wa-binary/wa-noise/wa-signal/wa-crypto commits were merged: Baileys now \
-            closes with 428 instead of restarting after code pairing; passes on the emulator branch; issue 5"]
 async fn pairing_code() {
     let emu = emulator().await;
     let auth = TempDir::new("code");

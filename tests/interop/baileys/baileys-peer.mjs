@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Baileys as a scriptable PEER for tests of our own server: JSON lines out, JSON lines in.
 //   node baileys-peer.mjs --url ws://127.0.0.1:PORT/ws/chat --auth DIR [--root-pub HEX]
-//                         [--pair-code PHONE] [--media-http http://127.0.0.1:PORT] [--log LEVEL]
+//                         [--pair-code PHONE] [--log LEVEL]
 // stdout events (one JSON object per line):
 //   {"event":"qr","qr":"https://wa.me/settings/linked_devices#ref,noiseB64,identityB64,advB64,platform"}
 //   {"event":"pairing-code","code":"ABCD1234"}          (with --pair-code, once the socket is up)
@@ -16,9 +16,10 @@
 //   {"cmd":"group_metadata","jid":".."}   {"cmd":"logout"}   {"cmd":"quit"}
 // --auth DIR keeps creds + Signal keys (Baileys' useMultiFileAuthState), so a second run logs in without QR.
 // --root-pub: 32-byte hex Curve25519 key Baileys should treat as WhatsApp's noise root (WA_CERT_DETAILS.PUBLIC_KEY).
-// --media-http: Baileys always fetches media over https (mmg.whatsapp.net or the media_conn host);
-//   this harness maps those URLs to the emulator's plain-HTTP media endpoint (like a hosts-file
-//   entry plus TLS termination would). Baileys itself is not modified.
+// Media: Baileys uploads to the media_conn host and downloads from the message's URL host, both
+//   over https with normal certificate checks. Against an emulator, start node with
+//   NODE_EXTRA_CA_CERTS=<the emulator's test CA, PEM> so that certificate is trusted. Baileys
+//   itself is not modified and nothing here redirects its traffic.
 import { createInterface } from 'readline';
 import { silentLogger } from './lib/mem-keys.mjs';
 
@@ -29,27 +30,9 @@ const url = opt('--url', process.env.WA_URL);
 const authDir = opt('--auth', process.env.WA_AUTH_DIR || './.baileys-auth');
 const rootPub = opt('--root-pub', process.env.WA_ROOT_PUB);
 const pairPhone = opt('--pair-code');
-const mediaHttp = opt('--media-http');
 const level = opt('--log', process.env.LOG);
 if (!url) { console.error('--url is required'); process.exit(2); }
 if (rootPub) B.WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(rootPub, 'hex');
-if (mediaHttp) {
-  const realFetch = globalThis.fetch;
-  const host = new URL(mediaHttp).host;
-  globalThis.fetch = (input, init) => {
-    let u = typeof input === 'string' ? input : input.url ?? String(input);
-    u = u.replace(/^https:\/\/mmg\.whatsapp\.net\//, mediaHttp + '/').replace('https://' + host + '/', mediaHttp + '/');
-    return realFetch(u, init);
-  };
-  // Uploads go through node:https (Baileys avoids undici there): send them over plain HTTP.
-  const http = (await import('node:http')).default;
-  const https = (await import('node:https')).default;
-  const { hostname, port } = new URL(mediaHttp);
-  const realRequest = https.request;
-  https.request = (opts, cb) => (typeof opts === 'object' && opts.hostname === hostname && String(opts.port) === port)
-    ? http.request({ ...opts, agent: undefined }, cb) : realRequest(opts, cb);
-  (await import('node:module')).syncBuiltinESMExports();
-}
 const logger = level ? (await import('pino')).default({ level }, process.stderr) : silentLogger;
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 
