@@ -39,6 +39,9 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/control/phones/{pn}/send", post(send))
         .route("/control/phones/{pn}/inbox", get(inbox))
         .route("/control/phones/{pn}/read", post(mark_read))
+        .route("/control/phones/{pn}/played", post(mark_played))
+        .route("/control/phones/{pn}/react", post(react))
+        .route("/control/phones/{pn}/retry", post(request_retry))
         .route("/control/phones/{pn}/remove-device", post(remove_device))
         .route("/control/groups", post(create_group))
         .route("/control/groups/{gid}/add", post(add_to_group))
@@ -57,6 +60,7 @@ impl From<ControlError> for ApiError {
             | ControlError::UnknownConn(_)
             | ControlError::UnknownGroup(_)
             | ControlError::UnknownMedia(_)
+            | ControlError::UnknownMessage(_)
             | ControlError::DeviceOffline(_) => StatusCode::NOT_FOUND,
             ControlError::AccountExists(_) => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
@@ -180,6 +184,45 @@ async fn mark_read(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b)
     let mut w = s.world();
     let a = w.account_by_pn(&pn)?;
     w.phone_mark_read(a, &b.ids)?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+async fn mark_played(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Json<Read>) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    w.phone_mark_played(a, &b.ids)?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct React {
+    chat: String,
+    id: String,
+    /// The emoji; empty removes the phone's reaction.
+    emoji: String,
+}
+
+async fn react(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Json<React>) -> ApiResult {
+    let chat = parse_jid(&b.chat)?;
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    let id = w.phone_react(a, &chat, &b.id, &b.emoji)?;
+    Ok(Json(json!({ "id": id })))
+}
+
+#[derive(Deserialize)]
+struct Retry {
+    id: String,
+}
+
+async fn request_retry(
+    State(s): State<Arc<Shared>>,
+    Path(pn): Path<String>,
+    Json(b): Json<Retry>,
+) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    w.phone_request_retry(a, &b.id)?;
     Ok(Json(json!({ "ok": true })))
 }
 

@@ -278,6 +278,9 @@ pub enum ControlError {
     /// Media not found.
     #[error("no media at {0}")]
     UnknownMedia(String),
+    /// The phone has no message with this id.
+    #[error("the phone has no message with id {0:?}")]
+    UnknownMessage(String),
 }
 
 pub(crate) fn be_bytes(n: u32, len: usize) -> Vec<u8> {
@@ -1078,6 +1081,12 @@ impl World {
             }
             if !ty.is_empty() {
                 node = node.attr("type", ty.as_str());
+            }
+            // What the receipt carries besides the id list (a retry's <retry>, <registration>
+            // and <keys>) travels to the sender unchanged.
+            let extra: Vec<Node> = r.child_nodes().iter().filter(|c| c.tag != "list").cloned().collect();
+            if !extra.is_empty() {
+                node = node.children(extra);
             }
             self.deliver(orig, node);
         }

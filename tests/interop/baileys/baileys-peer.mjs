@@ -8,7 +8,7 @@
 //   {"event":"connection","connection":"connecting|open|close","statusCode":515,...}
 //   {"event":"restart"}                               (after statusCode 515, a new socket with the saved creds)
 //   {"event":"creds","me":{...}}                      (after pairing / login)
-//   {"event":"message","id":..,"from":..,"participant":..,"fromMe":false,"kind":"conversation","text":..,"media":{..}}
+//   {"event":"message","id":..,"from":..,"participant":..,"fromMe":false,"kind":"conversation","text":..,"media":{..},"reaction":{"text":..,"key":{..}}}
 //   {"event":"receipt","update":{...}}  {"event":"sent","id":..,"to":..}  {"event":"error","error":".."}
 // stdin commands (one JSON object per line):
 //   {"cmd":"send","to":"15557654321@s.whatsapp.net","text":"hi"}
@@ -76,7 +76,8 @@ function start() {
       out({ event: 'message', type, id: m.key.id, from: m.key.remoteJid, participant: m.key.participant, fromMe: m.key.fromMe,
         kind, stub: m.messageStubType, stubParameters: m.messageStubParameters,
         text: msg.conversation ?? msg.extendedTextMessage?.text ?? image?.caption,
-        media: image ? { mimetype: image.mimetype, fileLength: String(image.fileLength), directPath: image.directPath } : undefined });
+        media: image ? { mimetype: image.mimetype, fileLength: String(image.fileLength), directPath: image.directPath } : undefined,
+        reaction: msg.reactionMessage ? { text: msg.reactionMessage.text, key: msg.reactionMessage.key } : undefined });
     }
   });
   sock.ev.on('messages.update', (updates) => { for (const update of updates) out({ event: 'receipt', update }); });
