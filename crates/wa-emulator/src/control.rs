@@ -247,13 +247,26 @@ struct NewGroup {
     creator: String,
     subject: String,
     members: Vec<String>,
+    /// `"lid"` for a LID-addressed group; phone-number addressing otherwise.
+    #[serde(default)]
+    addressing: Option<String>,
 }
 
 async fn create_group(State(s): State<Arc<Shared>>, Json(b): Json<NewGroup>) -> ApiResult {
     let mut w = s.world();
     let c = w.account_by_pn(&b.creator)?;
     let m = b.members.iter().map(|p| w.account_by_pn(p)).collect::<Result<Vec<_>, _>>()?;
-    let jid = w.create_group(c, &b.subject, &m);
+    let lid = match b.addressing.as_deref() {
+        None | Some("pn") => false,
+        Some("lid") => true,
+        Some(other) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("addressing {other:?}: \"pn\" or \"lid\""),
+            ));
+        }
+    };
+    let jid = w.create_group_with(c, &b.subject, &m, lid);
     Ok(Json(json!({ "jid": jid.to_string() })))
 }
 

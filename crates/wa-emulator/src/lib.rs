@@ -283,6 +283,20 @@ impl EmulatorHandle {
         })
     }
 
+    /// Creates a LID-addressed group (`addressing_mode="lid"`: members named by LID).
+    pub fn create_lid_group(
+        &self,
+        creator: &str,
+        subject: &str,
+        members: &[&str],
+    ) -> Result<Jid, ControlError> {
+        self.with_world(|w| {
+            let c = w.account_by_pn(creator)?;
+            let m = members.iter().map(|p| w.account_by_pn(p)).collect::<Result<Vec<_>, _>>()?;
+            Ok(w.create_group_with(c, subject, &m, true))
+        })
+    }
+
     /// Adds accounts to a group on behalf of `actor`.
     pub fn add_to_group(&self, actor: &str, group: &Jid, members: &[&str]) -> Result<(), ControlError> {
         self.with_world(|w| {

@@ -275,7 +275,7 @@ impl World {
                 }
                 let plain = pad(carrier.encode_to_vec(), &mut self.rng);
                 let enc = self.phone_encrypt(account, t, &plain)?;
-                let jid = self.device_jid(t, Server::Pn);
+                let jid = self.device_jid(t, group.addressing());
                 participants.push(Node::new("to").attr("jid", jid).children([enc]));
                 self.accounts[account].phone.skdm_sent.entry(group_jid.clone()).or_default().insert(t);
             }
@@ -291,7 +291,7 @@ impl World {
                 enc = enc.attr("mediatype", m);
             }
             stanza = stanza
-                .attr("addressing_mode", "pn")
+                .attr("addressing_mode", group.addressing_mode())
                 .children([Node::new("participants").children(participants), enc.bytes(sk)]);
         } else {
             let recipient = self.account_of(to).ok_or_else(|| ControlError::BadJid(to.to_string()))?;

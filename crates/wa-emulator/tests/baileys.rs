@@ -212,3 +212,51 @@ async fn phone_reacts_marks_played_and_asks_for_a_retry() {
     assert!(matches!(friend.request_retry("no-such-id"), Err(wa_emulator::ControlError::UnknownMessage(_))));
     peer.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lid_addressed_group_both_ways() {
+    let emu = emulator().await;
+    let auth = TempDir::new("lidgrp");
+    let mut peer = pair_by_qr(&emu, ME, &auth.0).await;
+    let group = emu.create_lid_group(FRIEND, "LID group", &[ME, OTHER]).unwrap();
+    let gjid = group.to_string();
+    let friend = emu.phone(FRIEND).unwrap();
+    let other = emu.phone(OTHER).unwrap();
+    let friend_lid = friend.lid().to_string();
+
+    peer.send(json!({"cmd": "group_metadata", "jid": gjid})).await;
+    let md = peer.expect("metadata", |v| v["event"] == "group_metadata" || v["event"] == "error").await;
+    assert_eq!(md["event"], "group_metadata", "{md}");
+    assert_eq!(md["addressingMode"], "lid", "{md}");
+    let members: Vec<&str> =
+        md["participants"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert!(members.iter().all(|p| p.ends_with("@lid")), "members are named by LID: {md}");
+    assert!(members.contains(&friend_lid.as_str()));
+
+    let id = friend.send_text(&group, "hello LID group").unwrap();
+    let m = peer.expect("group message", |v| v["event"] == "message" && v["id"] == id.as_str()).await;
+    assert_eq!(m["text"], "hello LID group");
+    assert_eq!(m["from"], gjid.as_str());
+    assert_eq!(m["participant"], friend_lid.as_str(), "the sender is named by LID: {m}");
+    assert_eq!(
+        m["participantAlt"],
+        format!("{FRIEND}@s.whatsapp.net"),
+        "with its phone number beside it: {m}"
+    );
+
+    peer.send_text(&gjid, "hello back over LIDs").await;
+    for p in [&friend, &other] {
+        let got = p
+            .wait_message(common::T, |m| m.text.as_deref() == Some("hello back over LIDs"))
+            .await
+            .unwrap_or_else(|| {
+                panic!("{} decrypts Baileys' LID group message; inbox {:#?}", p.pn(), p.inbox())
+            });
+        assert_eq!(got.chat, gjid);
+        assert!(got.sender.ends_with("@lid"), "Baileys addressed the group by LID: {}", got.sender);
+    }
+    let id2 = other.send_text(&group, "and from other").unwrap();
+    let m = peer.expect("second sender", |v| v["event"] == "message" && v["id"] == id2.as_str()).await;
+    assert_eq!(m["text"], "and from other");
+    peer.quit().await;
+}

@@ -73,7 +73,7 @@ function start() {
       const msg = m.message || {};
       const kind = Object.keys(msg).find((k) => k !== 'messageContextInfo' && k !== 'senderKeyDistributionMessage');
       const image = msg.imageMessage;
-      out({ event: 'message', type, id: m.key.id, from: m.key.remoteJid, participant: m.key.participant, fromMe: m.key.fromMe,
+      out({ event: 'message', type, id: m.key.id, from: m.key.remoteJid, participant: m.key.participant, participantAlt: m.key.participantAlt, fromMe: m.key.fromMe,
         kind, stub: m.messageStubType, stubParameters: m.messageStubParameters,
         text: msg.conversation ?? msg.extendedTextMessage?.text ?? image?.caption,
         media: image ? { mimetype: image.mimetype, fileLength: String(image.fileLength), directPath: image.directPath } : undefined,
@@ -104,7 +104,7 @@ for await (const line of createInterface({ input: process.stdin })) {
       out({ event: 'downloaded', id: c.id, b64: Buffer.from(buf).toString('base64') });
     } else if (c.cmd === 'group_metadata') {
       const g = await sock.groupMetadata(c.jid);
-      out({ event: 'group_metadata', id: g.id, subject: g.subject, participants: g.participants.map((p) => p.id) });
+      out({ event: 'group_metadata', id: g.id, subject: g.subject, addressingMode: g.addressingMode, participants: g.participants.map((p) => p.id) });
     } else if (c.cmd === 'logout') await sock.logout();
     else if (c.cmd === 'quit') break;
     else out({ event: 'error', error: 'unknown cmd ' + c.cmd });
