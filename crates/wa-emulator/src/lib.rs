@@ -283,6 +283,20 @@ impl EmulatorHandle {
         })
     }
 
+    /// Creates a LID-addressed group (`addressing_mode="lid"`: members named by LID).
+    pub fn create_lid_group(
+        &self,
+        creator: &str,
+        subject: &str,
+        members: &[&str],
+    ) -> Result<Jid, ControlError> {
+        self.with_world(|w| {
+            let c = w.account_by_pn(creator)?;
+            let m = members.iter().map(|p| w.account_by_pn(p)).collect::<Result<Vec<_>, _>>()?;
+            Ok(w.create_group_with(c, subject, &m, true))
+        })
+    }
+
     /// Adds accounts to a group on behalf of `actor`.
     pub fn add_to_group(&self, actor: &str, group: &Jid, members: &[&str]) -> Result<(), ControlError> {
         self.with_world(|w| {
@@ -463,6 +477,32 @@ impl PhoneHandle<'_> {
         })
     }
 
+    /// Sends `played` receipts (voice notes, videos) for received messages.
+    pub fn mark_played(&self, ids: &[String]) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_mark_played(a, ids)
+        })
+    }
+
+    /// Reacts to message `id` in `chat` (received or sent by this phone); an empty emoji
+    /// removes the reaction. Returns the reaction's own message id.
+    pub fn react(&self, chat: &Jid, id: &str, emoji: &str) -> Result<String, ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_react(a, chat, id, emoji)
+        })
+    }
+
+    /// Asks the sender of received message `id` to send it again (a `retry` receipt with a
+    /// fresh key bundle; the phone drops its session with the sending device first).
+    pub fn request_retry(&self, id: &str) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_request_retry(a, id)
+        })
+    }
+
     /// Unlinks a companion device (it is told `401 device_removed`).
     pub fn remove_device(&self, device: u16) -> Result<(), ControlError> {
         self.emu.with_world(|w| {
@@ -478,18 +518,30 @@ impl PhoneHandle<'_> {
         timeout: Duration,
         mut pred: impl FnMut(&InboxMessage) -> bool,
     ) -> Option<InboxMessage> {
+        let mut found = None;
+        self.wait_inbox(timeout, |inbox| {
+            found = inbox.iter().find(|m| pred(m)).cloned();
+            found.is_some()
+        })
+        .await
+        .then_some(())?;
+        found
+    }
+
+    /// Waits until `pred` holds for the whole inbox (oldest first); `false` on timeout.
+    pub async fn wait_inbox(&self, timeout: Duration, mut pred: impl FnMut(&[InboxMessage]) -> bool) -> bool {
         let pn = self.pn.clone();
         let mut rx = self.emu.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(m) = self.inbox().into_iter().find(|m| pred(m)) {
-                return Some(m);
+            if pred(&self.inbox()) {
+                return true;
             }
-            let ev = tokio::time::timeout_at(deadline, rx.recv()).await.ok()?;
+            let Ok(ev) = tokio::time::timeout_at(deadline, rx.recv()).await else { return false };
             match ev {
                 Ok(WorldEvent::PhoneReceived { pn: p, .. }) if p == pn => {}
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(_) => return None,
+                Err(_) => return false,
             }
         }
     }

@@ -8,7 +8,7 @@
 //   {"event":"connection","connection":"connecting|open|close","statusCode":515,...}
 //   {"event":"restart"}                               (after statusCode 515, a new socket with the saved creds)
 //   {"event":"creds","me":{...}}                      (after pairing / login)
-//   {"event":"message","id":..,"from":..,"participant":..,"fromMe":false,"kind":"conversation","text":..,"media":{..}}
+//   {"event":"message","id":..,"from":..,"participant":..,"fromMe":false,"kind":"conversation","text":..,"media":{..},"reaction":{"text":..,"key":{..}}}
 //   {"event":"receipt","update":{...}}  {"event":"sent","id":..,"to":..}  {"event":"error","error":".."}
 // stdin commands (one JSON object per line):
 //   {"cmd":"send","to":"15557654321@s.whatsapp.net","text":"hi"}
@@ -73,10 +73,11 @@ function start() {
       const msg = m.message || {};
       const kind = Object.keys(msg).find((k) => k !== 'messageContextInfo' && k !== 'senderKeyDistributionMessage');
       const image = msg.imageMessage;
-      out({ event: 'message', type, id: m.key.id, from: m.key.remoteJid, participant: m.key.participant, fromMe: m.key.fromMe,
+      out({ event: 'message', type, id: m.key.id, from: m.key.remoteJid, participant: m.key.participant, participantAlt: m.key.participantAlt, fromMe: m.key.fromMe,
         kind, stub: m.messageStubType, stubParameters: m.messageStubParameters,
         text: msg.conversation ?? msg.extendedTextMessage?.text ?? image?.caption,
-        media: image ? { mimetype: image.mimetype, fileLength: String(image.fileLength), directPath: image.directPath } : undefined });
+        media: image ? { mimetype: image.mimetype, fileLength: String(image.fileLength), directPath: image.directPath } : undefined,
+        reaction: msg.reactionMessage ? { text: msg.reactionMessage.text, key: msg.reactionMessage.key } : undefined });
     }
   });
   sock.ev.on('messages.update', (updates) => { for (const update of updates) out({ event: 'receipt', update }); });
@@ -103,7 +104,7 @@ for await (const line of createInterface({ input: process.stdin })) {
       out({ event: 'downloaded', id: c.id, b64: Buffer.from(buf).toString('base64') });
     } else if (c.cmd === 'group_metadata') {
       const g = await sock.groupMetadata(c.jid);
-      out({ event: 'group_metadata', id: g.id, subject: g.subject, participants: g.participants.map((p) => p.id) });
+      out({ event: 'group_metadata', id: g.id, subject: g.subject, addressingMode: g.addressingMode, participants: g.participants.map((p) => p.id) });
     } else if (c.cmd === 'logout') await sock.logout();
     else if (c.cmd === 'quit') break;
     else out({ event: 'error', error: 'unknown cmd ' + c.cmd });
