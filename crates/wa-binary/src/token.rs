@@ -116,7 +116,7 @@ impl Dictionary {
     }
 
     /// The token for `s`, if it is one.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, s: &str) -> Option<Token> {
         let bytes = s.as_bytes();
         if bytes.is_empty() || bytes.len() > self.max_len {
