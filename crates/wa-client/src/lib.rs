@@ -23,6 +23,7 @@ mod conn;
 mod creds;
 pub mod error;
 pub mod event;
+pub mod history;
 mod http;
 pub mod media;
 mod pair;
