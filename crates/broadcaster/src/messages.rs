@@ -446,21 +446,15 @@ fn apply_status_tx(
     if !advances {
         return Ok(None);
     }
-    let column = match status {
-        DeliveryStatus::Sent => "sent_at",
-        DeliveryStatus::Delivered => "delivered_at",
-        DeliveryStatus::Read => "read_at",
-        _ => "played_at",
-    };
-    // A read implies delivered: fill the earlier timestamps a skipped receipt left empty.
+    // Each status implies the earlier ones: fill timestamps a skipped receipt left empty.
     tx.execute(
-        &format!(
-            "UPDATE messages SET status = ?3, {column} = ?4, updated_at = ?4,
-               sent_at = COALESCE(sent_at, ?4),
-               delivered_at = CASE WHEN ?3 IN ('read','played') THEN COALESCE(delivered_at, ?4) ELSE delivered_at END,
-               read_at = CASE WHEN ?3 = 'played' THEN COALESCE(read_at, ?4) ELSE read_at END
-             WHERE tenant_id = ?1 AND id = ?2"
-        ),
+        "UPDATE messages SET status = ?3, updated_at = ?4,
+           sent_at = COALESCE(sent_at, ?4),
+           delivered_at = CASE WHEN ?3 IN ('delivered','read','played') THEN COALESCE(delivered_at, ?4)
+                          ELSE delivered_at END,
+           read_at = CASE WHEN ?3 IN ('read','played') THEN COALESCE(read_at, ?4) ELSE read_at END,
+           played_at = CASE WHEN ?3 = 'played' THEN COALESCE(played_at, ?4) ELSE played_at END
+         WHERE tenant_id = ?1 AND id = ?2",
         params![tenant_id, id, status.as_str(), at],
     )?;
     let data =

@@ -273,8 +273,9 @@ impl Pump {
                         ReceiptKind::Played => DeliveryStatus::Played,
                         _ => continue,
                     };
-                    let ts = i64::try_from(r.timestamp).unwrap_or(0).saturating_mul(1000);
-                    let at_ms = if ts > 0 { ts } else { now };
+                    // Our clock, not the receipt's whole-second stamp, so the timestamps of one
+                    // message stay ordered (sent_at is ours too).
+                    let at_ms = now;
                     for id in r.ids {
                         self.emit(SessionEvent::MessageStatus { message_id: id, status, at_ms }).await;
                     }
