@@ -120,6 +120,8 @@ CREATE TABLE webhook_outbox (
 CREATE INDEX webhook_outbox_due ON webhook_outbox(status, next_attempt_at);
 CREATE INDEX webhook_outbox_tenant ON webhook_outbox(tenant_id, webhook_id, created_at);
 "#,
+    // contacts, templates, campaigns (issue 8): keep this entry last
+    crate::campaigns::schema::MIGRATION,
 ];
 
 /// Schema version this binary writes.

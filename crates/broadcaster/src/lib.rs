@@ -10,14 +10,17 @@ pub mod account_state;
 pub mod accounts;
 pub mod app;
 pub mod auth;
+pub mod campaigns;
 pub mod clock;
 pub mod config;
+pub mod contacts;
 pub mod db;
 pub mod error;
 pub mod outbox;
 pub mod phone;
 pub mod runtime;
 pub mod state;
+pub mod templates;
 pub mod tenants;
 pub mod webhooks;
 
