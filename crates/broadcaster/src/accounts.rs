@@ -150,6 +150,8 @@ pub fn apply_session_event(
         SessionEvent::Disconnected { reason } => (AccountState::Disconnected, Some(reason.as_str())),
         SessionEvent::LoggedOut { reason } => (AccountState::LoggedOut, Some(reason.as_str())),
         SessionEvent::Failed { reason } => (AccountState::Error, Some(reason.as_str())),
+        // Message events are not connection transitions; the messages module records them.
+        SessionEvent::MessageStatus { .. } | SessionEvent::IncomingMessage { .. } => return Ok(()),
     };
     match transition(c, tenant_id, account_id, to, reason, now) {
         Ok(_) => Ok(()),

@@ -13,7 +13,10 @@ use broadcaster::accounts::DbSessionEvents;
 use broadcaster::auth::{Bootstrap, bootstrap_admin};
 use broadcaster::clock::{Clock, ManualClock, SharedClock};
 use broadcaster::db::Db;
-use broadcaster::runtime::{AccountRuntime, LinkMethod, RuntimeFuture, SessionEvent, SessionEvents};
+use broadcaster::runtime::{
+    AccountRuntime, LinkMethod, NumberCheck, OutgoingContent, RuntimeFuture, SentMessage, SessionEvent,
+    SessionEvents,
+};
 use broadcaster::state::AppState;
 use broadcaster::webhooks::{RetryPolicy, WebhookWorker};
 use http_body_util::BodyExt;
@@ -348,6 +351,36 @@ impl AccountRuntime for ScriptedRuntime {
         Box::pin(async move {
             self.calls.lock().unwrap().push("logout".into());
             Ok(())
+        })
+    }
+    fn send<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        to: &'a str,
+        content: OutgoingContent,
+    ) -> RuntimeFuture<'a, SentMessage> {
+        Box::pin(async move {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(format!("send {to} {content:?}"));
+            Ok(SentMessage::new(format!("3EB0{:016X}", calls.len()), 1_700_000_000_000))
+        })
+    }
+    fn check_numbers<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        phones: &'a [String],
+    ) -> RuntimeFuture<'a, Vec<NumberCheck>> {
+        Box::pin(async move {
+            // Scripted: numbers ending in an even digit are on WhatsApp.
+            Ok(phones
+                .iter()
+                .map(|p| {
+                    let on = p.ends_with(['0', '2', '4', '6', '8']);
+                    NumberCheck::new(p.clone(), on, on.then(|| format!("{p}@s.whatsapp.net")))
+                })
+                .collect())
         })
     }
 }
