@@ -33,7 +33,9 @@ pub enum TemplateError {
     Empty(usize),
     #[error("`{0}` is not a variable name (letters, digits, `_`; contact fields as `fields.key`)")]
     BadName(String),
-    #[error("unknown variable `{0}`: use phone, name, first_name, fields.<key>, or declare it in `variables`")]
+    #[error(
+        "unknown variable `{0}`: use phone, name, first_name, fields.<key>, or declare it in `variables`"
+    )]
     Unknown(String),
     #[error("contact value `{0}` can be empty; give it a fallback, e.g. {{{{{0}|there}}}}")]
     MissingFallback(String),
@@ -107,7 +109,11 @@ pub fn parse(body: &str) -> Result<Vec<Segment>, TemplateError> {
 fn valid_name(name: &str) -> bool {
     match name.strip_prefix("fields.") {
         Some(k) => field_key(k).as_deref() == Some(k),
-        None => !name.is_empty() && name.len() <= 40 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+        None => {
+            !name.is_empty()
+                && name.len() <= 40
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        }
     }
 }
 
@@ -115,7 +121,11 @@ fn valid_name(name: &str) -> bool {
 pub fn validate(segments: &[Segment], declared: &[Variable]) -> Result<(), TemplateError> {
     let mut seen = std::collections::BTreeSet::new();
     for v in declared {
-        if !valid_name(&v.name) || v.name.starts_with("fields.") || BUILTIN.contains(&v.name.as_str()) || !seen.insert(&v.name) {
+        if !valid_name(&v.name)
+            || v.name.starts_with("fields.")
+            || BUILTIN.contains(&v.name.as_str())
+            || !seen.insert(&v.name)
+        {
             return Err(TemplateError::BadDeclaration(v.name.clone()));
         }
     }
@@ -156,11 +166,13 @@ pub fn render(
         match s {
             Segment::Text(t) => out.push_str(t),
             Segment::Var { name, fallback } => {
-                let non_empty = |v: Option<&String>| v.map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_owned);
+                let non_empty =
+                    |v: Option<&String>| v.map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_owned);
                 let value = match name.as_str() {
                     "phone" => Some(contact.phone.clone()),
                     "name" => non_empty(contact.name.as_ref()),
-                    "first_name" => non_empty(contact.name.as_ref()).and_then(|n| n.split_whitespace().next().map(str::to_owned)),
+                    "first_name" => non_empty(contact.name.as_ref())
+                        .and_then(|n| n.split_whitespace().next().map(str::to_owned)),
                     n => match n.strip_prefix("fields.") {
                         Some(k) => non_empty(contact.fields.get(k)),
                         None => non_empty(values.get(n)),
@@ -182,7 +194,9 @@ pub fn required(segments: &[Segment], declared: &[Variable]) -> Vec<String> {
     let mut req: Vec<String> = declared
         .iter()
         .filter(|v| v.fallback.is_none())
-        .filter(|v| segments.iter().any(|s| matches!(s, Segment::Var { name, fallback: None } if name == &v.name)))
+        .filter(|v| {
+            segments.iter().any(|s| matches!(s, Segment::Var { name, fallback: None } if name == &v.name))
+        })
         .map(|v| v.name.clone())
         .collect();
     req.dedup();
@@ -246,8 +260,9 @@ fn template_from_row(r: &Row<'_>) -> rusqlite::Result<Template> {
         id: r.get(0)?,
         name: r.get(1)?,
         body: r.get(2)?,
-        variables: serde_json::from_str(&vars)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)))?,
+        variables: serde_json::from_str(&vars).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         created_at: r.get(4)?,
         updated_at: r.get(5)?,
     })
@@ -324,7 +339,11 @@ pub async fn list(State(st): State<AppState>, p: Principal) -> Result<Json<Vec<T
 #[utoipa::path(get, path = "/api/v1/templates/{id}", tag = "templates", params(("id" = String, Path)),
     responses((status = 200, body = Template), (status = 404, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
-pub async fn get(State(st): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Template>, ApiError> {
+pub async fn get(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Template>, ApiError> {
     p.require(Permission::Read)?;
     let tenant = p.tenant_id.clone();
     st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.map(Json).ok_or(ApiError::NotFound("template"))
@@ -367,12 +386,18 @@ pub async fn replace(
 
 #[utoipa::path(delete, path = "/api/v1/templates/{id}", tag = "templates", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody)), security(("api_key" = [])))]
-pub async fn delete(State(st): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     p.require(Permission::Send)?;
     let tenant = p.tenant_id.clone();
     let n = st
         .db
-        .call(move |c| Ok(c.execute("DELETE FROM templates WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])?))
+        .call(move |c| {
+            Ok(c.execute("DELETE FROM templates WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])?)
+        })
         .await?;
     if n == 0 { Err(ApiError::NotFound("template")) } else { Ok(StatusCode::NO_CONTENT) }
 }
@@ -431,9 +456,14 @@ pub async fn preview(
     let values = match (req.contact_id.is_some(), contact) {
         (true, None) => return Err(ApiError::NotFound("contact")),
         (_, Some(ct)) => ContactValues { phone: ct.phone, name: ct.name, fields: ct.fields },
-        (false, None) => ContactValues { phone: "+15550100000".into(), name: Some("Alex Sample".into()), fields: BTreeMap::new() },
+        (false, None) => ContactValues {
+            phone: "+15550100000".into(),
+            name: Some("Alex Sample".into()),
+            fields: BTreeMap::new(),
+        },
     };
-    let text = render(&segs, &declared, &values, &req.values).map_err(|e| ApiError::bad("missing_variable", e.to_string()))?;
+    let text = render(&segs, &declared, &values, &req.values)
+        .map_err(|e| ApiError::bad("missing_variable", e.to_string()))?;
     Ok(Json(Preview { text, required: required(&segs, &declared) }))
 }
 
@@ -447,12 +477,19 @@ mod tests {
 
     #[test]
     fn parses_and_renders_with_fallbacks() {
-        let segs = parse("Hi {{ first_name | there }}, code {{code}} for {{fields.city|your city}} ({{phone}}){{sig}}").unwrap();
+        let segs = parse(
+            "Hi {{ first_name | there }}, code {{code}} for {{fields.city|your city}} ({{phone}}){{sig}}",
+        )
+        .unwrap();
         let declared = [var("code", None), var("sig", Some(" - Shop"))];
         validate(&segs, &declared).unwrap();
-        let mut ct = ContactValues { phone: "+441".into(), name: Some("Ann Lee".into()), fields: BTreeMap::new() };
+        let mut ct =
+            ContactValues { phone: "+441".into(), name: Some("Ann Lee".into()), fields: BTreeMap::new() };
         let mut vals = BTreeMap::from([("code".to_owned(), "1234".to_owned())]);
-        assert_eq!(render(&segs, &declared, &ct, &vals).unwrap(), "Hi Ann, code 1234 for your city (+441) - Shop");
+        assert_eq!(
+            render(&segs, &declared, &ct, &vals).unwrap(),
+            "Hi Ann, code 1234 for your city (+441) - Shop"
+        );
         ct.name = None;
         ct.fields.insert("city".into(), "Leeds".into());
         vals.insert("sig".into(), "!".into());

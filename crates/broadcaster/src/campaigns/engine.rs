@@ -49,7 +49,13 @@ pub enum SendError {
 pub trait CampaignSender: Send + Sync + 'static {
     /// Sends `text` to `phone` (E.164) from `account_id`; returns the message id that delivery
     /// status updates in the `messages` table are keyed by.
-    fn send<'a>(&'a self, tenant_id: &'a str, account_id: &'a str, phone: &'a str, text: &'a str) -> SendFuture<'a, String>;
+    fn send<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        phone: &'a str,
+        text: &'a str,
+    ) -> SendFuture<'a, String>;
     /// Which of `phones` (E.164) are on WhatsApp.
     fn check_numbers<'a>(
         &'a self,
@@ -211,6 +217,10 @@ struct Inner {
     /// Per account: refused by the daily limit until then.
     limited_until: HashMap<String, i64>,
     last_delivery_sync: Option<i64>,
+    /// Per account: (UTC day start, messages sent by campaigns that day).
+    sent_today: HashMap<String, (i64, i64)>,
+    /// Per campaign: when progress was last published.
+    last_progress: HashMap<String, i64>,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> DbError {
@@ -291,7 +301,14 @@ pub fn set_status(
 impl Engine {
     pub fn new(db: Db, clock: SharedClock, sender: Arc<dyn CampaignSender>) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
-        Arc::new(Self { db, clock, sender, wake: Arc::new(Notify::new()), events, inner: Mutex::new(Inner::default()) })
+        Arc::new(Self {
+            db,
+            clock,
+            sender,
+            wake: Arc::new(Notify::new()),
+            events,
+            inner: Mutex::new(Inner::default()),
+        })
     }
 
     /// Subscribes to progress and status events.
@@ -344,7 +361,15 @@ impl Engine {
                      WHERE status = 'sending' AND account_id IS NOT NULL",
                 )?;
                 let rows = stmt
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, Option<i64>>(4)?.unwrap_or(0))))?
+                    .query_map([], |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+                        ))
+                    })?
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(rows)
             })
@@ -397,8 +422,18 @@ impl Engine {
             }
             due
         });
+        let today = day_start(now);
+        let cached: HashMap<String, i64> = self.with_inner(|i| {
+            i.sent_today.retain(|_, (day, _)| *day == today);
+            i.sent_today.iter().map(|(a, (_, n))| (a.clone(), *n)).collect()
+        });
         let (campaigns, accounts, status_events) =
-            self.db.call(move |c| housekeeping(c, now, sync)).await?;
+            self.db.call(move |c| housekeeping(c, now, sync, &cached)).await?;
+        self.with_inner(|i| {
+            for (a, info) in &accounts {
+                i.sent_today.insert(a.clone(), (today, info.sent_today));
+            }
+        });
         for e in status_events {
             let _ = self.events.send(e);
         }
@@ -414,8 +449,9 @@ impl Engine {
             if info.state != "active" {
                 continue;
             }
-            let (next_at, limited) =
-                self.with_inner(|i| (i.next_send_at.get(account).copied(), i.limited_until.get(account).copied()));
+            let (next_at, limited) = self.with_inner(|i| {
+                (i.next_send_at.get(account).copied(), i.limited_until.get(account).copied())
+            });
             if let Some(t) = limited.filter(|t| *t > now) {
                 wake_at(t);
                 continue;
@@ -445,6 +481,17 @@ impl Engine {
                 touched.push((camp.tenant_id.clone(), camp.id.clone()));
                 let outcome = self.attempt(camp, account, &claimed).await;
                 let after = self.clock.now_ms();
+                if matches!(outcome, Outcome::Sent(_)) {
+                    let day = day_start(after);
+                    self.with_inner(|i| {
+                        let e = i.sent_today.entry(account.clone()).or_insert((day, 0));
+                        if e.0 == day {
+                            e.1 += 1;
+                        } else {
+                            *e = (day, 1);
+                        }
+                    });
+                }
                 if !matches!(outcome, Outcome::Requeue) {
                     let random: u64 = rand::random();
                     let t = after + pacing_interval_ms(camp.rate, camp.jitter, random);
@@ -455,13 +502,16 @@ impl Engine {
                 break;
             }
         }
-        // Retries waiting for their time.
+        // Retries waiting for their time, and scheduled campaigns.
         let retry_at = self
             .db
             .call(move |c| {
                 Ok(c.query_row(
-                    "SELECT MIN(r.next_attempt_at) FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id
-                     WHERE c.status = 'running' AND r.status = 'pending' AND r.next_attempt_at > ?1",
+                    "SELECT MIN(t) FROM (
+                       SELECT MIN(r.next_attempt_at) AS t FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id
+                        WHERE c.status = 'running' AND r.status = 'pending' AND r.next_attempt_at > ?1
+                       UNION ALL
+                       SELECT MIN(scheduled_at) FROM campaigns WHERE status = 'scheduled')",
                     params![now],
                     |r| r.get::<_, Option<i64>>(0),
                 )?)
@@ -472,10 +522,25 @@ impl Engine {
         }
         touched.sort();
         touched.dedup();
+        // Progress is published at most once per second (clock time) per campaign.
+        let subscribed = self.events.receiver_count() > 0;
         for (tenant, id) in touched {
+            let due = subscribed
+                && self.with_inner(|i| {
+                    let last = i.last_progress.get(&id).copied();
+                    let due = last.is_none_or(|t| now - t >= 1_000 || now < t);
+                    if due {
+                        i.last_progress.insert(id.clone(), now);
+                    }
+                    due
+                });
+            if !due {
+                continue;
+            }
             let cid = id.clone();
             let p = self.db.call(move |c| Ok(progress(c, &cid, now)?)).await?;
-            let _ = self.events.send(CampaignEvent::Progress { tenant_id: tenant, campaign_id: id, progress: p });
+            let _ =
+                self.events.send(CampaignEvent::Progress { tenant_id: tenant, campaign_id: id, progress: p });
         }
         Ok(next_wake)
     }
@@ -580,7 +645,13 @@ impl Engine {
         }
     }
 
-    async fn record(&self, camp: &RunningCampaign, r: &Claimed, outcome: Outcome, now: i64) -> Result<(), DbError> {
+    async fn record(
+        &self,
+        camp: &RunningCampaign,
+        r: &Claimed,
+        outcome: Outcome,
+        now: i64,
+    ) -> Result<(), DbError> {
         let id = r.id;
         let attempts = r.attempts;
         let cid = camp.id.clone();
@@ -634,6 +705,7 @@ fn housekeeping(
     c: &mut Connection,
     now: i64,
     sync_deliveries: bool,
+    cached_sent_today: &HashMap<String, i64>,
 ) -> Result<(Vec<RunningCampaign>, HashMap<String, AccountInfo>, Vec<CampaignEvent>), DbError> {
     let mut events = Vec::new();
     let due: Vec<(String, String)> = c
@@ -642,7 +714,12 @@ fn housekeeping(
         .collect::<Result<_, _>>()?;
     for (tenant, id) in due {
         set_status(c, &tenant, &id, CampaignStatus::Running, None, now)?;
-        events.push(CampaignEvent::Status { tenant_id: tenant, campaign_id: id, status: CampaignStatus::Running, reason: None });
+        events.push(CampaignEvent::Status {
+            tenant_id: tenant,
+            campaign_id: id,
+            status: CampaignStatus::Running,
+            reason: None,
+        });
     }
     if sync_deliveries {
         c.execute(
@@ -713,11 +790,14 @@ fn housekeeping(
                         });
                     }
                     if !accounts.contains_key(a) {
-                        let sent_today: i64 = c.query_row(
-                            "SELECT COUNT(*) FROM campaign_recipients WHERE account_id = ?1 AND sent_at >= ?2",
-                            params![a, today],
-                            |r| r.get(0),
-                        )?;
+                        let sent_today: i64 = match cached_sent_today.get(a) {
+                            Some(n) => *n,
+                            None => c.query_row(
+                                "SELECT COUNT(*) FROM campaign_recipients WHERE account_id = ?1 AND sent_at >= ?2",
+                                params![a, today],
+                                |r| r.get(0),
+                            )?,
+                        };
                         accounts.insert(a.clone(), AccountInfo { state, daily_limit: limit, sent_today });
                     }
                 }
@@ -756,7 +836,13 @@ fn housekeeping(
 }
 
 /// Claims the next due recipient of `campaign_id` for `account_id`, skipping opted-out ones.
-fn claim(c: &mut Connection, tenant_id: &str, campaign_id: &str, account_id: &str, now: i64) -> Result<Option<Claimed>, DbError> {
+fn claim(
+    c: &mut Connection,
+    tenant_id: &str,
+    campaign_id: &str,
+    account_id: &str,
+    now: i64,
+) -> Result<Option<Claimed>, DbError> {
     let tx = c.transaction()?;
     let claimed = loop {
         let next: Option<(i64, String, i64, String)> = tx

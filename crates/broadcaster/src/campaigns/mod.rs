@@ -42,12 +42,34 @@ fn wake(w: &Option<Extension<EngineWaker>>) {
 #[derive(OpenApi)]
 #[openapi(
     paths(
-        contacts::create, contacts::list, contacts::get, contacts::update, contacts::delete,
-        contacts::opt_out, contacts::opt_in, contacts::get_keywords, contacts::put_keywords,
-        contacts::tags, contacts::import, contacts::export,
-        templates::create, templates::list, templates::get, templates::replace, templates::delete,
+        contacts::create,
+        contacts::list,
+        contacts::get,
+        contacts::update,
+        contacts::delete,
+        contacts::opt_out,
+        contacts::opt_in,
+        contacts::get_keywords,
+        contacts::put_keywords,
+        contacts::tags,
+        contacts::import,
+        contacts::export,
+        templates::create,
+        templates::list,
+        templates::get,
+        templates::replace,
+        templates::delete,
         templates::preview,
-        create, list, get, recipients, start, pause, resume, cancel, delete, direct,
+        create,
+        list,
+        get,
+        recipients,
+        start,
+        pause,
+        resume,
+        cancel,
+        delete,
+        direct,
     ),
     components(schemas(engine::CampaignEvent))
 )]
@@ -59,9 +81,7 @@ pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
         .route(
             "/api/v1/campaigns",
-            post(create)
-                .layer(axum::extract::DefaultBodyLimit::max(contacts::IMPORT_BODY_LIMIT))
-                .get(list),
+            post(create).layer(axum::extract::DefaultBodyLimit::max(contacts::IMPORT_BODY_LIMIT)).get(list),
         )
         .route("/api/v1/campaigns/{id}", get(self::get).delete(self::delete))
         .route("/api/v1/campaigns/{id}/recipients", get(recipients))
@@ -97,11 +117,14 @@ pub struct Campaign {
     pub progress: Progress,
 }
 
-const COLUMNS: &str = "id, name, kind, template_id, body, account_ids, status, status_reason, rate_per_minute, jitter_pct,
+const COLUMNS: &str =
+    "id, name, kind, template_id, body, account_ids, status, status_reason, rate_per_minute, jitter_pct,
     check_numbers, max_attempts, scheduled_at, started_at, completed_at, created_at";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Campaign> {
-    let conv = |i: usize, e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into());
+    let conv = |i: usize, e: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    };
     let accounts: String = r.get(5)?;
     let status: String = r.get(6)?;
     Ok(Campaign {
@@ -127,7 +150,11 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Campaign> {
 
 pub fn load(c: &Connection, tenant_id: &str, id: &str, now: i64) -> rusqlite::Result<Option<Campaign>> {
     let found = c
-        .query_row(&format!("SELECT {COLUMNS} FROM campaigns WHERE tenant_id = ?1 AND id = ?2"), params![tenant_id, id], from_row)
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM campaigns WHERE tenant_id = ?1 AND id = ?2"),
+            params![tenant_id, id],
+            from_row,
+        )
         .optional()?;
     found
         .map(|mut camp| {
@@ -227,9 +254,16 @@ async fn resolve_message(
     let msg = match (template_id, body) {
         (Some(id), None) => {
             let (t, i) = (tenant.to_owned(), id.clone());
-            let tpl = st.db.call(move |c| Ok(templates::load(c, &t, &i)?)).await?.ok_or(ApiError::NotFound("template"))?;
+            let tpl = st
+                .db
+                .call(move |c| Ok(templates::load(c, &t, &i)?))
+                .await?
+                .ok_or(ApiError::NotFound("template"))?;
             if !variables.is_empty() {
-                return Err(ApiError::bad("invalid_body", "variables are declared by the template; omit them"));
+                return Err(ApiError::bad(
+                    "invalid_body",
+                    "variables are declared by the template; omit them",
+                ));
             }
             Message { template_id: Some(id), body: tpl.body, declared: tpl.variables }
         }
@@ -247,7 +281,11 @@ struct Settings {
     max_attempts: i64,
 }
 
-fn check_settings(rate: Option<i64>, jitter: Option<i64>, attempts: Option<i64>) -> Result<Settings, ApiError> {
+fn check_settings(
+    rate: Option<i64>,
+    jitter: Option<i64>,
+    attempts: Option<i64>,
+) -> Result<Settings, ApiError> {
     let rate = rate.unwrap_or(20);
     if !(1..=600).contains(&rate) {
         return Err(ApiError::bad("invalid_rate", "rate_per_minute must be between 1 and 600"));
@@ -263,7 +301,11 @@ fn check_settings(rate: Option<i64>, jitter: Option<i64>, attempts: Option<i64>)
     Ok(Settings { rate, jitter, max_attempts })
 }
 
-fn check_accounts(c: &Connection, tenant: &str, ids: &[String]) -> Result<Result<(), ApiError>, rusqlite::Error> {
+fn check_accounts(
+    c: &Connection,
+    tenant: &str,
+    ids: &[String],
+) -> Result<Result<(), ApiError>, rusqlite::Error> {
     for a in ids {
         let ok: bool = c.query_row(
             "SELECT EXISTS(SELECT 1 FROM accounts WHERE tenant_id = ?1 AND id = ?2)",
@@ -370,7 +412,8 @@ fn insert_campaign(
         now,
     )?;
     tx.commit()?;
-    let campaign = load(c, tenant, &id, now)?.ok_or_else(|| crate::db::DbError::Corrupt("campaign vanished".into()))?;
+    let campaign =
+        load(c, tenant, &id, now)?.ok_or_else(|| crate::db::DbError::Corrupt("campaign vanished".into()))?;
     Ok(Ok(CreatedCampaign { campaign, audience: report }))
 }
 
@@ -402,34 +445,59 @@ fn resolve_contacts(
     let mut out = Vec::new();
     for id in audience_ids {
         match contacts::load(c, tenant, id)? {
-            Some(ct) => out.push(Pending { phone: ct.phone.clone(), contact_id: Some(ct.id.clone()), data: RecipientData { contact: contact_values(&ct), values: BTreeMap::new() } }),
+            Some(ct) => out.push(Pending {
+                phone: ct.phone.clone(),
+                contact_id: Some(ct.id.clone()),
+                data: RecipientData { contact: contact_values(&ct), values: BTreeMap::new() },
+            }),
             None => return Ok(Err(ApiError::bad("unknown_contact", format!("contact {id} does not exist")))),
         }
     }
     if all || !tags.is_empty() {
-        let tag_json = serde_json::to_string(tags).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let tag_json =
+            serde_json::to_string(tags).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let mut stmt = c.prepare(
             "SELECT ct.id FROM contacts ct WHERE ct.tenant_id = ?1 AND (?2 OR EXISTS(
                SELECT 1 FROM contact_tags t WHERE t.contact_id = ct.id AND t.tag IN (SELECT value FROM json_each(?3))))
              ORDER BY ct.created_at, ct.id",
         )?;
-        let ids: Vec<String> = stmt.query_map(params![tenant, all, tag_json], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let ids: Vec<String> =
+            stmt.query_map(params![tenant, all, tag_json], |r| r.get(0))?.collect::<Result<_, _>>()?;
         for id in ids {
             if let Some(ct) = contacts::load(c, tenant, &id)? {
-                out.push(Pending { phone: ct.phone.clone(), contact_id: Some(ct.id.clone()), data: RecipientData { contact: contact_values(&ct), values: BTreeMap::new() } });
+                out.push(Pending {
+                    phone: ct.phone.clone(),
+                    contact_id: Some(ct.id.clone()),
+                    data: RecipientData { contact: contact_values(&ct), values: BTreeMap::new() },
+                });
             }
         }
     }
     for (_, phone) in phones {
         let ct = c
-            .query_row("SELECT id FROM contacts WHERE tenant_id = ?1 AND phone = ?2", params![tenant, phone], |r| r.get::<_, String>(0))
+            .query_row(
+                "SELECT id FROM contacts WHERE tenant_id = ?1 AND phone = ?2",
+                params![tenant, phone],
+                |r| r.get::<_, String>(0),
+            )
             .optional()?
             .map(|id| contacts::load(c, tenant, &id))
             .transpose()?
             .flatten();
         out.push(match ct {
-            Some(ct) => Pending { phone, contact_id: Some(ct.id.clone()), data: RecipientData { contact: contact_values(&ct), values: BTreeMap::new() } },
-            None => Pending { phone: phone.clone(), contact_id: None, data: RecipientData { contact: ContactValues { phone, ..Default::default() }, values: BTreeMap::new() } },
+            Some(ct) => Pending {
+                phone,
+                contact_id: Some(ct.id.clone()),
+                data: RecipientData { contact: contact_values(&ct), values: BTreeMap::new() },
+            },
+            None => Pending {
+                phone: phone.clone(),
+                contact_id: None,
+                data: RecipientData {
+                    contact: ContactValues { phone, ..Default::default() },
+                    values: BTreeMap::new(),
+                },
+            },
         });
     }
     Ok(Ok(out))
@@ -452,7 +520,8 @@ pub async fn create(
     if req.account_ids.is_empty() || req.account_ids.len() > 20 {
         return Err(ApiError::bad("invalid_accounts", "account_ids must list 1 to 20 accounts"));
     }
-    let accounts: Vec<String> = req.account_ids.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+    let accounts: Vec<String> =
+        req.account_ids.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
     let settings = check_settings(req.rate_per_minute, req.jitter_pct, req.max_attempts)?;
     let tenant = p.tenant_id.clone();
     let msg = resolve_message(&st, &tenant, req.template_id, req.body, req.variables).await?;
@@ -464,7 +533,9 @@ pub async fn create(
     for (i, raw) in a.phones.iter().enumerate() {
         match contacts::normalize_phone(raw, cc.as_deref()) {
             Ok(p) => phones.push((i, p.to_string())),
-            Err(e) => errors.push(RowError { line: i + 1, error: format!("invalid phone number `{raw}`: {e}") }),
+            Err(e) => {
+                errors.push(RowError { line: i + 1, error: format!("invalid phone number `{raw}`: {e}") })
+            }
         }
     }
     let mut csv_rows = Vec::new();
@@ -475,8 +546,10 @@ pub async fn create(
         csv_rows = rows;
     }
     // Required per-send values must come from `values` or, per recipient, a CSV column.
-    let missing: Vec<String> =
-        templates::required(&segs, &msg.declared).into_iter().filter(|v| !req.values.contains_key(v)).collect();
+    let missing: Vec<String> = templates::required(&segs, &msg.declared)
+        .into_iter()
+        .filter(|v| !req.values.contains_key(v))
+        .collect();
     if !missing.is_empty() && a.csv.is_none() {
         return Err(ApiError::bad("missing_variable", format!("values must give {}", missing.join(", "))));
     }
@@ -501,10 +574,11 @@ pub async fn create(
     let out = st
         .db
         .call(move |c| {
-            let mut recipients = match resolve_contacts(c, &tenant, &a.contact_ids, &a.tags, a.all_contacts, phones)? {
-                Ok(r) => r,
-                Err(e) => return Ok(Err(e)),
-            };
+            let mut recipients =
+                match resolve_contacts(c, &tenant, &a.contact_ids, &a.tags, a.all_contacts, phones)? {
+                    Ok(r) => r,
+                    Err(e) => return Ok(Err(e)),
+                };
             for row in csv_rows {
                 let mut values = BTreeMap::new();
                 let mut fields = BTreeMap::new();
@@ -516,7 +590,11 @@ pub async fn create(
                     }
                 }
                 let contact = ContactValues { phone: row.phone.clone(), name: row.name, fields };
-                recipients.push(Pending { phone: row.phone, contact_id: None, data: RecipientData { contact, values } });
+                recipients.push(Pending {
+                    phone: row.phone,
+                    contact_id: None,
+                    data: RecipientData { contact, values },
+                });
             }
             if recipients.is_empty() {
                 return Ok(Err(ApiError::bad("empty_audience", "the audience has no valid recipients")));
@@ -561,8 +639,10 @@ pub async fn direct(
     let tenant = p.tenant_id.clone();
     let msg = resolve_message(&st, &tenant, req.template_id, req.message, Vec::new()).await?;
     let segs = templates::parse(&msg.body).map_err(template_error)?;
-    let missing: Vec<String> =
-        templates::required(&segs, &msg.declared).into_iter().filter(|v| !req.values.contains_key(v)).collect();
+    let missing: Vec<String> = templates::required(&segs, &msg.declared)
+        .into_iter()
+        .filter(|v| !req.values.contains_key(v))
+        .collect();
     if !missing.is_empty() {
         return Err(ApiError::bad("missing_variable", format!("values must give {}", missing.join(", "))));
     }
@@ -621,7 +701,9 @@ pub async fn list(
                 "SELECT {COLUMNS} FROM campaigns WHERE tenant_id = ?1 AND (?2 IS NULL OR status = ?2)
                    AND (?3 OR kind = 'campaign') ORDER BY created_at DESC, id LIMIT 500"
             ))?;
-            let mut rows = stmt.query_map(params![tenant, status, q.include_direct], from_row)?.collect::<Result<Vec<_>, _>>()?;
+            let mut rows = stmt
+                .query_map(params![tenant, status, q.include_direct], from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
             for camp in &mut rows {
                 camp.progress = engine::progress(c, &camp.id, now)?;
             }
@@ -634,11 +716,19 @@ pub async fn list(
 #[utoipa::path(get, path = "/api/v1/campaigns/{id}", tag = "campaigns", params(("id" = String, Path)),
     responses((status = 200, body = Campaign), (status = 404, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
-pub async fn get(State(st): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Campaign>, ApiError> {
+pub async fn get(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Campaign>, ApiError> {
     p.require(Permission::Read)?;
     let tenant = p.tenant_id.clone();
     let now = st.clock.now_ms();
-    st.db.call(move |c| Ok(load(c, &tenant, &id, now)?)).await?.map(Json).ok_or(ApiError::NotFound("campaign"))
+    st.db
+        .call(move |c| Ok(load(c, &tenant, &id, now)?))
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("campaign"))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -769,7 +859,10 @@ async fn change(
                     message: format!("campaign is {}; cannot become {}", camp.status.as_str(), to.as_str()),
                 }));
             }
-            let to = if to == CampaignStatus::Running && camp.scheduled_at.is_some_and(|t| t > now) && camp.started_at.is_none() {
+            let to = if to == CampaignStatus::Running
+                && camp.scheduled_at.is_some_and(|t| t > now)
+                && camp.started_at.is_none()
+            {
                 CampaignStatus::Scheduled
             } else {
                 to
@@ -800,8 +893,20 @@ pub async fn start(
     responses((status = 200, body = Campaign), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
-pub async fn pause(State(st): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Campaign>, ApiError> {
-    change(&st, &p, id, &[CampaignStatus::Running, CampaignStatus::Scheduled], CampaignStatus::Paused, Some("paused by user")).await
+pub async fn pause(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Campaign>, ApiError> {
+    change(
+        &st,
+        &p,
+        id,
+        &[CampaignStatus::Running, CampaignStatus::Scheduled],
+        CampaignStatus::Paused,
+        Some("paused by user"),
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/api/v1/campaigns/{id}/resume", tag = "campaigns", params(("id" = String, Path)),
@@ -823,7 +928,11 @@ pub async fn resume(
     responses((status = 200, body = Campaign), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
-pub async fn cancel(State(st): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Campaign>, ApiError> {
+pub async fn cancel(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Campaign>, ApiError> {
     use CampaignStatus::*;
     change(&st, &p, id, &[Draft, Scheduled, Running, Paused], Cancelled, Some("cancelled by user")).await
 }
@@ -831,13 +940,21 @@ pub async fn cancel(State(st): State<AppState>, p: Principal, Path(id): Path<Str
 #[utoipa::path(delete, path = "/api/v1/campaigns/{id}", tag = "campaigns", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
-pub async fn delete(State(st): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     p.require(Permission::Send)?;
     let tenant = p.tenant_id.clone();
     st.db
         .call(move |c| {
             let status: Option<String> = c
-                .query_row("SELECT status FROM campaigns WHERE tenant_id = ?1 AND id = ?2", params![tenant, id], |r| r.get(0))
+                .query_row(
+                    "SELECT status FROM campaigns WHERE tenant_id = ?1 AND id = ?2",
+                    params![tenant, id],
+                    |r| r.get(0),
+                )
                 .optional()?;
             match status.as_deref() {
                 None => Ok(Err(ApiError::NotFound("campaign"))),

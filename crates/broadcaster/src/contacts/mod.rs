@@ -80,14 +80,20 @@ pub fn parse_country_code(cc: &str) -> Result<String, ApiError> {
     if (1..=3).contains(&d.len()) && d.chars().all(|c| c.is_ascii_digit()) && !d.starts_with('0') {
         Ok(d.to_owned())
     } else {
-        Err(ApiError::bad("invalid_default_country", format!("`{cc}` is not a country calling code (1 to 3 digits, e.g. 44)")))
+        Err(ApiError::bad(
+            "invalid_default_country",
+            format!("`{cc}` is not a country calling code (1 to 3 digits, e.g. 44)"),
+        ))
     }
 }
 
 fn check_tag(tag: &str) -> Result<String, ApiError> {
     let t = tag.trim();
     if t.is_empty() || t.chars().count() > 50 || t.contains([',', ';', '|']) {
-        return Err(ApiError::bad("invalid_tag", format!("tag `{tag}` must be 1 to 50 characters without , ; |")));
+        return Err(ApiError::bad(
+            "invalid_tag",
+            format!("tag `{tag}` must be 1 to 50 characters without , ; |"),
+        ));
     }
     Ok(t.to_owned())
 }
@@ -112,10 +118,16 @@ fn check_fields(fields: &BTreeMap<String, String>) -> Result<(), ApiError> {
     }
     for (k, v) in fields {
         if field_key(k).as_deref() != Some(k.as_str()) {
-            return Err(ApiError::bad("invalid_fields", format!("field key `{k}` must be 1 to 40 of [a-z0-9_]")));
+            return Err(ApiError::bad(
+                "invalid_fields",
+                format!("field key `{k}` must be 1 to 40 of [a-z0-9_]"),
+            ));
         }
         if v.chars().count() > 1000 {
-            return Err(ApiError::bad("invalid_fields", format!("field `{k}` is longer than 1000 characters")));
+            return Err(ApiError::bad(
+                "invalid_fields",
+                format!("field `{k}` is longer than 1000 characters"),
+            ));
         }
     }
     Ok(())
@@ -123,14 +135,15 @@ fn check_fields(fields: &BTreeMap<String, String>) -> Result<(), ApiError> {
 
 fn check_name(name: &Option<String>) -> Result<Option<String>, ApiError> {
     match name.as_deref().map(str::trim) {
-        Some(n) if n.chars().count() > 200 => Err(ApiError::bad("invalid_name", "name is longer than 200 characters")),
+        Some(n) if n.chars().count() > 200 => {
+            Err(ApiError::bad("invalid_name", "name is longer than 200 characters"))
+        }
         Some("") | None => Ok(None),
         Some(n) => Ok(Some(n.to_owned())),
     }
 }
 
-const CONTACT_COLUMNS: &str =
-    "id, phone, name, fields, opted_out_at, opt_out_reason, created_at, updated_at";
+const CONTACT_COLUMNS: &str = "id, phone, name, fields, opted_out_at, opt_out_reason, created_at, updated_at";
 
 fn contact_from_row(r: &Row<'_>) -> rusqlite::Result<Contact> {
     let fields: String = r.get(3)?;
@@ -176,7 +189,11 @@ pub fn load(c: &Connection, tenant_id: &str, id: &str) -> rusqlite::Result<Optio
 
 fn find_by_phone(c: &Connection, tenant_id: &str, phone: &str) -> rusqlite::Result<Option<Contact>> {
     let id: Option<String> = c
-        .query_row("SELECT id FROM contacts WHERE tenant_id = ?1 AND phone = ?2", params![tenant_id, phone], |r| r.get(0))
+        .query_row(
+            "SELECT id FROM contacts WHERE tenant_id = ?1 AND phone = ?2",
+            params![tenant_id, phone],
+            |r| r.get(0),
+        )
         .optional()?;
     match id {
         Some(id) => load(c, tenant_id, &id),
@@ -202,7 +219,13 @@ struct Upsert {
 }
 
 /// Inserts or merges into the contact with `phone`. Returns (id, created).
-fn upsert(c: &Connection, tenant_id: &str, phone: &str, u: &Upsert, now: i64) -> rusqlite::Result<(String, bool)> {
+fn upsert(
+    c: &Connection,
+    tenant_id: &str,
+    phone: &str,
+    u: &Upsert,
+    now: i64,
+) -> rusqlite::Result<(String, bool)> {
     let existing: Option<(String, String)> = c
         .prepare_cached("SELECT id, fields FROM contacts WHERE tenant_id = ?1 AND phone = ?2")?
         .query_row(params![tenant_id, phone], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -211,7 +234,8 @@ fn upsert(c: &Connection, tenant_id: &str, phone: &str, u: &Upsert, now: i64) ->
         Some((id, fields)) => {
             let mut merged: BTreeMap<String, String> = serde_json::from_str(&fields).unwrap_or_default();
             merged.extend(u.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let json = serde_json::to_string(&merged).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let json = serde_json::to_string(&merged)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             c.prepare_cached(
                 "UPDATE contacts SET name = COALESCE(?2, name), fields = ?3, updated_at = ?4 WHERE id = ?1",
             )?
@@ -220,7 +244,8 @@ fn upsert(c: &Connection, tenant_id: &str, phone: &str, u: &Upsert, now: i64) ->
         }
         None => {
             let id = new_id("ct");
-            let json = serde_json::to_string(&u.fields).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let json = serde_json::to_string(&u.fields)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             c.prepare_cached(
                 "INSERT INTO contacts (id, tenant_id, phone, name, fields, created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?6)",
             )?
@@ -228,7 +253,9 @@ fn upsert(c: &Connection, tenant_id: &str, phone: &str, u: &Upsert, now: i64) ->
             (id, true)
         }
     };
-    let mut add = c.prepare_cached("INSERT OR IGNORE INTO contact_tags (tenant_id, contact_id, tag) VALUES (?1,?2,?3)")?;
+    let mut add = c.prepare_cached(
+        "INSERT OR IGNORE INTO contact_tags (tenant_id, contact_id, tag) VALUES (?1,?2,?3)",
+    )?;
     for t in &u.tags {
         add.execute(params![tenant_id, id, t])?;
     }
@@ -263,7 +290,9 @@ pub fn apply_incoming_opt_out(
 
 pub fn opt_out_keywords(c: &Connection, tenant_id: &str) -> rusqlite::Result<Vec<String>> {
     let stored: Option<String> = c
-        .query_row("SELECT keywords FROM opt_out_settings WHERE tenant_id = ?1", params![tenant_id], |r| r.get(0))
+        .query_row("SELECT keywords FROM opt_out_settings WHERE tenant_id = ?1", params![tenant_id], |r| {
+            r.get(0)
+        })
         .optional()?;
     Ok(stored
         .and_then(|s| serde_json::from_str(&s).ok())
@@ -423,7 +452,11 @@ pub async fn list(
 #[utoipa::path(get, path = "/api/v1/contacts/{id}", tag = "contacts", params(("id" = String, Path)),
     responses((status = 200, body = Contact), (status = 404, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
-pub async fn get(State(st): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Contact>, ApiError> {
+pub async fn get(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Contact>, ApiError> {
     p.require(Permission::Read)?;
     let tenant = p.tenant_id.clone();
     st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.map(Json).ok_or(ApiError::NotFound("contact"))
@@ -456,7 +489,11 @@ pub async fn update(
     if let Some(f) = &req.fields {
         check_fields(f)?;
     }
-    let fields = req.fields.map(|f| serde_json::to_string(&f)).transpose().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let fields = req
+        .fields
+        .map(|f| serde_json::to_string(&f))
+        .transpose()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let now = st.clock.now_ms();
     let tenant = p.tenant_id.clone();
     st.db
@@ -492,12 +529,18 @@ pub async fn update(
 
 #[utoipa::path(delete, path = "/api/v1/contacts/{id}", tag = "contacts", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = crate::error::ErrorBody)), security(("api_key" = [])))]
-pub async fn delete(State(st): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     p.require(Permission::Send)?;
     let tenant = p.tenant_id.clone();
     let n = st
         .db
-        .call(move |c| Ok(c.execute("DELETE FROM contacts WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])?))
+        .call(move |c| {
+            Ok(c.execute("DELETE FROM contacts WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])?)
+        })
         .await?;
     if n == 0 { Err(ApiError::NotFound("contact")) } else { Ok(StatusCode::NO_CONTENT) }
 }
@@ -508,7 +551,12 @@ pub struct OptOutRequest {
     pub reason: Option<String>,
 }
 
-async fn set_opt_out(st: AppState, p: Principal, id: String, out: Option<String>) -> Result<Json<Contact>, ApiError> {
+async fn set_opt_out(
+    st: AppState,
+    p: Principal,
+    id: String,
+    out: Option<String>,
+) -> Result<Json<Contact>, ApiError> {
     p.require(Permission::Send)?;
     let now = st.clock.now_ms();
     let tenant = p.tenant_id.clone();
@@ -553,7 +601,11 @@ pub async fn opt_out(
 #[utoipa::path(post, path = "/api/v1/contacts/{id}/opt-in", tag = "contacts", params(("id" = String, Path)),
     responses((status = 200, body = Contact), (status = 404, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
-pub async fn opt_in(State(st): State<AppState>, p: Principal, Path(id): Path<String>) -> Result<Json<Contact>, ApiError> {
+pub async fn opt_in(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Contact>, ApiError> {
     set_opt_out(st, p, id, None).await
 }
 
@@ -566,7 +618,10 @@ pub struct OptOutKeywords {
 
 #[utoipa::path(get, path = "/api/v1/opt-out-keywords", tag = "contacts",
     responses((status = 200, body = OptOutKeywords)), security(("api_key" = [])))]
-pub async fn get_keywords(State(st): State<AppState>, p: Principal) -> Result<Json<OptOutKeywords>, ApiError> {
+pub async fn get_keywords(
+    State(st): State<AppState>,
+    p: Principal,
+) -> Result<Json<OptOutKeywords>, ApiError> {
     p.require(Permission::Read)?;
     let tenant = p.tenant_id.clone();
     let keywords = st.db.call(move |c| Ok(opt_out_keywords(c, &tenant)?)).await?;
@@ -589,7 +644,10 @@ pub async fn put_keywords(
     for k in &req.keywords {
         let k = k.trim();
         if k.is_empty() || k.len() > 40 || k.contains(char::is_whitespace) {
-            return Err(ApiError::bad("invalid_keywords", format!("keyword `{k}` must be one word of 1 to 40 bytes")));
+            return Err(ApiError::bad(
+                "invalid_keywords",
+                format!("keyword `{k}` must be one word of 1 to 40 bytes"),
+            ));
         }
         keywords.push(k.to_uppercase());
     }
@@ -682,16 +740,22 @@ pub struct ImportReport {
     pub errors: Vec<RowError>,
 }
 
-const PHONE_HEADERS: [&str; 8] = ["phone", "phone_number", "phonenumber", "mobile", "number", "whatsapp", "msisdn", "tel"];
+const PHONE_HEADERS: [&str; 8] =
+    ["phone", "phone_number", "phonenumber", "mobile", "number", "whatsapp", "msisdn", "tel"];
 const NAME_HEADERS: [&str; 4] = ["name", "full_name", "fullname", "contact_name"];
 
-fn find_column(headers: &[String], wanted: &Option<String>, defaults: &[&str], what: &str) -> Result<Option<usize>, ApiError> {
+fn find_column(
+    headers: &[String],
+    wanted: &Option<String>,
+    defaults: &[&str],
+    what: &str,
+) -> Result<Option<usize>, ApiError> {
     match wanted {
-        Some(w) => headers
-            .iter()
-            .position(|h| h.trim().eq_ignore_ascii_case(w.trim()))
-            .map(Some)
-            .ok_or_else(|| ApiError::bad("invalid_mapping", format!("the file has no `{w}` column for the {what}"))),
+        Some(w) => {
+            headers.iter().position(|h| h.trim().eq_ignore_ascii_case(w.trim())).map(Some).ok_or_else(|| {
+                ApiError::bad("invalid_mapping", format!("the file has no `{w}` column for the {what}"))
+            })
+        }
         None => Ok(headers.iter().position(|h| field_key(h).is_some_and(|k| defaults.contains(&k.as_str())))),
     }
 }
@@ -716,18 +780,26 @@ pub fn map_csv(text: &str, mapping: &ImportMapping) -> Result<MappedCsv, ApiErro
     if records.len() > MAX_IMPORT_ROWS {
         return Err(ApiError::bad("invalid_csv", format!("at most {MAX_IMPORT_ROWS} rows per import")));
     }
-    let phone = find_column(&header, &mapping.phone, &PHONE_HEADERS, "phone number")?
-        .ok_or_else(|| ApiError::bad("invalid_mapping", "no phone column found; name it `phone` or set mapping.phone"))?;
+    let phone = find_column(&header, &mapping.phone, &PHONE_HEADERS, "phone number")?.ok_or_else(|| {
+        ApiError::bad("invalid_mapping", "no phone column found; name it `phone` or set mapping.phone")
+    })?;
     let name = find_column(&header, &mapping.name, &NAME_HEADERS, "name")?;
     let tags = find_column(&header, &mapping.tags, &["tags"], "tags")?;
     let mut fields = Vec::new();
     let mut seen = BTreeSet::new();
     for (i, h) in header.iter().enumerate() {
-        if Some(i) == name || Some(i) == tags || i == phone || mapping.ignore.iter().any(|x| x.trim().eq_ignore_ascii_case(h.trim())) {
+        if Some(i) == name
+            || Some(i) == tags
+            || i == phone
+            || mapping.ignore.iter().any(|x| x.trim().eq_ignore_ascii_case(h.trim()))
+        {
             continue;
         }
         let key = field_key(h).ok_or_else(|| {
-            ApiError::bad("invalid_mapping", format!("column {} header `{h}` cannot be a field name; add it to mapping.ignore", i + 1))
+            ApiError::bad(
+                "invalid_mapping",
+                format!("column {} header `{h}` cannot be a field name; add it to mapping.ignore", i + 1),
+            )
         })?;
         if !seen.insert(key.clone()) {
             return Err(ApiError::bad("invalid_mapping", format!("two columns map to the field `{key}`")));
@@ -768,7 +840,8 @@ impl MappedCsv {
             return Err(format!("row has {} fields; the header has {}", rec.fields.len(), self.width));
         }
         let get = |i: usize| rec.fields.get(i).map(|s| s.trim()).unwrap_or("");
-        let phone = normalize_phone(get(self.phone), cc).map_err(|e| format!("invalid phone number `{}`: {e}", get(self.phone)))?;
+        let phone = normalize_phone(get(self.phone), cc)
+            .map_err(|e| format!("invalid phone number `{}`: {e}", get(self.phone)))?;
         let name = self.name.map(get).filter(|n| !n.is_empty()).map(str::to_owned);
         if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
             return Err("name is longer than 200 characters".into());
@@ -806,7 +879,8 @@ pub fn import_rows(
     for r in rows {
         let mut tags = r.tags;
         tags.extend(extra_tags.iter().cloned());
-        let (_, new) = upsert(&tx, tenant_id, &r.phone, &Upsert { name: r.name, tags, fields: r.fields }, now)?;
+        let (_, new) =
+            upsert(&tx, tenant_id, &r.phone, &Upsert { name: r.name, tags, fields: r.fields }, now)?;
         if new { created += 1 } else { merged += 1 }
     }
     tx.commit()?;
@@ -878,7 +952,13 @@ pub async fn export(
             Ok(out)
         })
         .await?;
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8"), (header::CONTENT_DISPOSITION, "attachment; filename=\"contacts.csv\"")], body))
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, "attachment; filename=\"contacts.csv\""),
+        ],
+        body,
+    ))
 }
 
 #[cfg(test)]
