@@ -501,7 +501,8 @@ pub fn encoded_len(node: &Node) -> Result<usize, EncodeError> {
 }
 
 /// Encodes a node as a frame payload (flags byte `0x00`, then the node), with
-/// dictionary version 3, in one allocation of exactly the right size.
+/// dictionary version 3, in one allocation sized by a cheap upper bound
+/// ([`encoded_len`] gives the exact length).
 pub fn encode(node: &Node) -> Result<Vec<u8>, EncodeError> {
     Encoder::default().encode(node)
 }
