@@ -387,21 +387,31 @@ fn group_one(spec: &str) {
     } else {
         let mut alice = wl_party("alice", &mut rng);
         let mut bob = wl_party("bob", &mut rng);
-        let name = SenderKeyName::new("120363000000000001@g.us".to_string(), alice.address.name().to_string());
+        let name =
+            SenderKeyName::new("120363000000000001@g.us".to_string(), alice.address.name().to_string());
         let skdm = futures::executor::block_on(wl::create_sender_key_distribution_message(
             &name,
             &mut alice.sender_keys,
             &mut rng,
         ))
         .unwrap();
-        futures::executor::block_on(wl::process_sender_key_distribution_message(&name, &skdm, &mut bob.sender_keys))
-            .unwrap();
+        futures::executor::block_on(wl::process_sender_key_distribution_message(
+            &name,
+            &skdm,
+            &mut bob.sender_keys,
+        ))
+        .unwrap();
         for _ in 0..iters {
-            let skm =
-                futures::executor::block_on(wl::group_encrypt(&mut alice.sender_keys, &name, &PLAINTEXT, &mut rng))
+            let skm = futures::executor::block_on(wl::group_encrypt(
+                &mut alice.sender_keys,
+                &name,
+                &PLAINTEXT,
+                &mut rng,
+            ))
+            .unwrap();
+            let pt =
+                futures::executor::block_on(wl::group_decrypt(skm.serialized(), &mut bob.sender_keys, &name))
                     .unwrap();
-            let pt = futures::executor::block_on(wl::group_decrypt(skm.serialized(), &mut bob.sender_keys, &name))
-                .unwrap();
             black_box(pt);
         }
     }

@@ -91,7 +91,10 @@ fn emit(out: &mut String, name: &str, single: &[String], double: &[Vec<String>])
             || s.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
     };
     let max_packable = entries.iter().filter(|(s, _)| packable(s)).map(|(s, _)| s.len()).max().unwrap_or(0);
-    assert!(entries.iter().all(|(s, _)| !s.contains('@')), "a token contains '@'; the encoder assumes none does");
+    assert!(
+        entries.iter().all(|(s, _)| !s.contains('@')),
+        "a token contains '@'; the encoder assumes none does"
+    );
     writeln!(out, "pub(crate) const {name}_MAX_PACKABLE_LEN: usize = {max_packable};").unwrap();
 }
 

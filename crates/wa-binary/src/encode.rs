@@ -181,7 +181,7 @@ impl Encoder {
     /// the dictionary is consulted only when `s` could be a token: strings with `@`
     /// (no token has one) and packable strings longer than every packable token
     /// skip it (both facts are checked by build.rs).
-    #[inline]
+    #[inline(always)]
     fn classify<'s>(&self, s: &'s str, level: usize) -> StrKind<'s> {
         let b = s.as_bytes();
         let n = b.len();
@@ -262,33 +262,43 @@ impl Encoder {
         }
     }
 
-    #[inline]
-    fn write_str(&self, mut s: &str, out: &mut Vec<u8>) {
-        let mut level = 0;
-        loop {
-            match self.classify(s, level) {
-                StrKind::Raw => write_raw(s.as_bytes(), out),
-                StrKind::Token(Token::Single(x)) => out.push(x),
-                StrKind::Token(Token::Double(d, i)) => out.extend_from_slice(&[tag::DICTIONARY_0 + d, i]),
-                StrKind::Nibble => write_packed(tag::NIBBLE_8, s.as_bytes(), out),
-                StrKind::Hex => write_packed(tag::HEX_8, s.as_bytes(), out),
-                StrKind::Jid(StrJid::Ad { domain, device, user }) => {
-                    out.extend_from_slice(&[tag::AD_JID, domain, device]);
+    /// Writes a string (inlined at each call site; JIDs go out of line).
+    #[inline(always)]
+    fn write_str(&self, s: &str, out: &mut Vec<u8>) {
+        self.write_str_at(s, 0, out);
+    }
+
+    /// Writes a string nested in `level` JIDs.
+    #[inline(always)]
+    fn write_str_at(&self, s: &str, level: usize, out: &mut Vec<u8>) {
+        match self.classify(s, level) {
+            StrKind::Raw => write_raw(s.as_bytes(), out),
+            StrKind::Token(Token::Single(x)) => out.push(x),
+            StrKind::Token(Token::Double(d, i)) => out.extend_from_slice(&[tag::DICTIONARY_0 + d, i]),
+            StrKind::Nibble => write_packed(tag::NIBBLE_8, s.as_bytes(), out),
+            StrKind::Hex => write_packed(tag::HEX_8, s.as_bytes(), out),
+            StrKind::Jid(j) => self.write_str_jid(j, level, out),
+        }
+    }
+
+    /// Writes the JID form of a string. A JID's user never contains '@', so it is
+    /// written as a plain string; a pair's server is itself a string one level deeper.
+    #[inline(never)]
+    fn write_str_jid(&self, j: StrJid<'_>, level: usize, out: &mut Vec<u8>) {
+        match j {
+            StrJid::Ad { domain, device, user } => {
+                out.extend_from_slice(&[tag::AD_JID, domain, device]);
+                self.write_str(user, out);
+            }
+            StrJid::Pair { user, server } => {
+                out.push(tag::JID_PAIR);
+                if user.is_empty() {
+                    out.push(tag::LIST_EMPTY);
+                } else {
                     self.write_str(user, out);
                 }
-                StrKind::Jid(StrJid::Pair { user, server }) => {
-                    out.push(tag::JID_PAIR);
-                    if user.is_empty() {
-                        out.push(tag::LIST_EMPTY);
-                    } else {
-                        self.write_str(user, out);
-                    }
-                    s = server;
-                    level += 1;
-                    continue;
-                }
+                self.write_str_at(server, level + 1, out);
             }
-            return;
         }
     }
 
@@ -491,7 +501,8 @@ pub fn encoded_len(node: &Node) -> Result<usize, EncodeError> {
 }
 
 /// Encodes a node as a frame payload (flags byte `0x00`, then the node), with
-/// dictionary version 3, in one allocation of exactly the right size.
+/// dictionary version 3, in one allocation sized by a cheap upper bound
+/// ([`encoded_len`] gives the exact length).
 pub fn encode(node: &Node) -> Result<Vec<u8>, EncodeError> {
     Encoder::default().encode(node)
 }

@@ -1,7 +1,7 @@
 //! Binary XML node codec, JIDs and token dictionaries of WhatsApp Web (sans-I/O).
 //!
 //! * [`Node`] is the owned node applications build; [`encode`] writes it as a frame
-//!   payload (flags byte + node) in one exactly-sized allocation.
+//!   payload (flags byte + node) in one allocation ([`encoded_len`] is exact).
 //! * [`decode`] reads a node body without copying into a [`Document`], whose
 //!   [`NodeRef`]s borrow the input; [`unpack_frame`] handles the flags byte and
 //!   zlib-compressed payloads first.

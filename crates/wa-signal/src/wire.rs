@@ -303,7 +303,9 @@ mod tests {
     fn hand_written_sender_key_message_equals_prost() {
         let signing = wa_crypto::PrivateKey::from_bytes([7; 32]).signing_key();
         let (key, iv) = ([3u8; 32], [4u8; 16]);
-        for (id, it, n) in [(0, 0, 0), (1, 0, 5), (0x7fff_ffff, 127, 16), (300, 128, 200), (u32::MAX, u32::MAX, 1000)] {
+        for (id, it, n) in
+            [(0, 0, 0), (1, 0, 5), (0x7fff_ffff, 127, 16), (300, 128, 200), (u32::MAX, u32::MAX, 1000)]
+        {
             let plaintext = vec![0x5a; n];
             let sealed = seal_sender_key_message(id, it, &key, &iv, &plaintext, &signing);
             let proto = wa_proto::SenderKeyMessage {
