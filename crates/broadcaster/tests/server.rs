@@ -34,9 +34,7 @@ struct Harness {
     admin: String,
 }
 
-async fn harness_with(
-    runtime: impl FnOnce(&Db, SharedClock, Arc<Notify>) -> Option<Arc<dyn AccountRuntime>>,
-) -> Harness {
+async fn harness_with(runtime: impl FnOnce(DbSessionEvents) -> Option<Arc<dyn AccountRuntime>>) -> Harness {
     let db = Db::open_in_memory().unwrap();
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let now = clock.now_ms();
@@ -46,13 +44,15 @@ async fn harness_with(
     };
     let notify = Arc::new(Notify::new());
     let shared: SharedClock = clock.clone();
-    let runtime = runtime(&db, shared.clone(), notify.clone());
-    let state = AppState { db: db.clone(), clock: shared, runtime, outbox_notify: notify.clone() };
+    let mut state = AppState::new(db.clone(), shared.clone(), None, notify.clone());
+    let events =
+        DbSessionEvents::new(db.clone(), shared, notify.clone(), state.live.clone(), state.metrics.clone());
+    state.runtime = runtime(events);
     Harness { app: broadcaster::app::router(state, MAX_BODY), db, clock, notify, admin }
 }
 
 async fn harness() -> Harness {
-    harness_with(|_, _, _| None).await
+    harness_with(|_| None).await
 }
 
 impl Harness {
@@ -397,11 +397,8 @@ async fn connect_without_runtime_is_503_and_state_unchanged() {
 
 #[tokio::test]
 async fn state_machine_transitions_are_recorded_through_the_runtime_seam() {
-    let h = harness_with(|db, clock, notify| {
-        Some(Arc::new(ScriptedRuntime {
-            events: DbSessionEvents { db: db.clone(), clock, notify },
-            calls: Mutex::new(Vec::new()),
-        }) as Arc<dyn AccountRuntime>)
+    let h = harness_with(|events| {
+        Some(Arc::new(ScriptedRuntime { events, calls: Mutex::new(Vec::new()) }) as Arc<dyn AccountRuntime>)
     })
     .await;
     let k = h.admin.clone();
