@@ -14,6 +14,7 @@ pub mod campaigns;
 pub mod clock;
 pub mod config;
 pub mod contacts;
+pub mod dashboard;
 pub mod db;
 pub mod emulator_api;
 pub mod error;

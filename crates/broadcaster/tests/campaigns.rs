@@ -1076,3 +1076,19 @@ async fn campaign_input_is_validated() {
     }
     assert!(doc["paths"].get("/api/v1/accounts").is_some());
 }
+
+#[tokio::test]
+async fn dashboard_is_served_without_a_key() {
+    let h = harness().await;
+    let resp = h
+        .app
+        .clone()
+        .oneshot(Request::builder().uri("/dashboard").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(resp.headers().contains_key("content-security-policy"));
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(std::str::from_utf8(&body).unwrap().contains("/api/v1/campaigns"));
+}

@@ -203,11 +203,11 @@ fn find_by_phone(c: &Connection, tenant_id: &str, phone: &str) -> rusqlite::Resu
 
 /// Whether `phone` (E.164) is an opted-out contact of `tenant_id`.
 pub fn is_opted_out(c: &Connection, tenant_id: &str, phone: &str) -> rusqlite::Result<bool> {
-    Ok(c.query_row(
+    c.query_row(
         "SELECT EXISTS(SELECT 1 FROM contacts WHERE tenant_id = ?1 AND phone = ?2 AND opted_out_at IS NOT NULL)",
         params![tenant_id, phone],
         |r| r.get(0),
-    )?)
+    )
 }
 
 /// What to write for one contact: the merge input shared by create, update and import.
