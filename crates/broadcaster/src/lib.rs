@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod app;
 pub mod auth;
 pub mod clock;
+pub mod compat;
 pub mod config;
 pub mod db;
 pub mod emulator_api;
