@@ -434,7 +434,8 @@ async fn seed_aliases_pairing_code_isolation_and_bad_input() {
     assert!(tokio_tungstenite::connect_async(url).await.is_err(), "other tenant's account stream opened");
 
     // Pairing by code: the API shows the code, the phone (an existing WhatsApp user) types it.
-    let (s, v) = call(a, "POST", "/api/v1/emulator/phones", &key, Some(json!({ "phone": "+15550005555" }))).await;
+    let (s, v) =
+        call(a, "POST", "/api/v1/emulator/phones", &key, Some(json!({ "phone": "+15550005555" }))).await;
     assert_eq!(s, 201, "{v}");
     let (_, v) =
         call(a, "POST", "/api/v1/accounts", &key, Some(json!({ "name": "Sales", "phone": "+15550005555" })))
