@@ -69,7 +69,7 @@ pub async fn readyz(State(st): State<AppState>) -> Result<Json<serde_json::Value
 }
 
 async fn openapi_json() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
+    Json(ApiDoc::openapi().merge_from(crate::campaigns::CampaignsApi::openapi()))
 }
 
 async fn not_found() -> ApiError {
@@ -122,6 +122,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/webhooks/{id}", delete(webhooks::delete))
         .route("/api/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/api/v1/webhooks/deliveries/{id}/replay", post(webhooks::replay))
+        .merge(crate::campaigns::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -170,6 +170,8 @@ CREATE TABLE early_receipts (
     PRIMARY KEY (account_id, wa_message_id, status)
 );
 "#,
+    // 3: contacts, templates, campaigns (issue 8)
+    crate::campaigns::schema::MIGRATION,
 ];
 
 /// Schema version this binary writes.

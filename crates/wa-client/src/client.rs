@@ -58,6 +58,8 @@ pub(crate) struct Config {
     pub loop_window: Duration,
     pub first_qr_timeout: Duration,
     pub next_qr_timeout: Duration,
+    pub proxy: Option<crate::proxy::Proxy>,
+    pub media_timeout: Duration,
 }
 
 /// Builds a [`Client`].
@@ -66,6 +68,7 @@ pub struct ClientBuilder {
     config: Config,
     rng: Option<BoxRng>,
     clock: Arc<dyn Clock>,
+    proxy_url: Option<String>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -101,7 +104,10 @@ impl ClientBuilder {
                 loop_window: Duration::from_secs(60),
                 first_qr_timeout: Duration::from_secs(60),
                 next_qr_timeout: Duration::from_secs(20),
+                proxy: None,
+                media_timeout: Duration::from_secs(300),
             },
+            proxy_url: None,
             rng: None,
             clock: Arc::new(SystemClock),
         }
@@ -192,8 +198,24 @@ impl ClientBuilder {
         self
     }
 
+    /// Tunnels the chat connection and media transfers through an HTTP CONNECT proxy,
+    /// `http://[user:password@]host:port` (checked by [`ClientBuilder::build`]).
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy_url = Some(url.into());
+        self
+    }
+
+    /// Deadline of one media upload or download (default 300 s).
+    pub fn media_timeout(mut self, t: Duration) -> Self {
+        self.config.media_timeout = t;
+        self
+    }
+
     /// Builds the client (not connected yet; call [`Client::connect`]).
-    pub fn build(self) -> Result<Client> {
+    pub fn build(mut self) -> Result<Client> {
+        if let Some(url) = self.proxy_url.take() {
+            self.config.proxy = Some(crate::proxy::Proxy::parse(&url)?);
+        }
         let store =
             self.store.ok_or_else(|| Error::InvalidInput("ClientBuilder::store is required".into()))?;
         let rng: BoxRng = match self.rng {
@@ -220,6 +242,7 @@ impl ClientBuilder {
                 pairing_conn: Mutex::new(None),
                 running: std::sync::atomic::AtomicBool::new(false),
                 state: crate::send::SendState::default(),
+                media_conn: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -266,6 +289,8 @@ pub(crate) struct Shared {
     /// A lifecycle task is running and will keep (re)connecting.
     pub running: std::sync::atomic::AtomicBool,
     pub state: crate::send::SendState,
+    /// The cached `media_conn` (upload auth and hosts) with its expiry.
+    pub media_conn: tokio::sync::Mutex<Option<crate::media::MediaConn>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -485,6 +510,7 @@ async fn connect_once(shared: &Arc<Shared>, stop: &mut watch::Receiver<bool>) ->
         now_unix: u64::try_from(shared.now()).unwrap_or(0),
         routing_info: lock(&shared.routing_info).clone(),
         handshake_timeout: shared.config.handshake_timeout,
+        proxy: shared.config.proxy.as_ref(),
     };
     let (conn, rx) = match Connection::open(params, format!("{a}.{b}")).await {
         Ok(x) => x,

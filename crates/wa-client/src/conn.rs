@@ -32,6 +32,7 @@ pub(crate) struct ConnectParams<'a> {
     pub now_unix: u64,
     pub routing_info: Option<Vec<u8>>,
     pub handshake_timeout: Duration,
+    pub proxy: Option<&'a crate::proxy::Proxy>,
 }
 
 /// An incoming stanza, or the end of the connection.
@@ -88,6 +89,30 @@ async fn next_frame(ws: &mut Ws, frames: &mut FrameDecoder) -> Result<BytesMut> 
     }
 }
 
+type WsResult = std::result::Result<
+    (Ws, tokio_tungstenite::tungstenite::handshake::client::Response),
+    tokio_tungstenite::tungstenite::Error,
+>;
+
+/// The WebSocket handshake over an already open (proxied) TCP stream.
+async fn ws_over(
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    tcp: tokio::net::TcpStream,
+    wss: bool,
+) -> WsResult {
+    #[cfg(feature = "tls")]
+    if wss {
+        return tokio_tungstenite::client_async_tls(request, tcp).await;
+    }
+    #[cfg(not(feature = "tls"))]
+    if wss {
+        return Err(tokio_tungstenite::tungstenite::Error::Url(
+            tokio_tungstenite::tungstenite::error::UrlError::TlsFeatureNotEnabled,
+        ));
+    }
+    tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await
+}
+
 impl Connection {
     /// Opens the WebSocket, runs the handshake, and starts the reader and writer tasks.
     pub(crate) async fn open(
@@ -109,8 +134,19 @@ impl Connection {
             .into_client_request()
             .map_err(|e| Error::InvalidInput(format!("url {}: {e}", params.url)))?;
         request.headers_mut().insert("Origin", HeaderValue::from_static("https://web.whatsapp.com"));
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async(request).await.map_err(|e| Error::WebSocket(e.to_string()))?;
+        let (mut ws, _) = match params.proxy {
+            None => tokio_tungstenite::connect_async(request).await,
+            Some(proxy) => {
+                let uri = request.uri();
+                let wss = uri.scheme_str() == Some("wss");
+                let host =
+                    uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+                let port = uri.port_u16().unwrap_or(if wss { 443 } else { 80 });
+                let tcp = proxy.tunnel(&host, port).await?;
+                ws_over(request, tcp, wss).await
+            }
+        }
+        .map_err(|e| Error::WebSocket(e.to_string()))?;
 
         let mut header = ConnectionHeader::new();
         if let Some(ri) = params.routing_info {

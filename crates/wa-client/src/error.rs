@@ -69,6 +69,9 @@ pub enum Error {
     /// Pairing failed (a bad HMAC or signature from the phone, a bad code).
     #[error("pairing: {0}")]
     Pairing(String),
+    /// The proxy could not be reached or refused to tunnel.
+    #[error("proxy {0}")]
+    Proxy(String),
     /// Media transfer or integrity check failed.
     #[error("media: {0}")]
     Media(String),

@@ -23,10 +23,13 @@ mod conn;
 mod creds;
 pub mod error;
 pub mod event;
+pub mod history;
+mod http;
 pub mod media;
 mod pair;
 mod pair_code;
 pub mod policy;
+pub mod proxy;
 pub mod qr;
 pub mod queries;
 mod recv;
@@ -35,8 +38,11 @@ mod send;
 pub use client::{BoxRng, Client, ClientBuilder, WHATSAPP_URL};
 pub use error::{Error, Result};
 pub use event::{Event, EventStream, MessageEvent, MessageInfo, ReceiptEvent, ReceiptKind};
-pub use media::{EncryptedMedia, MediaType, decrypt_media, encrypt_media};
+pub use media::{
+    EncryptedMedia, MediaOptions, MediaRef, MediaType, UploadedMedia, decrypt_media, encrypt_media,
+};
 pub use policy::{Action, DisconnectReason};
+pub use proxy::Proxy;
 pub use qr::QrCode;
 pub use queries::GroupInfo;
 pub use send::SendResult;

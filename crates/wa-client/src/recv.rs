@@ -304,6 +304,7 @@ pub(crate) async fn handle_message(shared: &Arc<Shared>, conn: &Connection, node
             lock(&shared.state.retries).remove(&info.id);
             conn.send(&delivery_receipt(shared, &node, &info))?;
             let (chat, sender, id) = (info.chat.to_string(), info.sender.to_string(), info.id.clone());
+            crate::history::on_message(shared, &info, &message);
             shared.emit(Event::Message(Arc::new(MessageEvent { info, message: *message })));
             shared.store.mark_inbound_handled(&chat, &sender, &id).await?;
             Ok(())

@@ -1,0 +1,123 @@
+//! History sync: the primary phone announces a blob of past conversations with a
+//! `HistorySyncNotification` (inside a device-sent protocol message). The blob is either
+//! inline or a media file (`md-msg-hist` keys); either way it is zlib-compressed
+//! `HistorySync` protobuf. Only notifications from our own account are honoured.
+
+use std::io::Read as _;
+use std::sync::Arc;
+
+use prost::Message as _;
+use tracing::{debug, warn};
+use wa_binary::Node;
+use wa_proto::message::HistorySyncNotification;
+use wa_proto::{HistorySync, Message};
+
+use crate::client::{Client, Shared};
+use crate::error::{Error, Result, protobuf};
+use crate::event::{Event, MessageInfo};
+use crate::media::{MediaRef, MediaType};
+
+/// The largest inflated history blob we accept (a zlib bomb stops here).
+pub const MAX_HISTORY_BYTES: u64 = 512 * 1024 * 1024;
+
+/// The notification a message carries, if it is a history-sync protocol message.
+pub(crate) fn notification_of(m: &Message) -> Option<&HistorySyncNotification> {
+    m.protocol_message.as_ref()?.history_sync_notification.as_ref()
+}
+
+/// Inflates and decodes a history blob.
+pub fn decode_history(compressed: &[u8]) -> Result<HistorySync> {
+    let mut plain = Vec::new();
+    flate2::read::ZlibDecoder::new(compressed)
+        .take(MAX_HISTORY_BYTES + 1)
+        .read_to_end(&mut plain)
+        .map_err(|e| Error::Media(format!("history blob does not inflate: {e}")))?;
+    if plain.len() as u64 > MAX_HISTORY_BYTES {
+        return Err(Error::Media(format!("history blob inflates beyond {MAX_HISTORY_BYTES} bytes")));
+    }
+    HistorySync::decode(plain.as_slice()).map_err(protobuf("HistorySync"))
+}
+
+impl Client {
+    /// Fetches (or takes inline), inflates and decodes the history a notification announces.
+    pub async fn fetch_history_sync(&self, n: &HistorySyncNotification) -> Result<HistorySync> {
+        if let Some(inline) = n.initial_hist_bootstrap_inline_payload.as_deref().filter(|p| !p.is_empty()) {
+            return decode_history(inline);
+        }
+        let media_key: [u8; 32] = n
+            .media_key
+            .as_deref()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| Error::Media("history notification has no 32-byte media key".into()))?;
+        let direct_path = n
+            .direct_path
+            .clone()
+            .ok_or_else(|| Error::Media("history notification has no directPath".into()))?;
+        let r = MediaRef {
+            kind: MediaType::History,
+            url: None,
+            direct_path: Some(direct_path),
+            media_key,
+            file_enc_sha256: n.file_enc_sha256.clone(),
+            file_sha256: n.file_sha256.clone(),
+            file_length: n.file_length,
+        };
+        let compressed = self.download_ref(&r).await?;
+        decode_history(&compressed)
+    }
+}
+
+/// Called for every stored message: a history notification from our own account is
+/// processed in the background (download, inflate, decode, [`Event::HistorySync`], then a
+/// `hist_sync` receipt); one from anyone else is ignored.
+pub(crate) fn on_message(shared: &Arc<Shared>, info: &MessageInfo, message: &Message) {
+    let Some(n) = notification_of(message) else { return };
+    let own = shared.own_ids().ok();
+    let ours = own.as_ref().is_some_and(|(pn, lid)| {
+        info.sender.user() == pn.user() || lid.as_ref().is_some_and(|l| info.sender.user() == l.user())
+    });
+    if !ours {
+        warn!(sender = %info.sender, id = %info.id, "ignoring a history-sync notification from another account");
+        return;
+    }
+    let client = Client { shared: shared.clone() };
+    let n = n.clone();
+    let id = info.id.clone();
+    let sender = info.sender.clone();
+    tokio::spawn(async move {
+        match client.fetch_history_sync(&n).await {
+            Ok(h) => {
+                debug!(%id, conversations = h.conversations.len(), "history sync");
+                client.shared.emit(Event::HistorySync(Arc::new(h)));
+                if let Ok(conn) = client.shared.connection() {
+                    let receipt = Node::new("receipt")
+                        .attr("id", id.as_str())
+                        .attr("type", "hist_sync")
+                        .attr("to", sender.to_non_ad());
+                    let _ = conn.send(&receipt);
+                }
+            }
+            Err(e) => warn!(%id, %e, "history sync failed; the notification stays available as a message"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::io::Write as _;
+
+    use super::*;
+
+    #[test]
+    fn decodes_and_refuses_garbage() {
+        let h = HistorySync { chunk_order: Some(3), ..Default::default() };
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&h.encode_to_vec()).unwrap();
+        assert_eq!(decode_history(&z.finish().unwrap()).unwrap(), h);
+        assert!(matches!(decode_history(b"not zlib"), Err(Error::Media(_))));
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&[0xff; 10]).unwrap();
+        assert!(matches!(decode_history(&z.finish().unwrap()), Err(Error::Protobuf { .. })));
+    }
+}

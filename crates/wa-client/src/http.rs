@@ -1,0 +1,216 @@
+//! A small HTTP/1.1 client for media transfer: one request per connection (WhatsApp's media
+//! hosts are many and requests are large and rare), plain TCP for `http://` (the emulator),
+//! rustls for `https://` (WhatsApp), optionally tunnelled through an HTTP CONNECT proxy.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::error::{Error, Result};
+use crate::proxy::Proxy;
+
+/// A parsed `http://` or `https://` URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HttpUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+impl HttpUrl {
+    pub(crate) fn parse(url: &str) -> Result<Self> {
+        let bad = |why: &str| Error::InvalidInput(format!("url {url:?}: {why}"));
+        let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(bad("not http:// or https://"));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) =
+            split_host_port(authority, if tls { 443 } else { 80 }).ok_or_else(|| bad("bad host"))?;
+        Ok(Self { tls, host, port, path: path.to_owned() })
+    }
+
+    fn host_header(&self) -> String {
+        if self.port == if self.tls { 443 } else { 80 } {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Splits `host[:port]` (IPv6 literals in brackets).
+pub(crate) fn split_host_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    if let Some(rest) = authority.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let host = &rest[..end];
+        let port = match &rest[end + 1..] {
+            "" => default_port,
+            p => p.strip_prefix(':')?.parse().ok()?,
+        };
+        return Some((host.to_owned(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => Some((h.to_owned(), p.parse().ok()?)),
+        Some(_) => None,
+        None => Some((authority.to_owned(), default_port)),
+    }
+}
+
+/// A response: status and body.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+async fn open(url: &HttpUrl, proxy: Option<&Proxy>) -> Result<Box<dyn Io>> {
+    let tcp: TcpStream = match proxy {
+        Some(p) => p.tunnel(&url.host, url.port).await?,
+        None => TcpStream::connect((url.host.as_str(), url.port))
+            .await
+            .map_err(|e| Error::Media(format!("connect to {}:{}: {e}", url.host, url.port)))?,
+    };
+    let _ = tcp.set_nodelay(true);
+    if !url.tls {
+        return Ok(Box::new(tcp));
+    }
+    tls(tcp, &url.host).await
+}
+
+#[cfg(feature = "tls")]
+async fn tls(tcp: TcpStream, host: &str) -> Result<Box<dyn Io>> {
+    use std::sync::{Arc, OnceLock};
+    static CONFIG: OnceLock<std::result::Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    let config = CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| Error::Media(format!("TLS configuration: {e}")))?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| Error::InvalidInput(format!("TLS server name {host:?}: {e}")))?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| Error::Media(format!("TLS to {host}: {e}")))?;
+    Ok(Box::new(stream))
+}
+
+#[cfg(not(feature = "tls"))]
+async fn tls(_tcp: TcpStream, host: &str) -> Result<Box<dyn Io>> {
+    Err(Error::InvalidInput(format!("https://{host}: wa-client was built without the `tls` feature")))
+}
+
+/// Sends one request and reads the whole response (at most `max_body` bytes).
+pub(crate) async fn request(
+    method: &str,
+    url: &str,
+    body: Option<Bytes>,
+    proxy: Option<&Proxy>,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<Response> {
+    let parsed = HttpUrl::parse(url)?;
+    tokio::time::timeout(timeout, request_inner(method, &parsed, body, proxy, max_body)).await.map_err(
+        |_| Error::Timeout { what: format!("{method} {}{}", parsed.host, parsed.path), after: timeout },
+    )?
+}
+
+async fn request_inner(
+    method: &str,
+    url: &HttpUrl,
+    body: Option<Bytes>,
+    proxy: Option<&Proxy>,
+    max_body: usize,
+) -> Result<Response> {
+    let io = open(url, proxy).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| Error::Media(format!("HTTP handshake with {}: {e}", url.host)))?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let has_body = body.is_some();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(url.path.as_str())
+        .header("Host", url.host_header())
+        .header("Origin", "https://web.whatsapp.com")
+        .header("Connection", "close");
+    if has_body {
+        req = req.header("Content-Type", "application/octet-stream");
+    }
+    let req = req
+        .body(Full::new(body.unwrap_or_default()))
+        .map_err(|e| Error::InvalidInput(format!("HTTP request to {}: {e}", url.host)))?;
+    let result = async {
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| Error::Media(format!("{method} {}{}: {e}", url.host, url.path)))?;
+        let status = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), max_body)
+            .collect()
+            .await
+            .map_err(|e| Error::Media(format!("reading response from {}: {e}", url.host)))?
+            .to_bytes();
+        Ok(Response { status, body })
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let u = HttpUrl::parse("https://mmg.whatsapp.net/mms/image/abc?auth=x").unwrap();
+        assert_eq!(
+            u,
+            HttpUrl {
+                tls: true,
+                host: "mmg.whatsapp.net".into(),
+                port: 443,
+                path: "/mms/image/abc?auth=x".into()
+            }
+        );
+        let u = HttpUrl::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            (u.tls, u.port, u.path.as_str(), u.host_header()),
+            (false, 8080, "/", "127.0.0.1:8080".into())
+        );
+        let u = HttpUrl::parse("http://[::1]:9/m").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9));
+        for bad in ["ftp://x", "http://", "http://:80/", "http://a:b/", "http://u@h/"] {
+            assert!(HttpUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

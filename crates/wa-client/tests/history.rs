@@ -1,0 +1,101 @@
+//! History sync from the own primary phone: an uploaded blob and an inline bootstrap are
+//! downloaded, verified, inflated and surfaced as `Event::HistorySync`; the same
+//! notification from another account is ignored.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Write as _;
+
+use common::{emulator, next_matching, pair, sqlite_client};
+use prost::Message as _;
+use wa_client::{Event, MediaType};
+use wa_proto::message::{HistorySyncNotification, ProtocolMessage, protocol_message};
+
+fn history(name: &str) -> wa_proto::HistorySync {
+    wa_proto::HistorySync {
+        sync_type: Some(wa_proto::history_sync::HistorySyncType::Recent as i32),
+        chunk_order: Some(1),
+        conversations: vec![wa_proto::Conversation {
+            id: Some("15550009999@s.whatsapp.net".into()),
+            name: Some(name.into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn zlib(h: &wa_proto::HistorySync) -> Vec<u8> {
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&h.encode_to_vec()).unwrap();
+    z.finish().unwrap()
+}
+
+fn notification_message(n: HistorySyncNotification) -> wa_proto::Message {
+    wa_proto::Message {
+        protocol_message: Some(Box::new(ProtocolMessage {
+            r#type: Some(protocol_message::Type::HistorySyncNotification as i32),
+            history_sync_notification: Some(n),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_sync_from_own_phone_only() {
+    let emu = emulator(91).await;
+    let own = emu.with_world(|w| w.create_account("15550009101", "Me")).unwrap();
+    let stranger = emu.with_world(|w| w.create_account("15550009102", "Eve")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = sqlite_client(&emu, &dir.path().join("wa.db"), 911).await;
+    let mut events = client.events();
+    let me = pair(&emu, &client, &mut events, "15550009101").await;
+
+    // The blob goes to the media host (md-msg-hist keys) the way the phone uploads it.
+    let blob = zlib(&history("from the phone"));
+    let up = client.upload(&blob, MediaType::History).await.unwrap();
+    let n = HistorySyncNotification {
+        file_sha256: Some(up.file_sha256.to_vec()),
+        file_length: Some(up.file_length),
+        media_key: Some(up.media_key.to_vec()),
+        file_enc_sha256: Some(up.file_enc_sha256.to_vec()),
+        direct_path: Some(up.direct_path.clone()),
+        sync_type: Some(wa_proto::message::HistorySyncType::Recent as i32),
+        ..Default::default()
+    };
+
+    // From a stranger: delivered as a message but never processed.
+    let eve = emu
+        .with_world(|w| w.phone_send(stranger, &me.to_non_ad(), &notification_message(n.clone())))
+        .unwrap();
+    next_matching(&mut events, "eve's notification", |e| match e {
+        Event::Message(m) if m.info.id == eve => Some(()),
+        Event::HistorySync(_) => panic!("processed a stranger's history"),
+        _ => None,
+    })
+    .await;
+
+    // From our own phone (a device-sent copy to ourselves): downloaded and decoded.
+    emu.with_world(|w| w.phone_send(own, &me.to_non_ad(), &notification_message(n))).unwrap();
+    let h = next_matching(&mut events, "history sync", |e| match e {
+        Event::HistorySync(h) => Some(h.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(*h, history("from the phone"));
+
+    // Inline bootstrap payload: no download.
+    let inline = HistorySyncNotification {
+        initial_hist_bootstrap_inline_payload: Some(zlib(&history("inline"))),
+        ..Default::default()
+    };
+    emu.with_world(|w| w.phone_send(own, &me.to_non_ad(), &notification_message(inline))).unwrap();
+    let h = next_matching(&mut events, "inline history sync", |e| match e {
+        Event::HistorySync(h) => Some(h.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(h.conversations[0].name.as_deref(), Some("inline"));
+    client.disconnect().await;
+}
