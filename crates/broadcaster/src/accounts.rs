@@ -492,7 +492,8 @@ fn load_link(
     id: &str,
     now: i64,
 ) -> rusqlite::Result<Option<LinkInfo>> {
-    let row: Option<(Option<String>, Option<String>, Option<i64>, String)> = c
+    type LinkRow = (Option<String>, Option<String>, Option<i64>, String);
+    let row: Option<LinkRow> = c
         .query_row(
             "SELECT qr_code, pairing_code, qr_expires_at, state FROM accounts WHERE tenant_id = ?1 AND id = ?2",
             params![tenant_id, id],

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{accounts, emulator_api, live_ws, messages, metrics, tenants, webhooks};
+use crate::{accounts, compat, emulator_api, live_ws, messages, metrics, tenants, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,8 @@ use crate::{accounts, emulator_api, live_ws, messages, metrics, tenants, webhook
         messages::check_numbers, metrics::metrics, accounts::qr, live_ws::events_ws,
         emulator_api::scan, emulator_api::enter_code, emulator_api::create_phone, emulator_api::phone_send,
         emulator_api::phone_inbox, emulator_api::phone_read,
+        compat::start_session, compat::sessions, compat::session, compat::session_qr, compat::send_message,
+        compat::delete_session,
     ),
     components(schemas(crate::outbox::EventEnvelope, crate::live::LiveEvent)),
     modifiers(&SecurityAddon)
@@ -100,6 +102,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/accounts/{id}/logout", post(accounts::logout))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/accounts/{id}/qr", get(accounts::qr))
+        .route("/api/v1/whatsapp/start-session", post(compat::start_session))
+        .route("/api/v1/whatsapp/sessions", get(compat::sessions))
+        .route("/api/v1/whatsapp/sessions/{account_id}", get(compat::session).delete(compat::delete_session))
+        .route("/api/v1/whatsapp/sessions/{account_id}/qr", get(compat::session_qr))
+        .route("/api/v1/whatsapp/send-message", post(compat::send_message))
         .route("/api/v1/events/ws", get(live_ws::events_ws))
         .route("/api/v1/emulator/accounts/{id}/scan", post(emulator_api::scan))
         .route("/api/v1/emulator/accounts/{id}/enter-code", post(emulator_api::enter_code))

@@ -12,6 +12,7 @@ pub mod app;
 pub mod auth;
 pub mod campaigns;
 pub mod clock;
+pub mod compat;
 pub mod config;
 pub mod contacts;
 pub mod dashboard;

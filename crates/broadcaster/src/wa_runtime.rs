@@ -237,10 +237,8 @@ impl Pump {
                     }
                     (reason, None) => self.emit(SessionEvent::Failed { reason: format!("{reason:?}") }).await,
                 },
-                Event::LoggedOut { reason } => {
-                    if reason != DisconnectReason::Requested {
-                        self.emit(SessionEvent::LoggedOut { reason: format!("{reason:?}") }).await;
-                    }
+                Event::LoggedOut { reason } if reason != DisconnectReason::Requested => {
+                    self.emit(SessionEvent::LoggedOut { reason: format!("{reason:?}") }).await;
                 }
                 Event::Message(m) => {
                     if m.info.from_me {

@@ -546,7 +546,7 @@ mod tests {
         assert_eq!(p.delay_after(1, 0), 500);
         assert_eq!(p.delay_after(1, 500), 1000);
         assert_eq!(p.delay_after(3, 0), 2000);
-        assert_eq!(p.delay_after(20, u64::MAX - 1) <= 10_000, true);
+        assert!(p.delay_after(20, u64::MAX - 1) <= 10_000);
         assert_eq!(p.delay_after(64, 0), 5000);
     }
 }

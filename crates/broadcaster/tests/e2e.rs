@@ -11,7 +11,7 @@ use std::time::Duration;
 use broadcaster::auth::Bootstrap;
 use broadcaster::config::{Cli, Config};
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -313,4 +313,160 @@ async fn call_text(addr: SocketAddr, path: &str) -> (u16, String) {
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_aliases_pairing_code_isolation_and_bad_input() {
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(8), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, admin) = start(dir.path(), &emu, None).await;
+    let admin = admin.unwrap();
+    let a = srv.addr;
+    let (_, v) = call(a, "POST", "/api/v1/tenants", &admin, Some(json!({ "name": "a" }))).await;
+    let key = v["api_key"]["key"].as_str().unwrap().to_owned();
+    let (_, v) = call(a, "POST", "/api/v1/tenants", &admin, Some(json!({ "name": "b" }))).await;
+    let other = v["api_key"]["key"].as_str().unwrap().to_owned();
+    let mut ws = open_ws(a, &key).await;
+
+    // Seed routes: start-session answers with a QR image; the phone scans; send-message works.
+    let (s, v) = call(
+        a,
+        "POST",
+        "/api/v1/whatsapp/start-session",
+        &key,
+        Some(json!({ "phoneNumber": "+15550003333" })),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["status"], "waiting_for_scan");
+    assert!(v["qrCode"].as_str().unwrap().starts_with("data:image/png;base64,"));
+    let acc = v["accountId"].as_str().unwrap().to_owned();
+    let (_, v) = call(a, "GET", &format!("/api/v1/whatsapp/sessions/{acc}/qr"), &key, None).await;
+    assert!(v["qrCode"].as_str().unwrap().starts_with("data:image/png"), "{v}");
+    let (s, v) = call(a, "POST", &format!("/api/v1/emulator/accounts/{acc}/scan"), &key, None).await;
+    assert_eq!(s, 200, "{v}");
+    next_ws(&mut ws, "active", |v| v["event"] == "connection_update" && v["data"]["state"] == "active").await;
+    let (_, v) = call(a, "GET", "/api/v1/whatsapp/sessions", &key, None).await;
+    assert_eq!(v[0]["accountId"], acc.as_str());
+    assert_eq!(v[0]["status"], "connected");
+    let carol = emu.create_account("15550004444", "Carol").unwrap();
+    let (s, v) = call(
+        a,
+        "POST",
+        "/api/v1/whatsapp/send-message",
+        &key,
+        Some(
+            json!({ "accountId": acc, "phoneNumber": "+15550004444", "message": "Hello from Broadcaster!" }),
+        ),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["success"], true);
+    let wa = v["waMessageId"].as_str().unwrap().to_owned();
+    assert!(carol.wait_message(T, |m| m.id == wa).await.is_some());
+    let mid = v["messageId"].as_str().unwrap().to_owned();
+
+    // Bad input: clear 4xx JSON errors, nothing sent.
+    let send = format!("/api/v1/accounts/{acc}/messages");
+    for (body, code) in [
+        (json!({ "to": "12345", "text": "x" }), "invalid_phone"),
+        (json!({ "to": "x@evil.com", "text": "x" }), "invalid_recipient"),
+        (json!({ "to": "+15550004444" }), "invalid_body"),
+        (json!({ "to": "+15550004444", "text": "   " }), "invalid_text"),
+        (json!({ "to": "+15550004444", "text": "x", "bogus": 1 }), "invalid_body"),
+        (json!({ "to": "+15550004444", "text": "x", "reply_to": "msg_nope" }), "unknown_reply_target"),
+        (
+            json!({ "to": "+15550004444", "media": { "kind": "image", "url": "http://127.0.0.1:9/a.png" } }),
+            "url_refused",
+        ),
+        (
+            json!({ "to": "+15550004444", "media": { "kind": "image", "url": "http://169.254.169.254/x" } }),
+            "url_refused",
+        ),
+        (json!({ "to": "+15550004444", "media": { "kind": "image", "data_base64": "!!" } }), "invalid_media"),
+        (json!({ "to": "+15550004444", "media": { "kind": "gif", "data_base64": "AA==" } }), "invalid_body"),
+    ] {
+        let (s, v) = call(a, "POST", &send, &key, Some(body.clone())).await;
+        assert_eq!(s, 400, "{body} -> {v}");
+        assert_eq!(v["error"]["code"], code, "{body} -> {v}");
+    }
+    let (s, v) = call(a, "GET", &format!("{send}?cursor=zz"), &key, None).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_cursor")));
+    let (s, v) = call(
+        a,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/check-numbers"),
+        &key,
+        Some(json!({ "phones": [] })),
+    )
+    .await;
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_phones")));
+
+    // Another tenant sees none of it.
+    for (m, path, body) in [
+        ("GET", format!("/api/v1/accounts/{acc}/messages"), None),
+        ("POST", send.clone(), Some(json!({ "to": "+15550004444", "text": "x" }))),
+        ("GET", format!("/api/v1/accounts/{acc}/messages/{mid}"), None),
+        ("GET", format!("/api/v1/accounts/{acc}/messages/{mid}/media"), None),
+        (
+            "POST",
+            format!("/api/v1/accounts/{acc}/check-numbers"),
+            Some(json!({ "phones": ["+15550004444"] })),
+        ),
+        ("GET", format!("/api/v1/accounts/{acc}/qr"), None),
+        ("POST", format!("/api/v1/emulator/accounts/{acc}/scan"), None),
+        ("GET", format!("/api/v1/whatsapp/sessions/{acc}"), None),
+        ("GET", format!("/api/v1/whatsapp/sessions/{acc}/qr"), None),
+        ("DELETE", format!("/api/v1/whatsapp/sessions/{acc}"), None),
+        (
+            "POST",
+            "/api/v1/whatsapp/send-message".to_owned(),
+            Some(json!({ "accountId": acc, "phoneNumber": "+15550004444", "message": "x" })),
+        ),
+    ] {
+        let (s, v) = call(a, m, &path, &other, body).await;
+        assert_eq!(s, 404, "{m} {path} -> {v}");
+    }
+    let (_, v) = call(a, "GET", "/api/v1/whatsapp/sessions", &other, None).await;
+    assert_eq!(v, json!([]));
+    let url = format!("ws://{a}/api/v1/events/ws?api_key={other}&account_id={acc}");
+    assert!(tokio_tungstenite::connect_async(url).await.is_err(), "other tenant's account stream opened");
+
+    // Pairing by code: the API shows the code, the phone (an existing WhatsApp user) types it.
+    let (s, v) =
+        call(a, "POST", "/api/v1/emulator/phones", &key, Some(json!({ "phone": "+15550005555" }))).await;
+    assert_eq!(s, 201, "{v}");
+    let (_, v) =
+        call(a, "POST", "/api/v1/accounts", &key, Some(json!({ "name": "Sales", "phone": "+15550005555" })))
+            .await;
+    let acc2 = v["id"].as_str().unwrap().to_owned();
+    let (s, v) = call(
+        a,
+        "POST",
+        &format!("/api/v1/accounts/{acc2}/connect"),
+        &key,
+        Some(json!({ "pairing_phone": "+15550005555" })),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["state"], "pairing_code_ready", "{v}");
+    assert_eq!(v["link"]["pairing_code"].as_str().unwrap().len(), 8, "{v}");
+    let (s, v) = call(a, "POST", &format!("/api/v1/emulator/accounts/{acc2}/enter-code"), &key, None).await;
+    assert_eq!(s, 200, "{v}");
+    next_ws(&mut ws, "second account active", |v| {
+        v["event"] == "connection_update"
+            && v["account_id"] == acc2.as_str()
+            && v["data"]["state"] == "active"
+    })
+    .await;
+
+    // The seed's DELETE logs the first account out.
+    let (s, v) = call(a, "DELETE", &format!("/api/v1/whatsapp/sessions/{acc}"), &key, None).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}"), &key, None).await;
+    assert_eq!(v["state"], "logged_out");
+    let (s, v) = call(a, "POST", &send, &key, Some(json!({ "to": "+15550004444", "text": "x" }))).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (409, Some("account_not_active")));
+    srv.stop().await;
 }

@@ -14,8 +14,8 @@ use broadcaster::auth::{Bootstrap, bootstrap_admin};
 use broadcaster::clock::{Clock, ManualClock, SharedClock};
 use broadcaster::db::Db;
 use broadcaster::runtime::{
-    AccountRuntime, LinkMethod, NumberCheck, OutgoingContent, RuntimeFuture, SentMessage, SessionEvent,
-    SessionEvents,
+    AccountRuntime, DeliveryStatus, LinkMethod, NumberCheck, OutgoingContent, RuntimeFuture, SentMessage,
+    SessionEvent, SessionEvents,
 };
 use broadcaster::state::AppState;
 use broadcaster::webhooks::{RetryPolicy, WebhookWorker};
@@ -35,6 +35,13 @@ struct Harness {
 }
 
 async fn harness_with(runtime: impl FnOnce(DbSessionEvents) -> Option<Arc<dyn AccountRuntime>>) -> Harness {
+    harness_limited(runtime, 0).await
+}
+
+async fn harness_limited(
+    runtime: impl FnOnce(DbSessionEvents) -> Option<Arc<dyn AccountRuntime>>,
+    requests_per_minute: u32,
+) -> Harness {
     let db = Db::open_in_memory().unwrap();
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let now = clock.now_ms();
@@ -48,6 +55,7 @@ async fn harness_with(runtime: impl FnOnce(DbSessionEvents) -> Option<Arc<dyn Ac
     let events =
         DbSessionEvents::new(db.clone(), shared, notify.clone(), state.live.clone(), state.metrics.clone());
     state.runtime = runtime(events);
+    state.limits = Arc::new(broadcaster::state::Limits { requests_per_minute, ..Default::default() });
     Harness { app: broadcaster::app::router(state, MAX_BODY), db, clock, notify, admin }
 }
 
@@ -637,4 +645,123 @@ async fn the_background_worker_wakes_on_new_events() {
     assert_eq!(rx.delivered.lock().unwrap().len(), 1);
     stop_tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(20), task).await.expect("worker stops").unwrap();
+}
+
+fn scripted(events: DbSessionEvents) -> Option<Arc<dyn AccountRuntime>> {
+    Some(Arc::new(ScriptedRuntime { events, calls: Mutex::new(Vec::new()) }) as Arc<dyn AccountRuntime>)
+}
+
+#[tokio::test]
+async fn daily_limit_answers_429_with_reset_and_resets_next_day() {
+    let h = harness_with(scripted).await;
+    let k = h.admin.clone();
+    let (s, v) = h.call("POST", "/api/v1/accounts", &k, Some(json!({ "name": "a", "daily_limit": 2 }))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let acc = v["id"].as_str().unwrap().to_owned();
+    let (s, _) = h.call("POST", &format!("/api/v1/accounts/{acc}/connect"), &k, None).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let send = format!("/api/v1/accounts/{acc}/messages");
+    for _ in 0..2 {
+        let (s, v) = h.call("POST", &send, &k, Some(json!({ "to": "+14155550100", "text": "hi" }))).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["status"], "sent");
+    }
+    let req = Request::post(&send)
+        .header("authorization", format!("Bearer {k}"))
+        .header("content-type", "application/json")
+        .body(Body::from(json!({ "to": "+14155550100", "text": "hi" }).to_string()))
+        .unwrap();
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&retry), "{retry}");
+    let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], "daily_limit_reached");
+    // History holds both sent messages, newest first, paginated by cursor.
+    let (_, p1) = h.call("GET", &format!("{send}?limit=1"), &k, None).await;
+    assert_eq!(p1["messages"].as_array().unwrap().len(), 1);
+    let cursor = p1["next_cursor"].as_str().unwrap();
+    let (_, p2) = h.call("GET", &format!("{send}?limit=1&cursor={cursor}"), &k, None).await;
+    assert_eq!(p2["messages"].as_array().unwrap().len(), 1);
+    assert_ne!(p1["messages"][0]["id"], p2["messages"][0]["id"]);
+    assert!(p2["next_cursor"].is_null());
+    // The next day the counter starts again.
+    h.clock.advance_ms(86_400_000);
+    let (s, v) = h.call("POST", &send, &k, Some(json!({ "to": "+14155550100", "text": "hi" }))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+#[tokio::test]
+async fn per_key_rate_limit_answers_429_with_retry_after() {
+    let h = harness_limited(|_| None, 3).await;
+    for _ in 0..3 {
+        assert_eq!(h.call("GET", "/api/v1/accounts", &h.admin, None).await.0, StatusCode::OK);
+    }
+    let req = Request::get("/api/v1/accounts").header("authorization", format!("Bearer {}", h.admin));
+    let resp = h.app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()["retry-after"], "20");
+    // A minute later the bucket is full again.
+    h.clock.advance_ms(60_000);
+    assert_eq!(h.call("GET", "/api/v1/accounts", &h.admin, None).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn receipts_move_status_forward_only_even_before_the_send_is_recorded() {
+    let h = harness_with(scripted).await;
+    let k = h.admin.clone();
+    let acc = h.account(&k, "a").await;
+    h.call("POST", &format!("/api/v1/accounts/{acc}/connect"), &k, None).await;
+    let tenant: String = {
+        let a = acc.clone();
+        h.db.call(
+            move |c| Ok(c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [a], |r| r.get(0))?),
+        )
+        .await
+        .unwrap()
+    };
+    // The scripted runtime numbers its ids; a receipt for the next id arrives first.
+    let early = format!("3EB0{:016X}", 2);
+    let events = DbSessionEvents::new(
+        h.db.clone(),
+        h.clock.clone(),
+        h.notify.clone(),
+        broadcaster::live::LiveBus::new(),
+        Arc::new(broadcaster::metrics::Metrics::default()),
+    );
+    let at = h.clock.now_ms();
+    let ev = SessionEvent::MessageStatus {
+        message_id: early.clone(),
+        status: DeliveryStatus::Delivered,
+        at_ms: at,
+    };
+    events.emit(&tenant, &acc, ev).await;
+    let (s, v) = h
+        .call(
+            "POST",
+            &format!("/api/v1/accounts/{acc}/messages"),
+            &k,
+            Some(json!({ "to": "+14155550100", "text": "x" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["wa_message_id"], early.as_str());
+    assert_eq!(v["status"], "delivered", "the early receipt applied: {v}");
+    for (st, want) in [
+        (DeliveryStatus::Read, "read"),
+        (DeliveryStatus::Delivered, "read"),
+        (DeliveryStatus::Played, "played"),
+    ] {
+        events
+            .emit(
+                &tenant,
+                &acc,
+                SessionEvent::MessageStatus { message_id: early.clone(), status: st, at_ms: at },
+            )
+            .await;
+        let (_, m) = h
+            .call("GET", &format!("/api/v1/accounts/{acc}/messages/{}", v["id"].as_str().unwrap()), &k, None)
+            .await;
+        assert_eq!(m["status"], want);
+    }
 }
