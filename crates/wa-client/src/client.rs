@@ -198,6 +198,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Reconnect-loop detection: stop (with [`DisconnectReason::ReconnectLoop`]) after
+    /// `limit` connection attempts within `window` (default 30 per 60 s).
+    pub fn reconnect_loop_limit(mut self, limit: usize, window: Duration) -> Self {
+        self.config.loop_limit = limit;
+        self.config.loop_window = window;
+        self
+    }
+
     /// Tunnels the chat connection and media transfers through an HTTP CONNECT proxy,
     /// `http://[user:password@]host:port` (checked by [`ClientBuilder::build`]).
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
@@ -448,6 +456,9 @@ async fn run(shared: Arc<Shared>) {
         }
         let (reason, logged_in) = connect_once(&shared, &mut stop).await;
         *lock(&shared.conn) = None;
+        // Sends waiting for a server ack on the lost connection fail now (the caller may
+        // re-send with the same id) instead of at their timeout.
+        lock(&shared.state.acks).clear();
         if logged_in {
             backoff.reset();
         }
