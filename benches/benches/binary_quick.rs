@@ -218,7 +218,46 @@ fn compare(
     (bo, bt, median(ratios))
 }
 
+/// `WA_BINARY_ONE=<op>:<side>:<case>:<iterations>` (op `encode`/`decode`, side
+/// `ours`/`theirs`) runs only that loop and exits: a fixed workload for
+/// `valgrind --tool=callgrind`, whose instruction counts are repeatable on a
+/// noisy machine (subtract a run with 0 iterations to remove the setup).
+fn run_one(spec: &str) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [op, side, name, iters] = parts[..] else { panic!("WA_BINARY_ONE=op:side:case:iterations") };
+    let iters: u32 = iters.parse().unwrap();
+    let case = cases().into_iter().find(|c| c.name == name).unwrap();
+    for _ in 0..iters {
+        match (op, side) {
+            ("encode", "ours") => {
+                for n in &case.ours {
+                    black_box(wa_binary::encode(black_box(n)).unwrap());
+                }
+            }
+            ("encode", "theirs") => {
+                for n in &case.theirs {
+                    black_box(wacore_binary::marshal::marshal_auto(black_box(n)).unwrap());
+                }
+            }
+            ("decode", "ours") => {
+                for w in &case.wire_ours {
+                    black_box(wa_binary::decode(black_box(&w[1..])).unwrap());
+                }
+            }
+            ("decode", "theirs") => {
+                for w in &case.wire_theirs {
+                    black_box(wacore_binary::marshal::unmarshal_ref(black_box(&w[1..])).unwrap());
+                }
+            }
+            _ => panic!("unknown op/side {op}/{side}"),
+        }
+    }
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("WA_BINARY_ONE") {
+        return run_one(&spec);
+    }
     // `cargo bench` passes `--bench`; ignore arguments.
     for case in cases() {
         let iters = if case.name == "media_1mib" { 10 } else { 50 };

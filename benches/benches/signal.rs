@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -367,5 +367,52 @@ fn group(c: &mut Criterion) {
     g.finish();
 }
 
+/// `WA_SIGNAL_GROUP_ONE=<side>:<iterations>` (side `ours`/`theirs`) runs only the group
+/// encrypt + decrypt loop and exits: a fixed workload for `valgrind --tool=callgrind`
+/// (subtract a run with 0 iterations to remove the setup).
+fn group_one(spec: &str) {
+    let (side, iters) = spec.split_once(':').expect("WA_SIGNAL_GROUP_ONE=side:iterations");
+    let iters: u32 = iters.parse().unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    if side == "ours" {
+        let cfg = ours::SenderKeyConfig::default();
+        let mut sender = ours::SenderKeyRecord::new();
+        sender.generate_own_state(&cfg, &mut rng);
+        let mut receiver = ours::SenderKeyRecord::new();
+        receiver.process_distribution_message(&sender.distribution_message().unwrap(), &cfg);
+        for _ in 0..iters {
+            let ct = sender.encrypt(&PLAINTEXT).unwrap();
+            black_box(receiver.decrypt_in_place(&ct, &cfg).unwrap());
+        }
+    } else {
+        let mut alice = wl_party("alice", &mut rng);
+        let mut bob = wl_party("bob", &mut rng);
+        let name = SenderKeyName::new("120363000000000001@g.us".to_string(), alice.address.name().to_string());
+        let skdm = futures::executor::block_on(wl::create_sender_key_distribution_message(
+            &name,
+            &mut alice.sender_keys,
+            &mut rng,
+        ))
+        .unwrap();
+        futures::executor::block_on(wl::process_sender_key_distribution_message(&name, &skdm, &mut bob.sender_keys))
+            .unwrap();
+        for _ in 0..iters {
+            let skm =
+                futures::executor::block_on(wl::group_encrypt(&mut alice.sender_keys, &name, &PLAINTEXT, &mut rng))
+                    .unwrap();
+            let pt = futures::executor::block_on(wl::group_decrypt(skm.serialized(), &mut bob.sender_keys, &name))
+                .unwrap();
+            black_box(pt);
+        }
+    }
+}
+
 criterion_group!(benches, session_establishment, steady_state, group);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("WA_SIGNAL_GROUP_ONE") {
+        return group_one(&spec);
+    }
+    benches();
+    criterion::Criterion::default().configure_from_args().final_summary();
+}

@@ -82,6 +82,17 @@ fn emit(out: &mut String, name: &str, single: &[String], double: &[Vec<String>])
     writeln!(out, "pub(crate) static {name}_KEYS: [u64; {TOKEN_TABLE_SIZE}] = {keys:?};").unwrap();
     writeln!(out, "pub(crate) static {name}_META: [u32; {TOKEN_TABLE_SIZE}] = {meta:?};").unwrap();
     writeln!(out, "pub(crate) const {name}_MAX_LEN: usize = {max_len};").unwrap();
+    // The encoder tries the dictionary before packing only for strings that could be
+    // a token: a packable string (nibble or hex alphabet) longer than every packable
+    // token skips the lookup, and a string with '@' (no token has one) goes straight
+    // to the JID split.
+    let packable = |s: &str| {
+        s.bytes().all(|c| c.is_ascii_digit() || c == b'-' || c == b'.')
+            || s.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
+    };
+    let max_packable = entries.iter().filter(|(s, _)| packable(s)).map(|(s, _)| s.len()).max().unwrap_or(0);
+    assert!(entries.iter().all(|(s, _)| !s.contains('@')), "a token contains '@'; the encoder assumes none does");
+    writeln!(out, "pub(crate) const {name}_MAX_PACKABLE_LEN: usize = {max_packable};").unwrap();
 }
 
 fn lookup_str<'a>(single: &'a [String], double: &'a [Vec<String>], code: u16) -> &'a str {

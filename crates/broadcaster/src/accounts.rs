@@ -150,6 +150,8 @@ pub fn apply_session_event(
         SessionEvent::Disconnected { reason } => (AccountState::Disconnected, Some(reason.as_str())),
         SessionEvent::LoggedOut { reason } => (AccountState::LoggedOut, Some(reason.as_str())),
         SessionEvent::Failed { reason } => (AccountState::Error, Some(reason.as_str())),
+        // Message events are not connection transitions; the messages module records them.
+        SessionEvent::MessageStatus { .. } | SessionEvent::IncomingMessage { .. } => return Ok(()),
     };
     match transition(c, tenant_id, account_id, to, reason, now) {
         Ok(_) => Ok(()),
@@ -443,17 +445,83 @@ pub struct ConnectRequest {
     pub pairing_phone: Option<String>,
 }
 
+/// How to link: a QR (raw text to render, a PNG data URL, expiry) or a pairing code.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LinkInfo {
+    /// The QR text (render it as a QR code), when linking by QR.
+    pub qr: Option<String>,
+    /// The same QR as a `data:image/png;base64,…` URL.
+    pub qr_png: Option<String>,
+    /// The 8-character code to type on the phone, when linking by pairing code.
+    pub pairing_code: Option<String>,
+    /// When the QR or code expires (ms since epoch).
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConnectResponse {
+    #[serde(flatten)]
+    pub account: Account,
+    /// Present while the account waits to be linked.
+    pub link: Option<LinkInfo>,
+}
+
+fn link_info(
+    qr: Option<String>,
+    code: Option<String>,
+    expires_at: Option<i64>,
+    now: i64,
+) -> Option<LinkInfo> {
+    if qr.is_none() && code.is_none() {
+        return None;
+    }
+    let qr_png = qr.as_ref().and_then(|text| {
+        let q = wa_client::QrCode {
+            text: text.clone(),
+            valid_for: std::time::Duration::from_millis(expires_at.map_or(0, |e| (e - now).max(0)) as u64),
+            expires_at: std::time::Instant::now(),
+        };
+        q.to_png_data_url(4).ok()
+    });
+    Some(LinkInfo { qr, qr_png, pairing_code: code, expires_at })
+}
+
+fn load_link(
+    c: &rusqlite::Connection,
+    tenant_id: &str,
+    id: &str,
+    now: i64,
+) -> rusqlite::Result<Option<LinkInfo>> {
+    let row: Option<(Option<String>, Option<String>, Option<i64>, String)> = c
+        .query_row(
+            "SELECT qr_code, pairing_code, qr_expires_at, state FROM accounts WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant_id, id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    Ok(row.and_then(|(qr, code, exp, state)| {
+        matches!(state.as_str(), "qr_ready" | "pairing_code_ready")
+            .then(|| link_info(qr, code, exp, now))
+            .flatten()
+    }))
+}
+
+/// How long connect waits for the first QR, pairing code or login before answering.
+const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[utoipa::path(post, path = "/api/v1/accounts/{id}/connect", tag = "accounts", params(("id" = String, Path)),
     request_body = ConnectRequest,
-    responses((status = 202, body = Account), (status = 404, body = crate::error::ErrorBody),
+    responses((status = 202, body = ConnectResponse), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
+/// Starts linking (or resuming) the account and answers with the first QR / pairing code, or the
+/// account once logged in (stored credentials need no QR).
 pub async fn connect(
     State(st): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
     body: Option<ApiJson<ConnectRequest>>,
-) -> Result<(StatusCode, Json<Account>), ApiError> {
+) -> Result<(StatusCode, Json<ConnectResponse>), ApiError> {
     p.require(Permission::Connect)?;
     let req = body.map(|ApiJson(r)| r).unwrap_or_default();
     let method = match req.pairing_phone.as_deref() {
@@ -466,14 +534,59 @@ pub async fn connect(
         )
     })?;
     run_transition(&st, &p.tenant_id, &id, AccountState::Connecting, Some("connect requested")).await?;
+    let mut live = st.live.subscribe();
     if let Err(e) = runtime.connect(&p.tenant_id, &id, method).await {
         let reason = e.to_string();
         run_transition(&st, &p.tenant_id, &id, AccountState::Error, Some(&reason)).await?;
         return Err(ApiError::Unavailable(format!("connect failed: {reason}")));
     }
+    let _ = tokio::time::timeout(CONNECT_WAIT, async {
+        loop {
+            match live.recv().await {
+                Ok(ev) if ev.account_id.as_deref() == Some(id.as_str()) => {
+                    let settled = match ev.event.as_str() {
+                        "qr_code" | "pairing_code" => true,
+                        "connection_update" => !matches!(ev.data["state"].as_str(), Some("connecting")),
+                        _ => false,
+                    };
+                    if settled {
+                        break;
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    })
+    .await;
     let tenant = p.tenant_id.clone();
-    let acc = st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.ok_or(ApiError::NotFound("account"))?;
-    Ok((StatusCode::ACCEPTED, Json(acc)))
+    let now = st.clock.now_ms();
+    let (account, link) =
+        st.db.call(move |c| Ok((load(c, &tenant, &id)?, load_link(c, &tenant, &id, now)?))).await?;
+    let account = account.ok_or(ApiError::NotFound("account"))?;
+    Ok((StatusCode::ACCEPTED, Json(ConnectResponse { account, link })))
+}
+
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/qr", tag = "accounts", params(("id" = String, Path)),
+    responses((status = 200, body = LinkInfo), (status = 404, body = crate::error::ErrorBody),
+              (status = 409, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+/// The current QR code (or pairing code) of an account waiting to be linked.
+pub async fn qr(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<LinkInfo>, ApiError> {
+    p.require(Permission::Read)?;
+    let tenant = p.tenant_id.clone();
+    let now = st.clock.now_ms();
+    let (account, link) =
+        st.db.call(move |c| Ok((load(c, &tenant, &id)?, load_link(c, &tenant, &id, now)?))).await?;
+    let account = account.ok_or(ApiError::NotFound("account"))?;
+    link.map(Json).ok_or_else(|| ApiError::Conflict {
+        code: "no_qr",
+        message: format!("account is {}; no QR or pairing code to show", account.state.as_str()),
+    })
 }
 
 #[utoipa::path(post, path = "/api/v1/accounts/{id}/disconnect", tag = "accounts", params(("id" = String, Path)),
@@ -548,12 +661,115 @@ async fn run_transition(
     }
 }
 
-/// The server's [`SessionEvents`](crate::runtime::SessionEvents) sink: applies each event as a
-/// recorded transition and wakes the webhook worker.
+/// The server's [`SessionEvents`](crate::runtime::SessionEvents) sink: applies each event (a
+/// recorded transition, a message, a receipt), then publishes it on the live bus and wakes the
+/// webhook worker.
 pub struct DbSessionEvents {
     pub db: crate::db::Db,
     pub clock: crate::clock::SharedClock,
     pub notify: std::sync::Arc<tokio::sync::Notify>,
+    pub live: crate::live::LiveBus,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
+impl DbSessionEvents {
+    /// A sink writing to `st`'s database and bus.
+    pub fn new(
+        db: crate::db::Db,
+        clock: crate::clock::SharedClock,
+        notify: std::sync::Arc<tokio::sync::Notify>,
+        live: crate::live::LiveBus,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Self {
+        Self { db, clock, notify, live, metrics }
+    }
+}
+
+/// What applying one session event produced, for the live bus.
+fn applied_events(
+    c: &mut rusqlite::Connection,
+    tenant_id: &str,
+    account_id: &str,
+    event: &SessionEvent,
+    now: i64,
+) -> Result<Vec<(&'static str, serde_json::Value)>, TransitionError> {
+    use crate::messages;
+    let mut out = Vec::new();
+    match event {
+        SessionEvent::MessageStatus { message_id, status, at_ms } => {
+            if let Some(d) = messages::apply_status(c, tenant_id, account_id, message_id, *status, *at_ms)? {
+                out.push(("message_status_update", d));
+            }
+            return Ok(out);
+        }
+        SessionEvent::IncomingMessage {
+            message_id,
+            chat,
+            from,
+            from_phone,
+            push_name,
+            text,
+            media,
+            timestamp_ms,
+        } => {
+            let m = messages::Incoming {
+                wa_id: message_id,
+                chat,
+                from,
+                from_phone: from_phone.as_deref(),
+                push_name: push_name.as_deref(),
+                text: text.as_deref(),
+                media: *media,
+                timestamp_ms: *timestamp_ms,
+            };
+            if let Some(stored) = messages::record_incoming(c, tenant_id, account_id, &m, now)? {
+                out.push(("incoming_message", serde_json::to_value(stored).unwrap_or_default()));
+            }
+            return Ok(out);
+        }
+        _ => {}
+    }
+    let before = load(c, tenant_id, account_id)?.map(|a| a.state);
+    apply_session_event(c, tenant_id, account_id, event, now)?;
+    let (qr, pairing) = match event {
+        SessionEvent::Qr { code, expires_at_ms } => (Some((code.as_str(), *expires_at_ms)), None),
+        SessionEvent::PairingCode { code, expires_at_ms } => (None, Some((code.as_str(), *expires_at_ms))),
+        _ => (None, None),
+    };
+    let tx = c.transaction()?;
+    tx.execute(
+        "UPDATE accounts SET qr_code = ?3, pairing_code = ?4, qr_expires_at = ?5 WHERE tenant_id = ?1 AND id = ?2",
+        params![
+            tenant_id,
+            account_id,
+            qr.map(|q| q.0),
+            pairing.map(|p| p.0),
+            qr.map(|q| q.1).or(pairing.map(|p| p.1))
+        ],
+    )?;
+    if let Some((code, exp)) = qr {
+        let data = serde_json::json!({ "account_id": account_id, "qr": code, "expires_at": exp });
+        outbox::enqueue(&tx, tenant_id, Some(account_id), "qr_code", data.clone(), now)?;
+        out.push(("qr_code", data));
+    }
+    if let Some((code, exp)) = pairing {
+        let data = serde_json::json!({ "account_id": account_id, "pairing_code": code, "expires_at": exp });
+        outbox::enqueue(&tx, tenant_id, Some(account_id), "pairing_code", data.clone(), now)?;
+        out.push(("pairing_code", data));
+    }
+    tx.commit()?;
+    if let Some(acc) = load(c, tenant_id, account_id)?
+        && Some(acc.state) != before
+    {
+        out.push((
+            "connection_update",
+            serde_json::json!({
+                "account_id": account_id, "from": before.map(AccountState::as_str), "state": acc.state.as_str(),
+                "reason": acc.state_reason, "phone": acc.phone, "push_name": acc.push_name,
+            }),
+        ));
+    }
+    Ok(out)
 }
 
 impl crate::runtime::SessionEvents for DbSessionEvents {
@@ -565,9 +781,16 @@ impl crate::runtime::SessionEvents for DbSessionEvents {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
             let now = self.clock.now_ms();
+            if matches!(event, SessionEvent::IncomingMessage { .. }) {
+                crate::metrics::Metrics::inc(&self.metrics.messages_received);
+            }
             let (t, a) = (tenant_id.to_owned(), account_id.to_owned());
-            match self.db.call(move |c| Ok(apply_session_event(c, &t, &a, &event, now))).await {
-                Ok(Ok(())) => {}
+            match self.db.call(move |c| Ok(applied_events(c, &t, &a, &event, now))).await {
+                Ok(Ok(events)) => {
+                    for (name, data) in events {
+                        self.live.publish(tenant_id, Some(account_id), name, data, now);
+                    }
+                }
                 Ok(Err(e)) => tracing::warn!(account_id, error = %e, "session event not applied"),
                 Err(e) => tracing::error!(account_id, error = %e, "session event not applied"),
             }

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{accounts, tenants, webhooks};
+use crate::{accounts, emulator_api, live_ws, messages, metrics, tenants, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,8 +23,12 @@ use crate::{accounts, tenants, webhooks};
         accounts::create, accounts::list, accounts::get, accounts::update, accounts::delete,
         accounts::activity, accounts::connect, accounts::disconnect, accounts::logout,
         webhooks::create, webhooks::list, webhooks::delete, webhooks::deliveries, webhooks::replay,
+        messages::send, messages::history, messages::get_message, messages::download_media,
+        messages::check_numbers, metrics::metrics, accounts::qr, live_ws::events_ws,
+        emulator_api::scan, emulator_api::enter_code, emulator_api::create_phone, emulator_api::phone_send,
+        emulator_api::phone_inbox, emulator_api::phone_read,
     ),
-    components(schemas(crate::outbox::EventEnvelope)),
+    components(schemas(crate::outbox::EventEnvelope, crate::live::LiveEvent)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;
@@ -63,7 +67,7 @@ pub async fn readyz(State(st): State<AppState>) -> Result<Json<serde_json::Value
 }
 
 async fn openapi_json() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
+    Json(ApiDoc::openapi().merge_from(crate::campaigns::CampaignsApi::openapi()))
 }
 
 async fn not_found() -> ApiError {
@@ -94,10 +98,24 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/accounts/{id}/connect", post(accounts::connect))
         .route("/api/v1/accounts/{id}/disconnect", post(accounts::disconnect))
         .route("/api/v1/accounts/{id}/logout", post(accounts::logout))
+        .route("/metrics", get(metrics::metrics))
+        .route("/api/v1/accounts/{id}/qr", get(accounts::qr))
+        .route("/api/v1/events/ws", get(live_ws::events_ws))
+        .route("/api/v1/emulator/accounts/{id}/scan", post(emulator_api::scan))
+        .route("/api/v1/emulator/accounts/{id}/enter-code", post(emulator_api::enter_code))
+        .route("/api/v1/emulator/phones", post(emulator_api::create_phone))
+        .route("/api/v1/emulator/phones/{phone}/send", post(emulator_api::phone_send))
+        .route("/api/v1/emulator/phones/{phone}/inbox", get(emulator_api::phone_inbox))
+        .route("/api/v1/emulator/phones/{phone}/read", post(emulator_api::phone_read))
+        .route("/api/v1/accounts/{id}/messages", post(messages::send).get(messages::history))
+        .route("/api/v1/accounts/{id}/messages/{message_id}", get(messages::get_message))
+        .route("/api/v1/accounts/{id}/messages/{message_id}/media", get(messages::download_media))
+        .route("/api/v1/accounts/{id}/check-numbers", post(messages::check_numbers))
         .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/api/v1/webhooks/{id}", delete(webhooks::delete))
         .route("/api/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/api/v1/webhooks/deliveries/{id}/replay", post(webhooks::replay))
+        .merge(crate::campaigns::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

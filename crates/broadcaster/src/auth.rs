@@ -130,6 +130,13 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let key = presented_key(parts).ok_or(ApiError::Unauthorized)?;
+        authenticate(state, key).await
+    }
+}
+
+/// The principal of a clear-text API key (checked by hash), after the per-key rate limit.
+pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiError> {
+    {
         let hash = hash_key(key);
         let found = state
             .db
@@ -146,8 +153,27 @@ impl FromRequestParts<AppState> for Principal {
         let (key_id, tenant_id, role) = found.ok_or(ApiError::Unauthorized)?;
         let role =
             Role::parse(&role).ok_or_else(|| ApiError::Internal(format!("key {key_id} has bad role")))?;
+        if let Err(retry_after_secs) =
+            state.rate.check(&key_id, state.limits.requests_per_minute, state.clock.now_ms())
+        {
+            crate::metrics::Metrics::inc(&state.metrics.rate_limited);
+            return Err(ApiError::RateLimited {
+                code: "rate_limited",
+                message: format!(
+                    "this API key is limited to {} requests per minute; retry in {retry_after_secs} s",
+                    state.limits.requests_per_minute
+                ),
+                retry_after_secs,
+                reset_at: None,
+            });
+        }
         Ok(Principal { tenant_id, key_id, role })
     }
+}
+
+/// The key a request presents in `Authorization: Bearer` or `X-API-Key`.
+pub fn request_key(parts: &Parts) -> Option<&str> {
+    presented_key(parts)
 }
 
 /// Inserts a key for `tenant_id`; returns its id and the clear text to show once.

@@ -25,7 +25,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 )]
 pub struct Cli {
     /// TOML configuration file (keys: listen, data_dir, max_body_bytes, shutdown_timeout_secs,
-    /// webhook_max_attempts, webhook_base_delay_ms, webhook_max_delay_ms, webhook_timeout_secs, log).
+    /// webhook_max_attempts, webhook_base_delay_ms, webhook_max_delay_ms, webhook_timeout_secs, log,
+    /// emulator, rate_limit_per_minute, media_max_bytes).
     #[arg(long, short = 'c', env = "BROADCASTER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -55,6 +56,16 @@ pub struct Cli {
     /// Log level: error, warn, info, debug or trace [default: info].
     #[arg(long, env = "BROADCASTER_LOG", value_name = "LEVEL")]
     pub log: Option<String>,
+    /// Run against an in-process WhatsApp emulator instead of WhatsApp (offline demo and tests);
+    /// enables the `/api/v1/emulator/...` endpoints that play the phone's part.
+    #[arg(long, env = "BROADCASTER_EMULATOR")]
+    pub emulator: bool,
+    /// Requests per minute per API key; 0 disables the limit [default: 600].
+    #[arg(long, env = "BROADCASTER_RATE_LIMIT_PER_MINUTE", value_name = "N")]
+    pub rate_limit_per_minute: Option<u32>,
+    /// Largest media file fetched by URL or uploaded, in bytes [default: 16777216].
+    #[arg(long, env = "BROADCASTER_MEDIA_MAX_BYTES", value_name = "BYTES")]
+    pub media_max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +80,9 @@ struct FileConfig {
     webhook_max_delay_ms: Option<i64>,
     webhook_timeout_secs: Option<u64>,
     log: Option<String>,
+    emulator: Option<bool>,
+    rate_limit_per_minute: Option<u32>,
+    media_max_bytes: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +105,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub webhook: RetryPolicy,
     pub log_level: tracing::Level,
+    pub emulator: bool,
+    pub rate_limit_per_minute: u32,
+    pub media_max_bytes: usize,
 }
 
 impl Config {
@@ -138,7 +155,14 @@ impl Config {
         if max_body_bytes < 1024 {
             return Err(ConfigError::Invalid("max_body_bytes", "must be at least 1024".into()));
         }
+        let media_max_bytes = cli.media_max_bytes.or(file.media_max_bytes).unwrap_or(16 * 1024 * 1024);
+        if media_max_bytes < 1024 {
+            return Err(ConfigError::Invalid("media_max_bytes", "must be at least 1024".into()));
+        }
         Ok(Self {
+            emulator: cli.emulator || file.emulator.unwrap_or(false),
+            rate_limit_per_minute: cli.rate_limit_per_minute.or(file.rate_limit_per_minute).unwrap_or(600),
+            media_max_bytes,
             listen,
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
             max_body_bytes,

@@ -120,6 +120,58 @@ CREATE TABLE webhook_outbox (
 CREATE INDEX webhook_outbox_due ON webhook_outbox(status, next_attempt_at);
 CREATE INDEX webhook_outbox_tenant ON webhook_outbox(tenant_id, webhook_id, created_at);
 "#,
+    // 2: messages with media metadata, replies, per-status timestamps; early receipts; current QR
+    r#"
+ALTER TABLE accounts ADD COLUMN qr_code TEXT;
+ALTER TABLE accounts ADD COLUMN qr_expires_at INTEGER;
+ALTER TABLE accounts ADD COLUMN pairing_code TEXT;
+DROP TABLE messages;
+CREATE TABLE messages (
+    id             TEXT PRIMARY KEY,
+    tenant_id      TEXT NOT NULL,
+    account_id     TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    direction      TEXT NOT NULL CHECK (direction IN ('outgoing','incoming')),
+    chat_jid       TEXT NOT NULL,
+    sender_jid     TEXT,
+    sender_phone   TEXT,
+    push_name      TEXT,
+    wa_message_id  TEXT,
+    kind           TEXT NOT NULL,
+    body           TEXT,
+    media_mimetype TEXT,
+    media_file_name TEXT,
+    media_size     INTEGER,
+    quoted_id      TEXT,
+    status         TEXT NOT NULL CHECK (status IN ('pending','sent','delivered','read','played','failed','received')),
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    error          TEXT,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL,
+    sent_at        INTEGER,
+    delivered_at   INTEGER,
+    read_at        INTEGER,
+    played_at      INTEGER,
+    failed_at      INTEGER
+);
+CREATE INDEX messages_account ON messages(tenant_id, account_id, created_at, id);
+CREATE INDEX messages_chat ON messages(tenant_id, account_id, chat_jid, created_at, id);
+CREATE UNIQUE INDEX messages_wa_id ON messages(account_id, direction, wa_message_id)
+    WHERE wa_message_id IS NOT NULL;
+CREATE TABLE message_media (
+    message_id TEXT PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+    data       BLOB NOT NULL
+);
+-- Receipts that arrive before the send call recorded the WhatsApp id (a fast recipient).
+CREATE TABLE early_receipts (
+    account_id    TEXT NOT NULL,
+    wa_message_id TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    at            INTEGER NOT NULL,
+    PRIMARY KEY (account_id, wa_message_id, status)
+);
+"#,
+    // 3: contacts, templates, campaigns (issue 8)
+    crate::campaigns::schema::MIGRATION,
 ];
 
 /// Schema version this binary writes.

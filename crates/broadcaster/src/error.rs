@@ -28,6 +28,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("{0}")]
     Unavailable(String),
+    /// A limit was reached: 429 with `Retry-After`.
+    #[error("{message}")]
+    RateLimited { code: &'static str, message: String, retry_after_secs: u64, reset_at: Option<i64> },
     #[error("internal error")]
     Internal(String),
 }
@@ -46,6 +49,7 @@ impl ApiError {
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::RateLimited { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -85,7 +89,15 @@ impl IntoResponse for ApiError {
             tracing::error!(%detail, "internal error");
         }
         let body = ErrorBody { error: ErrorDetail { code: code.to_owned(), message: self.to_string() } };
-        (status, axum::Json(body)).into_response()
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Self::RateLimited { retry_after_secs, reset_at, .. } = &self {
+            let h = resp.headers_mut();
+            h.insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(*retry_after_secs));
+            if let Some(r) = reset_at {
+                h.insert("x-ratelimit-reset", axum::http::HeaderValue::from(*r));
+            }
+        }
+        resp
     }
 }
 

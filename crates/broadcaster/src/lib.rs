@@ -10,15 +10,26 @@ pub mod account_state;
 pub mod accounts;
 pub mod app;
 pub mod auth;
+pub mod campaigns;
 pub mod clock;
 pub mod config;
+pub mod contacts;
 pub mod db;
+pub mod emulator_api;
 pub mod error;
+pub mod fetch;
+pub mod live;
+pub mod live_ws;
+pub mod messages;
+pub mod metrics;
 pub mod outbox;
 pub mod phone;
+pub mod ratelimit;
 pub mod runtime;
 pub mod state;
+pub mod templates;
 pub mod tenants;
+pub mod wa_runtime;
 pub mod webhooks;
 
 use std::future::Future;
@@ -26,11 +37,17 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use crate::account_state::AccountState;
+use crate::accounts::DbSessionEvents;
 use crate::auth::Bootstrap;
 use crate::clock::{Clock as _, SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::{Db, DbError};
+use crate::fetch::FetchPolicy;
+use crate::runtime::{AccountRuntime, LinkMethod};
 use crate::state::AppState;
+use crate::state::Limits;
+use crate::wa_runtime::{Upstream, WaRuntime};
 use crate::webhooks::WebhookWorker;
 
 /// Errors that stop the server.
@@ -45,6 +62,8 @@ pub enum ServeError {
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    #[error("WhatsApp auth store: {0}")]
+    AuthStore(String),
 }
 
 /// Opens the database in `config.data_dir` and ensures the bootstrap admin key exists. A newly
@@ -63,24 +82,139 @@ pub async fn open_database(
     Ok((db, boot))
 }
 
+/// Everything [`serve`] runs: the state handlers see, the WhatsApp runtime and (with
+/// `--emulator`) the in-process emulator.
+pub struct Server {
+    pub state: AppState,
+    pub runtime: Arc<WaRuntime>,
+}
+
+/// Builds the server's state: live bus, metrics, limits, the `wa-client` runtime over the auth
+/// store in the data directory, and the emulator when `config.emulator` is set.
+pub async fn build_server(config: &Config, db: Db) -> Result<Server, ServeError> {
+    build_server_with(config, db, None).await
+}
+
+/// [`build_server`] using an emulator the caller started (it outlives the server; tests restart
+/// the server against the same emulator). `emulator` implies emulator mode.
+pub async fn build_server_with(
+    config: &Config,
+    db: Db,
+    emulator: Option<Arc<wa_emulator::EmulatorHandle>>,
+) -> Result<Server, ServeError> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let notify = Arc::new(Notify::new());
+    let mut state = AppState::new(db.clone(), clock.clone(), None, notify.clone());
+    state.limits = Arc::new(Limits {
+        fetch: FetchPolicy { max_bytes: config.media_max_bytes, ..FetchPolicy::default() },
+        requests_per_minute: config.rate_limit_per_minute,
+    });
+    let upstream = if let Some(emu) = emulator {
+        let up = Upstream::emulator(&emu);
+        state.emulator = Some(emu);
+        up
+    } else if config.emulator {
+        let emu = wa_emulator::Emulator::start(wa_emulator::EmulatorConfig::default()).await?;
+        tracing::info!(url = %emu.ws_url(), "in-process WhatsApp emulator started");
+        let up = Upstream::emulator(&emu);
+        state.emulator = Some(Arc::new(emu));
+        up
+    } else {
+        Upstream::whatsapp()
+    };
+    let store_path = config.data_dir.join("wa-auth.sqlite3");
+    let store =
+        WaRuntime::open_sqlite_store(&store_path).await.map_err(|e| ServeError::AuthStore(e.to_string()))?;
+    let sink = DbSessionEvents::new(db, clock.clone(), notify, state.live.clone(), state.metrics.clone());
+    let runtime = Arc::new(WaRuntime::new(store, upstream, Arc::new(sink), clock, state.metrics.clone()));
+    state.runtime = Some(runtime.clone() as Arc<dyn AccountRuntime>);
+    Ok(Server { state, runtime })
+}
+
+/// Reconnects every account that was active (or reconnecting) when the server last stopped.
+/// Stored credentials log in without pairing; an account whose device was unlinked meanwhile
+/// ends `logged_out` through the normal event path.
+pub async fn resume_sessions(st: &AppState) -> Result<usize, ServeError> {
+    let Some(runtime) = st.runtime.clone() else { return Ok(0) };
+    let rows: Vec<(String, String, String)> = st
+        .db
+        .call(|c| {
+            Ok(c.prepare(
+                "SELECT tenant_id, id, state FROM accounts WHERE state IN ('active','reconnecting')",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<Vec<_>, _>>()?)
+        })
+        .await?;
+    let mut n = 0;
+    for (tenant, id, state) in rows {
+        if state == "active" {
+            let now = st.clock.now_ms();
+            let (t, a) = (tenant.clone(), id.clone());
+            let r = st
+                .db
+                .call(move |c| {
+                    Ok(accounts::transition(
+                        c,
+                        &t,
+                        &a,
+                        AccountState::Reconnecting,
+                        Some("server restart"),
+                        now,
+                    ))
+                })
+                .await?;
+            if let Err(e) = r {
+                tracing::warn!(account_id = %id, error = %e, "not resumed");
+                continue;
+            }
+        }
+        match runtime.connect(&tenant, &id, LinkMethod::Qr).await {
+            Ok(()) => n += 1,
+            Err(e) => tracing::warn!(account_id = %id, error = %e, "resume failed"),
+        }
+    }
+    st.outbox_notify.notify_one();
+    Ok(n)
+}
+
 /// Serves the API on an already-bound listener until `shutdown` resolves, then drains in-flight
-/// requests and stops the webhook worker (bounded by `config.shutdown_timeout`).
+/// requests, stops the webhook worker and closes every WhatsApp session (bounded by
+/// `config.shutdown_timeout`). Accounts stay `active` in the database and resume at next start.
 pub async fn serve(
     config: &Config,
     db: Db,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let clock: SharedClock = Arc::new(SystemClock);
-    let notify = Arc::new(Notify::new());
-    let state =
-        AppState { db: db.clone(), clock: clock.clone(), runtime: None, outbox_notify: notify.clone() };
+    let server = build_server(config, db).await?;
+    serve_with(config, server, listener, shutdown).await
+}
+
+/// [`serve`] with a prepared [`Server`].
+pub async fn serve_with(
+    config: &Config,
+    server: Server,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let Server { state, runtime } = server;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let worker = WebhookWorker::new(db, clock, config.webhook.clone(), notify);
+    let worker = WebhookWorker::new(
+        state.db.clone(),
+        state.clock.clone(),
+        config.webhook.clone(),
+        state.outbox_notify.clone(),
+    );
     let mut worker_rx = stop_rx.clone();
     let worker_task = tokio::spawn(worker.run(async move {
         let _ = worker_rx.wait_for(|s| *s).await;
     }));
+    let resumed = resume_sessions(&state).await?;
+    if resumed > 0 {
+        tracing::info!(resumed, "resumed WhatsApp sessions");
+    }
+    let emulator = state.emulator.clone();
     let app = app::router(state, config.max_body_bytes);
     tracing::info!(addr = %listener.local_addr()?, "broadcaster listening");
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -97,9 +231,18 @@ pub async fn serve(
             tokio::time::sleep(timeout).await;
         } => tracing::warn!("shutdown timeout reached; abandoning in-flight requests"),
     }
+    match tokio::time::timeout(timeout, runtime.shutdown()).await {
+        Ok(()) => tracing::info!("WhatsApp sessions closed"),
+        Err(_) => tracing::warn!("WhatsApp sessions did not close in time"),
+    }
     match tokio::time::timeout(timeout, worker_task).await {
         Ok(_) => tracing::info!("webhook worker stopped"),
         Err(_) => tracing::warn!("webhook worker did not stop in time"),
+    }
+    if let Some(emu) = emulator
+        && let Ok(emu) = Arc::try_unwrap(emu)
+    {
+        emu.shutdown().await;
     }
     Ok(())
 }

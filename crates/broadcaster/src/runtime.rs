@@ -9,6 +9,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use serde::{Deserialize, Serialize};
+
 /// How to link a new device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkMethod {
@@ -51,6 +53,153 @@ pub enum SessionEvent {
     Failed {
         reason: String,
     },
+    /// A sent message's delivery status changed (from a receipt).
+    MessageStatus {
+        message_id: String,
+        status: DeliveryStatus,
+        at_ms: i64,
+    },
+    /// A message arrived on this account.
+    IncomingMessage {
+        message_id: String,
+        /// The chat JID (user or group).
+        chat: String,
+        /// The sender's JID.
+        from: String,
+        /// The sender's E.164 number when known.
+        from_phone: Option<String>,
+        push_name: Option<String>,
+        /// Text body or media caption.
+        text: Option<String>,
+        media: Option<MediaKind>,
+        timestamp_ms: i64,
+    },
+}
+
+/// Where a message is on its way to the recipient. Ordered: a status never moves backwards
+/// (except to `Failed`, which the server handles explicitly).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Sent,
+    Delivered,
+    Read,
+    Played,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Played => "played",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "sent" => Self::Sent,
+            "delivered" => Self::Delivered,
+            "read" => Self::Read,
+            "played" => Self::Played,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// The kind of a media message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    Image,
+    Video,
+    Audio,
+    /// Push-to-talk audio.
+    Voice,
+    Document,
+    Sticker,
+}
+
+impl MediaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Image => "image",
+            Self::Video => "video",
+            Self::Audio => "audio",
+            Self::Voice => "voice",
+            Self::Document => "document",
+            Self::Sticker => "sticker",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "image" => Self::Image,
+            "video" => Self::Video,
+            "audio" => Self::Audio,
+            "voice" => Self::Voice,
+            "document" => Self::Document,
+            "sticker" => Self::Sticker,
+            _ => return None,
+        })
+    }
+}
+
+/// What to send. Media bytes are already fetched and validated by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutgoingContent {
+    Text {
+        body: String,
+        /// Our id of the message this replies to.
+        quoted_id: Option<String>,
+    },
+    Media {
+        kind: MediaKind,
+        data: bytes::Bytes,
+        mimetype: String,
+        caption: Option<String>,
+        file_name: Option<String>,
+    },
+}
+
+/// A message the runtime handed to WhatsApp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SentMessage {
+    pub message_id: String,
+    pub timestamp_ms: i64,
+}
+
+impl SentMessage {
+    pub fn new(message_id: String, timestamp_ms: i64) -> Self {
+        Self { message_id, timestamp_ms }
+    }
+}
+
+/// The answer of an is-on-WhatsApp query for one number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NumberCheck {
+    /// Digits only, no `+`.
+    pub phone: String,
+    pub on_whatsapp: bool,
+    pub jid: Option<String>,
+}
+
+impl NumberCheck {
+    pub fn new(phone: String, on_whatsapp: bool, jid: Option<String>) -> Self {
+        Self { phone, on_whatsapp, jid }
+    }
 }
 
 /// Errors a runtime returns for a command.
@@ -90,4 +239,20 @@ pub trait AccountRuntime: Send + Sync + 'static {
     fn disconnect<'a>(&'a self, tenant_id: &'a str, account_id: &'a str) -> RuntimeFuture<'a, ()>;
     /// Unlinks the device and forgets its credentials.
     fn logout<'a>(&'a self, tenant_id: &'a str, account_id: &'a str) -> RuntimeFuture<'a, ()>;
+    /// Sends `content` to `to`, a JID string (user or group) or E.164 digits.
+    /// Errors: [`RuntimeError::NotRunning`] when the account is not connected.
+    fn send<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        to: &'a str,
+        content: OutgoingContent,
+    ) -> RuntimeFuture<'a, SentMessage>;
+    /// Asks WhatsApp which of `phones` (E.164 digits) have an account.
+    fn check_numbers<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        phones: &'a [String],
+    ) -> RuntimeFuture<'a, Vec<NumberCheck>>;
 }

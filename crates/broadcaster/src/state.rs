@@ -6,14 +6,55 @@ use tokio::sync::Notify;
 
 use crate::clock::SharedClock;
 use crate::db::Db;
+use crate::fetch::FetchPolicy;
+use crate::live::LiveBus;
+use crate::metrics::Metrics;
 use crate::runtime::AccountRuntime;
+
+/// Server-wide limits handlers enforce.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Media fetched by URL or uploaded inline.
+    pub fetch: FetchPolicy,
+    /// Requests per minute per API key (0: unlimited).
+    pub requests_per_minute: u32,
+}
 
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
     pub clock: SharedClock,
-    /// `None` until a WhatsApp runtime is wired in; connect then answers 503.
+    /// `None` when no WhatsApp runtime is wired in; connect then answers 503.
     pub runtime: Option<Arc<dyn AccountRuntime>>,
     /// Wakes the webhook worker when new outbox rows may be due.
     pub outbox_notify: Arc<Notify>,
+    /// Live events for WebSocket clients and in-process consumers (the campaign engine).
+    pub live: LiveBus,
+    pub metrics: Arc<Metrics>,
+    pub limits: Arc<Limits>,
+    pub rate: Arc<crate::ratelimit::RateLimiter>,
+    /// The in-process emulator of `--emulator` (enables the `/api/v1/emulator` endpoints).
+    pub emulator: Option<Arc<wa_emulator::EmulatorHandle>>,
+}
+
+impl AppState {
+    /// State with default limits, a fresh live bus and metrics, no emulator.
+    pub fn new(
+        db: Db,
+        clock: SharedClock,
+        runtime: Option<Arc<dyn AccountRuntime>>,
+        outbox_notify: Arc<Notify>,
+    ) -> Self {
+        Self {
+            db,
+            clock,
+            runtime,
+            outbox_notify,
+            live: LiveBus::new(),
+            metrics: Arc::new(Metrics::default()),
+            limits: Arc::new(Limits::default()),
+            rate: Arc::new(crate::ratelimit::RateLimiter::default()),
+            emulator: None,
+        }
+    }
 }

@@ -38,6 +38,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "incoming_message",
     "message_status_update",
     "account_health",
+    "message_sent",
 ];
 
 pub const SIGNATURE_HEADER: &str = "x-broadcaster-signature";

@@ -13,7 +13,10 @@ use broadcaster::accounts::DbSessionEvents;
 use broadcaster::auth::{Bootstrap, bootstrap_admin};
 use broadcaster::clock::{Clock, ManualClock, SharedClock};
 use broadcaster::db::Db;
-use broadcaster::runtime::{AccountRuntime, LinkMethod, RuntimeFuture, SessionEvent, SessionEvents};
+use broadcaster::runtime::{
+    AccountRuntime, LinkMethod, NumberCheck, OutgoingContent, RuntimeFuture, SentMessage, SessionEvent,
+    SessionEvents,
+};
 use broadcaster::state::AppState;
 use broadcaster::webhooks::{RetryPolicy, WebhookWorker};
 use http_body_util::BodyExt;
@@ -31,9 +34,7 @@ struct Harness {
     admin: String,
 }
 
-async fn harness_with(
-    runtime: impl FnOnce(&Db, SharedClock, Arc<Notify>) -> Option<Arc<dyn AccountRuntime>>,
-) -> Harness {
+async fn harness_with(runtime: impl FnOnce(DbSessionEvents) -> Option<Arc<dyn AccountRuntime>>) -> Harness {
     let db = Db::open_in_memory().unwrap();
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let now = clock.now_ms();
@@ -43,13 +44,15 @@ async fn harness_with(
     };
     let notify = Arc::new(Notify::new());
     let shared: SharedClock = clock.clone();
-    let runtime = runtime(&db, shared.clone(), notify.clone());
-    let state = AppState { db: db.clone(), clock: shared, runtime, outbox_notify: notify.clone() };
+    let mut state = AppState::new(db.clone(), shared.clone(), None, notify.clone());
+    let events =
+        DbSessionEvents::new(db.clone(), shared, notify.clone(), state.live.clone(), state.metrics.clone());
+    state.runtime = runtime(events);
     Harness { app: broadcaster::app::router(state, MAX_BODY), db, clock, notify, admin }
 }
 
 async fn harness() -> Harness {
-    harness_with(|_, _, _| None).await
+    harness_with(|_| None).await
 }
 
 impl Harness {
@@ -350,6 +353,36 @@ impl AccountRuntime for ScriptedRuntime {
             Ok(())
         })
     }
+    fn send<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        to: &'a str,
+        content: OutgoingContent,
+    ) -> RuntimeFuture<'a, SentMessage> {
+        Box::pin(async move {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(format!("send {to} {content:?}"));
+            Ok(SentMessage::new(format!("3EB0{:016X}", calls.len()), 1_700_000_000_000))
+        })
+    }
+    fn check_numbers<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        phones: &'a [String],
+    ) -> RuntimeFuture<'a, Vec<NumberCheck>> {
+        Box::pin(async move {
+            // Scripted: numbers ending in an even digit are on WhatsApp.
+            Ok(phones
+                .iter()
+                .map(|p| {
+                    let on = p.ends_with(['0', '2', '4', '6', '8']);
+                    NumberCheck::new(p.clone(), on, on.then(|| format!("{p}@s.whatsapp.net")))
+                })
+                .collect())
+        })
+    }
 }
 
 #[tokio::test]
@@ -364,11 +397,8 @@ async fn connect_without_runtime_is_503_and_state_unchanged() {
 
 #[tokio::test]
 async fn state_machine_transitions_are_recorded_through_the_runtime_seam() {
-    let h = harness_with(|db, clock, notify| {
-        Some(Arc::new(ScriptedRuntime {
-            events: DbSessionEvents { db: db.clone(), clock, notify },
-            calls: Mutex::new(Vec::new()),
-        }) as Arc<dyn AccountRuntime>)
+    let h = harness_with(|events| {
+        Some(Arc::new(ScriptedRuntime { events, calls: Mutex::new(Vec::new()) }) as Arc<dyn AccountRuntime>)
     })
     .await;
     let k = h.admin.clone();

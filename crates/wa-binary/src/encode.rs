@@ -1,7 +1,9 @@
 //! Encoder: owned [`Node`] to wire bytes.
 //!
-//! Two passes over the node: the first computes the exact encoded length, so the
-//! output is allocated once (or a caller's buffer is grown once); the second writes.
+//! One cheap walk validates the node and bounds its encoded length (string and
+//! byte lengths plus header room, no classification), so the output is allocated
+//! once (or a caller's buffer grown once); a second walk classifies each string and
+//! writes it. [`Encoder::encoded_len`] gives the exact length when a caller needs it.
 //! Strings are written the way Baileys writes them (token, nibble-packed,
 //! hex-packed, JID when they contain `@`, else raw), so encodings are byte-identical.
 
@@ -59,73 +61,6 @@ enum StrKind<'s> {
     Jid(StrJid<'s>),
 }
 
-/// The first pass's string classifications, replayed by the second pass so
-/// that every string is looked up once. Each entry records the string's length
-/// as a check: on any mismatch the writer classifies afresh.
-#[derive(Clone, Copy)]
-struct Planned {
-    kind: u8,
-    a: u8,
-    b: u8,
-    len: u32,
-    user_end: u32,
-    at: u32,
-}
-
-const K_RAW: u8 = 0;
-const K_TOKEN1: u8 = 1;
-const K_TOKEN2: u8 = 2;
-const K_NIBBLE: u8 = 3;
-const K_HEX: u8 = 4;
-const K_AD: u8 = 5;
-const K_PAIR: u8 = 6;
-
-#[derive(Default)]
-struct Plan {
-    items: smallvec::SmallVec<[Planned; 32]>,
-    next: usize,
-}
-
-const K_NONE: u8 = u8::MAX;
-
-impl Planned {
-    #[inline]
-    fn of(s: &str, k: &StrKind<'_>) -> Planned {
-        let len = s.len() as u32;
-        let (kind, a, b, user_end, at) = match *k {
-            StrKind::Raw => (K_RAW, 0, 0, 0, 0),
-            StrKind::Token(Token::Single(x)) => (K_TOKEN1, x, 0, 0, 0),
-            StrKind::Token(Token::Double(d, i)) => (K_TOKEN2, d, i, 0, 0),
-            StrKind::Nibble => (K_NIBBLE, 0, 0, 0, 0),
-            StrKind::Hex => (K_HEX, 0, 0, 0, 0),
-            StrKind::Jid(StrJid::Ad { domain, device, user }) => (K_AD, domain, device, user.len() as u32, 0),
-            StrKind::Jid(StrJid::Pair { user, server }) => {
-                (K_PAIR, 0, 0, user.len() as u32, (s.len() - server.len() - 1) as u32)
-            }
-        };
-        Planned { kind, a, b, len, user_end, at }
-    }
-}
-
-impl Plan {
-    #[inline]
-    fn record(&mut self, s: &str, k: &StrKind<'_>) {
-        self.items.push(Planned::of(s, k));
-    }
-
-    /// The next recorded classification if it is `s`'s; `kind == K_NONE` otherwise.
-    #[inline]
-    fn take(&mut self, s: &str) -> Planned {
-        match self.items.get(self.next) {
-            Some(p) if p.len as usize == s.len() => {
-                self.next += 1;
-                *p
-            }
-            _ => Planned { kind: K_NONE, a: 0, b: 0, len: 0, user_end: 0, at: 0 },
-        }
-    }
-}
-
 // Character classes for packing: bit 0 nibble alphabet, bit 1 hex alphabet, bit 2 '@'.
 const CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -163,16 +98,15 @@ const PACK: [u8; 256] = {
     t
 };
 
+/// Header length of a raw string or byte field (the length was checked to fit).
 #[inline]
-fn binary_header_len(n: usize) -> Result<usize, EncodeError> {
+fn raw_header_len(n: usize) -> usize {
     if n < 256 {
-        Ok(2)
+        2
     } else if n < 1 << 20 {
-        Ok(4)
-    } else if (n as u64) < 1 << 32 {
-        Ok(5)
+        4
     } else {
-        Err(EncodeError::TooLong { len: n })
+        5
     }
 }
 
@@ -197,6 +131,10 @@ impl Default for Encoder {
     }
 }
 
+/// Room a string may need beyond its own bytes: the largest header (`BINARY_32`).
+/// Every form but a JID whose server is itself a JID fits in `len + STR_SLACK`.
+const STR_SLACK: usize = 5;
+
 impl Encoder {
     /// An encoder using `dict`.
     pub fn new(dict: &'static Dictionary) -> Encoder {
@@ -205,51 +143,57 @@ impl Encoder {
 
     /// Exact length of [`Encoder::encode`]'s output (flags byte included).
     pub fn encoded_len(&self, node: &Node) -> Result<usize, EncodeError> {
-        Ok(1 + self.node_len(node, 0, &mut Plan::default())?)
+        self.check(node, 0)?;
+        Ok(1 + self.node_len(node))
     }
 
-    /// Encodes a node as a frame payload: the `0x00` flags byte, then the node.
+    /// Encodes a node as a frame payload: the `0x00` flags byte, then the node, in
+    /// one allocation.
     pub fn encode(&self, node: &Node) -> Result<Vec<u8>, EncodeError> {
-        let mut plan = Plan::default();
-        let len = 1 + self.node_len(node, 0, &mut plan)?;
-        let mut out = Vec::with_capacity(len);
+        let bound = 1 + self.check(node, 0)?;
+        let mut out = Vec::with_capacity(bound);
         out.push(0);
-        self.write_node(node, &mut out, &mut plan);
-        debug_assert_eq!(out.len(), len);
-        debug_assert_eq!(plan.next, plan.items.len(), "every planned string replayed");
+        self.write_node(node, &mut out);
         Ok(out)
     }
 
     /// Appends the flags byte and the node to `out`, growing it at most once.
+    /// On error `out` is left as it was.
     pub fn encode_into(&self, node: &Node, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let mut plan = Plan::default();
-        let len = 1 + self.node_len(node, 0, &mut plan)?;
-        out.reserve(len);
+        let bound = 1 + self.check(node, 0)?;
+        out.reserve(bound);
         out.push(0);
-        self.write_node(node, out, &mut plan);
+        self.write_node(node, out);
         Ok(())
     }
 
-    /// Appends only the node (no flags byte) to `out`.
+    /// Appends only the node (no flags byte) to `out`. On error `out` is left as it was.
     pub fn encode_body_into(&self, node: &Node, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let mut plan = Plan::default();
-        let len = self.node_len(node, 0, &mut plan)?;
-        out.reserve(len);
-        self.write_node(node, out, &mut plan);
+        let bound = self.check(node, 0)?;
+        out.reserve(bound);
+        self.write_node(node, out);
         Ok(())
     }
 
     /// How `s` goes on the wire; `level` counts the JIDs it is nested in.
+    ///
+    /// Same result as trying, in Baileys' order, token, nibble, hex, JID, raw; but
+    /// the dictionary is consulted only when `s` could be a token: strings with `@`
+    /// (no token has one) and packable strings longer than every packable token
+    /// skip it (both facts are checked by build.rs).
     #[inline]
     fn classify<'s>(&self, s: &'s str, level: usize) -> StrKind<'s> {
         let b = s.as_bytes();
-        if b.is_empty() {
+        let n = b.len();
+        if n == 0 {
             return StrKind::Raw;
         }
-        if let Some(t) = self.dict.lookup(s) {
+        if n <= 8
+            && let Some(t) = self.dict.lookup(s)
+        {
             return StrKind::Token(t);
         }
-        if b.len() <= tag::PACKED_MAX {
+        if n <= tag::PACKED_MAX {
             let mut all = 3u8;
             let mut any = 0u8;
             for &c in b {
@@ -257,22 +201,37 @@ impl Encoder {
                 all &= k;
                 any |= k;
             }
-            if all & 1 != 0 {
-                return StrKind::Nibble;
+            if any & 4 != 0 {
+                return self.classify_jid(s, level);
             }
-            if all & 2 != 0 {
-                return StrKind::Hex;
+            if all != 0 {
+                // Packable; a token only if no longer than the longest packable token
+                // (none is longer than 8 today, so this lookup never runs).
+                if n > 8
+                    && n <= self.dict.max_packable_len()
+                    && let Some(t) = self.dict.lookup(s)
+                {
+                    return StrKind::Token(t);
+                }
+                return if all & 1 != 0 { StrKind::Nibble } else { StrKind::Hex };
             }
-            if any & 4 == 0 {
-                return StrKind::Raw;
-            }
-        } else if !b.contains(&b'@') {
-            return StrKind::Raw;
+        } else if b.contains(&b'@') {
+            return self.classify_jid(s, level);
         }
+        if n > 8
+            && let Some(t) = self.dict.lookup(s)
+        {
+            return StrKind::Token(t);
+        }
+        StrKind::Raw
+    }
+
+    /// A string containing `@`: its JID form, or raw where Baileys would write bytes
+    /// that no decoder (its own included) accepts: a JID pair with an empty server
+    /// (`"x@"`), or JIDs nested beyond what decoders read.
+    #[inline]
+    fn classify_jid<'s>(&self, s: &'s str, level: usize) -> StrKind<'s> {
         match strjid::split(s) {
-            // Where Baileys would write bytes that no decoder (its own included)
-            // accepts, we write the text raw instead: a JID pair with an empty
-            // server (`"x@"`), or JIDs nested beyond what decoders read.
             Some(StrJid::Pair { server: "", .. }) => StrKind::Raw,
             Some(_) if level >= MAX_JID_NESTING => StrKind::Raw,
             Some(j) => StrKind::Jid(j),
@@ -280,56 +239,51 @@ impl Encoder {
         }
     }
 
-    fn str_len(&self, mut s: &str, plan: &mut Plan) -> Result<usize, EncodeError> {
+    /// Exact encoded length of a string (the node was checked: lengths fit).
+    fn str_len(&self, mut s: &str) -> usize {
         let mut total = 0;
         let mut level = 0;
         // A JID_PAIR's server is itself a string (possibly another JID): loop, not recurse.
         // A JID's user part never contains '@', so the calls on it never nest further.
         loop {
-            let kind = self.classify(s, level);
-            plan.record(s, &kind);
-            let len = match kind {
-                StrKind::Raw => binary_header_len(s.len())? + s.len(),
+            let len = match self.classify(s, level) {
+                StrKind::Raw => raw_header_len(s.len()) + s.len(),
                 StrKind::Token(t) => t.wire_len(),
                 StrKind::Nibble | StrKind::Hex => 2 + s.len().div_ceil(2),
-                StrKind::Jid(StrJid::Ad { user, .. }) => 3 + self.str_len(user, plan)?,
+                StrKind::Jid(StrJid::Ad { user, .. }) => 3 + self.str_len(user),
                 StrKind::Jid(StrJid::Pair { user, server }) => {
-                    total += 1 + if user.is_empty() { 1 } else { self.str_len(user, plan)? };
+                    total += 1 + if user.is_empty() { 1 } else { self.str_len(user) };
                     s = server;
                     level += 1;
                     continue;
                 }
             };
-            return Ok(total + len);
+            return total + len;
         }
     }
 
-    fn write_str(&self, mut s: &str, out: &mut Vec<u8>, plan: &mut Plan) {
+    #[inline]
+    fn write_str(&self, mut s: &str, out: &mut Vec<u8>) {
         let mut level = 0;
         loop {
-            let mut p = plan.take(s);
-            if p.kind == K_NONE {
-                p = Planned::of(s, &self.classify(s, level));
-            }
-            match p.kind {
-                K_RAW => write_raw(s.as_bytes(), out),
-                K_TOKEN1 => out.push(p.a),
-                K_TOKEN2 => out.extend_from_slice(&[tag::DICTIONARY_0 + p.a, p.b]),
-                K_NIBBLE => write_packed(tag::NIBBLE_8, s.as_bytes(), out),
-                K_HEX => write_packed(tag::HEX_8, s.as_bytes(), out),
-                K_AD => {
-                    out.extend_from_slice(&[tag::AD_JID, p.a, p.b]);
-                    self.write_str(s.get(..p.user_end as usize).unwrap_or(""), out, plan);
+            match self.classify(s, level) {
+                StrKind::Raw => write_raw(s.as_bytes(), out),
+                StrKind::Token(Token::Single(x)) => out.push(x),
+                StrKind::Token(Token::Double(d, i)) => out.extend_from_slice(&[tag::DICTIONARY_0 + d, i]),
+                StrKind::Nibble => write_packed(tag::NIBBLE_8, s.as_bytes(), out),
+                StrKind::Hex => write_packed(tag::HEX_8, s.as_bytes(), out),
+                StrKind::Jid(StrJid::Ad { domain, device, user }) => {
+                    out.extend_from_slice(&[tag::AD_JID, domain, device]);
+                    self.write_str(user, out);
                 }
-                _ => {
+                StrKind::Jid(StrJid::Pair { user, server }) => {
                     out.push(tag::JID_PAIR);
-                    let user = s.get(..p.user_end as usize).unwrap_or("");
                     if user.is_empty() {
                         out.push(tag::LIST_EMPTY);
                     } else {
-                        self.write_str(user, out, plan);
+                        self.write_str(user, out);
                     }
-                    s = s.get(p.at as usize + 1..).unwrap_or("");
+                    s = server;
                     level += 1;
                     continue;
                 }
@@ -338,68 +292,57 @@ impl Encoder {
         }
     }
 
-    fn jid_len(&self, j: &Jid, plan: &mut Plan) -> Result<usize, EncodeError> {
+    fn jid_len(&self, j: &Jid) -> usize {
         let user = j.user();
-        Ok(match j.server() {
-            Server::Messenger => {
-                1 + self.str_len(user, plan)? + 2 + self.str_len(Server::Messenger.as_str(), plan)?
-            }
-            Server::Interop => {
-                1 + self.str_len(user, plan)? + 4 + self.str_len(Server::Interop.as_str(), plan)?
-            }
-            s if j.is_ad() && s.domain_type().is_some() => 3 + self.str_len(user, plan)?,
-            s => {
-                1 + if user.is_empty() { 1 } else { self.str_len(user, plan)? }
-                    + self.str_len(s.as_str(), plan)?
-            }
-        })
+        match j.server() {
+            Server::Messenger => 1 + self.str_len(user) + 2 + self.str_len(Server::Messenger.as_str()),
+            Server::Interop => 1 + self.str_len(user) + 4 + self.str_len(Server::Interop.as_str()),
+            s if j.is_ad() && s.domain_type().is_some() => 3 + self.str_len(user),
+            s => 1 + if user.is_empty() { 1 } else { self.str_len(user) } + self.str_len(s.as_str()),
+        }
     }
 
-    fn write_jid(&self, j: &Jid, out: &mut Vec<u8>, plan: &mut Plan) {
+    fn write_jid(&self, j: &Jid, out: &mut Vec<u8>) {
         let user = j.user();
         match j.server() {
             Server::Messenger => {
                 out.push(tag::FB_JID);
-                self.write_str(user, out, plan);
+                self.write_str(user, out);
                 out.extend_from_slice(&j.device().to_be_bytes());
-                self.write_str(Server::Messenger.as_str(), out, plan);
+                self.write_str(Server::Messenger.as_str(), out);
             }
             Server::Interop => {
                 out.push(tag::INTEROP_JID);
-                self.write_str(user, out, plan);
+                self.write_str(user, out);
                 out.extend_from_slice(&j.device().to_be_bytes());
                 out.extend_from_slice(&j.integrator().to_be_bytes());
-                self.write_str(Server::Interop.as_str(), out, plan);
+                self.write_str(Server::Interop.as_str(), out);
             }
             s => match s.domain_type() {
                 Some(domain) if j.is_ad() => {
                     let domain = if j.agent() != 0 { j.agent() } else { domain };
                     // Jid guarantees devices on these servers fit in a byte.
                     out.extend_from_slice(&[tag::AD_JID, domain, j.device() as u8]);
-                    self.write_str(user, out, plan);
+                    self.write_str(user, out);
                 }
                 _ => {
                     out.push(tag::JID_PAIR);
                     if user.is_empty() {
                         out.push(tag::LIST_EMPTY);
                     } else {
-                        self.write_str(user, out, plan);
+                        self.write_str(user, out);
                     }
-                    self.write_str(s.as_str(), out, plan);
+                    self.write_str(s.as_str(), out);
                 }
             },
         }
     }
 
-    #[inline]
-    fn value_len(&self, v: &Value, plan: &mut Plan) -> Result<usize, EncodeError> {
-        match v {
-            Value::Str(s) => self.str_len(s, plan),
-            Value::Jid(j) => self.jid_len(j, plan),
-        }
-    }
-
-    fn node_len(&self, node: &Node, depth: usize, plan: &mut Plan) -> Result<usize, EncodeError> {
+    /// Validates `node` (depth, tag, counts, lengths) and returns an upper bound of
+    /// its encoded length: every string counted as its bytes plus the largest header.
+    /// Only strings with `@` that nest JIDs (`a@b@c`) or are 256 bytes or longer can
+    /// exceed it; the writer then grows the buffer like any `Vec`.
+    fn check(&self, node: &Node, depth: usize) -> Result<usize, EncodeError> {
         if depth > MAX_ENCODE_DEPTH {
             return Err(EncodeError::TooDeep);
         }
@@ -411,9 +354,14 @@ impl Encoder {
         if list > u16::MAX as usize {
             return Err(EncodeError::TooManyAttrs { tag: node.tag.to_string(), count: n_attrs });
         }
-        let mut len = list_header_len(list) + self.str_len(&node.tag, plan)?;
+        // List header (3), tag, then per attribute: key and value.
+        let mut len = 3 + node.tag.len() + STR_SLACK + n_attrs * (2 * STR_SLACK);
         for a in &node.attrs {
-            len += self.str_len(&a.key, plan)? + self.value_len(&a.value, plan)?;
+            len += check_str(&a.key)?
+                + match &a.value {
+                    Value::Str(s) => check_str(s)?,
+                    Value::Jid(j) => JID_BOUND + j.user().len(),
+                };
         }
         len += match &node.content {
             Content::None => 0,
@@ -424,28 +372,50 @@ impl Encoder {
                         count: children.len(),
                     });
                 }
-                let mut l = list_header_len(children.len());
+                let mut l = 3;
                 for c in children {
-                    l += self.node_len(c, depth + 1, plan)?;
+                    l += self.check(c, depth + 1)?;
                 }
                 l
             }
-            Content::Bytes(b) => binary_header_len(b.len())? + b.len(),
-            Content::Str(s) => self.str_len(s, plan)?,
-            Content::Jid(j) => self.jid_len(j, plan)?,
+            Content::Bytes(b) => STR_SLACK + check_str(b)?,
+            Content::Str(s) => STR_SLACK + check_str(s)?,
+            Content::Jid(j) => JID_BOUND + j.user().len(),
         };
         Ok(len)
     }
 
-    fn write_node(&self, node: &Node, out: &mut Vec<u8>, plan: &mut Plan) {
+    /// Exact encoded length of a checked node.
+    fn node_len(&self, node: &Node) -> usize {
+        let list = 1 + 2 * node.attrs.len() + usize::from(!matches!(node.content, Content::None));
+        let mut len = list_header_len(list) + self.str_len(&node.tag);
+        for a in &node.attrs {
+            len += self.str_len(&a.key)
+                + match &a.value {
+                    Value::Str(s) => self.str_len(s),
+                    Value::Jid(j) => self.jid_len(j),
+                };
+        }
+        len + match &node.content {
+            Content::None => 0,
+            Content::Children(children) => {
+                list_header_len(children.len()) + children.iter().map(|c| self.node_len(c)).sum::<usize>()
+            }
+            Content::Bytes(b) => raw_header_len(b.len()) + b.len(),
+            Content::Str(s) => self.str_len(s),
+            Content::Jid(j) => self.jid_len(j),
+        }
+    }
+
+    fn write_node(&self, node: &Node, out: &mut Vec<u8>) {
         let list = 1 + 2 * node.attrs.len() + usize::from(!matches!(node.content, Content::None));
         write_list_header(list, out);
-        self.write_str(&node.tag, out, plan);
+        self.write_str(&node.tag, out);
         for a in &node.attrs {
-            self.write_str(&a.key, out, plan);
+            self.write_str(&a.key, out);
             match &a.value {
-                Value::Str(s) => self.write_str(s, out, plan),
-                Value::Jid(j) => self.write_jid(j, out, plan),
+                Value::Str(s) => self.write_str(s, out),
+                Value::Jid(j) => self.write_jid(j, out),
             }
         }
         match &node.content {
@@ -453,14 +423,25 @@ impl Encoder {
             Content::Children(children) => {
                 write_list_header(children.len(), out);
                 for c in children {
-                    self.write_node(c, out, plan);
+                    self.write_node(c, out);
                 }
             }
             Content::Bytes(b) => write_raw(b, out),
-            Content::Str(s) => self.write_str(s, out, plan),
-            Content::Jid(j) => self.write_jid(j, out, plan),
+            Content::Str(s) => self.write_str(s, out),
+            Content::Jid(j) => self.write_jid(j, out),
         }
     }
+}
+
+/// Upper bound of a structured JID's encoding beyond its user's bytes: tag, user
+/// header, device/integrator fields and the server (itself a token or raw string).
+const JID_BOUND: usize = 8 + STR_SLACK + 16;
+
+/// A string's or byte field's length, refused at 4 GiB or more.
+#[inline]
+fn check_str(s: impl AsRef<[u8]>) -> Result<usize, EncodeError> {
+    let n = s.as_ref().len();
+    if (n as u64) < 1 << 32 { Ok(n) } else { Err(EncodeError::TooLong { len: n }) }
 }
 
 #[inline]

@@ -18,20 +18,29 @@ pub(crate) enum StrJid<'s> {
 /// Splits `s` (which contains `@`) into wire JID parts.
 pub(crate) fn split(s: &str) -> Option<StrJid<'_>> {
     let b = s.as_bytes();
-    let at = b.iter().position(|&c| c == b'@')?;
+    // One scan up to the first '@' finds the first two ':' and the first '_'.
+    let (mut at, mut colon, mut colon2, mut first_underscore) = (None, None, None, None);
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'@' => {
+                at = Some(i);
+                break;
+            }
+            b':' if colon.is_none() => colon = Some(i),
+            b':' if colon2.is_none() => colon2 = Some(i),
+            b'_' if first_underscore.is_none() => first_underscore = Some(i),
+            _ => {}
+        }
+    }
+    let at = at?;
     let server = s.get(at + 1..)?;
     // `user_agent[:device[:ignored…]]`; all separators are ASCII, so every
     // index below is a char boundary.
-    let colon = b[..at].iter().position(|&c| c == b':');
     let ua_end = colon.unwrap_or(at);
-    let underscore = b[..ua_end].iter().position(|&c| c == b'_');
+    let underscore = first_underscore.filter(|&u| u < ua_end);
     let user = s.get(..underscore.unwrap_or(ua_end))?;
     let device = match colon {
-        Some(c) => {
-            let rest = &b[c + 1..at];
-            let end = rest.iter().position(|&x| x == b':').unwrap_or(rest.len());
-            s.get(c + 1..c + 1 + end)?
-        }
+        Some(c) => s.get(c + 1..colon2.unwrap_or(at))?,
         None => "",
     };
     if device.is_empty() {
@@ -205,5 +214,9 @@ mod tests {
         assert_eq!(split("a:1:2@lid"), Some(StrJid::Ad { domain: 1, device: 1, user: "a" }));
         assert_eq!(split("a:@lid"), Some(StrJid::Pair { user: "a", server: "lid" }));
         assert_eq!(split("abc"), None);
+        assert_eq!(split("a:1_2@x"), Some(StrJid::Ad { domain: 0, device: 0, user: "a" }));
+        assert_eq!(split("a_7:1:9@x"), Some(StrJid::Ad { domain: 7, device: 1, user: "a" }));
+        assert_eq!(split("a_b_c:3@x:y@z"), Some(StrJid::Ad { domain: 0, device: 3, user: "a" }));
+        assert_eq!(split("::@s"), Some(StrJid::Pair { user: "", server: "s" }));
     }
 }

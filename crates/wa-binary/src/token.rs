@@ -42,6 +42,8 @@ pub struct Dictionary {
     keys: &'static [u64; TOKEN_TABLE_SIZE],
     meta: &'static [u32; TOKEN_TABLE_SIZE],
     max_len: usize,
+    /// Longest token written only with packable characters (nibble or hex alphabet).
+    max_packable_len: usize,
 }
 
 /// Dictionary version 3 (current clients; the default everywhere in this crate).
@@ -52,6 +54,7 @@ pub static V3: Dictionary = Dictionary {
     keys: &tables::V3_KEYS,
     meta: &tables::V3_META,
     max_len: tables::V3_MAX_LEN,
+    max_packable_len: tables::V3_MAX_PACKABLE_LEN,
 };
 
 /// Dictionary version 2 (older clients).
@@ -62,6 +65,7 @@ pub static V2: Dictionary = Dictionary {
     keys: &tables::V2_KEYS,
     meta: &tables::V2_META,
     max_len: tables::V2_MAX_LEN,
+    max_packable_len: tables::V2_MAX_PACKABLE_LEN,
 };
 
 impl Dictionary {
@@ -104,8 +108,15 @@ impl Dictionary {
         }
     }
 
-    /// The token for `s`, if it is one.
+    /// Length of the longest token made only of nibble or hex characters: longer
+    /// packable strings are never tokens.
     #[inline]
+    pub(crate) fn max_packable_len(&self) -> usize {
+        self.max_packable_len
+    }
+
+    /// The token for `s`, if it is one.
+    #[inline(always)]
     pub fn lookup(&self, s: &str) -> Option<Token> {
         let bytes = s.as_bytes();
         if bytes.is_empty() || bytes.len() > self.max_len {

@@ -31,10 +31,14 @@ pub fn prefix_word(s: &[u8]) -> u64 {
         word(s, 0)
     } else if n >= 4 {
         half(s, 0) | (half(s, n - 4) << ((n - 4) * 8))
-    } else if n > 0 {
-        u64::from(s[0]) | (u64::from(s[n / 2]) << ((n / 2) * 8)) | (u64::from(s[n - 1]) << ((n - 1) * 8))
     } else {
-        0
+        // Constant shifts per length (cheaper than variable ones on this hot path).
+        match *s {
+            [a] => u64::from(a),
+            [a, b] => u64::from(a) | (u64::from(b) << 8),
+            [a, b, c] => u64::from(a) | (u64::from(b) << 8) | (u64::from(c) << 16),
+            _ => 0,
+        }
     }
 }
 

@@ -14,7 +14,12 @@ const T: Duration = Duration::from_secs(20);
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("WA_LOG"))
+        // Info by default: nextest shows a failed test's captured output, which then tells
+        // what the connection did.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_test_writer()
         .try_init();
 }

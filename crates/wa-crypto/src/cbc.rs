@@ -26,6 +26,24 @@ pub fn encrypt_into(key: &[u8; 32], iv: &[u8; 16], plaintext: &[u8], out: &mut V
     }
 }
 
+/// Encrypts and pads, appending the ciphertext to `out` (no intermediate buffer).
+pub fn encrypt_append(key: &[u8; 32], iv: &[u8; 16], plaintext: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.resize(start + padded_len(plaintext.len()), 0);
+    let region = &mut out[start..];
+    region[..plaintext.len()].copy_from_slice(plaintext);
+    // The region is exactly the padded length, so padding cannot fail.
+    match Enc::new(key.into(), iv.into()).encrypt_padded::<Pkcs7>(region, plaintext.len()) {
+        Ok(_) => {}
+        Err(_) => unreachable!("buffer sized for padding"),
+    }
+}
+
+/// Length of the ciphertext of `plaintext_len` bytes: PKCS#7 always adds 1 to 16 bytes.
+pub const fn padded_len(plaintext_len: usize) -> usize {
+    (plaintext_len / 16 + 1) * 16
+}
+
 /// Decrypts and checks the padding. A wrong key or tampered bytes give
 /// [`CryptoError::BadPadding`] (callers that need integrity check a MAC first).
 pub fn decrypt(key: &[u8; 32], iv: &[u8; 16], ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
@@ -57,6 +75,13 @@ mod tests {
         let mut into = Vec::new();
         encrypt_into(&key, &iv, &pt, &mut into);
         assert_eq!(into, ct);
+        let mut appended = vec![9u8; 3];
+        encrypt_append(&key, &iv, &pt, &mut appended);
+        assert_eq!(appended[..3], [9, 9, 9]);
+        assert_eq!(appended[3..], ct[..]);
+        for n in 0..40 {
+            assert_eq!(encrypt(&key, &iv, &vec![1u8; n]).len(), padded_len(n));
+        }
     }
 
     #[test]

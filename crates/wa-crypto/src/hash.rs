@@ -17,6 +17,53 @@ pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// An HMAC-SHA256 key with its schedule (the hashed inner and outer pad blocks) computed
+/// once: each MAC under it then costs two SHA-256 compressions fewer than
+/// [`hmac_sha256`]. For hash chains that derive several values from one key.
+#[derive(Clone)]
+pub struct HmacSha256Key(HmacSha256);
+
+impl HmacSha256Key {
+    /// Prepares `key` (any length).
+    pub fn new(key: &[u8]) -> Self {
+        Self(
+            <HmacSha256 as KeyInit>::new_from_slice(key)
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length")),
+        )
+    }
+
+    /// HMAC-SHA256 over the concatenation of `parts`, equal to [`hmac_sha256`] with this key.
+    pub fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        for p in parts {
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// The HMAC state keyed with HKDF's default salt (HashLen zero bytes), shared by every
+/// extract without a salt instead of hashing the two pad blocks each time.
+fn default_salt_hmac() -> &'static HmacSha256 {
+    static STATE: std::sync::OnceLock<HmacSha256> = std::sync::OnceLock::new();
+    STATE.get_or_init(|| {
+        <HmacSha256 as KeyInit>::new_from_slice(&[0u8; 32])
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
+    })
+}
+
+/// HKDF-Extract (RFC 5869) into a ready-to-expand HKDF.
+fn hkdf_extract(ikm: &[u8], salt: &[u8]) -> hkdf::Hkdf<Sha256> {
+    let prk: [u8; 32] = if salt.is_empty() {
+        let mut mac = default_salt_hmac().clone();
+        mac.update(ikm);
+        mac.finalize().into_bytes().into()
+    } else {
+        hmac_sha256(salt, &[ikm])
+    };
+    hkdf::Hkdf::<Sha256>::from_prk(&prk).unwrap_or_else(|_| unreachable!("a 32-byte PRK is valid"))
+}
+
 /// SHA-256 over the concatenation of `parts`.
 pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -49,8 +96,7 @@ pub fn sha512(parts: &[&[u8]]) -> [u8; 64] {
 ///
 /// Fails only if `out` is longer than 255 × 32 bytes.
 pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8], out: &mut [u8]) -> Result<(), CryptoError> {
-    let salt = if salt.is_empty() { None } else { Some(salt) };
-    hkdf::Hkdf::<Sha256>::new(salt, ikm)
+    hkdf_extract(ikm, salt)
         .expand(info, out)
         .map_err(|_| CryptoError::InvalidLength("HKDF output (max 8160 bytes)"))
 }
@@ -59,9 +105,8 @@ pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8], out: &mut [u8]) -> Resu
 pub fn hkdf_sha256_array<const N: usize>(ikm: &[u8], salt: &[u8], info: &[u8]) -> [u8; N] {
     const { assert!(N <= 255 * 32, "HKDF-SHA256 output is at most 8160 bytes") };
     let mut out = [0u8; N];
-    let salt = if salt.is_empty() { None } else { Some(salt) };
     // Cannot fail: N is checked above.
-    if hkdf::Hkdf::<Sha256>::new(salt, ikm).expand(info, &mut out).is_err() {
+    if hkdf_extract(ikm, salt).expand(info, &mut out).is_err() {
         unreachable!("HKDF length checked at compile time")
     }
     out
@@ -98,6 +143,31 @@ mod tests {
             hex::encode(hmac_sha256(b"Jefe", &[b"what do ya want for nothing?"])),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn hkdf_rfc5869_case_3_default_salt() {
+        // RFC 5869 test case 3: no salt, no info; an explicit all-zero salt is the same.
+        let ikm = [0x0b; 22];
+        let expect = "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8";
+        let okm: [u8; 42] = hkdf_sha256_array(&ikm, &[], &[]);
+        assert_eq!(hex::encode(okm), expect);
+        let okm: [u8; 42] = hkdf_sha256_array(&ikm, &[0u8; 32], &[]);
+        assert_eq!(hex::encode(okm), expect);
+        let mut out = [0u8; 42];
+        hkdf_sha256(&ikm, &[], &[], &mut out).unwrap();
+        assert_eq!(hex::encode(out), expect);
+    }
+
+    #[test]
+    fn prepared_hmac_key_equals_one_shot() {
+        for key in [&b""[..], b"Jefe", &[0xaa; 131]] {
+            let k = HmacSha256Key::new(key);
+            for msg in [&b""[..], b"what do ya want for nothing?", &[7u8; 200]] {
+                assert_eq!(k.mac(&[msg]), hmac_sha256(key, &[msg]));
+                assert_eq!(k.mac(&[&msg[..msg.len() / 2], &msg[msg.len() / 2..]]), hmac_sha256(key, &[msg]));
+            }
+        }
     }
 
     #[test]

@@ -17,6 +17,6 @@ mod hash;
 mod keys;
 
 pub use error::CryptoError;
-pub use hash::{ct_eq, hkdf_sha256, hkdf_sha256_array, hmac_sha256, md5, sha256, sha512};
+pub use hash::{HmacSha256Key, ct_eq, hkdf_sha256, hkdf_sha256_array, hmac_sha256, md5, sha256, sha512};
 pub use keys::{DJB_TYPE, KeyPair, PrivateKey, PublicKey, SigningKey, VerifyingKey};
 pub use rand_core;

@@ -39,6 +39,9 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/control/phones/{pn}/send", post(send))
         .route("/control/phones/{pn}/inbox", get(inbox))
         .route("/control/phones/{pn}/read", post(mark_read))
+        .route("/control/phones/{pn}/played", post(mark_played))
+        .route("/control/phones/{pn}/react", post(react))
+        .route("/control/phones/{pn}/retry", post(request_retry))
         .route("/control/phones/{pn}/remove-device", post(remove_device))
         .route("/control/groups", post(create_group))
         .route("/control/groups/{gid}/add", post(add_to_group))
@@ -57,6 +60,7 @@ impl From<ControlError> for ApiError {
             | ControlError::UnknownConn(_)
             | ControlError::UnknownGroup(_)
             | ControlError::UnknownMedia(_)
+            | ControlError::UnknownMessage(_)
             | ControlError::DeviceOffline(_) => StatusCode::NOT_FOUND,
             ControlError::AccountExists(_) => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
@@ -183,6 +187,45 @@ async fn mark_read(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b)
     Ok(Json(json!({ "ok": true })))
 }
 
+async fn mark_played(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Json<Read>) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    w.phone_mark_played(a, &b.ids)?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct React {
+    chat: String,
+    id: String,
+    /// The emoji; empty removes the phone's reaction.
+    emoji: String,
+}
+
+async fn react(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Json<React>) -> ApiResult {
+    let chat = parse_jid(&b.chat)?;
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    let id = w.phone_react(a, &chat, &b.id, &b.emoji)?;
+    Ok(Json(json!({ "id": id })))
+}
+
+#[derive(Deserialize)]
+struct Retry {
+    id: String,
+}
+
+async fn request_retry(
+    State(s): State<Arc<Shared>>,
+    Path(pn): Path<String>,
+    Json(b): Json<Retry>,
+) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    w.phone_request_retry(a, &b.id)?;
+    Ok(Json(json!({ "ok": true })))
+}
+
 #[derive(Deserialize)]
 struct RemoveDevice {
     device: u16,
@@ -204,13 +247,26 @@ struct NewGroup {
     creator: String,
     subject: String,
     members: Vec<String>,
+    /// `"lid"` for a LID-addressed group; phone-number addressing otherwise.
+    #[serde(default)]
+    addressing: Option<String>,
 }
 
 async fn create_group(State(s): State<Arc<Shared>>, Json(b): Json<NewGroup>) -> ApiResult {
     let mut w = s.world();
     let c = w.account_by_pn(&b.creator)?;
     let m = b.members.iter().map(|p| w.account_by_pn(p)).collect::<Result<Vec<_>, _>>()?;
-    let jid = w.create_group(c, &b.subject, &m);
+    let lid = match b.addressing.as_deref() {
+        None | Some("pn") => false,
+        Some("lid") => true,
+        Some(other) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("addressing {other:?}: \"pn\" or \"lid\""),
+            ));
+        }
+    };
+    let jid = w.create_group_with(c, &b.subject, &m, lid);
     Ok(Json(json!({ "jid": jid.to_string() })))
 }
 

@@ -8,8 +8,20 @@ use wa_binary::{Jid, Node, Server};
 use crate::world::{AccountId, ConnId, ControlError, DeviceAddr, Group, World, attr, server_jid};
 
 impl World {
-    /// Creates a group owned by `creator` with `members` (all as PN accounts).
+    /// Creates a group owned by `creator` with `members`, addressed by phone number.
     pub fn create_group(&mut self, creator: AccountId, subject: &str, members: &[AccountId]) -> Jid {
+        self.create_group_with(creator, subject, members, false)
+    }
+
+    /// Creates a group; `lid_addressed` makes it a LID-addressed group (members named by
+    /// their LIDs, as WhatsApp does for most groups now).
+    pub fn create_group_with(
+        &mut self,
+        creator: AccountId,
+        subject: &str,
+        members: &[AccountId],
+        lid_addressed: bool,
+    ) -> Jid {
         let id = format!(
             "120363{}",
             &self
@@ -30,6 +42,7 @@ impl World {
             creator,
             creation: self.now(),
             participants,
+            lid_addressed,
         };
         self.groups.insert(id.clone(), group);
         let jid = Jid::group(&id).unwrap_or_else(|_| server_jid());
@@ -38,9 +51,23 @@ impl World {
         jid
     }
 
+    /// A member as a `<participant>`: PN groups name the PN and give the LID beside it,
+    /// LID groups the other way round.
+    pub(crate) fn participant_node(&self, g: &Group, a: AccountId) -> Node {
+        if g.lid_addressed {
+            Node::new("participant")
+                .attr("jid", self.user_jid(a, Server::Lid))
+                .attr("phone_number", self.user_jid(a, Server::Pn))
+        } else {
+            Node::new("participant")
+                .attr("jid", self.user_jid(a, Server::Pn))
+                .attr("lid", self.user_jid(a, Server::Lid))
+        }
+    }
+
     pub(crate) fn group_node(&self, g: &Group) -> Node {
-        let creator = self.user_jid(g.creator, Server::Pn);
-        Node::new("group")
+        let creator = self.user_jid(g.creator, g.addressing());
+        let mut node = Node::new("group")
             .attr("id", g.id.as_str())
             .attr("creator", creator.clone())
             .attr("subject", g.subject.as_str())
@@ -48,17 +75,19 @@ impl World {
             .attr("s_o", creator)
             .attr("creation", g.creation)
             .attr("size", g.participants.len())
-            .attr("addressing_mode", "pn")
-            .children(g.participants.iter().map(|(&a, &admin)| {
-                let n = Node::new("participant")
-                    .attr("jid", self.user_jid(a, Server::Pn))
-                    .attr("lid", self.user_jid(a, Server::Lid));
-                match (admin, a == g.creator) {
-                    (_, true) => n.attr("type", "superadmin"),
-                    (true, false) => n.attr("type", "admin"),
-                    _ => n,
-                }
-            }))
+            .attr("addressing_mode", g.addressing_mode());
+        if g.lid_addressed {
+            let pn = self.user_jid(g.creator, Server::Pn);
+            node = node.attr("creator_pn", pn.clone()).attr("s_o_pn", pn);
+        }
+        node.children(g.participants.iter().map(|(&a, &admin)| {
+            let n = self.participant_node(g, a);
+            match (admin, a == g.creator) {
+                (_, true) => n.attr("type", "superadmin"),
+                (true, false) => n.attr("type", "admin"),
+                _ => n,
+            }
+        }))
     }
 
     /// Sends `<notification type="w:gp2">` about a change to every member's devices.
@@ -71,9 +100,7 @@ impl World {
         } else if action == "subject" {
             Node::new("subject").attr("subject", g.subject.as_str()).attr("s_t", now)
         } else {
-            Node::new(action).children(
-                subjects.iter().map(|&a| Node::new("participant").attr("jid", self.user_jid(a, Server::Pn))),
-            )
+            Node::new(action).children(subjects.iter().map(|&a| self.participant_node(&g, a)))
         };
         let mut audience: Vec<AccountId> = g.participants.keys().copied().collect();
         audience.extend(subjects.iter().copied().filter(|a| !g.participants.contains_key(a)));
@@ -81,13 +108,15 @@ impl World {
             let devices: Vec<u16> = self.accounts[a].devices.keys().copied().filter(|d| *d != 0).collect();
             for d in devices {
                 let id = self.next_iq_id();
-                let node = Node::new("notification")
+                let mut node = Node::new("notification")
                     .attr("from", jid.clone())
                     .attr("type", "w:gp2")
                     .attr("id", id)
-                    .attr("participant", self.user_jid(actor, Server::Pn))
-                    .attr("t", now)
-                    .children([body.clone()]);
+                    .attr("participant", self.user_jid(actor, g.addressing()));
+                if g.lid_addressed {
+                    node = node.attr("participant_pn", self.user_jid(actor, Server::Pn));
+                }
+                let node = node.attr("t", now).children([body.clone()]);
                 self.deliver(DeviceAddr { account: a, device: d }, node);
             }
         }

@@ -7,9 +7,14 @@
 //! * `/mms/...`, `/m/...`: media upload (auth token from `media_conn`) and download;
 //! * `/control/...`: a JSON API to create accounts, drive phones and inject faults.
 //!
+//! and, on a second port, the same media endpoints over HTTPS (what `media_conn` and media
+//! URLs point at, since clients only fetch media over `https://`), with a certificate signed
+//! by a test CA made at start-up ([`EmulatorHandle::media_ca_pem`]).
+//!
 //! Every account has a simulated primary phone that is a real Signal participant. Clients
-//! are configured with [`EmulatorHandle::ws_url`] and [`EmulatorHandle::root_public_key`];
-//! nothing else differs from the real service.
+//! are configured with [`EmulatorHandle::ws_url`] and [`EmulatorHandle::root_public_key`]
+//! (and trust [`EmulatorHandle::media_ca_pem`] for media); nothing else differs from the
+//! real service.
 //!
 //! The protocol state is sans-I/O: [`session::ServerSession`] (bytes in, events out) and
 //! [`World`] (nodes in, nodes to mailboxes out); [`server`] is the tokio shell.
@@ -23,6 +28,7 @@ mod media;
 mod phone;
 mod server;
 pub mod session;
+mod tls;
 mod world;
 
 use std::net::SocketAddr;
@@ -38,6 +44,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use keys::ServerKeys;
 pub use media::{IMAGE_KEYS_INFO, decrypt_media, encrypt_media};
 pub use phone::{InboxMessage, PhoneReceipt};
+pub use tls::TlsSetupError;
 pub use world::{
     AccountId, ConnCommand, ConnId, ControlError, DeviceAddr, Fault, Mailbox, World, WorldEvent,
 };
@@ -60,6 +67,12 @@ pub struct EmulatorConfig {
     /// Answer usync `<lid/>` queries with the user's LID (as WhatsApp does; Baileys 7 only
     /// fetches prekey bundles for users whose LID it knows).
     pub lid_in_usync: bool,
+    /// Serve media over HTTPS on a second port (certificate from an in-process test CA) and
+    /// point `media_conn` and media URLs there. `false`: plain HTTP on the main port, for
+    /// clients that cannot be given a CA.
+    pub media_tls: bool,
+    /// Where the HTTPS media endpoint listens (`None`: the main address's IP, any port).
+    pub media_listen: Option<SocketAddr>,
 }
 
 impl Default for EmulatorConfig {
@@ -71,6 +84,8 @@ impl Default for EmulatorConfig {
             refs_per_pairing: 6,
             require_origin: true,
             lid_in_usync: true,
+            media_tls: true,
+            media_listen: None,
         }
     }
 }
@@ -91,8 +106,19 @@ impl Emulator {
         let root = keys.root_public_key();
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        let media = if config.media_tls {
+            let tls = tls::MediaTls::generate().map_err(std::io::Error::other)?;
+            let bind = config.media_listen.unwrap_or(SocketAddr::new(addr.ip(), 0));
+            let tcp = tokio::net::TcpListener::bind(bind).await?;
+            Some((tls::TlsListener::new(tcp, &tls)?, tls.ca_pem))
+        } else {
+            None
+        };
         let mut world = World::new(rng, config.clock.clone(), keys, config.refs_per_pairing);
-        world.media_base = format!("http://{addr}");
+        world.media_base = match &media {
+            Some((l, _)) => format!("https://{}", axum::serve::Listener::local_addr(l)?),
+            None => format!("http://{addr}"),
+        };
         world.media_auth = world.random_hex(16);
         world.lid_in_usync = config.lid_in_usync;
         let (event_tx, _) = tokio::sync::broadcast::channel(4096);
@@ -103,15 +129,46 @@ impl Emulator {
             require_origin: config.require_origin,
         });
         let app = server::router(shared.clone());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut media_ca_pem = None;
+        let mut media_url = None;
+        let media_task = media.map(|(tls_listener, ca_pem)| {
+            media_ca_pem = Some(ca_pem);
+            media_url = axum::serve::Listener::local_addr(&tls_listener).ok().map(|a| format!("https://{a}"));
+            let app = server::media_router(shared.clone());
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let _ = axum::serve(tls_listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await;
+            })
+        });
+        let mut stop = stop_rx;
+        let main_task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
-                    let _ = stop_rx.await;
+                    let _ = stop.wait_for(|s| *s).await;
                 })
                 .await;
         });
-        Ok(EmulatorHandle { addr, root, shared, events: event_tx, stop: Some(stop_tx), task: Some(task) })
+        let task = tokio::spawn(async move {
+            let _ = main_task.await;
+            if let Some(t) = media_task {
+                let _ = t.await;
+            }
+        });
+        Ok(EmulatorHandle {
+            addr,
+            root,
+            shared,
+            events: event_tx,
+            media_ca_pem,
+            media_url,
+            stop: Some(stop_tx),
+            task: Some(task),
+        })
     }
 }
 
@@ -122,7 +179,9 @@ pub struct EmulatorHandle {
     root: PublicKey,
     shared: Arc<Shared>,
     events: tokio::sync::broadcast::Sender<WorldEvent>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    media_ca_pem: Option<String>,
+    media_url: Option<String>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -145,6 +204,18 @@ impl EmulatorHandle {
     /// [`Self::root_public_key`] as 64 hex digits.
     pub fn root_public_key_hex(&self) -> String {
         hex::encode(self.root.as_bytes())
+    }
+
+    /// The PEM certificate of the test CA that signed the HTTPS media endpoint's
+    /// certificate (`None` with `media_tls: false`). Node clients: write it to a file and
+    /// set `NODE_EXTRA_CA_CERTS` to that file.
+    pub fn media_ca_pem(&self) -> Option<&str> {
+        self.media_ca_pem.as_deref()
+    }
+
+    /// `https://ADDR` of the media endpoint (`None` with `media_tls: false`).
+    pub fn media_url(&self) -> Option<&str> {
+        self.media_url.as_deref()
     }
 
     /// Base URL of the JSON control API.
@@ -209,6 +280,20 @@ impl EmulatorHandle {
             let c = w.account_by_pn(creator)?;
             let m = members.iter().map(|p| w.account_by_pn(p)).collect::<Result<Vec<_>, _>>()?;
             Ok(w.create_group(c, subject, &m))
+        })
+    }
+
+    /// Creates a LID-addressed group (`addressing_mode="lid"`: members named by LID).
+    pub fn create_lid_group(
+        &self,
+        creator: &str,
+        subject: &str,
+        members: &[&str],
+    ) -> Result<Jid, ControlError> {
+        self.with_world(|w| {
+            let c = w.account_by_pn(creator)?;
+            let m = members.iter().map(|p| w.account_by_pn(p)).collect::<Result<Vec<_>, _>>()?;
+            Ok(w.create_group_with(c, subject, &m, true))
         })
     }
 
@@ -281,7 +366,7 @@ impl EmulatorHandle {
     /// Stops serving and waits for the server task.
     pub async fn shutdown(mut self) {
         if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+            let _ = s.send(true);
         }
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
@@ -292,7 +377,7 @@ impl EmulatorHandle {
 impl Drop for EmulatorHandle {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+            let _ = s.send(true);
         }
         if let Some(t) = self.task.take() {
             t.abort();
@@ -392,6 +477,32 @@ impl PhoneHandle<'_> {
         })
     }
 
+    /// Sends `played` receipts (voice notes, videos) for received messages.
+    pub fn mark_played(&self, ids: &[String]) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_mark_played(a, ids)
+        })
+    }
+
+    /// Reacts to message `id` in `chat` (received or sent by this phone); an empty emoji
+    /// removes the reaction. Returns the reaction's own message id.
+    pub fn react(&self, chat: &Jid, id: &str, emoji: &str) -> Result<String, ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_react(a, chat, id, emoji)
+        })
+    }
+
+    /// Asks the sender of received message `id` to send it again (a `retry` receipt with a
+    /// fresh key bundle; the phone drops its session with the sending device first).
+    pub fn request_retry(&self, id: &str) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_request_retry(a, id)
+        })
+    }
+
     /// Unlinks a companion device (it is told `401 device_removed`).
     pub fn remove_device(&self, device: u16) -> Result<(), ControlError> {
         self.emu.with_world(|w| {
@@ -407,18 +518,30 @@ impl PhoneHandle<'_> {
         timeout: Duration,
         mut pred: impl FnMut(&InboxMessage) -> bool,
     ) -> Option<InboxMessage> {
+        let mut found = None;
+        self.wait_inbox(timeout, |inbox| {
+            found = inbox.iter().find(|m| pred(m)).cloned();
+            found.is_some()
+        })
+        .await
+        .then_some(())?;
+        found
+    }
+
+    /// Waits until `pred` holds for the whole inbox (oldest first); `false` on timeout.
+    pub async fn wait_inbox(&self, timeout: Duration, mut pred: impl FnMut(&[InboxMessage]) -> bool) -> bool {
         let pn = self.pn.clone();
         let mut rx = self.emu.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(m) = self.inbox().into_iter().find(|m| pred(m)) {
-                return Some(m);
+            if pred(&self.inbox()) {
+                return true;
             }
-            let ev = tokio::time::timeout_at(deadline, rx.recv()).await.ok()?;
+            let Ok(ev) = tokio::time::timeout_at(deadline, rx.recv()).await else { return false };
             match ev {
                 Ok(WorldEvent::PhoneReceived { pn: p, .. }) if p == pn => {}
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(_) => return None,
+                Err(_) => return false,
             }
         }
     }

@@ -50,6 +50,21 @@ pub fn decrypt_media(blob: &[u8], media_key: &[u8; 32], info: &[u8]) -> Option<V
 }
 
 impl World {
+    /// The stored (encrypted) blob at a direct path such as `/m/image/TOKEN.enc`.
+    pub fn media_blob(&self, direct_path: &str) -> Option<&[u8]> {
+        self.media.get(direct_path).map(Vec::as_slice)
+    }
+
+    /// The upload auth token `media_conn` hands out.
+    pub fn media_auth(&self) -> &str {
+        &self.media_auth
+    }
+
+    /// Where media URLs point (`https://IP:PORT`, or `http://` with TLS off).
+    pub fn media_base(&self) -> &str {
+        &self.media_base
+    }
+
     /// Stores an uploaded blob; returns (direct path, url).
     pub(crate) fn store_media(&mut self, kind: &str, token: &str, blob: Vec<u8>) -> (String, String) {
         let kind: String = kind.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();

@@ -275,7 +275,7 @@ impl World {
                 }
                 let plain = pad(carrier.encode_to_vec(), &mut self.rng);
                 let enc = self.phone_encrypt(account, t, &plain)?;
-                let jid = self.device_jid(t, Server::Pn);
+                let jid = self.device_jid(t, group.addressing());
                 participants.push(Node::new("to").attr("jid", jid).children([enc]));
                 self.accounts[account].phone.skdm_sent.entry(group_jid.clone()).or_default().insert(t);
             }
@@ -291,7 +291,7 @@ impl World {
                 enc = enc.attr("mediatype", m);
             }
             stanza = stanza
-                .attr("addressing_mode", "pn")
+                .attr("addressing_mode", group.addressing_mode())
                 .children([Node::new("participants").children(participants), enc.bytes(sk)]);
         } else {
             let recipient = self.account_of(to).ok_or_else(|| ControlError::BadJid(to.to_string()))?;
@@ -463,14 +463,122 @@ impl World {
 
     /// Sends a read receipt from `account`'s phone for messages it received.
     pub fn phone_mark_read(&mut self, account: AccountId, ids: &[String]) -> Result<(), ControlError> {
+        self.phone_send_receipt(account, ids, "read")
+    }
+
+    /// Sends a `played` receipt (voice notes, videos) from `account`'s phone.
+    pub fn phone_mark_played(&mut self, account: AccountId, ids: &[String]) -> Result<(), ControlError> {
+        self.phone_send_receipt(account, ids, "played")
+    }
+
+    fn inbox_message(&self, account: AccountId, id: &str) -> Result<InboxMessage, ControlError> {
+        self.accounts[account]
+            .phone
+            .inbox
+            .iter()
+            .rev()
+            .find(|m| m.id == id)
+            .cloned()
+            .ok_or_else(|| ControlError::UnknownMessage(id.to_owned()))
+    }
+
+    fn phone_send_receipt(
+        &mut self,
+        account: AccountId,
+        ids: &[String],
+        ty: &str,
+    ) -> Result<(), ControlError> {
         for id in ids {
-            let Some(m) = self.accounts[account].phone.inbox.iter().find(|m| &m.id == id).cloned() else {
-                return Err(ControlError::UnknownMedia(format!("message {id}")));
-            };
+            let m = self.inbox_message(account, id)?;
             let to: Jid = m.chat.parse().map_err(|_| ControlError::BadJid(m.chat.clone()))?;
-            let receipt = Node::new("receipt").attr("id", id.as_str()).attr("type", "read").attr("to", to);
+            let mut receipt =
+                Node::new("receipt").attr("id", id.as_str()).attr("type", ty).attr("to", to.clone());
+            if to.is_group() {
+                receipt = receipt.attr("participant", m.sender.as_str());
+            }
             self.route_receipt(DeviceAddr { account, device: 0 }, &receipt);
         }
+        Ok(())
+    }
+
+    /// `account`'s phone reacts with `emoji` (empty: removes its reaction) to the message `id`
+    /// in `chat`, which it received or sent. Returns the reaction's message id.
+    pub fn phone_react(
+        &mut self,
+        account: AccountId,
+        chat: &Jid,
+        id: &str,
+        emoji: &str,
+    ) -> Result<String, ControlError> {
+        let from_me = self.sent_by.get(id).map(|d| d.account == account);
+        let (from_me, participant) = match from_me {
+            Some(true) => (true, None),
+            _ => {
+                let m = self.inbox_message(account, id)?;
+                let sender: Jid = m.sender.parse().map_err(|_| ControlError::BadJid(m.sender.clone()))?;
+                (false, chat.is_group().then(|| sender.to_non_ad().to_string()))
+            }
+        };
+        let now_ms = self.now().saturating_mul(1000);
+        let message = wa_proto::Message {
+            reaction_message: Some(wa_proto::message::ReactionMessage {
+                key: Some(wa_proto::MessageKey {
+                    remote_jid: Some(chat.to_non_ad().to_string()),
+                    from_me: Some(from_me),
+                    id: Some(id.to_owned()),
+                    participant,
+                }),
+                text: Some(emoji.to_owned()),
+                grouping_key: None,
+                sender_timestamp_ms: Some(i64::try_from(now_ms).unwrap_or(i64::MAX)),
+            }),
+            ..Default::default()
+        };
+        self.phone_send(account, chat, &message)
+    }
+
+    /// `account`'s phone asks the sender of message `id` to send it again, as a phone does
+    /// when it cannot decrypt: it drops its session with the sending device and sends a
+    /// `retry` receipt carrying its registration id and a fresh key bundle (identity,
+    /// one-time prekey, signed prekey), from which the sender starts a new session.
+    pub fn phone_request_retry(&mut self, account: AccountId, id: &str) -> Result<(), ControlError> {
+        let m = self.inbox_message(account, id)?;
+        let sender_jid: Jid = m.sender.parse().map_err(|_| ControlError::BadJid(m.sender.clone()))?;
+        let sender = self.device_of(&sender_jid).ok_or_else(|| ControlError::BadJid(m.sender.clone()))?;
+        let me = DeviceAddr { account, device: 0 };
+        let bundle = self
+            .pop_bundle(me)
+            .ok_or_else(|| ControlError::Signal("the phone has no published keys".into()))?;
+        self.accounts[account].phone.sessions.remove(&sender);
+        let mut keys = vec![
+            Node::new("type").bytes(vec![5]),
+            Node::new("identity").bytes(bundle.identity_key.as_bytes().to_vec()),
+        ];
+        if let Some((pid, pkey)) = bundle.pre_key {
+            keys.push(Node::new("key").children([
+                Node::new("id").bytes(crate::world::be_bytes(pid, 3)),
+                Node::new("value").bytes(pkey.as_bytes().to_vec()),
+            ]));
+        }
+        keys.push(Node::new("skey").children([
+            Node::new("id").bytes(crate::world::be_bytes(bundle.signed_pre_key_id, 3)),
+            Node::new("value").bytes(bundle.signed_pre_key.as_bytes().to_vec()),
+            Node::new("signature").bytes(bundle.signed_pre_key_signature.to_vec()),
+        ]));
+        let now = self.now();
+        let chat: Jid = m.chat.parse().map_err(|_| ControlError::BadJid(m.chat.clone()))?;
+        let mut receipt = Node::new("receipt").attr("id", id).attr("type", "retry");
+        receipt = if chat.is_group() {
+            receipt.attr("to", chat).attr("participant", sender_jid)
+        } else {
+            receipt.attr("to", sender_jid)
+        };
+        let receipt = receipt.children([
+            Node::new("retry").attr("count", "1").attr("id", id).attr("t", now).attr("v", "1"),
+            Node::new("registration").bytes(crate::world::be_bytes(bundle.registration_id, 4)),
+            Node::new("keys").children(keys),
+        ]);
+        self.route_receipt(me, &receipt);
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -39,7 +39,21 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/ws/chat", any(ws_handler))
         .route("/mms/{kind}/{token}", post(media_upload))
         .route("/m/{kind}/{file}", get(media_download))
+        .layer(DefaultBodyLimit::max(MAX_MEDIA_BYTES))
         .merge(crate::control::routes())
+        .with_state(shared)
+}
+
+/// The largest media upload accepted (axum's default body limit is 2 MiB; WhatsApp allows
+/// documents of up to 2 GB, which an in-memory emulator does not need).
+const MAX_MEDIA_BYTES: usize = 64 << 20;
+
+/// The media endpoints alone, for the HTTPS listener.
+pub(crate) fn media_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/mms/{kind}/{token}", post(media_upload))
+        .route("/m/{kind}/{file}", get(media_download))
+        .layer(DefaultBodyLimit::max(MAX_MEDIA_BYTES))
         .with_state(shared)
 }
 
@@ -84,7 +98,12 @@ async fn run_connection(socket: WebSocket, shared: Arc<Shared>) {
                     Some(Ok(WsMessage::Binary(b))) => b,
                     Some(Ok(WsMessage::Text(t))) => Bytes::from(t.as_str().as_bytes().to_vec()),
                     Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
-                    Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(WsMessage::Close(_))) => {
+                        // Completes the client-initiated close handshake (sends our Close).
+                        let _ = sink.close().await;
+                        break;
+                    }
+                    None | Some(Err(_)) => break,
                 };
                 let events = {
                     let mut w = shared.world();
@@ -146,13 +165,35 @@ async fn run_connection(socket: WebSocket, shared: Arc<Shared>) {
                     },
                     Some(ConnCommand::Close) | None => {
                         let _ = sink.close().await;
-                        break;
+                        shared.world().disconnect(conn);
+                        drain_until_closed(&mut stream).await;
+                        return;
                     }
                 }
             }
         }
     }
     shared.world().disconnect(conn);
+}
+
+/// How long a closing connection waits for the client's half of the close handshake.
+const CLOSE_GRACE: Duration = Duration::from_secs(30);
+
+/// The server's half of a graceful close: after our Close frame, keep reading (and
+/// discarding) until the client's Close frame or end of stream. Dropping a socket while
+/// the client's bytes sit unread in the kernel makes it answer with a TCP RST, and an RST
+/// throws away whatever the client had not yet read, such as the `<stream:error>` sent just
+/// before the close. Under load, Baileys then saw a bare close (428) instead of the 515
+/// after pairing, because its post-pairing telemetry and acks were still in flight.
+async fn drain_until_closed(stream: &mut futures::stream::SplitStream<WebSocket>) {
+    let drain = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, WsMessage::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
 }
 
 #[derive(serde::Deserialize)]

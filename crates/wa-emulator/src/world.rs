@@ -149,6 +149,21 @@ pub struct Group {
     pub creation: u64,
     /// Participants and whether they are admins.
     pub participants: BTreeMap<AccountId, bool>,
+    /// `addressing_mode="lid"`: members are named by LID (with `phone_number` beside it)
+    /// in metadata, notifications, messages and receipts.
+    pub lid_addressed: bool,
+}
+
+impl Group {
+    /// The server members are addressed on.
+    pub fn addressing(&self) -> Server {
+        if self.lid_addressed { Server::Lid } else { Server::Pn }
+    }
+
+    /// The `addressing_mode` attribute value.
+    pub fn addressing_mode(&self) -> &'static str {
+        if self.lid_addressed { "lid" } else { "pn" }
+    }
 }
 
 /// A companion registering (before the phone scans or enters a code).
@@ -278,6 +293,9 @@ pub enum ControlError {
     /// Media not found.
     #[error("no media at {0}")]
     UnknownMedia(String),
+    /// The phone has no message with this id.
+    #[error("the phone has no message with id {0:?}")]
+    UnknownMessage(String),
 }
 
 pub(crate) fn be_bytes(n: u32, len: usize) -> Vec<u8> {
@@ -990,6 +1008,8 @@ impl World {
         };
         if to.is_group() {
             let Some(group) = self.groups.get(to.user()).cloned() else { return };
+            let sender_jid = self.device_jid(sender, group.addressing());
+            let sender_pn = self.device_jid(sender, Server::Pn);
             let targets: Vec<DeviceAddr> = group
                 .participants
                 .keys()
@@ -1012,10 +1032,13 @@ impl World {
                 if let Some(di) = &device_identity {
                     children.push(di.clone());
                 }
-                let node = base(to.clone())
-                    .attr("participant", sender_jid.clone())
+                let mut node = base(to.clone()).attr("participant", sender_jid.clone());
+                if group.lid_addressed {
+                    node = node.attr("participant_pn", sender_pn.clone());
+                }
+                let node = node
                     .attr("notify", notify.as_str())
-                    .attr("addressing_mode", "pn")
+                    .attr("addressing_mode", group.addressing_mode())
                     .children(children);
                 self.deliver(t, node);
             }
@@ -1059,9 +1082,11 @@ impl World {
         }
         let ty = attr(r, "type");
         let to_attr = r.attr_jid("to").ok();
-        let server = to_attr
-            .as_ref()
-            .map_or(Server::Pn, |j| if j.server() == Server::Lid { Server::Lid } else { Server::Pn });
+        let server = match to_attr.as_ref() {
+            Some(j) if j.is_group() => self.groups.get(j.user()).map_or(Server::Pn, Group::addressing),
+            Some(j) if j.server() == Server::Lid => Server::Lid,
+            _ => Server::Pn,
+        };
         let from_jid = self.device_jid(from, server);
         let now = self.now();
         for id in ids {
@@ -1078,6 +1103,12 @@ impl World {
             }
             if !ty.is_empty() {
                 node = node.attr("type", ty.as_str());
+            }
+            // What the receipt carries besides the id list (a retry's <retry>, <registration>
+            // and <keys>) travels to the sender unchanged.
+            let extra: Vec<Node> = r.child_nodes().iter().filter(|c| c.tag != "list").cloned().collect();
+            if !extra.is_empty() {
+                node = node.children(extra);
             }
             self.deliver(orig, node);
         }

@@ -153,8 +153,6 @@ async fn group_with_two_phones_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "regressed when the final wa-binary/wa-noise/wa-signal/wa-crypto commits were merged: Baileys now \
-            closes with 428 instead of restarting after code pairing; passes on the emulator branch; issue 5"]
 async fn pairing_code() {
     let emu = emulator().await;
     let auth = TempDir::new("code");
@@ -169,5 +167,96 @@ async fn pairing_code() {
     let friend = emu.phone(FRIEND).unwrap();
     let id = friend.send_text(&format!("{ME}@s.whatsapp.net").parse().unwrap(), "paired by code").unwrap();
     peer.expect("message", |v| v["event"] == "message" && v["id"] == id.as_str()).await;
+    peer.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_reacts_marks_played_and_asks_for_a_retry() {
+    let emu = emulator().await;
+    let auth = TempDir::new("extras");
+    let mut peer = pair_by_qr(&emu, ME, &auth.0).await;
+    let friend = emu.phone(FRIEND).unwrap();
+    let me_jid: wa_binary::Jid = format!("{ME}@s.whatsapp.net").parse().unwrap();
+    let friend_jid = format!("{FRIEND}@s.whatsapp.net");
+
+    let id = peer.send_text(&friend_jid, "react to this").await;
+    friend.wait_message(common::T, |m| m.id == id).await.expect("phone reads Baileys' text");
+
+    // Reaction: Baileys gets a reactionMessage keyed to its own message.
+    let rid = friend.react(&me_jid, &id, "👍").unwrap();
+    let r = peer.expect("reaction", |v| v["event"] == "message" && v["id"] == rid.as_str()).await;
+    assert_eq!(r["kind"], "reactionMessage", "{r}");
+    assert_eq!(r["reaction"]["text"], "👍");
+    assert_eq!(r["reaction"]["key"]["id"], id.as_str());
+    assert_eq!(r["reaction"]["key"]["fromMe"], true, "the reaction targets Baileys' own message: {r}");
+
+    // Played receipt: Baileys marks its message PLAYED (status 5).
+    friend.mark_played(std::slice::from_ref(&id)).unwrap();
+    peer.expect("played receipt", |v| {
+        v["event"] == "receipt"
+            && v["update"]["key"]["id"] == id.as_str()
+            && v["update"]["update"]["status"] == 5
+    })
+    .await;
+
+    // Retry: the phone drops its session and sends a retry receipt with a fresh bundle;
+    // Baileys starts a new session from it and sends the same message again, which the
+    // phone can only decrypt through that new session.
+    friend.request_retry(&id).unwrap();
+    let ok = friend
+        .wait_inbox(common::T, |inbox| inbox.iter().filter(|m| m.id == id && m.error.is_none()).count() >= 2)
+        .await;
+    assert!(ok, "Baileys re-sent the message after the retry receipt; inbox {:#?}", friend.inbox());
+    let again: Vec<_> = friend.inbox().into_iter().filter(|m| m.id == id).collect();
+    assert_eq!(again.last().unwrap().text.as_deref(), Some("react to this"));
+    assert!(matches!(friend.request_retry("no-such-id"), Err(wa_emulator::ControlError::UnknownMessage(_))));
+    peer.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lid_addressed_group_both_ways() {
+    let emu = emulator().await;
+    let auth = TempDir::new("lidgrp");
+    let mut peer = pair_by_qr(&emu, ME, &auth.0).await;
+    let group = emu.create_lid_group(FRIEND, "LID group", &[ME, OTHER]).unwrap();
+    let gjid = group.to_string();
+    let friend = emu.phone(FRIEND).unwrap();
+    let other = emu.phone(OTHER).unwrap();
+    let friend_lid = friend.lid().to_string();
+
+    peer.send(json!({"cmd": "group_metadata", "jid": gjid})).await;
+    let md = peer.expect("metadata", |v| v["event"] == "group_metadata" || v["event"] == "error").await;
+    assert_eq!(md["event"], "group_metadata", "{md}");
+    assert_eq!(md["addressingMode"], "lid", "{md}");
+    let members: Vec<&str> =
+        md["participants"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert!(members.iter().all(|p| p.ends_with("@lid")), "members are named by LID: {md}");
+    assert!(members.contains(&friend_lid.as_str()));
+
+    let id = friend.send_text(&group, "hello LID group").unwrap();
+    let m = peer.expect("group message", |v| v["event"] == "message" && v["id"] == id.as_str()).await;
+    assert_eq!(m["text"], "hello LID group");
+    assert_eq!(m["from"], gjid.as_str());
+    assert_eq!(m["participant"], friend_lid.as_str(), "the sender is named by LID: {m}");
+    assert_eq!(
+        m["participantAlt"],
+        format!("{FRIEND}@s.whatsapp.net"),
+        "with its phone number beside it: {m}"
+    );
+
+    peer.send_text(&gjid, "hello back over LIDs").await;
+    for p in [&friend, &other] {
+        let got = p
+            .wait_message(common::T, |m| m.text.as_deref() == Some("hello back over LIDs"))
+            .await
+            .unwrap_or_else(|| {
+                panic!("{} decrypts Baileys' LID group message; inbox {:#?}", p.pn(), p.inbox())
+            });
+        assert_eq!(got.chat, gjid);
+        assert!(got.sender.ends_with("@lid"), "Baileys addressed the group by LID: {}", got.sender);
+    }
+    let id2 = other.send_text(&group, "and from other").unwrap();
+    let m = peer.expect("second sender", |v| v["event"] == "message" && v["id"] == id2.as_str()).await;
+    assert_eq!(m["text"], "and from other");
     peer.quit().await;
 }

@@ -27,7 +27,8 @@ use wa_noise::{
 use wa_signal::{LocalIdentity, SignedPreKeyRecord};
 
 const PN: &str = "15551234567";
-const T: Duration = Duration::from_secs(20);
+/// Each wait: generous, for CI's two loaded cores.
+const T: Duration = Duration::from_secs(60);
 
 struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,

@@ -1,23 +1,26 @@
 //! The key derivations of Signal v3 (libsignal `WhisperText` / `WhisperRatchet` /
 //! `WhisperMessageKeys` / `WhisperGroup`), all built on wa-crypto's HMAC and HKDF.
 
-use wa_crypto::{PrivateKey, PublicKey, hkdf_sha256_array, hmac_sha256};
+use wa_crypto::{HmacSha256Key, PrivateKey, PublicKey, hkdf_sha256_array, hmac_sha256};
 
 use crate::error::SignalError;
 use crate::session::SkippedKey;
 
-const ZERO_SALT: [u8; 32] = [0u8; 32];
-
-/// Seed of the message key at the current chain position: HMAC(CK, 0x01).
-#[inline]
-pub(crate) fn message_seed(chain_key: &[u8; 32]) -> [u8; 32] {
-    hmac_sha256(chain_key, &[&[0x01]])
-}
+/// HKDF's default salt: HashLen zero bytes, which is what libsignal passes explicitly
+/// (`wa_crypto` keeps the HMAC state of this key ready).
+const ZERO_SALT: [u8; 0] = [];
 
 /// The chain key of the next position: HMAC(CK, 0x02).
 #[inline]
 pub(crate) fn next_chain_key(chain_key: &[u8; 32]) -> [u8; 32] {
     hmac_sha256(chain_key, &[&[0x02]])
+}
+
+/// One chain position: (message-key seed, next chain key), sharing one HMAC key schedule.
+#[inline]
+pub(crate) fn chain_step(chain_key: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
+    let key = HmacSha256Key::new(chain_key);
+    (key.mac(&[&[0x01]]), key.mac(&[&[0x02]]))
 }
 
 /// Keys of one pairwise message.
@@ -102,9 +105,11 @@ pub(crate) fn walk_chain(
     if ahead > 0 {
         skipped.reserve_exact(ahead as usize);
         for index in next..target {
-            skipped.push(SkippedKey { index, seed: message_seed(&ck) });
-            ck = next_chain_key(&ck);
+            let (seed, next_ck) = chain_step(&ck);
+            skipped.push(SkippedKey { index, seed });
+            ck = next_ck;
         }
     }
-    Ok(ChainWalk { seed: message_seed(&ck), chain_key: next_chain_key(&ck), next: after, skipped })
+    let (seed, chain_key) = chain_step(&ck);
+    Ok(ChainWalk { seed, chain_key, next: after, skipped })
 }

@@ -248,10 +248,10 @@ impl SenderKeyRecord {
         let private = s.signing_private.as_ref().ok_or(SignalError::NotASenderKeyOwner)?;
         let signing = s.signer.get_or_init(|| private.signing_key());
         let next = s.iteration.checked_add(1).ok_or(SignalError::CounterOverflow)?;
-        let (iv, key) = kdf::group_message_keys(&kdf::message_seed(&s.chain_key));
-        let ciphertext = cbc::encrypt(&key, &iv, plaintext);
-        let out = wire::seal_sender_key_message(s.key_id, s.iteration, ciphertext, signing);
-        s.chain_key = kdf::next_chain_key(&s.chain_key);
+        let (seed, next_chain_key) = kdf::chain_step(&s.chain_key);
+        let (iv, key) = kdf::group_message_keys(&seed);
+        let out = wire::seal_sender_key_message(s.key_id, s.iteration, &key, &iv, plaintext, signing);
+        s.chain_key = next_chain_key;
         s.iteration = next;
         Ok(out)
     }

@@ -314,7 +314,8 @@ impl SessionState {
         let sending = self.sending.as_mut().ok_or(SignalError::NoSession)?;
         let counter = sending.next_index;
         let next = counter.checked_add(1).ok_or(SignalError::CounterOverflow)?;
-        let keys = kdf::message_keys(&kdf::message_seed(&sending.chain_key));
+        let (seed, next_chain_key) = kdf::chain_step(&sending.chain_key);
+        let keys = kdf::message_keys(&seed);
         let ciphertext = cbc::encrypt(&keys.cipher_key, &keys.iv, plaintext);
         let mut out = Vec::with_capacity(ciphertext.len() + 64);
         wire::seal_signal_message(
@@ -326,7 +327,7 @@ impl SessionState {
             &keys.mac_key,
             (&local.key_pair.public, &self.remote_identity),
         );
-        sending.chain_key = kdf::next_chain_key(&sending.chain_key);
+        sending.chain_key = next_chain_key;
         sending.next_index = next;
         Ok(match &self.pending_pre_key {
             Some(p) => CiphertextMessage::PreKey(wire::seal_pre_key_message(

@@ -1,14 +1,14 @@
 #!/usr/bin/env node
 // Baileys as a scriptable PEER for tests of our own server: JSON lines out, JSON lines in.
 //   node baileys-peer.mjs --url ws://127.0.0.1:PORT/ws/chat --auth DIR [--root-pub HEX]
-//                         [--pair-code PHONE] [--media-http http://127.0.0.1:PORT] [--log LEVEL]
+//                         [--pair-code PHONE] [--log LEVEL]
 // stdout events (one JSON object per line):
 //   {"event":"qr","qr":"https://wa.me/settings/linked_devices#ref,noiseB64,identityB64,advB64,platform"}
 //   {"event":"pairing-code","code":"ABCD1234"}          (with --pair-code, once the socket is up)
 //   {"event":"connection","connection":"connecting|open|close","statusCode":515,...}
 //   {"event":"restart"}                               (after statusCode 515, a new socket with the saved creds)
 //   {"event":"creds","me":{...}}                      (after pairing / login)
-//   {"event":"message","id":..,"from":..,"participant":..,"fromMe":false,"kind":"conversation","text":..,"media":{..}}
+//   {"event":"message","id":..,"from":..,"participant":..,"fromMe":false,"kind":"conversation","text":..,"media":{..},"reaction":{"text":..,"key":{..}}}
 //   {"event":"receipt","update":{...}}  {"event":"sent","id":..,"to":..}  {"event":"error","error":".."}
 // stdin commands (one JSON object per line):
 //   {"cmd":"send","to":"15557654321@s.whatsapp.net","text":"hi"}
@@ -16,9 +16,10 @@
 //   {"cmd":"group_metadata","jid":".."}   {"cmd":"logout"}   {"cmd":"quit"}
 // --auth DIR keeps creds + Signal keys (Baileys' useMultiFileAuthState), so a second run logs in without QR.
 // --root-pub: 32-byte hex Curve25519 key Baileys should treat as WhatsApp's noise root (WA_CERT_DETAILS.PUBLIC_KEY).
-// --media-http: Baileys always fetches media over https (mmg.whatsapp.net or the media_conn host);
-//   this harness maps those URLs to the emulator's plain-HTTP media endpoint (like a hosts-file
-//   entry plus TLS termination would). Baileys itself is not modified.
+// Media: Baileys uploads to the media_conn host and downloads from the message's URL host, both
+//   over https with normal certificate checks. Against an emulator, start node with
+//   NODE_EXTRA_CA_CERTS=<the emulator's test CA, PEM> so that certificate is trusted. Baileys
+//   itself is not modified and nothing here redirects its traffic.
 import { createInterface } from 'readline';
 import { silentLogger } from './lib/mem-keys.mjs';
 
@@ -29,27 +30,9 @@ const url = opt('--url', process.env.WA_URL);
 const authDir = opt('--auth', process.env.WA_AUTH_DIR || './.baileys-auth');
 const rootPub = opt('--root-pub', process.env.WA_ROOT_PUB);
 const pairPhone = opt('--pair-code');
-const mediaHttp = opt('--media-http');
 const level = opt('--log', process.env.LOG);
 if (!url) { console.error('--url is required'); process.exit(2); }
 if (rootPub) B.WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(rootPub, 'hex');
-if (mediaHttp) {
-  const realFetch = globalThis.fetch;
-  const host = new URL(mediaHttp).host;
-  globalThis.fetch = (input, init) => {
-    let u = typeof input === 'string' ? input : input.url ?? String(input);
-    u = u.replace(/^https:\/\/mmg\.whatsapp\.net\//, mediaHttp + '/').replace('https://' + host + '/', mediaHttp + '/');
-    return realFetch(u, init);
-  };
-  // Uploads go through node:https (Baileys avoids undici there): send them over plain HTTP.
-  const http = (await import('node:http')).default;
-  const https = (await import('node:https')).default;
-  const { hostname, port } = new URL(mediaHttp);
-  const realRequest = https.request;
-  https.request = (opts, cb) => (typeof opts === 'object' && opts.hostname === hostname && String(opts.port) === port)
-    ? http.request({ ...opts, agent: undefined }, cb) : realRequest(opts, cb);
-  (await import('node:module')).syncBuiltinESMExports();
-}
 const logger = level ? (await import('pino')).default({ level }, process.stderr) : silentLogger;
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 
@@ -90,10 +73,11 @@ function start() {
       const msg = m.message || {};
       const kind = Object.keys(msg).find((k) => k !== 'messageContextInfo' && k !== 'senderKeyDistributionMessage');
       const image = msg.imageMessage;
-      out({ event: 'message', type, id: m.key.id, from: m.key.remoteJid, participant: m.key.participant, fromMe: m.key.fromMe,
+      out({ event: 'message', type, id: m.key.id, from: m.key.remoteJid, participant: m.key.participant, participantAlt: m.key.participantAlt, fromMe: m.key.fromMe,
         kind, stub: m.messageStubType, stubParameters: m.messageStubParameters,
         text: msg.conversation ?? msg.extendedTextMessage?.text ?? image?.caption,
-        media: image ? { mimetype: image.mimetype, fileLength: String(image.fileLength), directPath: image.directPath } : undefined });
+        media: image ? { mimetype: image.mimetype, fileLength: String(image.fileLength), directPath: image.directPath } : undefined,
+        reaction: msg.reactionMessage ? { text: msg.reactionMessage.text, key: msg.reactionMessage.key } : undefined });
     }
   });
   sock.ev.on('messages.update', (updates) => { for (const update of updates) out({ event: 'receipt', update }); });
@@ -120,7 +104,7 @@ for await (const line of createInterface({ input: process.stdin })) {
       out({ event: 'downloaded', id: c.id, b64: Buffer.from(buf).toString('base64') });
     } else if (c.cmd === 'group_metadata') {
       const g = await sock.groupMetadata(c.jid);
-      out({ event: 'group_metadata', id: g.id, subject: g.subject, participants: g.participants.map((p) => p.id) });
+      out({ event: 'group_metadata', id: g.id, subject: g.subject, addressingMode: g.addressingMode, participants: g.participants.map((p) => p.id) });
     } else if (c.cmd === 'logout') await sock.logout();
     else if (c.cmd === 'quit') break;
     else out({ event: 'error', error: 'unknown cmd ' + c.cmd });

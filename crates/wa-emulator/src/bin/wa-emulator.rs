@@ -1,13 +1,17 @@
-//! `wa-emulator --listen 127.0.0.1:PORT [--seed N] [--account PN[:NAME]]...`: runs the
-//! emulator until interrupted, printing the WebSocket URL, the root public key and the
-//! control URL.
+//! `wa-emulator --listen 127.0.0.1:PORT [--seed N] [--account PN[:NAME]]... [--media-ca FILE]
+//! [--plain-media]`: runs the emulator until interrupted, printing the WebSocket URL, the root
+//! public key, the control URL, the HTTPS media URL and the file holding the media test CA
+//! (give it to Node clients as `NODE_EXTRA_CA_CERTS`).
 
 use std::net::SocketAddr;
 
 use wa_emulator::{Emulator, EmulatorConfig};
 
 fn usage() -> ! {
-    eprintln!("usage: wa-emulator [--listen 127.0.0.1:PORT] [--seed N] [--account PN[:NAME]]...");
+    eprintln!(
+        "usage: wa-emulator [--listen 127.0.0.1:PORT] [--seed N] [--account PN[:NAME]]... \
+         [--media-ca FILE] [--plain-media]"
+    );
     std::process::exit(2)
 }
 
@@ -15,6 +19,7 @@ fn usage() -> ! {
 async fn main() {
     let mut config = EmulatorConfig::default();
     let mut accounts = Vec::new();
+    let mut ca_file = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -30,6 +35,11 @@ async fn main() {
                 Some(v) => accounts.push(v),
                 None => usage(),
             },
+            "--media-ca" => match args.next() {
+                Some(v) => ca_file = Some(std::path::PathBuf::from(v)),
+                None => usage(),
+            },
+            "--plain-media" => config.media_tls = false,
             "-h" | "--help" => usage(),
             _ => usage(),
         }
@@ -51,5 +61,16 @@ async fn main() {
     println!("ws_url={}", emu.ws_url());
     println!("root_public_key={}", emu.root_public_key_hex());
     println!("control_url={}", emu.control_url());
+    if let (Some(url), Some(pem)) = (emu.media_url(), emu.media_ca_pem()) {
+        let path = ca_file.unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("wa-emulator-media-ca-{}.pem", emu.local_addr().port()))
+        });
+        if let Err(e) = std::fs::write(&path, pem) {
+            eprintln!("wa-emulator: cannot write the media CA to {}: {e}", path.display());
+            std::process::exit(1);
+        }
+        println!("media_url={url}");
+        println!("media_ca_file={}", path.display());
+    }
     let _ = tokio::signal::ctrl_c().await;
 }

@@ -12,13 +12,22 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use wa_emulator::EmulatorHandle;
 
-pub const T: Duration = Duration::from_secs(40);
+/// Every wait on a peer event: generous, for CI's two loaded cores.
+pub const T: Duration = Duration::from_secs(60);
 
 pub fn baileys_dir() -> PathBuf {
     if let Ok(d) = std::env::var("WA_BAILEYS_DIR") {
         return PathBuf::from(d);
     }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/baileys")
+}
+
+/// Emulator logs on stderr when `WA_EMU_LOG` is set (`error`..`trace`); Baileys' own log
+/// (pino, on stderr) is enabled with `WA_PEER_LOG=<level>`.
+pub fn init_tracing() {
+    if let Some(level) = std::env::var("WA_EMU_LOG").ok().and_then(|l| l.parse::<tracing::Level>().ok()) {
+        let _ = tracing_subscriber::fmt().with_max_level(level).with_test_writer().try_init();
+    }
 }
 
 /// A temporary directory removed on drop.
@@ -56,18 +65,25 @@ impl Peer {
             "Baileys is not installed in {}: run scripts/services/30-node.sh (npm ci)",
             dir.display()
         );
-        let media = format!("http://{}", emu.local_addr());
+        init_tracing();
         let mut cmd = Command::new("node");
         cmd.current_dir(&dir)
             .arg("baileys-peer.mjs")
             .args(["--url", &emu.ws_url(), "--auth"])
             .arg(auth)
-            .args(["--root-pub", &emu.root_public_key_hex(), "--media-http", &media])
+            .args(["--root-pub", &emu.root_public_key_hex()])
             .args(extra)
+            .args(std::env::var("WA_PEER_LOG").map(|l| vec!["--log".to_owned(), l]).unwrap_or_default())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        // Media goes over https to the emulator's TLS endpoint; Node trusts its test CA.
+        if let Some(ca) = emu.media_ca_pem() {
+            let path = auth.join("emulator-media-ca.pem");
+            std::fs::write(&path, ca).unwrap();
+            cmd.env("NODE_EXTRA_CA_CERTS", &path);
+        }
         let mut child = cmd.spawn().expect("spawn node");
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();

@@ -1,0 +1,912 @@
+//! Messages: sending (the one path used by the REST API and the campaign engine), history with
+//! delivery status, incoming messages, receipts, media download and the is-on-WhatsApp check.
+//!
+//! Status moves `pending → sent → delivered → read → played` (never backwards) or to `failed`.
+//! Receipts can beat the send call's own bookkeeping (a fast recipient acknowledges before we
+//! stored the WhatsApp id): such receipts wait in `early_receipts` and are applied on record.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use rusqlite::{OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::account_state::AccountState;
+use crate::auth::{Permission, Principal};
+use crate::clock::new_id;
+use crate::error::{ApiError, ApiJson, ApiQuery};
+use crate::outbox;
+use crate::runtime::{DeliveryStatus, MediaKind, OutgoingContent, RuntimeError};
+use crate::state::AppState;
+
+/// Longest text body accepted.
+pub const MAX_TEXT_CHARS: usize = 65_536;
+/// Most numbers in one is-on-WhatsApp request.
+pub const MAX_CHECK_NUMBERS: usize = 50;
+const DAY_MS: i64 = 86_400_000;
+
+/// A recorded message, either direction.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StoredMessage {
+    /// Our id (`msg_…`).
+    pub id: String,
+    pub account_id: String,
+    /// `outgoing` or `incoming`.
+    pub direction: String,
+    /// The chat JID (user or group).
+    pub chat: String,
+    /// Sender JID (incoming).
+    pub sender: Option<String>,
+    /// Sender phone in E.164 (incoming, when known).
+    pub sender_phone: Option<String>,
+    pub push_name: Option<String>,
+    /// WhatsApp's message id once sent or received.
+    pub wa_message_id: Option<String>,
+    /// `text` or a media kind.
+    pub kind: String,
+    /// Text, or the media caption.
+    pub body: Option<String>,
+    pub media: Option<MediaMeta>,
+    /// Our id of the message this one replies to.
+    pub quoted_id: Option<String>,
+    /// `pending`, `sent`, `delivered`, `read`, `played`, `failed` (outgoing) or `received`.
+    pub status: String,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub sent_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+    pub read_at: Option<i64>,
+    pub played_at: Option<i64>,
+    pub failed_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MediaMeta {
+    pub mimetype: Option<String>,
+    pub file_name: Option<String>,
+    pub size: Option<i64>,
+    /// Whether `GET …/media` can serve the bytes.
+    pub downloadable: bool,
+}
+
+const COLUMNS: &str =
+    "m.id, m.account_id, m.direction, m.chat_jid, m.sender_jid, m.sender_phone, m.push_name,
+    m.wa_message_id, m.kind, m.body, m.media_mimetype, m.media_file_name, m.media_size,
+    (SELECT q.id FROM messages q WHERE q.account_id = m.account_id AND q.wa_message_id = m.quoted_id LIMIT 1),
+    m.status, m.attempts, m.error, m.created_at, m.updated_at, m.sent_at, m.delivered_at, m.read_at,
+    m.played_at, m.failed_at, EXISTS (SELECT 1 FROM message_media d WHERE d.message_id = m.id)";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let kind: String = r.get(8)?;
+    let media = (kind != "text").then(|| -> rusqlite::Result<MediaMeta> {
+        Ok(MediaMeta {
+            mimetype: r.get(10)?,
+            file_name: r.get(11)?,
+            size: r.get(12)?,
+            downloadable: r.get(24)?,
+        })
+    });
+    Ok(StoredMessage {
+        id: r.get(0)?,
+        account_id: r.get(1)?,
+        direction: r.get(2)?,
+        chat: r.get(3)?,
+        sender: r.get(4)?,
+        sender_phone: r.get(5)?,
+        push_name: r.get(6)?,
+        wa_message_id: r.get(7)?,
+        kind,
+        body: r.get(9)?,
+        media: media.transpose()?,
+        quoted_id: r.get(13)?,
+        status: r.get(14)?,
+        attempts: r.get(15)?,
+        error: r.get(16)?,
+        created_at: r.get(17)?,
+        updated_at: r.get(18)?,
+        sent_at: r.get(19)?,
+        delivered_at: r.get(20)?,
+        read_at: r.get(21)?,
+        played_at: r.get(22)?,
+        failed_at: r.get(23)?,
+    })
+}
+
+fn load(c: &rusqlite::Connection, tenant_id: &str, id: &str) -> rusqlite::Result<Option<StoredMessage>> {
+    c.query_row(
+        &format!("SELECT {COLUMNS} FROM messages m WHERE m.tenant_id = ?1 AND m.id = ?2"),
+        params![tenant_id, id],
+        from_row,
+    )
+    .optional()
+}
+
+/// A recipient as the runtime wants it (`to`) and as history records it (`chat`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub to: String,
+    pub chat: String,
+}
+
+/// Parses a phone number (any common format, normalised to E.164) or a user/group JID.
+pub fn parse_recipient(input: &str) -> Result<Recipient, ApiError> {
+    let input = input.trim();
+    if let Some((user, server)) = input.split_once('@') {
+        let user_ok = !user.is_empty()
+            && user.len() <= 64
+            && user.chars().all(|c| c.is_ascii_digit() || c == '-')
+            && !user.starts_with('-');
+        let server_ok = matches!(server, "s.whatsapp.net" | "g.us" | "lid");
+        if !user_ok || !server_ok {
+            return Err(ApiError::bad(
+                "invalid_recipient",
+                format!("`{input}` is not a user JID (digits@s.whatsapp.net), LID or group JID (…@g.us)"),
+            ));
+        }
+        return Ok(Recipient { to: input.to_owned(), chat: input.to_owned() });
+    }
+    let e164 = crate::accounts::parse_phone(input)?;
+    Ok(Recipient { to: e164.digits().to_owned(), chat: format!("{}@s.whatsapp.net", e164.digits()) })
+}
+
+/// Start of the current day (UTC) and the start of the next, in ms.
+fn day_window(now: i64) -> (i64, i64) {
+    let start = now.div_euclid(DAY_MS) * DAY_MS;
+    (start, start + DAY_MS)
+}
+
+/// Outgoing messages that count against the daily limit since `since`.
+pub fn sent_since(c: &rusqlite::Connection, account_id: &str, since: i64) -> rusqlite::Result<i64> {
+    c.query_row(
+        "SELECT COUNT(*) FROM messages WHERE account_id = ?1 AND direction = 'outgoing'
+           AND status != 'failed' AND created_at >= ?2",
+        params![account_id, since],
+        |r| r.get(0),
+    )
+}
+
+/// Messages received since `since`.
+pub fn received_since(c: &rusqlite::Connection, account_id: &str, since: i64) -> rusqlite::Result<i64> {
+    c.query_row(
+        "SELECT COUNT(*) FROM messages WHERE account_id = ?1 AND direction = 'incoming' AND created_at >= ?2",
+        params![account_id, since],
+        |r| r.get(0),
+    )
+}
+
+/// Daily usage of an account: (sent today, received today, when the counters reset).
+pub fn usage_today(
+    c: &rusqlite::Connection,
+    account_id: &str,
+    now: i64,
+) -> rusqlite::Result<(i64, i64, i64)> {
+    let (start, reset) = day_window(now);
+    Ok((sent_since(c, account_id, start)?, received_since(c, account_id, start)?, reset))
+}
+
+fn kind_and_body(content: &OutgoingContent) -> (&'static str, Option<String>) {
+    match content {
+        OutgoingContent::Text { body, .. } => ("text", Some(body.clone())),
+        OutgoingContent::Media { kind, caption, .. } => (kind.as_str(), caption.clone()),
+    }
+}
+
+enum Admission {
+    Admitted,
+    NotFound,
+    NotActive(AccountState),
+    LimitReached { limit: i64, reset_at: i64 },
+    UnknownReplyTarget,
+}
+
+/// Sends `content` to `to` from the account: checks that the account is active and under its daily
+/// limit, records a `pending` row, hands the message to the runtime, then records `sent` (with
+/// WhatsApp's id) or `failed`, with a `message_sent` / `message_status_update` event. This is the
+/// one send path: the REST API and the campaign engine both call it.
+///
+/// `OutgoingContent::Text::quoted_id` may be our message id or a WhatsApp id; it is resolved to
+/// the WhatsApp id before the runtime sees it.
+pub async fn send_message(
+    st: &AppState,
+    tenant_id: &str,
+    account_id: &str,
+    to: &str,
+    content: OutgoingContent,
+) -> Result<StoredMessage, ApiError> {
+    let runtime = st.runtime.clone().ok_or_else(|| {
+        ApiError::Unavailable("no WhatsApp runtime is configured; sending is not available".into())
+    })?;
+    let recipient = parse_recipient(to)?;
+    let mut content = content;
+    if let OutgoingContent::Text { body, .. } = &content {
+        check_text(body)?;
+    }
+    let now = st.clock.now_ms();
+    let id = new_id("msg");
+    let (kind, body) = kind_and_body(&content);
+    let (mimetype, file_name, size, data) = match &content {
+        OutgoingContent::Media { mimetype, file_name, data, .. } => {
+            (Some(mimetype.clone()), file_name.clone(), Some(data.len() as i64), Some(data.clone()))
+        }
+        OutgoingContent::Text { .. } => (None, None, None, None),
+    };
+    let quoted_in = match &content {
+        OutgoingContent::Text { quoted_id: Some(q), .. } => Some(q.clone()),
+        _ => None,
+    };
+    let (t, a, i, chat) = (tenant_id.to_owned(), account_id.to_owned(), id.clone(), recipient.chat.clone());
+    let (admission, quoted_wa) = st
+        .db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let acc: Option<(String, i64)> = tx
+                .query_row(
+                    "SELECT state, daily_limit FROM accounts WHERE tenant_id = ?1 AND id = ?2",
+                    params![t, a],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((state, limit)) = acc else { return Ok((Admission::NotFound, None)) };
+            let state = AccountState::parse(&state).unwrap_or(AccountState::Error);
+            if state != AccountState::Active {
+                return Ok((Admission::NotActive(state), None));
+            }
+            let (start, reset_at) = day_window(now);
+            if sent_since(&tx, &a, start)? >= limit {
+                return Ok((Admission::LimitReached { limit, reset_at }, None));
+            }
+            // Ok(None): not a reply; Err(()): the reply target is unknown.
+            let quoted_wa: Result<Option<String>, ()> = match &quoted_in {
+                None => Ok(None),
+                Some(q) => tx
+                    .query_row(
+                        "SELECT wa_message_id FROM messages WHERE tenant_id = ?1 AND account_id = ?2
+                           AND (id = ?3 OR wa_message_id = ?3) AND wa_message_id IS NOT NULL LIMIT 1",
+                        params![t, a, q],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .optional()?
+                    .map(Some)
+                    .ok_or(()),
+            };
+            let Ok(quoted_wa) = quoted_wa else { return Ok((Admission::UnknownReplyTarget, None)) };
+            tx.execute(
+                "INSERT INTO messages (id, tenant_id, account_id, direction, chat_jid, kind, body, media_mimetype,
+                   media_file_name, media_size, quoted_id, status, attempts, created_at, updated_at)
+                 VALUES (?1,?2,?3,'outgoing',?4,?5,?6,?7,?8,?9,?10,'pending',1,?11,?11)",
+                params![
+                    i,
+                    t,
+                    a,
+                    chat,
+                    kind,
+                    body,
+                    mimetype,
+                    file_name,
+                    size,
+                    quoted_wa,
+                    now
+                ],
+            )?;
+            if let Some(d) = &data {
+                tx.execute(
+                    "INSERT INTO message_media (message_id, data) VALUES (?1, ?2)",
+                    params![i, d.as_ref()],
+                )?;
+            }
+            tx.commit()?;
+            Ok((Admission::Admitted, quoted_wa))
+        })
+        .await?;
+    match admission {
+        Admission::Admitted => {}
+        Admission::NotFound => return Err(ApiError::NotFound("account")),
+        Admission::NotActive(s) => {
+            return Err(ApiError::Conflict {
+                code: "account_not_active",
+                message: format!("account is {}; connect it before sending", s.as_str()),
+            });
+        }
+        Admission::UnknownReplyTarget => {
+            return Err(ApiError::bad(
+                "unknown_reply_target",
+                "reply_to names no sent or received message of this account",
+            ));
+        }
+        Admission::LimitReached { limit, reset_at } => {
+            return Err(ApiError::RateLimited {
+                code: "daily_limit_reached",
+                message: format!(
+                    "daily limit of {limit} messages reached; resets at {reset_at} (ms since epoch)"
+                ),
+                retry_after_secs: ((reset_at - now) / 1000).max(1) as u64,
+                reset_at: Some(reset_at),
+            });
+        }
+    }
+    if let (Some(w), OutgoingContent::Text { quoted_id, .. }) = (quoted_wa, &mut content) {
+        *quoted_id = Some(w);
+    }
+    let result = runtime.send(tenant_id, account_id, &recipient.to, content).await;
+    let now = st.clock.now_ms();
+    let (t, a, i) = (tenant_id.to_owned(), account_id.to_owned(), id.clone());
+    let outcome = match &result {
+        Ok(sent) => Ok(sent.message_id.clone()),
+        Err(e) => Err(e.to_string()),
+    };
+    let (stored, events) = st
+        .db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            let mut events = Vec::new();
+            match &outcome {
+                Ok(wa_id) => {
+                    tx.execute(
+                        "UPDATE messages SET status = 'sent', wa_message_id = ?3, sent_at = ?4, updated_at = ?4
+                         WHERE tenant_id = ?1 AND id = ?2",
+                        params![t, i, wa_id, now],
+                    )?;
+                    let msg = load(&tx, &t, &i)?;
+                    let data = serde_json::to_value(&msg).unwrap_or_default();
+                    outbox::enqueue(&tx, &t, Some(&a), "message_sent", data.clone(), now)?;
+                    events.push(("message_sent", data));
+                    let early: Vec<(String, i64)> = tx
+                        .prepare("SELECT status, at FROM early_receipts WHERE account_id = ?1 AND wa_message_id = ?2")?
+                        .query_map(params![a, wa_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<_, _>>()?;
+                    tx.execute(
+                        "DELETE FROM early_receipts WHERE account_id = ?1 AND wa_message_id = ?2",
+                        params![a, wa_id],
+                    )?;
+                    for (s, at) in early {
+                        if let Some(s) = DeliveryStatus::parse(&s)
+                            && let Some(ev) = apply_status_tx(&tx, &t, &a, wa_id, s, at)?
+                        {
+                            events.push(("message_status_update", ev));
+                        }
+                    }
+                }
+                Err(err) => {
+                    tx.execute(
+                        "UPDATE messages SET status = 'failed', error = ?3, failed_at = ?4, updated_at = ?4
+                         WHERE tenant_id = ?1 AND id = ?2",
+                        params![t, i, err, now],
+                    )?;
+                    let data = serde_json::json!({ "message_id": i, "status": "failed", "error": err, "at": now });
+                    outbox::enqueue(&tx, &t, Some(&a), "message_status_update", data.clone(), now)?;
+                    events.push(("message_status_update", data));
+                }
+            }
+            tx.commit()?;
+            Ok((load(c, &t, &i)?, events))
+        })
+        .await?;
+    st.outbox_notify.notify_one();
+    for (name, data) in events {
+        st.live.publish(tenant_id, Some(account_id), name, data, now);
+    }
+    match result {
+        Ok(_) => stored.ok_or(ApiError::NotFound("message")),
+        Err(RuntimeError::NotRunning) => Err(ApiError::Conflict {
+            code: "account_not_connected",
+            message: "the account's session is not running; reconnect it".into(),
+        }),
+        Err(e) => Err(ApiError::Unavailable(format!("send failed: {e}"))),
+    }
+}
+
+fn check_text(body: &str) -> Result<(), ApiError> {
+    if body.trim().is_empty() {
+        return Err(ApiError::bad("invalid_text", "text must not be empty"));
+    }
+    if body.chars().count() > MAX_TEXT_CHARS {
+        return Err(ApiError::bad(
+            "invalid_text",
+            format!("text is longer than {MAX_TEXT_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Applies a receipt inside `tx`; returns the event payload when the status advanced, `None`
+/// when it did not (older status, or no such message: then it waits in `early_receipts`).
+fn apply_status_tx(
+    tx: &rusqlite::Transaction<'_>,
+    tenant_id: &str,
+    account_id: &str,
+    wa_id: &str,
+    status: DeliveryStatus,
+    at: i64,
+) -> rusqlite::Result<Option<serde_json::Value>> {
+    let row: Option<(String, String)> = tx
+        .query_row(
+            "SELECT id, status FROM messages WHERE tenant_id = ?1 AND account_id = ?2 AND direction = 'outgoing'
+               AND wa_message_id = ?3",
+            params![tenant_id, account_id, wa_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((id, current)) = row else {
+        tx.execute(
+            "INSERT OR IGNORE INTO early_receipts (account_id, wa_message_id, status, at) VALUES (?1,?2,?3,?4)",
+            params![account_id, wa_id, status.as_str(), at],
+        )?;
+        return Ok(None);
+    };
+    let current = DeliveryStatus::parse(&current).unwrap_or(DeliveryStatus::Failed);
+    let advances = match (current, status) {
+        (DeliveryStatus::Failed, _) | (_, DeliveryStatus::Failed) | (_, DeliveryStatus::Pending) => false,
+        (c, s) => s > c,
+    };
+    if !advances {
+        return Ok(None);
+    }
+    // Each status implies the earlier ones: fill timestamps a skipped receipt left empty.
+    tx.execute(
+        "UPDATE messages SET status = ?3, updated_at = ?4,
+           sent_at = COALESCE(sent_at, ?4),
+           delivered_at = CASE WHEN ?3 IN ('delivered','read','played') THEN COALESCE(delivered_at, ?4)
+                          ELSE delivered_at END,
+           read_at = CASE WHEN ?3 IN ('read','played') THEN COALESCE(read_at, ?4) ELSE read_at END,
+           played_at = CASE WHEN ?3 = 'played' THEN COALESCE(played_at, ?4) ELSE played_at END
+         WHERE tenant_id = ?1 AND id = ?2",
+        params![tenant_id, id, status.as_str(), at],
+    )?;
+    let data =
+        serde_json::json!({ "message_id": id, "wa_message_id": wa_id, "status": status.as_str(), "at": at });
+    outbox::enqueue(tx, tenant_id, Some(account_id), "message_status_update", data.clone(), at)?;
+    Ok(Some(data))
+}
+
+/// Records a receipt (from [`crate::runtime::SessionEvent::MessageStatus`]).
+pub fn apply_status(
+    c: &mut rusqlite::Connection,
+    tenant_id: &str,
+    account_id: &str,
+    wa_id: &str,
+    status: DeliveryStatus,
+    at: i64,
+) -> rusqlite::Result<Option<serde_json::Value>> {
+    let tx = c.transaction()?;
+    let r = apply_status_tx(&tx, tenant_id, account_id, wa_id, status, at)?;
+    tx.commit()?;
+    Ok(r)
+}
+
+/// An incoming message as a runtime reports it.
+#[derive(Debug, Clone)]
+pub struct Incoming<'a> {
+    pub wa_id: &'a str,
+    pub chat: &'a str,
+    pub from: &'a str,
+    pub from_phone: Option<&'a str>,
+    pub push_name: Option<&'a str>,
+    pub text: Option<&'a str>,
+    pub media: Option<MediaKind>,
+    pub timestamp_ms: i64,
+}
+
+/// Records an incoming message with its `incoming_message` event; `None` for a duplicate
+/// (WhatsApp redelivers after reconnects).
+pub fn record_incoming(
+    c: &mut rusqlite::Connection,
+    tenant_id: &str,
+    account_id: &str,
+    m: &Incoming<'_>,
+    now: i64,
+) -> rusqlite::Result<Option<StoredMessage>> {
+    let tx = c.transaction()?;
+    let id = new_id("msg");
+    let kind = m.media.map_or("text", MediaKind::as_str);
+    let n = tx.execute(
+        "INSERT OR IGNORE INTO messages (id, tenant_id, account_id, direction, chat_jid, sender_jid, sender_phone,
+           push_name, wa_message_id, kind, body, status, attempts, created_at, updated_at)
+         VALUES (?1,?2,?3,'incoming',?4,?5,?6,?7,?8,?9,?10,'received',0,?11,?11)",
+        params![id, tenant_id, account_id, m.chat, m.from, m.from_phone, m.push_name, m.wa_id, kind, m.text, now],
+    )?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let msg = load(&tx, tenant_id, &id)?;
+    if let Some(msg) = &msg {
+        let mut data = serde_json::to_value(msg).unwrap_or_default();
+        if let Some(o) = data.as_object_mut() {
+            o.insert("timestamp_ms".into(), m.timestamp_ms.into());
+        }
+        outbox::enqueue(&tx, tenant_id, Some(account_id), "incoming_message", data, now)?;
+    }
+    tx.commit()?;
+    Ok(msg)
+}
+
+// ---------------------------------------------------------------------------------------------
+// REST
+
+/// Media to send: by URL (fetched by the server; private addresses refused) or inline base64.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MediaInput {
+    pub kind: MediaKind,
+    /// `http://` URL to fetch (loopback, private and link-local hosts are refused).
+    pub url: Option<String>,
+    /// The file itself, base64 (standard alphabet).
+    pub data_base64: Option<String>,
+    /// MIME type (default: from the fetch response or sniffed from the bytes).
+    pub mimetype: Option<String>,
+    pub file_name: Option<String>,
+    pub caption: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// Phone number (any common format; normalised to E.164) or a user/group JID.
+    pub to: String,
+    /// Text to send (exactly one of `text` and `media`).
+    pub text: Option<String>,
+    pub media: Option<MediaInput>,
+    /// Our id (or WhatsApp's id) of a message to reply to (text only).
+    pub reply_to: Option<String>,
+}
+
+/// Turns a request body into runtime content (fetching media by URL when needed).
+pub async fn content_from_request(
+    st: &AppState,
+    text: Option<String>,
+    media: Option<MediaInput>,
+    reply_to: Option<String>,
+) -> Result<OutgoingContent, ApiError> {
+    match (text, media) {
+        (Some(body), None) => {
+            check_text(&body)?;
+            Ok(OutgoingContent::Text { body, quoted_id: reply_to })
+        }
+        (None, Some(m)) => {
+            if reply_to.is_some() {
+                return Err(ApiError::bad("invalid_body", "reply_to is supported for text messages only"));
+            }
+            if let Some(c) = &m.caption {
+                check_text(c)?;
+            }
+            let (data, fetched_type) = match (m.url, m.data_base64) {
+                (Some(url), None) => {
+                    let f = crate::fetch::fetch(&st.limits.fetch, &url).await?;
+                    (f.data, f.content_type)
+                }
+                (None, Some(b64)) => {
+                    let data = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| {
+                        ApiError::bad("invalid_media", format!("data_base64 is not base64: {e}"))
+                    })?;
+                    if data.len() > st.limits.fetch.max_bytes {
+                        return Err(ApiError::bad(
+                            "media_too_large",
+                            format!("media is larger than {} bytes", st.limits.fetch.max_bytes),
+                        ));
+                    }
+                    (bytes::Bytes::from(data), None)
+                }
+                _ => {
+                    return Err(ApiError::bad(
+                        "invalid_media",
+                        "media needs exactly one of `url` and `data_base64`",
+                    ));
+                }
+            };
+            if data.is_empty() {
+                return Err(ApiError::bad("invalid_media", "media is empty"));
+            }
+            let mimetype = match m.mimetype.or(fetched_type) {
+                Some(t) => check_mimetype(&t)?,
+                None => crate::fetch::sniff_mimetype(&data).map(str::to_owned).ok_or_else(|| {
+                    ApiError::bad("invalid_media", "cannot tell the media type; set `mimetype`")
+                })?,
+            };
+            if let Some(f) = &m.file_name
+                && (f.is_empty()
+                    || f.len() > 255
+                    || f.chars().any(|c| c.is_control() || c == '/' || c == '\\'))
+            {
+                return Err(ApiError::bad(
+                    "invalid_media",
+                    "file_name must be 1 to 255 characters without slashes",
+                ));
+            }
+            Ok(OutgoingContent::Media {
+                kind: m.kind,
+                data,
+                mimetype,
+                caption: m.caption,
+                file_name: m.file_name,
+            })
+        }
+        _ => Err(ApiError::bad("invalid_body", "exactly one of `text` and `media` is required")),
+    }
+}
+
+fn check_mimetype(t: &str) -> Result<String, ApiError> {
+    let t = t.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ok = t.len() <= 100
+        && t.split_once('/').is_some_and(|(a, b)| {
+            !a.is_empty()
+                && !b.is_empty()
+                && (a.to_owned() + b).chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        });
+    if ok { Ok(t) } else { Err(ApiError::bad("invalid_media", format!("`{t}` is not a MIME type"))) }
+}
+
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/messages", tag = "messages", params(("id" = String, Path)),
+    request_body = SendRequest,
+    responses((status = 201, body = StoredMessage), (status = 400, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+              (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn send(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SendRequest>,
+) -> Result<(StatusCode, Json<StoredMessage>), ApiError> {
+    p.require(Permission::Send)?;
+    // Validate the cheap things before fetching anything.
+    parse_recipient(&req.to)?;
+    let content = content_from_request(&st, req.text, req.media, req.reply_to).await?;
+    let m = send_message(&st, &p.tenant_id, &id, &req.to, content).await?;
+    Ok((StatusCode::CREATED, Json(m)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Only this chat (phone number or JID).
+    pub chat: Option<String>,
+    /// `incoming` or `outgoing`.
+    pub direction: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MessagePage {
+    /// Newest first.
+    pub messages: Vec<StoredMessage>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn parse_cursor(c: &str) -> Result<(i64, String), ApiError> {
+    let bad = || ApiError::bad("invalid_cursor", "cursor is not one this server issued");
+    let raw = hex::decode(c).map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (t, id) = raw.split_once('|').ok_or_else(bad)?;
+    Ok((t.parse().map_err(|_| bad())?, id.to_owned()))
+}
+
+fn make_cursor(m: &StoredMessage) -> String {
+    hex::encode(format!("{}|{}", m.created_at, m.id))
+}
+
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/messages", tag = "messages",
+    params(("id" = String, Path), HistoryQuery),
+    responses((status = 200, body = MessagePage), (status = 400, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn history(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<MessagePage>, ApiError> {
+    p.require(Permission::Read)?;
+    let chat = q.chat.as_deref().map(parse_recipient).transpose()?.map(|r| r.chat);
+    if let Some(d) = &q.direction
+        && d != "incoming"
+        && d != "outgoing"
+    {
+        return Err(ApiError::bad("invalid_query", "direction must be `incoming` or `outgoing`"));
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad("invalid_query", "limit must be between 1 and 200"));
+    }
+    let cursor = q.cursor.as_deref().map(parse_cursor).transpose()?;
+    let tenant = p.tenant_id.clone();
+    let direction = q.direction;
+    let page = st
+        .db
+        .call(move |c| {
+            let exists: bool = c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM accounts WHERE tenant_id = ?1 AND id = ?2)",
+                params![tenant, id],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                return Ok(None);
+            }
+            let (ct, cid) = match &cursor {
+                Some((t, i)) => (Some(*t), Some(i.clone())),
+                None => (None, None),
+            };
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM messages m WHERE m.tenant_id = ?1 AND m.account_id = ?2
+                   AND (?3 IS NULL OR m.chat_jid = ?3) AND (?4 IS NULL OR m.direction = ?4)
+                   AND (?5 IS NULL OR m.created_at < ?5 OR (m.created_at = ?5 AND m.id < ?6))
+                 ORDER BY m.created_at DESC, m.id DESC LIMIT ?7"
+            ))?;
+            let mut rows = stmt
+                .query_map(params![tenant, id, chat, direction, ct, cid, limit + 1], from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            let more = rows.len() > limit as usize;
+            rows.truncate(limit as usize);
+            let next_cursor = if more { rows.last().map(make_cursor) } else { None };
+            Ok(Some(MessagePage { messages: rows, next_cursor }))
+        })
+        .await?;
+    page.map(Json).ok_or(ApiError::NotFound("account"))
+}
+
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/messages/{message_id}", tag = "messages",
+    params(("id" = String, Path), ("message_id" = String, Path)),
+    responses((status = 200, body = StoredMessage), (status = 404, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get_message(
+    State(st): State<AppState>,
+    p: Principal,
+    Path((id, message_id)): Path<(String, String)>,
+) -> Result<Json<StoredMessage>, ApiError> {
+    p.require(Permission::Read)?;
+    let tenant = p.tenant_id.clone();
+    let m = st.db.call(move |c| Ok(load(c, &tenant, &message_id)?)).await?;
+    m.filter(|m| m.account_id == id).map(Json).ok_or(ApiError::NotFound("message"))
+}
+
+#[utoipa::path(get, path = "/api/v1/accounts/{id}/messages/{message_id}/media", tag = "messages",
+    params(("id" = String, Path), ("message_id" = String, Path)),
+    responses((status = 200, description = "the media bytes", content_type = "application/octet-stream"),
+              (status = 404, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn download_media(
+    State(st): State<AppState>,
+    p: Principal,
+    Path((id, message_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    p.require(Permission::Read)?;
+    let tenant = p.tenant_id.clone();
+    let found = st
+        .db
+        .call(move |c| {
+            Ok(c.query_row(
+                "SELECT m.media_mimetype, d.data FROM messages m JOIN message_media d ON d.message_id = m.id
+                 WHERE m.tenant_id = ?1 AND m.account_id = ?2 AND m.id = ?3",
+                params![tenant, id, message_id],
+                |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()?)
+        })
+        .await?;
+    let (mimetype, data) = found.ok_or(ApiError::NotFound("media"))?;
+    let mimetype = mimetype.unwrap_or_else(|| "application/octet-stream".into());
+    Ok(([(header::CONTENT_TYPE, mimetype)], data).into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckNumbersRequest {
+    /// 1 to 50 phone numbers in any common format.
+    pub phones: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NumberStatus {
+    /// E.164.
+    pub phone: String,
+    pub on_whatsapp: bool,
+    pub jid: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/accounts/{id}/check-numbers", tag = "messages", params(("id" = String, Path)),
+    request_body = CheckNumbersRequest,
+    responses((status = 200, body = Vec<NumberStatus>), (status = 400, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn check_numbers(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<CheckNumbersRequest>,
+) -> Result<Json<Vec<NumberStatus>>, ApiError> {
+    p.require(Permission::Read)?;
+    if req.phones.is_empty() || req.phones.len() > MAX_CHECK_NUMBERS {
+        return Err(ApiError::bad(
+            "invalid_phones",
+            format!("phones must list 1 to {MAX_CHECK_NUMBERS} numbers"),
+        ));
+    }
+    let digits = req
+        .phones
+        .iter()
+        .map(|p| crate::accounts::parse_phone(p).map(|e| e.digits().to_owned()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let runtime = st.runtime.clone().ok_or_else(|| {
+        ApiError::Unavailable("no WhatsApp runtime is configured; checking numbers is not available".into())
+    })?;
+    let (tenant, acc) = (p.tenant_id.clone(), id.clone());
+    let state = st
+        .db
+        .call(move |c| {
+            Ok(c.query_row(
+                "SELECT state FROM accounts WHERE tenant_id = ?1 AND id = ?2",
+                params![tenant, acc],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?)
+        })
+        .await?
+        .ok_or(ApiError::NotFound("account"))?;
+    if state != AccountState::Active.as_str() {
+        return Err(ApiError::Conflict {
+            code: "account_not_active",
+            message: format!("account is {state}; connect it first"),
+        });
+    }
+    let checks = runtime.check_numbers(&p.tenant_id, &id, &digits).await.map_err(|e| match e {
+        RuntimeError::NotRunning => ApiError::Conflict {
+            code: "account_not_connected",
+            message: "the account's session is not running; reconnect it".into(),
+        },
+        e => ApiError::Unavailable(format!("check failed: {e}")),
+    })?;
+    Ok(Json(
+        digits
+            .iter()
+            .map(|d| {
+                let hit = checks.iter().find(|c| c.phone == *d);
+                NumberStatus {
+                    phone: format!("+{d}"),
+                    on_whatsapp: hit.is_some_and(|c| c.on_whatsapp),
+                    jid: hit.and_then(|c| c.jid.clone()),
+                }
+            })
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_normalised_or_refused() {
+        assert_eq!(
+            parse_recipient("+1 (415) 555-0123").unwrap(),
+            Recipient { to: "14155550123".into(), chat: "14155550123@s.whatsapp.net".into() }
+        );
+        assert_eq!(parse_recipient("123-456@g.us").unwrap().chat, "123-456@g.us");
+        for bad in ["4155550123", "abc@s.whatsapp.net", "1@evil.com", "@g.us", "+1 415 CALL NOW"] {
+            assert!(parse_recipient(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = hex::encode("1700|msg_ab");
+        assert_eq!(parse_cursor(&c).unwrap(), (1700, "msg_ab".into()));
+        assert!(parse_cursor("zz").is_err());
+        assert!(parse_cursor(&hex::encode("nope")).is_err());
+    }
+
+    #[test]
+    fn day_window_is_utc_midnight() {
+        let (s, e) = day_window(1_700_000_000_000);
+        assert_eq!(s % DAY_MS, 0);
+        assert_eq!(e - s, DAY_MS);
+        assert!(s <= 1_700_000_000_000 && 1_700_000_000_000 < e);
+    }
+}

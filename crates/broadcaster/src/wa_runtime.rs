@@ -1,0 +1,437 @@
+//! The production [`AccountRuntime`]: one `wa-client` [`Client`] per account, auth state in a
+//! shared `wa-store` (SQLite in the data directory by default, one device id per account), and a
+//! task per session that turns client events into [`SessionEvent`]s.
+//!
+//! The client owns reconnection (backoff, loop detection, the disconnect policy); this module
+//! only reports. Shutdown stops the sessions without recording a state change, so accounts that
+//! were active are resumed by [`crate::resume_sessions`] at the next start.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wa_client::{Client, DisconnectReason, Event, Jid, ReceiptKind};
+use wa_proto::Message;
+use wa_store::{DeviceId, Store};
+
+use crate::clock::SharedClock;
+use crate::metrics::Metrics;
+use crate::runtime::{
+    AccountRuntime, DeliveryStatus, LinkMethod, MediaKind, NumberCheck, OutgoingContent, RuntimeError,
+    RuntimeFuture, SentMessage, SessionEvent, SessionEvents,
+};
+
+/// How long a pairing code is valid (WhatsApp's phone UI accepts it for about three minutes).
+const PAIRING_CODE_TTL_MS: i64 = 180_000;
+/// Received messages remembered per session so replies can quote them.
+const RECENT_MESSAGES: usize = 512;
+
+/// Where sessions connect.
+#[derive(Clone)]
+pub struct Upstream {
+    pub url: String,
+    /// `None`: WhatsApp's real root key.
+    pub root_key: Option<wa_crypto::PublicKey>,
+}
+
+impl Upstream {
+    /// Real WhatsApp.
+    pub fn whatsapp() -> Self {
+        Self { url: wa_client::WHATSAPP_URL.to_owned(), root_key: None }
+    }
+
+    /// An in-process emulator.
+    pub fn emulator(emu: &wa_emulator::EmulatorHandle) -> Self {
+        Self { url: emu.ws_url(), root_key: Some(emu.root_public_key()) }
+    }
+}
+
+type Recent = Arc<Mutex<VecDeque<(String, wa_client::MessageInfo, Message)>>>;
+
+struct Session {
+    tenant_id: String,
+    client: Client,
+    pump: tokio::task::JoinHandle<()>,
+    recent: Recent,
+}
+
+/// Sessions on `wa-client`.
+pub struct WaRuntime {
+    store: Store,
+    upstream: Upstream,
+    events: Arc<dyn SessionEvents>,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    push_name: String,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn failed(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Failed(e.to_string())
+}
+
+impl WaRuntime {
+    pub fn new(
+        store: Store,
+        upstream: Upstream,
+        events: Arc<dyn SessionEvents>,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            upstream,
+            events,
+            clock,
+            metrics,
+            push_name: "Broadcaster".into(),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Opens the SQLite auth store at `path`.
+    pub async fn open_sqlite_store(path: &std::path::Path) -> Result<Store, wa_store::Error> {
+        Store::open_sqlite(path, wa_store::StoreOptions::default()).await
+    }
+
+    fn client_for(&self, account_id: &str) -> Result<Client, RuntimeError> {
+        let id = DeviceId::new(account_id).map_err(failed)?;
+        let mut b = Client::builder()
+            .store(self.store.device(&id))
+            .url(self.upstream.url.clone())
+            .push_name(self.push_name.clone())
+            .reconnect(true, Duration::from_secs(1), Duration::from_secs(60));
+        if let Some(k) = self.upstream.root_key {
+            b = b.root_key(k);
+        }
+        b.build().map_err(failed)
+    }
+
+    fn session_client(&self, tenant_id: &str, account_id: &str) -> Result<(Client, Recent), RuntimeError> {
+        let s = lock(&self.sessions);
+        let s = s.get(account_id).filter(|s| s.tenant_id == tenant_id).ok_or(RuntimeError::NotRunning)?;
+        if !s.client.is_connected() {
+            return Err(RuntimeError::NotRunning);
+        }
+        Ok((s.client.clone(), s.recent.clone()))
+    }
+
+    fn take(&self, tenant_id: &str, account_id: &str) -> Option<Session> {
+        let mut s = lock(&self.sessions);
+        if s.get(account_id).is_some_and(|s| s.tenant_id == tenant_id) { s.remove(account_id) } else { None }
+    }
+
+    /// Stops every session without recording state changes (they resume at the next start).
+    pub async fn shutdown(&self) {
+        let sessions: Vec<Session> = lock(&self.sessions).drain().map(|(_, s)| s).collect();
+        for s in &sessions {
+            s.pump.abort();
+        }
+        futures::future::join_all(sessions.iter().map(|s| s.client.disconnect())).await;
+    }
+
+    /// How many sessions are running.
+    pub fn session_count(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+}
+
+fn media_kind(m: &Message) -> Option<MediaKind> {
+    if m.image_message.is_some() {
+        Some(MediaKind::Image)
+    } else if m.video_message.is_some() {
+        Some(MediaKind::Video)
+    } else if let Some(a) = &m.audio_message {
+        Some(if a.ptt == Some(true) { MediaKind::Voice } else { MediaKind::Audio })
+    } else if m.document_message.is_some() {
+        Some(MediaKind::Document)
+    } else if m.sticker_message.is_some() {
+        Some(MediaKind::Sticker)
+    } else {
+        None
+    }
+}
+
+fn phone_of(info: &wa_client::MessageInfo) -> Option<String> {
+    let pn =
+        info.sender_pn.as_ref().or((info.sender.server() == wa_binary::Server::Pn).then_some(&info.sender))?;
+    Some(format!("+{}", pn.user()))
+}
+
+struct Pump {
+    tenant_id: String,
+    account_id: String,
+    events: Arc<dyn SessionEvents>,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    client: Client,
+    method: LinkMethod,
+    recent: Recent,
+}
+
+impl Pump {
+    async fn emit(&self, e: SessionEvent) {
+        self.events.emit(&self.tenant_id, &self.account_id, e).await;
+    }
+
+    async fn run(self, mut stream: wa_client::EventStream) {
+        let mut pairing_requested = false;
+        while let Some(ev) = stream.recv().await {
+            let now = self.clock.now_ms();
+            match ev {
+                Event::Qr(q) => {
+                    if let LinkMethod::PairingCode { phone_digits } = &self.method
+                        && !pairing_requested
+                    {
+                        pairing_requested = true;
+                        let (client, phone) = (self.client.clone(), phone_digits.clone());
+                        let (events, t, a) =
+                            (self.events.clone(), self.tenant_id.clone(), self.account_id.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = client.pair_phone(&phone).await {
+                                events
+                                    .emit(
+                                        &t,
+                                        &a,
+                                        SessionEvent::Failed { reason: format!("pairing code: {e}") },
+                                    )
+                                    .await;
+                            }
+                        });
+                        continue;
+                    }
+                    if pairing_requested {
+                        continue;
+                    }
+                    let expires_at_ms = now + i64::try_from(q.valid_for.as_millis()).unwrap_or(i64::MAX / 2);
+                    self.emit(SessionEvent::Qr { code: q.text.clone(), expires_at_ms }).await;
+                }
+                Event::PairingCode { code } => {
+                    self.emit(SessionEvent::PairingCode { code, expires_at_ms: now + PAIRING_CODE_TTL_MS })
+                        .await;
+                }
+                Event::PairError { error } => {
+                    tracing::warn!(account_id = %self.account_id, %error, "pairing refused");
+                }
+                Event::Connected { jid, .. } => {
+                    self.emit(SessionEvent::Connected {
+                        phone: Some(format!("+{}", jid.user())),
+                        push_name: None,
+                    })
+                    .await;
+                }
+                Event::Disconnected { reason, reconnect_in } => match (reason, reconnect_in) {
+                    (DisconnectReason::Requested, _) => {}
+                    (reason, Some(_)) => {
+                        self.emit(SessionEvent::Reconnecting { reason: format!("{reason:?}") }).await
+                    }
+                    (DisconnectReason::QrTimeout, None) => {
+                        self.emit(SessionEvent::Disconnected {
+                            reason: "QR code not scanned in time".into(),
+                        })
+                        .await;
+                    }
+                    (reason, None) => self.emit(SessionEvent::Failed { reason: format!("{reason:?}") }).await,
+                },
+                Event::LoggedOut { reason } => {
+                    if reason != DisconnectReason::Requested {
+                        self.emit(SessionEvent::LoggedOut { reason: format!("{reason:?}") }).await;
+                    }
+                }
+                Event::Message(m) => {
+                    if m.info.from_me {
+                        continue;
+                    }
+                    {
+                        let mut r = lock(&self.recent);
+                        if r.len() >= RECENT_MESSAGES {
+                            r.pop_front();
+                        }
+                        r.push_back((m.info.id.clone(), m.info.clone(), m.message.clone()));
+                    }
+                    let ts = i64::try_from(m.info.timestamp).unwrap_or(0).saturating_mul(1000);
+                    self.emit(SessionEvent::IncomingMessage {
+                        message_id: m.info.id.clone(),
+                        chat: m.info.chat.to_string(),
+                        from: m.info.sender.to_non_ad().to_string(),
+                        from_phone: phone_of(&m.info),
+                        push_name: m.info.push_name.clone(),
+                        text: m.text().map(str::to_owned),
+                        media: media_kind(&m.message),
+                        timestamp_ms: if ts > 0 { ts } else { now },
+                    })
+                    .await;
+                }
+                Event::Receipt(r) => {
+                    let status = match r.kind {
+                        ReceiptKind::Delivered => DeliveryStatus::Delivered,
+                        ReceiptKind::Read => DeliveryStatus::Read,
+                        ReceiptKind::Played => DeliveryStatus::Played,
+                        _ => continue,
+                    };
+                    // Our clock, not the receipt's whole-second stamp, so the timestamps of one
+                    // message stay ordered (sent_at is ours too).
+                    let at_ms = now;
+                    for id in r.ids {
+                        self.emit(SessionEvent::MessageStatus { message_id: id, status, at_ms }).await;
+                    }
+                }
+                Event::UndecryptableMessage(_) => Metrics::inc(&self.metrics.decrypt_failures),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn parse_to(to: &str) -> Result<Jid, RuntimeError> {
+    let jid = if to.contains('@') {
+        to.parse::<Jid>().map_err(|e| failed(format!("bad recipient `{to}`: {e}")))?
+    } else {
+        Jid::new(to, wa_binary::Server::Pn).map_err(|e| failed(format!("bad recipient `{to}`: {e}")))?
+    };
+    Ok(jid)
+}
+
+impl AccountRuntime for WaRuntime {
+    fn connect<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        method: LinkMethod,
+    ) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(old) = self.take(tenant_id, account_id) {
+                old.pump.abort();
+                old.client.disconnect().await;
+            }
+            let client = self.client_for(account_id)?;
+            let stream = client.events();
+            let recent: Recent = Arc::default();
+            let pump = Pump {
+                tenant_id: tenant_id.to_owned(),
+                account_id: account_id.to_owned(),
+                events: self.events.clone(),
+                clock: self.clock.clone(),
+                metrics: self.metrics.clone(),
+                client: client.clone(),
+                method,
+                recent: recent.clone(),
+            };
+            let pump = tokio::spawn(pump.run(stream));
+            client.connect().await.map_err(failed)?;
+            lock(&self.sessions).insert(
+                account_id.to_owned(),
+                Session { tenant_id: tenant_id.to_owned(), client, pump, recent },
+            );
+            Ok(())
+        })
+    }
+
+    fn disconnect<'a>(&'a self, tenant_id: &'a str, account_id: &'a str) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            let s = self.take(tenant_id, account_id).ok_or(RuntimeError::NotRunning)?;
+            s.pump.abort();
+            s.client.disconnect().await;
+            Ok(())
+        })
+    }
+
+    fn logout<'a>(&'a self, tenant_id: &'a str, account_id: &'a str) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            let id = DeviceId::new(account_id).map_err(failed)?;
+            match self.take(tenant_id, account_id) {
+                Some(s) => {
+                    s.pump.abort();
+                    let r = if s.client.is_connected() { s.client.logout().await } else { Ok(()) };
+                    s.client.disconnect().await;
+                    // Forget the credentials even when the server could not be told.
+                    self.store.delete_device(&id).await.map_err(failed)?;
+                    r.map_err(failed)
+                }
+                None => {
+                    self.store.delete_device(&id).await.map_err(failed)?;
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn send<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        to: &'a str,
+        content: OutgoingContent,
+    ) -> RuntimeFuture<'a, SentMessage> {
+        Box::pin(async move {
+            let (client, recent) = self.session_client(tenant_id, account_id)?;
+            let jid = parse_to(to)?;
+            let result = match content {
+                OutgoingContent::Text { body, quoted_id: None } => client.send_text(&jid, &body).await,
+                OutgoingContent::Text { body, quoted_id: Some(q) } => {
+                    let found = lock(&recent)
+                        .iter()
+                        .find(|(id, _, _)| *id == q)
+                        .map(|(_, i, m)| (i.clone(), m.clone()));
+                    match found {
+                        Some((info, msg)) => client.send_reply(&info, &msg, &body).await,
+                        None => {
+                            // Quoting one of our own messages (or one older than the cache):
+                            // the stanza id is enough for WhatsApp to link the reply.
+                            let own = client.jid().map(|j| j.to_non_ad().to_string());
+                            let ctx = wa_proto::ContextInfo {
+                                stanza_id: Some(q),
+                                participant: own,
+                                ..Default::default()
+                            };
+                            let m = Message {
+                                extended_text_message: Some(Box::new(
+                                    wa_proto::message::ExtendedTextMessage {
+                                        text: Some(body),
+                                        context_info: Some(Box::new(ctx)),
+                                        ..Default::default()
+                                    },
+                                )),
+                                ..Default::default()
+                            };
+                            client.send_message(&jid, m).await
+                        }
+                    }
+                }
+                OutgoingContent::Media { .. } => {
+                    return Err(RuntimeError::Failed(
+                        "sending media needs media upload, which this build's wa-client lacks".into(),
+                    ));
+                }
+            };
+            let r = result.map_err(|e| match e {
+                wa_client::Error::NotConnected => RuntimeError::NotRunning,
+                e => failed(e),
+            })?;
+            Ok(SentMessage::new(r.id, i64::try_from(r.timestamp).unwrap_or(0).saturating_mul(1000)))
+        })
+    }
+
+    fn check_numbers<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        phones: &'a [String],
+    ) -> RuntimeFuture<'a, Vec<NumberCheck>> {
+        Box::pin(async move {
+            let (client, _) = self.session_client(tenant_id, account_id)?;
+            let refs: Vec<&str> = phones.iter().map(String::as_str).collect();
+            let found = client.is_on_whatsapp(&refs).await.map_err(failed)?;
+            Ok(found
+                .into_iter()
+                .map(|(phone, jid)| {
+                    NumberCheck::new(phone, jid.is_some(), jid.map(|j| j.to_non_ad().to_string()))
+                })
+                .collect())
+        })
+    }
+}

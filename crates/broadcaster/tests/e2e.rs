@@ -1,0 +1,316 @@
+//! End to end through the HTTP API only, against an in-process wa-emulator: create account →
+//! connect → the simulated phone scans the QR → active → send text → the phone receives it →
+//! status reaches read → the phone replies → the reply is in history, on the WebSocket and at a
+//! webhook receiver with a valid signature → restart the server → active again without pairing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use broadcaster::auth::Bootstrap;
+use broadcaster::config::{Cli, Config};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use wa_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+
+/// Generous: CI runs on two loaded cores.
+const T: Duration = Duration::from_secs(60);
+
+struct Running {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(T, self.task).await.expect("server stopped").unwrap();
+    }
+}
+
+fn config(dir: &std::path::Path) -> Config {
+    let mut c = Config::resolve(Cli::default()).unwrap();
+    c.data_dir = dir.to_owned();
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.emulator = true;
+    c.shutdown_timeout = Duration::from_secs(20);
+    c.webhook.base_delay_ms = 50;
+    c.webhook.max_delay_ms = 200;
+    c
+}
+
+async fn start(
+    dir: &std::path::Path,
+    emu: &Arc<EmulatorHandle>,
+    admin: Option<String>,
+) -> (Running, Option<String>) {
+    let config = config(dir);
+    let (db, boot) = broadcaster::open_database(&config, admin).await.unwrap();
+    let key = match boot {
+        Bootstrap::Generated(k) => Some(k),
+        _ => None,
+    };
+    let server = broadcaster::build_server_with(&config, db, Some(emu.clone())).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        broadcaster::serve_with(&config, server, listener, async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (Running { addr, stop: Some(tx), task }, key)
+}
+
+async fn call(addr: SocketAddr, method: &str, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {key}"));
+    let body = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            Full::new(Bytes::from(b.to_string()))
+        }
+        None => Full::new(Bytes::new()),
+    };
+    let resp = tokio::time::timeout(T, client.request(req.body(body).unwrap())).await.unwrap().unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v =
+        if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+    (status, v)
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open_ws(addr: SocketAddr, key: &str) -> Ws {
+    let url = format!("ws://{addr}/api/v1/events/ws?api_key={key}");
+    let (mut ws, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url)).await.unwrap().unwrap();
+    let ready = next_ws(&mut ws, "ready", |v| v["event"] == "ready").await;
+    assert_eq!(ready["event"], "ready");
+    ws
+}
+
+async fn next_ws(ws: &mut Ws, what: &str, mut f: impl FnMut(&Value) -> bool) -> Value {
+    tokio::time::timeout(T, async {
+        loop {
+            let msg = ws.next().await.expect("websocket open").expect("websocket frame");
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if f(&v) {
+                    return v;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what} on the websocket"))
+}
+
+/// A webhook receiver: every POST's headers and body, answered 200.
+async fn webhook_receiver() -> (SocketAddr, mpsc::UnboundedReceiver<(axum::http::HeaderMap, Bytes)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |h: axum::http::HeaderMap, b: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((h, b));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pair_send_read_reply_webhook_and_resume_after_restart() {
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(7), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, admin) = start(dir.path(), &emu, None).await;
+    let admin = admin.expect("a generated admin key");
+    let a = srv.addr;
+
+    // A tenant with its own manager key.
+    let (s, v) = call(a, "POST", "/api/v1/tenants", &admin, Some(json!({ "name": "shop" }))).await;
+    assert_eq!(s, 201, "{v}");
+    let key = v["api_key"]["key"].as_str().unwrap().to_owned();
+
+    let (hook_addr, mut hooks) = webhook_receiver().await;
+    let (s, v) = call(
+        a,
+        "POST",
+        "/api/v1/webhooks",
+        &key,
+        Some(json!({ "url": format!("http://{hook_addr}/hook"), "events": ["incoming_message"] })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let secret = v["secret"].as_str().unwrap().to_owned();
+
+    let (s, v) = call(
+        a,
+        "POST",
+        "/api/v1/accounts",
+        &key,
+        Some(json!({ "name": "Support", "phone": "+1 555 000 1111" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let acc = v["id"].as_str().unwrap().to_owned();
+    let mut ws = open_ws(a, &key).await;
+
+    // Connect: the answer carries the QR (text and PNG).
+    let (s, v) = call(a, "POST", &format!("/api/v1/accounts/{acc}/connect"), &key, None).await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["state"], "qr_ready", "{v}");
+    let qr = v["link"]["qr"].as_str().unwrap().to_owned();
+    assert!(v["link"]["qr_png"].as_str().unwrap().starts_with("data:image/png;base64,"));
+    let (s, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}/qr"), &key, None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["qr"], qr.as_str());
+
+    // The simulated phone scans it (the emulator-only endpoint the offline demo uses).
+    let (s, v) = call(a, "POST", &format!("/api/v1/emulator/accounts/{acc}/scan"), &key, None).await;
+    assert_eq!(s, 200, "{v}");
+    next_ws(&mut ws, "active", |v| v["event"] == "connection_update" && v["data"]["state"] == "active").await;
+    let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}"), &key, None).await;
+    assert_eq!(v["state"], "active");
+    assert_eq!(v["phone"], "+15550001111");
+
+    // Is-on-WhatsApp.
+    let bob = emu.create_account("15550002222", "Bob").unwrap();
+    let (s, v) = call(
+        a,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/check-numbers"),
+        &key,
+        Some(json!({ "phones": ["+15550002222", "+15550009999"] })),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v[0]["on_whatsapp"], true, "{v}");
+    assert_eq!(v[1]["on_whatsapp"], false, "{v}");
+
+    // Send a text; Bob's phone receives it.
+    let (s, sent) = call(
+        a,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/messages"),
+        &key,
+        Some(json!({ "to": "+1 555 000 2222", "text": "hello Bob" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{sent}");
+    assert_eq!(sent["status"], "sent");
+    let msg_id = sent["id"].as_str().unwrap().to_owned();
+    let wa_id = sent["wa_message_id"].as_str().unwrap().to_owned();
+    let got = bob.wait_message(T, |m| m.id == wa_id).await.expect("Bob received the message");
+    assert_eq!(got.text.as_deref(), Some("hello Bob"));
+
+    // Bob reads it: the status reaches read.
+    bob.mark_read(std::slice::from_ref(&wa_id)).unwrap();
+    next_ws(&mut ws, "read status", |v| {
+        v["event"] == "message_status_update"
+            && v["data"]["message_id"] == msg_id.as_str()
+            && v["data"]["status"] == "read"
+    })
+    .await;
+    let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}/messages/{msg_id}"), &key, None).await;
+    assert_eq!(v["status"], "read", "{v}");
+    assert!(v["read_at"].is_i64() && v["delivered_at"].is_i64(), "{v}");
+
+    // Bob replies: on the WebSocket, in history, and at the webhook with a valid signature.
+    let me: wa_client::Jid = "15550001111@s.whatsapp.net".parse().unwrap();
+    let reply_id = bob.send_text(&me, "thanks!").unwrap();
+    let ev = next_ws(&mut ws, "incoming reply", |v| {
+        v["event"] == "incoming_message" && v["data"]["wa_message_id"] == reply_id.as_str()
+    })
+    .await;
+    assert_eq!(ev["data"]["body"], "thanks!");
+    assert_eq!(ev["data"]["sender_phone"], "+15550002222");
+    let (s, page) =
+        call(a, "GET", &format!("/api/v1/accounts/{acc}/messages?chat=%2B15550002222"), &key, None).await;
+    assert_eq!(s, 200, "{page}");
+    let msgs = page["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 2, "{page}");
+    assert_eq!(msgs[0]["direction"], "incoming");
+    assert_eq!(msgs[0]["body"], "thanks!");
+    assert_eq!(msgs[1]["id"], msg_id.as_str());
+    let (headers, body) = tokio::time::timeout(T, hooks.recv()).await.expect("webhook delivered").unwrap();
+    let ts: i64 = headers["x-broadcaster-timestamp"].to_str().unwrap().parse().unwrap();
+    let sig = headers["x-broadcaster-signature"].to_str().unwrap();
+    assert!(broadcaster::webhooks::verify(&secret, ts, &body, sig), "bad webhook signature");
+    let payload: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(payload["type"], "incoming_message");
+    assert_eq!(payload["data"]["body"], "thanks!");
+    assert!(payload["id"].as_str().unwrap().starts_with("evt_"));
+
+    // Reply to Bob's message, quoting it.
+    let (s, v) = call(
+        a,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/messages"),
+        &key,
+        Some(json!({ "to": "+15550002222", "text": "you're welcome", "reply_to": msgs[0]["id"] })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let wa2 = v["wa_message_id"].as_str().unwrap().to_owned();
+    assert!(bob.wait_message(T, |m| m.id == wa2).await.is_some());
+    drop(ws);
+
+    // Restart: the account comes back active without pairing.
+    srv.stop().await;
+    let (srv, _) = start(dir.path(), &emu, None).await;
+    let a = srv.addr;
+    let mut ws = open_ws(a, &key).await;
+    let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}"), &key, None).await;
+    if v["state"] != "active" {
+        next_ws(&mut ws, "active after restart", |v| {
+            assert_ne!(v["event"], "qr_code", "asked to pair again");
+            v["event"] == "connection_update" && v["data"]["state"] == "active"
+        })
+        .await;
+    }
+    let (s, v) = call(
+        a,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/messages"),
+        &key,
+        Some(json!({ "to": "+15550002222", "text": "still here" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let wa3 = v["wa_message_id"].as_str().unwrap().to_owned();
+    assert!(bob.wait_message(T, |m| m.id == wa3).await.is_some());
+    let (s, text) = call_text(a, "/metrics").await;
+    assert_eq!(s, 200);
+    assert!(text.contains("broadcaster_sessions{state=\"active\"} 1"), "{text}");
+    ws.close(None).await.ok();
+    srv.stop().await;
+}
+
+async fn call_text(addr: SocketAddr, path: &str) -> (u16, String) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let req = hyper::Request::get(format!("http://{addr}{path}")).body(Full::new(Bytes::new())).unwrap();
+    let resp = tokio::time::timeout(T, client.request(req)).await.unwrap().unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(bytes.to_vec()).unwrap())
+}
