@@ -7,7 +7,7 @@ use rand_core::Rng;
 use wa_binary::Node;
 use wa_crypto::{KeyPair, PublicKey};
 
-use crate::world::{AccountId, ConnId, ControlError, World, attr, child_bytes, server_jid};
+use crate::world::{AccountId, ConnId, ControlError, World, WorldEvent, attr, child_bytes, server_jid};
 
 /// A companion's pairing-code request, kept until the phone enters the code.
 #[derive(Debug, Clone)]
@@ -116,6 +116,7 @@ impl World {
                     return Some(self.iq_error(iq, 400, "bad-request"));
                 }
                 let ref_ = format!("2@{}", self.random_hex(16));
+                let code_pn = phone.clone();
                 let code = CompanionCode {
                     phone_number: phone,
                     wrapped_companion_ephemeral: wrapped.to_vec(),
@@ -126,6 +127,7 @@ impl World {
                     r.link_code = Some(code);
                 }
                 self.link_refs.insert(ref_.clone(), conn);
+                self.emit(WorldEvent::PairingCodeRequested { pn: code_pn, conn });
                 Some(
                     self.iq_result(iq).children([Node::new("link_code_companion_reg")
                         .children([Node::new("link_code_pairing_ref").bytes(ref_.into_bytes())])]),

@@ -201,6 +201,9 @@ pub(crate) struct Conn {
 pub enum WorldEvent {
     /// A companion asked to register and got refs.
     Registering { conn: ConnId, refs: Vec<String> },
+    /// A registering companion asked to pair by phone-number code (`companion_hello`); the
+    /// phone can enter the code from now on.
+    PairingCodeRequested { pn: String, conn: ConnId },
     /// A companion finished pairing.
     Paired { pn: String, device: u16, device_signature_valid: bool },
     /// A device logged in.

@@ -6,7 +6,7 @@ mod common;
 
 use common::{Peer, TempDir, pair_by_qr};
 use serde_json::json;
-use wa_emulator::{Emulator, EmulatorConfig};
+use wa_emulator::{Emulator, EmulatorConfig, WorldEvent};
 
 const ME: &str = "15551234567";
 const FRIEND: &str = "15557654321";
@@ -159,6 +159,11 @@ async fn pairing_code() {
     let mut peer = Peer::spawn(&emu, &auth.0, &["--pair-code", ME]).await;
     let code = peer.expect_event("pairing-code").await;
     let code = code["code"].as_str().unwrap().to_owned();
+    // Baileys shows the code as soon as it has *sent* companion_hello: wait until the
+    // emulator has taken it before the phone enters the code.
+    emu.wait_for(common::T, |e| matches!(e, WorldEvent::PairingCodeRequested { pn, .. } if pn == ME))
+        .await
+        .expect("the emulator receives companion_hello");
     // A wrong code is refused by the companion's key bundle check, not by the phone.
     emu.phone(ME).unwrap().enter_code(&code).unwrap();
     peer.expect_event("restart").await;
