@@ -60,6 +60,9 @@ pub(crate) struct Config {
     pub next_qr_timeout: Duration,
     pub proxy: Option<crate::proxy::Proxy>,
     pub media_timeout: Duration,
+    pub media_over_http: bool,
+    /// Set by `build`.
+    pub media_tls: Option<crate::http::TlsConfig>,
 }
 
 /// Builds a [`Client`].
@@ -69,6 +72,7 @@ pub struct ClientBuilder {
     rng: Option<BoxRng>,
     clock: Arc<dyn Clock>,
     proxy_url: Option<String>,
+    media_roots: Vec<String>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -106,8 +110,11 @@ impl ClientBuilder {
                 next_qr_timeout: Duration::from_secs(20),
                 proxy: None,
                 media_timeout: Duration::from_secs(300),
+                media_over_http: false,
+                media_tls: None,
             },
             proxy_url: None,
+            media_roots: Vec::new(),
             rng: None,
             clock: Arc::new(SystemClock),
         }
@@ -198,10 +205,32 @@ impl ClientBuilder {
         self
     }
 
+    /// Reconnect-loop detection: stop (with [`DisconnectReason::ReconnectLoop`]) after
+    /// `limit` connection attempts within `window` (default 30 per 60 s).
+    pub fn reconnect_loop_limit(mut self, limit: usize, window: Duration) -> Self {
+        self.config.loop_limit = limit;
+        self.config.loop_window = window;
+        self
+    }
+
     /// Tunnels the chat connection and media transfers through an HTTP CONNECT proxy,
     /// `http://[user:password@]host:port` (checked by [`ClientBuilder::build`]).
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
         self.proxy_url = Some(url.into());
+        self
+    }
+
+    /// Also trust this PEM root certificate for `https://` media hosts (besides the webpki
+    /// roots), e.g. the emulator's test CA (`EmulatorHandle::media_ca_pem`).
+    pub fn media_root_certificate(mut self, pem: impl Into<String>) -> Self {
+        self.media_roots.push(pem.into());
+        self
+    }
+
+    /// Talk plain `http://` to the media hosts named by `media_conn` (only for servers that
+    /// serve media without TLS, such as the emulator with `media_tls: false`). Default: https.
+    pub fn media_over_http(mut self, plain: bool) -> Self {
+        self.config.media_over_http = plain;
         self
     }
 
@@ -216,6 +245,7 @@ impl ClientBuilder {
         if let Some(url) = self.proxy_url.take() {
             self.config.proxy = Some(crate::proxy::Proxy::parse(&url)?);
         }
+        self.config.media_tls = Some(crate::http::TlsConfig::new(&self.media_roots)?);
         let store =
             self.store.ok_or_else(|| Error::InvalidInput("ClientBuilder::store is required".into()))?;
         let rng: BoxRng = match self.rng {
@@ -448,6 +478,9 @@ async fn run(shared: Arc<Shared>) {
         }
         let (reason, logged_in) = connect_once(&shared, &mut stop).await;
         *lock(&shared.conn) = None;
+        // Sends waiting for a server ack on the lost connection fail now (the caller may
+        // re-send with the same id) instead of at their timeout.
+        lock(&shared.state.acks).clear();
         if logged_in {
             backoff.reset();
         }

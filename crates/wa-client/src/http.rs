@@ -83,7 +83,60 @@ pub(crate) struct Response {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-async fn open(url: &HttpUrl, proxy: Option<&Proxy>) -> Result<Box<dyn Io>> {
+/// Trust for `https://` media: the webpki roots plus any roots the application added
+/// (e.g. the emulator's test CA).
+#[derive(Clone)]
+pub(crate) struct TlsConfig {
+    #[cfg(feature = "tls")]
+    config: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig").finish_non_exhaustive()
+    }
+}
+
+impl TlsConfig {
+    /// The webpki roots plus the certificates in `extra_pems`.
+    #[cfg(feature = "tls")]
+    pub(crate) fn new(extra_pems: &[String]) -> Result<Self> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        for pem in extra_pems {
+            let mut added = 0;
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                let cert =
+                    cert.map_err(|e| Error::InvalidInput(format!("media root certificate PEM: {e}")))?;
+                roots.add(cert).map_err(|e| Error::InvalidInput(format!("media root certificate: {e}")))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(Error::InvalidInput("media root certificate PEM holds no certificate".into()));
+            }
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::InvalidInput(format!("TLS configuration: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(Self { config: std::sync::Arc::new(config) })
+    }
+
+    /// Without the `tls` feature only `http://` works; extra roots are refused.
+    #[cfg(not(feature = "tls"))]
+    pub(crate) fn new(extra_pems: &[String]) -> Result<Self> {
+        if !extra_pems.is_empty() {
+            return Err(Error::InvalidInput("media root certificates need the `tls` feature".into()));
+        }
+        Ok(Self {})
+    }
+}
+
+async fn open(url: &HttpUrl, proxy: Option<&Proxy>, tls_config: Option<&TlsConfig>) -> Result<Box<dyn Io>> {
     let tcp: TcpStream = match proxy {
         Some(p) => p.tunnel(&url.host, url.port).await?,
         None => TcpStream::connect((url.host.as_str(), url.port))
@@ -94,26 +147,16 @@ async fn open(url: &HttpUrl, proxy: Option<&Proxy>) -> Result<Box<dyn Io>> {
     if !url.tls {
         return Ok(Box::new(tcp));
     }
-    tls(tcp, &url.host).await
+    let tls_config = tls_config
+        .ok_or_else(|| Error::InvalidInput(format!("https://{}: no TLS configuration", url.host)))?;
+    tls(tcp, &url.host, tls_config).await
 }
 
 #[cfg(feature = "tls")]
-async fn tls(tcp: TcpStream, host: &str) -> Result<Box<dyn Io>> {
-    use std::sync::{Arc, OnceLock};
-    static CONFIG: OnceLock<std::result::Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    let config = CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
-                .map_err(|e| e.to_string())
-        })
-        .clone()
-        .map_err(|e| Error::Media(format!("TLS configuration: {e}")))?;
+async fn tls(tcp: TcpStream, host: &str, tls_config: &TlsConfig) -> Result<Box<dyn Io>> {
     let name = rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|e| Error::InvalidInput(format!("TLS server name {host:?}: {e}")))?;
-    let stream = tokio_rustls::TlsConnector::from(config)
+    let stream = tokio_rustls::TlsConnector::from(tls_config.config.clone())
         .connect(name, tcp)
         .await
         .map_err(|e| Error::Media(format!("TLS to {host}: {e}")))?;
@@ -121,7 +164,7 @@ async fn tls(tcp: TcpStream, host: &str) -> Result<Box<dyn Io>> {
 }
 
 #[cfg(not(feature = "tls"))]
-async fn tls(_tcp: TcpStream, host: &str) -> Result<Box<dyn Io>> {
+async fn tls(_tcp: TcpStream, host: &str, _tls_config: &TlsConfig) -> Result<Box<dyn Io>> {
     Err(Error::InvalidInput(format!("https://{host}: wa-client was built without the `tls` feature")))
 }
 
@@ -131,13 +174,17 @@ pub(crate) async fn request(
     url: &str,
     body: Option<Bytes>,
     proxy: Option<&Proxy>,
+    tls_config: Option<&TlsConfig>,
     timeout: Duration,
     max_body: usize,
 ) -> Result<Response> {
     let parsed = HttpUrl::parse(url)?;
-    tokio::time::timeout(timeout, request_inner(method, &parsed, body, proxy, max_body)).await.map_err(
-        |_| Error::Timeout { what: format!("{method} {}{}", parsed.host, parsed.path), after: timeout },
-    )?
+    tokio::time::timeout(timeout, request_inner(method, &parsed, body, proxy, tls_config, max_body))
+        .await
+        .map_err(|_| Error::Timeout {
+            what: format!("{method} {}{}", parsed.host, parsed.path),
+            after: timeout,
+        })?
 }
 
 async fn request_inner(
@@ -145,9 +192,10 @@ async fn request_inner(
     url: &HttpUrl,
     body: Option<Bytes>,
     proxy: Option<&Proxy>,
+    tls_config: Option<&TlsConfig>,
     max_body: usize,
 ) -> Result<Response> {
-    let io = open(url, proxy).await?;
+    let io = open(url, proxy, tls_config).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| Error::Media(format!("HTTP handshake with {}: {e}", url.host)))?;

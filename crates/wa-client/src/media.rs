@@ -467,9 +467,9 @@ fn query_escape(s: &str) -> String {
 }
 
 impl Shared {
-    /// `http` for a `ws://` chat URL (the emulator), `https` otherwise (WhatsApp).
+    /// `https` as WhatsApp uses; `http` only when the application asked for it.
     fn media_scheme(&self) -> &'static str {
-        if self.config.url.starts_with("ws://") { "http" } else { "https" }
+        if self.config.media_over_http { "http" } else { "https" }
     }
 
     /// The cached media_conn, refreshed from the server when missing or expired.
@@ -528,6 +528,7 @@ impl Shared {
                     &url,
                     Some(body.clone()),
                     self.config.proxy.as_ref(),
+                    self.config.media_tls.as_ref(),
                     self.config.media_timeout,
                     64 * 1024,
                 )
@@ -652,6 +653,7 @@ impl Client {
                 &url,
                 None,
                 self.shared.config.proxy.as_ref(),
+                self.shared.config.media_tls.as_ref(),
                 self.shared.config.media_timeout,
                 max_body,
             )

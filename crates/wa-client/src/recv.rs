@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use prost::Message as _;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use wa_binary::{Jid, Node};
 use wa_proto::Message;
 use wa_signal::{
@@ -302,11 +302,15 @@ pub(crate) async fn handle_message(shared: &Arc<Shared>, conn: &Connection, node
             }
             drop(guard);
             lock(&shared.state.retries).remove(&info.id);
-            conn.send(&delivery_receipt(shared, &node, &info))?;
+            // Durably stored: hand it to the application before acknowledging, so a lost
+            // connection (the receipt cannot go out) delays nothing; the server re-delivers
+            // an unacknowledged message and the stored copy makes that a duplicate.
+            let receipt = delivery_receipt(shared, &node, &info);
             let (chat, sender, id) = (info.chat.to_string(), info.sender.to_string(), info.id.clone());
             crate::history::on_message(shared, &info, &message);
             shared.emit(Event::Message(Arc::new(MessageEvent { info, message: *message })));
             shared.store.mark_inbound_handled(&chat, &sender, &id).await?;
+            conn.send(&receipt)?;
             Ok(())
         }
     }
@@ -336,7 +340,11 @@ fn to_web_message_info(info: &MessageInfo, message: &Message) -> wa_proto::WebMe
 
 /// Re-emits messages that were stored but not handed to the application before a crash.
 pub(crate) async fn replay_pending(shared: &Shared) -> Result<()> {
-    for m in shared.store.pending_inbound(1000).await? {
+    let pending = shared.store.pending_inbound(1000).await?;
+    if !pending.is_empty() {
+        info!(count = pending.len(), "replaying stored messages");
+    }
+    for m in pending {
         let Ok(wmi) = wa_proto::WebMessageInfo::decode(m.payload.as_slice()) else {
             shared.store.mark_inbound_handled(&m.chat, &m.sender, &m.id).await?;
             continue;

@@ -32,7 +32,7 @@ const SERVER_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bookkeeping shared by the sending and receiving paths.
 #[derive(Default)]
 pub(crate) struct SendState {
-    acks: Mutex<HashMap<String, oneshot::Sender<Node>>>,
+    pub(crate) acks: Mutex<HashMap<String, oneshot::Sender<Node>>>,
     /// Retry receipts we sent, per message id.
     pub retries: Mutex<HashMap<String, u32>>,
     /// Retry receipts we answered, per (device, message id).

@@ -50,7 +50,7 @@ async fn every_media_type_both_ways_with_a_phone() {
         let r = wa_client::MediaRef::from_message(&msg).unwrap().expect("a media message");
         assert_eq!(r.kind, kind);
         assert_eq!(r.file_length, Some(len as u64));
-        let (status, blob) = http_get(r.url.as_deref().unwrap()).await;
+        let (status, blob) = http_get(&emu, r.url.as_deref().unwrap()).await;
         assert_eq!(status, 200);
         let plain = wa_emulator::decrypt_media(&blob, &r.media_key, info_label(kind)).expect("MAC verifies");
         assert_eq!(plain, data, "{kind:?}");
@@ -156,7 +156,7 @@ async fn media_between_two_clients_and_in_a_group() {
     assert!(got.error.is_none(), "{:?}", got.error);
     let msg = wa_proto::Message::decode(got.message.as_slice()).unwrap();
     let r = wa_client::MediaRef::from_message(&msg).unwrap().unwrap();
-    let (_, blob) = http_get(r.url.as_deref().unwrap()).await;
+    let (_, blob) = http_get(&emu, r.url.as_deref().unwrap()).await;
     assert_eq!(wa_emulator::decrypt_media(&blob, &r.media_key, MediaType::Video.hkdf_info()).unwrap(), clip);
 
     // Empty mimetype and non-message kinds are refused before any upload.

@@ -27,7 +27,11 @@ pub async fn emulator(seed: u64) -> EmulatorHandle {
 /// A builder on a SQLite store at `path`, pointed at the emulator.
 pub async fn sqlite_builder(emu: &EmulatorHandle, path: &Path, seed: u64) -> ClientBuilder {
     let store = Store::open_sqlite(path, Default::default()).await.unwrap();
-    Client::builder()
+    let builder = match emu.media_ca_pem() {
+        Some(pem) => Client::builder().media_root_certificate(pem),
+        None => Client::builder().media_over_http(true),
+    };
+    builder
         .store(store.device(&DeviceId::new("acct").unwrap()))
         .url(emu.ws_url())
         .root_key(emu.root_public_key())
@@ -77,20 +81,43 @@ pub async fn pair(emu: &EmulatorHandle, client: &Client, events: &mut EventStrea
     jid
 }
 
-/// A plain HTTP GET (independent of wa-client's HTTP code); returns status and body.
-pub async fn http_get(url: &str) -> (u16, Vec<u8>) {
+/// A GET of a media URL with its own TLS stack (independent of wa-client's HTTP code),
+/// trusting the emulator's test CA; returns status and body.
+pub async fn http_get(emu: &EmulatorHandle, url: &str) -> (u16, Vec<u8>) {
+    use rustls::pki_types::pem::PemObject as _;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
+    let rest = url.strip_prefix("https://").expect("media over https");
     let (authority, path) = rest.split_at(rest.find('/').unwrap());
-    let mut s = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = emu.media_ca_pem().unwrap();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let host = authority.rsplit_once(':').unwrap().0.to_owned();
+    let name = rustls::pki_types::ServerName::try_from(host).unwrap();
+    let mut s =
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
+    // A peer closing without close_notify is fine here: the body length is checked below.
+    let _ = s.read_to_end(&mut raw).await;
     let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
     let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
     assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, raw[head_end + 4..].to_vec())
+    let body = raw[head_end + 4..].to_vec();
+    if let Some(len) =
+        head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+    {
+        assert_eq!(body.len(), len.trim().parse::<usize>().unwrap(), "truncated body");
+    }
+    (status, body)
 }
