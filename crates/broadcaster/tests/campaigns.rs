@@ -37,7 +37,7 @@ async fn harness_on(db: Db) -> Harness {
     };
     let shared: SharedClock = clock.clone();
     let state =
-        AppState { db: db.clone(), clock: shared, runtime: None, outbox_notify: Arc::new(Notify::new()) };
+        AppState::new(db.clone(), shared, None, Arc::new(Notify::new()));
     Harness { app: broadcaster::app::router(state, 64 * 1024), db, clock, admin }
 }
 
