@@ -839,8 +839,8 @@ async fn retries_failures_opt_out_midway_and_delivery_statuses() {
     h.db.call(move |c| {
         for (id, status) in [(sent_ok, "read"), (sent_flaky, "delivered")] {
             c.execute(
-                "INSERT INTO messages (id, tenant_id, account_id, direction, chat_jid, kind, status, created_at, delivered_at, read_at)
-                 SELECT ?1, tenant_id, id, 'outgoing', 'x@s.whatsapp.net', 'text', ?2, 1, 5, CASE WHEN ?2 = 'read' THEN 6 END
+                "INSERT INTO messages (id, tenant_id, account_id, direction, chat_jid, kind, status, created_at, updated_at, delivered_at, read_at)
+                 SELECT ?1, tenant_id, id, 'outgoing', 'x@s.whatsapp.net', 'text', ?2, 1, 1, 5, CASE WHEN ?2 = 'read' THEN 6 END
                  FROM accounts WHERE id = ?3",
                 rusqlite::params![id, status, acc2],
             )?;
