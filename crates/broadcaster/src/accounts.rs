@@ -725,6 +725,13 @@ fn applied_events(
             };
             if let Some(stored) = messages::record_incoming(c, tenant_id, account_id, &m, now)? {
                 out.push(("incoming_message", serde_json::to_value(stored).unwrap_or_default()));
+                // Opt-out keywords (STOP…) in a direct chat mark the contact; campaigns skip it.
+                if let (Some(phone), Some(text)) = (from_phone, text)
+                    && !chat.ends_with("@g.us")
+                {
+                    let phone = format!("+{}", phone.trim_start_matches('+'));
+                    crate::contacts::apply_incoming_opt_out(c, tenant_id, &phone, text, now)?;
+                }
             }
             return Ok(out);
         }

@@ -216,8 +216,18 @@ pub async fn serve_with(
     if resumed > 0 {
         tracing::info!(resumed, "resumed WhatsApp sessions");
     }
+    let engine = campaigns::Engine::new(
+        state.db.clone(),
+        state.clock.clone(),
+        Arc::new(campaigns::sender::MessagesSender::new(state.clone())),
+    );
+    let waker = campaigns::EngineWaker(engine.waker());
+    let mut engine_rx = stop_rx.clone();
+    let engine_task = tokio::spawn(engine.run(async move {
+        let _ = engine_rx.wait_for(|s| *s).await;
+    }));
     let emulator = state.emulator.clone();
-    let app = app::router(state, config.max_body_bytes);
+    let app = app::router(state, config.max_body_bytes).layer(axum::Extension(waker));
     tracing::info!(addr = %listener.local_addr()?, "broadcaster listening");
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
@@ -232,6 +242,11 @@ pub async fn serve_with(
             let _ = drain_rx.wait_for(|s| *s).await;
             tokio::time::sleep(timeout).await;
         } => tracing::warn!("shutdown timeout reached; abandoning in-flight requests"),
+    }
+    // The campaign engine finishes the send in hand, then stops (before sessions close).
+    match tokio::time::timeout(timeout, engine_task).await {
+        Ok(_) => tracing::info!("campaign engine stopped"),
+        Err(_) => tracing::warn!("campaign engine did not stop in time"),
     }
     match tokio::time::timeout(timeout, runtime.shutdown()).await {
         Ok(()) => tracing::info!("WhatsApp sessions closed"),

@@ -6,6 +6,7 @@
 
 pub mod engine;
 pub mod schema;
+pub mod sender;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
