@@ -133,6 +133,24 @@ fn describe(m: &wa_proto::Message) -> (String, Option<String>) {
     if let Some(i) = &m.image_message {
         return ("image".into(), i.caption.clone());
     }
+    if let Some(v) = &m.video_message {
+        return ("video".into(), v.caption.clone());
+    }
+    if let Some(d) = &m.document_message {
+        return ("document".into(), d.caption.clone().or_else(|| d.file_name.clone()));
+    }
+    if m.audio_message.is_some() {
+        return ("audio".into(), None);
+    }
+    if m.sticker_message.is_some() {
+        return ("sticker".into(), None);
+    }
+    if let Some(l) = &m.location_message {
+        return ("location".into(), l.name.clone());
+    }
+    if let Some(c) = &m.contact_message {
+        return ("contact".into(), c.display_name.clone());
+    }
     if let Some(r) = &m.reaction_message {
         return ("reaction".into(), r.text.clone());
     }
@@ -588,5 +606,38 @@ impl Phone {
     pub(crate) fn forget_group(&mut self, group_jid: &str) {
         self.own_sender_keys.remove(group_jid);
         self.skdm_sent.remove(group_jid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn media_carrying_a_key_distribution_is_still_media() {
+        // The first group message from a sender carries its sender key alongside the content;
+        // the phone must file it by content, not as a bare key distribution.
+        let m = wa_proto::Message {
+            sender_key_distribution_message: Some(Default::default()),
+            video_message: Some(Box::new(wa_proto::message::VideoMessage {
+                caption: Some("clip".into()),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(describe(&m), ("video".into(), Some("clip".into())));
+        let bare = wa_proto::Message {
+            sender_key_distribution_message: Some(Default::default()),
+            ..Default::default()
+        };
+        assert_eq!(describe(&bare).0, "skdm");
+        let doc = wa_proto::Message {
+            document_message: Some(Box::new(wa_proto::message::DocumentMessage {
+                file_name: Some("a.pdf".into()),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        assert_eq!(describe(&doc), ("document".into(), Some("a.pdf".into())));
     }
 }
