@@ -417,11 +417,98 @@ fn group_one(spec: &str) {
     }
 }
 
+/// `WA_SIGNAL_GROUP_AB=<rounds>` times the group round trip in short alternating rounds
+/// (50 iterations of ours, then 50 of theirs, the order swapped every round) and prints each
+/// side's median time per iteration and the median of the per-round ratios (theirs / ours).
+/// On a shared machine whose load drifts within seconds this pairs each of our rounds with
+/// one of theirs taken moments apart, which a criterion run (all of ours, then all of
+/// theirs) cannot.
+fn group_ab(rounds: usize) {
+    use std::time::Instant;
+    const ITERS: u32 = 50;
+    let mut rng = StdRng::seed_from_u64(5);
+    let cfg = ours::SenderKeyConfig::default();
+    let mut sender = ours::SenderKeyRecord::new();
+    sender.generate_own_state(&cfg, &mut rng);
+    let mut receiver = ours::SenderKeyRecord::new();
+    receiver.process_distribution_message(&sender.distribution_message().unwrap(), &cfg);
+    let mut alice = wl_party("alice", &mut rng);
+    let mut bob = wl_party("bob", &mut rng);
+    let name = SenderKeyName::new("120363000000000001@g.us".to_string(), alice.address.name().to_string());
+    let skdm = futures::executor::block_on(wl::create_sender_key_distribution_message(
+        &name,
+        &mut alice.sender_keys,
+        &mut rng,
+    ))
+    .unwrap();
+    futures::executor::block_on(wl::process_sender_key_distribution_message(
+        &name,
+        &skdm,
+        &mut bob.sender_keys,
+    ))
+    .unwrap();
+    let mut ours_round = || {
+        let t = Instant::now();
+        for _ in 0..ITERS {
+            let ct = sender.encrypt(&PLAINTEXT).unwrap();
+            black_box(receiver.decrypt_in_place(&ct, &cfg).unwrap());
+        }
+        t.elapsed().as_secs_f64() / f64::from(ITERS)
+    };
+    let mut theirs_round = || {
+        let t = Instant::now();
+        for _ in 0..ITERS {
+            let skm = futures::executor::block_on(wl::group_encrypt(
+                &mut alice.sender_keys,
+                &name,
+                &PLAINTEXT,
+                &mut rng,
+            ))
+            .unwrap();
+            black_box(
+                futures::executor::block_on(wl::group_decrypt(skm.serialized(), &mut bob.sender_keys, &name))
+                    .unwrap(),
+            );
+        }
+        t.elapsed().as_secs_f64() / f64::from(ITERS)
+    };
+    // Warm-up: the signing and verifying keys' Edwards forms are cached on first use.
+    ours_round();
+    theirs_round();
+    let (mut o, mut t, mut r) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..rounds {
+        let (a, b) = if i % 2 == 0 {
+            let a = ours_round();
+            (a, theirs_round())
+        } else {
+            let b = theirs_round();
+            (ours_round(), b)
+        };
+        o.push(a);
+        t.push(b);
+        r.push(b / a);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "group encrypt+decrypt 256 B, {rounds} alternating rounds of {ITERS}: wa-signal median {:.1} µs, \
+         wacore-libsignal median {:.1} µs, median per-round ratio {:.3}x",
+        median(&mut o) * 1e6,
+        median(&mut t) * 1e6,
+        median(&mut r)
+    );
+}
+
 criterion_group!(benches, session_establishment, steady_state, group);
 
 fn main() {
     if let Ok(spec) = std::env::var("WA_SIGNAL_GROUP_ONE") {
         return group_one(&spec);
+    }
+    if let Ok(rounds) = std::env::var("WA_SIGNAL_GROUP_AB") {
+        return group_ab(rounds.parse().expect("WA_SIGNAL_GROUP_AB=<rounds>"));
     }
     benches();
     criterion::Criterion::default().configure_from_args().final_summary();
