@@ -14,6 +14,11 @@
 //   {"cmd":"send","to":"15557654321@s.whatsapp.net","text":"hi"}
 //   {"cmd":"send_image","to":"..","b64":"..","caption":".."}   {"cmd":"download","id":".."}
 //   {"cmd":"group_metadata","jid":".."}   {"cmd":"logout"}   {"cmd":"quit"}
+//   {"cmd":"send_message","to":"..","content":{..},"quote":"<id>"}  any Baileys AnyMessageContent, where
+//     {"b64":".."} values become Buffers (media), "react":{"text":"👍","to":"<id>"}, "edit":"<id>" and
+//     "delete":"<id>" name a message this peer sent or received by id (its key is looked up).
+// Message events also carry "quoted" (contextInfo.stanzaId), "protocol" ({type,id,text} of an
+//   edit/revoke), "media" ({kind,mimetype,fileLength,ptt,fileName,caption}) for every media kind.
 // --auth DIR keeps creds + Signal keys (Baileys' useMultiFileAuthState), so a second run logs in without QR.
 // --root-pub: 32-byte hex Curve25519 key Baileys should treat as WhatsApp's noise root (WA_CERT_DETAILS.PUBLIC_KEY).
 // Media: Baileys uploads to the media_conn host and downloads from the message's URL host, both
@@ -37,7 +42,18 @@ const logger = level ? (await import('pino')).default({ level }, process.stderr)
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 
 const { state, saveCreds } = await B.useMultiFileAuthState(authDir);
-const received = new Map();
+const received = new Map(); // every message this peer received or sent, by id
+const MEDIA_KINDS = ['imageMessage', 'videoMessage', 'audioMessage', 'documentMessage', 'stickerMessage'];
+const known = (id) => { const m = received.get(id); if (!m) throw new Error('no message with id ' + id); return m; };
+// JSON to AnyMessageContent: {"b64":..} -> Buffer; message ids -> the keys Baileys wants.
+function content(c) {
+  const o = {};
+  for (const [k, v] of Object.entries(c)) o[k] = v && typeof v === 'object' && typeof v.b64 === 'string' ? Buffer.from(v.b64, 'base64') : v;
+  if (o.react) o.react = { text: o.react.text, key: known(o.react.to).key };
+  if (typeof o.edit === 'string') o.edit = known(o.edit).key;
+  if (typeof o.delete === 'string') o.delete = known(o.delete).key;
+  return o;
+}
 let sock;
 let codeRequested = false;
 function start() {
@@ -72,11 +88,17 @@ function start() {
       received.set(m.key.id, m);
       const msg = m.message || {};
       const kind = Object.keys(msg).find((k) => k !== 'messageContextInfo' && k !== 'senderKeyDistributionMessage');
-      const image = msg.imageMessage;
+      const mediaKind = MEDIA_KINDS.find((k) => msg[k]);
+      const media = mediaKind ? msg[mediaKind] : undefined;
+      const proto = msg.protocolMessage;
+      const edited = proto?.editedMessage;
       out({ event: 'message', type, id: m.key.id, from: m.key.remoteJid, participant: m.key.participant, participantAlt: m.key.participantAlt, fromMe: m.key.fromMe,
         kind, stub: m.messageStubType, stubParameters: m.messageStubParameters,
-        text: msg.conversation ?? msg.extendedTextMessage?.text ?? image?.caption,
-        media: image ? { mimetype: image.mimetype, fileLength: String(image.fileLength), directPath: image.directPath } : undefined,
+        text: msg.conversation ?? msg.extendedTextMessage?.text ?? media?.caption,
+        quoted: (msg.extendedTextMessage ?? media)?.contextInfo?.stanzaId ?? undefined,
+        media: media ? { kind: mediaKind, mimetype: media.mimetype, fileLength: String(media.fileLength), directPath: media.directPath,
+          ptt: media.ptt ?? undefined, fileName: media.fileName ?? undefined, caption: media.caption ?? undefined } : undefined,
+        protocol: proto ? { type: proto.type, id: proto.key?.id, text: edited?.conversation ?? edited?.extendedTextMessage?.text } : undefined,
         reaction: msg.reactionMessage ? { text: msg.reactionMessage.text, key: msg.reactionMessage.key } : undefined });
     }
   });
@@ -93,6 +115,10 @@ for await (const line of createInterface({ input: process.stdin })) {
     if (c.cmd === 'send') {
       const quoted = c.quote ? received.get(c.quote) : undefined;
       const r = await sock.sendMessage(c.to, { text: c.text }, quoted ? { quoted } : {});
+      out({ event: 'sent', id: r.key.id, to: c.to });
+    } else if (c.cmd === 'send_message') {
+      const r = await sock.sendMessage(c.to, content(c.content), c.quote ? { quoted: known(c.quote) } : {});
+      received.set(r.key.id, r);
       out({ event: 'sent', id: r.key.id, to: c.to });
     } else if (c.cmd === 'send_image') {
       const r = await sock.sendMessage(c.to, { image: Buffer.from(c.b64, 'base64'), caption: c.caption, mimetype: c.mimetype || 'image/png' });

@@ -148,6 +148,34 @@ impl Peer {
         v["id"].as_str().unwrap().to_owned()
     }
 
+    /// Sends any Baileys message content (see `send_message` in baileys-peer.mjs), optionally
+    /// quoting a message by id; returns the new message's id.
+    pub async fn send_message(&mut self, to: &str, content: Value, quote: Option<&str>) -> String {
+        self.send(json!({"cmd": "send_message", "to": to, "content": content, "quote": quote})).await;
+        let v = self.expect("sent", |v| v["event"] == "sent" || v["event"] == "error").await;
+        assert_eq!(v["event"], "sent", "send_message failed: {v}");
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits for a received (not own) message with this id.
+    pub async fn expect_message(&mut self, id: &str) -> Value {
+        self.expect(&format!("message {id}"), |v| {
+            v["event"] == "message" && v["id"] == id && v["fromMe"] != true
+        })
+        .await
+    }
+
+    /// Downloads and decrypts a received message's media with Baileys' own code.
+    pub async fn download(&mut self, id: &str) -> Vec<u8> {
+        use base64::Engine as _;
+        self.send(json!({"cmd": "download", "id": id})).await;
+        let v = self
+            .expect("downloaded", |v| (v["event"] == "downloaded" && v["id"] == id) || v["event"] == "error")
+            .await;
+        assert_eq!(v["event"], "downloaded", "download failed: {v}");
+        base64::engine::general_purpose::STANDARD.decode(v["b64"].as_str().unwrap()).unwrap()
+    }
+
     /// Waits for the process to exit by itself; returns its exit code.
     pub async fn expect_exit(&mut self) -> Option<i32> {
         let deadline = tokio::time::Instant::now() + T;
