@@ -14,8 +14,8 @@ use wa_crypto::PublicKey;
 use wa_noise::ClientProfile;
 use wa_proto::device_props::PlatformType;
 use wa_store::{
-    Clock, CredentialStore, Credentials, DeviceStore, IdentityStore, PreKeyStore, ProtocolAddress,
-    SystemClock,
+    Clock, CredentialStore, Credentials, DeviceStore, IdentityStore, InboundStore, PreKeyStore,
+    ProtocolAddress, SystemClock,
 };
 
 use crate::conn::{ConnectParams, Connection, Incoming, NodeDisplay, server_jid};
@@ -61,6 +61,10 @@ pub(crate) struct Config {
     pub proxy: Option<crate::proxy::Proxy>,
     pub media_timeout: Duration,
     pub media_over_http: bool,
+    /// Messages stay pending in the store until the application confirms them.
+    pub confirm_handled: bool,
+    /// One-time prekeys uploaded when the server holds none.
+    pub initial_pre_keys: u32,
     /// Set by `build`.
     pub media_tls: Option<crate::http::TlsConfig>,
 }
@@ -111,6 +115,8 @@ impl ClientBuilder {
                 proxy: None,
                 media_timeout: Duration::from_secs(300),
                 media_over_http: false,
+                confirm_handled: false,
+                initial_pre_keys: INITIAL_PRE_KEYS,
                 media_tls: None,
             },
             proxy_url: None,
@@ -234,6 +240,26 @@ impl ClientBuilder {
         self
     }
 
+    /// At-least-once delivery to the application across crashes. Every received message is
+    /// stored before the server gets its receipt; by default it counts as handled as soon as
+    /// it is emitted, so a crash before the application has processed the event loses it.
+    /// With `true`, a message stays pending until the application calls
+    /// [`Client::mark_handled`] (after it durably processed it), and the first login of the
+    /// next `Client` on this store emits pending messages again (`info.offline` set); the
+    /// application may then see a message twice. Default `false`.
+    pub fn confirm_handled(mut self, confirm: bool) -> Self {
+        self.config.confirm_handled = confirm;
+        self
+    }
+
+    /// How many one-time prekeys to upload when the server holds none (default 812, as
+    /// WhatsApp Web; whatsmeow uploads 50). At least 6, so that the next login (refill below
+    /// 5) does not upload again at once.
+    pub fn initial_pre_keys(mut self, n: u32) -> Self {
+        self.config.initial_pre_keys = n.max(MIN_SERVER_PRE_KEYS + 1);
+        self
+    }
+
     /// Deadline of one media upload or download (default 300 s).
     pub fn media_timeout(mut self, t: Duration) -> Self {
         self.config.media_timeout = t;
@@ -271,6 +297,7 @@ impl ClientBuilder {
                 pair_code: Mutex::new(None),
                 pairing_conn: Mutex::new(None),
                 running: std::sync::atomic::AtomicBool::new(false),
+                replayed: std::sync::atomic::AtomicBool::new(false),
                 state: crate::send::SendState::default(),
                 media_conn: tokio::sync::Mutex::new(None),
             }),
@@ -318,6 +345,8 @@ pub(crate) struct Shared {
     pub pairing_conn: Mutex<Option<Connection>>,
     /// A lifecycle task is running and will keep (re)connecting.
     pub running: std::sync::atomic::AtomicBool,
+    /// Stored but unconfirmed messages were re-emitted (once per `Client`).
+    pub replayed: std::sync::atomic::AtomicBool,
     pub state: crate::send::SendState,
     /// The cached `media_conn` (upload auth and hosts) with its expiry.
     pub media_conn: tokio::sync::Mutex<Option<crate::media::MediaConn>>,
@@ -429,6 +458,16 @@ impl Client {
         purge(&self.shared).await?;
         self.shared.emit(Event::LoggedOut { reason: DisconnectReason::Requested });
         result.map(|_| ())
+    }
+
+    /// Confirms that the application has durably handled a received message (only needed
+    /// with [`ClientBuilder::confirm_handled`]): it is no longer emitted again after a restart.
+    pub async fn mark_handled(&self, info: &crate::MessageInfo) -> Result<()> {
+        self.shared
+            .store
+            .mark_inbound_handled(&info.chat.to_string(), &info.sender.to_string(), &info.id)
+            .await?;
+        Ok(())
     }
 
     /// Our own phone-number JID (with device), once paired.
@@ -915,7 +954,8 @@ pub(crate) async fn ensure_pre_keys(shared: &Shared) -> Result<()> {
     let reply = shared.iq(q).await?;
     let count = reply.child("count").map(|c| c.attr_u64("value")).transpose()?.unwrap_or(0);
     if count < u64::from(MIN_SERVER_PRE_KEYS) {
-        upload_pre_keys(shared, if count == 0 { INITIAL_PRE_KEYS } else { REFILL_PRE_KEYS }).await?;
+        let n = if count == 0 { shared.config.initial_pre_keys } else { REFILL_PRE_KEYS };
+        upload_pre_keys(shared, n).await?;
     }
     Ok(())
 }

@@ -89,6 +89,18 @@ async fn next_frame(ws: &mut Ws, frames: &mut FrameDecoder) -> Result<BytesMut> 
     }
 }
 
+/// WebSocket settings: tungstenite zero-fills its whole read buffer (128 KiB by default) on
+/// the first read, which would make it most of an idle client's memory. WhatsApp frames are
+/// small; larger ones still arrive (the buffer grows for them).
+fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(0)
+}
+
+/// Bytes tungstenite reads from the socket at a time.
+const WS_READ_BUFFER: usize = 4 * 1024;
+
 type WsResult = std::result::Result<
     (Ws, tokio_tungstenite::tungstenite::handshake::client::Response),
     tokio_tungstenite::tungstenite::Error,
@@ -102,7 +114,7 @@ async fn ws_over(
 ) -> WsResult {
     #[cfg(feature = "tls")]
     if wss {
-        return tokio_tungstenite::client_async_tls(request, tcp).await;
+        return tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(ws_config()), None).await;
     }
     #[cfg(not(feature = "tls"))]
     if wss {
@@ -110,7 +122,12 @@ async fn ws_over(
             tokio_tungstenite::tungstenite::error::UrlError::TlsFeatureNotEnabled,
         ));
     }
-    tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await
+    tokio_tungstenite::client_async_with_config(
+        request,
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+        Some(ws_config()),
+    )
+    .await
 }
 
 impl Connection {
@@ -135,7 +152,7 @@ impl Connection {
             .map_err(|e| Error::InvalidInput(format!("url {}: {e}", params.url)))?;
         request.headers_mut().insert("Origin", HeaderValue::from_static("https://web.whatsapp.com"));
         let (mut ws, _) = match params.proxy {
-            None => tokio_tungstenite::connect_async(request).await,
+            None => tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true).await,
             Some(proxy) => {
                 let uri = request.uri();
                 let wss = uri.scheme_str() == Some("wss");

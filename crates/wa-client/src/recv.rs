@@ -276,6 +276,7 @@ pub(crate) async fn handle_message(shared: &Arc<Shared>, conn: &Connection, node
             Ok(())
         }
         Outcome::Duplicate => {
+            debug!(id = %info.id, "nothing new in the message (a re-delivery)");
             tx.commit().await?;
             drop(guard);
             conn.send(&delivery_receipt(shared, &node, &info))?;
@@ -294,6 +295,7 @@ pub(crate) async fn handle_message(shared: &Arc<Shared>, conn: &Connection, node
                 Ok(()) => {}
                 Err(wa_store::Error::Conflict { .. }) => {
                     // Already stored and not yet handled: a duplicate delivery.
+                    debug!(id = %info.id, "already stored");
                     drop(guard);
                     conn.send(&delivery_receipt(shared, &node, &info))?;
                     return Ok(());
@@ -301,6 +303,7 @@ pub(crate) async fn handle_message(shared: &Arc<Shared>, conn: &Connection, node
                 Err(e) => return Err(e.into()),
             }
             drop(guard);
+            debug!(id = %info.id, "stored");
             lock(&shared.state.retries).remove(&info.id);
             // Durably stored: hand it to the application before acknowledging, so a lost
             // connection (the receipt cannot go out) delays nothing; the server re-delivers
@@ -309,7 +312,9 @@ pub(crate) async fn handle_message(shared: &Arc<Shared>, conn: &Connection, node
             let (chat, sender, id) = (info.chat.to_string(), info.sender.to_string(), info.id.clone());
             crate::history::on_message(shared, &info, &message);
             shared.emit(Event::Message(Arc::new(MessageEvent { info, message: *message })));
-            shared.store.mark_inbound_handled(&chat, &sender, &id).await?;
+            if !shared.config.confirm_handled {
+                shared.store.mark_inbound_handled(&chat, &sender, &id).await?;
+            }
             conn.send(&receipt)?;
             Ok(())
         }
@@ -338,8 +343,14 @@ fn to_web_message_info(info: &MessageInfo, message: &Message) -> wa_proto::WebMe
     }
 }
 
-/// Re-emits messages that were stored but not handed to the application before a crash.
+/// Re-emits messages that were stored but not handed to the application before a crash
+/// (with `confirm_handled`: not confirmed by it; only on this `Client`'s first login, as
+/// later ones would repeat what the application is still processing).
 pub(crate) async fn replay_pending(shared: &Shared) -> Result<()> {
+    let confirm = shared.config.confirm_handled;
+    if confirm && shared.replayed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return Ok(());
+    }
     let pending = shared.store.pending_inbound(1000).await?;
     if !pending.is_empty() {
         info!(count = pending.len(), "replaying stored messages");
@@ -365,7 +376,9 @@ pub(crate) async fn replay_pending(shared: &Shared) -> Result<()> {
         };
         shared
             .emit(Event::Message(Arc::new(MessageEvent { info, message: wmi.message.unwrap_or_default() })));
-        shared.store.mark_inbound_handled(&m.chat, &m.sender, &m.id).await?;
+        if !confirm {
+            shared.store.mark_inbound_handled(&m.chat, &m.sender, &m.id).await?;
+        }
     }
     Ok(())
 }

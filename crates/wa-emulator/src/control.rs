@@ -43,6 +43,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/control/phones/{pn}/react", post(react))
         .route("/control/phones/{pn}/retry", post(request_retry))
         .route("/control/phones/{pn}/remove-device", post(remove_device))
+        .route("/control/phones/{pn}/devices/{device}/acked", get(device_acked))
         .route("/control/groups", post(create_group))
         .route("/control/groups/{gid}/add", post(add_to_group))
         .route("/control/faults", post(fault))
@@ -61,6 +62,7 @@ impl From<ControlError> for ApiError {
             | ControlError::UnknownGroup(_)
             | ControlError::UnknownMedia(_)
             | ControlError::UnknownMessage(_)
+            | ControlError::UnknownDevice(_)
             | ControlError::DeviceOffline(_) => StatusCode::NOT_FOUND,
             ControlError::AccountExists(_) => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
@@ -224,6 +226,14 @@ async fn request_retry(
     let a = w.account_by_pn(&pn)?;
     w.phone_request_retry(a, &b.id)?;
     Ok(Json(json!({ "ok": true })))
+}
+
+/// Ids of the messages a device of the account acknowledged, oldest first.
+async fn device_acked(State(s): State<Arc<Shared>>, Path((pn, device)): Path<(String, u16)>) -> ApiResult {
+    let w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    let ids = w.device_acked(a, device)?;
+    Ok(Json(json!({ "ids": ids })))
 }
 
 #[derive(Deserialize)]

@@ -315,6 +315,16 @@ impl EmulatorHandle {
         })
     }
 
+    /// Ids of the messages device `device` of account `pn` acknowledged (a receipt or an
+    /// `<ack class="message">` for a message delivered to it), oldest first. Unacknowledged
+    /// messages are delivered again when the device next logs in.
+    pub fn acked_by(&self, pn: &str, device: u16) -> Result<Vec<String>, ControlError> {
+        self.with_world(|w| {
+            let a = w.account_by_pn(pn)?;
+            w.device_acked(a, device)
+        })
+    }
+
     /// Companion device ids of an account (paired, not removed).
     pub fn companions(&self, pn: &str) -> Result<Vec<u16>, ControlError> {
         self.with_world(|w| {

@@ -111,10 +111,25 @@ pub struct Device {
     pub conn: Option<ConnId>,
     /// Stanzas waiting for the device to come online.
     pub offline: VecDeque<Node>,
+    /// Messages sent on the device's connection and not yet acknowledged (by a receipt or an
+    /// `<ack class="message">`); they go back to the front of `offline` when the connection
+    /// ends, as WhatsApp re-delivers what a device did not acknowledge.
+    pub in_flight: VecDeque<Node>,
+    /// Ids of the messages the device acknowledged, oldest first.
+    pub acked: Vec<String>,
     /// Platform name it registered with.
     pub platform: String,
     /// The companion's signed device identity (from pair-device-sign).
     pub signed_identity: Option<Vec<u8>>,
+}
+
+impl Device {
+    /// Puts the unacknowledged messages back at the front of the offline queue, in order.
+    fn requeue_in_flight(&mut self) {
+        while let Some(n) = self.in_flight.pop_back() {
+            self.offline.push_front(n);
+        }
+    }
 }
 
 /// An account: a phone number, its LID, its phone and its linked devices.
@@ -214,6 +229,8 @@ pub enum WorldEvent {
     PhoneReceived { pn: String, id: String },
     /// A receipt reached a phone.
     PhoneReceipt { pn: String, id: String, kind: String },
+    /// A device acknowledged a message delivered to it (receipt or `<ack class="message">`).
+    DeviceAcked { pn: String, device: u16, id: String },
     /// A node the server does not support was answered with an error.
     Unsupported { conn: ConnId, tag: String, xmlns: String },
 }
@@ -281,6 +298,9 @@ pub enum ControlError {
     /// No such connection.
     #[error("no open connection {0}")]
     UnknownConn(ConnId),
+    /// No such device on the account.
+    #[error("no device {0}")]
+    UnknownDevice(String),
     /// No such device or it is offline.
     #[error("{0} has no such device or it is not connected")]
     DeviceOffline(String),
@@ -405,6 +425,8 @@ impl World {
             key_index: 0,
             conn: None,
             offline: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            acked: Vec::new(),
             platform: "android".into(),
             signed_identity: None,
         };
@@ -491,6 +513,7 @@ impl World {
                 && d.conn == Some(conn)
             {
                 d.conn = None;
+                d.requeue_in_flight();
             }
         }
     }
@@ -522,6 +545,17 @@ impl World {
         let c = self.conns.get(&conn).ok_or(ControlError::UnknownConn(conn))?;
         let _ = c.mailbox.send(ConnCommand::Fault(fault));
         Ok(())
+    }
+
+    /// Ids of the messages a device acknowledged (receipt or `<ack class="message">`), oldest
+    /// first; each id once per acknowledged delivery.
+    pub fn device_acked(&self, account: AccountId, device: u16) -> Result<Vec<String>, ControlError> {
+        let acct =
+            self.accounts.get(account).ok_or_else(|| ControlError::UnknownAccount(account.to_string()))?;
+        acct.devices
+            .get(&device)
+            .map(|d| d.acked.clone())
+            .ok_or_else(|| ControlError::UnknownDevice(format!("{}:{device}", acct.pn)))
     }
 
     /// The connection a device is logged in on.
@@ -584,6 +618,8 @@ impl World {
         }
         if let Some(d) = self.accounts[account].devices.get_mut(&device_id) {
             d.conn = Some(conn);
+            // What an earlier connection left unacknowledged is delivered again on activation.
+            d.requeue_in_flight();
         }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.device = Some(addr);
@@ -613,14 +649,16 @@ impl World {
         }
         c.active = true;
         let Some(addr) = c.device else { return };
-        let queued: Vec<Node> = self.accounts[addr.account]
-            .devices
-            .get_mut(&addr.device)
-            .map(|d| d.offline.drain(..).collect())
-            .unwrap_or_default();
-        let count = queued.len();
-        for mut node in queued {
+        let Some(d) = self.accounts[addr.account].devices.get_mut(&addr.device) else { return };
+        let mut queued: Vec<Node> = d.offline.drain(..).collect();
+        for node in &mut queued {
             node.set_attr("offline", "1");
+            if node.tag == "message" {
+                d.in_flight.push_back(node.clone());
+            }
+        }
+        let count = queued.len();
+        for node in queued {
             self.send(conn, node);
         }
         self.send(
@@ -641,6 +679,9 @@ impl World {
         };
         match d.conn {
             Some(conn) if self.conns.get(&conn).is_some_and(|c| c.active && !c.closed) => {
+                if node.tag == "message" {
+                    d.in_flight.push_back(node.clone());
+                }
                 self.send(conn, node)
             }
             _ => d.offline.push_back(node),
@@ -656,7 +697,13 @@ impl World {
             "iq" => self.on_iq(conn, node),
             "message" => self.on_message(conn, node),
             "receipt" => self.on_receipt(conn, node),
-            "ack" | "ib" | "presence" | "chatstate" => {}
+            "ack" => {
+                if attr(&node, "class") == "message" {
+                    let id = attr(&node, "id");
+                    self.on_device_ack(conn, std::slice::from_ref(&id));
+                }
+            }
+            "ib" | "presence" | "chatstate" => {}
             "notification" | "call" => {
                 let ack = Node::new("ack")
                     .attr("id", attr(&node, "id"))
@@ -991,7 +1038,7 @@ impl World {
         let sender_jid = self.device_jid(sender, server);
         let notify = self.accounts[sender.account].push_name.clone();
         let device_identity = msg.child("device-identity").cloned();
-        let skmsg = msg.children_by_tag("enc").next().cloned();
+        let mut skmsg = msg.children_by_tag("enc").next().cloned();
         let mut addressed: BTreeMap<DeviceAddr, Node> = BTreeMap::new();
         if let Some(parts) = msg.child("participants") {
             for to_node in parts.children_by_tag("to") {
@@ -1001,6 +1048,20 @@ impl World {
                     addressed.insert(addr, enc.clone());
                 }
             }
+        }
+        // A copy for one device only (a retry answer): the `<enc>` sits directly under the
+        // message, addressed by `to` (a device JID) or, in a group, by `participant`.
+        let directed = if msg.child("participants").is_some() {
+            None
+        } else if to.is_group() {
+            msg.attr_jid("participant").ok().and_then(|p| self.device_of(&p))
+        } else {
+            self.device_of(to)
+        };
+        if let Some(t) = directed
+            && let Some(enc) = skmsg.take()
+        {
+            addressed.insert(t, enc);
         }
         let base = |from: Jid| {
             Node::new("message")
@@ -1019,7 +1080,7 @@ impl World {
                 .flat_map(|&a| {
                     self.accounts[a].devices.keys().map(move |&d| DeviceAddr { account: a, device: d })
                 })
-                .filter(|a| *a != sender)
+                .filter(|a| *a != sender && directed.is_none_or(|d| d == *a))
                 .collect();
             for t in targets {
                 let mut children = Vec::new();
@@ -1074,7 +1135,32 @@ impl World {
             ack = ack.attr("type", ty.as_str());
         }
         self.send(conn, ack);
+        let mut ids = vec![id];
+        if let Some(list) = r.child("list") {
+            ids.extend(list.children_by_tag("item").map(|i| attr(i, "id")));
+        }
+        self.on_device_ack(conn, &ids);
         self.route_receipt(sender, &r);
+    }
+
+    /// A device acknowledged messages: they leave its in-flight list and count as acked.
+    fn on_device_ack(&mut self, conn: ConnId, ids: &[String]) {
+        let Some(addr) = self.conns.get(&conn).and_then(|c| c.device) else { return };
+        let Some(acct) = self.accounts.get_mut(addr.account) else { return };
+        let pn = acct.pn.clone();
+        let Some(d) = acct.devices.get_mut(&addr.device) else { return };
+        let mut acked = Vec::new();
+        for id in ids {
+            let before = d.in_flight.len();
+            d.in_flight.retain(|n| attr(n, "id") != *id);
+            if d.in_flight.len() < before {
+                d.acked.push(id.clone());
+                acked.push(id.clone());
+            }
+        }
+        for id in acked {
+            self.emit(WorldEvent::DeviceAcked { pn: pn.clone(), device: addr.device, id });
+        }
     }
 
     /// Forwards a receipt to the device that sent the message (and the sender's phone).
@@ -1247,6 +1333,8 @@ impl World {
                 key_index,
                 conn: None,
                 offline: VecDeque::new(),
+                in_flight: VecDeque::new(),
+                acked: Vec::new(),
                 platform: reg.platform.clone(),
                 signed_identity: None,
             },
