@@ -712,6 +712,7 @@ fn applied_events(
             text,
             media,
             timestamp_ms,
+            media_info,
         } => {
             let m = messages::Incoming {
                 wa_id: message_id,
@@ -722,6 +723,7 @@ fn applied_events(
                 text: text.as_deref(),
                 media: *media,
                 timestamp_ms: *timestamp_ms,
+                media_info: media_info.as_ref(),
             };
             if let Some(stored) = messages::record_incoming(c, tenant_id, account_id, &m, now)? {
                 out.push(("incoming_message", serde_json::to_value(stored).unwrap_or_default()));

@@ -87,6 +87,9 @@ async fn method_not_allowed() -> impl IntoResponse {
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    // The send endpoint takes media inline (base64 grows it by a third) or as an upload.
+    let media = state.limits.fetch.max_bytes;
+    let send_body_limit = max_body_bytes.max(media.saturating_add(media / 3).saturating_add(64 * 1024));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -114,7 +117,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/emulator/phones/{phone}/send", post(emulator_api::phone_send))
         .route("/api/v1/emulator/phones/{phone}/inbox", get(emulator_api::phone_inbox))
         .route("/api/v1/emulator/phones/{phone}/read", post(emulator_api::phone_read))
-        .route("/api/v1/accounts/{id}/messages", post(messages::send).get(messages::history))
+        .route(
+            "/api/v1/accounts/{id}/messages",
+            post(messages::send).layer(DefaultBodyLimit::max(send_body_limit)).get(messages::history),
+        )
         .route("/api/v1/accounts/{id}/messages/{message_id}", get(messages::get_message))
         .route("/api/v1/accounts/{id}/messages/{message_id}/media", get(messages::download_media))
         .route("/api/v1/accounts/{id}/check-numbers", post(messages::check_numbers))

@@ -172,6 +172,22 @@ CREATE TABLE early_receipts (
 "#,
     // 3: contacts, templates, campaigns (issue 8)
     crate::campaigns::schema::MIGRATION,
+    // 4: incoming media (the runtime's handle to fetch and decrypt the file on demand);
+    // bulk sends (paced: each pending row waits for its `due_at`)
+    r#"
+ALTER TABLE messages ADD COLUMN media_handle BLOB;
+CREATE TABLE bulk_sends (
+    id          TEXT PRIMARY KEY,
+    tenant_id   TEXT NOT NULL,
+    account_id  TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    per_minute  INTEGER NOT NULL,
+    media_data  BLOB,
+    created_at  INTEGER NOT NULL
+);
+ALTER TABLE messages ADD COLUMN bulk_id TEXT REFERENCES bulk_sends(id) ON DELETE CASCADE;
+ALTER TABLE messages ADD COLUMN due_at INTEGER;
+CREATE INDEX messages_due ON messages(due_at) WHERE due_at IS NOT NULL;
+"#,
 ];
 
 /// Schema version this binary writes.

@@ -79,7 +79,9 @@ const COLUMNS: &str =
     m.wa_message_id, m.kind, m.body, m.media_mimetype, m.media_file_name, m.media_size,
     (SELECT q.id FROM messages q WHERE q.account_id = m.account_id AND q.wa_message_id = m.quoted_id LIMIT 1),
     m.status, m.attempts, m.error, m.created_at, m.updated_at, m.sent_at, m.delivered_at, m.read_at,
-    m.played_at, m.failed_at, EXISTS (SELECT 1 FROM message_media d WHERE d.message_id = m.id)";
+    m.played_at, m.failed_at,
+    (m.media_handle IS NOT NULL OR EXISTS (SELECT 1 FROM message_media d WHERE d.message_id = m.id)
+     OR EXISTS (SELECT 1 FROM bulk_sends b WHERE b.id = m.bulk_id AND b.media_data IS NOT NULL))";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
     let kind: String = r.get(8)?;
@@ -117,7 +119,11 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
     })
 }
 
-fn load(c: &rusqlite::Connection, tenant_id: &str, id: &str) -> rusqlite::Result<Option<StoredMessage>> {
+pub(crate) fn load(
+    c: &rusqlite::Connection,
+    tenant_id: &str,
+    id: &str,
+) -> rusqlite::Result<Option<StoredMessage>> {
     c.query_row(
         &format!("SELECT {COLUMNS} FROM messages m WHERE m.tenant_id = ?1 AND m.id = ?2"),
         params![tenant_id, id],
@@ -155,7 +161,7 @@ pub fn parse_recipient(input: &str) -> Result<Recipient, ApiError> {
 }
 
 /// Start of the current day (UTC) and the start of the next, in ms.
-fn day_window(now: i64) -> (i64, i64) {
+pub(crate) fn day_window(now: i64) -> (i64, i64) {
     let start = now.div_euclid(DAY_MS) * DAY_MS;
     (start, start + DAY_MS)
 }
@@ -332,7 +338,32 @@ pub async fn send_message(
     if let (Some(w), OutgoingContent::Text { quoted_id, .. }) = (quoted_wa, &mut content) {
         *quoted_id = Some(w);
     }
-    let result = runtime.send(tenant_id, account_id, &recipient.to, content).await;
+    let (result, stored) =
+        dispatch(st, runtime.as_ref(), tenant_id, account_id, &id, &recipient.to, content).await?;
+    match result {
+        Ok(_) => stored.ok_or(ApiError::NotFound("message")),
+        Err(RuntimeError::NotRunning) => Err(ApiError::Conflict {
+            code: "account_not_connected",
+            message: "the account's session is not running; reconnect it".into(),
+        }),
+        Err(e) => Err(ApiError::Unavailable(format!("send failed: {e}"))),
+    }
+}
+
+/// Hands an admitted `pending` row's content to the runtime and records the outcome: `sent`
+/// (with WhatsApp's id, applying receipts that arrived early) or `failed`, with the
+/// `message_sent` / `message_status_update` events. Shared by single and bulk sends.
+pub(crate) async fn dispatch(
+    st: &AppState,
+    runtime: &dyn crate::runtime::AccountRuntime,
+    tenant_id: &str,
+    account_id: &str,
+    id: &str,
+    to: &str,
+    content: OutgoingContent,
+) -> Result<(Result<crate::runtime::SentMessage, RuntimeError>, Option<StoredMessage>), ApiError> {
+    let result = runtime.send(tenant_id, account_id, to, content).await;
+    let id = id.to_owned();
     let now = st.clock.now_ms();
     let (t, a, i) = (tenant_id.to_owned(), account_id.to_owned(), id.clone());
     let outcome = match &result {
@@ -390,17 +421,10 @@ pub async fn send_message(
     for (name, data) in events {
         st.live.publish(tenant_id, Some(account_id), name, data, now);
     }
-    match result {
-        Ok(_) => stored.ok_or(ApiError::NotFound("message")),
-        Err(RuntimeError::NotRunning) => Err(ApiError::Conflict {
-            code: "account_not_connected",
-            message: "the account's session is not running; reconnect it".into(),
-        }),
-        Err(e) => Err(ApiError::Unavailable(format!("send failed: {e}"))),
-    }
+    Ok((result, stored))
 }
 
-fn check_text(body: &str) -> Result<(), ApiError> {
+pub(crate) fn check_text(body: &str) -> Result<(), ApiError> {
     if body.trim().is_empty() {
         return Err(ApiError::bad("invalid_text", "text must not be empty"));
     }
@@ -489,6 +513,7 @@ pub struct Incoming<'a> {
     pub text: Option<&'a str>,
     pub media: Option<MediaKind>,
     pub timestamp_ms: i64,
+    pub media_info: Option<&'a crate::runtime::IncomingMedia>,
 }
 
 /// Records an incoming message with its `incoming_message` event; `None` for a duplicate
@@ -503,11 +528,29 @@ pub fn record_incoming(
     let tx = c.transaction()?;
     let id = new_id("msg");
     let kind = m.media.map_or("text", MediaKind::as_str);
+    let info = m.media_info.filter(|_| m.media.is_some());
     let n = tx.execute(
         "INSERT OR IGNORE INTO messages (id, tenant_id, account_id, direction, chat_jid, sender_jid, sender_phone,
-           push_name, wa_message_id, kind, body, status, attempts, created_at, updated_at)
-         VALUES (?1,?2,?3,'incoming',?4,?5,?6,?7,?8,?9,?10,'received',0,?11,?11)",
-        params![id, tenant_id, account_id, m.chat, m.from, m.from_phone, m.push_name, m.wa_id, kind, m.text, now],
+           push_name, wa_message_id, kind, body, status, attempts, created_at, updated_at, media_mimetype,
+           media_file_name, media_size, media_handle)
+         VALUES (?1,?2,?3,'incoming',?4,?5,?6,?7,?8,?9,?10,'received',0,?11,?11,?12,?13,?14,?15)",
+        params![
+            id,
+            tenant_id,
+            account_id,
+            m.chat,
+            m.from,
+            m.from_phone,
+            m.push_name,
+            m.wa_id,
+            kind,
+            m.text,
+            now,
+            info.and_then(|i| i.mimetype.as_deref()),
+            info.and_then(|i| i.file_name.as_deref()),
+            info.and_then(|i| i.size).and_then(|s| i64::try_from(s).ok()),
+            info.map(|i| i.handle.as_slice()),
+        ],
     )?;
     if n == 0 {
         return Ok(None);
@@ -570,9 +613,6 @@ pub async fn content_from_request(
             if reply_to.is_some() {
                 return Err(ApiError::bad("invalid_body", "reply_to is supported for text messages only"));
             }
-            if let Some(c) = &m.caption {
-                check_text(c)?;
-            }
             let (data, fetched_type) = match (m.url, m.data_base64) {
                 (Some(url), None) => {
                     let f = crate::fetch::fetch(&st.limits.fetch, &url).await?;
@@ -582,12 +622,6 @@ pub async fn content_from_request(
                     let data = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|e| {
                         ApiError::bad("invalid_media", format!("data_base64 is not base64: {e}"))
                     })?;
-                    if data.len() > st.limits.fetch.max_bytes {
-                        return Err(ApiError::bad(
-                            "media_too_large",
-                            format!("media is larger than {} bytes", st.limits.fetch.max_bytes),
-                        ));
-                    }
                     (bytes::Bytes::from(data), None)
                 }
                 _ => {
@@ -597,35 +631,142 @@ pub async fn content_from_request(
                     ));
                 }
             };
-            if data.is_empty() {
-                return Err(ApiError::bad("invalid_media", "media is empty"));
-            }
-            let mimetype = match m.mimetype.or(fetched_type) {
-                Some(t) => check_mimetype(&t)?,
-                None => crate::fetch::sniff_mimetype(&data).map(str::to_owned).ok_or_else(|| {
-                    ApiError::bad("invalid_media", "cannot tell the media type; set `mimetype`")
-                })?,
-            };
-            if let Some(f) = &m.file_name
-                && (f.is_empty()
-                    || f.len() > 255
-                    || f.chars().any(|c| c.is_control() || c == '/' || c == '\\'))
-            {
-                return Err(ApiError::bad(
-                    "invalid_media",
-                    "file_name must be 1 to 255 characters without slashes",
-                ));
-            }
-            Ok(OutgoingContent::Media {
-                kind: m.kind,
-                data,
-                mimetype,
-                caption: m.caption,
-                file_name: m.file_name,
-            })
+            media_content(st, m.kind, data, m.mimetype.or(fetched_type), m.caption, m.file_name)
         }
         _ => Err(ApiError::bad("invalid_body", "exactly one of `text` and `media` is required")),
     }
+}
+
+/// Validates media bytes and their metadata into runtime content.
+fn media_content(
+    st: &AppState,
+    kind: MediaKind,
+    data: bytes::Bytes,
+    mimetype: Option<String>,
+    caption: Option<String>,
+    file_name: Option<String>,
+) -> Result<OutgoingContent, ApiError> {
+    if let Some(c) = &caption {
+        check_text(c)?;
+    }
+    if data.len() > st.limits.fetch.max_bytes {
+        return Err(ApiError::bad(
+            "media_too_large",
+            format!("media is larger than {} bytes", st.limits.fetch.max_bytes),
+        ));
+    }
+    if data.is_empty() {
+        return Err(ApiError::bad("invalid_media", "media is empty"));
+    }
+    let mimetype = match mimetype {
+        Some(t) => check_mimetype(&t)?,
+        None => crate::fetch::sniff_mimetype(&data)
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::bad("invalid_media", "cannot tell the media type; set `mimetype`"))?,
+    };
+    if let Some(f) = &file_name
+        && (f.is_empty() || f.len() > 255 || f.chars().any(|c| c.is_control() || c == '/' || c == '\\'))
+    {
+        return Err(ApiError::bad("invalid_media", "file_name must be 1 to 255 characters without slashes"));
+    }
+    Ok(OutgoingContent::Media { kind, data, mimetype, caption, file_name })
+}
+
+/// The multipart/form-data form of a media send (the OpenAPI schema of that body).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // only describes the form; `read_upload` parses it field by field
+pub struct MultipartSend {
+    /// Phone number or JID.
+    to: String,
+    /// `image`, `video`, `audio`, `voice`, `document` or `sticker`.
+    kind: MediaKind,
+    /// The file (at most the server's media size limit).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// Default: the file part's Content-Type, else sniffed from the bytes.
+    mimetype: Option<String>,
+    caption: Option<String>,
+    /// Default for documents: the file part's file name.
+    file_name: Option<String>,
+}
+
+/// Longest text field accepted in a multipart form.
+const MAX_FORM_TEXT: usize = 4 * MAX_TEXT_CHARS;
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge
+    } else {
+        ApiError::bad("invalid_multipart", e.body_text())
+    }
+}
+
+/// Reads a multipart media upload: returns the recipient and the content.
+async fn read_upload(
+    st: &AppState,
+    mut form: axum::extract::Multipart,
+) -> Result<(String, OutgoingContent), ApiError> {
+    let (mut to, mut kind, mut mimetype, mut caption, mut file_name) = (None, None, None, None, None);
+    let mut file: Option<(bytes::Bytes, Option<String>, Option<String>)> = None;
+    let max = st.limits.fetch.max_bytes;
+    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or("").to_owned();
+        if name == "file" {
+            if file.is_some() {
+                return Err(ApiError::bad("invalid_multipart", "more than one `file` part"));
+            }
+            let part_type = field.content_type().map(str::to_owned);
+            let part_name = field.file_name().map(str::to_owned);
+            let mut buf = bytes::BytesMut::new();
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                if buf.len() + chunk.len() > max {
+                    return Err(ApiError::bad(
+                        "media_too_large",
+                        format!("media is larger than {max} bytes"),
+                    ));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            file = Some((buf.freeze(), part_type, part_name));
+            continue;
+        }
+        let slot = match name.as_str() {
+            "to" => &mut to,
+            "kind" => &mut kind,
+            "mimetype" => &mut mimetype,
+            "caption" => &mut caption,
+            "file_name" => &mut file_name,
+            other => {
+                return Err(ApiError::bad("invalid_multipart", format!("unknown form field `{other}`")));
+            }
+        };
+        let mut buf = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            if buf.len() + chunk.len() > MAX_FORM_TEXT {
+                return Err(ApiError::bad("invalid_multipart", format!("form field `{name}` is too long")));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(buf)
+            .map_err(|_| ApiError::bad("invalid_multipart", format!("form field `{name}` is not UTF-8")))?;
+        if slot.replace(text).is_some() {
+            return Err(ApiError::bad("invalid_multipart", format!("form field `{name}` given twice")));
+        }
+    }
+    let to = to.ok_or_else(|| ApiError::bad("invalid_multipart", "form field `to` is required"))?;
+    parse_recipient(&to)?;
+    let kind = kind.ok_or_else(|| ApiError::bad("invalid_multipart", "form field `kind` is required"))?;
+    let kind = MediaKind::parse(kind.trim()).ok_or_else(|| {
+        ApiError::bad(
+            "invalid_multipart",
+            format!("`{kind}` is not a media kind (image, video, audio, voice, document, sticker)"),
+        )
+    })?;
+    let (data, part_type, part_name) =
+        file.ok_or_else(|| ApiError::bad("invalid_multipart", "a `file` part is required"))?;
+    let part_type = part_type.filter(|t| !t.is_empty() && t != "application/octet-stream");
+    let file_name = file_name.or(if kind == MediaKind::Document { part_name } else { None });
+    Ok((to, media_content(st, kind, data, mimetype.or(part_type), caption, file_name)?))
 }
 
 fn check_mimetype(t: &str) -> Result<String, ApiError> {
@@ -639,23 +780,47 @@ fn check_mimetype(t: &str) -> Result<String, ApiError> {
     if ok { Ok(t) } else { Err(ApiError::bad("invalid_media", format!("`{t}` is not a MIME type"))) }
 }
 
+/// Sends a text or media message. Media comes by URL or base64 in a JSON body, or as a
+/// `multipart/form-data` upload (see `MultipartSend`).
 #[utoipa::path(post, path = "/api/v1/accounts/{id}/messages", tag = "messages", params(("id" = String, Path)),
-    request_body = SendRequest,
+    request_body(content(
+        (SendRequest = "application/json"),
+        (MultipartSend = "multipart/form-data"),
+    )),
     responses((status = 201, body = StoredMessage), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+              (status = 413, body = crate::error::ErrorBody),
               (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn send(
     State(st): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<SendRequest>,
+    req: axum::extract::Request,
 ) -> Result<(StatusCode, Json<StoredMessage>), ApiError> {
+    use axum::extract::FromRequest as _;
     p.require(Permission::Send)?;
-    // Validate the cheap things before fetching anything.
-    parse_recipient(&req.to)?;
-    let content = content_from_request(&st, req.text, req.media, req.reply_to).await?;
-    let m = send_message(&st, &p.tenant_id, &id, &req.to, content).await?;
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
+    let (to, content) = if multipart {
+        let form = axum::extract::Multipart::from_request(req, &st).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::bad("invalid_multipart", e.body_text())
+            }
+        })?;
+        read_upload(&st, form).await?
+    } else {
+        let ApiJson(req) = ApiJson::<SendRequest>::from_request(req, &st).await?;
+        // Validate the cheap things before fetching anything.
+        parse_recipient(&req.to)?;
+        (req.to.clone(), content_from_request(&st, req.text, req.media, req.reply_to).await?)
+    };
+    let m = send_message(&st, &p.tenant_id, &id, &to, content).await?;
     Ok((StatusCode::CREATED, Json(m)))
 }
 
@@ -769,8 +934,10 @@ pub async fn get_message(
 
 #[utoipa::path(get, path = "/api/v1/accounts/{id}/messages/{message_id}/media", tag = "messages",
     params(("id" = String, Path), ("message_id" = String, Path)),
-    responses((status = 200, description = "the media bytes", content_type = "application/octet-stream"),
-              (status = 404, body = crate::error::ErrorBody)),
+    responses((status = 200, description = "the media bytes (outgoing: as sent; incoming: downloaded from WhatsApp and decrypted)",
+               content_type = "application/octet-stream"),
+              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+              (status = 503, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn download_media(
     State(st): State<AppState>,
@@ -779,21 +946,59 @@ pub async fn download_media(
 ) -> Result<Response, ApiError> {
     p.require(Permission::Read)?;
     let tenant = p.tenant_id.clone();
+    let acc = id.clone();
     let found = st
         .db
         .call(move |c| {
             Ok(c.query_row(
-                "SELECT m.media_mimetype, d.data FROM messages m JOIN message_media d ON d.message_id = m.id
+                "SELECT m.media_mimetype, m.media_file_name, COALESCE(d.data, b.media_data), m.media_handle
+                 FROM messages m LEFT JOIN message_media d ON d.message_id = m.id
+                 LEFT JOIN bulk_sends b ON b.id = m.bulk_id
                  WHERE m.tenant_id = ?1 AND m.account_id = ?2 AND m.id = ?3",
-                params![tenant, id, message_id],
-                |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Vec<u8>>(1)?)),
+                params![tenant, acc, message_id],
+                |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<Vec<u8>>>(2)?,
+                        r.get::<_, Option<Vec<u8>>>(3)?,
+                    ))
+                },
             )
             .optional()?)
         })
         .await?;
-    let (mimetype, data) = found.ok_or(ApiError::NotFound("media"))?;
+    let (mimetype, file_name, data, handle) = found.ok_or(ApiError::NotFound("message"))?;
+    let data = match (data, handle) {
+        (Some(d), _) => d,
+        (None, Some(handle)) => {
+            // Received media: fetched from WhatsApp's media hosts and decrypted on demand.
+            let runtime = st.runtime.clone().ok_or_else(|| {
+                ApiError::Unavailable(
+                    "no WhatsApp runtime is configured; media download is not available".into(),
+                )
+            })?;
+            runtime.download_media(&p.tenant_id, &id, &handle).await.map_err(|e| match e {
+                RuntimeError::NotRunning => ApiError::Conflict {
+                    code: "account_not_connected",
+                    message: "downloading received media needs the account's session; reconnect it".into(),
+                },
+                e => ApiError::Unavailable(format!("media download failed: {e}")),
+            })?
+        }
+        (None, None) => return Err(ApiError::NotFound("media")),
+    };
     let mimetype = mimetype.unwrap_or_else(|| "application/octet-stream".into());
-    Ok(([(header::CONTENT_TYPE, mimetype)], data).into_response())
+    let mut resp = ([(header::CONTENT_TYPE, mimetype)], data).into_response();
+    if let Some(f) = file_name
+        && let Ok(v) = header::HeaderValue::from_str(&format!(
+            "attachment; filename=\"{}\"",
+            f.chars().filter(|c| (c.is_ascii_graphic() && *c != '"') || *c == ' ').collect::<String>()
+        ))
+    {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -73,7 +73,33 @@ pub enum SessionEvent {
         text: Option<String>,
         media: Option<MediaKind>,
         timestamp_ms: i64,
+        /// What the message says about its media file (with `media`).
+        media_info: Option<IncomingMedia>,
     },
+}
+
+/// The media file of an incoming message: metadata to record, and the runtime's own handle to
+/// fetch and decrypt it later through [`AccountRuntime::download_media`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IncomingMedia {
+    pub mimetype: Option<String>,
+    pub file_name: Option<String>,
+    /// Plaintext size as announced by the sender.
+    pub size: Option<u64>,
+    /// Opaque to the server: stored as is and handed back to `download_media`.
+    pub handle: Vec<u8>,
+}
+
+impl IncomingMedia {
+    pub fn new(
+        mimetype: Option<String>,
+        file_name: Option<String>,
+        size: Option<u64>,
+        handle: Vec<u8>,
+    ) -> Self {
+        Self { mimetype, file_name, size, handle }
+    }
 }
 
 /// Where a message is on its way to the recipient. Ordered: a status never moves backwards
@@ -255,4 +281,16 @@ pub trait AccountRuntime: Send + Sync + 'static {
         account_id: &'a str,
         phones: &'a [String],
     ) -> RuntimeFuture<'a, Vec<NumberCheck>>;
+    /// Fetches and decrypts the media file of a received message, given the
+    /// [`IncomingMedia::handle`] this runtime reported. Runtimes that never report incoming
+    /// media keep the default, which refuses.
+    fn download_media<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        handle: &'a [u8],
+    ) -> RuntimeFuture<'a, Vec<u8>> {
+        let _ = (tenant_id, account_id, handle);
+        Box::pin(async { Err(RuntimeError::Failed("this runtime cannot download media".into())) })
+    }
 }

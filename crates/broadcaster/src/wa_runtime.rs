@@ -10,15 +10,16 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wa_client::{Client, DisconnectReason, Event, Jid, ReceiptKind};
+use wa_client::{Client, DisconnectReason, Event, Jid, MediaOptions, MediaType, ReceiptKind};
 use wa_proto::Message;
+use wa_proto::prost_message::Message as _;
 use wa_store::{DeviceId, Store};
 
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::runtime::{
-    AccountRuntime, DeliveryStatus, LinkMethod, MediaKind, NumberCheck, OutgoingContent, RuntimeError,
-    RuntimeFuture, SentMessage, SessionEvent, SessionEvents,
+    AccountRuntime, DeliveryStatus, IncomingMedia, LinkMethod, MediaKind, NumberCheck, OutgoingContent,
+    RuntimeError, RuntimeFuture, SentMessage, SessionEvent, SessionEvents,
 };
 
 /// How long a pairing code is valid (WhatsApp's phone UI accepts it for about three minutes).
@@ -32,17 +33,23 @@ pub struct Upstream {
     pub url: String,
     /// `None`: WhatsApp's real root key.
     pub root_key: Option<wa_crypto::PublicKey>,
+    /// An extra root certificate (PEM) trusted for media hosts (the emulator's test CA).
+    pub media_ca_pem: Option<String>,
 }
 
 impl Upstream {
     /// Real WhatsApp.
     pub fn whatsapp() -> Self {
-        Self { url: wa_client::WHATSAPP_URL.to_owned(), root_key: None }
+        Self { url: wa_client::WHATSAPP_URL.to_owned(), root_key: None, media_ca_pem: None }
     }
 
     /// An in-process emulator.
     pub fn emulator(emu: &wa_emulator::EmulatorHandle) -> Self {
-        Self { url: emu.ws_url(), root_key: Some(emu.root_public_key()) }
+        Self {
+            url: emu.ws_url(),
+            root_key: Some(emu.root_public_key()),
+            media_ca_pem: emu.media_ca_pem().map(str::to_owned),
+        }
     }
 }
 
@@ -108,6 +115,9 @@ impl WaRuntime {
         if let Some(k) = self.upstream.root_key {
             b = b.root_key(k);
         }
+        if let Some(pem) = &self.upstream.media_ca_pem {
+            b = b.media_root_certificate(pem.clone());
+        }
         b.build().map_err(failed)
     }
 
@@ -153,6 +163,48 @@ fn media_kind(m: &Message) -> Option<MediaKind> {
         Some(MediaKind::Sticker)
     } else {
         None
+    }
+}
+
+/// The media of a received message: its metadata, and as handle a `Message` holding only the
+/// media part (keys, path, hashes), enough for [`Client::download`] later.
+fn incoming_media(m: &Message) -> Option<IncomingMedia> {
+    let mut only = Message::default();
+    let (mimetype, file_name, size) = if let Some(x) = &m.image_message {
+        only.image_message = Some(x.clone());
+        (x.mimetype.clone(), None, x.file_length)
+    } else if let Some(x) = &m.video_message {
+        only.video_message = Some(x.clone());
+        (x.mimetype.clone(), None, x.file_length)
+    } else if let Some(x) = &m.audio_message {
+        only.audio_message = Some(x.clone());
+        (x.mimetype.clone(), None, x.file_length)
+    } else if let Some(x) = &m.document_message {
+        only.document_message = Some(x.clone());
+        (x.mimetype.clone(), x.file_name.clone(), x.file_length)
+    } else if let Some(x) = &m.sticker_message {
+        only.sticker_message = Some(x.clone());
+        (x.mimetype.clone(), None, x.file_length)
+    } else {
+        return None;
+    };
+    Some(IncomingMedia::new(mimetype, file_name, size, only.encode_to_vec()))
+}
+
+/// Text body or caption (documents carry captions too).
+fn text_of(m: &wa_client::MessageEvent) -> Option<String> {
+    m.text()
+        .or_else(|| m.message.document_message.as_ref().and_then(|d| d.caption.as_deref()))
+        .map(str::to_owned)
+}
+
+fn media_type(kind: MediaKind) -> MediaType {
+    match kind {
+        MediaKind::Image => MediaType::Image,
+        MediaKind::Video => MediaType::Video,
+        MediaKind::Audio | MediaKind::Voice => MediaType::Audio,
+        MediaKind::Document => MediaType::Document,
+        MediaKind::Sticker => MediaType::Sticker,
     }
 }
 
@@ -258,9 +310,10 @@ impl Pump {
                         from: m.info.sender.to_non_ad().to_string(),
                         from_phone: phone_of(&m.info),
                         push_name: m.info.push_name.clone(),
-                        text: m.text().map(str::to_owned),
+                        text: text_of(&m),
                         media: media_kind(&m.message),
                         timestamp_ms: if ts > 0 { ts } else { now },
+                        media_info: incoming_media(&m.message),
                     })
                     .await;
                 }
@@ -400,10 +453,18 @@ impl AccountRuntime for WaRuntime {
                         }
                     }
                 }
-                OutgoingContent::Media { .. } => {
-                    return Err(RuntimeError::Failed(
-                        "sending media needs media upload, which this build's wa-client lacks".into(),
-                    ));
+                OutgoingContent::Media { kind, data, mimetype, caption, file_name } => {
+                    let mut opts = MediaOptions::new(mimetype);
+                    if let Some(c) = caption {
+                        opts = opts.caption(c);
+                    }
+                    if let Some(f) = file_name {
+                        opts = opts.file_name(f);
+                    }
+                    if kind == MediaKind::Voice {
+                        opts = opts.voice_note();
+                    }
+                    client.send_media(&jid, media_type(kind), &data, &opts).await
                 }
             };
             let r = result.map_err(|e| match e {
@@ -430,6 +491,19 @@ impl AccountRuntime for WaRuntime {
                     NumberCheck::new(phone, jid.is_some(), jid.map(|j| j.to_non_ad().to_string()))
                 })
                 .collect())
+        })
+    }
+
+    fn download_media<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        handle: &'a [u8],
+    ) -> RuntimeFuture<'a, Vec<u8>> {
+        Box::pin(async move {
+            let (client, _) = self.session_client(tenant_id, account_id)?;
+            let m = Message::decode(handle).map_err(|e| failed(format!("stored media handle: {e}")))?;
+            client.download(&m).await.map_err(failed)
         })
     }
 }

@@ -49,7 +49,17 @@ async fn start(
     emu: &Arc<EmulatorHandle>,
     admin: Option<String>,
 ) -> (Running, Option<String>) {
-    let config = config(dir);
+    start_with(dir, emu, admin, |_| {}).await
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    emu: &Arc<EmulatorHandle>,
+    admin: Option<String>,
+    tweak: impl FnOnce(&mut Config),
+) -> (Running, Option<String>) {
+    let mut config = config(dir);
+    tweak(&mut config);
     let (db, boot) = broadcaster::open_database(&config, admin).await.unwrap();
     let key = match boot {
         Bootstrap::Generated(k) => Some(k),
@@ -468,5 +478,212 @@ async fn seed_aliases_pairing_code_isolation_and_bad_input() {
     assert_eq!(v["state"], "logged_out");
     let (s, v) = call(a, "POST", &send, &key, Some(json!({ "to": "+15550004444", "text": "x" }))).await;
     assert_eq!((s, v["error"]["code"].as_str()), (409, Some("account_not_active")));
+    srv.stop().await;
+}
+
+/// A request with a raw body; the raw answer.
+async fn call_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, axum::http::HeaderMap, Bytes) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {key}"));
+    if let Some(t) = content_type {
+        req = req.header("content-type", t);
+    }
+    let resp = tokio::time::timeout(T, client.request(req.body(Full::new(Bytes::from(body))).unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, bytes)
+}
+
+const BOUNDARY: &str = "broadcaster-test-boundary";
+
+/// A multipart/form-data body: text fields, then an optional file part.
+fn form(fields: &[(&str, &str)], file: Option<(&str, &str, &[u8])>) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (k, v) in fields {
+        b.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
+        );
+    }
+    if let Some((name, ctype, data)) = file {
+        b.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {ctype}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        b.extend_from_slice(data);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    b
+}
+
+fn form_type() -> String {
+    format!("multipart/form-data; boundary={BOUNDARY}")
+}
+
+/// A tenant key and an account linked by the emulator's phone `phone`, active.
+async fn linked_account(a: SocketAddr, admin: &str, phone: &str) -> (String, String, Ws) {
+    let (s, v) =
+        call(a, "POST", "/api/v1/tenants", admin, Some(json!({ "name": format!("t{phone}") }))).await;
+    assert_eq!(s, 201, "{v}");
+    let key = v["api_key"]["key"].as_str().unwrap().to_owned();
+    let (s, v) =
+        call(a, "POST", "/api/v1/accounts", &key, Some(json!({ "name": "Media", "phone": phone }))).await;
+    assert_eq!(s, 201, "{v}");
+    let acc = v["id"].as_str().unwrap().to_owned();
+    let mut ws = open_ws(a, &key).await;
+    let (s, v) = call(a, "POST", &format!("/api/v1/accounts/{acc}/connect"), &key, None).await;
+    assert_eq!(s, 202, "{v}");
+    let (s, v) = call(a, "POST", &format!("/api/v1/emulator/accounts/{acc}/scan"), &key, None).await;
+    assert_eq!(s, 200, "{v}");
+    next_ws(&mut ws, "active", |v| v["event"] == "connection_update" && v["data"]["state"] == "active").await;
+    (key, acc, ws)
+}
+
+fn decode_message(m: &wa_emulator::InboxMessage) -> wa_proto::Message {
+    use wa_proto::prost_message::Message as _;
+    wa_proto::Message::decode(m.message.as_slice()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_by_base64_and_upload_reaches_the_phone_and_incoming_media_downloads() {
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(9), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, admin) = start_with(dir.path(), &emu, None, |c| c.media_max_bytes = 64 * 1024).await;
+    let admin = admin.unwrap();
+    let a = srv.addr;
+    let (key, acc, mut ws) = linked_account(a, &admin, "+15550006666").await;
+    let dave = emu.create_account("15550007777", "Dave").unwrap();
+    let send = format!("/api/v1/accounts/{acc}/messages");
+
+    // An image as base64: Dave's phone downloads and decrypts exactly these bytes.
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend((0..3000u32).map(|i| (i * 7 % 251) as u8));
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &png);
+    let (s, v) = call(
+        a,
+        "POST",
+        &send,
+        &key,
+        Some(json!({ "to": "+15550007777", "media": { "kind": "image", "data_base64": b64, "caption": "a chart" } })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!((v["kind"].as_str(), v["status"].as_str()), (Some("image"), Some("sent")), "{v}");
+    assert_eq!(v["media"]["mimetype"], "image/png", "{v}");
+    assert_eq!(v["media"]["size"], png.len(), "{v}");
+    let img_id = v["id"].as_str().unwrap().to_owned();
+    let wa = v["wa_message_id"].as_str().unwrap().to_owned();
+    let got = dave.wait_message(T, |m| m.id == wa).await.expect("Dave received the image");
+    let msg = decode_message(&got);
+    let image = msg.image_message.as_ref().expect("an image message");
+    assert_eq!(image.caption.as_deref(), Some("a chart"));
+    assert_eq!(image.mimetype.as_deref(), Some("image/png"));
+    let plain = emu.with_world(|w| w.fetch_image(image)).expect("the phone decrypts the image");
+    assert_eq!(plain, png);
+    let (s, h, body) = call_raw(a, "GET", &format!("{send}/{img_id}/media"), &key, None, vec![]).await;
+    assert_eq!(s, 200);
+    assert_eq!(h["content-type"], "image/png");
+    assert_eq!(body.as_ref(), png.as_slice());
+
+    // A document as a multipart upload: type and file name from the part.
+    let pdf = b"%PDF-1.4 a small document".repeat(40);
+    let (s, _, body) = call_raw(
+        a,
+        "POST",
+        &send,
+        &key,
+        Some(&form_type()),
+        form(
+            &[("to", "+1 555 000 7777"), ("kind", "document"), ("caption", "the invoice")],
+            Some(("invoice.pdf", "application/pdf", &pdf)),
+        ),
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["media"]["file_name"], "invoice.pdf", "{v}");
+    let wa = v["wa_message_id"].as_str().unwrap().to_owned();
+    let got = dave.wait_message(T, |m| m.id == wa).await.expect("Dave received the document");
+    let msg = decode_message(&got);
+    let doc = msg.document_message.as_ref().expect("a document message");
+    assert_eq!(doc.file_name.as_deref(), Some("invoice.pdf"));
+    assert_eq!(doc.mimetype.as_deref(), Some("application/pdf"));
+    let blob =
+        emu.with_world(|w| w.media_blob(doc.direct_path.as_deref().unwrap()).map(<[u8]>::to_vec)).unwrap();
+    let media_key: [u8; 32] = doc.media_key.as_deref().unwrap().try_into().unwrap();
+    let plain = wa_emulator::decrypt_media(&blob, &media_key, b"WhatsApp Document Keys").expect("MAC ok");
+    assert_eq!(plain, pdf);
+
+    // Upload limits and malformed forms: clear 4xx.
+    let big = vec![0u8; 64 * 1024 + 1];
+    for (body, status, code) in [
+        (
+            form(&[("to", "+15550007777"), ("kind", "image")], Some(("a.png", "image/png", &big))),
+            400,
+            "media_too_large",
+        ),
+        (form(&[("to", "+15550007777"), ("kind", "image")], None), 400, "invalid_multipart"),
+        (
+            form(&[("to", "+15550007777"), ("kind", "gif")], Some(("a.png", "image/png", &png))),
+            400,
+            "invalid_multipart",
+        ),
+        (form(&[("to", "12"), ("kind", "image")], Some(("a.png", "image/png", &png))), 400, "invalid_phone"),
+        (form(&[("to", "+15550007777"), ("kind", "image"), ("x", "1")], None), 400, "invalid_multipart"),
+    ] {
+        let (s, _, b) = call_raw(a, "POST", &send, &key, Some(&form_type()), body).await;
+        let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+        assert_eq!((s, v["error"]["code"].as_str()), (status, Some(code)), "{v}");
+    }
+
+    // Dave sends a photo: recorded with its metadata, downloadable (fetched and decrypted).
+    let me: wa_client::Jid = "15550006666@s.whatsapp.net".parse().unwrap();
+    let photo: Vec<u8> = [&[0xffu8, 0xd8, 0xff, 0xe0][..], &[42u8; 5000][..]].concat();
+    let wa_in = dave.send_image(&me, &photo, "image/jpeg", Some("look")).unwrap();
+    let ev = next_ws(&mut ws, "incoming image", |v| {
+        v["event"] == "incoming_message" && v["data"]["wa_message_id"] == wa_in.as_str()
+    })
+    .await;
+    assert_eq!(ev["data"]["kind"], "image", "{ev}");
+    assert_eq!(ev["data"]["body"], "look", "{ev}");
+    assert_eq!(ev["data"]["media"]["mimetype"], "image/jpeg", "{ev}");
+    assert_eq!(ev["data"]["media"]["size"], photo.len(), "{ev}");
+    assert_eq!(ev["data"]["media"]["downloadable"], true, "{ev}");
+    let in_id = ev["data"]["id"].as_str().unwrap().to_owned();
+    let (s, h, body) = call_raw(a, "GET", &format!("{send}/{in_id}/media"), &key, None, vec![]).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(h["content-type"], "image/jpeg");
+    assert_eq!(body.as_ref(), photo.as_slice());
+
+    // Another tenant cannot download it.
+    let (_, v) = call(a, "POST", "/api/v1/tenants", &admin, Some(json!({ "name": "other" }))).await;
+    let other = v["api_key"]["key"].as_str().unwrap().to_owned();
+    let (s, _, _) = call_raw(a, "GET", &format!("{send}/{in_id}/media"), &other, None, vec![]).await;
+    assert_eq!(s, 404);
+    // A text message has no media.
+    let (s, v) = call(a, "POST", &send, &key, Some(json!({ "to": "+15550007777", "text": "hi" }))).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _, _) =
+        call_raw(a, "GET", &format!("{send}/{}/media", v["id"].as_str().unwrap()), &key, None, vec![]).await;
+    assert_eq!(s, 404);
+    ws.close(None).await.ok();
     srv.stop().await;
 }
