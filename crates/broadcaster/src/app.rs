@@ -133,5 +133,6 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(crate::live_socketio::layer(state.clone()))
         .with_state(state)
 }

@@ -40,6 +40,11 @@ impl ApiError {
         Self::BadRequest { code, message: message.into() }
     }
 
+    /// The stable machine-readable code of this error (`invalid_phone`, `not_found`, …).
+    pub fn code(&self) -> &'static str {
+        self.status_and_code().1
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),

@@ -21,6 +21,7 @@ pub mod emulator_api;
 pub mod error;
 pub mod fetch;
 pub mod live;
+pub mod live_socketio;
 pub mod live_ws;
 pub mod messages;
 pub mod metrics;

@@ -1,8 +1,12 @@
 //! End to end through the HTTP API only, against an in-process wa-emulator: create account →
 //! connect → the simulated phone scans the QR → active → send text → the phone receives it →
-//! status reaches read → the phone replies → the reply is in history, on the WebSocket and at a
-//! webhook receiver with a valid signature → restart the server → active again without pairing.
+//! status reaches read → the phone replies → the reply is in history, on the WebSocket, on a
+//! Socket.IO client (npm `socket.io-client`) and at a webhook receiver with a valid signature →
+//! restart the server → active again without pairing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/socketio.rs"]
+mod socketio;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -183,6 +187,13 @@ async fn pair_send_read_reply_webhook_and_resume_after_restart() {
     assert_eq!(s, 201, "{v}");
     let acc = v["id"].as_str().unwrap().to_owned();
     let mut ws = open_ws(a, &key).await;
+    // A front-end written for the seed's Socket.IO server: authenticate, subscribe to the channel.
+    let mut sio = socketio::SioClient::spawn(a, None).await;
+    sio.next("connect", |v| v["event"] == "connect").await;
+    sio.emit("authenticate", json!({ "apiKey": key })).await;
+    sio.event("authenticated", |_| true).await;
+    sio.emit("subscribe_channel", json!({ "channelId": acc })).await;
+    sio.event("subscribed", |d| d["channelId"] == acc.as_str()).await;
 
     // Connect: the answer carries the QR (text and PNG).
     let (s, v) = call(a, "POST", &format!("/api/v1/accounts/{acc}/connect"), &key, None).await;
@@ -253,6 +264,13 @@ async fn pair_send_read_reply_webhook_and_resume_after_restart() {
     .await;
     assert_eq!(ev["data"]["body"], "thanks!");
     assert_eq!(ev["data"]["sender_phone"], "+15550002222");
+    let m = sio.event("incoming_message", |d| d["waMessageId"] == reply_id.as_str()).await;
+    assert_eq!(
+        (m["channelId"].as_str(), m["message"].as_str(), m["from"].as_str(), m["type"].as_str()),
+        (Some(acc.as_str()), Some("thanks!"), Some("15550002222@s.whatsapp.net"), Some("incoming")),
+        "{m}"
+    );
+    sio.close().await;
     let (s, page) =
         call(a, "GET", &format!("/api/v1/accounts/{acc}/messages?chat=%2B15550002222"), &key, None).await;
     assert_eq!(s, 200, "{page}");
