@@ -1,0 +1,113 @@
+//! The dashboard in a real browser: starts the server in emulator mode on a loopback port (temp
+//! data dir, known admin key) and runs `tests/browser/walk.mjs`, which drives headless Chromium
+//! (Debian's `chromium`, through npm `playwright-core`) through connect → scan the QR in the
+//! phone panel → send → CSV import → template → campaign to 100% → webhook log and replay,
+//! failing on any console error. Screenshots of every step are kept as artefacts.
+//!
+//! `scripts/services/40-browser.sh` installs both and exports `BROADCASTER_CHROMIUM` and
+//! `BROADCASTER_BROWSER_DIR`; without them this test fails (it never skips).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use broadcaster::config::{Cli, Config};
+use tokio::sync::oneshot;
+
+/// The whole walk normally takes well under a minute; CI runs on two loaded cores.
+const WALK_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn browser_dir() -> PathBuf {
+    std::env::var_os("BROADCASTER_BROWSER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser"))
+}
+
+fn chromium() -> PathBuf {
+    let path = std::env::var_os("BROADCASTER_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        path.is_file(),
+        "no Chromium at {} (set BROADCASTER_CHROMIUM; scripts/services/40-browser.sh installs Debian's chromium)",
+        path.display()
+    );
+    path
+}
+
+fn artifacts() -> PathBuf {
+    std::env::var_os("BROADCASTER_BROWSER_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_walk_in_headless_chromium() {
+    let chromium = chromium();
+    let dir = browser_dir();
+    assert!(
+        dir.join("node_modules/playwright-core/package.json").is_file(),
+        "playwright-core is not installed in {} (run `npm ci` there; scripts/services/40-browser.sh does)",
+        dir.display()
+    );
+    let artifacts = artifacts();
+    // Screenshots of an earlier run must not pass for this one's.
+    let _ = std::fs::remove_dir_all(&artifacts);
+    std::fs::create_dir_all(&artifacts).unwrap();
+
+    let data = tempfile::tempdir().unwrap();
+    let mut config = Config::resolve(Cli::default()).unwrap();
+    config.data_dir = data.path().to_owned();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.emulator = true;
+    config.shutdown_timeout = Duration::from_secs(20);
+    config.webhook.base_delay_ms = 200;
+    config.webhook.max_delay_ms = 1000;
+    let key = format!("bk_browser_test_{}", std::process::id());
+    let (db, _) = broadcaster::open_database(&config, Some(key.clone())).await.unwrap();
+    let server = broadcaster::build_server(&config, db).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serve_config = config.clone();
+    let task = tokio::spawn(async move {
+        broadcaster::serve_with(&serve_config, server, listener, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+
+    println!("browser artefacts (screenshots): {}", artifacts.display());
+    let child = tokio::process::Command::new("node")
+        .arg(dir.join("walk.mjs"))
+        .current_dir(&dir)
+        .env("BROADCASTER_URL", format!("http://{addr}"))
+        .env("BROADCASTER_KEY", &key)
+        .env("BROADCASTER_CHROMIUM", &chromium)
+        .env("BROADCASTER_BROWSER_ARTIFACTS", &artifacts)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node is installed (scripts/services/30-node.sh)");
+    let out = tokio::time::timeout(WALK_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("the browser walk finished in time")
+        .unwrap();
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(60), task).await.expect("server stopped").unwrap();
+
+    assert!(
+        out.status.success(),
+        "browser walk failed ({}); screenshots in {}",
+        out.status,
+        artifacts.display()
+    );
+    let shots = std::fs::read_dir(&artifacts).unwrap().filter_map(Result::ok).count();
+    assert!(shots >= 10, "expected a screenshot per step, found {shots} in {}", artifacts.display());
+    println!("browser artefacts (screenshots): {}", artifacts.display());
+}
