@@ -1,6 +1,9 @@
 //! A broadcaster server in-process (emulator mode, temporary data directory, loopback port) and a
 //! small HTTP client, for tests that drive the public API.
 
+// Shared by several test binaries; each uses a part.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
