@@ -1,6 +1,9 @@
 //! A broadcaster server in-process (emulator mode, temporary data directory, loopback port) and a
 //! small HTTP client, for tests that drive the public API.
 
+// Shared by several test binaries; each uses a part.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +40,8 @@ impl Running {
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.emulator = true;
         config.shutdown_timeout = Duration::from_secs(20);
+        // Fuzzers and event tests send bursts; the limiter has its own tests.
+        config.rate_limit_per_minute = 0;
         let (db, boot) = broadcaster::open_database(&config, None).await.unwrap();
         let Bootstrap::Generated(admin) = boot else { panic!("a fresh database generates the admin key") };
         let server = broadcaster::build_server_with(&config, db, Some(emu.clone())).await.unwrap();
