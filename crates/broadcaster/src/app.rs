@@ -24,13 +24,18 @@ use crate::{accounts, compat, emulator_api, live_ws, messages, metrics, tenants,
         accounts::activity, accounts::connect, accounts::disconnect, accounts::logout,
         webhooks::create, webhooks::list, webhooks::delete, webhooks::deliveries, webhooks::replay,
         messages::send, messages::history, messages::get_message, messages::download_media,
-        messages::check_numbers, metrics::metrics, accounts::qr, live_ws::events_ws,
+        messages::check_numbers,
+        crate::bulk::bulk_send,
+        metrics::metrics, accounts::qr, live_ws::events_ws,
         emulator_api::scan, emulator_api::enter_code, emulator_api::create_phone, emulator_api::phone_send,
         emulator_api::phone_inbox, emulator_api::phone_read,
         compat::start_session, compat::sessions, compat::session, compat::session_qr, compat::send_message,
         compat::delete_session,
     ),
-    components(schemas(crate::outbox::EventEnvelope, crate::live::LiveEvent)),
+    components(schemas(
+        crate::outbox::EventEnvelope, crate::live::LiveEvent,
+        crate::webhooks::AutoReplyBody, crate::webhooks::AutoReply,
+    )),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;
@@ -120,6 +125,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route(
             "/api/v1/accounts/{id}/messages",
             post(messages::send).layer(DefaultBodyLimit::max(send_body_limit)).get(messages::history),
+        )
+        .route(
+            "/api/v1/accounts/{id}/messages/bulk",
+            post(crate::bulk::bulk_send).layer(DefaultBodyLimit::max(send_body_limit)),
         )
         .route("/api/v1/accounts/{id}/messages/{message_id}", get(messages::get_message))
         .route("/api/v1/accounts/{id}/messages/{message_id}/media", get(messages::download_media))

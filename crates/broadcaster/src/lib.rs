@@ -10,6 +10,7 @@ pub mod account_state;
 pub mod accounts;
 pub mod app;
 pub mod auth;
+pub mod bulk;
 pub mod campaigns;
 pub mod clock;
 pub mod compat;
@@ -105,7 +106,17 @@ pub async fn build_server_with(
     db: Db,
     emulator: Option<Arc<wa_emulator::EmulatorHandle>>,
 ) -> Result<Server, ServeError> {
-    let clock: SharedClock = Arc::new(SystemClock);
+    build_server_with_clock(config, db, emulator, Arc::new(SystemClock)).await
+}
+
+/// [`build_server_with`] reading time from `clock` (tests drive pacing and daily counters with a
+/// [`clock::ManualClock`]).
+pub async fn build_server_with_clock(
+    config: &Config,
+    db: Db,
+    emulator: Option<Arc<wa_emulator::EmulatorHandle>>,
+    clock: SharedClock,
+) -> Result<Server, ServeError> {
     let notify = Arc::new(Notify::new());
     let mut state = AppState::new(db.clone(), clock.clone(), None, notify.clone());
     state.limits = Arc::new(Limits {
@@ -203,12 +214,21 @@ pub async fn serve_with(
 ) -> Result<(), ServeError> {
     let Server { state, runtime } = server;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Receivers may answer `incoming_message` with a reply; it goes out through the send path.
+    let (reply_tx, mut reply_rx) = tokio::sync::mpsc::unbounded_channel();
     let worker = WebhookWorker::new(
         state.db.clone(),
         state.clock.clone(),
         config.webhook.clone(),
         state.outbox_notify.clone(),
-    );
+    )
+    .with_auto_replies(reply_tx);
+    let reply_state = state.clone();
+    let reply_task = tokio::spawn(async move {
+        while let Some(job) = reply_rx.recv().await {
+            webhooks::send_auto_reply(&reply_state, job).await;
+        }
+    });
     let mut worker_rx = stop_rx.clone();
     let worker_task = tokio::spawn(worker.run(async move {
         let _ = worker_rx.wait_for(|s| *s).await;
@@ -226,6 +246,10 @@ pub async fn serve_with(
     let mut engine_rx = stop_rx.clone();
     let engine_task = tokio::spawn(engine.run(async move {
         let _ = engine_rx.wait_for(|s| *s).await;
+    }));
+    let mut bulk_rx = stop_rx.clone();
+    let bulk_task = tokio::spawn(bulk::run(state.clone(), async move {
+        let _ = bulk_rx.wait_for(|s| *s).await;
     }));
     let emulator = state.emulator.clone();
     let app = app::router(state, config.max_body_bytes).layer(axum::Extension(waker));
@@ -249,6 +273,11 @@ pub async fn serve_with(
         Ok(_) => tracing::info!("campaign engine stopped"),
         Err(_) => tracing::warn!("campaign engine did not stop in time"),
     }
+    // Bulk sends still pending stay queued in the database and resume at the next start.
+    match tokio::time::timeout(timeout, bulk_task).await {
+        Ok(_) => tracing::info!("bulk sender stopped"),
+        Err(_) => tracing::warn!("bulk sender did not stop in time"),
+    }
     match tokio::time::timeout(timeout, runtime.shutdown()).await {
         Ok(()) => tracing::info!("WhatsApp sessions closed"),
         Err(_) => tracing::warn!("WhatsApp sessions did not close in time"),
@@ -256,6 +285,10 @@ pub async fn serve_with(
     match tokio::time::timeout(timeout, worker_task).await {
         Ok(_) => tracing::info!("webhook worker stopped"),
         Err(_) => tracing::warn!("webhook worker did not stop in time"),
+    }
+    // The worker is gone, so the reply channel is closed: replies already asked for go out.
+    if tokio::time::timeout(timeout, reply_task).await.is_err() {
+        tracing::warn!("auto-replies did not finish in time");
     }
     if let Some(emu) = emulator
         && let Ok(emu) = Arc::try_unwrap(emu)

@@ -35,6 +35,8 @@ pub struct AppState {
     pub rate: Arc<crate::ratelimit::RateLimiter>,
     /// The in-process emulator of `--emulator` (enables the `/api/v1/emulator` endpoints).
     pub emulator: Option<Arc<wa_emulator::EmulatorHandle>>,
+    /// Wakes the bulk-send runner when new bulk messages were queued (or the clock was moved).
+    pub bulk_wake: Arc<Notify>,
 }
 
 impl AppState {
@@ -55,6 +57,7 @@ impl AppState {
             limits: Arc::new(Limits::default()),
             rate: Arc::new(crate::ratelimit::RateLimiter::default()),
             emulator: None,
+            bulk_wake: Arc::new(Notify::new()),
         }
     }
 }

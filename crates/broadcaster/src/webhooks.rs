@@ -125,6 +125,12 @@ fn validate_events(events: &[String]) -> Result<String, ApiError> {
     Ok(events.join(","))
 }
 
+/// Registers a webhook. Deliveries are signed (HMAC-SHA256 over timestamp + body), retried with
+/// backoff and dead-lettered after the last attempt.
+///
+/// Auto-reply: a receiver may answer an `incoming_message` delivery (any 2xx status) with a JSON
+/// body `{"reply": {"text": "...", "quote": false}}` (schema `AutoReplyBody`); the text is then
+/// sent back on the same chat through the normal send path (daily limit, history, status events).
 #[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", request_body = CreateWebhook,
     responses((status = 201, body = Webhook), (status = 400, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
@@ -368,10 +374,75 @@ impl RetryPolicy {
 
 struct Due {
     id: String,
+    tenant_id: String,
+    event_type: String,
     url: String,
     secret: String,
     payload: String,
     attempts: u32,
+}
+
+/// The body a receiver may answer an `incoming_message` delivery with (any 2xx status) to reply
+/// on the same chat through the normal send path (daily limit, history, status events). Any
+/// other body (or none) sends nothing.
+///
+/// Example: `{"reply": {"text": "Thanks, we'll be in touch", "quote": true}}`
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, ToSchema)]
+pub struct AutoReplyBody {
+    pub reply: AutoReply,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoReply {
+    /// The text to send back (1 to 65536 characters).
+    pub text: String,
+    /// Quote the incoming message (default false).
+    #[serde(default)]
+    pub quote: bool,
+}
+
+/// An auto-reply to send: a receiver answered `incoming_message` with an [`AutoReplyBody`].
+#[derive(Debug, Clone)]
+pub struct AutoReplyJob {
+    pub tenant_id: String,
+    pub account_id: String,
+    /// The chat the incoming message came on.
+    pub chat: String,
+    /// WhatsApp's id of the incoming message (quoted when asked).
+    pub wa_message_id: Option<String>,
+    pub reply: AutoReply,
+}
+
+/// Sends an auto-reply through the normal send path; failures (account gone, limit reached,
+/// session down) are logged, not retried: the webhook delivery itself succeeded.
+pub async fn send_auto_reply(st: &AppState, job: AutoReplyJob) {
+    let quoted_id = if job.reply.quote { job.wa_message_id } else { None };
+    let content = crate::runtime::OutgoingContent::Text { body: job.reply.text, quoted_id };
+    match crate::messages::send_message(st, &job.tenant_id, &job.account_id, &job.chat, content).await {
+        Ok(m) => tracing::info!(account_id = %job.account_id, message_id = %m.id, "auto-reply sent"),
+        Err(e) => tracing::warn!(account_id = %job.account_id, error = %e, "auto-reply not sent"),
+    }
+}
+
+/// Largest receiver answer read for an auto-reply.
+const MAX_REPLY_BODY: usize = 64 * 1024;
+
+/// The auto-reply a receiver's answer asks for, if any.
+fn auto_reply(d: &Due, body: &[u8]) -> Option<AutoReplyJob> {
+    if d.event_type != "incoming_message" || body.is_empty() {
+        return None;
+    }
+    let answer: AutoReplyBody = serde_json::from_slice(body).ok()?;
+    let event: crate::outbox::EventEnvelope = serde_json::from_str(&d.payload).ok()?;
+    let chat = event.data.get("chat")?.as_str()?.to_owned();
+    Some(AutoReplyJob {
+        tenant_id: d.tenant_id.clone(),
+        account_id: event.account_id?,
+        chat,
+        wa_message_id: event.data.get("wa_message_id").and_then(|v| v.as_str()).map(str::to_owned),
+        reply: answer.reply,
+    })
 }
 
 /// Delivers outbox rows. [`WebhookWorker::run_once`] is deterministic given the clock, which is
@@ -382,12 +453,19 @@ pub struct WebhookWorker {
     policy: RetryPolicy,
     client: Client<HttpConnector, Full<bytes::Bytes>>,
     notify: Arc<Notify>,
+    replies: Option<tokio::sync::mpsc::UnboundedSender<AutoReplyJob>>,
 }
 
 impl WebhookWorker {
     pub fn new(db: Db, clock: SharedClock, policy: RetryPolicy, notify: Arc<Notify>) -> Self {
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Self { db, clock, policy, client, notify }
+        Self { db, clock, policy, client, notify, replies: None }
+    }
+
+    /// Hands auto-replies (see [`AutoReplyBody`]) to `tx`; without it answers are ignored.
+    pub fn with_auto_replies(mut self, tx: tokio::sync::mpsc::UnboundedSender<AutoReplyJob>) -> Self {
+        self.replies = Some(tx);
+        self
     }
 
     /// Attempts every delivery due now; returns how many were attempted.
@@ -397,7 +475,8 @@ impl WebhookWorker {
             .db
             .call(move |c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT o.id, w.url, w.secret, o.payload, o.attempts FROM webhook_outbox o
+                    "SELECT o.id, w.url, w.secret, o.payload, o.attempts, o.tenant_id, o.event_type
+                     FROM webhook_outbox o
                      JOIN webhooks w ON w.id = o.webhook_id AND w.tenant_id = o.tenant_id
                      WHERE o.status = 'pending' AND o.next_attempt_at <= ?1 AND w.enabled = 1
                      ORDER BY o.next_attempt_at, o.id LIMIT 256",
@@ -410,6 +489,8 @@ impl WebhookWorker {
                             secret: r.get(2)?,
                             payload: r.get(3)?,
                             attempts: r.get(4)?,
+                            tenant_id: r.get(5)?,
+                            event_type: r.get(6)?,
                         })
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
@@ -420,6 +501,18 @@ impl WebhookWorker {
         let results: Vec<(Due, Result<u16, String>)> = futures::stream::iter(due)
             .map(|d| async move {
                 let r = self.post(&d, now).await;
+                let r = match r {
+                    Ok((status, body)) => {
+                        if (200..300).contains(&status)
+                            && let Some(tx) = &self.replies
+                            && let Some(job) = auto_reply(&d, &body)
+                        {
+                            let _ = tx.send(job);
+                        }
+                        Ok(status)
+                    }
+                    Err(e) => Err(e),
+                };
                 (d, r)
             })
             .buffer_unordered(8)
@@ -464,7 +557,8 @@ impl WebhookWorker {
         Ok(n)
     }
 
-    async fn post(&self, d: &Due, now_ms: i64) -> Result<u16, String> {
+    /// Posts one delivery; the status and (for `incoming_message`, bounded) the answer's body.
+    async fn post(&self, d: &Due, now_ms: i64) -> Result<(u16, bytes::Bytes), String> {
         let ts = now_ms.div_euclid(1000);
         let sig = sign(&d.secret, ts, d.payload.as_bytes());
         let event_id = serde_json::from_str::<serde_json::Value>(&d.payload)
@@ -482,9 +576,14 @@ impl WebhookWorker {
         let fut = async {
             let resp = self.client.request(req).await.map_err(|e| format!("transport: {e}"))?;
             let status = resp.status().as_u16();
-            // Drain (bounded by the timeout) so the connection can be reused.
-            let _ = resp.into_body().collect().await;
-            Ok(status)
+            // Drain (bounded by the timeout) so the connection can be reused; keep the body of
+            // an `incoming_message` answer (it may carry an auto-reply), up to a limit.
+            let body = http_body_util::Limited::new(resp.into_body(), MAX_REPLY_BODY).collect().await;
+            let body = match body {
+                Ok(b) if d.event_type == "incoming_message" => b.to_bytes(),
+                _ => bytes::Bytes::new(),
+            };
+            Ok((status, body))
         };
         tokio::time::timeout(self.policy.request_timeout, fut).await.map_err(|_| "timed out".to_owned())?
     }
@@ -528,6 +627,39 @@ impl WebhookWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn due(event_type: &str) -> Due {
+        let payload = serde_json::json!({
+            "id": "evt_1", "type": event_type, "tenant_id": "t", "account_id": "acc_1", "created_at": 1,
+            "data": { "chat": "15550001111@s.whatsapp.net", "wa_message_id": "WA1" }
+        });
+        Due {
+            id: "o".into(),
+            tenant_id: "t".into(),
+            event_type: event_type.into(),
+            url: "http://x".into(),
+            secret: "s".into(),
+            payload: payload.to_string(),
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn auto_replies_only_for_incoming_messages_with_a_reply_body() {
+        let job = auto_reply(&due("incoming_message"), br#"{"reply":{"text":"hi","quote":true}}"#).unwrap();
+        assert_eq!((job.account_id.as_str(), job.chat.as_str()), ("acc_1", "15550001111@s.whatsapp.net"));
+        assert_eq!(job.wa_message_id.as_deref(), Some("WA1"));
+        assert!(job.reply.quote);
+        assert!(!auto_reply(&due("incoming_message"), br#"{"reply":{"text":"hi"}}"#).unwrap().reply.quote);
+        for body in [&b""[..], b"ok", b"{}", br#"{"reply":"hi"}"#, br#"{"reply":{"text":"hi","x":1}}"#] {
+            assert!(
+                auto_reply(&due("incoming_message"), body).is_none(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(auto_reply(&due("message_sent"), br#"{"reply":{"text":"hi"}}"#).is_none());
+    }
 
     #[test]
     fn signature_round_trips_and_binds_timestamp() {

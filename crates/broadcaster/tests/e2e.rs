@@ -705,3 +705,171 @@ async fn media_by_base64_and_upload_reaches_the_phone_and_incoming_media_downloa
     ws.close(None).await.ok();
     srv.stop().await;
 }
+
+/// 2026-11-21 10:00:00 UTC.
+const T0: i64 = 1_795_255_200_000;
+
+async fn start_clocked(
+    dir: &std::path::Path,
+    emu: &Arc<EmulatorHandle>,
+    clock: Arc<broadcaster::clock::ManualClock>,
+) -> (Running, String, broadcaster::state::AppState) {
+    let config = config(dir);
+    let (db, boot) = broadcaster::open_database(&config, None).await.unwrap();
+    let Bootstrap::Generated(key) = boot else { panic!("a fresh database generates the admin key") };
+    let server = broadcaster::build_server_with_clock(&config, db, Some(emu.clone()), clock).await.unwrap();
+    let state = server.state.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        broadcaster::serve_with(&config, server, listener, async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (Running { addr, stop: Some(tx), task }, key, state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_send_is_paced_by_the_clock_tracked_and_within_the_daily_limit() {
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(10), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(broadcaster::clock::ManualClock::new(T0));
+    let (srv, admin, state) = start_clocked(dir.path(), &emu, clock.clone()).await;
+    let a = srv.addr;
+    let (key, acc, mut ws) = linked_account(a, &admin, "+15550008888").await;
+    let (s, v) =
+        call(a, "PATCH", &format!("/api/v1/accounts/{acc}"), &key, Some(json!({ "daily_limit": 3 }))).await;
+    assert_eq!(s, 200, "{v}");
+    let bob = emu.create_account("15550008001", "Bob").unwrap();
+    let carol = emu.create_account("15550008002", "Carol").unwrap();
+    let bulk = format!("/api/v1/accounts/{acc}/messages/bulk");
+
+    // Bad input.
+    for (body, code) in [
+        (json!({ "recipients": [], "text": "x" }), "invalid_recipients"),
+        (json!({ "recipients": ["+15550008001", "+1 555 000 8001"], "text": "x" }), "duplicate_recipient"),
+        (json!({ "recipients": ["+15550008001"], "text": "x", "per_minute": 0 }), "invalid_pace"),
+        (json!({ "recipients": ["12"], "text": "x" }), "invalid_phone"),
+        (json!({ "recipients": ["+15550008001"] }), "invalid_body"),
+    ] {
+        let (s, v) = call(a, "POST", &bulk, &key, Some(body.clone())).await;
+        assert_eq!((s, v["error"]["code"].as_str()), (400, Some(code)), "{body} -> {v}");
+    }
+    // More than the daily limit allows: refused whole.
+    let four = json!({ "recipients": ["+15550008001", "+15550008002", "+15550008003", "+15550008004"], "text": "x" });
+    let (s, v) = call(a, "POST", &bulk, &key, Some(four)).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (429, Some("daily_limit_reached")), "{v}");
+
+    // Two recipients at two per minute: ids at once; the first goes now, the second 30 s later.
+    let (s, v) = call(
+        a,
+        "POST",
+        &bulk,
+        &key,
+        Some(json!({ "recipients": ["+15550008001", "15550008002@s.whatsapp.net"], "text": "promo", "per_minute": 2 })),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let items = v["messages"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["scheduled_at"], T0, "{v}");
+    assert_eq!(items[1]["scheduled_at"], T0 + 30_000, "{v}");
+    let (m1, m2) = (items[0]["message_id"].as_str().unwrap(), items[1]["message_id"].as_str().unwrap());
+    next_ws(&mut ws, "first bulk message sent", |v| v["event"] == "message_sent" && v["data"]["id"] == m1)
+        .await;
+    assert!(bob.wait_message(T, |m| m.text.as_deref() == Some("promo")).await.is_some());
+    let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}/messages/{m2}"), &key, None).await;
+    assert_eq!(v["status"], "pending", "the second waits for its time: {v}");
+    assert_eq!(v["attempts"], 0, "{v}");
+
+    // A single send meanwhile counts too: 3 of 3 used (two bulk + this one).
+    let send = format!("/api/v1/accounts/{acc}/messages");
+    let (s, v) = call(a, "POST", &send, &key, Some(json!({ "to": "+15550008001", "text": "single" }))).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) =
+        call(a, "POST", &bulk, &key, Some(json!({ "recipients": ["+15550008001"], "text": "x" }))).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (429, Some("daily_limit_reached")), "{v}");
+
+    // 30 s later the second goes out.
+    clock.advance_ms(30_000);
+    state.bulk_wake.notify_one();
+    next_ws(&mut ws, "second bulk message sent", |v| v["event"] == "message_sent" && v["data"]["id"] == m2)
+        .await;
+    let got = carol.wait_message(T, |m| m.text.as_deref() == Some("promo")).await;
+    assert!(got.is_some(), "Carol received the bulk message");
+    let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}/messages/{m2}"), &key, None).await;
+    assert_eq!((v["status"].as_str(), v["attempts"].as_i64()), (Some("sent"), Some(1)), "{v}");
+    assert_eq!(v["sent_at"], T0 + 30_000, "{v}");
+
+    // Another tenant cannot bulk-send from this account.
+    let (_, v) = call(a, "POST", "/api/v1/tenants", &admin, Some(json!({ "name": "other" }))).await;
+    let other = v["api_key"]["key"].as_str().unwrap().to_owned();
+    let (s, _) =
+        call(a, "POST", &bulk, &other, Some(json!({ "recipients": ["+15550008001"], "text": "x" }))).await;
+    assert_eq!(s, 404);
+    ws.close(None).await.ok();
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_answer_with_a_reply_is_sent_back_on_the_same_chat() {
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(11), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, admin) = start(dir.path(), &emu, None).await;
+    let a = srv.addr;
+    let admin = admin.unwrap();
+    let (key, acc, mut ws) = linked_account(a, &admin, "+15550009000").await;
+    // A chat agent: answers every incoming message with a reply quoting it.
+    let app = axum::Router::new().route(
+        "/agent",
+        axum::routing::post(|b: Bytes| async move {
+            let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+            let text = format!("auto: {}", v["data"]["body"].as_str().unwrap_or(""));
+            axum::Json(json!({ "reply": { "text": text, "quote": true } }))
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let (s, v) = call(
+        a,
+        "POST",
+        "/api/v1/webhooks",
+        &key,
+        Some(json!({ "url": format!("http://{hook_addr}/agent"), "events": ["incoming_message"] })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+
+    let erin = emu.create_account("15550009001", "Erin").unwrap();
+    let me: wa_client::Jid = "15550009000@s.whatsapp.net".parse().unwrap();
+    let asked = erin.send_text(&me, "opening hours?").unwrap();
+    let got = erin
+        .wait_message(T, |m| m.text.as_deref() == Some("auto: opening hours?"))
+        .await
+        .expect("Erin received the auto-reply");
+    // It quotes her message.
+    let msg = decode_message(&got);
+    let ctx = msg.extended_text_message.as_ref().and_then(|t| t.context_info.as_ref()).expect("a reply");
+    assert_eq!(ctx.stanza_id.as_deref(), Some(asked.as_str()));
+    // Recorded like any send: in history, quoting our id of the incoming message.
+    let ev = next_ws(&mut ws, "auto-reply sent", |v| {
+        v["event"] == "message_sent" && v["data"]["body"] == "auto: opening hours?"
+    })
+    .await;
+    assert_eq!(ev["data"]["chat"], "15550009001@s.whatsapp.net", "{ev}");
+    let (_, page) =
+        call(a, "GET", &format!("/api/v1/accounts/{acc}/messages?chat=%2B15550009001"), &key, None).await;
+    let msgs = page["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 2, "{page}");
+    let incoming = msgs.iter().find(|m| m["direction"] == "incoming").expect("the question");
+    let outgoing = msgs.iter().find(|m| m["direction"] == "outgoing").expect("the auto-reply");
+    assert_eq!(outgoing["quoted_id"], incoming["id"], "{page}");
+    ws.close(None).await.ok();
+    srv.stop().await;
+}
