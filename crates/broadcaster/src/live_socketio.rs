@@ -378,11 +378,12 @@ mod tests {
 
     #[test]
     fn seed_shapes() {
-        let (n, p) = seed_event(&ev(
+        let qr = ev(
             "qr_code",
             Some("acc_1"),
             json!({ "account_id": "acc_1", "qr": "2@abc,def", "expires_at": 5 }),
-        ));
+        );
+        let (n, p) = seed_event(&qr);
         assert_eq!(n, "qr_code");
         assert_eq!(p["channelId"], "acc_1");
         assert!(p["qrCode"].as_str().is_some_and(|q| q.starts_with("data:image/png;base64,")), "{p}");
@@ -417,7 +418,8 @@ mod tests {
         assert_eq!((p["messageId"].as_str(), p["status"].as_str()), (Some("msg_2"), Some("read")));
         assert_eq!(p["timestamp"], "1970-01-01T00:00:00.000Z");
 
-        let (n, p) = seed_event(&ev("message_sent", Some("acc_1"), json!({ "id": "msg_3" })));
+        let sent = ev("message_sent", Some("acc_1"), json!({ "id": "msg_3" }));
+        let (n, p) = seed_event(&sent);
         assert_eq!((n, p["data"]["id"].as_str()), ("message_sent", Some("msg_3")));
     }
 
