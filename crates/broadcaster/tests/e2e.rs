@@ -5,6 +5,8 @@
 //! restart the server → active again without pairing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/harness.rs"]
+mod harness;
 #[path = "common/socketio.rs"]
 mod socketio;
 
@@ -20,6 +22,8 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use wa_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+
+use harness::call;
 
 /// Generous: CI runs on two loaded cores.
 const T: Duration = Duration::from_secs(60);
@@ -81,28 +85,6 @@ async fn start_with(
         .unwrap();
     });
     (Running { addr, stop: Some(tx), task }, key)
-}
-
-async fn call(addr: SocketAddr, method: &str, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .header("authorization", format!("Bearer {key}"));
-    let body = match body {
-        Some(b) => {
-            req = req.header("content-type", "application/json");
-            Full::new(Bytes::from(b.to_string()))
-        }
-        None => Full::new(Bytes::new()),
-    };
-    let resp = tokio::time::timeout(T, client.request(req.body(body).unwrap())).await.unwrap().unwrap();
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v =
-        if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-    (status, v)
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
