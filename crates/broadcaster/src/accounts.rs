@@ -808,3 +808,23 @@ impl crate::runtime::SessionEvents for DbSessionEvents {
         })
     }
 }
+
+/// `NotFound("account")` unless `account_id` belongs to `tenant_id` (another tenant's account
+/// is indistinguishable from a missing one).
+pub(crate) async fn require_in_tenant(
+    st: &AppState,
+    tenant_id: String,
+    account_id: String,
+) -> Result<(), ApiError> {
+    let exists = st
+        .db
+        .call(move |c| {
+            Ok(c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM accounts WHERE tenant_id = ?1 AND id = ?2)",
+                params![tenant_id, account_id],
+                |r| r.get::<_, bool>(0),
+            )?)
+        })
+        .await?;
+    if exists { Ok(()) } else { Err(ApiError::NotFound("account")) }
+}

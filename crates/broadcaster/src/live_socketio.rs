@@ -214,20 +214,7 @@ async fn subscribe(
     let d = d.ok_or_else(|| ApiError::bad("invalid_body", "expected { channelId }"))?;
     let tenant =
         lock(filter).principal.as_ref().map(|p| p.tenant_id.clone()).ok_or(ApiError::Unauthorized)?;
-    let (t, a) = (tenant.clone(), d.channel_id.clone());
-    let exists = st
-        .db
-        .call(move |c| {
-            Ok(c.query_row(
-                "SELECT EXISTS (SELECT 1 FROM accounts WHERE tenant_id = ?1 AND id = ?2)",
-                rusqlite::params![t, a],
-                |r| r.get::<_, bool>(0),
-            )?)
-        })
-        .await?;
-    if !exists {
-        return Err(ApiError::NotFound("account"));
-    }
+    crate::accounts::require_in_tenant(st, tenant.clone(), d.channel_id.clone()).await?;
     let mut f = lock(filter);
     // The key may have been swapped for another tenant's while the lookup ran.
     if f.principal.as_ref().is_none_or(|p| p.tenant_id != tenant) {

@@ -42,20 +42,7 @@ pub async fn events_ws(
     let p = authenticate(&st, &key).await?;
     p.require(Permission::Read)?;
     if let Some(acc) = &q.account_id {
-        let (t, a) = (p.tenant_id.clone(), acc.clone());
-        let exists = st
-            .db
-            .call(move |c| {
-                Ok(c.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM accounts WHERE tenant_id = ?1 AND id = ?2)",
-                    rusqlite::params![t, a],
-                    |r| r.get::<_, bool>(0),
-                )?)
-            })
-            .await?;
-        if !exists {
-            return Err(ApiError::NotFound("account"));
-        }
+        crate::accounts::require_in_tenant(&st, p.tenant_id.clone(), acc.clone()).await?;
     }
     let rx = st.live.subscribe();
     Ok(ws.0.on_upgrade(move |socket| stream(socket, rx, p, q.account_id)))
