@@ -37,6 +37,16 @@ fn bench(c: &mut Criterion) {
                 }
             })
         });
+        // Our segmented encoder: large byte contents referenced, not copied. Not the
+        // same work as the contiguous encoders; the fair whole-path comparison is
+        // binary_send.rs (node -> encrypted frame).
+        g.bench_function(BenchmarkId::from_parameter("wa-binary-frame"), |b| {
+            b.iter(|| {
+                for n in &case.ours {
+                    black_box(wa_binary::encode_frame(black_box(n)).unwrap());
+                }
+            })
+        });
         // Their two-pass exact-size variant: the same contract as our encoder.
         g.bench_function(BenchmarkId::from_parameter("wacore-binary-exact"), |b| {
             b.iter(|| {

@@ -58,7 +58,7 @@ fn compare(
 }
 
 /// `WA_BINARY_ONE=<op>:<side>:<case>:<iterations>` (op `encode`/`decode`, side
-/// `ours`/`theirs`) runs only that loop and exits: a fixed workload for
+/// `ours`/`theirs`; or `encode_frame:ours`, the segmented encoder) runs only that loop and exits: a fixed workload for
 /// `valgrind --tool=callgrind`, whose instruction counts are repeatable on a
 /// noisy machine (subtract a run with 0 iterations to remove the setup).
 fn run_one(spec: &str) {
@@ -71,6 +71,11 @@ fn run_one(spec: &str) {
             ("encode", "ours") => {
                 for n in &case.ours {
                     black_box(wa_binary::encode(black_box(n)).unwrap());
+                }
+            }
+            ("encode_frame", "ours") => {
+                for n in &case.ours {
+                    black_box(wa_binary::encode_frame(black_box(n)).unwrap());
                 }
             }
             ("encode", "theirs") => {
@@ -130,6 +135,22 @@ fn main() {
                 }
             },
         );
+        // Not the same work: the segmented encoder references large byte contents
+        // instead of copying them (see binary_send.rs for the whole send path).
+        let (fo, _, fr) = compare(
+            101,
+            iters,
+            || {
+                for n in &case.ours {
+                    black_box(wa_binary::encode_frame(black_box(n)).unwrap());
+                }
+            },
+            || {
+                for n in &case.theirs {
+                    black_box(wacore_binary::marshal::marshal_auto(black_box(n)).unwrap());
+                }
+            },
+        );
         let (d_o, dt, dr) = compare(
             101,
             iters * 4,
@@ -159,6 +180,10 @@ fn main() {
             ex,
             tp(ex),
             exr
+        );
+        println!(
+            "{:<12} encode_frame (segments, references large payloads) {:>10.2?} vs wacore marshal_auto: median ratio {:.2}x",
+            case.name, fo, fr
         );
         println!(
             "{:<12} decode: wa-binary {:>10.2?} ({:>9.1} MiB/s)  wacore {:>10.2?} ({:>9.1} MiB/s)  median ratio {:.2}x",

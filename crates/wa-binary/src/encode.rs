@@ -7,7 +7,10 @@
 //! Strings are written the way Baileys writes them (token, nibble-packed,
 //! hex-packed, JID when they contain `@`, else raw), so encodings are byte-identical.
 
+use bytes::Bytes;
+
 use crate::decode::MAX_JID_NESTING;
+use crate::frame::EncodedFrame;
 use crate::jid::{Jid, Server};
 use crate::node::{Content, Node, Value};
 use crate::strjid::{self, StrJid};
@@ -123,11 +126,61 @@ fn list_header_len(n: usize) -> usize {
 #[derive(Debug, Clone, Copy)]
 pub struct Encoder {
     dict: &'static Dictionary,
+    splice_min: usize,
 }
 
 impl Default for Encoder {
     fn default() -> Self {
-        Encoder { dict: &V3 }
+        Encoder { dict: &V3, splice_min: DEFAULT_SPLICE_MIN }
+    }
+}
+
+/// Byte contents at least this long are referenced, not copied, by
+/// [`Encoder::encode_frame`]. Below it a copy costs about what the reference
+/// does (a reference count, a segment, and the gather into the encrypted frame).
+pub const DEFAULT_SPLICE_MIN: usize = 4096;
+
+/// Where byte contents go: copied into the output, or referenced as a segment.
+trait Payloads {
+    /// How many bytes of a `len`-byte content are written into the output buffer.
+    fn copied(&self, len: usize) -> usize;
+    /// Writes a byte content (its header always goes into `out`).
+    fn write(&mut self, b: &Bytes, out: &mut Vec<u8>);
+}
+
+/// Every byte content copied (the contiguous encoders).
+struct CopyAll;
+
+impl Payloads for CopyAll {
+    #[inline(always)]
+    fn copied(&self, len: usize) -> usize {
+        len
+    }
+    #[inline(always)]
+    fn write(&mut self, b: &Bytes, out: &mut Vec<u8>) {
+        write_raw(b, out);
+    }
+}
+
+/// Byte contents of `min` bytes or more referenced (the segmented encoder).
+struct Splice {
+    min: usize,
+    splices: Vec<(usize, Bytes)>,
+}
+
+impl Payloads for Splice {
+    #[inline]
+    fn copied(&self, len: usize) -> usize {
+        if len >= self.min { 0 } else { len }
+    }
+    #[inline]
+    fn write(&mut self, b: &Bytes, out: &mut Vec<u8>) {
+        if b.len() >= self.min {
+            write_raw_header(b.len(), out);
+            self.splices.push((out.len(), b.clone()));
+        } else {
+            write_raw(b, out);
+        }
     }
 }
 
@@ -138,40 +191,60 @@ const STR_SLACK: usize = 5;
 impl Encoder {
     /// An encoder using `dict`.
     pub fn new(dict: &'static Dictionary) -> Encoder {
-        Encoder { dict }
+        Encoder { dict, splice_min: DEFAULT_SPLICE_MIN }
+    }
+
+    /// The same encoder with another threshold for [`Encoder::encode_frame`]: byte
+    /// contents of at least `min` bytes (at least 1) are referenced instead of copied.
+    pub fn with_splice_min(self, min: usize) -> Encoder {
+        Encoder { splice_min: min.max(1), ..self }
     }
 
     /// Exact length of [`Encoder::encode`]'s output (flags byte included).
     pub fn encoded_len(&self, node: &Node) -> Result<usize, EncodeError> {
-        self.check(node, 0)?;
+        self.check(node, 0, &CopyAll)?;
         Ok(1 + self.node_len(node))
     }
 
     /// Encodes a node as a frame payload: the `0x00` flags byte, then the node, in
     /// one allocation.
     pub fn encode(&self, node: &Node) -> Result<Vec<u8>, EncodeError> {
-        let bound = 1 + self.check(node, 0)?;
+        let bound = 1 + self.check(node, 0, &CopyAll)?;
         let mut out = Vec::with_capacity(bound);
         out.push(0);
-        self.write_node(node, &mut out);
+        self.write_node(node, &mut out, &mut CopyAll);
         Ok(out)
+    }
+
+    /// Encodes a node as a frame payload (same bytes as [`Encoder::encode`]) without
+    /// copying large byte contents: the result holds the encoded headers and small
+    /// values in one buffer, and references each byte content of at least
+    /// [`DEFAULT_SPLICE_MIN`] bytes (see [`Encoder::with_splice_min`]). The transport
+    /// reads it as a [`bytes::Buf`] straight into the encrypted frame.
+    pub fn encode_frame(&self, node: &Node) -> Result<EncodedFrame, EncodeError> {
+        let mut splice = Splice { min: self.splice_min, splices: Vec::new() };
+        let bound = 1 + self.check(node, 0, &splice)?;
+        let mut head = Vec::with_capacity(bound);
+        head.push(0);
+        self.write_node(node, &mut head, &mut splice);
+        Ok(EncodedFrame::new(head, splice.splices))
     }
 
     /// Appends the flags byte and the node to `out`, growing it at most once.
     /// On error `out` is left as it was.
     pub fn encode_into(&self, node: &Node, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let bound = 1 + self.check(node, 0)?;
+        let bound = 1 + self.check(node, 0, &CopyAll)?;
         out.reserve(bound);
         out.push(0);
-        self.write_node(node, out);
+        self.write_node(node, out, &mut CopyAll);
         Ok(())
     }
 
     /// Appends only the node (no flags byte) to `out`. On error `out` is left as it was.
     pub fn encode_body_into(&self, node: &Node, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let bound = self.check(node, 0)?;
+        let bound = self.check(node, 0, &CopyAll)?;
         out.reserve(bound);
-        self.write_node(node, out);
+        self.write_node(node, out, &mut CopyAll);
         Ok(())
     }
 
@@ -352,7 +425,7 @@ impl Encoder {
     /// its encoded length: every string counted as its bytes plus the largest header.
     /// Only strings with `@` that nest JIDs (`a@b@c`) or are 256 bytes or longer can
     /// exceed it; the writer then grows the buffer like any `Vec`.
-    fn check(&self, node: &Node, depth: usize) -> Result<usize, EncodeError> {
+    fn check(&self, node: &Node, depth: usize, payloads: &impl Payloads) -> Result<usize, EncodeError> {
         if depth > MAX_ENCODE_DEPTH {
             return Err(EncodeError::TooDeep);
         }
@@ -384,11 +457,11 @@ impl Encoder {
                 }
                 let mut l = 3;
                 for c in children {
-                    l += self.check(c, depth + 1)?;
+                    l += self.check(c, depth + 1, payloads)?;
                 }
                 l
             }
-            Content::Bytes(b) => STR_SLACK + check_str(b)?,
+            Content::Bytes(b) => STR_SLACK + payloads.copied(check_str(b)?),
             Content::Str(s) => STR_SLACK + check_str(s)?,
             Content::Jid(j) => JID_BOUND + j.user().len(),
         };
@@ -417,7 +490,7 @@ impl Encoder {
         }
     }
 
-    fn write_node(&self, node: &Node, out: &mut Vec<u8>) {
+    fn write_node(&self, node: &Node, out: &mut Vec<u8>, payloads: &mut impl Payloads) {
         let list = 1 + 2 * node.attrs.len() + usize::from(!matches!(node.content, Content::None));
         write_list_header(list, out);
         self.write_str(&node.tag, out);
@@ -433,10 +506,10 @@ impl Encoder {
             Content::Children(children) => {
                 write_list_header(children.len(), out);
                 for c in children {
-                    self.write_node(c, out);
+                    self.write_node(c, out, payloads);
                 }
             }
-            Content::Bytes(b) => write_raw(b, out),
+            Content::Bytes(b) => payloads.write(b, out),
             Content::Str(s) => self.write_str(s, out),
             Content::Jid(j) => self.write_jid(j, out),
         }
@@ -468,7 +541,13 @@ fn write_list_header(n: usize, out: &mut Vec<u8>) {
 
 #[inline]
 fn write_raw(b: &[u8], out: &mut Vec<u8>) {
-    let n = b.len();
+    write_raw_header(b.len(), out);
+    out.extend_from_slice(b);
+}
+
+/// The `BINARY_*` header of an `n`-byte field (`n` was checked to fit).
+#[inline]
+fn write_raw_header(n: usize, out: &mut Vec<u8>) {
     if n < 256 {
         out.extend_from_slice(&[tag::BINARY_8, n as u8]);
     } else if n < 1 << 20 {
@@ -477,7 +556,6 @@ fn write_raw(b: &[u8], out: &mut Vec<u8>) {
         out.push(tag::BINARY_32);
         out.extend_from_slice(&(n as u32).to_be_bytes());
     }
-    out.extend_from_slice(b);
 }
 
 #[inline]
@@ -505,6 +583,12 @@ pub fn encoded_len(node: &Node) -> Result<usize, EncodeError> {
 /// ([`encoded_len`] gives the exact length).
 pub fn encode(node: &Node) -> Result<Vec<u8>, EncodeError> {
     Encoder::default().encode(node)
+}
+
+/// [`Encoder::encode_frame`] with dictionary version 3: the frame payload with byte
+/// contents of [`DEFAULT_SPLICE_MIN`] bytes or more referenced, not copied.
+pub fn encode_frame(node: &Node) -> Result<EncodedFrame, EncodeError> {
+    Encoder::default().encode_frame(node)
 }
 
 /// Appends the flags byte and the node to `out` (dictionary version 3).

@@ -2,6 +2,8 @@
 //!
 //! * [`Node`] is the owned node applications build; [`encode`] writes it as a frame
 //!   payload (flags byte + node) in one allocation ([`encoded_len`] is exact).
+//! * [`encode_frame`] gives the same bytes as segments ([`EncodedFrame`], a
+//!   `bytes::Buf`) that reference large byte contents instead of copying them.
 //! * [`decode`] reads a node body without copying into a [`Document`], whose
 //!   [`NodeRef`]s borrow the input; [`unpack_frame`] handles the flags byte and
 //!   zlib-compressed payloads first.
@@ -34,6 +36,7 @@
 
 mod decode;
 mod encode;
+mod frame;
 mod jid;
 mod node;
 mod strjid;
@@ -46,6 +49,10 @@ pub use decode::{
     AttrsRef, Children, ContentRef, DecodeError, DecodeLimits, Decoder, Document, JidKind, JidRef, NodeRef,
     ValueRef, decode, decode_frame, unpack_frame,
 };
-pub use encode::{EncodeError, Encoder, MAX_ENCODE_DEPTH, encode, encode_into, encoded_len};
+pub use encode::{
+    DEFAULT_SPLICE_MIN, EncodeError, Encoder, MAX_ENCODE_DEPTH, encode, encode_frame, encode_into,
+    encoded_len,
+};
+pub use frame::EncodedFrame;
 pub use jid::{Jid, JidError, Server};
 pub use node::{Attr, AttrError, AttrErrorKind, Attrs, Content, Node, Value};

@@ -1,5 +1,6 @@
 //! The owned node: what applications build and the encoder writes.
 
+use bytes::Bytes;
 use compact_str::CompactString;
 use smallvec::SmallVec;
 
@@ -105,8 +106,9 @@ pub enum Content {
     None,
     /// Child nodes (possibly none: `LIST_EMPTY`, distinct from [`Content::None`]).
     Children(Vec<Node>),
-    /// Raw bytes.
-    Bytes(Vec<u8>),
+    /// Raw bytes. Reference-counted, so cloning a node or encoding it with
+    /// [`crate::encode_frame`] does not copy a large payload.
+    Bytes(Bytes),
     /// Text.
     Str(CompactString),
     /// A JID.
@@ -221,8 +223,8 @@ impl Node {
         self
     }
 
-    /// Sets bytes as the content (builder).
-    pub fn bytes(mut self, bytes: impl Into<Vec<u8>>) -> Node {
+    /// Sets bytes as the content (builder). A `Vec<u8>` or `Bytes` is taken without copying.
+    pub fn bytes(mut self, bytes: impl Into<Bytes>) -> Node {
         self.content = Content::Bytes(bytes.into());
         self
     }

@@ -45,7 +45,9 @@ pub(crate) enum Incoming {
 }
 
 enum Outgoing {
-    Frame(Vec<u8>),
+    /// An encoded stanza; large byte contents are referenced, not copied, and are
+    /// gathered once into the encrypted frame by the writer.
+    Frame(wa_binary::EncodedFrame),
     Close,
 }
 
@@ -210,8 +212,8 @@ impl Connection {
     /// Sends a stanza.
     pub(crate) fn send(&self, node: &Node) -> Result<()> {
         trace!(node = %NodeDisplay(node), "send");
-        let bytes = wa_binary::encode(node)?;
-        self.inner.out.send(Outgoing::Frame(bytes)).map_err(|_| Error::NotConnected)
+        let frame = wa_binary::encode_frame(node)?;
+        self.inner.out.send(Outgoing::Frame(frame)).map_err(|_| Error::NotConnected)
     }
 
     /// Sends an IQ (adding an id if it has none) and waits for the result; an
@@ -263,6 +265,9 @@ fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sende
     p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// What a transport frame adds to its plaintext: the 3-byte length and the 16-byte tag.
+const FRAME_OVERHEAD: usize = 3 + 16;
+
 async fn writer(
     mut sink: futures::stream::SplitSink<Ws, WsMessage>,
     mut sender: FrameSender,
@@ -275,13 +280,17 @@ async fn writer(
         match item {
             Outgoing::Frame(plain) => {
                 buf.clear();
-                if let Err(e) = sender.encrypt_frame(&plain, &mut buf) {
+                // Room for the whole frame up front: a buffer grown while the gather or
+                // the tag is appended would copy a large payload once more.
+                buf.reserve(FRAME_OVERHEAD + plain.len());
+                if let Err(e) = sender.encrypt_frame_buf(plain, &mut buf) {
                     let _ = events.send(Incoming::Closed(format!("encrypt: {e}")));
                     break;
                 }
                 // Coalesce frames queued meanwhile into one WebSocket message.
                 while let Ok(Outgoing::Frame(more)) = rx.try_recv() {
-                    if sender.encrypt_frame(&more, &mut buf).is_err() {
+                    buf.reserve(FRAME_OVERHEAD + more.len());
+                    if sender.encrypt_frame_buf(more, &mut buf).is_err() {
                         break;
                     }
                 }

@@ -1,7 +1,7 @@
 //! The transport phase: AES-256-GCM with one key and one 32-bit counter per direction,
 //! empty AAD, one binary-node buffer per frame.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use wa_crypto::aead::Aes256Gcm;
 
 use crate::error::{Error, Result};
@@ -52,12 +52,37 @@ impl FrameSender {
     /// Appends `len24 ‖ AES-GCM(plaintext) ‖ tag` to `out`; the plaintext is copied once,
     /// then encrypted in place.
     pub fn encrypt_frame<B: BufMut + AsMut<[u8]>>(&mut self, plaintext: &[u8], out: &mut B) -> Result<()> {
-        let len = plaintext.len() + TAG_LEN;
+        self.encrypt_frame_buf(plaintext, out)
+    }
+
+    /// [`Self::encrypt_frame`] for a plaintext in segments (any [`Buf`], such as a
+    /// `wa_binary::EncodedFrame` that references its large byte contents): the segments
+    /// are gathered into `out` (the one copy), then encrypted in place there.
+    pub fn encrypt_frame_buf<P: Buf, B: BufMut + AsMut<[u8]>>(
+        &mut self,
+        mut plaintext: P,
+        out: &mut B,
+    ) -> Result<()> {
+        let len = plaintext.remaining() + TAG_LEN;
         let header = frame_header(len)?;
         let iv = nonce(self.counter.current()?);
         let start = out.as_mut().len() + FRAME_HEADER_LEN;
         out.put_slice(&header);
-        out.put_slice(plaintext);
+        // One chunk for frames without referenced payloads; one per segment otherwise.
+        while plaintext.has_remaining() {
+            let chunk = plaintext.chunk();
+            let n = chunk.len();
+            if n == 0 {
+                break; // a `Buf` that under-delivers: frame what it gave (below)
+            }
+            out.put_slice(chunk);
+            plaintext.advance(n);
+        }
+        let written = out.as_mut().len() - start;
+        if written + TAG_LEN != len {
+            let header = frame_header(written + TAG_LEN)?;
+            out.as_mut()[start - FRAME_HEADER_LEN..start].copy_from_slice(&header);
+        }
         let tag = self.cipher.encrypt_detached(&iv, &[], &mut out.as_mut()[start..]);
         out.put_slice(&tag);
         self.counter.advance();
