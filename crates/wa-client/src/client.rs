@@ -584,7 +584,8 @@ async fn connect_once(shared: &Arc<Shared>, stop: &mut watch::Receiver<bool>) ->
         handshake_timeout: shared.config.handshake_timeout,
         proxy: shared.config.proxy.as_ref(),
     };
-    let (conn, rx) = match Connection::open(params, format!("{a}.{b}")).await {
+    // Boxed: the WebSocket, TLS and Noise handshake state only lives while connecting.
+    let (conn, rx) = match Box::pin(Connection::open(params, format!("{a}.{b}"))).await {
         Ok(x) => x,
         Err(e) => return (DisconnectReason::ConnectionLost { detail: e.to_string() }, false),
     };
@@ -656,7 +657,10 @@ impl Session {
                 biased;
                 _ = stop.changed() => Flow::End(DisconnectReason::Requested),
                 incoming = rx.recv() => match incoming {
-                    Some(Incoming::Node(node)) => match self.handle(node).await {
+                    // Boxed: the handlers' state (decrypting, storing, answering) is
+                    // several KiB, which this loop would otherwise hold for the whole
+                    // life of every idle connection.
+                    Some(Incoming::Node(node)) => match Box::pin(self.handle(*node)).await {
                         Ok(flow) => flow,
                         Err(e) => {
                             warn!(%e, "stanza handling failed");

@@ -238,31 +238,35 @@ pub struct GroupUpdateEvent {
 /// polling it.
 #[derive(Debug)]
 pub struct EventStream {
-    rx: mpsc::UnboundedReceiver<Event>,
+    rx: mpsc::UnboundedReceiver<Box<Event>>,
 }
 
 impl EventStream {
-    pub(crate) fn new(rx: mpsc::UnboundedReceiver<Event>) -> Self {
+    pub(crate) fn new(rx: mpsc::UnboundedReceiver<Box<Event>>) -> Self {
         Self { rx }
     }
 
     /// The next event; `None` once the client is dropped.
     pub async fn recv(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        self.rx.recv().await.map(|e| *e)
     }
 }
 
 impl futures::Stream for EventStream {
     type Item = Event;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.rx.poll_recv(cx)
+        self.rx.poll_recv(cx).map(|e| e.map(|e| *e))
     }
 }
 
 /// Fan-out of events to every live stream.
+///
+/// Events travel boxed: tokio's unbounded channel allocates its slots 32 at a time, and an
+/// inline `Event` (over 200 bytes) would cost every stream of every idle client about
+/// 7 KiB; one small allocation per delivered event is cheap next to what produced it.
 #[derive(Debug, Default)]
 pub(crate) struct EventBus {
-    subscribers: std::sync::Mutex<Vec<mpsc::UnboundedSender<Event>>>,
+    subscribers: std::sync::Mutex<Vec<mpsc::UnboundedSender<Box<Event>>>>,
 }
 
 impl EventBus {
@@ -277,13 +281,13 @@ impl EventBus {
         subs.retain(|s| !s.is_closed());
         if let Some((last, rest)) = subs.split_last() {
             for s in rest {
-                let _ = s.send(event.clone());
+                let _ = s.send(Box::new(event.clone()));
             }
-            let _ = last.send(event);
+            let _ = last.send(Box::new(event));
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<Event>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<mpsc::UnboundedSender<Box<Event>>>> {
         // A panic while holding this lock cannot leave the Vec inconsistent.
         self.subscribers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -101,6 +101,24 @@ impl TlsConfig {
     /// The webpki roots plus the certificates in `extra_pems`.
     #[cfg(feature = "tls")]
     pub(crate) fn new(extra_pems: &[String]) -> Result<Self> {
+        // Without extra roots every client shares one configuration (the root store alone is
+        // about 150 trust anchors).
+        static DEFAULT: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> =
+            std::sync::OnceLock::new();
+        if extra_pems.is_empty()
+            && let Some(config) = DEFAULT.get()
+        {
+            return Ok(Self { config: config.clone() });
+        }
+        let made = Self::build(extra_pems)?;
+        if extra_pems.is_empty() {
+            return Ok(Self { config: DEFAULT.get_or_init(|| made.config).clone() });
+        }
+        Ok(made)
+    }
+
+    #[cfg(feature = "tls")]
+    fn build(extra_pems: &[String]) -> Result<Self> {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject as _;
         let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
