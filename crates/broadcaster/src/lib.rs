@@ -237,10 +237,11 @@ pub async fn serve_with(
     if resumed > 0 {
         tracing::info!(resumed, "resumed WhatsApp sessions");
     }
-    let engine = campaigns::Engine::new(
+    let engine = campaigns::Engine::with_live(
         state.db.clone(),
         state.clock.clone(),
         Arc::new(campaigns::sender::MessagesSender::new(state.clone())),
+        Some(state.live.clone()),
     );
     let waker = campaigns::EngineWaker(engine.waker());
     let mut engine_rx = stop_rx.clone();

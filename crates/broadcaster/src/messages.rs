@@ -224,6 +224,19 @@ pub async fn send_message(
     to: &str,
     content: OutgoingContent,
 ) -> Result<StoredMessage, ApiError> {
+    send_message_as(st, tenant_id, account_id, to, content, None).await
+}
+
+/// [`send_message`] under a caller-chosen WhatsApp message id (campaigns: the same id on every
+/// attempt for a recipient, so a repeat is one message to WhatsApp and the phone).
+pub async fn send_message_as(
+    st: &AppState,
+    tenant_id: &str,
+    account_id: &str,
+    to: &str,
+    content: OutgoingContent,
+    wa_message_id: Option<&str>,
+) -> Result<StoredMessage, ApiError> {
     let runtime = st.runtime.clone().ok_or_else(|| {
         ApiError::Unavailable("no WhatsApp runtime is configured; sending is not available".into())
     })?;
@@ -339,7 +352,8 @@ pub async fn send_message(
         *quoted_id = Some(w);
     }
     let (result, stored) =
-        dispatch(st, runtime.as_ref(), tenant_id, account_id, &id, &recipient.to, content).await?;
+        dispatch_as(st, runtime.as_ref(), tenant_id, account_id, &id, &recipient.to, content, wa_message_id)
+            .await?;
     match result {
         Ok(_) => stored.ok_or(ApiError::NotFound("message")),
         Err(RuntimeError::NotRunning) => Err(ApiError::Conflict {
@@ -362,7 +376,25 @@ pub(crate) async fn dispatch(
     to: &str,
     content: OutgoingContent,
 ) -> Result<(Result<crate::runtime::SentMessage, RuntimeError>, Option<StoredMessage>), ApiError> {
-    let result = runtime.send(tenant_id, account_id, to, content).await;
+    dispatch_as(st, runtime, tenant_id, account_id, id, to, content, None).await
+}
+
+/// [`dispatch`] under a chosen WhatsApp message id when `wa_message_id` is given.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn dispatch_as(
+    st: &AppState,
+    runtime: &dyn crate::runtime::AccountRuntime,
+    tenant_id: &str,
+    account_id: &str,
+    id: &str,
+    to: &str,
+    content: OutgoingContent,
+    wa_message_id: Option<&str>,
+) -> Result<(Result<crate::runtime::SentMessage, RuntimeError>, Option<StoredMessage>), ApiError> {
+    let result = match wa_message_id {
+        Some(w) => runtime.send_with_id(tenant_id, account_id, to, content, w).await,
+        None => runtime.send(tenant_id, account_id, to, content).await,
+    };
     let id = id.to_owned();
     let now = st.clock.now_ms();
     let (t, a, i) = (tenant_id.to_owned(), account_id.to_owned(), id.clone());

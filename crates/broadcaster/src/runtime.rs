@@ -274,6 +274,33 @@ pub trait AccountRuntime: Send + Sync + 'static {
         to: &'a str,
         content: OutgoingContent,
     ) -> RuntimeFuture<'a, SentMessage>;
+    /// [`AccountRuntime::send`] under a caller-chosen WhatsApp message id, so a send repeated
+    /// after a crash is the same message to WhatsApp and to the recipient. Runtimes that cannot
+    /// choose ids keep the default, which refuses.
+    fn send_with_id<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        to: &'a str,
+        content: OutgoingContent,
+        message_id: &'a str,
+    ) -> RuntimeFuture<'a, SentMessage> {
+        let _ = (tenant_id, account_id, to, content, message_id);
+        Box::pin(async {
+            Err(RuntimeError::Failed("this runtime cannot send under a chosen message id".into()))
+        })
+    }
+    /// Gets the session ready to send to all of `to` (JIDs or E.164 digits) soon, in batched
+    /// queries. Best effort; the default does nothing.
+    fn prepare_recipients<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        to: &'a [String],
+    ) -> RuntimeFuture<'a, ()> {
+        let _ = (tenant_id, account_id, to);
+        Box::pin(async { Ok(()) })
+    }
     /// Asks WhatsApp which of `phones` (E.164 digits) have an account.
     fn check_numbers<'a>(
         &'a self,

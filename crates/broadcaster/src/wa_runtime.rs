@@ -148,6 +148,76 @@ impl WaRuntime {
     pub fn session_count(&self) -> usize {
         lock(&self.sessions).len()
     }
+
+    /// Sends `content` under WhatsApp message id `id` (campaigns: the same id on every
+    /// attempt, so a repeat after a crash is one message to the recipient).
+    async fn send_as(
+        &self,
+        tenant_id: &str,
+        account_id: &str,
+        to: &str,
+        content: OutgoingContent,
+        id: &str,
+    ) -> Result<SentMessage, RuntimeError> {
+        let (client, recent) = self.session_client(tenant_id, account_id)?;
+        let jid = parse_to(to)?;
+        let message = match content {
+            OutgoingContent::Text { body, quoted_id: None } => {
+                Message { conversation: Some(body), ..Default::default() }
+            }
+            OutgoingContent::Text { body, quoted_id: Some(q) } => {
+                let found =
+                    lock(&recent).iter().find(|(id, _, _)| *id == q).map(|(_, i, m)| (i.clone(), m.clone()));
+                let ctx = match found {
+                    Some((info, msg)) => wa_proto::ContextInfo {
+                        stanza_id: Some(info.id.clone()),
+                        participant: Some(info.sender.to_non_ad().to_string()),
+                        quoted_message: Some(Box::new(msg)),
+                        ..Default::default()
+                    },
+                    // Quoting one of our own messages (or one older than the cache): the
+                    // stanza id is enough for WhatsApp to link the reply.
+                    None => wa_proto::ContextInfo {
+                        stanza_id: Some(q),
+                        participant: client.jid().map(|j| j.to_non_ad().to_string()),
+                        ..Default::default()
+                    },
+                };
+                Message {
+                    extended_text_message: Some(Box::new(wa_proto::message::ExtendedTextMessage {
+                        text: Some(body),
+                        context_info: Some(Box::new(ctx)),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }
+            }
+            OutgoingContent::Media { kind, data, mimetype, caption, file_name } => {
+                let mut opts = MediaOptions::new(mimetype);
+                if let Some(c) = caption {
+                    opts = opts.caption(c);
+                }
+                if let Some(f) = file_name {
+                    opts = opts.file_name(f);
+                }
+                if kind == MediaKind::Voice {
+                    opts = opts.voice_note();
+                }
+                let uploaded = client.upload(&data, media_type(kind)).await.map_err(send_error)?;
+                let now_unix = self.clock.now_ms() / 1000;
+                uploaded.to_message(&opts, now_unix).map_err(send_error)?
+            }
+        };
+        let r = client.send_message_with_id(&jid, id.to_owned(), message).await.map_err(send_error)?;
+        Ok(SentMessage::new(r.id, i64::try_from(r.timestamp).unwrap_or(0).saturating_mul(1000)))
+    }
+}
+
+fn send_error(e: wa_client::Error) -> RuntimeError {
+    match e {
+        wa_client::Error::NotConnected => RuntimeError::NotRunning,
+        e => failed(e),
+    }
 }
 
 fn media_kind(m: &Message) -> Option<MediaKind> {
@@ -472,6 +542,33 @@ impl AccountRuntime for WaRuntime {
                 e => failed(e),
             })?;
             Ok(SentMessage::new(r.id, i64::try_from(r.timestamp).unwrap_or(0).saturating_mul(1000)))
+        })
+    }
+
+    fn send_with_id<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        to: &'a str,
+        content: OutgoingContent,
+        message_id: &'a str,
+    ) -> RuntimeFuture<'a, SentMessage> {
+        Box::pin(self.send_as(tenant_id, account_id, to, content, message_id))
+    }
+
+    fn prepare_recipients<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        to: &'a [String],
+    ) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            let (client, _) = self.session_client(tenant_id, account_id)?;
+            let jids = to.iter().map(|t| parse_to(t)).collect::<Result<Vec<_>, _>>()?;
+            client.prepare_recipients(&jids).await.map_err(|e| match e {
+                wa_client::Error::NotConnected => RuntimeError::NotRunning,
+                e => failed(e),
+            })
         })
     }
 

@@ -39,6 +39,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "message_status_update",
     "account_health",
     "message_sent",
+    "campaign_status",
 ];
 
 pub const SIGNATURE_HEADER: &str = "x-broadcaster-signature";

@@ -2,6 +2,9 @@
 //! with a manual clock and a scripted sender (no sleeps).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/harness.rs"]
+mod harness;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +13,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use broadcaster::auth::{Bootstrap, bootstrap_admin};
-use broadcaster::campaigns::engine::{CampaignEvent, SendFuture};
+use broadcaster::campaigns::engine::{CampaignEvent, CampaignMessage, SendFuture};
 use broadcaster::campaigns::{CampaignSender, Engine, SendError};
 use broadcaster::clock::{Clock, ManualClock, SharedClock};
 use broadcaster::db::Db;
@@ -161,8 +164,9 @@ impl CampaignSender for ScriptedSender {
         _: &'a str,
         account: &'a str,
         phone: &'a str,
-        text: &'a str,
+        message: &'a CampaignMessage,
     ) -> SendFuture<'a, String> {
+        let text = message.text.as_str();
         Box::pin(async move {
             let n = self.sends.fetch_add(1, Ordering::SeqCst) + 1;
             let hang = *self.hang.lock().unwrap();
@@ -214,6 +218,7 @@ impl CampaignSender for ScriptedSender {
         account: &'a str,
         phone: &'a str,
         since: i64,
+        _wa_message_id: &'a str,
     ) -> SendFuture<'a, Option<String>> {
         Box::pin(async move {
             let s = self.script.lock().unwrap();
@@ -1090,4 +1095,331 @@ async fn dashboard_is_served_without_a_key() {
     assert!(resp.headers().contains_key("content-security-policy"));
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(std::str::from_utf8(&body).unwrap().contains("/api/v1/campaigns"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real path: the server with the WhatsApp runtime over the in-process emulator, killed and
+// restarted mid-campaign.
+
+/// A broadcaster server on its own tokio runtime (own thread), so the test can kill it like
+/// `kill -9`: dropping the runtime drops every task wherever it was, mid-send included.
+struct Process {
+    addr: std::net::SocketAddr,
+    /// The bootstrap admin key, on the first start.
+    admin: Option<String>,
+    /// The live bus, subscribed before the server started serving.
+    events: tokio::sync::broadcast::Receiver<broadcaster::live::LiveEvent>,
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Process {
+    async fn start(dir: std::path::PathBuf, emu: Arc<wa_emulator::EmulatorHandle>) -> Self {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let mut config =
+                    broadcaster::config::Config::resolve(broadcaster::config::Cli::default()).unwrap();
+                config.data_dir = dir;
+                config.listen = "127.0.0.1:0".parse().unwrap();
+                config.emulator = true;
+                config.rate_limit_per_minute = 0;
+                let (db, boot) = broadcaster::open_database(&config, None).await.unwrap();
+                let admin = match boot {
+                    Bootstrap::Generated(k) => Some(k),
+                    _ => None,
+                };
+                let server = broadcaster::build_server_with(&config, db, Some(emu)).await.unwrap();
+                let events = server.state.live.subscribe();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                tokio::spawn(async move {
+                    let _ = broadcaster::serve_with(&config, server, listener, std::future::pending()).await;
+                });
+                let _ = ready_tx.send((addr, admin, events));
+                let _ = kill_rx.await;
+            });
+            rt.shutdown_background();
+        });
+        let (addr, admin, events) = tokio::time::timeout(harness::T, ready_rx).await.unwrap().unwrap();
+        Self { addr, admin, events, kill: Some(kill_tx), thread: Some(thread) }
+    }
+
+    /// Kills the server: no graceful shutdown, no draining, sessions dropped mid-flight.
+    async fn kill(mut self) {
+        let _ = self.kill.take().unwrap().send(());
+        let t = self.thread.take().unwrap();
+        tokio::task::spawn_blocking(move || t.join().unwrap()).await.unwrap();
+    }
+
+    async fn ok(&self, method: &str, path: &str, key: &str, body: Option<Value>) -> Value {
+        let (s, v) = harness::call(self.addr, method, path, key, body).await;
+        assert!((200..300).contains(&s), "{method} {path}: {s} {v}");
+        v
+    }
+
+    /// The next live event satisfying `f` (lagging behind is fine: the events wanted are
+    /// the latest ones).
+    async fn event(&mut self, what: &str, mut f: impl FnMut(&broadcaster::live::LiveEvent) -> bool) -> Value {
+        let found = tokio::time::timeout(harness::T, async {
+            loop {
+                match self.events.recv().await {
+                    Ok(e) if f(&e) => return e.data,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(e) => panic!("live bus closed: {e}"),
+                }
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+}
+
+/// Issue #8's headline scenario on the real path: 5,000 contacts imported from CSV (2% invalid
+/// rows reported), 1% opted out by replying STOP from their phones, 1% not on WhatsApp, sent by
+/// the WhatsApp runtime over two accounts paired by scanning QRs in the emulator; the server is
+/// killed mid-campaign and restarted on the same data directory. Every recipient ends with the
+/// exact expected status, and the emulator's phones show that each reachable, opted-in
+/// recipient received exactly one message (the right text) and nobody else got one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_real_sends_over_the_emulator_survive_a_kill() {
+    let started = std::time::Instant::now();
+    let emu = Arc::new(
+        wa_emulator::Emulator::start(wa_emulator::EmulatorConfig {
+            seed: Some(8),
+            phone_pre_keys: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+    );
+    let senders = ["15550000001", "15550000002"];
+    for s in senders {
+        emu.create_account(s, "Shop").unwrap();
+    }
+    // 5,000 rows: every 50th invalid (2%); of the valid ones 1% opt out, 1% have no WhatsApp.
+    let mut csv = String::from("phone,name,city\n");
+    let mut valid = Vec::new();
+    for i in 0..5000 {
+        if i % 50 == 7 {
+            csv.push_str(&format!("bad-{i},Broken,Nowhere\n"));
+        } else {
+            csv.push_str(&format!("077009{i:05},Person {i},City{}\n", i % 7));
+            valid.push((format!("+4477009{i:05}"), format!("Hi Person from City{}", i % 7)));
+        }
+    }
+    let opted: HashSet<String> = valid.iter().step_by(98).map(|v| v.0.clone()).collect();
+    let not_on: HashSet<String> = valid.iter().skip(49).step_by(98).map(|v| v.0.clone()).collect();
+    assert_eq!((opted.len(), not_on.len()), (50, 50));
+    for (phone, _) in valid.iter().filter(|v| !not_on.contains(&v.0)) {
+        emu.create_account(phone.trim_start_matches('+'), "Customer").unwrap();
+    }
+    eprintln!("emulator with {} phones ready after {:?}", valid.len() - 50 + 2, started.elapsed());
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Process::start(dir.path().to_owned(), emu.clone()).await;
+    let admin = server.admin.clone().unwrap();
+    let key = server.ok("POST", "/api/v1/tenants", &admin, Some(json!({ "name": "shop" }))).await["api_key"]
+        ["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut accounts = Vec::new();
+    for s in senders {
+        let v = server
+            .ok(
+                "POST",
+                "/api/v1/accounts",
+                &key,
+                Some(json!({ "name": format!("line {s}"), "phone": format!("+{s}") })),
+            )
+            .await;
+        let acc = v["id"].as_str().unwrap().to_owned();
+        server
+            .ok("PATCH", &format!("/api/v1/accounts/{acc}"), &key, Some(json!({ "daily_limit": 100000 })))
+            .await;
+        let v = server.ok("POST", &format!("/api/v1/accounts/{acc}/connect"), &key, None).await;
+        assert_eq!(v["state"], "qr_ready", "{v}");
+        // The simulated phone scans the QR.
+        server.ok("POST", &format!("/api/v1/emulator/accounts/{acc}/scan"), &key, None).await;
+        let a = acc.clone();
+        server
+            .event("account active", |e| {
+                e.event == "connection_update"
+                    && e.account_id.as_deref() == Some(a.as_str())
+                    && e.data["state"] == "active"
+            })
+            .await;
+        accounts.push(acc);
+    }
+
+    let v = server
+        .ok(
+            "POST",
+            "/api/v1/contacts/import",
+            &key,
+            Some(json!({ "csv": csv, "default_country": "44", "tags": ["bulk"] })),
+        )
+        .await;
+    assert_eq!((v["rows"].as_u64(), v["created"].as_u64()), (Some(5000), Some(4900)));
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 100);
+    assert!(errors.iter().all(|e| e["error"].as_str().unwrap().contains("bad-")), "{v}");
+
+    // 1% reply STOP from their phones to the first line: the real incoming opt-out path.
+    let line1 = wa_binary::Jid::new(senders[0], wa_binary::Server::Pn).unwrap();
+    for p in &opted {
+        emu.phone(p.trim_start_matches('+')).unwrap().send_text(&line1, "STOP").unwrap();
+    }
+    let mut stops = 0;
+    server
+        .event("50 STOP replies", |e| {
+            stops += usize::from(e.event == "incoming_message" && e.data["body"] == "STOP");
+            stops == 50
+        })
+        .await;
+    let v = server.ok("GET", "/api/v1/contacts?opted_out=true&limit=100", &key, None).await;
+    assert_eq!(v["total"], 50, "{v}");
+
+    let tpl = server
+        .ok(
+            "POST",
+            "/api/v1/templates",
+            &key,
+            Some(json!({ "name": "hello", "body": "Hi {{first_name|there}} from {{fields.city|town}}" })),
+        )
+        .await;
+    let v = server
+        .ok(
+            "POST",
+            "/api/v1/campaigns",
+            &key,
+            Some(json!({ "name": "big", "template_id": tpl["id"], "account_ids": accounts,
+                "audience": { "tags": ["bulk"] }, "rate_per_minute": 60000, "jitter_pct": 0, "check_numbers": true })),
+        )
+        .await;
+    assert_eq!(v["audience"]["recipients"], 4900);
+    assert_eq!(v["audience"]["opted_out"], 50);
+    let cid = v["campaign"]["id"].as_str().unwrap().to_owned();
+    let campaign_started = std::time::Instant::now();
+
+    // Kill the server once about a third went out.
+    let c = cid.clone();
+    server
+        .event("a third sent", |e| {
+            e.event == "campaign_progress" && e.data["campaign_id"] == c.as_str() && {
+                let p = &e.data["progress"];
+                p["sent"].as_i64().unwrap() + p["delivered"].as_i64().unwrap() + p["read"].as_i64().unwrap()
+                    >= 1600
+            }
+        })
+        .await;
+    server.kill().await;
+    let before_restart = campaign_started.elapsed();
+
+    // Restart on the same data directory: the sessions resume without pairing and the
+    // campaign continues where it stopped.
+    let mut server = Process::start(dir.path().to_owned(), emu.clone()).await;
+    assert!(server.admin.is_none());
+    let c = cid.clone();
+    server
+        .event("campaign completed", |e| {
+            e.event == "campaign_status"
+                && e.data["campaign_id"] == c.as_str()
+                && e.data["status"] == "completed"
+        })
+        .await;
+    let sending = campaign_started.elapsed();
+    eprintln!("campaign: {before_restart:?} before the kill, completed {sending:?} after start");
+    // Every phone confirms delivery; the recipients' statuses follow.
+    let c = cid.clone();
+    let mut last = Value::Null;
+    let delivered = tokio::time::timeout(harness::T, async {
+        loop {
+            match server.events.recv().await {
+                Ok(e) if e.event == "campaign_progress" && e.data["campaign_id"] == c.as_str() => {
+                    last = e.data["progress"].clone();
+                    if last["delivered"] == 4800 {
+                        return;
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("live bus closed: {e}"),
+            }
+        }
+    })
+    .await;
+    if delivered.is_err() {
+        let v = server.ok("GET", &format!("/api/v1/campaigns/{cid}"), &key, None).await;
+        panic!("not all delivered; last progress event {last}; campaign now {v}");
+    }
+    eprintln!(
+        "campaign: {before_restart:?} before the kill, completed {sending:?} after start, all delivered {:?}; \
+         test total {:?}",
+        campaign_started.elapsed(),
+        started.elapsed()
+    );
+
+    let v = server.ok("GET", &format!("/api/v1/campaigns/{cid}"), &key, None).await;
+    let p = &v["progress"];
+    assert_eq!(v["status"], "completed", "{v}");
+    assert_eq!(
+        (
+            p["total"].as_i64(),
+            p["delivered"].as_i64(),
+            p["skipped_opted_out"].as_i64(),
+            p["skipped_not_on_whatsapp"].as_i64(),
+            p["failed"].as_i64(),
+            p["pending"].as_i64(),
+        ),
+        (Some(4900), Some(4800), Some(50), Some(50), Some(0), Some(0)),
+        "{p}"
+    );
+    let mut rows = Vec::new();
+    let mut after = 0;
+    loop {
+        let v = server
+            .ok("GET", &format!("/api/v1/campaigns/{cid}/recipients?limit=1000&after={after}"), &key, None)
+            .await;
+        rows.extend(v["items"].as_array().unwrap().iter().cloned());
+        match v["next_after"].as_i64() {
+            Some(a) => after = a,
+            None => break,
+        }
+    }
+    assert_eq!(rows.len(), 4900);
+    let mut per_account: HashMap<String, usize> = HashMap::new();
+    for r in &rows {
+        let phone = r["phone"].as_str().unwrap();
+        let want = if opted.contains(phone) {
+            ("skipped", Some("opted_out"))
+        } else if not_on.contains(phone) {
+            ("skipped", Some("not_on_whatsapp"))
+        } else {
+            *per_account.entry(r["account_id"].as_str().unwrap().to_owned()).or_default() += 1;
+            ("delivered", None)
+        };
+        assert_eq!((r["status"].as_str().unwrap(), r["reason"].as_str()), want, "{r}");
+    }
+    assert!(per_account.values().all(|n| *n > 1000), "both lines sent: {per_account:?}");
+
+    // What the phones got: one message each for the reachable, opted-in recipients, the right
+    // text, from one of the two lines; nothing for anyone else.
+    let lines: HashSet<String> =
+        senders.iter().map(|s| wa_binary::Jid::new(s, wa_binary::Server::Pn).unwrap().to_string()).collect();
+    for (phone, text) in valid.iter().filter(|v| !not_on.contains(&v.0)) {
+        let inbox = emu.phone(phone.trim_start_matches('+')).unwrap().inbox();
+        if opted.contains(phone) {
+            assert!(inbox.is_empty(), "{phone} opted out but got {inbox:?}");
+            continue;
+        }
+        assert_eq!(inbox.len(), 1, "{phone} got {inbox:?}");
+        let m = &inbox[0];
+        assert!(m.error.is_none() && lines.contains(&m.chat), "{m:?}");
+        assert_eq!(m.text.as_deref(), Some(text.as_str()), "{m:?}");
+    }
+    server.kill().await;
 }

@@ -364,6 +364,55 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Gets ready to send to many users soon, as WhatsApp clients do before a broadcast: the
+    /// device lists of `users` (and our own) in one usync query, then prekey bundles for every
+    /// device without a Signal session in one `encrypt` query; the new sessions are stored, so
+    /// the sends that follow need no round trip but their own. Users without WhatsApp (no
+    /// devices) are skipped.
+    pub async fn prepare_recipients(&self, users: &[Jid]) -> Result<()> {
+        let shared = &self.shared;
+        let (own, _) = shared.own_ids()?;
+        let mut seen = HashSet::new();
+        let list: Vec<Jid> = users
+            .iter()
+            .map(Jid::to_non_ad)
+            .chain(std::iter::once(own.to_non_ad()))
+            .filter(|u| !u.is_group() && seen.insert(u.to_string()))
+            .collect();
+        let devices: Vec<Jid> = get_devices(shared, &list).await?.into_iter().filter(|d| *d != own).collect();
+        let _guard = shared.signal_lock.lock().await;
+        let addrs: Vec<ProtocolAddress> = devices.iter().map(signal_address).collect();
+        let stored = shared.store.get_sessions(&addrs).await?;
+        let missing: Vec<Jid> = devices
+            .iter()
+            .zip(stored)
+            .filter(|(_, rec)| {
+                !matches!(rec.as_deref().map(SessionRecord::from_bytes), Some(Ok(r)) if r.has_current_session())
+            })
+            .map(|(j, _)| j.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let bundles = fetch_bundles(shared, &missing).await?;
+        let local = shared.credentials()?.local_identity();
+        let mut tx = shared.store.transaction();
+        for jid in &missing {
+            let Some(bundle) = bundles.get(&jid.to_string()) else { continue };
+            let mut rec = SessionRecord::new();
+            match shared.with_rng(|r| rec.initiate(&local, bundle, &SessionConfig::default(), r)) {
+                Ok(_) => {
+                    tx.put_session(&signal_address(jid), &rec.to_bytes());
+                }
+                Err(e) => debug!(%jid, %e, "cannot start a session"),
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 /// Builds and durably records a 1:1 message stanza.
 async fn direct_stanza(shared: &Shared, to: &Jid, id: &str, message: &Message) -> Result<Node> {
     let (own, _) = shared.own_ids()?;

@@ -62,6 +62,9 @@ pub struct EmulatorConfig {
     pub clock: Arc<dyn Clock>,
     /// How many refs a registering companion gets in `pair-device`.
     pub refs_per_pairing: usize,
+    /// One-time prekeys each simulated phone generates (and publishes) when its account is
+    /// created. Tests with thousands of phones that each receive a message or two lower it.
+    pub phone_pre_keys: u32,
     /// Refuse WebSocket upgrades without an `Origin` header, as WhatsApp does.
     pub require_origin: bool,
     /// Answer usync `<lid/>` queries with the user's LID (as WhatsApp does; Baileys 7 only
@@ -82,6 +85,7 @@ impl Default for EmulatorConfig {
             seed: None,
             clock: Arc::new(SystemClock),
             refs_per_pairing: 6,
+            phone_pre_keys: 200,
             require_origin: true,
             lid_in_usync: true,
             media_tls: true,
@@ -121,6 +125,7 @@ impl Emulator {
         };
         world.media_auth = world.random_hex(16);
         world.lid_in_usync = config.lid_in_usync;
+        world.phone_pre_keys = config.phone_pre_keys;
         let (event_tx, _) = tokio::sync::broadcast::channel(4096);
         world.event_tx = Some(event_tx.clone());
         let shared = Arc::new(Shared {

@@ -65,13 +65,14 @@ pub struct Phone {
     pub receipts: Vec<PhoneReceipt>,
 }
 
-const PHONE_PRE_KEYS: u32 = 200;
+/// One-time prekeys a phone generates by default.
+pub(crate) const PHONE_PRE_KEYS: u32 = 200;
 
 impl Phone {
-    pub(crate) fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+    pub(crate) fn generate<R: CryptoRng + ?Sized>(rng: &mut R, pre_keys: u32) -> Self {
         let identity = LocalIdentity::generate(rng);
         let signed = SignedPreKeyRecord::generate(&identity.key_pair, 1, rng);
-        let one_time = PreKeyRecord::generate_batch(1, PHONE_PRE_KEYS, rng);
+        let one_time = PreKeyRecord::generate_batch(1, pre_keys, rng);
         Self {
             identity,
             pre_keys: PreKeySet { signed: vec![signed], one_time },
@@ -106,6 +107,11 @@ impl Phone {
             pre_keys: self.pre_keys.one_time.iter().map(|k| (k.id, k.key_pair.public)).collect(),
         }
     }
+}
+
+/// Whether a recorded sender (device JID text) is the same user as `jid`.
+fn same_user(recorded: &str, jid: &Jid) -> bool {
+    recorded.parse::<Jid>().is_ok_and(|r| r.to_non_ad() == jid.to_non_ad())
 }
 
 /// Pads as Baileys does: 1..=16 bytes, each equal to the count.
@@ -449,8 +455,14 @@ impl World {
             None => sender_jid.to_non_ad().to_string(),
         };
         let (kind, text) = result.as_ref().map(describe).unwrap_or(("undecryptable".into(), None));
-        if kind == "skdm" && error.is_none() {
-            // A pure key distribution (no content): nothing for the user to see.
+        // A phone keeps one copy per message key (chat, sender, id): a sender that repeats a
+        // message under the same id (after a crash, or answering a retry) shows it once.
+        let repeat = error.is_none()
+            && self.accounts[account].phone.inbox.iter().any(|m| {
+                m.id == id && m.chat == chat && m.error.is_none() && same_user(&m.sender, &sender_jid)
+            });
+        if (kind == "skdm" && error.is_none()) || repeat {
+            // A pure key distribution (no content), or a repeat: nothing new for the user.
         } else {
             let t = node.attr_u64("t").unwrap_or(0);
             self.accounts[account].phone.inbox.push(InboxMessage {

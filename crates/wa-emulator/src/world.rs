@@ -265,6 +265,8 @@ pub struct World {
     next_iq: u64,
     pub(crate) refs_per_pairing: usize,
     pub(crate) lid_in_usync: bool,
+    /// One-time prekeys a new phone generates.
+    pub(crate) phone_pre_keys: u32,
 }
 
 /// Errors of control operations (bad arguments, unknown names).
@@ -377,6 +379,7 @@ impl World {
             next_iq: 1,
             refs_per_pairing,
             lid_in_usync: false,
+            phone_pre_keys: crate::phone::PHONE_PRE_KEYS,
         }
     }
 
@@ -417,7 +420,7 @@ impl World {
         let id = self.accounts.len();
         // LIDs are opaque 15-digit numbers; derive one that cannot collide with another account's.
         let lid = format!("{}{:03}", 100_000_000_000u64 + (self.rng.next_u64() % 800_000_000_000), id % 1000);
-        let phone = Phone::generate(&mut self.rng);
+        let phone = Phone::generate(&mut self.rng, self.phone_pre_keys);
         let device0 = Device {
             id: 0,
             noise_key: None,

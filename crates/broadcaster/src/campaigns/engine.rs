@@ -44,17 +44,71 @@ pub enum SendError {
     Transient(String),
 }
 
+/// One message for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CampaignMessage {
+    /// The rendered text (the caption when `media` is set).
+    pub text: String,
+    /// The template's media attachment, if any.
+    pub media: Option<Arc<CampaignMedia>>,
+    /// The WhatsApp message id every attempt for this recipient uses
+    /// ([`campaign_message_id`]), so a send repeated after a crash or an ambiguous failure is the
+    /// same message to WhatsApp and the recipient's phone (which keeps one copy per id).
+    pub wa_message_id: String,
+}
+
+impl CampaignMessage {
+    pub fn new(text: String, media: Option<Arc<CampaignMedia>>, wa_message_id: String) -> Self {
+        Self { text, media, wa_message_id }
+    }
+}
+
+/// A media file attached to every message of a campaign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CampaignMedia {
+    pub kind: crate::runtime::MediaKind,
+    pub mimetype: String,
+    pub file_name: Option<String>,
+    pub data: bytes::Bytes,
+}
+
+impl CampaignMedia {
+    pub fn new(
+        kind: crate::runtime::MediaKind,
+        mimetype: String,
+        file_name: Option<String>,
+        data: bytes::Bytes,
+    ) -> Self {
+        Self { kind, mimetype, file_name, data }
+    }
+}
+
+/// The WhatsApp message id of a campaign recipient's message: `3EB0` and 18 hex digits (the
+/// format WhatsApp Web uses), derived from the campaign and the recipient row so it is the same
+/// on every attempt and after any restart.
+pub fn campaign_message_id(campaign_id: &str, recipient_id: i64) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(b"broadcaster campaign message\0");
+    h.update(campaign_id.as_bytes());
+    h.update(b"\0");
+    h.update(recipient_id.to_be_bytes());
+    format!("3EB0{}", hex::encode_upper(&h.finalize()[..9]))
+}
+
 /// What the engine needs from the messaging layer. The server implements it over its send path
 /// (which records the message and its delivery status); tests script it.
 pub trait CampaignSender: Send + Sync + 'static {
-    /// Sends `text` to `phone` (E.164) from `account_id`; returns the message id that delivery
-    /// status updates in the `messages` table are keyed by.
+    /// Sends `message` to `phone` (E.164) from `account_id`; returns the message id that
+    /// delivery status updates in the `messages` table are keyed by.
     fn send<'a>(
         &'a self,
         tenant_id: &'a str,
         account_id: &'a str,
         phone: &'a str,
-        text: &'a str,
+        message: &'a CampaignMessage,
     ) -> SendFuture<'a, String>;
     /// Which of `phones` (E.164) are on WhatsApp.
     fn check_numbers<'a>(
@@ -63,14 +117,29 @@ pub trait CampaignSender: Send + Sync + 'static {
         account_id: &'a str,
         phones: &'a [String],
     ) -> SendFuture<'a, Vec<(String, bool)>>;
-    /// After a crash: the id of a message already sent from `account_id` to `phone` at or after
-    /// `since_ms`, if any.
+    /// Gets `account_id` ready to send to all of `phones` soon (E.164): one batched device-list
+    /// query and one batched prekey fetch instead of two round trips per recipient, as WhatsApp
+    /// clients do for broadcasts. Best effort; the default does nothing.
+    fn prepare<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        phones: &'a [String],
+    ) -> SendFuture<'a, ()> {
+        let _ = (tenant_id, account_id, phones);
+        Box::pin(async { Ok(()) })
+    }
+    /// After a crash: the id of the message with WhatsApp id `wa_message_id` that was sent from
+    /// `account_id` to `phone`, if it went out. A send that was started at or after `since_ms`
+    /// but not confirmed is reported as not sent (and recorded as interrupted): the engine
+    /// sends it again under the same WhatsApp id.
     fn find_sent<'a>(
         &'a self,
         tenant_id: &'a str,
         account_id: &'a str,
         phone: &'a str,
         since_ms: i64,
+        wa_message_id: &'a str,
     ) -> SendFuture<'a, Option<String>>;
 }
 
@@ -147,6 +216,12 @@ const MAX_IDLE_MS: i64 = 2_000;
 /// How often (clock time) delivery statuses are copied from the messages table.
 const DELIVERY_SYNC_MS: i64 = 2_000;
 const DAY_MS: i64 = 86_400_000;
+/// How many recipients an account takes (and prepares) at a time.
+const WINDOW: i64 = 64;
+/// Sends one account makes in one tick at most, so status changes are noticed between bursts.
+const MAX_SENDS_PER_TICK: usize = 32;
+/// Progress events per campaign at most this often (clock time).
+const PROGRESS_EVERY_MS: i64 = 1_000;
 
 pub fn day_start(now: i64) -> i64 {
     now - now.rem_euclid(DAY_MS)
@@ -176,6 +251,7 @@ struct RunningCampaign {
     body: String,
     declared: Vec<Variable>,
     values: BTreeMap<String, String>,
+    media: Option<Arc<CampaignMedia>>,
 }
 
 struct AccountInfo {
@@ -206,6 +282,8 @@ pub struct Engine {
     sender: Arc<dyn CampaignSender>,
     wake: Arc<Notify>,
     events: broadcast::Sender<CampaignEvent>,
+    /// Where progress and status changes are published for WebSocket and Socket.IO clients.
+    live: Option<crate::live::LiveBus>,
     inner: Mutex<Inner>,
 }
 
@@ -221,6 +299,25 @@ struct Inner {
     sent_today: HashMap<String, (i64, i64)>,
     /// Per campaign: when progress was last published.
     last_progress: HashMap<String, i64>,
+    /// Campaigns (id -> tenant) whose counts changed since their last progress event.
+    progress_dirty: HashMap<String, String>,
+}
+
+enum Window {
+    /// Recipients were assigned to the account.
+    Taken,
+    /// No unassigned recipient is due.
+    Empty,
+    /// The account could not check numbers; nothing was assigned.
+    CheckFailed,
+}
+
+#[derive(Clone, Copy)]
+enum ClaimFrom {
+    /// Recipients assigned to this account.
+    Assigned,
+    /// The last recipient assigned to another account (the end of a campaign).
+    Others,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> DbError {
@@ -291,7 +388,7 @@ pub fn set_status(
         &tx,
         tenant_id,
         None,
-        "campaign.status",
+        "campaign_status",
         serde_json::json!({ "campaign_id": campaign_id, "status": status.as_str(), "reason": reason }),
         now,
     )?;
@@ -300,6 +397,16 @@ pub fn set_status(
 
 impl Engine {
     pub fn new(db: Db, clock: SharedClock, sender: Arc<dyn CampaignSender>) -> Arc<Self> {
+        Self::with_live(db, clock, sender, None)
+    }
+
+    /// [`Engine::new`] also publishing `campaign_progress` and `campaign_status` on `live`.
+    pub fn with_live(
+        db: Db,
+        clock: SharedClock,
+        sender: Arc<dyn CampaignSender>,
+        live: Option<crate::live::LiveBus>,
+    ) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
         Arc::new(Self {
             db,
@@ -307,6 +414,7 @@ impl Engine {
             sender,
             wake: Arc::new(Notify::new()),
             events,
+            live,
             inner: Mutex::new(Inner::default()),
         })
     }
@@ -353,11 +461,12 @@ impl Engine {
 
     /// Resolves `sending` rows left by a crash (once per engine).
     async fn recover(&self) -> Result<(), DbError> {
-        let rows: Vec<(i64, String, String, String, i64)> = self
+        #[allow(clippy::type_complexity)]
+        let rows: Vec<(i64, String, String, String, String, i64)> = self
             .db
             .call(|c| {
                 let mut stmt = c.prepare(
-                    "SELECT id, tenant_id, account_id, phone, sending_since FROM campaign_recipients
+                    "SELECT id, campaign_id, tenant_id, account_id, phone, sending_since FROM campaign_recipients
                      WHERE status = 'sending' AND account_id IS NOT NULL",
                 )?;
                 let rows = stmt
@@ -367,15 +476,17 @@ impl Engine {
                             r.get(1)?,
                             r.get(2)?,
                             r.get(3)?,
-                            r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+                            r.get(4)?,
+                            r.get::<_, Option<i64>>(5)?.unwrap_or(0),
                         ))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(rows)
             })
             .await?;
-        for (id, tenant, account, phone, since) in rows {
-            let found = match self.sender.find_sent(&tenant, &account, &phone, since).await {
+        for (id, campaign, tenant, account, phone, since) in rows {
+            let wa_id = campaign_message_id(&campaign, id);
+            let found = match self.sender.find_sent(&tenant, &account, &phone, since, &wa_id).await {
                 Ok(f) => f,
                 Err(e) => {
                     // Unknown outcome: keep the row claimed rather than risk a duplicate.
@@ -427,7 +538,7 @@ impl Engine {
             i.sent_today.retain(|_, (day, _)| *day == today);
             i.sent_today.iter().map(|(a, (_, n))| (a.clone(), *n)).collect()
         });
-        let (campaigns, accounts, status_events) =
+        let Housekeeping { campaigns, accounts, events: status_events, synced } =
             self.db.call(move |c| housekeeping(c, now, sync, &cached)).await?;
         self.with_inner(|i| {
             for (a, info) in &accounts {
@@ -435,73 +546,26 @@ impl Engine {
             }
         });
         for e in status_events {
-            let _ = self.events.send(e);
+            self.publish_status(e, now).await?;
         }
-        let mut touched: Vec<(String, String)> = Vec::new();
+        let mut touched: Vec<(String, String)> = synced;
         let mut next_wake: Option<i64> = None;
-        let mut wake_at = |t: i64| next_wake = Some(next_wake.map_or(t, |n: i64| n.min(t)));
-
-        // Deterministic order: accounts by id; campaigns already ordered (direct first, oldest).
+        // Accounts send concurrently (each has its own session); one account's sends stay in
+        // order. Deterministic order of results: accounts by id.
         let mut account_ids: Vec<&String> = accounts.keys().collect();
         account_ids.sort();
-        for account in account_ids {
-            let info = &accounts[account];
-            if info.state != "active" {
-                continue;
-            }
-            let (next_at, limited) = self.with_inner(|i| {
-                (i.next_send_at.get(account).copied(), i.limited_until.get(account).copied())
-            });
-            if let Some(t) = limited.filter(|t| *t > now) {
-                wake_at(t);
-                continue;
-            }
-            if info.sent_today >= info.daily_limit {
-                let reset = day_start(now) + DAY_MS;
-                self.with_inner(|i| i.limited_until.insert(account.clone(), reset));
-                for camp in campaigns.iter().filter(|c| c.accounts.contains(account)) {
-                    self.note_daily_limit(camp, reset).await?;
-                }
-                wake_at(reset);
-                continue;
-            }
-            if let Some(t) = next_at.filter(|t| *t > now) {
-                wake_at(t);
-                continue;
-            }
-            for camp in campaigns.iter().filter(|c| c.accounts.contains(account)) {
-                if camp.check_numbers && !self.check_numbers(camp, account, now).await? {
-                    break;
-                }
-                let (cid, acc, tenant) = (camp.id.clone(), account.clone(), camp.tenant_id.clone());
-                let claimed = self.db.call(move |c| claim(c, &tenant, &cid, &acc, now)).await?;
-                let Some(claimed) = claimed else {
-                    continue;
-                };
-                touched.push((camp.tenant_id.clone(), camp.id.clone()));
-                let outcome = self.attempt(camp, account, &claimed).await;
-                let after = self.clock.now_ms();
-                if matches!(outcome, Outcome::Sent(_)) {
-                    let day = day_start(after);
-                    self.with_inner(|i| {
-                        let e = i.sent_today.entry(account.clone()).or_insert((day, 0));
-                        if e.0 == day {
-                            e.1 += 1;
-                        } else {
-                            *e = (day, 1);
-                        }
-                    });
-                }
-                if !matches!(outcome, Outcome::Requeue) {
-                    let random: u64 = rand::random();
-                    let t = after + pacing_interval_ms(camp.rate, camp.jitter, random);
-                    self.with_inner(|i| i.next_send_at.insert(account.clone(), t));
-                    wake_at(t);
-                }
-                self.record(camp, &claimed, outcome, after).await?;
-                break;
+        let runs = account_ids
+            .into_iter()
+            .filter(|a| accounts[*a].state == "active")
+            .map(|a| self.run_account(a, &accounts[a], &campaigns, now));
+        for r in futures::future::join_all(runs).await {
+            let (t, w) = r?;
+            touched.extend(t);
+            if let Some(w) = w {
+                next_wake = Some(next_wake.map_or(w, |n| n.min(w)));
             }
         }
+        let mut wake_at = |t: i64| next_wake = Some(next_wake.map_or(t, |n: i64| n.min(t)));
         // Retries waiting for their time, and scheduled campaigns.
         let retry_at = self
             .db
@@ -520,29 +584,280 @@ impl Engine {
         if let Some(t) = retry_at {
             wake_at(t);
         }
-        touched.sort();
-        touched.dedup();
-        // Progress is published at most once per second (clock time) per campaign.
-        let subscribed = self.events.receiver_count() > 0;
-        for (tenant, id) in touched {
-            let due = subscribed
-                && self.with_inner(|i| {
-                    let last = i.last_progress.get(&id).copied();
-                    let due = last.is_none_or(|t| now - t >= 1_000 || now < t);
-                    if due {
-                        i.last_progress.insert(id.clone(), now);
-                    }
-                    due
-                });
-            if !due {
-                continue;
+        // Progress is published at most once per second (clock time) per campaign; a change
+        // inside that second is published when it ends, so the last counts always go out.
+        let (due, later) = self.with_inner(|i| {
+            let Inner { progress_dirty, last_progress, .. } = i;
+            for (tenant, id) in touched {
+                progress_dirty.insert(id, tenant);
             }
-            let cid = id.clone();
-            let p = self.db.call(move |c| Ok(progress(c, &cid, now)?)).await?;
-            let _ =
-                self.events.send(CampaignEvent::Progress { tenant_id: tenant, campaign_id: id, progress: p });
+            let mut due = Vec::new();
+            let mut later: Option<i64> = None;
+            progress_dirty.retain(|id, tenant| match last_progress.get(id) {
+                Some(&t) if now >= t && now - t < PROGRESS_EVERY_MS => {
+                    let w = t + PROGRESS_EVERY_MS;
+                    later = Some(later.map_or(w, |l| l.min(w)));
+                    true
+                }
+                _ => {
+                    last_progress.insert(id.clone(), now);
+                    due.push((tenant.clone(), id.clone()));
+                    false
+                }
+            });
+            (due, later)
+        });
+        if let Some(w) = later {
+            wake_at(w);
+        }
+        if self.has_listeners() {
+            for (tenant, id) in due {
+                let cid = id.clone();
+                let p = self.db.call(move |c| Ok(progress(c, &cid, now)?)).await?;
+                self.publish(
+                    CampaignEvent::Progress { tenant_id: tenant, campaign_id: id, progress: p },
+                    now,
+                );
+            }
         }
         Ok(next_wake)
+    }
+
+    fn has_listeners(&self) -> bool {
+        self.live.is_some() || self.events.receiver_count() > 0
+    }
+
+    /// Sends an event to in-process subscribers and, as `campaign_progress` /
+    /// `campaign_status`, on the live bus (WebSocket, Socket.IO).
+    fn publish(&self, e: CampaignEvent, now: i64) {
+        if let Some(live) = &self.live {
+            let (tenant, name, data) = match &e {
+                CampaignEvent::Progress { tenant_id, campaign_id, progress } => (
+                    tenant_id,
+                    "campaign_progress",
+                    serde_json::json!({ "campaign_id": campaign_id, "progress": progress }),
+                ),
+                CampaignEvent::Status { tenant_id, campaign_id, status, reason } => (
+                    tenant_id,
+                    "campaign_status",
+                    serde_json::json!({ "campaign_id": campaign_id, "status": status, "reason": reason }),
+                ),
+            };
+            live.publish(tenant, None, name, data, now);
+        }
+        let _ = self.events.send(e);
+    }
+
+    /// A status change: the campaign's counts at that moment first, then the change itself.
+    async fn publish_status(&self, e: CampaignEvent, now: i64) -> Result<(), DbError> {
+        if !self.has_listeners() {
+            return Ok(());
+        }
+        if let CampaignEvent::Status { tenant_id, campaign_id, .. } = &e {
+            let (tenant, id) = (tenant_id.clone(), campaign_id.clone());
+            let cid = id.clone();
+            let p = self.db.call(move |c| Ok(progress(c, &cid, now)?)).await?;
+            self.with_inner(|i| {
+                i.progress_dirty.remove(&id);
+                i.last_progress.insert(id.clone(), now);
+            });
+            self.publish(CampaignEvent::Progress { tenant_id: tenant, campaign_id: id, progress: p }, now);
+        }
+        self.publish(e, now);
+        Ok(())
+    }
+
+    /// One account's turn: sends every message due now (several at fast rates, up to
+    /// [`MAX_SENDS_PER_TICK`]), respecting its pacing and daily limit. Returns the campaigns it
+    /// touched and when it next has work.
+    async fn run_account(
+        &self,
+        account: &str,
+        info: &AccountInfo,
+        campaigns: &[RunningCampaign],
+        now: i64,
+    ) -> Result<(Vec<(String, String)>, Option<i64>), DbError> {
+        let mut touched = Vec::new();
+        let (next_at, limited) = self
+            .with_inner(|i| (i.next_send_at.get(account).copied(), i.limited_until.get(account).copied()));
+        if let Some(t) = limited.filter(|t| *t > now) {
+            return Ok((touched, Some(t)));
+        }
+        if let Some(t) = next_at.filter(|t| *t > now) {
+            return Ok((touched, Some(t)));
+        }
+        let mine: Vec<&RunningCampaign> =
+            campaigns.iter().filter(|c| c.accounts.iter().any(|a| a == account)).collect();
+        let mut sent_today = info.sent_today;
+        let mut next_wake = None;
+        for _ in 0..MAX_SENDS_PER_TICK {
+            if sent_today >= info.daily_limit {
+                let reset = day_start(now) + DAY_MS;
+                self.with_inner(|i| i.limited_until.insert(account.to_owned(), reset));
+                for camp in &mine {
+                    self.note_daily_limit(camp, reset).await?;
+                }
+                return Ok((touched, Some(reset)));
+            }
+            let mut sent_one = false;
+            for camp in &mine {
+                let Some(claimed) = self.next_recipient(camp, account, now).await? else {
+                    continue;
+                };
+                touched.push((camp.tenant_id.clone(), camp.id.clone()));
+                let outcome = self.attempt(camp, account, &claimed).await;
+                let after = self.clock.now_ms();
+                let requeue = matches!(outcome, Outcome::Requeue);
+                if matches!(outcome, Outcome::Sent(_)) {
+                    sent_today += 1;
+                    let day = day_start(after);
+                    self.with_inner(|i| {
+                        let e = i.sent_today.entry(account.to_owned()).or_insert((day, 0));
+                        if e.0 == day {
+                            e.1 += 1;
+                        } else {
+                            *e = (day, 1);
+                        }
+                    });
+                }
+                if !requeue {
+                    let random: u64 = rand::random();
+                    let t = after + pacing_interval_ms(camp.rate, camp.jitter, random);
+                    self.with_inner(|i| i.next_send_at.insert(account.to_owned(), t));
+                    next_wake = Some(t);
+                }
+                self.record(camp, &claimed, outcome, after).await?;
+                if requeue {
+                    // Not connected or limited: what this account holds goes back to the pool.
+                    self.release(account).await?;
+                    let limited = self.with_inner(|i| i.limited_until.get(account).copied());
+                    return Ok((touched, limited.filter(|t| *t > now)));
+                }
+                sent_one = true;
+                break;
+            }
+            // Continue only while the next send is already due (fast rates).
+            if !sent_one || next_wake.is_some_and(|t| t > self.clock.now_ms()) {
+                break;
+            }
+        }
+        Ok((touched, next_wake))
+    }
+
+    /// Returns the recipients assigned to `account` but not being sent to the queue.
+    async fn release(&self, account: &str) -> Result<(), DbError> {
+        let a = account.to_owned();
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "UPDATE campaign_recipients SET account_id = NULL WHERE account_id = ?1 AND status = 'pending'",
+                    params![a],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Claims the next recipient `account` should send to in `camp`: one of the recipients
+    /// assigned to it; else it takes a new window of unassigned ones (checking their numbers and
+    /// preparing their sessions in batches); else, at the end of a campaign, the last recipient
+    /// assigned to another account.
+    async fn next_recipient(
+        &self,
+        camp: &RunningCampaign,
+        account: &str,
+        now: i64,
+    ) -> Result<Option<Claimed>, DbError> {
+        for _ in 0..4 {
+            let (cid, acc, tenant, chk) =
+                (camp.id.clone(), account.to_owned(), camp.tenant_id.clone(), camp.check_numbers);
+            let claimed =
+                self.db.call(move |c| claim(c, &tenant, &cid, &acc, now, chk, ClaimFrom::Assigned)).await?;
+            if claimed.is_some() {
+                return Ok(claimed);
+            }
+            match self.take_window(camp, account, now).await? {
+                Window::Taken => continue,
+                Window::Empty => break,
+                Window::CheckFailed => return Ok(None),
+            }
+        }
+        let (cid, acc, tenant, chk) =
+            (camp.id.clone(), account.to_owned(), camp.tenant_id.clone(), camp.check_numbers);
+        self.db.call(move |c| claim(c, &tenant, &cid, &acc, now, chk, ClaimFrom::Others)).await
+    }
+
+    /// Assigns the next [`WINDOW`] unassigned recipients of `camp` to `account`, checks their
+    /// numbers (when the campaign asks) and prepares the account to send to them.
+    async fn take_window(&self, camp: &RunningCampaign, account: &str, now: i64) -> Result<Window, DbError> {
+        let (cid, acc) = (camp.id.clone(), account.to_owned());
+        let rows: Vec<(i64, String, bool)> = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let rows = tx
+                    .prepare_cached(
+                        "SELECT id, phone, number_checked FROM campaign_recipients
+                         WHERE campaign_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2
+                           AND (account_id IS NULL OR (account_id = ?3 AND number_checked = 0))
+                         ORDER BY id LIMIT ?4",
+                    )?
+                    .query_map(params![cid, now, acc, WINDOW], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                {
+                    let mut assign = tx.prepare_cached(
+                        "UPDATE campaign_recipients SET account_id = ?2 WHERE id = ?1 AND status = 'pending'",
+                    )?;
+                    for (id, _, _) in &rows {
+                        assign.execute(params![id, acc])?;
+                    }
+                }
+                tx.commit()?;
+                Ok(rows)
+            })
+            .await?;
+        if rows.is_empty() {
+            return Ok(Window::Empty);
+        }
+        let mut reachable: Vec<String> = rows.iter().filter(|r| r.2).map(|r| r.1.clone()).collect();
+        let unchecked: Vec<String> = rows.iter().filter(|r| !r.2).map(|r| r.1.clone()).collect();
+        if camp.check_numbers && !unchecked.is_empty() {
+            match self.sender.check_numbers(&camp.tenant_id, account, &unchecked).await {
+                Ok(results) => {
+                    let at = self.clock.now_ms();
+                    let cid = camp.id.clone();
+                    reachable.extend(results.iter().filter(|(_, on)| *on).map(|(p, _)| p.clone()));
+                    self.db.call(move |c| record_checks(c, &cid, &results, at)).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(campaign = %camp.id, account, error = %e, "number check failed; will retry");
+                    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                    self.db
+                        .call(move |c| {
+                            let tx = c.transaction()?;
+                            for id in ids {
+                                tx.execute(
+                                    "UPDATE campaign_recipients SET account_id = NULL WHERE id = ?1 AND status = 'pending'",
+                                    params![id],
+                                )?;
+                            }
+                            tx.commit()?;
+                            Ok(())
+                        })
+                        .await?;
+                    return Ok(Window::CheckFailed);
+                }
+            }
+        } else {
+            reachable.extend(unchecked);
+        }
+        if !reachable.is_empty()
+            && let Err(e) = self.sender.prepare(&camp.tenant_id, account, &reachable).await
+        {
+            // Each send still sets up what it lacks on its own.
+            tracing::info!(campaign = %camp.id, account, error = %e, "batch preparation failed");
+        }
+        Ok(Window::Taken)
     }
 
     async fn note_daily_limit(&self, camp: &RunningCampaign, reset: i64) -> Result<(), DbError> {
@@ -558,56 +873,6 @@ impl Engine {
                 Ok(())
             })
             .await
-    }
-
-    /// Checks a batch of unchecked due recipients. Returns false when the account cannot check.
-    async fn check_numbers(&self, camp: &RunningCampaign, account: &str, now: i64) -> Result<bool, DbError> {
-        let cid = camp.id.clone();
-        let batch: Vec<String> = self
-            .db
-            .call(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT phone FROM campaign_recipients WHERE campaign_id = ?1 AND status = 'pending'
-                       AND number_checked = 0 AND next_attempt_at <= ?2 ORDER BY id LIMIT 50",
-                )?;
-                let rows = stmt.query_map(params![cid, now], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
-                Ok(rows)
-            })
-            .await?;
-        if batch.is_empty() {
-            return Ok(true);
-        }
-        let results = match self.sender.check_numbers(&camp.tenant_id, account, &batch).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(campaign = %camp.id, error = %e, "number check failed; will retry");
-                return Ok(false);
-            }
-        };
-        let cid = camp.id.clone();
-        let now = self.clock.now_ms();
-        self.db
-            .call(move |c| {
-                let tx = c.transaction()?;
-                for (phone, on) in results {
-                    if on {
-                        tx.execute(
-                            "UPDATE campaign_recipients SET number_checked = 1 WHERE campaign_id = ?1 AND phone = ?2",
-                            params![cid, phone],
-                        )?;
-                    } else {
-                        tx.execute(
-                            "UPDATE campaign_recipients SET status = 'skipped', reason = 'not_on_whatsapp', number_checked = 1, updated_at = ?3
-                             WHERE campaign_id = ?1 AND phone = ?2 AND status = 'pending'",
-                            params![cid, phone, now],
-                        )?;
-                    }
-                }
-                tx.commit()?;
-                Ok(())
-            })
-            .await?;
-        Ok(true)
     }
 
     async fn attempt(&self, camp: &RunningCampaign, account: &str, r: &Claimed) -> Outcome {
@@ -626,7 +891,8 @@ impl Engine {
             }
             Err(e) => return Outcome::Failed(format!("invalid template: {e}")),
         };
-        match self.sender.send(&camp.tenant_id, account, &r.phone, &text).await {
+        let message = CampaignMessage::new(text, camp.media.clone(), campaign_message_id(&camp.id, r.id));
+        match self.sender.send(&camp.tenant_id, account, &r.phone, &message).await {
             Ok(id) => Outcome::Sent(id),
             Err(SendError::Rejected(reason)) => Outcome::Failed(reason),
             Err(SendError::Transient(reason)) if r.attempts >= camp.max_attempts => {
@@ -700,13 +966,12 @@ impl Engine {
 /// Starts due scheduled campaigns, copies delivery statuses, auto-pauses campaigns whose
 /// account is logged out or in error, completes finished ones, and returns the running
 /// campaigns with their accounts' state and usage.
-#[allow(clippy::type_complexity)]
 fn housekeeping(
     c: &mut Connection,
     now: i64,
     sync_deliveries: bool,
     cached_sent_today: &HashMap<String, i64>,
-) -> Result<(Vec<RunningCampaign>, HashMap<String, AccountInfo>, Vec<CampaignEvent>), DbError> {
+) -> Result<Housekeeping, DbError> {
     let mut events = Vec::new();
     let due: Vec<(String, String)> = c
         .prepare("SELECT tenant_id, id FROM campaigns WHERE status = 'scheduled' AND scheduled_at <= ?1")?
@@ -721,17 +986,23 @@ fn housekeeping(
             reason: None,
         });
     }
+    let mut synced: Vec<(String, String)> = Vec::new();
     if sync_deliveries {
-        c.execute(
-            "UPDATE campaign_recipients AS r SET status = m.status,
-               delivered_at = COALESCE(r.delivered_at, m.delivered_at, m.read_at, ?1),
-               read_at = CASE WHEN m.status = 'read' THEN COALESCE(m.read_at, ?1) ELSE r.read_at END,
-               updated_at = ?1
-             FROM messages m
-             WHERE r.status IN ('sent','delivered') AND m.id = r.message_id
-               AND ((r.status = 'sent' AND m.status IN ('delivered','read')) OR (r.status = 'delivered' AND m.status = 'read'))",
-            params![now],
-        )?;
+        synced = c
+            .prepare_cached(
+                "UPDATE campaign_recipients AS r SET status = m.status,
+                   delivered_at = COALESCE(r.delivered_at, m.delivered_at, m.read_at, ?1),
+                   read_at = CASE WHEN m.status = 'read' THEN COALESCE(m.read_at, ?1) ELSE r.read_at END,
+                   updated_at = ?1
+                 FROM messages m
+                 WHERE r.status IN ('sent','delivered') AND m.id = r.message_id
+                   AND ((r.status = 'sent' AND m.status IN ('delivered','read')) OR (r.status = 'delivered' AND m.status = 'read'))
+                 RETURNING tenant_id, campaign_id",
+            )?
+            .query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        synced.sort();
+        synced.dedup();
     }
     let mut stmt = c.prepare(
         "SELECT id, tenant_id, account_ids, rate_per_minute, jitter_pct, check_numbers, max_attempts, body, declared, variables
@@ -769,6 +1040,7 @@ fn housekeeping(
             body,
             declared: serde_json::from_str(&declared).map_err(corrupt)?,
             values: serde_json::from_str(&values).map_err(corrupt)?,
+            media: None,
         };
         let mut pause: Option<String> = None;
         for a in &camp.accounts {
@@ -832,25 +1104,59 @@ fn housekeeping(
     }
     // Accounts only used by paused/completed campaigns are not needed.
     accounts.retain(|a, _| campaigns.iter().any(|c| c.accounts.contains(a)));
-    Ok((campaigns, accounts, events))
+    // Recipients assigned to an account that cannot send go back to the pool for the others.
+    for (a, info) in &accounts {
+        if info.state != "active" {
+            c.execute(
+                "UPDATE campaign_recipients SET account_id = NULL WHERE account_id = ?1 AND status = 'pending'",
+                params![a],
+            )?;
+        }
+    }
+    Ok(Housekeeping { campaigns, accounts, events, synced })
+}
+
+/// What [`housekeeping`] found.
+struct Housekeeping {
+    campaigns: Vec<RunningCampaign>,
+    accounts: HashMap<String, AccountInfo>,
+    events: Vec<CampaignEvent>,
+    /// Campaigns (tenant, id) whose recipients' delivery statuses changed.
+    synced: Vec<(String, String)>,
 }
 
 /// Claims the next due recipient of `campaign_id` for `account_id`, skipping opted-out ones.
+/// With `checked_only`, only recipients whose number was found on WhatsApp qualify.
 fn claim(
     c: &mut Connection,
     tenant_id: &str,
     campaign_id: &str,
     account_id: &str,
     now: i64,
+    checked_only: bool,
+    from: ClaimFrom,
 ) -> Result<Option<Claimed>, DbError> {
     let tx = c.transaction()?;
     let claimed = loop {
-        let next: Option<(i64, String, i64, String)> = tx
-            .prepare_cached(
+        let sql = match from {
+            ClaimFrom::Assigned => {
                 "SELECT id, phone, attempts, variables FROM campaign_recipients
-                 WHERE campaign_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2 ORDER BY id LIMIT 1",
-            )?
-            .query_row(params![campaign_id, now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                 WHERE campaign_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2 AND account_id = ?3
+                   AND (?4 = 0 OR number_checked = 1)
+                 ORDER BY id LIMIT 1"
+            }
+            ClaimFrom::Others => {
+                "SELECT id, phone, attempts, variables FROM campaign_recipients
+                 WHERE campaign_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2 AND account_id != ?3
+                   AND (?4 = 0 OR number_checked = 1)
+                 ORDER BY id DESC LIMIT 1"
+            }
+        };
+        let next: Option<(i64, String, i64, String)> = tx
+            .prepare_cached(sql)?
+            .query_row(params![campaign_id, now, account_id, checked_only], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?;
         let Some((id, phone, attempts, data)) = next else { break None };
         if crate::contacts::is_opted_out(&tx, tenant_id, &phone)? {
@@ -869,6 +1175,35 @@ fn claim(
     };
     tx.commit()?;
     Ok(claimed)
+}
+
+/// Records number checks: on WhatsApp (may be sent to) or skipped as not on WhatsApp.
+fn record_checks(
+    c: &mut Connection,
+    campaign_id: &str,
+    results: &[(String, bool)],
+    now: i64,
+) -> Result<(), DbError> {
+    let tx = c.transaction()?;
+    {
+        let mut on = tx.prepare_cached(
+            "UPDATE campaign_recipients SET number_checked = 1 WHERE campaign_id = ?1 AND phone = ?2",
+        )?;
+        let mut off = tx.prepare_cached(
+            "UPDATE campaign_recipients SET status = 'skipped', reason = 'not_on_whatsapp', number_checked = 1,
+               account_id = NULL, updated_at = ?3
+             WHERE campaign_id = ?1 AND phone = ?2 AND status = 'pending'",
+        )?;
+        for (phone, registered) in results {
+            if *registered {
+                on.execute(params![campaign_id, phone])?;
+            } else {
+                off.execute(params![campaign_id, phone, now])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// Serialises a recipient snapshot for the `variables` column.

@@ -203,7 +203,7 @@ pub struct CreateCampaign {
     /// Accounts to send from; recipients are spread over them.
     pub account_ids: Vec<String>,
     pub audience: Audience,
-    /// Per account; default 20.
+    /// Messages per minute per account, 1 to 60000; default 20.
     pub rate_per_minute: Option<i64>,
     /// Random extra delay between sends, in percent of the interval; default 25.
     pub jitter_pct: Option<i64>,
@@ -276,6 +276,10 @@ async fn resolve_message(
     Ok(msg)
 }
 
+/// The highest per-account pace: 1,000 messages a second, WhatsApp's highest Business
+/// throughput tier. Ordinary accounts should stay far below it (the default is 20 a minute).
+pub const MAX_RATE_PER_MINUTE: i64 = 60_000;
+
 struct Settings {
     rate: i64,
     jitter: i64,
@@ -288,8 +292,11 @@ fn check_settings(
     attempts: Option<i64>,
 ) -> Result<Settings, ApiError> {
     let rate = rate.unwrap_or(20);
-    if !(1..=600).contains(&rate) {
-        return Err(ApiError::bad("invalid_rate", "rate_per_minute must be between 1 and 600"));
+    if !(1..=MAX_RATE_PER_MINUTE).contains(&rate) {
+        return Err(ApiError::bad(
+            "invalid_rate",
+            format!("rate_per_minute must be between 1 and {MAX_RATE_PER_MINUTE}"),
+        ));
     }
     let jitter = jitter.unwrap_or(25);
     if !(0..=100).contains(&jitter) {
@@ -408,7 +415,7 @@ fn insert_campaign(
         &tx,
         tenant,
         None,
-        "campaign.status",
+        "campaign_status",
         serde_json::json!({ "campaign_id": id, "status": new.status.as_str(), "reason": null }),
         now,
     )?;
@@ -604,6 +611,7 @@ pub async fn create(
             insert_campaign(c, &tenant, new, recipients, report, now)
         })
         .await??;
+    publish_status(&st, &p.tenant_id, &out.campaign, now);
     wake(&waker);
     Ok((StatusCode::CREATED, Json(out)))
 }
@@ -670,6 +678,7 @@ pub async fn direct(
             insert_campaign(c, &tenant, new, recipients, report, now)
         })
         .await??;
+    publish_status(&st, &p.tenant_id, &out.campaign, now);
     wake(&waker);
     Ok((StatusCode::CREATED, Json(out)))
 }
@@ -872,7 +881,26 @@ async fn change(
             Ok(load(c, &tenant, &id, now)?.ok_or(ApiError::NotFound("campaign")))
         })
         .await?
+        .inspect(|camp| publish_status(st, &p.tenant_id, camp, now))
         .map(Json)
+}
+
+/// Publishes a campaign's new status (and its counts first) on the live bus.
+fn publish_status(st: &AppState, tenant_id: &str, camp: &Campaign, now: i64) {
+    st.live.publish(
+        tenant_id,
+        None,
+        "campaign_progress",
+        serde_json::json!({ "campaign_id": camp.id, "progress": camp.progress }),
+        now,
+    );
+    st.live.publish(
+        tenant_id,
+        None,
+        "campaign_status",
+        serde_json::json!({ "campaign_id": camp.id, "status": camp.status, "reason": camp.status_reason }),
+        now,
+    );
 }
 
 #[utoipa::path(post, path = "/api/v1/campaigns/{id}/start", tag = "campaigns", params(("id" = String, Path)),

@@ -5,7 +5,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::engine::{CampaignSender, SendError, SendFuture};
+use super::engine::{CampaignMessage, CampaignSender, SendError, SendFuture};
 use crate::error::ApiError;
 use crate::runtime::OutgoingContent;
 use crate::state::AppState;
@@ -30,20 +30,49 @@ fn classify(e: ApiError) -> SendError {
     }
 }
 
+fn runtime_error(e: crate::runtime::RuntimeError) -> SendError {
+    match e {
+        crate::runtime::RuntimeError::NotRunning => SendError::AccountUnavailable(e.to_string()),
+        other => SendError::Transient(other.to_string()),
+    }
+}
+
+impl MessagesSender {
+    fn runtime(&self) -> Result<std::sync::Arc<dyn crate::runtime::AccountRuntime>, SendError> {
+        self.state.runtime.clone().ok_or_else(|| SendError::AccountUnavailable("no WhatsApp runtime".into()))
+    }
+}
+
 impl CampaignSender for MessagesSender {
     fn send<'a>(
         &'a self,
         tenant_id: &'a str,
         account_id: &'a str,
         phone: &'a str,
-        text: &'a str,
+        message: &'a CampaignMessage,
     ) -> SendFuture<'a, String> {
         Box::pin(async move {
-            let content = OutgoingContent::Text { body: text.to_owned(), quoted_id: None };
-            crate::messages::send_message(&self.state, tenant_id, account_id, phone, content)
-                .await
-                .map(|m| m.id)
-                .map_err(classify)
+            let content = match &message.media {
+                None => OutgoingContent::Text { body: message.text.clone(), quoted_id: None },
+                Some(m) => OutgoingContent::Media {
+                    kind: m.kind,
+                    data: m.data.clone(),
+                    mimetype: m.mimetype.clone(),
+                    caption: (!message.text.is_empty()).then(|| message.text.clone()),
+                    file_name: m.file_name.clone(),
+                },
+            };
+            crate::messages::send_message_as(
+                &self.state,
+                tenant_id,
+                account_id,
+                phone,
+                content,
+                Some(&message.wa_message_id),
+            )
+            .await
+            .map(|m| m.id)
+            .map_err(classify)
         })
     }
 
@@ -54,21 +83,27 @@ impl CampaignSender for MessagesSender {
         phones: &'a [String],
     ) -> SendFuture<'a, Vec<(String, bool)>> {
         Box::pin(async move {
-            let runtime = self
-                .state
-                .runtime
-                .clone()
-                .ok_or_else(|| SendError::AccountUnavailable("no WhatsApp runtime".into()))?;
+            let runtime = self.runtime()?;
             let digits: Vec<String> = phones.iter().map(|p| p.trim_start_matches('+').to_owned()).collect();
             let checks =
-                runtime.check_numbers(tenant_id, account_id, &digits).await.map_err(|e| match e {
-                    crate::runtime::RuntimeError::NotRunning => SendError::AccountUnavailable(e.to_string()),
-                    other => SendError::Transient(other.to_string()),
-                })?;
+                runtime.check_numbers(tenant_id, account_id, &digits).await.map_err(runtime_error)?;
             Ok(checks
                 .into_iter()
                 .map(|c| (format!("+{}", c.phone.trim_start_matches('+')), c.on_whatsapp))
                 .collect())
+        })
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        phones: &'a [String],
+    ) -> SendFuture<'a, ()> {
+        Box::pin(async move {
+            let runtime = self.runtime()?;
+            let digits: Vec<String> = phones.iter().map(|p| p.trim_start_matches('+').to_owned()).collect();
+            runtime.prepare_recipients(tenant_id, account_id, &digits).await.map_err(runtime_error)
         })
     }
 
@@ -78,22 +113,38 @@ impl CampaignSender for MessagesSender {
         account_id: &'a str,
         phone: &'a str,
         since_ms: i64,
+        wa_message_id: &'a str,
     ) -> SendFuture<'a, Option<String>> {
         Box::pin(async move {
-            let (t, a) = (tenant_id.to_owned(), account_id.to_owned());
+            let (t, a, w) = (tenant_id.to_owned(), account_id.to_owned(), wa_message_id.to_owned());
             let chat = format!("{}@s.whatsapp.net", phone.trim_start_matches('+'));
-            // A row that is not failed may have reached the phone: count it as sent rather than
-            // risk a duplicate.
+            let now = self.state.clock.now_ms();
             self.state
                 .db
                 .call(move |c| {
-                    Ok(c.query_row(
-                        "SELECT id FROM messages WHERE tenant_id = ?1 AND account_id = ?2 AND direction = 'outgoing'
-                           AND chat_jid = ?3 AND created_at >= ?4 AND status != 'failed' ORDER BY created_at LIMIT 1",
-                        params![t, a, chat, since_ms],
-                        |r| r.get::<_, String>(0),
-                    )
-                    .optional()?)
+                    let tx = c.transaction()?;
+                    // WhatsApp acknowledged it: it went out.
+                    let sent = tx
+                        .query_row(
+                            "SELECT id FROM messages WHERE tenant_id = ?1 AND account_id = ?2 AND direction = 'outgoing'
+                               AND wa_message_id = ?3 AND status IN ('sent','delivered','read') LIMIT 1",
+                            params![t, a, w],
+                            |r| r.get::<_, String>(0),
+                        )
+                        .optional()?;
+                    if sent.is_none() {
+                        // Admitted but never confirmed: the engine sends it again under the same
+                        // WhatsApp id (one message to the phone however far the first got).
+                        tx.execute(
+                            "UPDATE messages SET status = 'failed', error = 'interrupted by a server restart; sent again',
+                               failed_at = ?5, updated_at = ?5
+                             WHERE tenant_id = ?1 AND account_id = ?2 AND direction = 'outgoing' AND chat_jid = ?3
+                               AND created_at >= ?4 AND status = 'pending' AND wa_message_id IS NULL",
+                            params![t, a, chat, since_ms, now],
+                        )?;
+                    }
+                    tx.commit()?;
+                    Ok(sent)
                 })
                 .await
                 .map_err(|e| SendError::Transient(e.to_string()))
