@@ -34,6 +34,101 @@ pub struct Account {
     pub last_connected_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Today's counters (the day of `time_zone`); in list, get and update answers.
+    pub today: Option<DailyUsage>,
+    /// In list, get and update answers.
+    pub health: Option<Health>,
+}
+
+/// An account's messages today, in its time zone.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DailyUsage {
+    /// Outgoing messages today (pending, sent or further; not failed): what the limit counts.
+    pub sent: i64,
+    pub received: i64,
+    pub daily_limit: i64,
+    /// `sent / daily_limit` in percent, one decimal.
+    pub usage_percent: f64,
+    /// Next local midnight (ms since epoch), when the counters reset.
+    pub resets_at: i64,
+}
+
+/// `healthy`, `warning` or `critical`; see [`Health`] for the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Healthy,
+    Warning,
+    Critical,
+}
+
+/// How an account is doing, from its state, today's usage and recent send failures. The worst
+/// rule that applies wins:
+/// - `critical`: the state is `logged_out` or `error` (it cannot send until someone acts); or
+///   the daily limit is used up (sends answer 429 until local midnight); or 5 or more sends
+///   failed in the last hour.
+/// - `warning`: any state other than `active` (inactive, linking, connecting, reconnecting,
+///   disconnected); or 80% or more of the daily limit used; or 1 to 4 sends failed in the last
+///   hour.
+/// - `healthy`: `active`, under 80% of the daily limit, no failed send in the last hour.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: HealthStatus,
+    /// Why, one sentence per rule that applies (empty when healthy).
+    pub reasons: Vec<String>,
+}
+
+// The thresholds of the rules documented on [`Health`] (keep the two in step).
+/// Usage from which an account is `warning`.
+pub const WARNING_USAGE_PERCENT: f64 = 80.0;
+/// Failed sends in the last hour from which an account is `critical`.
+pub const CRITICAL_FAILURES: i64 = 5;
+const HOUR_MS: i64 = 3_600_000;
+
+/// The health rules of [`Health`].
+pub fn health(state: AccountState, usage_percent: f64, failures_last_hour: i64) -> Health {
+    let mut reasons = Vec::new();
+    let mut status = HealthStatus::Healthy;
+    let mut raise = |s: HealthStatus, why: String| {
+        if s == HealthStatus::Critical || status == HealthStatus::Healthy {
+            status = s;
+        }
+        reasons.push(why);
+    };
+    match state {
+        AccountState::Active => {}
+        AccountState::LoggedOut | AccountState::Error => {
+            raise(HealthStatus::Critical, format!("account is {}", state.as_str()))
+        }
+        s => raise(HealthStatus::Warning, format!("account is {}", s.as_str())),
+    }
+    if usage_percent >= 100.0 {
+        raise(HealthStatus::Critical, "daily limit reached".into());
+    } else if usage_percent >= WARNING_USAGE_PERCENT {
+        raise(HealthStatus::Warning, format!("{usage_percent}% of the daily limit used"));
+    }
+    if failures_last_hour >= CRITICAL_FAILURES {
+        raise(HealthStatus::Critical, format!("{failures_last_hour} sends failed in the last hour"));
+    } else if failures_last_hour > 0 {
+        raise(HealthStatus::Warning, format!("{failures_last_hour} send(s) failed in the last hour"));
+    }
+    Health { status, reasons }
+}
+
+/// Fills `today` and `health` of an account read from the database.
+fn with_usage(c: &rusqlite::Connection, mut a: Account, now: i64) -> rusqlite::Result<Account> {
+    let (sent, received, resets_at) = crate::messages::usage_today(c, &a.id, &a.time_zone, now)?;
+    let failures: i64 = c.query_row(
+        "SELECT COUNT(*) FROM messages WHERE account_id = ?1 AND direction = 'outgoing' AND status = 'failed'
+           AND failed_at >= ?2",
+        params![a.id, now - HOUR_MS],
+        |r| r.get(0),
+    )?;
+    let usage_percent =
+        if a.daily_limit > 0 { (sent as f64 * 1000.0 / a.daily_limit as f64).round() / 10.0 } else { 100.0 };
+    a.health = Some(health(a.state, usage_percent, failures));
+    a.today = Some(DailyUsage { sent, received, daily_limit: a.daily_limit, usage_percent, resets_at });
+    Ok(a)
 }
 
 const ACCOUNT_COLUMNS: &str = "id, name, phone, push_name, state, state_reason, daily_limit, time_zone, last_connected_at, created_at, updated_at";
@@ -58,6 +153,8 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
         last_connected_at: r.get(8)?,
         created_at: r.get(9)?,
         updated_at: r.get(10)?,
+        today: None,
+        health: None,
     })
 }
 
@@ -176,7 +273,8 @@ pub struct CreateAccount {
     /// Optional phone number (any common format; stored as E.164).
     pub phone: Option<String>,
     pub daily_limit: Option<i64>,
-    /// IANA time zone for the daily counters (default UTC).
+    /// IANA time zone for the daily counters (default UTC); also accepted as `timezone`.
+    #[serde(alias = "timezone")]
     pub time_zone: Option<String>,
 }
 
@@ -185,6 +283,8 @@ pub struct CreateAccount {
 pub struct UpdateAccount {
     pub name: Option<String>,
     pub daily_limit: Option<i64>,
+    /// IANA time zone name; also accepted as `timezone`.
+    #[serde(alias = "timezone")]
     pub time_zone: Option<String>,
 }
 
@@ -202,18 +302,20 @@ fn check_limit(limit: i64) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_time_zone(tz: &str) -> Result<(), ApiError> {
-    // Shape check only (Area/City, UTC); the full tz database arrives with daily counters.
-    let ok = tz == "UTC"
-        || (tz.len() <= 64
-            && tz.contains('/')
-            && tz
-                .split('/')
-                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-+".contains(c))));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad("invalid_time_zone", format!("`{tz}` is not an IANA time zone name")))
+/// Checks an IANA time zone name against the database bundled with jiff (independent of the
+/// host's tzdata) and returns its canonical spelling (`america/new_york` → `America/New_York`).
+/// POSIX TZ strings and file paths are refused.
+fn check_time_zone(tz: &str) -> Result<String, ApiError> {
+    let plausible = !tz.is_empty()
+        && tz.len() <= 64
+        && tz.chars().all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c));
+    let zone = plausible.then(|| jiff::tz::TimeZone::get(tz).ok()).flatten();
+    match zone {
+        Some(z) => Ok(z.iana_name().unwrap_or(tz).to_owned()),
+        None => Err(ApiError::bad(
+            "invalid_time_zone",
+            format!("`{tz}` is not an IANA time zone name (such as `UTC` or `Europe/Berlin`)"),
+        )),
     }
 }
 
@@ -235,8 +337,7 @@ pub async fn create(
     let phone = req.phone.as_deref().map(parse_phone).transpose()?.map(|p| p.to_string());
     let limit = req.daily_limit.unwrap_or(DEFAULT_DAILY_LIMIT);
     check_limit(limit)?;
-    let tz = req.time_zone.unwrap_or_else(|| "UTC".to_owned());
-    check_time_zone(&tz)?;
+    let tz = check_time_zone(req.time_zone.as_deref().unwrap_or("UTC"))?;
     let now = st.clock.now_ms();
     let tenant = p.tenant_id.clone();
     let out = st
@@ -289,6 +390,7 @@ pub async fn list(
     p.require(Permission::Read)?;
     let tenant = p.tenant_id.clone();
     let state = q.state.map(|s| s.as_str());
+    let now = st.clock.now_ms();
     let rows = st
         .db
         .call(move |c| {
@@ -298,7 +400,7 @@ pub async fn list(
             ))?;
             let rows =
                 stmt.query_map(params![tenant, state], account_from_row)?.collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+            Ok(rows.into_iter().map(|a| with_usage(c, a, now)).collect::<Result<Vec<_>, _>>()?)
         })
         .await?;
     Ok(Json(rows))
@@ -314,7 +416,12 @@ pub async fn get(
 ) -> Result<Json<Account>, ApiError> {
     p.require(Permission::Read)?;
     let tenant = p.tenant_id.clone();
-    st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.map(Json).ok_or(ApiError::NotFound("account"))
+    let now = st.clock.now_ms();
+    st.db
+        .call(move |c| Ok(load(c, &tenant, &id)?.map(|a| with_usage(c, a, now)).transpose()?))
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("account"))
 }
 
 #[utoipa::path(patch, path = "/api/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path)),
@@ -334,9 +441,7 @@ pub async fn update(
     if let Some(l) = req.daily_limit {
         check_limit(l)?;
     }
-    if let Some(tz) = &req.time_zone {
-        check_time_zone(tz)?;
-    }
+    let time_zone = req.time_zone.as_deref().map(check_time_zone).transpose()?;
     let now = st.clock.now_ms();
     let tenant = p.tenant_id.clone();
     st.db
@@ -344,9 +449,13 @@ pub async fn update(
             let n = c.execute(
                 "UPDATE accounts SET name = COALESCE(?3, name), daily_limit = COALESCE(?4, daily_limit),
                    time_zone = COALESCE(?5, time_zone), updated_at = ?6 WHERE tenant_id = ?1 AND id = ?2",
-                params![tenant, id, req.name.as_deref().map(str::trim), req.daily_limit, req.time_zone, now],
+                params![tenant, id, req.name.as_deref().map(str::trim), req.daily_limit, time_zone, now],
             )?;
-            if n == 0 { Ok(None) } else { Ok(load(c, &tenant, &id)?) }
+            if n == 0 {
+                Ok(None)
+            } else {
+                Ok(load(c, &tenant, &id)?.map(|a| with_usage(c, a, now)).transpose()?)
+            }
         })
         .await?
         .map(Json)
@@ -375,6 +484,12 @@ pub async fn delete(
             code: "account_running",
             message: format!("account is {}; log out or disconnect it first", state.as_str()),
         });
+    }
+    // Forget the device's keys before the account: a failure leaves both in place.
+    if let Some(rt) = &st.runtime {
+        rt.forget(&tenant, &id).await.map_err(|e| {
+            ApiError::Unavailable(format!("cannot delete the account's WhatsApp auth data: {e}"))
+        })?;
     }
     let n = st
         .db
@@ -790,21 +905,44 @@ impl crate::runtime::SessionEvents for DbSessionEvents {
         event: SessionEvent,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
+            self.record(tenant_id, account_id, event).await;
+        })
+    }
+
+    /// `true` once the event's rows (and outbox entries) are committed, including when it was a
+    /// duplicate of something already recorded.
+    fn record<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        event: SessionEvent,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
             let now = self.clock.now_ms();
-            if matches!(event, SessionEvent::IncomingMessage { .. }) {
-                crate::metrics::Metrics::inc(&self.metrics.messages_received);
-            }
+            let incoming = matches!(event, SessionEvent::IncomingMessage { .. });
             let (t, a) = (tenant_id.to_owned(), account_id.to_owned());
-            match self.db.call(move |c| Ok(applied_events(c, &t, &a, &event, now))).await {
+            let durable = match self.db.call(move |c| Ok(applied_events(c, &t, &a, &event, now))).await {
                 Ok(Ok(events)) => {
+                    // Counted once: a replayed duplicate produces no event.
+                    if incoming && !events.is_empty() {
+                        crate::metrics::Metrics::inc(&self.metrics.messages_received);
+                    }
                     for (name, data) in events {
                         self.live.publish(tenant_id, Some(account_id), name, data, now);
                     }
+                    true
                 }
-                Ok(Err(e)) => tracing::warn!(account_id, error = %e, "session event not applied"),
-                Err(e) => tracing::error!(account_id, error = %e, "session event not applied"),
-            }
+                Ok(Err(e)) => {
+                    tracing::warn!(account_id, error = %e, "session event not applied");
+                    false
+                }
+                Err(e) => {
+                    tracing::error!(account_id, error = %e, "session event not applied");
+                    false
+                }
+            };
             self.notify.notify_one();
+            durable
         })
     }
 }
@@ -827,4 +965,37 @@ pub(crate) async fn require_in_tenant(
         })
         .await?;
     if exists { Ok(()) } else { Err(ApiError::NotFound("account")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_rules() {
+        let h = |s, u, f| health(s, u, f);
+        let active = AccountState::Active;
+        assert_eq!(h(active, 0.0, 0).status, HealthStatus::Healthy);
+        assert!(h(active, 79.9, 0).reasons.is_empty());
+        assert_eq!(h(active, 80.0, 0).status, HealthStatus::Warning);
+        assert_eq!(h(active, 100.0, 0).status, HealthStatus::Critical);
+        assert_eq!(h(active, 0.0, 1).status, HealthStatus::Warning);
+        assert_eq!(h(active, 0.0, CRITICAL_FAILURES - 1).status, HealthStatus::Warning);
+        assert_eq!(h(active, 0.0, CRITICAL_FAILURES).status, HealthStatus::Critical);
+        for s in [AccountState::Inactive, AccountState::Reconnecting, AccountState::Disconnected] {
+            assert_eq!(h(s, 0.0, 0).status, HealthStatus::Warning, "{s:?}");
+        }
+        for s in [AccountState::LoggedOut, AccountState::Error] {
+            assert_eq!(h(s, 0.0, 0).status, HealthStatus::Critical, "{s:?}");
+        }
+        // The worst rule wins and every rule that applies is given as a reason, in order.
+        let worst = h(AccountState::Reconnecting, 100.0, 2);
+        assert_eq!(worst.status, HealthStatus::Critical);
+        assert_eq!(
+            worst.reasons,
+            ["account is reconnecting", "daily limit reached", "2 send(s) failed in the last hour"]
+        );
+        // A warning after a critical rule does not lower the status.
+        assert_eq!(h(AccountState::Error, 85.0, 0).status, HealthStatus::Critical);
+    }
 }

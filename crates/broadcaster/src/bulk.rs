@@ -6,6 +6,14 @@
 //!
 //! Time comes only from the server's [`crate::clock::Clock`]; [`tick`] does the work that is due
 //! now, so tests drive pacing by moving a manual clock.
+//!
+//! Crashes: a row is claimed (its `due_at` cleared) before it is handed to the runtime, and the
+//! WhatsApp id it goes out under is stored in the same statement. A row still claimed and
+//! `pending` when the server starts was interrupted (by a crash, or by a send that outlived
+//! the shutdown timeout): [`recover_interrupted`] queues it again and it is resent under the
+//! same WhatsApp id, so the recipient's devices keep one copy even if the first attempt had
+//! reached WhatsApp. A row whose session is not running (reconnecting after a restart) waits
+//! [`NOT_RUNNING_RETRY_MS`] and is tried again, up to [`MAX_ATTEMPTS`] claims.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -22,8 +30,10 @@ use crate::auth::{Permission, Principal};
 use crate::clock::new_id;
 use crate::db::DbError;
 use crate::error::{ApiError, ApiJson};
-use crate::messages::{MediaInput, content_from_request, day_window, dispatch, parse_recipient, sent_since};
-use crate::runtime::{MediaKind, OutgoingContent};
+use crate::messages::{
+    MediaInput, content_from_request, day_window, parse_recipient, record_outcome, sent_since,
+};
+use crate::runtime::{MediaKind, OutgoingContent, RuntimeError, new_wa_message_id};
 use crate::state::AppState;
 
 /// Most recipients in one bulk request.
@@ -36,6 +46,11 @@ pub const MAX_PER_MINUTE: u32 = 600;
 const MAX_IDLE: Duration = Duration::from_secs(5);
 /// Rows sent per tick at most (the rest on the next).
 const TICK_BATCH: usize = 100;
+/// How long a message waits when its account's session is not running (e.g. still reconnecting
+/// after a restart) before it is tried again.
+pub const NOT_RUNNING_RETRY_MS: i64 = 5_000;
+/// Claims of one message at most; then it fails (its account never came back).
+pub const MAX_ATTEMPTS: i64 = 120;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -143,19 +158,19 @@ pub async fn bulk_send(
         .db
         .call(move |c| {
             let tx = c.transaction()?;
-            let acc_row: Option<(String, i64)> = tx
+            let acc_row: Option<(String, i64, String)> = tx
                 .query_row(
-                    "SELECT state, daily_limit FROM accounts WHERE tenant_id = ?1 AND id = ?2",
+                    "SELECT state, daily_limit, time_zone FROM accounts WHERE tenant_id = ?1 AND id = ?2",
                     params![tenant, acc],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
-            let Some((state, limit)) = acc_row else { return Ok(Admission::NotFound) };
+            let Some((state, limit, tz)) = acc_row else { return Ok(Admission::NotFound) };
             let state = AccountState::parse(&state).unwrap_or(AccountState::Error);
             if state != AccountState::Active {
                 return Ok(Admission::NotActive(state));
             }
-            let (start, reset_at) = day_window(now);
+            let (start, reset_at) = day_window(now, &tz);
             let used = sent_since(&tx, &acc, start)?;
             if used + rows.len() as i64 > limit {
                 return Ok(Admission::LimitReached { limit, remaining: (limit - used).max(0), reset_at });
@@ -206,6 +221,7 @@ pub async fn bulk_send(
 
 struct Due {
     id: String,
+    attempts: i64,
     tenant_id: String,
     account_id: String,
     chat: String,
@@ -226,7 +242,7 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
         .call(move |c| {
             let mut stmt = c.prepare(
                 "SELECT m.id, m.tenant_id, m.account_id, m.chat_jid, m.kind, m.body, m.media_mimetype,
-                   m.media_file_name, b.media_data
+                   m.media_file_name, b.media_data, m.attempts
                  FROM messages m JOIN bulk_sends b ON b.id = m.bulk_id
                  WHERE m.due_at IS NOT NULL AND m.due_at <= ?1 AND m.status = 'pending'
                  ORDER BY m.due_at, m.id LIMIT ?2",
@@ -243,6 +259,7 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
                         mimetype: r.get(6)?,
                         file_name: r.get(7)?,
                         media: r.get(8)?,
+                        attempts: r.get(9)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -250,21 +267,33 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
         })
         .await?;
     for d in due {
-        // Claim the row so a concurrent tick cannot send it twice.
-        let id = d.id.clone();
-        let claimed = st
+        // Claim the row so a concurrent tick cannot send it twice, and fix the WhatsApp id it
+        // goes out under (kept from an interrupted earlier attempt).
+        let (id, fresh) = (d.id.clone(), new_wa_message_id());
+        let claimed: Option<String> = st
             .db
             .call(move |c| {
-                Ok(c.execute(
-                    "UPDATE messages SET due_at = NULL, attempts = attempts + 1
+                let tx = c.transaction()?;
+                let n = tx.execute(
+                    "UPDATE messages SET due_at = NULL, attempts = attempts + 1,
+                       reserved_wa_id = COALESCE(reserved_wa_id, ?2)
                      WHERE id = ?1 AND due_at IS NOT NULL AND status = 'pending'",
-                    params![id],
-                )? == 1)
+                    params![id, fresh],
+                )?;
+                let wa_id = if n == 1 {
+                    tx.query_row("SELECT reserved_wa_id FROM messages WHERE id = ?1", params![id], |r| {
+                        r.get(0)
+                    })
+                    .optional()?
+                    .flatten()
+                } else {
+                    None
+                };
+                tx.commit()?;
+                Ok(wa_id)
             })
             .await?;
-        if !claimed {
-            continue;
-        }
+        let Some(wa_id) = claimed else { continue };
         let content = match (MediaKind::parse(&d.kind), d.media) {
             (Some(kind), Some(data)) => OutgoingContent::Media {
                 kind,
@@ -275,9 +304,21 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
             },
             _ => OutgoingContent::Text { body: d.body.unwrap_or_default(), quoted_id: None },
         };
-        if let Err(e) =
-            dispatch(st, runtime.as_ref(), &d.tenant_id, &d.account_id, &d.id, &d.chat, content).await
-        {
+        let result = runtime.send_with_id(&d.tenant_id, &d.account_id, &d.chat, &wa_id, content).await;
+        if matches!(result, Err(RuntimeError::NotRunning)) && d.attempts + 1 < MAX_ATTEMPTS {
+            // Not sent: the session is down for now (reconnecting). Queue it again.
+            let (id, at) = (d.id.clone(), st.clock.now_ms() + NOT_RUNNING_RETRY_MS);
+            st.db
+                .call(move |c| {
+                    Ok(c.execute(
+                        "UPDATE messages SET due_at = ?2 WHERE id = ?1 AND due_at IS NULL AND status = 'pending'",
+                        params![id, at],
+                    )?)
+                })
+                .await?;
+            continue;
+        }
+        if let Err(e) = record_outcome(st, &d.tenant_id, &d.account_id, &d.id, result).await {
             tracing::warn!(message_id = %d.id, error = %e, "bulk message not recorded");
         }
     }
@@ -292,9 +333,31 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
         .await
 }
 
-/// Sends bulk messages as they fall due until `shutdown` resolves.
+/// Queues again every bulk message that was claimed but never recorded as sent or failed (the
+/// server stopped in between); it keeps its WhatsApp id. Call before the first [`tick`] of a
+/// server's life, never while one runs. Returns how many were queued.
+pub async fn recover_interrupted(st: &AppState) -> Result<usize, DbError> {
+    let now = st.clock.now_ms();
+    st.db
+        .call(move |c| {
+            Ok(c.execute(
+                "UPDATE messages SET due_at = ?1
+                 WHERE bulk_id IS NOT NULL AND status = 'pending' AND due_at IS NULL",
+                params![now],
+            )?)
+        })
+        .await
+}
+
+/// Sends bulk messages as they fall due until `shutdown` resolves. Starts by queueing again
+/// what an earlier run left interrupted ([`recover_interrupted`]).
 pub async fn run(st: AppState, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
+    match recover_interrupted(&st).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "bulk messages interrupted by the last stop are sent again"),
+        Err(e) => tracing::error!(error = %e, "cannot queue interrupted bulk messages again"),
+    }
     loop {
         let wait = match tick(&st).await {
             Ok(Some(next)) => Duration::from_millis((next - st.clock.now_ms()).clamp(0, 60_000) as u64),

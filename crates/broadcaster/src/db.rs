@@ -188,6 +188,12 @@ ALTER TABLE messages ADD COLUMN bulk_id TEXT REFERENCES bulk_sends(id) ON DELETE
 ALTER TABLE messages ADD COLUMN due_at INTEGER;
 CREATE INDEX messages_due ON messages(due_at) WHERE due_at IS NOT NULL;
 "#,
+    // 5: the WhatsApp id chosen (and stored) before a send, so that a retry after a crash reuses
+    // it; an index for the daily counters (per account and direction, by time)
+    r#"
+ALTER TABLE messages ADD COLUMN reserved_wa_id TEXT;
+CREATE INDEX messages_account_day ON messages(account_id, direction, created_at);
+"#,
 ];
 
 /// Schema version this binary writes.

@@ -136,7 +136,7 @@ pub async fn build_server_with_clock(
     } else {
         Upstream::whatsapp()
     };
-    let store_path = config.data_dir.join("wa-auth.sqlite3");
+    let store_path = config.data_dir.join(wa_runtime::SQLITE_AUTH_FILE);
     let store =
         WaRuntime::open_sqlite_store(&store_path).await.map_err(|e| ServeError::AuthStore(e.to_string()))?;
     let sink = DbSessionEvents::new(db, clock.clone(), notify, state.live.clone(), state.metrics.clone());
@@ -274,10 +274,16 @@ pub async fn serve_with(
         Ok(_) => tracing::info!("campaign engine stopped"),
         Err(_) => tracing::warn!("campaign engine did not stop in time"),
     }
-    // Bulk sends still pending stay queued in the database and resume at the next start.
-    match tokio::time::timeout(timeout, bulk_task).await {
+    // Bulk sends still pending stay queued in the database and resume at the next start. A send
+    // that outlives the timeout is abandoned: its row stays claimed, and the next start sends it
+    // again under the same WhatsApp id (bulk::recover_interrupted).
+    let mut bulk_task = bulk_task;
+    match tokio::time::timeout(timeout, &mut bulk_task).await {
         Ok(_) => tracing::info!("bulk sender stopped"),
-        Err(_) => tracing::warn!("bulk sender did not stop in time"),
+        Err(_) => {
+            bulk_task.abort();
+            tracing::warn!("bulk sender did not stop in time; its send in hand resumes at the next start");
+        }
     }
     match tokio::time::timeout(timeout, runtime.shutdown()).await {
         Ok(()) => tracing::info!("WhatsApp sessions closed"),

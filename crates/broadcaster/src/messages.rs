@@ -160,10 +160,22 @@ pub fn parse_recipient(input: &str) -> Result<Recipient, ApiError> {
     Ok(Recipient { to: e164.digits().to_owned(), chat: format!("{}@s.whatsapp.net", e164.digits()) })
 }
 
-/// Start of the current day (UTC) and the start of the next, in ms.
-pub(crate) fn day_window(now: i64) -> (i64, i64) {
-    let start = now.div_euclid(DAY_MS) * DAY_MS;
-    (start, start + DAY_MS)
+/// Start of the current day in the IANA time zone `tz` and the start of the next (the next
+/// local midnight, which DST can make 23 or 25 hours away), in ms. An unknown zone (not
+/// possible for stored accounts: names are checked on input) counts in UTC.
+pub(crate) fn day_window(now: i64, tz: &str) -> (i64, i64) {
+    let utc = || {
+        let start = now.div_euclid(DAY_MS) * DAY_MS;
+        (start, start + DAY_MS)
+    };
+    let (Ok(zone), Ok(ts)) = (jiff::tz::TimeZone::get(tz), jiff::Timestamp::from_millisecond(now)) else {
+        return utc();
+    };
+    let local = ts.to_zoned(zone);
+    match (local.start_of_day(), local.tomorrow().and_then(|t| t.start_of_day())) {
+        (Ok(start), Ok(next)) => (start.timestamp().as_millisecond(), next.timestamp().as_millisecond()),
+        _ => utc(),
+    }
 }
 
 /// Outgoing messages that count against the daily limit since `since`.
@@ -189,9 +201,10 @@ pub fn received_since(c: &rusqlite::Connection, account_id: &str, since: i64) ->
 pub fn usage_today(
     c: &rusqlite::Connection,
     account_id: &str,
+    time_zone: &str,
     now: i64,
 ) -> rusqlite::Result<(i64, i64, i64)> {
-    let (start, reset) = day_window(now);
+    let (start, reset) = day_window(now, time_zone);
     Ok((sent_since(c, account_id, start)?, received_since(c, account_id, start)?, reset))
 }
 
@@ -247,6 +260,8 @@ pub async fn send_message_as(
     }
     let now = st.clock.now_ms();
     let id = new_id("msg");
+    // The WhatsApp id is reserved with the row, so a resend after a crash is the same message.
+    let wa_id = wa_message_id.map_or_else(crate::runtime::new_wa_message_id, str::to_owned);
     let (kind, body) = kind_and_body(&content);
     let (mimetype, file_name, size, data) = match &content {
         OutgoingContent::Media { mimetype, file_name, data, .. } => {
@@ -258,24 +273,25 @@ pub async fn send_message_as(
         OutgoingContent::Text { quoted_id: Some(q), .. } => Some(q.clone()),
         _ => None,
     };
-    let (t, a, i, chat) = (tenant_id.to_owned(), account_id.to_owned(), id.clone(), recipient.chat.clone());
+    let (t, a, i, chat, w) =
+        (tenant_id.to_owned(), account_id.to_owned(), id.clone(), recipient.chat.clone(), wa_id.clone());
     let (admission, quoted_wa) = st
         .db
         .call(move |c| {
             let tx = c.transaction()?;
-            let acc: Option<(String, i64)> = tx
+            let acc: Option<(String, i64, String)> = tx
                 .query_row(
-                    "SELECT state, daily_limit FROM accounts WHERE tenant_id = ?1 AND id = ?2",
+                    "SELECT state, daily_limit, time_zone FROM accounts WHERE tenant_id = ?1 AND id = ?2",
                     params![t, a],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
-            let Some((state, limit)) = acc else { return Ok((Admission::NotFound, None)) };
+            let Some((state, limit, tz)) = acc else { return Ok((Admission::NotFound, None)) };
             let state = AccountState::parse(&state).unwrap_or(AccountState::Error);
             if state != AccountState::Active {
                 return Ok((Admission::NotActive(state), None));
             }
-            let (start, reset_at) = day_window(now);
+            let (start, reset_at) = day_window(now, &tz);
             if sent_since(&tx, &a, start)? >= limit {
                 return Ok((Admission::LimitReached { limit, reset_at }, None));
             }
@@ -296,8 +312,9 @@ pub async fn send_message_as(
             let Ok(quoted_wa) = quoted_wa else { return Ok((Admission::UnknownReplyTarget, None)) };
             tx.execute(
                 "INSERT INTO messages (id, tenant_id, account_id, direction, chat_jid, kind, body, media_mimetype,
-                   media_file_name, media_size, quoted_id, status, attempts, created_at, updated_at)
-                 VALUES (?1,?2,?3,'outgoing',?4,?5,?6,?7,?8,?9,?10,'pending',1,?11,?11)",
+                   media_file_name, media_size, quoted_id, status, attempts, created_at, updated_at,
+                   reserved_wa_id)
+                 VALUES (?1,?2,?3,'outgoing',?4,?5,?6,?7,?8,?9,?10,'pending',1,?11,?11,?12)",
                 params![
                     i,
                     t,
@@ -309,7 +326,8 @@ pub async fn send_message_as(
                     file_name,
                     size,
                     quoted_wa,
-                    now
+                    now,
+                    w
                 ],
             )?;
             if let Some(d) = &data {
@@ -352,8 +370,7 @@ pub async fn send_message_as(
         *quoted_id = Some(w);
     }
     let (result, stored) =
-        dispatch_as(st, runtime.as_ref(), tenant_id, account_id, &id, &recipient.to, content, wa_message_id)
-            .await?;
+        dispatch(st, runtime.as_ref(), tenant_id, account_id, &id, &wa_id, &recipient.to, content).await?;
     match result {
         Ok(_) => stored.ok_or(ApiError::NotFound("message")),
         Err(RuntimeError::NotRunning) => Err(ApiError::Conflict {
@@ -364,37 +381,33 @@ pub async fn send_message_as(
     }
 }
 
-/// Hands an admitted `pending` row's content to the runtime and records the outcome: `sent`
-/// (with WhatsApp's id, applying receipts that arrived early) or `failed`, with the
-/// `message_sent` / `message_status_update` events. Shared by single and bulk sends.
+/// Hands an admitted `pending` row's content to the runtime under the WhatsApp id `wa_id`
+/// stored with the row beforehand, and records the outcome: `sent` (with WhatsApp's id,
+/// applying receipts that arrived early) or `failed`, with the `message_sent` /
+/// `message_status_update` events. Shared by single and bulk sends.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn dispatch(
     st: &AppState,
     runtime: &dyn crate::runtime::AccountRuntime,
     tenant_id: &str,
     account_id: &str,
     id: &str,
+    wa_id: &str,
     to: &str,
     content: OutgoingContent,
 ) -> Result<(Result<crate::runtime::SentMessage, RuntimeError>, Option<StoredMessage>), ApiError> {
-    dispatch_as(st, runtime, tenant_id, account_id, id, to, content, None).await
+    let result = runtime.send_with_id(tenant_id, account_id, to, wa_id, content).await;
+    record_outcome(st, tenant_id, account_id, id, result).await
 }
 
-/// [`dispatch`] under a chosen WhatsApp message id when `wa_message_id` is given.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn dispatch_as(
+/// Records what the runtime answered for the `pending` row `id` (see [`dispatch`]).
+pub(crate) async fn record_outcome(
     st: &AppState,
-    runtime: &dyn crate::runtime::AccountRuntime,
     tenant_id: &str,
     account_id: &str,
     id: &str,
-    to: &str,
-    content: OutgoingContent,
-    wa_message_id: Option<&str>,
+    result: Result<crate::runtime::SentMessage, RuntimeError>,
 ) -> Result<(Result<crate::runtime::SentMessage, RuntimeError>, Option<StoredMessage>), ApiError> {
-    let result = match wa_message_id {
-        Some(w) => runtime.send_with_id(tenant_id, account_id, to, content, w).await,
-        None => runtime.send(tenant_id, account_id, to, content).await,
-    };
     let id = id.to_owned();
     let now = st.clock.now_ms();
     let (t, a, i) = (tenant_id.to_owned(), account_id.to_owned(), id.clone());
@@ -1140,10 +1153,19 @@ mod tests {
     }
 
     #[test]
-    fn day_window_is_utc_midnight() {
-        let (s, e) = day_window(1_700_000_000_000);
+    fn day_window_is_local_midnight() {
+        let (s, e) = day_window(1_700_000_000_000, "UTC");
         assert_eq!(s % DAY_MS, 0);
         assert_eq!(e - s, DAY_MS);
         assert!(s <= 1_700_000_000_000 && 1_700_000_000_000 < e);
+        // 2026-11-21 10:00 UTC is 05:00 in New York (UTC-5): the day began at 05:00 UTC.
+        let t = 1_795_255_200_000;
+        assert_eq!(day_window(t, "America/New_York"), (t - 5 * 3_600_000, t + 19 * 3_600_000));
+        // Kolkata is UTC+5:30: 15:30 local, the day began at 18:30 UTC the day before.
+        assert_eq!(day_window(t, "Asia/Kolkata").0, t - 15 * 3_600_000 - 1_800_000);
+        // DST: the day the clocks go back in New York (2026-11-01) has 25 hours.
+        let nov1 = 1_793_505_600_000; // 2026-11-01 00:00 EDT = 04:00 UTC
+        assert_eq!(day_window(nov1 + 3_600_000, "America/New_York"), (nov1, nov1 + 25 * 3_600_000));
+        assert_eq!(day_window(t, "Not/AZone"), day_window(t, "UTC"));
     }
 }

@@ -238,6 +238,14 @@ pub enum RuntimeError {
     Failed(String),
 }
 
+/// A new WhatsApp message id in WhatsApp Web's format (`3EB0` + 18 hex digits, 72 random bits).
+/// The server chooses it and stores it with the message before sending, so that a send
+/// interrupted by a crash is retried under the same id: the recipient's devices keep one copy.
+pub fn new_wa_message_id() -> String {
+    let bytes: [u8; 9] = rand::random();
+    format!("3EB0{}", hex::encode_upper(bytes))
+}
+
 pub type RuntimeFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, RuntimeError>> + Send + 'a>>;
 
 /// Sink for a session's events: the server's side of the seam.
@@ -250,6 +258,22 @@ pub trait SessionEvents: Send + Sync + 'static {
         account_id: &'a str,
         event: SessionEvent,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+    /// [`SessionEvents::emit`], answering whether the event is now durably recorded. Runtimes
+    /// confirm an incoming message to WhatsApp's client store (so it is not replayed at the
+    /// next start) only after `true`. Sinks that record nothing keep the default (`true` once
+    /// emitted).
+    fn record<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        event: SessionEvent,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
+            self.emit(tenant_id, account_id, event).await;
+            true
+        })
+    }
 }
 
 /// Drives live WhatsApp sessions, one per account.
@@ -274,21 +298,20 @@ pub trait AccountRuntime: Send + Sync + 'static {
         to: &'a str,
         content: OutgoingContent,
     ) -> RuntimeFuture<'a, SentMessage>;
-    /// [`AccountRuntime::send`] under a caller-chosen WhatsApp message id, so a send repeated
-    /// after a crash is the same message to WhatsApp and to the recipient. Runtimes that cannot
-    /// choose ids keep the default, which refuses.
+    /// [`AccountRuntime::send`] under a WhatsApp message id the server chose and stored
+    /// beforehand ([`new_wa_message_id`]): a retry after a crash reuses it, so the recipient
+    /// sees one message. Runtimes that cannot choose ids keep the default, which ignores it
+    /// (a retry may then show twice).
     fn send_with_id<'a>(
         &'a self,
         tenant_id: &'a str,
         account_id: &'a str,
         to: &'a str,
+        wa_message_id: &'a str,
         content: OutgoingContent,
-        message_id: &'a str,
     ) -> RuntimeFuture<'a, SentMessage> {
-        let _ = (tenant_id, account_id, to, content, message_id);
-        Box::pin(async {
-            Err(RuntimeError::Failed("this runtime cannot send under a chosen message id".into()))
-        })
+        let _ = wa_message_id;
+        self.send(tenant_id, account_id, to, content)
     }
     /// Gets the session ready to send to all of `to` (JIDs or E.164 digits) soon, in batched
     /// queries. Best effort; the default does nothing.
@@ -308,6 +331,13 @@ pub trait AccountRuntime: Send + Sync + 'static {
         account_id: &'a str,
         phones: &'a [String],
     ) -> RuntimeFuture<'a, Vec<NumberCheck>>;
+    /// Stops the session (if any) and deletes everything the auth store holds for the account
+    /// (keys, sessions, credentials), without telling WhatsApp. Used when an account is deleted.
+    /// Runtimes that store nothing keep the default.
+    fn forget<'a>(&'a self, tenant_id: &'a str, account_id: &'a str) -> RuntimeFuture<'a, ()> {
+        let _ = (tenant_id, account_id);
+        Box::pin(async { Ok(()) })
+    }
     /// Fetches and decrypts the media file of a received message, given the
     /// [`IncomingMedia::handle`] this runtime reported. Runtimes that never report incoming
     /// media keep the default, which refuses.

@@ -24,6 +24,8 @@ use crate::runtime::{
 
 /// How long a pairing code is valid (WhatsApp's phone UI accepts it for about three minutes).
 const PAIRING_CODE_TTL_MS: i64 = 180_000;
+/// The SQLite auth store's file in the data directory.
+pub const SQLITE_AUTH_FILE: &str = "wa-auth.sqlite3";
 /// Received messages remembered per session so replies can quote them.
 const RECENT_MESSAGES: usize = 512;
 
@@ -111,7 +113,10 @@ impl WaRuntime {
             .store(self.store.device(&id))
             .url(self.upstream.url.clone())
             .push_name(self.push_name.clone())
-            .reconnect(true, Duration::from_secs(1), Duration::from_secs(60));
+            .reconnect(true, Duration::from_secs(1), Duration::from_secs(60))
+            // A received message stays pending in the auth store until the server's database
+            // holds it (`mark_handled` in the pump); a crash in between replays it at next start.
+            .confirm_handled(true);
         if let Some(k) = self.upstream.root_key {
             b = b.root_key(k);
         }
@@ -147,69 +152,6 @@ impl WaRuntime {
     /// How many sessions are running.
     pub fn session_count(&self) -> usize {
         lock(&self.sessions).len()
-    }
-
-    /// Sends `content` under WhatsApp message id `id` (campaigns: the same id on every
-    /// attempt, so a repeat after a crash is one message to the recipient).
-    async fn send_as(
-        &self,
-        tenant_id: &str,
-        account_id: &str,
-        to: &str,
-        content: OutgoingContent,
-        id: &str,
-    ) -> Result<SentMessage, RuntimeError> {
-        let (client, recent) = self.session_client(tenant_id, account_id)?;
-        let jid = parse_to(to)?;
-        let message = match content {
-            OutgoingContent::Text { body, quoted_id: None } => {
-                Message { conversation: Some(body), ..Default::default() }
-            }
-            OutgoingContent::Text { body, quoted_id: Some(q) } => {
-                let found =
-                    lock(&recent).iter().find(|(id, _, _)| *id == q).map(|(_, i, m)| (i.clone(), m.clone()));
-                let ctx = match found {
-                    Some((info, msg)) => wa_proto::ContextInfo {
-                        stanza_id: Some(info.id.clone()),
-                        participant: Some(info.sender.to_non_ad().to_string()),
-                        quoted_message: Some(Box::new(msg)),
-                        ..Default::default()
-                    },
-                    // Quoting one of our own messages (or one older than the cache): the
-                    // stanza id is enough for WhatsApp to link the reply.
-                    None => wa_proto::ContextInfo {
-                        stanza_id: Some(q),
-                        participant: client.jid().map(|j| j.to_non_ad().to_string()),
-                        ..Default::default()
-                    },
-                };
-                Message {
-                    extended_text_message: Some(Box::new(wa_proto::message::ExtendedTextMessage {
-                        text: Some(body),
-                        context_info: Some(Box::new(ctx)),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                }
-            }
-            OutgoingContent::Media { kind, data, mimetype, caption, file_name } => {
-                let mut opts = MediaOptions::new(mimetype);
-                if let Some(c) = caption {
-                    opts = opts.caption(c);
-                }
-                if let Some(f) = file_name {
-                    opts = opts.file_name(f);
-                }
-                if kind == MediaKind::Voice {
-                    opts = opts.voice_note();
-                }
-                let uploaded = client.upload(&data, media_type(kind)).await.map_err(send_error)?;
-                let now_unix = self.clock.now_ms() / 1000;
-                uploaded.to_message(&opts, now_unix).map_err(send_error)?
-            }
-        };
-        let r = client.send_message_with_id(&jid, id.to_owned(), message).await.map_err(send_error)?;
-        Ok(SentMessage::new(r.id, i64::try_from(r.timestamp).unwrap_or(0).saturating_mul(1000)))
     }
 }
 
@@ -300,6 +242,13 @@ impl Pump {
         self.events.emit(&self.tenant_id, &self.account_id, e).await;
     }
 
+    async fn mark_handled(&self, info: &wa_client::MessageInfo) {
+        if let Err(e) = self.client.mark_handled(info).await {
+            // Not lost: it is replayed at the next start and recorded once (ids are unique).
+            tracing::warn!(account_id = %self.account_id, error = %e, "message not confirmed to the store");
+        }
+    }
+
     async fn run(self, mut stream: wa_client::EventStream) {
         let mut pairing_requested = false;
         while let Some(ev) = stream.recv().await {
@@ -364,6 +313,8 @@ impl Pump {
                 }
                 Event::Message(m) => {
                     if m.info.from_me {
+                        // Our own sends (from this or another companion): nothing to record.
+                        self.mark_handled(&m.info).await;
                         continue;
                     }
                     {
@@ -374,7 +325,7 @@ impl Pump {
                         r.push_back((m.info.id.clone(), m.info.clone(), m.message.clone()));
                     }
                     let ts = i64::try_from(m.info.timestamp).unwrap_or(0).saturating_mul(1000);
-                    self.emit(SessionEvent::IncomingMessage {
+                    let event = SessionEvent::IncomingMessage {
                         message_id: m.info.id.clone(),
                         chat: m.info.chat.to_string(),
                         from: m.info.sender.to_non_ad().to_string(),
@@ -384,8 +335,11 @@ impl Pump {
                         media: media_kind(&m.message),
                         timestamp_ms: if ts > 0 { ts } else { now },
                         media_info: incoming_media(&m.message),
-                    })
-                    .await;
+                    };
+                    // Confirmed only once committed; otherwise the client replays it (next start).
+                    if self.events.record(&self.tenant_id, &self.account_id, event).await {
+                        self.mark_handled(&m.info).await;
+                    }
                 }
                 Event::Receipt(r) => {
                     let status = match r.kind {
@@ -405,6 +359,13 @@ impl Pump {
                 _ => {}
             }
         }
+    }
+}
+
+fn send_error(e: wa_client::Error) -> RuntimeError {
+    match e {
+        wa_client::Error::NotConnected => RuntimeError::NotRunning,
+        e => failed(e),
     }
 }
 
@@ -489,38 +450,53 @@ impl AccountRuntime for WaRuntime {
         content: OutgoingContent,
     ) -> RuntimeFuture<'a, SentMessage> {
         Box::pin(async move {
+            let id = crate::runtime::new_wa_message_id();
+            self.send_with_id(tenant_id, account_id, to, &id, content).await
+        })
+    }
+
+    fn send_with_id<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        to: &'a str,
+        wa_message_id: &'a str,
+        content: OutgoingContent,
+    ) -> RuntimeFuture<'a, SentMessage> {
+        Box::pin(async move {
             let (client, recent) = self.session_client(tenant_id, account_id)?;
             let jid = parse_to(to)?;
-            let result = match content {
-                OutgoingContent::Text { body, quoted_id: None } => client.send_text(&jid, &body).await,
+            let message = match content {
+                OutgoingContent::Text { body, quoted_id: None } => {
+                    Message { conversation: Some(body), ..Default::default() }
+                }
                 OutgoingContent::Text { body, quoted_id: Some(q) } => {
                     let found = lock(&recent)
                         .iter()
                         .find(|(id, _, _)| *id == q)
                         .map(|(_, i, m)| (i.clone(), m.clone()));
-                    match found {
-                        Some((info, msg)) => client.send_reply(&info, &msg, &body).await,
-                        None => {
-                            // Quoting one of our own messages (or one older than the cache):
-                            // the stanza id is enough for WhatsApp to link the reply.
-                            let own = client.jid().map(|j| j.to_non_ad().to_string());
-                            let ctx = wa_proto::ContextInfo {
-                                stanza_id: Some(q),
-                                participant: own,
-                                ..Default::default()
-                            };
-                            let m = Message {
-                                extended_text_message: Some(Box::new(
-                                    wa_proto::message::ExtendedTextMessage {
-                                        text: Some(body),
-                                        context_info: Some(Box::new(ctx)),
-                                        ..Default::default()
-                                    },
-                                )),
-                                ..Default::default()
-                            };
-                            client.send_message(&jid, m).await
-                        }
+                    let ctx = match found {
+                        Some((info, msg)) => wa_proto::ContextInfo {
+                            stanza_id: Some(info.id.clone()),
+                            participant: Some(info.sender.to_non_ad().to_string()),
+                            quoted_message: Some(Box::new(msg)),
+                            ..Default::default()
+                        },
+                        // Quoting one of our own messages (or one older than the cache): the
+                        // stanza id is enough for WhatsApp to link the reply.
+                        None => wa_proto::ContextInfo {
+                            stanza_id: Some(q),
+                            participant: client.jid().map(|j| j.to_non_ad().to_string()),
+                            ..Default::default()
+                        },
+                    };
+                    Message {
+                        extended_text_message: Some(Box::new(wa_proto::message::ExtendedTextMessage {
+                            text: Some(body),
+                            context_info: Some(Box::new(ctx)),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
                     }
                 }
                 OutgoingContent::Media { kind, data, mimetype, caption, file_name } => {
@@ -534,26 +510,16 @@ impl AccountRuntime for WaRuntime {
                     if kind == MediaKind::Voice {
                         opts = opts.voice_note();
                     }
-                    client.send_media(&jid, media_type(kind), &data, &opts).await
+                    let uploaded = client.upload(&data, media_type(kind)).await.map_err(send_error)?;
+                    uploaded.to_message(&opts, self.clock.now_ms() / 1000).map_err(send_error)?
                 }
             };
-            let r = result.map_err(|e| match e {
-                wa_client::Error::NotConnected => RuntimeError::NotRunning,
-                e => failed(e),
-            })?;
+            let r = client
+                .send_message_with_id(&jid, wa_message_id.to_owned(), message)
+                .await
+                .map_err(send_error)?;
             Ok(SentMessage::new(r.id, i64::try_from(r.timestamp).unwrap_or(0).saturating_mul(1000)))
         })
-    }
-
-    fn send_with_id<'a>(
-        &'a self,
-        tenant_id: &'a str,
-        account_id: &'a str,
-        to: &'a str,
-        content: OutgoingContent,
-        message_id: &'a str,
-    ) -> RuntimeFuture<'a, SentMessage> {
-        Box::pin(self.send_as(tenant_id, account_id, to, content, message_id))
     }
 
     fn prepare_recipients<'a>(
@@ -588,6 +554,17 @@ impl AccountRuntime for WaRuntime {
                     NumberCheck::new(phone, jid.is_some(), jid.map(|j| j.to_non_ad().to_string()))
                 })
                 .collect())
+        })
+    }
+
+    fn forget<'a>(&'a self, tenant_id: &'a str, account_id: &'a str) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            let id = DeviceId::new(account_id).map_err(failed)?;
+            if let Some(s) = self.take(tenant_id, account_id) {
+                s.pump.abort();
+                s.client.disconnect().await;
+            }
+            self.store.delete_device(&id).await.map_err(failed)
         })
     }
 

@@ -696,9 +696,24 @@ async fn start_clocked(
     emu: &Arc<EmulatorHandle>,
     clock: Arc<broadcaster::clock::ManualClock>,
 ) -> (Running, String, broadcaster::state::AppState) {
-    let config = config(dir);
+    let (srv, key, state) = start_clocked_with(dir, emu, clock, |_| {}).await;
+    (srv, key.expect("a fresh database generates the admin key"), state)
+}
+
+/// A server on `dir` reading time from `clock`; the admin key when the database is new.
+async fn start_clocked_with(
+    dir: &std::path::Path,
+    emu: &Arc<EmulatorHandle>,
+    clock: Arc<broadcaster::clock::ManualClock>,
+    tweak: impl FnOnce(&mut Config),
+) -> (Running, Option<String>, broadcaster::state::AppState) {
+    let mut config = config(dir);
+    tweak(&mut config);
     let (db, boot) = broadcaster::open_database(&config, None).await.unwrap();
-    let Bootstrap::Generated(key) = boot else { panic!("a fresh database generates the admin key") };
+    let key = match boot {
+        Bootstrap::Generated(k) => Some(k),
+        _ => None,
+    };
     let server = broadcaster::build_server_with_clock(&config, db, Some(emu.clone()), clock).await.unwrap();
     let state = server.state.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -852,6 +867,356 @@ async fn webhook_answer_with_a_reply_is_sent_back_on_the_same_chat() {
     let incoming = msgs.iter().find(|m| m["direction"] == "incoming").expect("the question");
     let outgoing = msgs.iter().find(|m| m["direction"] == "outgoing").expect("the auto-reply");
     assert_eq!(outgoing["quoted_id"], incoming["id"], "{page}");
+    ws.close(None).await.ok();
+    srv.stop().await;
+}
+
+/// A WebSocket on `key`, once `acc` is active (after a restart it resumes without pairing).
+async fn wait_active(a: SocketAddr, key: &str, acc: &str) -> Ws {
+    let mut ws = open_ws(a, key).await;
+    let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}"), key, None).await;
+    if v["state"] != "active" {
+        next_ws(&mut ws, "active after restart", |v| {
+            assert_ne!(v["event"], "qr_code", "asked to pair again");
+            v["event"] == "connection_update"
+                && v["data"]["account_id"] == acc
+                && v["data"]["state"] == "active"
+        })
+        .await;
+    }
+    ws
+}
+
+const HOUR: i64 = 3_600_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_counters_reset_at_local_midnight_health_and_delete_purges_auth() {
+    use broadcaster::clock::Clock as _;
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(12), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(broadcaster::clock::ManualClock::new(T0));
+    let (srv, admin, _state) = start_clocked(dir.path(), &emu, clock.clone()).await;
+    let a = srv.addr;
+    let (key, acc, mut ws) = linked_account(a, &admin, "+15550009500").await;
+    let path = format!("/api/v1/accounts/{acc}");
+    for tz in ["Mars/Olympus_Mons", "../etc/passwd", "EST5EDT,M3.2.0,M11.1.0", "", "UTC+3"] {
+        let (s, v) = call(a, "PATCH", &path, &key, Some(json!({ "time_zone": tz }))).await;
+        assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_time_zone")), "{tz}: {v}");
+    }
+    let (s, v) =
+        call(a, "POST", "/api/v1/accounts", &key, Some(json!({ "name": "x", "time_zone": "Nowhere/City" })))
+            .await;
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_time_zone")), "{v}");
+    // New York: 10:00 UTC is 05:00 local; the counters reset at 05:00 UTC tomorrow. Names are
+    // stored in their canonical spelling.
+    let (s, v) =
+        call(a, "PATCH", &path, &key, Some(json!({ "time_zone": "america/new_york", "daily_limit": 4 })))
+            .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["time_zone"], "America/New_York", "{v}");
+    assert_eq!(v["today"]["resets_at"], T0 + 19 * HOUR, "{v}");
+    let fred = emu.create_account("15550009501", "Fred").unwrap();
+    let send = format!("{path}/messages");
+    let text = |t: &str| Some(json!({ "to": "+15550009501", "text": t }));
+    for t in ["one", "two"] {
+        let (s, v) = call(a, "POST", &send, &key, text(t)).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let me: wa_client::Jid = "15550009500@s.whatsapp.net".parse().unwrap();
+    let wa_in = fred.send_text(&me, "hello").unwrap();
+    next_ws(&mut ws, "incoming", |v| {
+        v["event"] == "incoming_message" && v["data"]["wa_message_id"] == wa_in.as_str()
+    })
+    .await;
+    let (_, list) = call(a, "GET", "/api/v1/accounts", &key, None).await;
+    let v = &list[0];
+    assert_eq!(v["today"]["sent"], 2, "{v}");
+    assert_eq!(v["today"]["received"], 1, "{v}");
+    assert_eq!(v["today"]["daily_limit"], 4, "{v}");
+    assert_eq!(v["today"]["usage_percent"], 50.0, "{v}");
+    assert_eq!(v["today"]["resets_at"], T0 + 19 * HOUR, "{v}");
+    assert_eq!(v["health"]["status"], "healthy", "{v}");
+    assert_eq!(v["health"]["reasons"], json!([]), "{v}");
+
+    // 75%: healthy; 100%: critical, and sending answers 429 until local midnight.
+    let (s, _) = call(a, "POST", &send, &key, text("three")).await;
+    assert_eq!(s, 201);
+    let (_, v) = call(a, "GET", &path, &key, None).await;
+    assert_eq!(
+        (v["today"]["usage_percent"].as_f64(), v["health"]["status"].as_str()),
+        (Some(75.0), Some("healthy"))
+    );
+    // Lowering the limit to what was sent: 100%, critical.
+    let (s, v) = call(a, "PATCH", &path, &key, Some(json!({ "daily_limit": 3 }))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["today"]["usage_percent"], 100.0, "{v}");
+    assert_eq!(v["health"]["status"], "critical", "{v}");
+    let (s, v) = call(a, "PATCH", &path, &key, Some(json!({ "daily_limit": 4 }))).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = call(a, "POST", &send, &key, text("four")).await;
+    assert_eq!(s, 201);
+    let (_, v) = call(a, "GET", &path, &key, None).await;
+    assert_eq!(v["health"]["status"], "critical", "{v}");
+    assert_eq!(v["health"]["reasons"][0], "daily limit reached", "{v}");
+    let (s, v) = call(a, "POST", &send, &key, text("five")).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (429, Some("daily_limit_reached")), "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(&(T0 + 19 * HOUR).to_string()), "{v}");
+    // 4 of 5 is 80%: warning.
+    let (s, v) = call(a, "PATCH", &path, &key, Some(json!({ "daily_limit": 5 }))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["today"]["usage_percent"].as_f64(), v["health"]["status"].as_str()),
+        (Some(80.0), Some("warning"))
+    );
+    let (s, v) = call(a, "PATCH", &path, &key, Some(json!({ "daily_limit": 4 }))).await;
+    assert_eq!(s, 200, "{v}");
+
+    // One minute before local midnight: still used up. At midnight: reset.
+    clock.advance_ms(19 * HOUR - 60_000);
+    let (s, _) = call(a, "POST", &send, &key, text("five")).await;
+    assert_eq!(s, 429);
+    clock.advance_ms(60_000);
+    let (_, v) = call(a, "GET", &path, &key, None).await;
+    assert_eq!((v["today"]["sent"].as_i64(), v["today"]["received"].as_i64()), (Some(0), Some(0)), "{v}");
+    assert_eq!(v["today"]["resets_at"], T0 + 43 * HOUR, "{v}");
+    assert_eq!(v["health"]["status"], "healthy", "{v}");
+    let (s, v) = call(a, "POST", &send, &key, text("a new day")).await;
+    assert_eq!(s, 201, "{v}");
+
+    // A DST day: 2027-03-14 has 23 hours in New York (02:00 EST jumps to 03:00 EDT), so the
+    // counters reset 23 hours after that day's midnight (05:00 UTC), at 04:00 UTC.
+    let dst_midnight = 1_805_000_400_000; // 2027-03-14 00:00 EST
+    clock.advance_ms(dst_midnight + HOUR / 2 - clock.now_ms());
+    let (s, v) = call(a, "PATCH", &path, &key, Some(json!({ "daily_limit": 1 }))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["today"]["resets_at"], dst_midnight + 23 * HOUR, "{v}");
+    assert_eq!(v["today"]["sent"], 0, "{v}");
+    let (s, _) = call(a, "POST", &send, &key, text("spring")).await;
+    assert_eq!(s, 201);
+    let (s, v) = call(a, "POST", &send, &key, text("forward")).await;
+    assert_eq!(s, 429, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains(&(dst_midnight + 23 * HOUR).to_string()), "{v}");
+    clock.advance_ms(dst_midnight + 23 * HOUR - 1 - clock.now_ms());
+    let (s, _) = call(a, "POST", &send, &key, text("forward")).await;
+    assert_eq!(s, 429, "still 2027-03-14 in New York");
+    clock.advance_ms(1);
+    let (s, v) = call(a, "POST", &send, &key, text("forward")).await;
+    assert_eq!(s, 201, "{v}");
+
+    // Disconnected (and within the limit): warning. Deleted: the auth store forgets the device.
+    let (s, v) = call(a, "PATCH", &path, &key, Some(json!({ "daily_limit": 100 }))).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = call(a, "POST", &format!("{path}/disconnect"), &key, None).await;
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = call(a, "GET", &path, &key, None).await;
+    assert_eq!(v["health"]["status"], "warning", "{v}");
+    assert_eq!(v["health"]["reasons"][0], "account is disconnected", "{v}");
+    let store = wa_store::Store::open_sqlite(
+        dir.path().join(broadcaster::wa_runtime::SQLITE_AUTH_FILE),
+        wa_store::StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let has = |ids: Vec<wa_store::DeviceId>| ids.iter().any(|d| d.as_str() == acc);
+    assert!(has(store.devices().await.unwrap()), "the linked device has auth data");
+    let (s, v) = call(a, "DELETE", &path, &key, None).await;
+    assert_eq!(s, 204, "{v}");
+    assert!(!has(store.devices().await.unwrap()), "auth data purged with the account");
+    let (s, _) = call(a, "GET", &path, &key, None).await;
+    assert_eq!(s, 404);
+    ws.close(None).await.ok();
+    srv.stop().await;
+}
+
+/// Waits until message `id` satisfies `pred` (checked now, then after each event about it on
+/// `ws`, which must have been opened before this call); returns the message.
+async fn wait_message_state(
+    a: SocketAddr,
+    key: &str,
+    acc: &str,
+    ws: &mut Ws,
+    id: &str,
+    mut pred: impl FnMut(&Value) -> bool,
+) -> Value {
+    loop {
+        let (s, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}/messages/{id}"), key, None).await;
+        assert_eq!(s, 200, "{v}");
+        if pred(&v) {
+            return v;
+        }
+        next_ws(ws, "an event about the message", |e| e["data"]["id"] == id || e["data"]["message_id"] == id)
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_message_interrupted_by_a_restart_is_resent_under_the_same_id() {
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(13), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(broadcaster::clock::ManualClock::new(T0));
+    // A short shutdown timeout: the send in hand (its server ack withheld) outlives it.
+    let short = |c: &mut Config| c.shutdown_timeout = Duration::from_secs(2);
+    let (srv, admin, _state) = start_clocked_with(dir.path(), &emu, clock.clone(), short).await;
+    let a = srv.addr;
+    let (key, acc, ws) = linked_account(a, &admin.unwrap(), "+15550009700").await;
+    let bob = emu.create_account("15550009701", "Bob").unwrap();
+    let carol = emu.create_account("15550009702", "Carol").unwrap();
+    // From now on the emulator withholds its acks from our session: the first bulk message
+    // reaches Bob's phone, but the send call never completes.
+    let device = *emu.companions("15550009700").unwrap().last().expect("a linked companion");
+    let conn = emu.connection_of("15550009700", device).unwrap();
+    emu.fault_frames(conn, wa_emulator::Fault::DropStanzas { count: u32::MAX, only_tag: Some("ack".into()) })
+        .unwrap();
+    let (s, v) = call(
+        a,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/messages/bulk"),
+        &key,
+        Some(json!({ "recipients": ["+15550009701", "+15550009702"], "text": "sale", "per_minute": 1 })),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let m1 = v["messages"][0]["message_id"].as_str().unwrap().to_owned();
+    let m2 = v["messages"][1]["message_id"].as_str().unwrap().to_owned();
+    let first =
+        bob.wait_message(T, |m| m.text.as_deref() == Some("sale")).await.expect("Bob got the first send");
+    let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}/messages/{m1}"), &key, None).await;
+    assert_eq!((v["status"].as_str(), v["attempts"].as_i64()), (Some("pending"), Some(1)), "{v}");
+    assert_eq!(v["wa_message_id"], Value::Null, "{v}");
+
+    // Stop while that send hangs: it is abandoned, claimed and unrecorded, as after a crash.
+    drop(ws);
+    srv.stop().await;
+    let (srv, _, state) = start_clocked_with(dir.path(), &emu, clock.clone(), |_| {}).await;
+    let a = srv.addr;
+    let mut ws = wait_active(a, &key, &acc).await;
+    // The runner may have looked before the session was up (then the message waits a few
+    // seconds): move the clock past that, and to Carol's turn (one per minute).
+    clock.advance_ms(60_000);
+    state.bulk_wake.notify_one();
+    let v = wait_message_state(a, &key, &acc, &mut ws, &m1, |v| v["status"] != "pending").await;
+    assert!(matches!(v["status"].as_str(), Some("sent" | "delivered" | "read")), "{v}");
+    assert_eq!(v["wa_message_id"].as_str(), Some(first.id.as_str()), "resent under the first id: {v}");
+    assert!(v["attempts"].as_i64().unwrap() >= 2, "{v}");
+    let v = wait_message_state(a, &key, &acc, &mut ws, &m2, |v| v["status"] != "pending").await;
+    assert!(matches!(v["status"].as_str(), Some("sent" | "delivered" | "read")), "{v}");
+    assert!(carol.wait_message(T, |m| m.text.as_deref() == Some("sale")).await.is_some());
+    // Bob's phone got the message twice under one id: WhatsApp clients keep one copy per id.
+    assert!(
+        bob.wait_inbox(T, |inbox| inbox.iter().filter(|m| m.text.as_deref() == Some("sale")).count() == 2)
+            .await,
+        "the resend reached Bob"
+    );
+    let ids: std::collections::HashSet<String> =
+        bob.inbox().into_iter().filter(|m| m.text.as_deref() == Some("sale")).map(|m| m.id).collect();
+    assert_eq!(ids.len(), 1, "one message id: {ids:?}");
+    ws.close(None).await.ok();
+    srv.stop().await;
+}
+
+/// A session sink standing in for a server killed between the client's receipt of a message
+/// and the database write: it writes nothing and reports incoming messages as not recorded.
+struct CrashBeforeWrite(mpsc::UnboundedSender<String>);
+
+impl broadcaster::runtime::SessionEvents for CrashBeforeWrite {
+    fn emit<'a>(
+        &'a self,
+        t: &'a str,
+        a: &'a str,
+        event: broadcaster::runtime::SessionEvent,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            self.record(t, a, event).await;
+        })
+    }
+
+    fn record<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        event: broadcaster::runtime::SessionEvent,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
+            match event {
+                broadcaster::runtime::SessionEvent::IncomingMessage { message_id, .. } => {
+                    let _ = self.0.send(message_id);
+                    false
+                }
+                broadcaster::runtime::SessionEvent::Connected { .. } => {
+                    let _ = self.0.send("connected".into());
+                    true
+                }
+                _ => true,
+            }
+        })
+    }
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(T, rx.recv()).await.expect("session event in time").expect("sink open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_message_survives_a_crash_between_receipt_and_the_database_write() {
+    use broadcaster::runtime::AccountRuntime as _;
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(14), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, admin) = start(dir.path(), &emu, None).await;
+    let (key, acc, ws) = linked_account(srv.addr, &admin.unwrap(), "+15550009800").await;
+    let device = *emu.companions("15550009800").unwrap().last().expect("a linked companion");
+    drop(ws);
+    srv.stop().await;
+
+    // The account's session, run by the server's runtime over the same auth store, with a sink
+    // that never gets to write.
+    let store = broadcaster::wa_runtime::WaRuntime::open_sqlite_store(
+        &dir.path().join(broadcaster::wa_runtime::SQLITE_AUTH_FILE),
+    )
+    .await
+    .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = broadcaster::wa_runtime::WaRuntime::new(
+        store,
+        broadcaster::wa_runtime::Upstream::emulator(&emu),
+        Arc::new(CrashBeforeWrite(tx)),
+        Arc::new(broadcaster::clock::SystemClock),
+        Arc::new(broadcaster::metrics::Metrics::default()),
+    );
+    rt.connect("t", &acc, broadcaster::runtime::LinkMethod::Qr).await.unwrap();
+    assert_eq!(next(&mut rx).await, "connected");
+    let dave = emu.create_account("15550009801", "Dave").unwrap();
+    let me: wa_client::Jid = "15550009800@s.whatsapp.net".parse().unwrap();
+    let wa_id = dave.send_text(&me, "are you there?").unwrap();
+    assert_eq!(next(&mut rx).await, wa_id);
+    // WhatsApp has the device's acknowledgement: it will not deliver the message again.
+    let acked = emu
+        .wait_for(T, |e| matches!(e, wa_emulator::WorldEvent::DeviceAcked { id, device: d, .. } if *id == wa_id && *d == device))
+        .await;
+    assert!(acked.is_some(), "the device acknowledged the message");
+    rt.shutdown().await;
+    drop(rt);
+
+    // The next start replays it from the auth store into the database, once.
+    let (srv, _) = start(dir.path(), &emu, None).await;
+    let a = srv.addr;
+    let mut ws = wait_active(a, &key, &acc).await;
+    let history = format!("/api/v1/accounts/{acc}/messages?chat=%2B15550009801");
+    let (_, page) = call(a, "GET", &history, &key, None).await;
+    if page["messages"].as_array().unwrap().is_empty() {
+        next_ws(&mut ws, "the replayed message", |v| {
+            v["event"] == "incoming_message" && v["data"]["wa_message_id"] == wa_id.as_str()
+        })
+        .await;
+    }
+    let (_, page) = call(a, "GET", &history, &key, None).await;
+    let msgs = page["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 1, "{page}");
+    assert_eq!(msgs[0]["wa_message_id"], wa_id.as_str(), "{page}");
+    assert_eq!(msgs[0]["body"], "are you there?", "{page}");
     ws.close(None).await.ok();
     srv.stop().await;
 }
