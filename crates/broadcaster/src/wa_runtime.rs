@@ -155,13 +155,6 @@ impl WaRuntime {
     }
 }
 
-fn send_error(e: wa_client::Error) -> RuntimeError {
-    match e {
-        wa_client::Error::NotConnected => RuntimeError::NotRunning,
-        e => failed(e),
-    }
-}
-
 fn media_kind(m: &Message) -> Option<MediaKind> {
     if m.image_message.is_some() {
         Some(MediaKind::Image)
@@ -531,10 +524,7 @@ impl AccountRuntime for WaRuntime {
         Box::pin(async move {
             let (client, _) = self.session_client(tenant_id, account_id)?;
             let jids = to.iter().map(|t| parse_to(t)).collect::<Result<Vec<_>, _>>()?;
-            client.prepare_recipients(&jids).await.map_err(|e| match e {
-                wa_client::Error::NotConnected => RuntimeError::NotRunning,
-                e => failed(e),
-            })
+            client.prepare_recipients(&jids).await.map_err(send_error)
         })
     }
 
