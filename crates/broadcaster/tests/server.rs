@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use base64::Engine as _;
 use broadcaster::accounts::DbSessionEvents;
 use broadcaster::auth::{Bootstrap, bootstrap_admin};
 use broadcaster::clock::{Clock, ManualClock, SharedClock};
@@ -42,6 +43,15 @@ async fn harness_limited(
     runtime: impl FnOnce(DbSessionEvents) -> Option<Arc<dyn AccountRuntime>>,
     requests_per_minute: u32,
 ) -> Harness {
+    harness_full(runtime, requests_per_minute, None).await
+}
+
+/// With an emulator: the `/api/v1/emulator` endpoints are served.
+async fn harness_full(
+    runtime: impl FnOnce(DbSessionEvents) -> Option<Arc<dyn AccountRuntime>>,
+    requests_per_minute: u32,
+    emulator: Option<Arc<wa_emulator::EmulatorHandle>>,
+) -> Harness {
     let db = Db::open_in_memory().unwrap();
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let now = clock.now_ms();
@@ -56,6 +66,7 @@ async fn harness_limited(
         DbSessionEvents::new(db.clone(), shared, notify.clone(), state.live.clone(), state.metrics.clone());
     state.runtime = runtime(events);
     state.limits = Arc::new(broadcaster::state::Limits { requests_per_minute, ..Default::default() });
+    state.emulator = emulator;
     Harness { app: broadcaster::app::router(state, MAX_BODY), db, clock, notify, admin }
 }
 
@@ -237,12 +248,25 @@ async fn phone_is_normalised_to_e164_and_unique_per_tenant() {
     assert_eq!(s, StatusCode::CREATED);
 }
 
+/// Every endpoint of the API document that names a resource, with tenant B's key on tenant A's
+/// resources: 404 (not 403: existence is not revealed), and A's data unchanged. The document is
+/// checked against the list, so a new endpoint without a case here fails this test.
 #[tokio::test]
 async fn tenant_isolation_on_every_endpoint() {
-    let h = harness().await;
+    let emu = Arc::new(wa_emulator::Emulator::start(wa_emulator::EmulatorConfig::default()).await.unwrap());
+    let h = harness_full(
+        |events| {
+            Some(Arc::new(ScriptedRuntime { events, calls: Mutex::new(Vec::new()) })
+                as Arc<dyn AccountRuntime>)
+        },
+        0,
+        Some(emu),
+    )
+    .await;
     let a = h.tenant("a").await;
     let b = h.tenant("b").await;
     let acc_a = h.account(&a, "a-line").await;
+    let acc_b = h.account(&b, "b-line").await;
     let (s, hook) = h
         .call("POST", "/api/v1/webhooks", &a, Some(json!({ "url": "http://127.0.0.1:9/h", "events": ["*"] })))
         .await;
@@ -250,58 +274,116 @@ async fn tenant_isolation_on_every_endpoint() {
     let hook_a = hook["id"].as_str().unwrap().to_owned();
     let (_, keys) = h.call("GET", "/api/v1/keys", &a, None).await;
     let key_a = keys[0]["id"].as_str().unwrap().to_owned();
-    // Produce a delivery in A's outbox.
-    let (s, _) =
-        h.call("PATCH", &format!("/api/v1/accounts/{acc_a}"), &a, Some(json!({ "name": "x" }))).await;
-    assert_eq!(s, StatusCode::OK);
-    let (t, id) = (h.db.clone(), acc_a.clone());
-    let now = h.clock.now_ms();
-    let tenant_a: String = t
-        .call(move |c| Ok(c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [&id], |r| r.get(0))?))
-        .await
+    // A's account is linked and has sent a media message, a bulk send, and deliveries.
+    let (s, v) = h.call("POST", &format!("/api/v1/accounts/{acc_a}/connect"), &a, None).await;
+    assert_eq!((s, v["state"].as_str()), (StatusCode::ACCEPTED, Some("active")), "{v}");
+    let (s, _) = h.call("POST", &format!("/api/v1/accounts/{acc_b}/connect"), &b, None).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let png = base64::engine::general_purpose::STANDARD.encode(b"\x89PNG\r\n\x1a\n0000");
+    let media = json!({ "kind": "image", "data_base64": png, "mimetype": "image/png" });
+    let (s, v) = h
+        .call(
+            "POST",
+            &format!("/api/v1/accounts/{acc_a}/messages"),
+            &a,
+            Some(json!({ "to": "+14155550100", "media": media })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let msg_a = v["id"].as_str().unwrap().to_owned();
+    let req = Request::builder()
+        .uri(format!("/api/v1/accounts/{acc_a}/messages/{msg_a}/media"))
+        .header("authorization", format!("Bearer {a}"))
+        .body(Body::empty())
         .unwrap();
-    let acc = acc_a.clone();
-    h.db.call(move |c| {
-        Ok(broadcaster::accounts::transition(
-            c,
-            &tenant_a,
-            &acc,
-            broadcaster::account_state::AccountState::Connecting,
-            None,
-            now,
-        ))
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let s = h.app.clone().oneshot(req).await.unwrap().status();
+    assert_eq!(s, StatusCode::OK, "A downloads its media");
+    let (s, v) = h
+        .call(
+            "POST",
+            &format!("/api/v1/accounts/{acc_a}/messages/bulk"),
+            &a,
+            Some(json!({ "recipients": ["+14155550101"], "text": "x" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     let (_, dels) = h.call("GET", &format!("/api/v1/webhooks/{hook_a}/deliveries"), &a, None).await;
     let del_a = dels[0]["id"].as_str().unwrap().to_owned();
 
     // B sees none of A's resources in lists...
     let (_, list) = h.call("GET", "/api/v1/accounts", &b, None).await;
-    assert_eq!(list, json!([]));
+    assert!(list.as_array().unwrap().iter().all(|x| x["id"] != acc_a.as_str()), "{list}");
     let (_, list) = h.call("GET", "/api/v1/webhooks", &b, None).await;
     assert_eq!(list, json!([]));
     let (_, list) = h.call("GET", "/api/v1/keys", &b, None).await;
     assert!(list.as_array().unwrap().iter().all(|k| k["id"] != key_a.as_str()));
-    // ...and every id-addressed endpoint answers 404 (not 403: existence is not revealed).
-    let cases: Vec<(&str, String, Option<Value>)> = vec![
-        ("GET", format!("/api/v1/accounts/{acc_a}"), None),
-        ("PATCH", format!("/api/v1/accounts/{acc_a}"), Some(json!({ "name": "pwned" }))),
-        ("GET", format!("/api/v1/accounts/{acc_a}/activity"), None),
-        ("POST", format!("/api/v1/accounts/{acc_a}/disconnect"), None),
-        ("POST", format!("/api/v1/accounts/{acc_a}/logout"), None),
-        ("DELETE", format!("/api/v1/accounts/{acc_a}"), None),
-        ("DELETE", format!("/api/v1/keys/{key_a}"), None),
-        ("GET", format!("/api/v1/webhooks/{hook_a}/deliveries"), None),
-        ("DELETE", format!("/api/v1/webhooks/{hook_a}"), None),
-        ("POST", format!("/api/v1/webhooks/deliveries/{del_a}/replay"), None),
+    let (_, list) = h.call("GET", "/api/v1/whatsapp/sessions", &b, None).await;
+    assert!(list.as_array().unwrap().iter().all(|x| x["accountId"] != acc_a.as_str()), "{list}");
+    let (_, page) = h.call("GET", &format!("/api/v1/accounts/{acc_b}/messages"), &b, None).await;
+    assert_eq!(page["messages"], json!([]), "{page}");
+    // ...its start-session for A's number makes B's own account...
+    let (s, v) = h
+        .call("POST", "/api/v1/whatsapp/start-session", &b, Some(json!({ "phoneNumber": "+14155550199" })))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_ne!(v["accountId"], acc_a.as_str());
+    // ...and every endpoint naming one of A's resources answers 404. `{id}` is the resource
+    // of the path's collection; a message of A is also asked for through B's own account.
+    let cases: Vec<(&str, &str, Option<Value>)> = vec![
+        ("GET", "/api/v1/accounts/{id}", None),
+        ("PATCH", "/api/v1/accounts/{id}", Some(json!({ "name": "pwned" }))),
+        ("DELETE", "/api/v1/accounts/{id}", None),
+        ("GET", "/api/v1/accounts/{id}/activity", None),
+        ("POST", "/api/v1/accounts/{id}/connect", None),
+        ("POST", "/api/v1/accounts/{id}/disconnect", None),
+        ("POST", "/api/v1/accounts/{id}/logout", None),
+        ("GET", "/api/v1/accounts/{id}/qr", None),
+        ("POST", "/api/v1/accounts/{id}/messages", Some(json!({ "to": "+14155550100", "text": "x" }))),
+        ("GET", "/api/v1/accounts/{id}/messages", None),
+        (
+            "POST",
+            "/api/v1/accounts/{id}/messages/bulk",
+            Some(json!({ "recipients": ["+14155550100"], "text": "x" })),
+        ),
+        ("GET", "/api/v1/accounts/{id}/messages/{message_id}", None),
+        ("GET", "/api/v1/accounts/{id}/messages/{message_id}/media", None),
+        ("POST", "/api/v1/accounts/{id}/check-numbers", Some(json!({ "phones": ["+14155550100"] }))),
+        ("DELETE", "/api/v1/keys/{id}", None),
+        ("DELETE", "/api/v1/webhooks/{id}", None),
+        ("GET", "/api/v1/webhooks/{id}/deliveries", None),
+        ("POST", "/api/v1/webhooks/deliveries/{id}/replay", None),
+        ("GET", "/api/v1/whatsapp/sessions/{account_id}", None),
+        ("GET", "/api/v1/whatsapp/sessions/{account_id}/qr", None),
+        ("DELETE", "/api/v1/whatsapp/sessions/{account_id}", None),
+        ("POST", "/api/v1/emulator/accounts/{id}/scan", None),
+        ("POST", "/api/v1/emulator/accounts/{id}/enter-code", None),
     ];
-    for (m, path, body) in &cases {
-        let (s, v) = h.call(m, path, &b, body.clone()).await;
+    let fill = |template: &str, account: &str| {
+        let id = if template.starts_with("/api/v1/keys/") {
+            key_a.as_str()
+        } else if template.starts_with("/api/v1/webhooks/deliveries/") {
+            del_a.as_str()
+        } else if template.starts_with("/api/v1/webhooks/") {
+            hook_a.as_str()
+        } else {
+            account
+        };
+        template.replace("{id}", id).replace("{account_id}", account).replace("{message_id}", &msg_a)
+    };
+    for (m, template, body) in &cases {
+        let path = fill(template, &acc_a);
+        let (s, v) = h.call(m, &path, &b, body.clone()).await;
         assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+        if template.contains("{message_id}") {
+            let path = fill(template, &acc_b);
+            let (s, v) = h.call(m, &path, &b, body.clone()).await;
+            assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+        }
     }
-    // A webhook of B cannot be bound to A's account.
+    // Resources named in the body: a send through A's account, a webhook bound to it.
+    let seed_send = json!({ "accountId": acc_a, "phoneNumber": "+14155550100", "message": "x" });
+    let (s, v) = h.call("POST", "/api/v1/whatsapp/send-message", &b, Some(seed_send)).await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
     let (s, v) = h
         .call(
             "POST",
@@ -311,12 +393,38 @@ async fn tenant_isolation_on_every_endpoint() {
         )
         .await;
     assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+
+    // The list covers every endpoint of the API document with a path parameter. Not tenant
+    // resources: the emulator's phones (test fixtures of `--emulator`). The campaigns API
+    // (contacts, templates, campaigns) has its own isolation tests in tests/campaigns.rs.
+    let (_, doc) = h.raw("GET", "/openapi.json", None, None).await;
+    let campaigns = <broadcaster::campaigns::CampaignsApi as utoipa::OpenApi>::openapi();
+    let mut missing = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.contains('{')
+            || path.starts_with("/api/v1/emulator/phones/")
+            || campaigns.paths.paths.contains_key(path)
+        {
+            continue;
+        }
+        let methods = ["get", "put", "post", "patch", "delete"];
+        for method in item.as_object().unwrap().keys().filter(|k| methods.contains(&k.as_str())) {
+            let m = method.to_uppercase();
+            if !cases.iter().any(|(cm, ct, _)| *cm == m && ct == path) {
+                missing.push(format!("{m} {path}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "endpoints without a tenant-isolation case: {missing:?}");
+
     // A's resources are untouched.
     let (s, v) = h.call("GET", &format!("/api/v1/accounts/{acc_a}"), &a, None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(v["name"], "x");
+    assert_eq!((v["name"].as_str(), v["state"].as_str()), (Some("a-line"), Some("active")), "{v}");
     assert_eq!(h.call("GET", "/api/v1/keys", &a, None).await.1.as_array().unwrap().len(), 1);
     assert_eq!(h.call("GET", "/api/v1/webhooks", &a, None).await.1.as_array().unwrap().len(), 1);
+    let (_, page) = h.call("GET", &format!("/api/v1/accounts/{acc_a}/messages"), &a, None).await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 2, "the media message and the bulk one: {page}");
 }
 
 /// A test double for the WhatsApp runtime: links at once by emitting QR then Connected.

@@ -289,27 +289,55 @@ async fn writer(
                     let _ = events.send(Incoming::Closed(format!("encrypt: {e}")));
                     break;
                 }
-                // Coalesce frames queued meanwhile into one WebSocket message.
-                while let Ok(Outgoing::Frame(more)) = rx.try_recv() {
-                    buf.reserve(FRAME_OVERHEAD + more.len());
-                    if sender.encrypt_frame_buf(more, &mut buf).is_err() {
-                        break;
+                // Coalesce frames queued meanwhile into one WebSocket message; a close
+                // queued behind them is carried out once they are written.
+                let mut close_after = false;
+                let mut failed = None;
+                loop {
+                    match rx.try_recv() {
+                        Ok(Outgoing::Frame(more)) => {
+                            buf.reserve(FRAME_OVERHEAD + more.len());
+                            if let Err(e) = sender.encrypt_frame_buf(more, &mut buf) {
+                                failed = Some(format!("encrypt: {e}"));
+                                break;
+                            }
+                        }
+                        Ok(Outgoing::Close) => {
+                            close_after = true;
+                            break;
+                        }
+                        Err(_) => break,
                     }
                 }
                 if let Err(e) = sink.send(WsMessage::Binary(std::mem::take(&mut buf).into())).await {
                     let _ = events.send(Incoming::Closed(format!("write: {e}")));
                     break;
                 }
+                if let Some(reason) = failed {
+                    let _ = events.send(Incoming::Closed(reason));
+                    break;
+                }
+                if close_after {
+                    close_by_client(&mut sink, &events).await;
+                    break;
+                }
             }
             Outgoing::Close => {
-                let _ = sink.send(WsMessage::Close(None)).await;
-                let _ = sink.close().await;
-                let _ = events.send(Incoming::Closed("closed by client".into()));
+                close_by_client(&mut sink, &events).await;
                 break;
             }
         }
     }
     closed.store(true, Ordering::Release);
+}
+
+async fn close_by_client(
+    sink: &mut futures::stream::SplitSink<Ws, WsMessage>,
+    events: &mpsc::UnboundedSender<Incoming>,
+) {
+    let _ = sink.send(WsMessage::Close(None)).await;
+    let _ = sink.close().await;
+    let _ = events.send(Incoming::Closed("closed by client".into()));
 }
 
 async fn reader(
