@@ -79,7 +79,9 @@ async fn child(db: &Path, log: &Path, url: String, root_hex: String) -> ! {
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     let handle = async |e: Event, file: &mut std::fs::File| match e {
         Event::Message(m) => {
-            writeln!(file, "{}", m.info.id).unwrap();
+            // One write(2) per line: `writeln!` on a `File` writes the id and the newline
+            // separately, and a kill between the two glued two ids into one line.
+            file.write_all(format!("{}\n", m.info.id).as_bytes()).unwrap();
             file.sync_data().unwrap();
             client.mark_handled(&m.info).await.unwrap();
         }
