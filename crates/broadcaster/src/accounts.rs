@@ -1,9 +1,9 @@
 //! `/api/v1/accounts`: create, list, get, update, delete, activity log, connect/disconnect/logout.
 
+use crate::db::{OptionalExtension, Row, params};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -116,7 +116,7 @@ pub fn health(state: AccountState, usage_percent: f64, failures_last_hour: i64) 
 }
 
 /// Fills `today` and `health` of an account read from the database.
-fn with_usage(c: &rusqlite::Connection, mut a: Account, now: i64) -> rusqlite::Result<Account> {
+fn with_usage(c: &crate::db::Conn, mut a: Account, now: i64) -> crate::db::DbResult<Account> {
     let (sent, received, resets_at) = crate::messages::usage_today(c, &a.id, &a.time_zone, now)?;
     let failures: i64 = c.query_row(
         "SELECT COUNT(*) FROM messages WHERE account_id = ?1 AND direction = 'outgoing' AND status = 'failed'
@@ -133,20 +133,15 @@ fn with_usage(c: &rusqlite::Connection, mut a: Account, now: i64) -> rusqlite::R
 
 const ACCOUNT_COLUMNS: &str = "id, name, phone, push_name, state, state_reason, daily_limit, time_zone, last_connected_at, created_at, updated_at";
 
-fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
+fn account_from_row(r: &Row) -> crate::db::DbResult<Account> {
     let state: String = r.get(4)?;
     Ok(Account {
         id: r.get(0)?,
         name: r.get(1)?,
         phone: r.get(2)?,
         push_name: r.get(3)?,
-        state: AccountState::parse(&state).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                4,
-                rusqlite::types::Type::Text,
-                format!("state {state}").into(),
-            )
-        })?,
+        state: AccountState::parse(&state)
+            .ok_or_else(|| crate::db::DbError::Corrupt(format!("account state {state}")))?,
         state_reason: r.get(5)?,
         daily_limit: r.get(6)?,
         time_zone: r.get(7)?,
@@ -158,7 +153,7 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<Account> {
     })
 }
 
-fn load(c: &rusqlite::Connection, tenant_id: &str, id: &str) -> rusqlite::Result<Option<Account>> {
+fn load(c: &crate::db::Conn, tenant_id: &str, id: &str) -> crate::db::DbResult<Option<Account>> {
     c.query_row(
         &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE tenant_id = ?1 AND id = ?2"),
         params![tenant_id, id],
@@ -175,13 +170,13 @@ pub enum TransitionError {
     #[error("cannot go from {from} to {to}", from = .from.as_str(), to = .to.as_str())]
     Illegal { from: AccountState, to: AccountState },
     #[error(transparent)]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] crate::db::DbError),
 }
 
 /// Moves an account to `to`, recording the transition in the activity log and the outbox,
 /// all in one transaction. `tenant_id` scopes every statement.
 pub fn transition(
-    c: &mut rusqlite::Connection,
+    c: &mut crate::db::Conn,
     tenant_id: &str,
     account_id: &str,
     to: AccountState,
@@ -226,7 +221,7 @@ pub fn transition(
 /// Applies what a session reported: a state transition, and for `Connected` the learned phone and
 /// push name. Illegal transitions are logged and dropped (a late event from an old session).
 pub fn apply_session_event(
-    c: &mut rusqlite::Connection,
+    c: &mut crate::db::Conn,
     tenant_id: &str,
     account_id: &str,
     event: &SessionEvent,
@@ -350,8 +345,8 @@ pub async fn create(
                  VALUES (?1,?2,?3,?4,'inactive',?5,?6,?7,?7)",
                 params![id, tenant, req.name.trim(), phone, limit, tz, now],
             );
-            if let Err(rusqlite::Error::SqliteFailure(e, _)) = &r
-                && e.code == rusqlite::ErrorCode::ConstraintViolation
+            if let Err(e) = &r
+                && e.is_constraint_violation()
             {
                 return Ok(None);
             }
@@ -395,7 +390,7 @@ pub async fn list(
         .db
         .call(move |c| {
             let mut stmt = c.prepare(&format!(
-                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE tenant_id = ?1 AND (?2 IS NULL OR state = ?2)
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE tenant_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR state = ?2)
                  ORDER BY created_at, id"
             ))?;
             let rows =
@@ -529,7 +524,7 @@ pub async fn activity(
             )?;
             let rows = stmt
                 .query_map(params![tenant, id], |r| {
-                    Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
+                    Ok((r.get::<Option<String>>(0)?, r.get::<String>(1)?, r.get(2)?, r.get(3)?))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             let mut out = Vec::with_capacity(rows.len());
@@ -602,11 +597,11 @@ fn link_info(
 }
 
 fn load_link(
-    c: &rusqlite::Connection,
+    c: &crate::db::Conn,
     tenant_id: &str,
     id: &str,
     now: i64,
-) -> rusqlite::Result<Option<LinkInfo>> {
+) -> crate::db::DbResult<Option<LinkInfo>> {
     type LinkRow = (Option<String>, Option<String>, Option<i64>, String);
     let row: Option<LinkRow> = c
         .query_row(
@@ -803,7 +798,7 @@ impl DbSessionEvents {
 
 /// What applying one session event produced, for the live bus.
 fn applied_events(
-    c: &mut rusqlite::Connection,
+    c: &mut crate::db::Conn,
     tenant_id: &str,
     account_id: &str,
     event: &SessionEvent,
@@ -960,7 +955,7 @@ pub(crate) async fn require_in_tenant(
             Ok(c.query_row(
                 "SELECT EXISTS (SELECT 1 FROM accounts WHERE tenant_id = ?1 AND id = ?2)",
                 params![tenant_id, account_id],
-                |r| r.get::<_, bool>(0),
+                |r| r.get::<bool>(0),
             )?)
         })
         .await?;

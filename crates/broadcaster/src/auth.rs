@@ -4,9 +4,9 @@
 //! bits of entropy a plain hash is enough (no password-stretching needed) and lookups are an
 //! index probe on the hash.
 
+use crate::db::{OptionalExtension, params};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -145,7 +145,7 @@ pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiE
                     "SELECT k.id, k.tenant_id, k.role FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
                      WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
                     params![hash],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
+                    |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<String>(2)?)),
                 )
                 .optional()?)
             })
@@ -178,13 +178,13 @@ pub fn request_key(parts: &Parts) -> Option<&str> {
 
 /// Inserts a key for `tenant_id`; returns its id and the clear text to show once.
 pub fn insert_key(
-    c: &rusqlite::Connection,
+    c: &crate::db::Conn,
     tenant_id: &str,
     name: &str,
     role: Role,
     now: i64,
     key: &GeneratedKey,
-) -> rusqlite::Result<String> {
+) -> crate::db::DbResult<String> {
     let id = new_id("key");
     c.execute(
         "INSERT INTO api_keys (id, tenant_id, name, role, key_hash, prefix, created_at) VALUES (?1,?2,?3,?4,?5,?6,?7)",
@@ -207,7 +207,7 @@ pub enum Bootstrap {
 /// Ensures a default tenant and an admin key exist. An env-provided key is registered (by hash)
 /// if it is not already known; otherwise a key is generated only when no admin key exists.
 pub fn bootstrap_admin(
-    c: &mut rusqlite::Connection,
+    c: &mut crate::db::Conn,
     env_key: Option<&str>,
     now: i64,
 ) -> Result<Bootstrap, crate::db::DbError> {

@@ -18,10 +18,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::db::{OptionalExtension, params};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -327,7 +327,7 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
             Ok(c.query_row(
                 "SELECT MIN(due_at) FROM messages WHERE due_at IS NOT NULL AND status = 'pending'",
                 [],
-                |r| r.get::<_, Option<i64>>(0),
+                |r| r.get::<Option<i64>>(0),
             )?)
         })
         .await

@@ -2,10 +2,10 @@
 //! the shapes shown there (camelCase, `accountId`, `qrCode` as a PNG data URL), so existing
 //! front-ends keep working. Each handler delegates to the native one: same auth, limits, records.
 
+use crate::db::{OptionalExtension, params};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

@@ -20,7 +20,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
     version,
     after_help = "Secrets are read from the environment only, never from flags:\n  \
         BROADCASTER_ADMIN_KEY  bootstrap admin API key; if unset and no admin key exists yet, one is\n                         \
-        generated and printed once at first start.\n\n\
+        generated and printed once at first start.\n  \
+        DATABASE_URL           postgres://user:password@host:port/db to keep the server's own database\n                         \
+        in PostgreSQL instead of the embedded SQLite file in the data dir.\n\n\
         Log levels: error, warn, info, debug, trace."
 )]
 pub struct Cli {
@@ -32,7 +34,7 @@ pub struct Cli {
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "BROADCASTER_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Directory for the embedded SQLite database [default: ./data].
+    /// Directory for the embedded SQLite database and the WhatsApp auth store [default: ./data].
     #[arg(long, env = "BROADCASTER_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Largest accepted request body in bytes [default: 1048576].
@@ -108,6 +110,39 @@ pub struct Config {
     pub emulator: bool,
     pub rate_limit_per_minute: u32,
     pub media_max_bytes: usize,
+    /// `DATABASE_URL`: the server's database in PostgreSQL instead of SQLite in `data_dir`.
+    /// Environment only (it holds a password); never logged.
+    pub database_url: Option<DatabaseUrl>,
+}
+
+/// A PostgreSQL URL (validated); its `Debug` hides it, as it may hold a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<Self, ConfigError> {
+        crate::db::postgres::parse_url(url)
+            .map_err(|e| ConfigError::Invalid("DATABASE_URL", e.to_string()))?;
+        Ok(Self(url.to_owned()))
+    }
+
+    /// `DATABASE_URL` from the environment; unset or blank is `None`.
+    pub fn from_env() -> Result<Option<Self>, ConfigError> {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.trim().is_empty() => Self::parse(url.trim()).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(<redacted>)")
+    }
 }
 
 impl Config {
@@ -160,6 +195,7 @@ impl Config {
             return Err(ConfigError::Invalid("media_max_bytes", "must be at least 1024".into()));
         }
         Ok(Self {
+            database_url: DatabaseUrl::from_env()?,
             emulator: cli.emulator || file.emulator.unwrap_or(false),
             rate_limit_per_minute: cli.rate_limit_per_minute.or(file.rate_limit_per_minute).unwrap_or(600),
             media_max_bytes,
@@ -192,6 +228,15 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_url_is_validated_and_never_shown() {
+        let u = DatabaseUrl::parse("postgres://bc:s3cret@db.internal:5432/broadcaster").unwrap();
+        assert!(!format!("{u:?}").contains("s3cret"));
+        let e = DatabaseUrl::parse("postgres://bc:s3cret@db:notaport/x").unwrap_err();
+        assert!(e.to_string().contains("DATABASE_URL"), "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
 
     #[test]
     fn defaults_apply_without_input() {

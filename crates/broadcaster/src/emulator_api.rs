@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use crate::db::{OptionalExtension, params};
 use axum::Json;
 use axum::extract::{Path, State};
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use wa_emulator::EmulatorHandle;
@@ -54,10 +54,10 @@ async fn link_target(
                 params![tenant, id],
                 |r| {
                     Ok((
-                        r.get::<_, Option<String>>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        r.get::<_, Option<String>>(3)?,
+                        r.get::<Option<String>>(0)?,
+                        r.get::<String>(1)?,
+                        r.get::<Option<String>>(2)?,
+                        r.get::<Option<String>>(3)?,
                     ))
                 },
             )

@@ -70,17 +70,21 @@ pub enum ServeError {
     AuthStore(String),
 }
 
-/// Opens the database in `config.data_dir` and ensures the bootstrap admin key exists. A newly
-/// generated key is returned so the caller can print it exactly once.
+/// Opens the database (PostgreSQL when `config.database_url` is set, else SQLite in
+/// `config.data_dir`) and ensures the bootstrap admin key exists. A newly generated key is
+/// returned so the caller can print it exactly once.
 pub async fn open_database(
     config: &Config,
     env_admin_key: Option<String>,
 ) -> Result<(Db, Bootstrap), ServeError> {
     let dir = config.data_dir.clone();
     std::fs::create_dir_all(&dir).map_err(|source| ServeError::DataDir { path: dir.clone(), source })?;
-    let db = tokio::task::spawn_blocking(move || Db::open_in_dir(&dir))
-        .await
-        .map_err(|e| DbError::Join(e.to_string()))??;
+    let db = match &config.database_url {
+        Some(url) => Db::open_postgres(url.as_str()).await?,
+        None => tokio::task::spawn_blocking(move || Db::open_in_dir(&dir))
+            .await
+            .map_err(|e| DbError::Join(e.to_string()))??,
+    };
     let now = SystemClock.now_ms();
     let boot = db.call(move |c| auth::bootstrap_admin(c, env_admin_key.as_deref(), now)).await?;
     Ok((db, boot))

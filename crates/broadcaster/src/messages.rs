@@ -5,12 +5,12 @@
 //! Receipts can beat the send call's own bookkeeping (a fast recipient acknowledges before we
 //! stored the WhatsApp id): such receipts wait in `early_receipts` and are applied on record.
 
+use crate::db::{OptionalExtension, Row, params};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -83,9 +83,9 @@ const COLUMNS: &str =
     (m.media_handle IS NOT NULL OR EXISTS (SELECT 1 FROM message_media d WHERE d.message_id = m.id)
      OR EXISTS (SELECT 1 FROM bulk_sends b WHERE b.id = m.bulk_id AND b.media_data IS NOT NULL))";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
+fn from_row(r: &Row) -> crate::db::DbResult<StoredMessage> {
     let kind: String = r.get(8)?;
-    let media = (kind != "text").then(|| -> rusqlite::Result<MediaMeta> {
+    let media = (kind != "text").then(|| -> crate::db::DbResult<MediaMeta> {
         Ok(MediaMeta {
             mimetype: r.get(10)?,
             file_name: r.get(11)?,
@@ -120,10 +120,10 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<StoredMessage> {
 }
 
 pub(crate) fn load(
-    c: &rusqlite::Connection,
+    c: &crate::db::Conn,
     tenant_id: &str,
     id: &str,
-) -> rusqlite::Result<Option<StoredMessage>> {
+) -> crate::db::DbResult<Option<StoredMessage>> {
     c.query_row(
         &format!("SELECT {COLUMNS} FROM messages m WHERE m.tenant_id = ?1 AND m.id = ?2"),
         params![tenant_id, id],
@@ -179,7 +179,7 @@ pub(crate) fn day_window(now: i64, tz: &str) -> (i64, i64) {
 }
 
 /// Outgoing messages that count against the daily limit since `since`.
-pub fn sent_since(c: &rusqlite::Connection, account_id: &str, since: i64) -> rusqlite::Result<i64> {
+pub fn sent_since(c: &crate::db::Conn, account_id: &str, since: i64) -> crate::db::DbResult<i64> {
     c.query_row(
         "SELECT COUNT(*) FROM messages WHERE account_id = ?1 AND direction = 'outgoing'
            AND status != 'failed' AND created_at >= ?2",
@@ -189,7 +189,7 @@ pub fn sent_since(c: &rusqlite::Connection, account_id: &str, since: i64) -> rus
 }
 
 /// Messages received since `since`.
-pub fn received_since(c: &rusqlite::Connection, account_id: &str, since: i64) -> rusqlite::Result<i64> {
+pub fn received_since(c: &crate::db::Conn, account_id: &str, since: i64) -> crate::db::DbResult<i64> {
     c.query_row(
         "SELECT COUNT(*) FROM messages WHERE account_id = ?1 AND direction = 'incoming' AND created_at >= ?2",
         params![account_id, since],
@@ -199,11 +199,11 @@ pub fn received_since(c: &rusqlite::Connection, account_id: &str, since: i64) ->
 
 /// Daily usage of an account: (sent today, received today, when the counters reset).
 pub fn usage_today(
-    c: &rusqlite::Connection,
+    c: &crate::db::Conn,
     account_id: &str,
     time_zone: &str,
     now: i64,
-) -> rusqlite::Result<(i64, i64, i64)> {
+) -> crate::db::DbResult<(i64, i64, i64)> {
     let (start, reset) = day_window(now, time_zone);
     Ok((sent_since(c, account_id, start)?, received_since(c, account_id, start)?, reset))
 }
@@ -303,7 +303,7 @@ pub async fn send_message_as(
                         "SELECT wa_message_id FROM messages WHERE tenant_id = ?1 AND account_id = ?2
                            AND (id = ?3 OR wa_message_id = ?3) AND wa_message_id IS NOT NULL LIMIT 1",
                         params![t, a, q],
-                        |r| r.get::<_, String>(0),
+                        |r| r.get::<String>(0),
                     )
                     .optional()?
                     .map(Some)
@@ -485,13 +485,13 @@ pub(crate) fn check_text(body: &str) -> Result<(), ApiError> {
 /// Applies a receipt inside `tx`; returns the event payload when the status advanced, `None`
 /// when it did not (older status, or no such message: then it waits in `early_receipts`).
 fn apply_status_tx(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::db::Conn,
     tenant_id: &str,
     account_id: &str,
     wa_id: &str,
     status: DeliveryStatus,
     at: i64,
-) -> rusqlite::Result<Option<serde_json::Value>> {
+) -> crate::db::DbResult<Option<serde_json::Value>> {
     let row: Option<(String, String)> = tx
         .query_row(
             "SELECT id, status FROM messages WHERE tenant_id = ?1 AND account_id = ?2 AND direction = 'outgoing'
@@ -502,7 +502,8 @@ fn apply_status_tx(
         .optional()?;
     let Some((id, current)) = row else {
         tx.execute(
-            "INSERT OR IGNORE INTO early_receipts (account_id, wa_message_id, status, at) VALUES (?1,?2,?3,?4)",
+            "INSERT INTO early_receipts (account_id, wa_message_id, status, at) VALUES (?1,?2,?3,?4)
+             ON CONFLICT DO NOTHING",
             params![account_id, wa_id, status.as_str(), at],
         )?;
         return Ok(None);
@@ -534,13 +535,13 @@ fn apply_status_tx(
 
 /// Records a receipt (from [`crate::runtime::SessionEvent::MessageStatus`]).
 pub fn apply_status(
-    c: &mut rusqlite::Connection,
+    c: &mut crate::db::Conn,
     tenant_id: &str,
     account_id: &str,
     wa_id: &str,
     status: DeliveryStatus,
     at: i64,
-) -> rusqlite::Result<Option<serde_json::Value>> {
+) -> crate::db::DbResult<Option<serde_json::Value>> {
     let tx = c.transaction()?;
     let r = apply_status_tx(&tx, tenant_id, account_id, wa_id, status, at)?;
     tx.commit()?;
@@ -564,21 +565,22 @@ pub struct Incoming<'a> {
 /// Records an incoming message with its `incoming_message` event; `None` for a duplicate
 /// (WhatsApp redelivers after reconnects).
 pub fn record_incoming(
-    c: &mut rusqlite::Connection,
+    c: &mut crate::db::Conn,
     tenant_id: &str,
     account_id: &str,
     m: &Incoming<'_>,
     now: i64,
-) -> rusqlite::Result<Option<StoredMessage>> {
+) -> crate::db::DbResult<Option<StoredMessage>> {
     let tx = c.transaction()?;
     let id = new_id("msg");
     let kind = m.media.map_or("text", MediaKind::as_str);
     let info = m.media_info.filter(|_| m.media.is_some());
     let n = tx.execute(
-        "INSERT OR IGNORE INTO messages (id, tenant_id, account_id, direction, chat_jid, sender_jid, sender_phone,
+        "INSERT INTO messages (id, tenant_id, account_id, direction, chat_jid, sender_jid, sender_phone,
            push_name, wa_message_id, kind, body, status, attempts, created_at, updated_at, media_mimetype,
            media_file_name, media_size, media_handle)
-         VALUES (?1,?2,?3,'incoming',?4,?5,?6,?7,?8,?9,?10,'received',0,?11,?11,?12,?13,?14,?15)",
+         VALUES (?1,?2,?3,'incoming',?4,?5,?6,?7,?8,?9,?10,'received',0,?11,?11,?12,?13,?14,?15)
+         ON CONFLICT DO NOTHING",
         params![
             id,
             tenant_id,
@@ -946,8 +948,8 @@ pub async fn history(
             };
             let mut stmt = c.prepare(&format!(
                 "SELECT {COLUMNS} FROM messages m WHERE m.tenant_id = ?1 AND m.account_id = ?2
-                   AND (?3 IS NULL OR m.chat_jid = ?3) AND (?4 IS NULL OR m.direction = ?4)
-                   AND (?5 IS NULL OR m.created_at < ?5 OR (m.created_at = ?5 AND m.id < ?6))
+                   AND (CAST(?3 AS TEXT) IS NULL OR m.chat_jid = ?3) AND (CAST(?4 AS TEXT) IS NULL OR m.direction = ?4)
+                   AND (CAST(?5 AS BIGINT) IS NULL OR m.created_at < ?5 OR (m.created_at = ?5 AND m.id < ?6))
                  ORDER BY m.created_at DESC, m.id DESC LIMIT ?7"
             ))?;
             let mut rows = stmt
@@ -1003,10 +1005,10 @@ pub async fn download_media(
                 params![tenant, acc, message_id],
                 |r| {
                     Ok((
-                        r.get::<_, Option<String>>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, Option<Vec<u8>>>(2)?,
-                        r.get::<_, Option<Vec<u8>>>(3)?,
+                        r.get::<Option<String>>(0)?,
+                        r.get::<Option<String>>(1)?,
+                        r.get::<Option<Vec<u8>>>(2)?,
+                        r.get::<Option<Vec<u8>>>(3)?,
                     ))
                 },
             )
@@ -1094,7 +1096,7 @@ pub async fn check_numbers(
             Ok(c.query_row(
                 "SELECT state FROM accounts WHERE tenant_id = ?1 AND id = ?2",
                 params![tenant, acc],
-                |r| r.get::<_, String>(0),
+                |r| r.get::<String>(0),
             )
             .optional()?)
         })

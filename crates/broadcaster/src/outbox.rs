@@ -3,7 +3,7 @@
 //! An event that changes server state is written with that change or not at all, so a crash can
 //! never record a state change without its webhook deliveries (or the reverse).
 
-use rusqlite::{Transaction, params};
+use crate::db::{Conn, params};
 use serde::Serialize;
 
 use crate::clock::new_id;
@@ -24,13 +24,13 @@ pub struct EventEnvelope {
 /// Writes one outbox row per enabled webhook of `tenant_id` that subscribes to `event_type` and
 /// is either tenant-wide or bound to `account_id`. Returns how many rows were written.
 pub fn enqueue(
-    tx: &Transaction<'_>,
+    tx: &Conn,
     tenant_id: &str,
     account_id: Option<&str>,
     event_type: &str,
     data: serde_json::Value,
     now: i64,
-) -> rusqlite::Result<usize> {
+) -> crate::db::DbResult<usize> {
     let mut stmt = tx.prepare_cached(
         "SELECT id, events FROM webhooks WHERE tenant_id = ?1 AND enabled = 1
            AND (account_id IS NULL OR account_id = ?2)",
@@ -51,8 +51,8 @@ pub fn enqueue(
             created_at: now,
             data: data.clone(),
         };
-        let payload = serde_json::to_string(&envelope)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let payload =
+            serde_json::to_string(&envelope).map_err(|e| crate::db::DbError::Encode(e.to_string()))?;
         tx.execute(
             "INSERT INTO webhook_outbox (id, tenant_id, webhook_id, event_type, payload, status, attempts,
                next_attempt_at, created_at) VALUES (?1,?2,?3,?4,?5,'pending',0,?6,?6)",

@@ -8,10 +8,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::db::{Conn, OptionalExtension, Row, params};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -254,21 +254,20 @@ fn check(req: &SaveTemplate) -> Result<(), ApiError> {
     validate(&segs, &req.variables).map_err(template_error)
 }
 
-fn template_from_row(r: &Row<'_>) -> rusqlite::Result<Template> {
+fn template_from_row(r: &Row) -> crate::db::DbResult<Template> {
     let vars: String = r.get(3)?;
     Ok(Template {
         id: r.get(0)?,
         name: r.get(1)?,
         body: r.get(2)?,
-        variables: serde_json::from_str(&vars).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
-        })?,
+        variables: serde_json::from_str(&vars)
+            .map_err(|e| crate::db::DbError::Corrupt(format!("template variables: {e}")))?,
         created_at: r.get(4)?,
         updated_at: r.get(5)?,
     })
 }
 
-pub fn load(c: &Connection, tenant_id: &str, id: &str) -> rusqlite::Result<Option<Template>> {
+pub fn load(c: &Conn, tenant_id: &str, id: &str) -> crate::db::DbResult<Option<Template>> {
     c.query_row(
         "SELECT id, name, body, variables, created_at, updated_at FROM templates WHERE tenant_id = ?1 AND id = ?2",
         params![tenant_id, id],
@@ -277,8 +276,8 @@ pub fn load(c: &Connection, tenant_id: &str, id: &str) -> rusqlite::Result<Optio
     .optional()
 }
 
-fn is_unique_violation(r: &rusqlite::Result<usize>) -> bool {
-    matches!(r, Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation)
+fn is_unique_violation(r: &crate::db::DbResult<usize>) -> bool {
+    matches!(r, Err(e) if e.is_constraint_violation())
 }
 
 fn name_taken() -> ApiError {

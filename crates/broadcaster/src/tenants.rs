@@ -1,9 +1,9 @@
 //! `/api/v1/tenants` (platform admin) and `/api/v1/keys` (a tenant's own keys).
 
+use crate::db::params;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -171,13 +171,8 @@ pub async fn list_keys(State(st): State<AppState>, p: Principal) -> Result<Json<
                     Ok(ApiKey {
                         id: r.get(0)?,
                         name: r.get(1)?,
-                        role: Role::parse(&role).ok_or_else(|| {
-                            rusqlite::Error::FromSqlConversionFailure(
-                                2,
-                                rusqlite::types::Type::Text,
-                                format!("role {role}").into(),
-                            )
-                        })?,
+                        role: Role::parse(&role)
+                            .ok_or_else(|| crate::db::DbError::Corrupt(format!("api key role {role}")))?,
                         prefix: r.get(3)?,
                         created_at: r.get(4)?,
                         revoked_at: r.get(5)?,

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::db::{OptionalExtension, params};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
@@ -18,7 +19,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::sync::Notify;
@@ -200,7 +200,7 @@ pub async fn list(State(st): State<AppState>, p: Principal) -> Result<Json<Vec<W
                     Ok(Webhook {
                         id: r.get(0)?,
                         url: r.get(1)?,
-                        events: r.get::<_, String>(2)?.split(',').map(str::to_owned).collect(),
+                        events: r.get::<String>(2)?.split(',').map(str::to_owned).collect(),
                         account_id: r.get(3)?,
                         enabled: r.get(4)?,
                         created_at: r.get(5)?,
@@ -285,7 +285,7 @@ pub async fn deliveries(
             let mut stmt = c.prepare(
                 "SELECT id, webhook_id, event_type, status, attempts, next_attempt_at, last_error, last_status,
                         created_at, delivered_at
-                 FROM webhook_outbox WHERE tenant_id = ?1 AND webhook_id = ?2 AND (?3 IS NULL OR status = ?3)
+                 FROM webhook_outbox WHERE tenant_id = ?1 AND webhook_id = ?2 AND (CAST(?3 AS TEXT) IS NULL OR status = ?3)
                  ORDER BY created_at, id LIMIT 1000",
             )?;
             let rows = stmt
@@ -596,7 +596,7 @@ impl WebhookWorker {
                 Ok(c.query_row(
                     "SELECT MIN(next_attempt_at) FROM webhook_outbox WHERE status = 'pending'",
                     [],
-                    |r| r.get::<_, Option<i64>>(0),
+                    |r| r.get::<Option<i64>>(0),
                 )
                 .optional()?
                 .flatten())

@@ -4,6 +4,12 @@
 
 #[path = "common/harness.rs"]
 mod harness;
+#[path = "common/testdb.rs"]
+mod testdb;
+
+/// SQLite here; `campaigns_pg.rs` runs these tests on PostgreSQL (see `common/testdb.rs`).
+#[allow(dead_code)]
+const TEST_ON_POSTGRES: bool = false;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,7 +50,7 @@ async fn harness_on(db: Db) -> Harness {
 }
 
 async fn harness() -> Harness {
-    harness_on(Db::open_in_memory().unwrap()).await
+    harness_on(testdb::open().await).await
 }
 
 impl Harness {
@@ -98,7 +104,7 @@ impl Harness {
             .call(move |c| {
                 Ok(c.execute(
                     "UPDATE accounts SET state = ?2, state_reason = ?3 WHERE id = ?1",
-                    rusqlite::params![id, state, reason],
+                    broadcaster::db::params![id, state, reason],
                 )?)
             })
             .await
@@ -537,8 +543,8 @@ async fn templates_validate_at_save_time_and_preview() {
 /// exactly one message and ends with the exact expected status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_recipients_two_accounts_survive_crashes_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness_on(Db::open_in_dir(dir.path()).unwrap()).await;
+    let store = testdb::Reopenable::new().await;
+    let h = harness_on(store.open().await).await;
     let key = h.tenant("a").await;
     let acc1 = h.active_account(&key, "one").await;
     let acc2 = h.active_account(&key, "two").await;
@@ -634,7 +640,7 @@ async fn five_thousand_recipients_two_accounts_survive_crashes_exactly_once() {
         drop(engine);
         // Restart: a fresh database handle on the same file and a fresh engine.
         drop(db);
-        db = Db::open_in_dir(dir.path()).unwrap();
+        db = store.open().await;
         let fresh = ScriptedSender::new(h.clock.clone());
         {
             let old = std::mem::take(&mut *sender.script.lock().unwrap());
@@ -649,9 +655,7 @@ async fn five_thousand_recipients_two_accounts_survive_crashes_exactly_once() {
         let (db, cid) = (db.clone(), cid.clone());
         async move {
             db.call(move |c| {
-                Ok(c.query_row("SELECT status FROM campaigns WHERE id = ?1", [cid], |r| {
-                    r.get::<_, String>(0)
-                })?)
+                Ok(c.query_row("SELECT status FROM campaigns WHERE id = ?1", [cid], |r| r.get::<String>(0))?)
             })
             .await
             .unwrap()
@@ -846,7 +850,7 @@ async fn retries_failures_opt_out_midway_and_delivery_statuses() {
                 "INSERT INTO messages (id, tenant_id, account_id, direction, chat_jid, kind, status, created_at, updated_at, delivered_at, read_at)
                  SELECT ?1, tenant_id, id, 'outgoing', 'x@s.whatsapp.net', 'text', ?2, 1, 1, 5, CASE WHEN ?2 = 'read' THEN 6 END
                  FROM accounts WHERE id = ?3",
-                rusqlite::params![id, status, acc2],
+                broadcaster::db::params![id, status, acc2],
             )?;
         }
         Ok(())
@@ -877,7 +881,7 @@ fn false_after_complete<'a>(h: &'a Harness, cid: &'a str) -> bool {
             rt.block_on(async move {
                 db.call(move |c| {
                     Ok(c.query_row("SELECT status FROM campaigns WHERE id = ?1", [cid], |r| {
-                        r.get::<_, String>(0)
+                        r.get::<String>(0)
                     })?)
                 })
                 .await
@@ -1114,7 +1118,12 @@ struct Process {
 }
 
 impl Process {
-    async fn start(dir: std::path::PathBuf, emu: Arc<wa_emulator::EmulatorHandle>) -> Self {
+    /// `database_url`: PostgreSQL (`DATABASE_URL`); `None`: SQLite in `dir`.
+    async fn start(
+        dir: std::path::PathBuf,
+        database_url: Option<String>,
+        emu: Arc<wa_emulator::EmulatorHandle>,
+    ) -> Self {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -1124,6 +1133,8 @@ impl Process {
                 let mut config =
                     broadcaster::config::Config::resolve(broadcaster::config::Cli::default()).unwrap();
                 config.data_dir = dir;
+                config.database_url =
+                    database_url.map(|u| broadcaster::config::DatabaseUrl::parse(&u).unwrap());
                 config.listen = "127.0.0.1:0".parse().unwrap();
                 config.emulator = true;
                 config.rate_limit_per_minute = 0;
@@ -1247,7 +1258,8 @@ async fn five_thousand_real_sends_over_the_emulator_survive_a_kill() {
     eprintln!("emulator with {} phones ready after {:?}", valid.len() - 50 + 2, started.elapsed());
 
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Process::start(dir.path().to_owned(), emu.clone()).await;
+    let db_url = if testdb::on_postgres() { Some(testdb::fresh_pg_url().await) } else { None };
+    let mut server = Process::start(dir.path().to_owned(), db_url.clone(), emu.clone()).await;
     let admin = server.admin.clone().unwrap();
     let key = server.ok("POST", "/api/v1/tenants", &admin, Some(json!({ "name": "shop" }))).await["api_key"]
         ["key"]
@@ -1349,7 +1361,7 @@ async fn five_thousand_real_sends_over_the_emulator_survive_a_kill() {
 
     // Restart on the same data directory: the sessions resume without pairing and the
     // campaign continues where it stopped.
-    let mut server = Process::start(dir.path().to_owned(), emu.clone()).await;
+    let mut server = Process::start(dir.path().to_owned(), db_url.clone(), emu.clone()).await;
     assert!(server.admin.is_none());
     server.wait_campaign(&key, &cid, "campaign completed", |v| v["status"] == "completed").await;
     let sending = campaign_started.elapsed();

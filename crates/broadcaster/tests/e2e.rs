@@ -9,6 +9,12 @@
 mod harness;
 #[path = "common/socketio.rs"]
 mod socketio;
+#[path = "common/testdb.rs"]
+mod testdb;
+
+/// SQLite here; `e2e_pg.rs` runs these tests with `DATABASE_URL` on PostgreSQL.
+#[allow(dead_code)]
+const TEST_ON_POSTGRES: bool = false;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +50,8 @@ impl Running {
 fn config(dir: &std::path::Path) -> Config {
     let mut c = Config::resolve(Cli::default()).unwrap();
     c.data_dir = dir.to_owned();
+    c.database_url =
+        testdb::database_url_for(dir).map(|u| broadcaster::config::DatabaseUrl::parse(&u).unwrap());
     c.listen = "127.0.0.1:0".parse().unwrap();
     c.emulator = true;
     c.shutdown_timeout = Duration::from_secs(20);

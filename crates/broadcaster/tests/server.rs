@@ -2,6 +2,13 @@
 //! machine through the runtime seam, and webhook delivery with retries and dead letters.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/testdb.rs"]
+mod testdb;
+
+/// SQLite here; `server_pg.rs` runs these tests on PostgreSQL (see `common/testdb.rs`).
+#[allow(dead_code)]
+const TEST_ON_POSTGRES: bool = false;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,7 +59,7 @@ async fn harness_full(
     requests_per_minute: u32,
     emulator: Option<Arc<wa_emulator::EmulatorHandle>>,
 ) -> Harness {
-    let db = Db::open_in_memory().unwrap();
+    let db = testdb::open().await;
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let now = clock.now_ms();
     let admin = match db.call(move |c| bootstrap_admin(c, None, now)).await.unwrap() {
@@ -617,9 +624,7 @@ async fn emit_transitions(h: &Harness, key: &str, acc: &str, n: usize) {
     let tenant = {
         let (db, acc) = (h.db.clone(), acc.to_owned());
         db.call(move |c| {
-            Ok(c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [&acc], |r| {
-                r.get::<_, String>(0)
-            })?)
+            Ok(c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [&acc], |r| r.get::<String>(0))?)
         })
         .await
         .unwrap()

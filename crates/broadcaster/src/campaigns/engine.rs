@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::db::{Conn, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 use utoipa::ToSchema;
@@ -324,18 +324,18 @@ fn corrupt(e: impl std::fmt::Display) -> DbError {
     DbError::Corrupt(e.to_string())
 }
 
-fn to_sql_err(e: serde_json::Error) -> rusqlite::Error {
-    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+fn to_sql_err(e: serde_json::Error) -> DbError {
+    DbError::Encode(e.to_string())
 }
 
 /// Counts for one campaign.
-pub fn progress(c: &Connection, campaign_id: &str, now: i64) -> rusqlite::Result<Progress> {
+pub fn progress(c: &Conn, campaign_id: &str, now: i64) -> crate::db::DbResult<Progress> {
     let mut p = Progress::default();
     let mut stmt = c.prepare_cached(
         "SELECT status, reason, COUNT(*) FROM campaign_recipients WHERE campaign_id = ?1 GROUP BY status, reason",
     )?;
     let rows = stmt.query_map(params![campaign_id], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, i64>(2)?))
+        Ok((r.get::<String>(0)?, r.get::<Option<String>>(1)?, r.get::<i64>(2)?))
     })?;
     for row in rows {
         let (status, reason, n) = row?;
@@ -362,13 +362,13 @@ pub fn progress(c: &Connection, campaign_id: &str, now: i64) -> rusqlite::Result
 
 /// Sets a campaign's status (and reason) and writes the matching outbox event.
 pub fn set_status(
-    c: &mut Connection,
+    c: &mut Conn,
     tenant_id: &str,
     campaign_id: &str,
     status: CampaignStatus,
     reason: Option<&str>,
     now: i64,
-) -> rusqlite::Result<()> {
+) -> crate::db::DbResult<()> {
     let tx = c.transaction()?;
     tx.execute(
         "UPDATE campaigns SET status = ?3, status_reason = ?4, updated_at = ?5,
@@ -477,7 +477,7 @@ impl Engine {
                             r.get(2)?,
                             r.get(3)?,
                             r.get(4)?,
-                            r.get::<_, Option<i64>>(5)?.unwrap_or(0),
+                            r.get::<Option<i64>>(5)?.unwrap_or(0),
                         ))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
@@ -504,7 +504,7 @@ impl Engine {
                             params![id, msg, now],
                         )?,
                         None => c.execute(
-                            "UPDATE campaign_recipients SET status = 'pending', attempts = MAX(attempts - 1, 0), sending_since = NULL, updated_at = ?2
+                            "UPDATE campaign_recipients SET status = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, sending_since = NULL, updated_at = ?2
                              WHERE id = ?1 AND status = 'sending'",
                             params![id, now],
                         )?,
@@ -575,9 +575,9 @@ impl Engine {
                        SELECT MIN(r.next_attempt_at) AS t FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id
                         WHERE c.status = 'running' AND r.status = 'pending' AND r.next_attempt_at > ?1
                        UNION ALL
-                       SELECT MIN(scheduled_at) FROM campaigns WHERE status = 'scheduled')",
+                       SELECT MIN(scheduled_at) FROM campaigns WHERE status = 'scheduled') AS due",
                     params![now],
-                    |r| r.get::<_, Option<i64>>(0),
+                    |r| r.get::<Option<i64>>(0),
                 )?)
             })
             .await?;
@@ -951,7 +951,7 @@ impl Engine {
                     }
                     Outcome::Requeue => {
                         c.execute(
-                            "UPDATE campaign_recipients SET status = 'pending', attempts = MAX(attempts - 1, 0), sending_since = NULL, updated_at = ?2
+                            "UPDATE campaign_recipients SET status = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, sending_since = NULL, updated_at = ?2
                              WHERE id = ?1",
                             params![id, now],
                         )?;
@@ -967,7 +967,7 @@ impl Engine {
 /// account is logged out or in error, completes finished ones, and returns the running
 /// campaigns with their accounts' state and usage.
 fn housekeeping(
-    c: &mut Connection,
+    c: &mut Conn,
     now: i64,
     sync_deliveries: bool,
     cached_sent_today: &HashMap<String, i64>,
@@ -1011,16 +1011,16 @@ fn housekeeping(
     let raw = stmt
         .query_map([], |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, bool>(5)?,
-                r.get::<_, i64>(6)?,
-                r.get::<_, String>(7)?,
-                r.get::<_, String>(8)?,
-                r.get::<_, String>(9)?,
+                r.get::<String>(0)?,
+                r.get::<String>(1)?,
+                r.get::<String>(2)?,
+                r.get::<i64>(3)?,
+                r.get::<i64>(4)?,
+                r.get::<bool>(5)?,
+                r.get::<i64>(6)?,
+                r.get::<String>(7)?,
+                r.get::<String>(8)?,
+                r.get::<String>(9)?,
             ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -1128,7 +1128,7 @@ struct Housekeeping {
 /// Claims the next due recipient of `campaign_id` for `account_id`, skipping opted-out ones.
 /// With `checked_only`, only recipients whose number was found on WhatsApp qualify.
 fn claim(
-    c: &mut Connection,
+    c: &mut Conn,
     tenant_id: &str,
     campaign_id: &str,
     account_id: &str,
@@ -1179,7 +1179,7 @@ fn claim(
 
 /// Records number checks: on WhatsApp (may be sent to) or skipped as not on WhatsApp.
 fn record_checks(
-    c: &mut Connection,
+    c: &mut Conn,
     campaign_id: &str,
     results: &[(String, bool)],
     now: i64,
@@ -1207,7 +1207,7 @@ fn record_checks(
 }
 
 /// Serialises a recipient snapshot for the `variables` column.
-pub fn recipient_data_json(d: &RecipientData) -> rusqlite::Result<String> {
+pub fn recipient_data_json(d: &RecipientData) -> crate::db::DbResult<String> {
     serde_json::to_string(d).map_err(to_sql_err)
 }
 

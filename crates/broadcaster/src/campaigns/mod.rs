@@ -11,10 +11,10 @@ pub mod sender;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::db::{Conn, OptionalExtension, Row, params};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
@@ -122,10 +122,8 @@ const COLUMNS: &str =
     "id, name, kind, template_id, body, account_ids, status, status_reason, rate_per_minute, jitter_pct,
     check_numbers, max_attempts, scheduled_at, started_at, completed_at, created_at";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Campaign> {
-    let conv = |i: usize, e: String| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
-    };
+fn from_row(r: &Row) -> crate::db::DbResult<Campaign> {
+    let conv = |i: usize, e: String| crate::db::DbError::Corrupt(format!("campaign column {i}: {e}"));
     let accounts: String = r.get(5)?;
     let status: String = r.get(6)?;
     Ok(Campaign {
@@ -149,7 +147,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Campaign> {
     })
 }
 
-pub fn load(c: &Connection, tenant_id: &str, id: &str, now: i64) -> rusqlite::Result<Option<Campaign>> {
+pub fn load(c: &Conn, tenant_id: &str, id: &str, now: i64) -> crate::db::DbResult<Option<Campaign>> {
     let found = c
         .query_row(
             &format!("SELECT {COLUMNS} FROM campaigns WHERE tenant_id = ?1 AND id = ?2"),
@@ -279,6 +277,8 @@ async fn resolve_message(
 /// The highest per-account pace: 1,000 messages a second, WhatsApp's highest Business
 /// throughput tier. Ordinary accounts should stay far below it (the default is 20 a minute).
 pub const MAX_RATE_PER_MINUTE: i64 = 60_000;
+/// Most tags one campaign audience may name.
+pub const MAX_AUDIENCE_TAGS: usize = 1000;
 
 struct Settings {
     rate: i64,
@@ -310,10 +310,10 @@ fn check_settings(
 }
 
 fn check_accounts(
-    c: &Connection,
+    c: &Conn,
     tenant: &str,
     ids: &[String],
-) -> Result<Result<(), ApiError>, rusqlite::Error> {
+) -> Result<Result<(), ApiError>, crate::db::DbError> {
     for a in ids {
         let ok: bool = c.query_row(
             "SELECT EXISTS(SELECT 1 FROM accounts WHERE tenant_id = ?1 AND id = ?2)",
@@ -348,7 +348,7 @@ struct Pending {
 
 /// Inserts the campaign and its recipients in one transaction.
 fn insert_campaign(
-    c: &mut Connection,
+    c: &mut Conn,
     tenant: &str,
     new: NewCampaign,
     recipients: Vec<Pending>,
@@ -387,8 +387,8 @@ fn insert_campaign(
     )?;
     {
         let mut ins = tx.prepare(
-            "INSERT OR IGNORE INTO campaign_recipients (campaign_id, tenant_id, contact_id, phone, variables, status, reason, updated_at)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+            "INSERT INTO campaign_recipients (campaign_id, tenant_id, contact_id, phone, variables, status, reason, updated_at)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8) ON CONFLICT DO NOTHING",
         )?;
         for r in recipients {
             let opted = contacts::is_opted_out(&tx, tenant, &r.phone)?;
@@ -428,11 +428,11 @@ fn insert_campaign(
 /// JSON for TEXT columns without a generic closure per type.
 mod erased {
     pub trait Json {
-        fn to_json(&self) -> rusqlite::Result<String>;
+        fn to_json(&self) -> crate::db::DbResult<String>;
     }
     impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> rusqlite::Result<String> {
-            serde_json::to_string(self).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+        fn to_json(&self) -> crate::db::DbResult<String> {
+            serde_json::to_string(self).map_err(|e| crate::db::DbError::Encode(e.to_string()))
         }
     }
 }
@@ -443,13 +443,13 @@ fn contact_values(ct: &contacts::Contact) -> ContactValues {
 
 /// Resolves contact-based audience sources inside the database.
 fn resolve_contacts(
-    c: &Connection,
+    c: &Conn,
     tenant: &str,
     audience_ids: &[String],
     tags: &[String],
     all: bool,
     phones: Vec<(usize, String)>,
-) -> rusqlite::Result<Result<Vec<Pending>, ApiError>> {
+) -> crate::db::DbResult<Result<Vec<Pending>, ApiError>> {
     let mut out = Vec::new();
     for id in audience_ids {
         match contacts::load(c, tenant, id)? {
@@ -462,15 +462,27 @@ fn resolve_contacts(
         }
     }
     if all || !tags.is_empty() {
-        let tag_json =
-            serde_json::to_string(tags).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        let mut stmt = c.prepare(
-            "SELECT ct.id FROM contacts ct WHERE ct.tenant_id = ?1 AND (?2 OR EXISTS(
-               SELECT 1 FROM contact_tags t WHERE t.contact_id = ct.id AND t.tag IN (SELECT value FROM json_each(?3))))
-             ORDER BY ct.created_at, ct.id",
-        )?;
-        let ids: Vec<String> =
-            stmt.query_map(params![tenant, all, tag_json], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        // `?1` the tenant; with tags (and not `all`), `?2`… one per tag.
+        let ids: Vec<String> = if all {
+            c.query_all(
+                "SELECT ct.id FROM contacts ct WHERE ct.tenant_id = ?1 ORDER BY ct.created_at, ct.id",
+                params![tenant],
+                |r| r.get(0),
+            )?
+        } else {
+            let marks = (0..tags.len()).map(|i| format!("?{}", i + 2)).collect::<Vec<_>>().join(",");
+            let mut values: Vec<&dyn crate::db::ToValue> = vec![&tenant];
+            values.extend(tags.iter().map(|t| t as &dyn crate::db::ToValue));
+            c.query_all(
+                &format!(
+                    "SELECT ct.id FROM contacts ct WHERE ct.tenant_id = ?1 AND EXISTS(
+                       SELECT 1 FROM contact_tags t WHERE t.contact_id = ct.id AND t.tag IN ({marks}))
+                     ORDER BY ct.created_at, ct.id"
+                ),
+                values.as_slice(),
+                |r| r.get(0),
+            )?
+        };
         for id in ids {
             if let Some(ct) = contacts::load(c, tenant, &id)? {
                 out.push(Pending {
@@ -486,7 +498,7 @@ fn resolve_contacts(
             .query_row(
                 "SELECT id FROM contacts WHERE tenant_id = ?1 AND phone = ?2",
                 params![tenant, phone],
-                |r| r.get::<_, String>(0),
+                |r| r.get::<String>(0),
             )
             .optional()?
             .map(|id| contacts::load(c, tenant, &id))
@@ -535,6 +547,13 @@ pub async fn create(
     let msg = resolve_message(&st, &tenant, req.template_id, req.body, req.variables).await?;
     let segs = templates::parse(&msg.body).map_err(template_error)?;
     let a = req.audience;
+    // Each tag is one query parameter; far below both backends' parameter limits.
+    if a.tags.len() > MAX_AUDIENCE_TAGS {
+        return Err(ApiError::bad(
+            "invalid_audience",
+            format!("audience.tags lists at most {MAX_AUDIENCE_TAGS} tags"),
+        ));
+    }
     let cc = a.default_country.as_deref().map(contacts::parse_country_code).transpose()?;
     let mut errors = Vec::new();
     let mut phones = Vec::new();
@@ -708,7 +727,7 @@ pub async fn list(
         .db
         .call(move |c| {
             let mut stmt = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM campaigns WHERE tenant_id = ?1 AND (?2 IS NULL OR status = ?2)
+                "SELECT {COLUMNS} FROM campaigns WHERE tenant_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)
                    AND (?3 OR kind = 'campaign') ORDER BY created_at DESC, id LIMIT 500"
             ))?;
             let mut rows = stmt
@@ -811,7 +830,7 @@ pub async fn recipients(
             }
             let mut stmt = c.prepare(
                 "SELECT id, phone, contact_id, account_id, status, reason, attempts, message_id, sent_at, delivered_at, read_at, failed_at
-                 FROM campaign_recipients WHERE campaign_id = ?1 AND tenant_id = ?2 AND id > ?3 AND (?4 IS NULL OR status = ?4)
+                 FROM campaign_recipients WHERE campaign_id = ?1 AND tenant_id = ?2 AND id > ?3 AND (CAST(?4 AS TEXT) IS NULL OR status = ?4)
                  ORDER BY id LIMIT ?5",
             )?;
             let items = stmt

@@ -3,7 +3,7 @@
 //! delivery status, outbox and live events), so every campaign message shows up in history and
 //! its receipts flow back to the recipient rows by message id.
 
-use rusqlite::{OptionalExtension, params};
+use crate::db::{OptionalExtension, params};
 
 use super::engine::{CampaignMessage, CampaignSender, SendError, SendFuture};
 use crate::error::ApiError;
@@ -129,7 +129,7 @@ impl CampaignSender for MessagesSender {
                             "SELECT id FROM messages WHERE tenant_id = ?1 AND account_id = ?2 AND direction = 'outgoing'
                                AND wa_message_id = ?3 AND status IN ('sent','delivered','read') LIMIT 1",
                             params![t, a, w],
-                            |r| r.get::<_, String>(0),
+                            |r| r.get::<String>(0),
                         )
                         .optional()?;
                     if sent.is_none() {

@@ -10,11 +10,11 @@ pub mod csv;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::db::{Conn, OptionalExtension, Row, params};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -145,11 +145,10 @@ fn check_name(name: &Option<String>) -> Result<Option<String>, ApiError> {
 
 const CONTACT_COLUMNS: &str = "id, phone, name, fields, opted_out_at, opt_out_reason, created_at, updated_at";
 
-fn contact_from_row(r: &Row<'_>) -> rusqlite::Result<Contact> {
+fn contact_from_row(r: &Row) -> crate::db::DbResult<Contact> {
     let fields: String = r.get(3)?;
-    let fields = serde_json::from_str(&fields).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
-    })?;
+    let fields = serde_json::from_str(&fields)
+        .map_err(|e| crate::db::DbError::Corrupt(format!("contact fields: {e}")))?;
     let opted_out_at: Option<i64> = r.get(4)?;
     Ok(Contact {
         id: r.get(0)?,
@@ -165,13 +164,13 @@ fn contact_from_row(r: &Row<'_>) -> rusqlite::Result<Contact> {
     })
 }
 
-fn tags_of(c: &Connection, contact_id: &str) -> rusqlite::Result<Vec<String>> {
+fn tags_of(c: &Conn, contact_id: &str) -> crate::db::DbResult<Vec<String>> {
     let mut stmt = c.prepare_cached("SELECT tag FROM contact_tags WHERE contact_id = ?1 ORDER BY tag")?;
     stmt.query_map(params![contact_id], |r| r.get(0))?.collect()
 }
 
 /// Loads one contact of `tenant_id` with its tags.
-pub fn load(c: &Connection, tenant_id: &str, id: &str) -> rusqlite::Result<Option<Contact>> {
+pub fn load(c: &Conn, tenant_id: &str, id: &str) -> crate::db::DbResult<Option<Contact>> {
     let found = c
         .query_row(
             &format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE tenant_id = ?1 AND id = ?2"),
@@ -187,7 +186,7 @@ pub fn load(c: &Connection, tenant_id: &str, id: &str) -> rusqlite::Result<Optio
         .transpose()
 }
 
-fn find_by_phone(c: &Connection, tenant_id: &str, phone: &str) -> rusqlite::Result<Option<Contact>> {
+fn find_by_phone(c: &Conn, tenant_id: &str, phone: &str) -> crate::db::DbResult<Option<Contact>> {
     let id: Option<String> = c
         .query_row(
             "SELECT id FROM contacts WHERE tenant_id = ?1 AND phone = ?2",
@@ -202,7 +201,7 @@ fn find_by_phone(c: &Connection, tenant_id: &str, phone: &str) -> rusqlite::Resu
 }
 
 /// Whether `phone` (E.164) is an opted-out contact of `tenant_id`.
-pub fn is_opted_out(c: &Connection, tenant_id: &str, phone: &str) -> rusqlite::Result<bool> {
+pub fn is_opted_out(c: &Conn, tenant_id: &str, phone: &str) -> crate::db::DbResult<bool> {
     c.query_row(
         "SELECT EXISTS(SELECT 1 FROM contacts WHERE tenant_id = ?1 AND phone = ?2 AND opted_out_at IS NOT NULL)",
         params![tenant_id, phone],
@@ -220,12 +219,12 @@ struct Upsert {
 
 /// Inserts or merges into the contact with `phone`. Returns (id, created).
 fn upsert(
-    c: &Connection,
+    c: &Conn,
     tenant_id: &str,
     phone: &str,
     u: &Upsert,
     now: i64,
-) -> rusqlite::Result<(String, bool)> {
+) -> crate::db::DbResult<(String, bool)> {
     let existing: Option<(String, String)> = c
         .prepare_cached("SELECT id, fields FROM contacts WHERE tenant_id = ?1 AND phone = ?2")?
         .query_row(params![tenant_id, phone], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -234,8 +233,8 @@ fn upsert(
         Some((id, fields)) => {
             let mut merged: BTreeMap<String, String> = serde_json::from_str(&fields).unwrap_or_default();
             merged.extend(u.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let json = serde_json::to_string(&merged)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let json =
+                serde_json::to_string(&merged).map_err(|e| crate::db::DbError::Encode(e.to_string()))?;
             c.prepare_cached(
                 "UPDATE contacts SET name = COALESCE(?2, name), fields = ?3, updated_at = ?4 WHERE id = ?1",
             )?
@@ -244,8 +243,8 @@ fn upsert(
         }
         None => {
             let id = new_id("ct");
-            let json = serde_json::to_string(&u.fields)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let json =
+                serde_json::to_string(&u.fields).map_err(|e| crate::db::DbError::Encode(e.to_string()))?;
             c.prepare_cached(
                 "INSERT INTO contacts (id, tenant_id, phone, name, fields, created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?6)",
             )?
@@ -254,7 +253,7 @@ fn upsert(
         }
     };
     let mut add = c.prepare_cached(
-        "INSERT OR IGNORE INTO contact_tags (tenant_id, contact_id, tag) VALUES (?1,?2,?3)",
+        "INSERT INTO contact_tags (tenant_id, contact_id, tag) VALUES (?1,?2,?3) ON CONFLICT DO NOTHING",
     )?;
     for t in &u.tags {
         add.execute(params![tenant_id, id, t])?;
@@ -266,12 +265,12 @@ fn upsert(
 /// message, case-insensitive, trailing punctuation ignored). Unknown senders become contacts so
 /// later imports and CSV audiences keep honouring the opt-out. Returns whether it matched.
 pub fn apply_incoming_opt_out(
-    c: &Connection,
+    c: &Conn,
     tenant_id: &str,
     phone: &str,
     text: &str,
     now: i64,
-) -> rusqlite::Result<bool> {
+) -> crate::db::DbResult<bool> {
     let word = text.trim().trim_end_matches(['.', '!']).trim();
     if word.is_empty() || word.len() > 40 {
         return Ok(false);
@@ -288,7 +287,7 @@ pub fn apply_incoming_opt_out(
     Ok(true)
 }
 
-pub fn opt_out_keywords(c: &Connection, tenant_id: &str) -> rusqlite::Result<Vec<String>> {
+pub fn opt_out_keywords(c: &Conn, tenant_id: &str) -> crate::db::DbResult<Vec<String>> {
     let stored: Option<String> = c
         .query_row("SELECT keywords FROM opt_out_settings WHERE tenant_id = ?1", params![tenant_id], |r| {
             r.get(0)
@@ -425,9 +424,9 @@ pub async fn list(
         .db
         .call(move |c| {
             let filter = "FROM contacts ct WHERE ct.tenant_id = ?1
-                 AND (?2 IS NULL OR EXISTS(SELECT 1 FROM contact_tags t WHERE t.contact_id = ct.id AND t.tag = ?2))
-                 AND (?3 IS NULL OR ct.name LIKE ?3 OR ct.phone LIKE ?3)
-                 AND (?4 IS NULL OR (ct.opted_out_at IS NOT NULL) = ?4)";
+                 AND (CAST(?2 AS TEXT) IS NULL OR EXISTS(SELECT 1 FROM contact_tags t WHERE t.contact_id = ct.id AND t.tag = ?2))
+                 AND (CAST(?3 AS TEXT) IS NULL OR LOWER(ct.name) LIKE LOWER(?3) OR ct.phone LIKE ?3)
+                 AND (CAST(?4 AS BIGINT) IS NULL OR (CASE WHEN ct.opted_out_at IS NULL THEN 0 ELSE 1 END) = ?4)";
             let total: i64 = c.query_row(
                 &format!("SELECT COUNT(*) {filter}"),
                 params![tenant, q.tag, pattern, q.opted_out],
@@ -868,12 +867,12 @@ impl MappedCsv {
 
 /// Imports rows into the tenant's contacts in one transaction.
 pub fn import_rows(
-    c: &mut Connection,
+    c: &mut Conn,
     tenant_id: &str,
     rows: Vec<CsvRow>,
     extra_tags: &BTreeSet<String>,
     now: i64,
-) -> rusqlite::Result<(usize, usize)> {
+) -> crate::db::DbResult<(usize, usize)> {
     let tx = c.transaction()?;
     let (mut created, mut merged) = (0, 0);
     for r in rows {
@@ -929,13 +928,13 @@ pub async fn export(
         .call(move |c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {CONTACT_COLUMNS} FROM contacts ct WHERE tenant_id = ?1
-                   AND (?2 IS NULL OR EXISTS(SELECT 1 FROM contact_tags t WHERE t.contact_id = ct.id AND t.tag = ?2))
+                   AND (CAST(?2 AS TEXT) IS NULL OR EXISTS(SELECT 1 FROM contact_tags t WHERE t.contact_id = ct.id AND t.tag = ?2))
                  ORDER BY created_at, id"
             ))?;
             let contacts = stmt.query_map(params![tenant, q.tag], contact_from_row)?.collect::<Result<Vec<_>, _>>()?;
             let mut tag_stmt = c.prepare("SELECT contact_id, tag FROM contact_tags WHERE tenant_id = ?1 ORDER BY tag")?;
             let mut tags: HashMap<String, Vec<String>> = HashMap::new();
-            for row in tag_stmt.query_map(params![tenant], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            for row in tag_stmt.query_map(params![tenant], |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)))? {
                 let (id, tag) = row?;
                 tags.entry(id).or_default().push(tag);
             }
