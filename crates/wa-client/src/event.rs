@@ -190,7 +190,7 @@ pub struct ReceiptEvent {
     /// [`crate::ClientBuilder::confirm_handled`] the application sends it with
     /// [`crate::Client::ack_receipt`] once it has durably recorded the receipt. `None`: the
     /// client already acknowledged it.
-    pub ack: Option<ReceiptAck>,
+    pub ack: Option<Box<ReceiptAck>>,
 }
 
 /// The acknowledgement a received `<receipt>` still owes the server: the `<ack

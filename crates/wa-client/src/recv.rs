@@ -483,12 +483,12 @@ pub(crate) async fn handle_receipt(shared: &Arc<Shared>, conn: &Connection, node
     let sender = node.attr_jid("participant").unwrap_or_else(|_| from.clone());
     let chat = if from.is_group() { from } else { node.attr_jid("recipient").unwrap_or(from).to_non_ad() };
     let ack = if shared.config.confirm_handled {
-        Some(ReceiptAck {
+        Some(Box::new(ReceiptAck {
             id: first_id,
             receipt_type: ty.as_deref().map(str::to_owned),
             node: ack_for(&node, None),
             connection: conn.number(),
-        })
+        }))
     } else {
         conn.send(&ack_for(&node, None))?;
         None
