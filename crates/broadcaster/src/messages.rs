@@ -422,8 +422,11 @@ pub(crate) async fn record_outcome(
             let mut events = Vec::new();
             match &outcome {
                 Ok(wa_id) => {
+                    // A receipt can be recorded before this (it matches the row by the WhatsApp id
+                    // stored before sending): `sent` never replaces a later status.
                     tx.execute(
-                        "UPDATE messages SET status = 'sent', wa_message_id = ?3, sent_at = ?4, updated_at = ?4
+                        "UPDATE messages SET wa_message_id = ?3, sent_at = COALESCE(sent_at, ?4), updated_at = ?4,
+                           status = CASE WHEN status IN ('delivered','read','played') THEN status ELSE 'sent' END
                          WHERE tenant_id = ?1 AND id = ?2",
                         params![t, i, wa_id, now],
                     )?;

@@ -116,6 +116,8 @@ impl WaRuntime {
             .reconnect(true, Duration::from_secs(1), Duration::from_secs(60))
             // A received message stays pending in the auth store until the server's database
             // holds it (`mark_handled` in the pump); a crash in between replays it at next start.
+            // Receipts likewise stay unacknowledged to WhatsApp until their status is committed
+            // (`ack_receipt` in the pump); WhatsApp re-delivers them otherwise.
             .confirm_handled(true);
         if let Some(k) = self.upstream.root_key {
             b = b.root_key(k);
@@ -242,6 +244,36 @@ impl Pump {
         }
     }
 
+    /// Records a receipt's status change and only then acknowledges the receipt to WhatsApp
+    /// (the client is built with `confirm_handled`): a receipt not committed to the database
+    /// (a crash, a failed write) stays unacknowledged and WhatsApp delivers it again on the next
+    /// connection. A repeat is harmless: a status only moves forward and keeps the timestamps
+    /// it already has, and an early receipt is stored once.
+    async fn record_receipt(&self, r: wa_client::ReceiptEvent, now: i64) {
+        let status = match r.kind {
+            ReceiptKind::Delivered => Some(DeliveryStatus::Delivered),
+            ReceiptKind::Read => Some(DeliveryStatus::Read),
+            ReceiptKind::Played => Some(DeliveryStatus::Played),
+            _ => None,
+        };
+        let mut recorded = true;
+        if let Some(status) = status {
+            // Our clock, not the receipt's whole-second stamp, so the timestamps of one
+            // message stay ordered (sent_at is ours too).
+            for id in &r.ids {
+                let event = SessionEvent::MessageStatus { message_id: id.clone(), status, at_ms: now };
+                recorded &= self.events.record(&self.tenant_id, &self.account_id, event).await;
+            }
+        }
+        if !recorded {
+            tracing::warn!(account_id = %self.account_id, "receipt not recorded; WhatsApp delivers it again");
+            return;
+        }
+        if let Err(e) = self.client.ack_receipt(&r) {
+            tracing::warn!(account_id = %self.account_id, error = %e, "receipt not acknowledged");
+        }
+    }
+
     async fn run(self, mut stream: wa_client::EventStream) {
         let mut pairing_requested = false;
         while let Some(ev) = stream.recv().await {
@@ -334,20 +366,7 @@ impl Pump {
                         self.mark_handled(&m.info).await;
                     }
                 }
-                Event::Receipt(r) => {
-                    let status = match r.kind {
-                        ReceiptKind::Delivered => DeliveryStatus::Delivered,
-                        ReceiptKind::Read => DeliveryStatus::Read,
-                        ReceiptKind::Played => DeliveryStatus::Played,
-                        _ => continue,
-                    };
-                    // Our clock, not the receipt's whole-second stamp, so the timestamps of one
-                    // message stay ordered (sent_at is ours too).
-                    let at_ms = now;
-                    for id in r.ids {
-                        self.emit(SessionEvent::MessageStatus { message_id: id, status, at_ms }).await;
-                    }
-                }
+                Event::Receipt(r) => self.record_receipt(r, now).await,
                 Event::UndecryptableMessage(_) => Metrics::inc(&self.metrics.decrypt_failures),
                 _ => {}
             }

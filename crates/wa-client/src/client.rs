@@ -246,7 +246,12 @@ impl ClientBuilder {
     /// With `true`, a message stays pending until the application calls
     /// [`Client::mark_handled`] (after it durably processed it), and the first login of the
     /// next `Client` on this store emits pending messages again (`info.offline` set); the
-    /// application may then see a message twice. Default `false`.
+    /// application may then see a message twice.
+    ///
+    /// Receipts likewise: with `true`, an [`Event::Receipt`] is acknowledged to the server only
+    /// by [`Client::ack_receipt`] (after the application recorded it); one not acknowledged
+    /// before the connection ends is delivered again on the next connection. Retry receipts
+    /// are still answered and acknowledged by the client. Default `false`.
     pub fn confirm_handled(mut self, confirm: bool) -> Self {
         self.config.confirm_handled = confirm;
         self
@@ -468,6 +473,28 @@ impl Client {
             .mark_inbound_handled(&info.chat.to_string(), &info.sender.to_string(), &info.id)
             .await?;
         Ok(())
+    }
+
+    /// Acknowledges a received receipt to the server once the application has durably
+    /// recorded it (only needed with [`ClientBuilder::confirm_handled`]; without it receipts
+    /// are acknowledged on arrival and this does nothing). Until then WhatsApp keeps the
+    /// receipt and, if the connection ends first, delivers it again on the next one
+    /// (`offline` set), so recording a receipt must tolerate a repeat.
+    ///
+    /// Returns `true` when the acknowledgement went out (or was not owed), `false` when the
+    /// connection the receipt came on is gone: nothing is sent on a later connection, which
+    /// gets the receipt again and must acknowledge that copy.
+    pub fn ack_receipt(&self, receipt: &crate::ReceiptEvent) -> Result<bool> {
+        let Some(ack) = &receipt.ack else { return Ok(true) };
+        let conn = lock(&self.shared.conn).clone();
+        match conn {
+            Some(c) if c.number() == ack.connection && !c.is_closed() => match c.send(&ack.node) {
+                Ok(()) => Ok(true),
+                Err(Error::NotConnected) => Ok(false),
+                Err(e) => Err(e),
+            },
+            _ => Ok(false),
+        }
     }
 
     /// Our own phone-number JID (with device), once paired.

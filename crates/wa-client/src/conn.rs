@@ -55,6 +55,9 @@ enum Outgoing {
 
 type Pending = Mutex<HashMap<String, oneshot::Sender<Node>>>;
 
+/// Numbers connections across every client of the process.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
 /// Handle to a live connection; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Connection {
@@ -64,6 +67,8 @@ pub(crate) struct Connection {
 struct Inner {
     out: mpsc::UnboundedSender<Outgoing>,
     pending: Arc<Pending>,
+    /// Process-unique number of this connection.
+    number: u64,
     id_prefix: String,
     counter: AtomicU64,
     closed: Arc<AtomicBool>,
@@ -196,7 +201,8 @@ impl Connection {
         let closed = Arc::new(AtomicBool::new(false));
         tokio::spawn(writer(sink, sender, out_rx, in_tx.clone(), closed.clone()));
         tokio::spawn(reader(stream, frames, receiver, in_tx, pending.clone(), closed.clone()));
-        let inner = Inner { out: out_tx, pending, id_prefix, counter: AtomicU64::new(1), closed };
+        let number = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+        let inner = Inner { out: out_tx, pending, number, id_prefix, counter: AtomicU64::new(1), closed };
         Ok((Connection { inner: Arc::new(inner) }, in_rx))
     }
 
@@ -204,6 +210,12 @@ impl Connection {
     pub(crate) fn next_id(&self) -> String {
         let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n}", self.inner.id_prefix)
+    }
+
+    /// This connection's process-unique number (what tells a stanza's connection apart from a
+    /// later one of the same client).
+    pub(crate) fn number(&self) -> u64 {
+        self.inner.number
     }
 
     /// Whether the connection has ended.

@@ -183,6 +183,44 @@ pub struct ReceiptEvent {
     pub kind: ReceiptKind,
     /// Timestamp (unix seconds).
     pub timestamp: u64,
+    /// Delivered from the offline queue (for example again, after a connection ended before
+    /// the receipt was acknowledged).
+    pub offline: bool,
+    /// `Some` while the server still waits for this receipt's acknowledgement: with
+    /// [`crate::ClientBuilder::confirm_handled`] the application sends it with
+    /// [`crate::Client::ack_receipt`] once it has durably recorded the receipt. `None`: the
+    /// client already acknowledged it.
+    pub ack: Option<Box<ReceiptAck>>,
+}
+
+/// The acknowledgement a received `<receipt>` still owes the server: the `<ack
+/// class="receipt">` built from the receipt's id, sender (`from`, `participant`,
+/// `recipient`) and type, and the connection it arrived on. WhatsApp keeps an unacknowledged
+/// receipt and delivers it again (from the offline queue) on the next connection, so an
+/// acknowledgement is only ever sent on the connection the receipt came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptAck {
+    pub(crate) id: String,
+    pub(crate) receipt_type: Option<String>,
+    pub(crate) node: wa_binary::Node,
+    pub(crate) connection: u64,
+}
+
+impl ReceiptAck {
+    /// The receipt's id (the first message id it covers).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The receipt's `type` attribute (`None` for a plain delivery receipt).
+    pub fn receipt_type(&self) -> Option<&str> {
+        self.receipt_type.as_deref()
+    }
+
+    /// Which connection the receipt arrived on (a number unique within the process).
+    pub fn connection(&self) -> u64 {
+        self.connection
+    }
 }
 
 /// A message that did not decrypt.

@@ -37,7 +37,7 @@ mod send;
 
 pub use client::{BoxRng, Client, ClientBuilder, WHATSAPP_URL};
 pub use error::{Error, Result};
-pub use event::{Event, EventStream, MessageEvent, MessageInfo, ReceiptEvent, ReceiptKind};
+pub use event::{Event, EventStream, MessageEvent, MessageInfo, ReceiptAck, ReceiptEvent, ReceiptKind};
 pub use media::{
     EncryptedMedia, MediaOptions, MediaRef, MediaType, UploadedMedia, decrypt_media, encrypt_media,
 };

@@ -18,8 +18,8 @@ use crate::conn::Connection;
 use crate::creds::{CredentialsExt, from_store_pair};
 use crate::error::{Error, Result};
 use crate::event::{
-    ChatStateEvent, Event, GroupUpdateEvent, MessageEvent, MessageInfo, PresenceEvent, ReceiptEvent,
-    ReceiptKind, UndecryptableEvent,
+    ChatStateEvent, Event, GroupUpdateEvent, MessageEvent, MessageInfo, PresenceEvent, ReceiptAck,
+    ReceiptEvent, ReceiptKind, UndecryptableEvent,
 };
 
 /// Largest number of retry receipts we send for one message.
@@ -454,29 +454,53 @@ async fn retry_receipt(shared: &Shared, node: &Node, info: &MessageInfo, count: 
     Ok(r.children(children))
 }
 
-/// Handles a `<receipt>`: acknowledge, report, and answer retry requests.
+/// Handles a `<receipt>`: report it, answer retry requests, and acknowledge it: at once, or
+/// with [`crate::ClientBuilder::confirm_handled`] only when the application confirms it
+/// ([`crate::Client::ack_receipt`]), so that WhatsApp delivers it again if the application
+/// stops before recording it.
 pub(crate) async fn handle_receipt(shared: &Arc<Shared>, conn: &Connection, node: Node) -> Result<()> {
-    conn.send(&ack_for(&node, None))?;
-    let from = node.attr_jid("from")?;
     let ty = node.opt_attr_str("type");
     if ty.as_deref() == Some("retry") {
+        conn.send(&ack_for(&node, None))?;
         if let Err(e) = crate::send::answer_retry(shared, conn, &node).await {
             warn!(%e, "answering a retry receipt failed");
         }
         return Ok(());
     }
-    let mut ids = vec![node.attr_str("id")?.into_owned()];
+    let (from, first_id) = match (node.attr_jid("from"), node.attr_str("id")) {
+        (Ok(from), Ok(id)) => (from, id.into_owned()),
+        (Err(e), _) | (_, Err(e)) => {
+            // Nothing the application could record: acknowledged so it is not re-delivered.
+            warn!(%e, "malformed receipt");
+            conn.send(&ack_for(&node, None))?;
+            return Ok(());
+        }
+    };
+    let mut ids = vec![first_id.clone()];
     if let Some(list) = node.child("list") {
         ids.extend(list.children_by_tag("item").filter_map(|i| i.opt_attr_str("id").map(|s| s.into_owned())));
     }
     let sender = node.attr_jid("participant").unwrap_or_else(|_| from.clone());
     let chat = if from.is_group() { from } else { node.attr_jid("recipient").unwrap_or(from).to_non_ad() };
+    let ack = if shared.config.confirm_handled {
+        Some(Box::new(ReceiptAck {
+            id: first_id,
+            receipt_type: ty.as_deref().map(str::to_owned),
+            node: ack_for(&node, None),
+            connection: conn.number(),
+        }))
+    } else {
+        conn.send(&ack_for(&node, None))?;
+        None
+    };
     shared.emit(Event::Receipt(ReceiptEvent {
         chat,
         sender,
         ids,
         kind: ReceiptKind::parse(ty.as_deref()),
         timestamp: node.opt_attr_str("t").and_then(|t| t.parse().ok()).unwrap_or(0),
+        offline: node.has_attr("offline"),
+        ack,
     }));
     Ok(())
 }

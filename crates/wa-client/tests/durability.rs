@@ -1,6 +1,7 @@
 //! Durability against wa-emulator: a peer's retry receipt is answered from the sent-message
-//! store, and a receiver killed with SIGKILL at random points while messages flow loses no
-//! message the server counted as acknowledged by the device.
+//! store, a receiver killed with SIGKILL at random points while messages flow loses no
+//! message the server counted as acknowledged by the device, and with `confirm_handled`
+//! receipts are acknowledged only by the application (re-delivered until then).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,8 +11,8 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{T, emulator, pair, sqlite_builder, sqlite_client};
-use wa_client::Event;
+use common::{T, emulator, next_matching, pair, sqlite_builder, sqlite_client};
+use wa_client::{Event, ReceiptEvent, ReceiptKind};
 use wa_emulator::WorldEvent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,6 +47,127 @@ async fn a_peers_retry_receipt_is_answered_from_the_sent_message_store() {
     let got = bob.wait_message(T, |m| m.id == next.id).await.expect("bob received the next one");
     assert!(got.error.is_none(), "{:?}", got.error);
     assert_eq!(got.text.as_deref(), Some("after the retry"));
+    client.disconnect().await;
+}
+
+/// The next receipt of `kind` covering `id`.
+async fn receipt_for(events: &mut wa_client::EventStream, id: &str, kind: ReceiptKind) -> ReceiptEvent {
+    next_matching(events, "the receipt", |e| match e {
+        Event::Receipt(r) if r.kind == kind && r.ids.iter().any(|i| i == id) => Some(r.clone()),
+        _ => None,
+    })
+    .await
+}
+
+/// The emulator saw the device acknowledge the receipt of `kind` ("" = delivery) for `id`.
+async fn receipt_acked(events: &mut tokio::sync::broadcast::Receiver<WorldEvent>, id: &str, kind: &str) {
+    tokio::time::timeout(T, async {
+        loop {
+            match events.recv().await {
+                Ok(WorldEvent::ReceiptAcked { id: i, kind: k, .. }) if i == id && k == kind => return,
+                Ok(_) => {}
+                Err(e) => panic!("emulator events: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the emulator never saw the {kind:?} receipt for {id} acknowledged"));
+}
+
+/// Ends the client's connection from the server side; the client reconnects by itself.
+/// Returns the receipts delivered on the new connection before its offline queue was done.
+async fn drop_connection(
+    emu: &wa_emulator::EmulatorHandle,
+    events: &mut wa_client::EventStream,
+    pn: &str,
+    device: u16,
+) -> Vec<ReceiptEvent> {
+    emu.fault_close(emu.connection_of(pn, device).unwrap()).unwrap();
+    next_matching(events, "the connection lost", |e| matches!(e, Event::Disconnected { .. }).then_some(()))
+        .await;
+    let mut receipts = Vec::new();
+    next_matching(events, "the offline queue after the reconnect", |e| match e {
+        Event::Receipt(r) => {
+            receipts.push(r.clone());
+            None
+        }
+        Event::OfflineSyncCompleted { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+    receipts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_confirm_handled_receipts_are_acknowledged_by_the_application_and_redelivered_until_then() {
+    let emu = emulator(63).await;
+    emu.create_account("15550006300", "Me").unwrap();
+    emu.create_account("15550006301", "Bob").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client =
+        sqlite_builder(&emu, &dir.path().join("wa.db"), 63).await.confirm_handled(true).build().unwrap();
+    let mut events = client.events();
+    let me = pair(&emu, &client, &mut events, "15550006300").await;
+    let bob = emu.phone("15550006301").unwrap();
+    let mut world = emu.subscribe();
+
+    let sent = client.send_text(&bob.jid(), "did you get it?").await.unwrap();
+    let first = receipt_for(&mut events, &sent.id, ReceiptKind::Delivered).await;
+    assert!(!first.offline);
+    let ack = first.ack.clone().expect("the application owes this receipt's acknowledgement");
+    assert_eq!((ack.id(), ack.receipt_type()), (sent.id.as_str(), None));
+    assert!(
+        !emu.events().iter().any(|e| matches!(e, WorldEvent::ReceiptAcked { id, .. } if *id == sent.id)),
+        "acknowledged before the application confirmed it"
+    );
+
+    // The connection ends before the application confirmed: WhatsApp delivers the receipt
+    // again on the next connection, from the offline queue.
+    let redelivered = drop_connection(&emu, &mut events, "15550006300", me.device()).await;
+    let again = redelivered
+        .into_iter()
+        .find(|r| r.kind == ReceiptKind::Delivered && r.ids.contains(&sent.id))
+        .expect("the unacknowledged receipt came again from the offline queue");
+    assert!(again.offline, "{again:?}");
+    let ack2 = again.ack.clone().expect("still owed");
+    assert_ne!(ack2.connection(), ack.connection());
+    // Confirming the first copy sends nothing: its connection is gone.
+    assert!(!client.ack_receipt(&first).unwrap(), "an ack for a receipt of a previous connection");
+    assert!(client.ack_receipt(&again).unwrap());
+    receipt_acked(&mut world, &sent.id, "").await;
+
+    // A read receipt: same message id, acknowledged separately.
+    bob.mark_read(std::slice::from_ref(&sent.id)).unwrap();
+    let read = receipt_for(&mut events, &sent.id, ReceiptKind::Read).await;
+    assert_eq!(read.ack.as_ref().and_then(|a| a.receipt_type()), Some("read"));
+    assert!(client.ack_receipt(&read).unwrap());
+    receipt_acked(&mut world, &sent.id, "read").await;
+
+    // Both acknowledged: neither is delivered again.
+    let redelivered = drop_connection(&emu, &mut events, "15550006300", me.device()).await;
+    assert!(
+        !redelivered.iter().any(|r| r.ids.contains(&sent.id) && r.sender == again.sender),
+        "acknowledged receipts were delivered again: {redelivered:?}"
+    );
+    client.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_confirm_handled_receipts_are_acknowledged_on_arrival() {
+    let emu = emulator(64).await;
+    emu.create_account("15550006400", "Me").unwrap();
+    emu.create_account("15550006401", "Bob").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = sqlite_client(&emu, &dir.path().join("wa.db"), 64).await;
+    let mut events = client.events();
+    pair(&emu, &client, &mut events, "15550006400").await;
+    let mut world = emu.subscribe();
+    let bob = emu.phone("15550006401").unwrap();
+    let sent = client.send_text(&bob.jid(), "hello").await.unwrap();
+    let r = receipt_for(&mut events, &sent.id, ReceiptKind::Delivered).await;
+    assert!(r.ack.is_none(), "nothing owed: {r:?}");
+    receipt_acked(&mut world, &sent.id, "").await;
+    assert!(client.ack_receipt(&r).unwrap(), "a no-op");
     client.disconnect().await;
 }
 

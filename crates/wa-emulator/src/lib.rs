@@ -46,7 +46,8 @@ pub use media::{IMAGE_KEYS_INFO, decrypt_media, encrypt_media};
 pub use phone::{InboxMessage, PhoneReceipt};
 pub use tls::TlsSetupError;
 pub use world::{
-    AccountId, ConnCommand, ConnId, ControlError, DeviceAddr, Fault, Mailbox, World, WorldEvent,
+    AccountId, ConnCommand, ConnId, ControlError, DeviceAddr, Fault, MAX_ACKED_IDS, Mailbox, World,
+    WorldEvent,
 };
 
 use server::Shared;

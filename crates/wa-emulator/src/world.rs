@@ -111,20 +111,32 @@ pub struct Device {
     pub conn: Option<ConnId>,
     /// Stanzas waiting for the device to come online.
     pub offline: VecDeque<Node>,
-    /// Messages sent on the device's connection and not yet acknowledged (by a receipt or an
-    /// `<ack class="message">`); they go back to the front of `offline` when the connection
-    /// ends, as WhatsApp re-delivers what a device did not acknowledge.
+    /// Messages and receipts sent on the device's connection and not yet acknowledged (a
+    /// message by a receipt or an `<ack class="message">`, a receipt by its `<ack
+    /// class="receipt">`); they go back to the front of `offline` when the connection ends,
+    /// as WhatsApp re-delivers what a device did not acknowledge.
     pub in_flight: VecDeque<Node>,
-    /// Ids of the messages the device acknowledged, oldest first.
-    pub acked: Vec<String>,
+    /// Ids of the messages the device acknowledged, oldest first (the latest
+    /// [`MAX_ACKED_IDS`]).
+    pub acked: VecDeque<String>,
     /// Platform name it registered with.
     pub platform: String,
     /// The companion's signed device identity (from pair-device-sign).
     pub signed_identity: Option<Vec<u8>>,
 }
 
+/// How many acknowledged message ids a device remembers (for tests and the control API).
+pub const MAX_ACKED_IDS: usize = 100_000;
+
+/// Whether a stanza delivered to a companion waits in flight for the device's acknowledgement
+/// (and is delivered again if the connection ends first): messages and receipts. Other
+/// stanzas (notifications, presence) are fire-and-forget here.
+fn awaits_ack(node: &Node) -> bool {
+    matches!(node.tag.as_str(), "message" | "receipt")
+}
+
 impl Device {
-    /// Puts the unacknowledged messages back at the front of the offline queue, in order.
+    /// Puts the unacknowledged stanzas back at the front of the offline queue, in order.
     fn requeue_in_flight(&mut self) {
         while let Some(n) = self.in_flight.pop_back() {
             self.offline.push_front(n);
@@ -231,6 +243,9 @@ pub enum WorldEvent {
     PhoneReceipt { pn: String, id: String, kind: String },
     /// A device acknowledged a message delivered to it (receipt or `<ack class="message">`).
     DeviceAcked { pn: String, device: u16, id: String },
+    /// A companion acknowledged a receipt delivered to it (`<ack class="receipt">`); `kind` is
+    /// the receipt's type (empty for a delivery receipt).
+    ReceiptAcked { pn: String, device: u16, id: String, kind: String },
     /// A node the server does not support was answered with an error.
     Unsupported { conn: ConnId, tag: String, xmlns: String },
 }
@@ -429,7 +444,7 @@ impl World {
             conn: None,
             offline: VecDeque::new(),
             in_flight: VecDeque::new(),
-            acked: Vec::new(),
+            acked: VecDeque::new(),
             platform: "android".into(),
             signed_identity: None,
         };
@@ -557,7 +572,7 @@ impl World {
             self.accounts.get(account).ok_or_else(|| ControlError::UnknownAccount(account.to_string()))?;
         acct.devices
             .get(&device)
-            .map(|d| d.acked.clone())
+            .map(|d| d.acked.iter().cloned().collect())
             .ok_or_else(|| ControlError::UnknownDevice(format!("{}:{device}", acct.pn)))
     }
 
@@ -656,7 +671,7 @@ impl World {
         let mut queued: Vec<Node> = d.offline.drain(..).collect();
         for node in &mut queued {
             node.set_attr("offline", "1");
-            if node.tag == "message" {
+            if awaits_ack(node) {
                 d.in_flight.push_back(node.clone());
             }
         }
@@ -682,7 +697,7 @@ impl World {
         };
         match d.conn {
             Some(conn) if self.conns.get(&conn).is_some_and(|c| c.active && !c.closed) => {
-                if node.tag == "message" {
+                if awaits_ack(&node) {
                     d.in_flight.push_back(node.clone());
                 }
                 self.send(conn, node)
@@ -700,12 +715,14 @@ impl World {
             "iq" => self.on_iq(conn, node),
             "message" => self.on_message(conn, node),
             "receipt" => self.on_receipt(conn, node),
-            "ack" => {
-                if attr(&node, "class") == "message" {
+            "ack" => match attr(&node, "class").as_str() {
+                "message" => {
                     let id = attr(&node, "id");
                     self.on_device_ack(conn, std::slice::from_ref(&id));
                 }
-            }
+                "receipt" => self.on_receipt_ack(conn, &node),
+                _ => {}
+            },
             "ib" | "presence" | "chatstate" => {}
             "notification" | "call" => {
                 let ack = Node::new("ack")
@@ -1147,6 +1164,8 @@ impl World {
     }
 
     /// A device acknowledged messages: they leave its in-flight list and count as acked.
+    /// Only messages: a receipt in flight to the device may carry the same id (a receipt's id
+    /// is the id of the message it is about) and waits for its own `<ack class="receipt">`.
     fn on_device_ack(&mut self, conn: ConnId, ids: &[String]) {
         let Some(addr) = self.conns.get(&conn).and_then(|c| c.device) else { return };
         let Some(acct) = self.accounts.get_mut(addr.account) else { return };
@@ -1155,14 +1174,42 @@ impl World {
         let mut acked = Vec::new();
         for id in ids {
             let before = d.in_flight.len();
-            d.in_flight.retain(|n| attr(n, "id") != *id);
+            d.in_flight.retain(|n| n.tag != "message" || attr(n, "id") != *id);
             if d.in_flight.len() < before {
-                d.acked.push(id.clone());
+                if d.acked.len() >= MAX_ACKED_IDS {
+                    d.acked.pop_front();
+                }
+                d.acked.push_back(id.clone());
                 acked.push(id.clone());
             }
         }
         for id in acked {
             self.emit(WorldEvent::DeviceAcked { pn: pn.clone(), device: addr.device, id });
+        }
+    }
+
+    /// A device acknowledged a receipt delivered to it: `<ack class="receipt" id to
+    /// [participant] [type]>` names the receipt by its id, its sender (`to` is the receipt's
+    /// `from`, plus the group `participant`) and its type; ids alone would be ambiguous (the
+    /// delivery and the read receipt of one message share its id). The first matching receipt
+    /// in flight is done; an ack matching nothing is ignored.
+    fn on_receipt_ack(&mut self, conn: ConnId, ack: &Node) {
+        let Some(addr) = self.conns.get(&conn).and_then(|c| c.device) else { return };
+        let Some(acct) = self.accounts.get_mut(addr.account) else { return };
+        let pn = acct.pn.clone();
+        let Some(d) = acct.devices.get_mut(&addr.device) else { return };
+        let (id, from, participant, kind) =
+            (attr(ack, "id"), attr(ack, "to"), attr(ack, "participant"), attr(ack, "type"));
+        let pos = d.in_flight.iter().position(|n| {
+            n.tag == "receipt"
+                && attr(n, "id") == id
+                && attr(n, "from") == from
+                && attr(n, "participant") == participant
+                && attr(n, "type") == kind
+        });
+        if let Some(pos) = pos {
+            d.in_flight.remove(pos);
+            self.emit(WorldEvent::ReceiptAcked { pn, device: addr.device, id, kind });
         }
     }
 
@@ -1337,7 +1384,7 @@ impl World {
                 conn: None,
                 offline: VecDeque::new(),
                 in_flight: VecDeque::new(),
-                acked: Vec::new(),
+                acked: VecDeque::new(),
                 platform: reg.platform.clone(),
                 signed_identity: None,
             },
@@ -1445,5 +1492,143 @@ impl std::fmt::Display for NodeDisplay<'_> {
             wa_binary::Content::Str(s) => write!(f, ">{s}</{}>", n.tag),
             wa_binary::Content::Jid(j) => write!(f, ">{j}</{}>", n.tag),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use rand::SeedableRng;
+
+    /// A world with two accounts; account 0 has a companion (device 5) logged in and active on
+    /// the returned connection, whose mailbox is the receiver.
+    fn world_with_companion() -> (World, DeviceAddr, ConnId, tokio::sync::mpsc::UnboundedReceiver<ConnCommand>)
+    {
+        let mut rng = StdRng::seed_from_u64(7);
+        let keys = ServerKeys::generate(&mut rng, 1_700_000_000);
+        let mut w = World::new(rng, Arc::new(crate::clock::ManualClock::new(1_700_000_000)), keys, 6);
+        let me = w.create_account("15550001000", "Me").unwrap();
+        w.create_account("15550001001", "Bob").unwrap();
+        let companion = {
+            let phone = &w.accounts[me].devices[&0];
+            Device {
+                id: 5,
+                noise_key: None,
+                keys: phone.keys.clone(),
+                key_index: 1,
+                conn: None,
+                offline: VecDeque::new(),
+                in_flight: VecDeque::new(),
+                acked: VecDeque::new(),
+                platform: "Chrome".into(),
+                signed_identity: Some(vec![1]),
+            }
+        };
+        w.accounts[me].devices.insert(5, companion);
+        let addr = DeviceAddr { account: me, device: 5 };
+        let (conn, rx) = login(&mut w, addr);
+        (w, addr, conn, rx)
+    }
+
+    fn login(w: &mut World, addr: DeviceAddr) -> (ConnId, tokio::sync::mpsc::UnboundedReceiver<ConnCommand>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let conn = w.connect(tx);
+        w.conns.get_mut(&conn).unwrap().device = Some(addr);
+        w.accounts[addr.account].devices.get_mut(&addr.device).unwrap().conn = Some(conn);
+        w.activate(conn);
+        (conn, rx)
+    }
+
+    fn sent(rx: &mut tokio::sync::mpsc::UnboundedReceiver<ConnCommand>) -> Vec<Node> {
+        let mut out = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            if let ConnCommand::Node(n) = c {
+                out.push(*n);
+            }
+        }
+        out
+    }
+
+    fn receipt(id: &str, from: &str, ty: Option<&str>) -> Node {
+        let mut n =
+            Node::new("receipt").attr("id", id).attr("from", from.parse::<Jid>().unwrap()).attr("t", 1);
+        if let Some(t) = ty {
+            n = n.attr("type", t);
+        }
+        n
+    }
+
+    fn ack(id: &str, to: &str, ty: Option<&str>) -> Node {
+        let mut n =
+            Node::new("ack").attr("class", "receipt").attr("id", id).attr("to", to.parse::<Jid>().unwrap());
+        if let Some(t) = ty {
+            n = n.attr("type", t);
+        }
+        n
+    }
+
+    fn in_flight(w: &World, addr: DeviceAddr) -> usize {
+        w.accounts[addr.account].devices[&addr.device].in_flight.len()
+    }
+
+    #[test]
+    fn a_receipt_stays_in_flight_until_its_own_ack_and_is_redelivered_offline_after_a_close() {
+        let (mut w, me, conn, mut rx) = world_with_companion();
+        let bob = "15550001001@s.whatsapp.net";
+        // A delivery and a read receipt for one message (same id), and a message with that id.
+        w.deliver(me, receipt("M1", bob, None));
+        w.deliver(me, receipt("M1", bob, Some("read")));
+        w.deliver(me, Node::new("message").attr("id", "M1").attr("from", bob.parse::<Jid>().unwrap()));
+        assert_eq!(sent(&mut rx).len(), 4, "offline marker, two receipts and the message");
+        assert_eq!(in_flight(&w, me), 3);
+
+        // The message's acknowledgement (a receipt from the device, same id) leaves the
+        // receipts in flight; acks naming the wrong type or sender match nothing.
+        w.on_node(conn, Node::new("ack").attr("class", "message").attr("id", "M1"));
+        assert_eq!(in_flight(&w, me), 2);
+        w.on_node(conn, ack("M1", bob, Some("played")));
+        w.on_node(conn, ack("M1", "15550009999@s.whatsapp.net", Some("read")));
+        assert_eq!(in_flight(&w, me), 2);
+        w.on_node(conn, ack("M1", bob, Some("read")));
+        assert_eq!(in_flight(&w, me), 1);
+        assert!(w.events.iter().any(|e| matches!(e,
+            WorldEvent::ReceiptAcked { id, kind, device: 5, .. } if id == "M1" && kind == "read")));
+        assert_eq!(w.device_acked(me.account, 5).unwrap(), vec!["M1".to_owned()], "the message's ack");
+
+        // The connection ends with the delivery receipt unacknowledged: the next login gets
+        // it again from the offline queue, and it is done once acknowledged there.
+        w.disconnect(conn);
+        let (conn2, mut rx2) = login(&mut w, me);
+        let again = sent(&mut rx2);
+        let r = again.iter().find(|n| n.tag == "receipt").expect("re-delivered");
+        assert_eq!(
+            (attr(r, "id").as_str(), attr(r, "type").as_str(), attr(r, "offline").as_str()),
+            ("M1", "", "1")
+        );
+        let ib = again.last().unwrap();
+        assert_eq!(ib.child("offline").map(|o| attr(o, "count")), Some("1".to_owned()));
+        w.on_node(conn2, ack("M1", bob, None));
+        assert_eq!(in_flight(&w, me), 0);
+        w.disconnect(conn2);
+        let (_, mut rx3) = login(&mut w, me);
+        let third = sent(&mut rx3);
+        assert_eq!(third.len(), 1, "only the offline marker: {third:?}");
+        assert_eq!(third[0].child("offline").map(|o| attr(o, "count")), Some("0".to_owned()));
+    }
+
+    #[test]
+    fn the_acked_list_is_bounded() {
+        let (mut w, me, conn, _rx) = world_with_companion();
+        let bob: Jid = "15550001001@s.whatsapp.net".parse().unwrap();
+        for i in 0..MAX_ACKED_IDS + 3 {
+            let id = format!("M{i}");
+            w.deliver(me, Node::new("message").attr("id", id.as_str()).attr("from", bob.clone()));
+            w.on_node(conn, Node::new("ack").attr("class", "message").attr("id", id.as_str()));
+        }
+        let acked = w.device_acked(me.account, 5).unwrap();
+        assert_eq!(acked.len(), MAX_ACKED_IDS);
+        assert_eq!(acked.first().map(String::as_str), Some("M3"));
+        assert_eq!(in_flight(&w, me), 0);
     }
 }
