@@ -68,6 +68,10 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("WhatsApp auth store: {0}")]
     AuthStore(String),
+    /// The configured auth store could not be opened (unreachable, refused, bad URL, newer
+    /// schema). `reason` never contains the URL or its password.
+    #[error("cannot open the WhatsApp auth store ({backend}): {reason}")]
+    AuthStoreOpen { backend: &'static str, reason: String },
 }
 
 /// Opens the database in `config.data_dir` and ensures the bootstrap admin key exists. A newly
@@ -122,6 +126,7 @@ pub async fn build_server_with_clock(
     state.limits = Arc::new(Limits {
         fetch: FetchPolicy { max_bytes: config.media_max_bytes, ..FetchPolicy::default() },
         requests_per_minute: config.rate_limit_per_minute,
+        pending_send_max_age_ms: i64::try_from(config.pending_send_max_age.as_millis()).unwrap_or(i64::MAX),
     });
     let upstream = if let Some(emu) = emulator {
         let up = Upstream::emulator(&emu);
@@ -133,12 +138,13 @@ pub async fn build_server_with_clock(
         let up = Upstream::emulator(&emu);
         state.emulator = Some(Arc::new(emu));
         up
+    } else if let Some(ext) = &config.external_emulator {
+        tracing::info!(url = %ext.url, "connecting to an external WhatsApp emulator");
+        Upstream::external_emulator(ext).map_err(|e| ServeError::AuthStore(e.to_string()))?
     } else {
         Upstream::whatsapp()
     };
-    let store_path = config.data_dir.join(wa_runtime::SQLITE_AUTH_FILE);
-    let store =
-        WaRuntime::open_sqlite_store(&store_path).await.map_err(|e| ServeError::AuthStore(e.to_string()))?;
+    let store = WaRuntime::open_store(&config.auth_store, &config.data_dir).await?;
     let sink = DbSessionEvents::new(db, clock.clone(), notify, state.live.clone(), state.metrics.clone());
     let runtime = Arc::new(WaRuntime::new(store, upstream, Arc::new(sink), clock, state.metrics.clone()));
     state.runtime = Some(runtime.clone() as Arc<dyn AccountRuntime>);

@@ -12,12 +12,25 @@ use crate::metrics::Metrics;
 use crate::runtime::AccountRuntime;
 
 /// Server-wide limits handlers enforce.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Media fetched by URL or uploaded inline.
     pub fetch: FetchPolicy,
     /// Requests per minute per API key (0: unlimited).
     pub requests_per_minute: u32,
+    /// An interrupted single send older than this (since its request) fails `expired` instead
+    /// of being sent again (see [`crate::bulk`]).
+    pub pending_send_max_age_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fetch: FetchPolicy::default(),
+            requests_per_minute: 0,
+            pending_send_max_age_ms: crate::config::DEFAULT_PENDING_SEND_MAX_AGE_SECS as i64 * 1000,
+        }
+    }
 }
 
 #[derive(Clone)]
