@@ -131,8 +131,13 @@ pub const DEFAULT_AUTH_STORE_DATABASE: &str = "broadcaster";
 pub enum AuthStore {
     /// `wa-auth.sqlite3` in the data directory.
     Sqlite,
-    Postgres { url: String },
-    Mongodb { url: String, database: String },
+    Postgres {
+        url: String,
+    },
+    Mongodb {
+        url: String,
+        database: String,
+    },
 }
 
 impl std::fmt::Debug for AuthStore {
@@ -140,7 +145,9 @@ impl std::fmt::Debug for AuthStore {
         match self {
             Self::Sqlite => f.write_str("Sqlite"),
             Self::Postgres { .. } => f.write_str("Postgres { url: <redacted> }"),
-            Self::Mongodb { database, .. } => write!(f, "Mongodb {{ url: <redacted>, database: {database:?} }}"),
+            Self::Mongodb { database, .. } => {
+                write!(f, "Mongodb {{ url: <redacted>, database: {database:?} }}")
+            }
         }
     }
 }
@@ -315,7 +322,10 @@ fn resolve_auth_store(
 ) -> Result<AuthStore, ConfigError> {
     let need_url = |scheme: &[&str]| -> Result<String, ConfigError> {
         let url = url.clone().ok_or_else(|| {
-            ConfigError::Invalid("auth_store", format!("{AUTH_STORE_URL_VAR} must be set for this auth store"))
+            ConfigError::Invalid(
+                "auth_store",
+                format!("{AUTH_STORE_URL_VAR} must be set for this auth store"),
+            )
         })?;
         if !scheme.iter().any(|s| url.starts_with(s)) {
             return Err(ConfigError::Invalid(
@@ -330,7 +340,9 @@ fn resolve_auth_store(
             if url.is_some() {
                 return Err(ConfigError::Invalid(
                     "auth_store",
-                    format!("{AUTH_STORE_URL_VAR} is set but the auth store is sqlite; choose postgres or mongodb"),
+                    format!(
+                        "{AUTH_STORE_URL_VAR} is set but the auth store is sqlite; choose postgres or mongodb"
+                    ),
                 ));
             }
             AuthStore::Sqlite
@@ -370,16 +382,20 @@ fn resolve_external_emulator(
         return Err(ConfigError::Invalid("emulator_url", "must start with ws:// or wss://".into()));
     }
     let key = root_key.ok_or_else(|| {
-        ConfigError::Invalid("emulator_root_key", "--emulator-url needs the emulator's root public key".into())
+        ConfigError::Invalid(
+            "emulator_root_key",
+            "--emulator-url needs the emulator's root public key".into(),
+        )
     })?;
-    let root_key = hex::decode(key.trim())
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| ConfigError::Invalid("emulator_root_key", "must be 64 hex digits (32 bytes)".into()))?;
+    let root_key =
+        hex::decode(key.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| {
+            ConfigError::Invalid("emulator_root_key", "must be 64 hex digits (32 bytes)".into())
+        })?;
     let media_ca_pem = match media_ca {
         None => None,
         Some(path) => Some(
-            std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?,
+            std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Read { path: path.clone(), source })?,
         ),
     };
     Ok(Some(ExternalEmulator { url, root_key, media_ca_pem }))
@@ -459,8 +475,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.toml");
         std::fs::write(&path, "auth_store = \"postgres\"\n").unwrap();
-        let c = Config::resolve_with_env(Cli { config: Some(path), ..Cli::default() }, url("postgres://u@h/db"))
-            .unwrap();
+        let c =
+            Config::resolve_with_env(Cli { config: Some(path), ..Cli::default() }, url("postgres://u@h/db"))
+                .unwrap();
         assert_eq!(c.auth_store, AuthStore::Postgres { url: "postgres://u@h/db".into() });
     }
 
@@ -472,7 +489,8 @@ mod tests {
             emulator_root_key: k.map(str::to_owned),
             ..Cli::default()
         };
-        let c = Config::resolve_with_env(cli(Some("ws://127.0.0.1:1/ws/chat"), Some(&key)), |_| None).unwrap();
+        let c =
+            Config::resolve_with_env(cli(Some("ws://127.0.0.1:1/ws/chat"), Some(&key)), |_| None).unwrap();
         let ext = c.external_emulator.unwrap();
         assert_eq!((ext.url.as_str(), ext.root_key), ("ws://127.0.0.1:1/ws/chat", [0xab; 32]));
         assert_eq!(c.pending_send_max_age, Duration::from_secs(DEFAULT_PENDING_SEND_MAX_AGE_SECS));
@@ -498,10 +516,18 @@ mod tests {
     fn help_documents_every_setting() {
         use clap::CommandFactory;
         let help = Cli::command().render_long_help().to_string();
-        for needle in
-            ["--listen", "--data-dir", "--config", "BROADCASTER_ADMIN_KEY", "--webhook-max-attempts", "--auth-store", "BROADCASTER_AUTH_STORE_URL", "mongodb", "--emulator-url",
-            "--pending-send-max-age-secs"]
-        {
+        for needle in [
+            "--listen",
+            "--data-dir",
+            "--config",
+            "BROADCASTER_ADMIN_KEY",
+            "--webhook-max-attempts",
+            "--auth-store",
+            "BROADCASTER_AUTH_STORE_URL",
+            "mongodb",
+            "--emulator-url",
+            "--pending-send-max-age-secs",
+        ] {
             assert!(help.contains(needle), "help lacks {needle}");
         }
     }

@@ -145,7 +145,8 @@ pub async fn build_server_with_clock(
         Upstream::whatsapp()
     };
     let store = WaRuntime::open_store(&config.auth_store, &config.data_dir).await?;
-    let sink = DbSessionEvents::new(db, clock.clone(), notify, state.live.clone(), state.metrics.clone());
+    let sink = DbSessionEvents::new(db, clock.clone(), notify, state.live.clone(), state.metrics.clone())
+        .with_send_wake(state.bulk_wake.clone());
     let runtime = Arc::new(WaRuntime::new(store, upstream, Arc::new(sink), clock, state.metrics.clone()));
     state.runtime = Some(runtime.clone() as Arc<dyn AccountRuntime>);
     Ok(Server { state, runtime })
@@ -239,6 +240,13 @@ pub async fn serve_with(
     let worker_task = tokio::spawn(worker.run(async move {
         let _ = worker_rx.wait_for(|s| *s).await;
     }));
+    // Before any request is served: sends a stopped server left in hand are queued again
+    // (requests from now on lease their own rows).
+    match bulk::recover_interrupted(&state).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "messages interrupted by the last stop are sent again"),
+        Err(e) => tracing::error!(error = %e, "cannot queue interrupted messages again"),
+    }
     let resumed = resume_sessions(&state).await?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed WhatsApp sessions");

@@ -273,6 +273,10 @@ pub async fn send_message_as(
         OutgoingContent::Text { quoted_id: Some(q), .. } => Some(q.clone()),
         _ => None,
     };
+    // A send under the server's own id is leased to this request and resumed by the queue
+    // runner if the request never records an outcome (crash); a caller with its own id (the
+    // campaign engine) resumes its sends itself.
+    let lease = wa_message_id.is_none().then_some(now + crate::bulk::SINGLE_SEND_LEASE_MS);
     let (t, a, i, chat, w) =
         (tenant_id.to_owned(), account_id.to_owned(), id.clone(), recipient.chat.clone(), wa_id.clone());
     let (admission, quoted_wa) = st
@@ -313,8 +317,8 @@ pub async fn send_message_as(
             tx.execute(
                 "INSERT INTO messages (id, tenant_id, account_id, direction, chat_jid, kind, body, media_mimetype,
                    media_file_name, media_size, quoted_id, status, attempts, created_at, updated_at,
-                   reserved_wa_id)
-                 VALUES (?1,?2,?3,'outgoing',?4,?5,?6,?7,?8,?9,?10,'pending',1,?11,?11,?12)",
+                   reserved_wa_id, due_at)
+                 VALUES (?1,?2,?3,'outgoing',?4,?5,?6,?7,?8,?9,?10,'pending',1,?11,?11,?12,?13)",
                 params![
                     i,
                     t,
@@ -327,7 +331,8 @@ pub async fn send_message_as(
                     size,
                     quoted_wa,
                     now,
-                    w
+                    w,
+                    lease
                 ],
             )?;
             if let Some(d) = &data {
@@ -423,7 +428,8 @@ pub(crate) async fn record_outcome(
             match &outcome {
                 Ok(wa_id) => {
                     tx.execute(
-                        "UPDATE messages SET status = 'sent', wa_message_id = ?3, sent_at = ?4, updated_at = ?4
+                        "UPDATE messages SET status = 'sent', wa_message_id = ?3, sent_at = ?4, updated_at = ?4,
+                           due_at = NULL
                          WHERE tenant_id = ?1 AND id = ?2",
                         params![t, i, wa_id, now],
                     )?;
@@ -449,7 +455,8 @@ pub(crate) async fn record_outcome(
                 }
                 Err(err) => {
                     tx.execute(
-                        "UPDATE messages SET status = 'failed', error = ?3, failed_at = ?4, updated_at = ?4
+                        "UPDATE messages SET status = 'failed', error = ?3, failed_at = ?4, updated_at = ?4,
+                           due_at = NULL
                          WHERE tenant_id = ?1 AND id = ?2",
                         params![t, i, err, now],
                     )?;

@@ -46,9 +46,7 @@ impl Upstream {
     }
 
     /// An external emulator (`--emulator-url`).
-    pub fn external_emulator(
-        ext: &crate::config::ExternalEmulator,
-    ) -> Result<Self, wa_crypto::CryptoError> {
+    pub fn external_emulator(ext: &crate::config::ExternalEmulator) -> Result<Self, wa_crypto::CryptoError> {
         Ok(Self {
             url: ext.url.clone(),
             root_key: Some(wa_crypto::PublicKey::from_bytes(&ext.root_key)?),
