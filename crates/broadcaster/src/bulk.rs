@@ -1,7 +1,7 @@
 //! Bulk send: one text or media message to many recipients, paced at a number of messages per
 //! minute. The request records one `pending` message per recipient at once (each with its
 //! `due_at`) and answers with their ids; [`run`] sends each when it falls due through the same
-//! path as a single send ([`crate::messages::dispatch`]), so statuses, receipts and events are
+//! path as a single send ([`crate::messages::record_outcome`]), so statuses, receipts and events are
 //! tracked the same way. Pending rows live in the database: a restart resumes them.
 //!
 //! Time comes only from the server's [`crate::clock::Clock`]; [`tick`] does the work that is due

@@ -267,6 +267,7 @@ pub async fn serve_with(
         let _ = bulk_rx.wait_for(|s| *s).await;
     }));
     let emulator = state.emulator.clone();
+    let stopping = state.stopping.clone();
     let app = app::router(state, config.max_body_bytes).layer(axum::Extension(waker));
     tracing::info!(addr = %listener.local_addr()?, "broadcaster listening");
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -299,6 +300,8 @@ pub async fn serve_with(
             tracing::warn!("bulk sender did not stop in time; its send in hand resumes at the next start");
         }
     }
+    // Sends still in hand when the sessions close stay queued (leased) for the next start.
+    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     match tokio::time::timeout(timeout, runtime.shutdown()).await {
         Ok(()) => tracing::info!("WhatsApp sessions closed"),
         Err(_) => tracing::warn!("WhatsApp sessions did not close in time"),

@@ -374,8 +374,15 @@ pub async fn send_message_as(
     if let (Some(w), OutgoingContent::Text { quoted_id, .. }) = (quoted_wa, &mut content) {
         *quoted_id = Some(w);
     }
-    let (result, stored) =
-        dispatch(st, runtime.as_ref(), tenant_id, account_id, &id, &wa_id, &recipient.to, content).await?;
+    let result = runtime.send_with_id(tenant_id, account_id, &recipient.to, &wa_id, content).await;
+    if lease.is_some() && matches!(result, Err(RuntimeError::NotRunning)) && st.is_stopping() {
+        // The server is stopping and closed the session under this send: it may have reached
+        // WhatsApp. The row stays leased; the next start sends it again under the same id.
+        return Err(ApiError::Unavailable(
+            "the server is stopping; the message is sent again when it starts".into(),
+        ));
+    }
+    let (result, stored) = record_outcome(st, tenant_id, account_id, &id, result).await?;
     match result {
         Ok(_) => stored.ok_or(ApiError::NotFound("message")),
         Err(RuntimeError::NotRunning) => Err(ApiError::Conflict {
@@ -386,26 +393,10 @@ pub async fn send_message_as(
     }
 }
 
-/// Hands an admitted `pending` row's content to the runtime under the WhatsApp id `wa_id`
-/// stored with the row beforehand, and records the outcome: `sent` (with WhatsApp's id,
-/// applying receipts that arrived early) or `failed`, with the `message_sent` /
-/// `message_status_update` events. Shared by single and bulk sends.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn dispatch(
-    st: &AppState,
-    runtime: &dyn crate::runtime::AccountRuntime,
-    tenant_id: &str,
-    account_id: &str,
-    id: &str,
-    wa_id: &str,
-    to: &str,
-    content: OutgoingContent,
-) -> Result<(Result<crate::runtime::SentMessage, RuntimeError>, Option<StoredMessage>), ApiError> {
-    let result = runtime.send_with_id(tenant_id, account_id, to, wa_id, content).await;
-    record_outcome(st, tenant_id, account_id, id, result).await
-}
-
-/// Records what the runtime answered for the `pending` row `id` (see [`dispatch`]).
+/// Records what the runtime answered for the admitted `pending` row `id` (sent under the
+/// WhatsApp id reserved with the row): `sent` (with WhatsApp's id, applying receipts that
+/// arrived early) or `failed`, with the `message_sent` / `message_status_update` events. Shared
+/// by single sends and the queue runner ([`crate::bulk`]).
 pub(crate) async fn record_outcome(
     st: &AppState,
     tenant_id: &str,

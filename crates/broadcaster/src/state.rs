@@ -50,9 +50,17 @@ pub struct AppState {
     pub emulator: Option<Arc<wa_emulator::EmulatorHandle>>,
     /// Wakes the bulk-send runner when new bulk messages were queued (or the clock was moved).
     pub bulk_wake: Arc<Notify>,
+    /// Set when the server stops: a send the closing sessions cut short stays queued for the
+    /// next start instead of being recorded as failed.
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
+    /// True once the server has begun to stop (see [`AppState::stopping`]).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// State with default limits, a fresh live bus and metrics, no emulator.
     pub fn new(
         db: Db,
@@ -71,6 +79,7 @@ impl AppState {
             rate: Arc::new(crate::ratelimit::RateLimiter::default()),
             emulator: None,
             bulk_wake: Arc::new(Notify::new()),
+            stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 }
