@@ -781,6 +781,8 @@ pub struct DbSessionEvents {
     pub notify: std::sync::Arc<tokio::sync::Notify>,
     pub live: crate::live::LiveBus,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Woken when an account becomes active: its queued sends may go now.
+    pub send_wake: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl DbSessionEvents {
@@ -792,7 +794,14 @@ impl DbSessionEvents {
         live: crate::live::LiveBus,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Self {
-        Self { db, clock, notify, live, metrics }
+        Self { db, clock, notify, live, metrics, send_wake: None }
+    }
+
+    /// Wakes `wake` (the queue runner's, [`crate::bulk::run`]) whenever an account becomes
+    /// active, so messages queued while it was down are sent without waiting for a retry.
+    pub fn with_send_wake(mut self, wake: std::sync::Arc<tokio::sync::Notify>) -> Self {
+        self.send_wake = Some(wake);
+        self
     }
 }
 
@@ -915,6 +924,7 @@ impl crate::runtime::SessionEvents for DbSessionEvents {
         Box::pin(async move {
             let now = self.clock.now_ms();
             let incoming = matches!(event, SessionEvent::IncomingMessage { .. });
+            let connected = matches!(event, SessionEvent::Connected { .. });
             let (t, a) = (tenant_id.to_owned(), account_id.to_owned());
             let durable = match self.db.call(move |c| Ok(applied_events(c, &t, &a, &event, now))).await {
                 Ok(Ok(events)) => {
@@ -937,6 +947,15 @@ impl crate::runtime::SessionEvents for DbSessionEvents {
                 }
             };
             self.notify.notify_one();
+            if connected
+                && durable
+                && let Some(wake) = &self.send_wake
+            {
+                if let Err(e) = crate::bulk::account_active(&self.db, account_id, now).await {
+                    tracing::warn!(account_id, error = %e, "queued sends not brought forward");
+                }
+                wake.notify_one();
+            }
             durable
         })
     }

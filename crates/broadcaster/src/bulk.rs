@@ -1,7 +1,7 @@
 //! Bulk send: one text or media message to many recipients, paced at a number of messages per
 //! minute. The request records one `pending` message per recipient at once (each with its
 //! `due_at`) and answers with their ids; [`run`] sends each when it falls due through the same
-//! path as a single send ([`crate::messages::dispatch`]), so statuses, receipts and events are
+//! path as a single send ([`crate::messages::record_outcome`]), so statuses, receipts and events are
 //! tracked the same way. Pending rows live in the database: a restart resumes them.
 //!
 //! Time comes only from the server's [`crate::clock::Clock`]; [`tick`] does the work that is due
@@ -14,6 +14,19 @@
 //! same WhatsApp id, so the recipient's devices keep one copy even if the first attempt had
 //! reached WhatsApp. A row whose session is not running (reconnecting after a restart) waits
 //! [`NOT_RUNNING_RETRY_MS`] and is tried again, up to [`MAX_ATTEMPTS`] claims.
+//!
+//! Single sends (`POST …/messages`, the compatibility API, webhook auto-replies) share this
+//! resume path. Their row is written `pending` with its reserved WhatsApp id and a *lease*: a
+//! `due_at` [`SINGLE_SEND_LEASE_MS`] ahead, during which the request that wrote it sends it.
+//! The request records the outcome and clears `due_at`. If it never does (the server stopped
+//! or crashed, or the request was dropped), the row falls due: [`recover_interrupted`] makes
+//! every leased row due at once when the server starts, and [`tick`] sends it under the same
+//! WhatsApp id, counting the attempt; when the recipient's devices already got the first
+//! attempt they keep one copy (WhatsApp clients keep one message per id). A single send older
+//! than the configured age ([`crate::state::Limits::pending_send_max_age_ms`], default one
+//! hour) fails with the reason [`EXPIRED`] instead of going out late, and a queued send (single
+//! or bulk) of an account that is logged out fails with [`ACCOUNT_LOGGED_OUT`]. Campaign sends
+//! choose their own WhatsApp id and are resumed by the campaign engine, not here (no lease).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -51,6 +64,13 @@ const TICK_BATCH: usize = 100;
 pub const NOT_RUNNING_RETRY_MS: i64 = 5_000;
 /// Claims of one message at most; then it fails (its account never came back).
 pub const MAX_ATTEMPTS: i64 = 120;
+/// How long the request that wrote a single send owns it before [`tick`] may send it again
+/// (it was dropped without recording an outcome). Longer than any send takes.
+pub const SINGLE_SEND_LEASE_MS: i64 = 600_000;
+/// The failure reason of a single send that was not sent within the configured age.
+pub const EXPIRED: &str = "expired";
+/// The failure reason of a queued send whose account is logged out.
+pub const ACCOUNT_LOGGED_OUT: &str = "account_logged_out";
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -230,10 +250,17 @@ struct Due {
     mimetype: Option<String>,
     file_name: Option<String>,
     media: Option<Vec<u8>>,
+    /// A single send (not part of a bulk send).
+    single: bool,
+    created_at: i64,
+    /// The WhatsApp id of the quoted message (single sends that reply).
+    quoted_wa_id: Option<String>,
+    /// The account's state (`None`: the account is gone).
+    account_state: Option<String>,
 }
 
-/// Sends every bulk message that is due now (up to a batch); returns when the next one falls
-/// due, if any remain.
+/// Sends every queued message that is due now (bulk messages at their pace, single sends whose
+/// request was interrupted), up to a batch; returns when the next one falls due, if any remain.
 pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
     let Some(runtime) = st.runtime.clone() else { return Ok(None) };
     let now = st.clock.now_ms();
@@ -242,9 +269,13 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
         .call(move |c| {
             let mut stmt = c.prepare(
                 "SELECT m.id, m.tenant_id, m.account_id, m.chat_jid, m.kind, m.body, m.media_mimetype,
-                   m.media_file_name, b.media_data, m.attempts
-                 FROM messages m JOIN bulk_sends b ON b.id = m.bulk_id
+                   m.media_file_name, COALESCE(b.media_data, mm.data), m.attempts, m.bulk_id IS NULL,
+                   m.created_at, m.quoted_id, a.state
+                 FROM messages m LEFT JOIN bulk_sends b ON b.id = m.bulk_id
+                   LEFT JOIN message_media mm ON mm.message_id = m.id
+                   LEFT JOIN accounts a ON a.id = m.account_id
                  WHERE m.due_at IS NOT NULL AND m.due_at <= ?1 AND m.status = 'pending'
+                   AND m.direction = 'outgoing'
                  ORDER BY m.due_at, m.id LIMIT ?2",
             )?;
             let rows = stmt
@@ -260,25 +291,38 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
                         file_name: r.get(7)?,
                         media: r.get(8)?,
                         attempts: r.get(9)?,
+                        single: r.get(10)?,
+                        created_at: r.get(11)?,
+                        quoted_wa_id: r.get(12)?,
+                        account_state: r.get(13)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
         .await?;
+    let max_age = st.limits.pending_send_max_age_ms;
     for d in due {
+        if let Some(reason) = unsendable_reason(&d, now, max_age) {
+            if let Err(e) = fail_queued(st, &d.tenant_id, &d.account_id, &d.id, reason).await {
+                tracing::warn!(message_id = %d.id, error = %e, "queued message not failed");
+            }
+            continue;
+        }
         // Claim the row so a concurrent tick cannot send it twice, and fix the WhatsApp id it
-        // goes out under (kept from an interrupted earlier attempt).
+        // goes out under (kept from an interrupted earlier attempt). A single send keeps a lease
+        // while it is in hand, so that a crash now leaves it to the next start again.
         let (id, fresh) = (d.id.clone(), new_wa_message_id());
+        let lease = if d.single { Some(now + SINGLE_SEND_LEASE_MS) } else { None };
         let claimed: Option<String> = st
             .db
             .call(move |c| {
                 let tx = c.transaction()?;
                 let n = tx.execute(
-                    "UPDATE messages SET due_at = NULL, attempts = attempts + 1,
+                    "UPDATE messages SET due_at = ?3, attempts = attempts + 1,
                        reserved_wa_id = COALESCE(reserved_wa_id, ?2)
-                     WHERE id = ?1 AND due_at IS NOT NULL AND status = 'pending'",
-                    params![id, fresh],
+                     WHERE id = ?1 AND due_at IS NOT NULL AND due_at <= ?4 AND status = 'pending'",
+                    params![id, fresh, lease, now],
                 )?;
                 let wa_id = if n == 1 {
                     tx.query_row("SELECT reserved_wa_id FROM messages WHERE id = ?1", params![id], |r| {
@@ -302,7 +346,7 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
                 caption: d.body,
                 file_name: d.file_name,
             },
-            _ => OutgoingContent::Text { body: d.body.unwrap_or_default(), quoted_id: None },
+            _ => OutgoingContent::Text { body: d.body.unwrap_or_default(), quoted_id: d.quoted_wa_id },
         };
         let result = runtime.send_with_id(&d.tenant_id, &d.account_id, &d.chat, &wa_id, content).await;
         if matches!(result, Err(RuntimeError::NotRunning)) && d.attempts + 1 < MAX_ATTEMPTS {
@@ -311,7 +355,7 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
             st.db
                 .call(move |c| {
                     Ok(c.execute(
-                        "UPDATE messages SET due_at = ?2 WHERE id = ?1 AND due_at IS NULL AND status = 'pending'",
+                        "UPDATE messages SET due_at = ?2 WHERE id = ?1 AND status = 'pending'",
                         params![id, at],
                     )?)
                 })
@@ -319,7 +363,7 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
             continue;
         }
         if let Err(e) = record_outcome(st, &d.tenant_id, &d.account_id, &d.id, result).await {
-            tracing::warn!(message_id = %d.id, error = %e, "bulk message not recorded");
+            tracing::warn!(message_id = %d.id, error = %e, "queued message not recorded");
         }
     }
     st.db
@@ -333,12 +377,14 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
         .await
 }
 
-/// Queues again every bulk message that was claimed but never recorded as sent or failed (the
-/// server stopped in between); it keeps its WhatsApp id. Call before the first [`tick`] of a
-/// server's life, never while one runs. Returns how many were queued.
+/// Queues again, due now, every message that was in hand but never recorded as sent or failed
+/// (the server stopped in between): bulk messages claimed by the runner, single sends still
+/// leased to their request or to the runner. Each keeps its WhatsApp id. Call when the server
+/// starts, before it serves requests and before the first [`tick`]. Returns how many.
 pub async fn recover_interrupted(st: &AppState) -> Result<usize, DbError> {
     let now = st.clock.now_ms();
-    st.db
+    let bulk = st
+        .db
         .call(move |c| {
             Ok(c.execute(
                 "UPDATE messages SET due_at = ?1
@@ -346,18 +392,80 @@ pub async fn recover_interrupted(st: &AppState) -> Result<usize, DbError> {
                 params![now],
             )?)
         })
+        .await?;
+    Ok(bulk + recover_interrupted_single_sends(st, now).await?)
+}
+
+/// The single-send part of [`recover_interrupted`]: leased rows become due at `now`.
+async fn recover_interrupted_single_sends(st: &AppState, now: i64) -> Result<usize, DbError> {
+    st.db
+        .call(move |c| {
+            Ok(c.execute(
+                "UPDATE messages SET due_at = ?1
+                 WHERE bulk_id IS NULL AND direction = 'outgoing' AND status = 'pending' AND due_at > ?1",
+                params![now],
+            )?)
+        })
         .await
 }
 
-/// Sends bulk messages as they fall due until `shutdown` resolves. Starts by queueing again
-/// what an earlier run left interrupted ([`recover_interrupted`]).
+/// When `account_id` became active: its single sends waiting out a not-running retry
+/// ([`NOT_RUNNING_RETRY_MS`]) are due now. Leases of sends in hand (much longer) are untouched.
+pub async fn account_active(db: &crate::db::Db, account_id: &str, now: i64) -> Result<usize, DbError> {
+    let a = account_id.to_owned();
+    db.call(move |c| {
+        Ok(c.execute(
+            "UPDATE messages SET due_at = ?2
+             WHERE account_id = ?1 AND bulk_id IS NULL AND direction = 'outgoing' AND status = 'pending'
+               AND due_at > ?2 AND due_at <= ?3",
+            params![a, now, now + NOT_RUNNING_RETRY_MS],
+        )?)
+    })
+    .await
+}
+
+/// Why a due message must fail instead of going out, if it must.
+fn unsendable_reason(d: &Due, now: i64, max_age_ms: i64) -> Option<&'static str> {
+    if d.account_state.as_deref() == Some(AccountState::LoggedOut.as_str()) {
+        return Some(ACCOUNT_LOGGED_OUT);
+    }
+    (d.single && now.saturating_sub(d.created_at) > max_age_ms).then_some(EXPIRED)
+}
+
+/// Records a queued message that will not be sent as `failed` with `reason` (unless something
+/// else settled it meanwhile), with the usual `message_status_update` event.
+async fn fail_queued(
+    st: &AppState,
+    tenant_id: &str,
+    account_id: &str,
+    id: &str,
+    reason: &'static str,
+) -> Result<(), ApiError> {
+    let (i, now) = (id.to_owned(), st.clock.now_ms());
+    // Take the row out of the queue first, so only one caller records its failure.
+    let taken = st
+        .db
+        .call(move |c| {
+            Ok(c.execute(
+                "UPDATE messages SET due_at = CASE WHEN bulk_id IS NULL THEN ?3 END
+                 WHERE id = ?1 AND status = 'pending' AND due_at IS NOT NULL AND due_at <= ?2",
+                params![i, now, now + SINGLE_SEND_LEASE_MS],
+            )? == 1)
+        })
+        .await?;
+    if taken {
+        tracing::info!(message_id = %id, reason, "queued message failed without being sent");
+        let _recorded =
+            record_outcome(st, tenant_id, account_id, id, Err(RuntimeError::Failed(reason.to_owned())))
+                .await?;
+    }
+    Ok(())
+}
+
+/// Sends queued messages as they fall due until `shutdown` resolves. The server queues again
+/// what an earlier run left interrupted ([`recover_interrupted`]) before it starts this.
 pub async fn run(st: AppState, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
-    match recover_interrupted(&st).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(count = n, "bulk messages interrupted by the last stop are sent again"),
-        Err(e) => tracing::error!(error = %e, "cannot queue interrupted bulk messages again"),
-    }
     loop {
         let wait = match tick(&st).await {
             Ok(Some(next)) => Duration::from_millis((next - st.clock.now_ms()).clamp(0, 60_000) as u64),

@@ -22,13 +22,16 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
         BROADCASTER_ADMIN_KEY  bootstrap admin API key; if unset and no admin key exists yet, one is\n                         \
         generated and printed once at first start.\n  \
         DATABASE_URL           postgres://user:password@host:port/db to keep the server's own database\n                         \
-        in PostgreSQL instead of the embedded SQLite file in the data dir.\n\n\
+        in PostgreSQL instead of the embedded SQLite file in the data dir.\n  \
+        BROADCASTER_AUTH_STORE_URL  connection URL of the WhatsApp auth store when --auth-store is\n                         \
+        postgres (postgres://user:pass@host/db) or mongodb (mongodb://host:27017/).\n\n\
         Log levels: error, warn, info, debug, trace."
 )]
 pub struct Cli {
     /// TOML configuration file (keys: listen, data_dir, max_body_bytes, shutdown_timeout_secs,
     /// webhook_max_attempts, webhook_base_delay_ms, webhook_max_delay_ms, webhook_timeout_secs, log,
-    /// emulator, rate_limit_per_minute, media_max_bytes).
+    /// emulator, rate_limit_per_minute, media_max_bytes, auth_store, auth_store_database,
+    /// emulator_url, emulator_root_key, emulator_media_ca, pending_send_max_age_secs).
     #[arg(long, short = 'c', env = "BROADCASTER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -68,6 +71,87 @@ pub struct Cli {
     /// Largest media file fetched by URL or uploaded, in bytes [default: 16777216].
     #[arg(long, env = "BROADCASTER_MEDIA_MAX_BYTES", value_name = "BYTES")]
     pub media_max_bytes: Option<usize>,
+    /// Where the WhatsApp auth state (device keys, Signal sessions, pending messages) lives:
+    /// sqlite (the file wa-auth.sqlite3 in the data directory), postgres or mongodb (both at
+    /// the URL in the environment variable BROADCASTER_AUTH_STORE_URL) [default: postgres at DATABASE_URL when that is set, else sqlite].
+    #[arg(long, env = "BROADCASTER_AUTH_STORE", value_name = "KIND")]
+    pub auth_store: Option<AuthStoreKind>,
+    /// MongoDB database of the auth store (with --auth-store mongodb) [default: broadcaster].
+    #[arg(long, env = "BROADCASTER_AUTH_STORE_DATABASE", value_name = "NAME")]
+    pub auth_store_database: Option<String>,
+    /// Run against an external `wa-emulator` instead of WhatsApp: its WebSocket URL (the
+    /// `ws_url=` line it prints). Needs --emulator-root-key; excludes --emulator. The phones are
+    /// driven through the emulator's own control API (the `/api/v1/emulator/...` endpoints are
+    /// off in this mode).
+    #[arg(long, env = "BROADCASTER_EMULATOR_URL", value_name = "URL")]
+    pub emulator_url: Option<String>,
+    /// The external emulator's root public key, 64 hex digits (the `root_public_key=` line).
+    #[arg(long, env = "BROADCASTER_EMULATOR_ROOT_KEY", value_name = "HEX")]
+    pub emulator_root_key: Option<String>,
+    /// PEM file of the external emulator's media test CA (the `media_ca_file=` line), trusted for
+    /// media hosts in addition to the system roots.
+    #[arg(long, env = "BROADCASTER_EMULATOR_MEDIA_CA", value_name = "FILE")]
+    pub emulator_media_ca: Option<PathBuf>,
+    /// A single send (REST API, auto-reply) interrupted by a stop or crash is sent again at the
+    /// next start under the same WhatsApp id; one still unsent this many seconds after it was
+    /// requested fails with the reason `expired` instead [default: 3600].
+    #[arg(long, env = "BROADCASTER_PENDING_SEND_MAX_AGE_SECS", value_name = "SECS")]
+    pub pending_send_max_age_secs: Option<u64>,
+}
+
+/// An external emulator to connect to (`--emulator-url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalEmulator {
+    /// Its WebSocket URL.
+    pub url: String,
+    /// Its root public key (32 bytes).
+    pub root_key: [u8; 32],
+    /// Its media test CA (PEM), if given.
+    pub media_ca_pem: Option<String>,
+}
+
+/// Default of `pending_send_max_age_secs`.
+pub const DEFAULT_PENDING_SEND_MAX_AGE_SECS: u64 = 3600;
+
+/// The backend of the WhatsApp auth store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthStoreKind {
+    #[default]
+    Sqlite,
+    Postgres,
+    Mongodb,
+}
+
+/// The environment variable with the auth store's URL (a secret: never a flag or file key).
+pub const AUTH_STORE_URL_VAR: &str = "BROADCASTER_AUTH_STORE_URL";
+/// The MongoDB database used when none is configured.
+pub const DEFAULT_AUTH_STORE_DATABASE: &str = "broadcaster";
+
+/// The resolved auth store. `Debug` never shows the URL (it may hold a password).
+#[derive(Clone, PartialEq, Eq)]
+pub enum AuthStore {
+    /// `wa-auth.sqlite3` in the data directory.
+    Sqlite,
+    Postgres {
+        url: String,
+    },
+    Mongodb {
+        url: String,
+        database: String,
+    },
+}
+
+impl std::fmt::Debug for AuthStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite => f.write_str("Sqlite"),
+            Self::Postgres { .. } => f.write_str("Postgres { url: <redacted> }"),
+            Self::Mongodb { database, .. } => {
+                write!(f, "Mongodb {{ url: <redacted>, database: {database:?} }}")
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +169,12 @@ struct FileConfig {
     emulator: Option<bool>,
     rate_limit_per_minute: Option<u32>,
     media_max_bytes: Option<usize>,
+    auth_store: Option<AuthStoreKind>,
+    auth_store_database: Option<String>,
+    emulator_url: Option<String>,
+    emulator_root_key: Option<String>,
+    emulator_media_ca: Option<PathBuf>,
+    pending_send_max_age_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +200,11 @@ pub struct Config {
     pub emulator: bool,
     pub rate_limit_per_minute: u32,
     pub media_max_bytes: usize,
+    pub auth_store: AuthStore,
+    /// `--emulator-url`: connect to this emulator instead of WhatsApp.
+    pub external_emulator: Option<ExternalEmulator>,
+    /// How long an interrupted single send may still be sent again.
+    pub pending_send_max_age: Duration,
     /// `DATABASE_URL`: the server's database in PostgreSQL instead of SQLite in `data_dir`.
     /// Environment only (it holds a password); never logged.
     pub database_url: Option<DatabaseUrl>,
@@ -126,14 +221,6 @@ impl DatabaseUrl {
         Ok(Self(url.to_owned()))
     }
 
-    /// `DATABASE_URL` from the environment; unset or blank is `None`.
-    pub fn from_env() -> Result<Option<Self>, ConfigError> {
-        match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.trim().is_empty() => Self::parse(url.trim()).map(Some),
-            _ => Ok(None),
-        }
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -146,7 +233,14 @@ impl std::fmt::Debug for DatabaseUrl {
 }
 
 impl Config {
+    /// Flags and their environment variables, the file, defaults; the auth store URL from
+    /// [`AUTH_STORE_URL_VAR`].
     pub fn resolve(cli: Cli) -> Result<Self, ConfigError> {
+        Self::resolve_with_env(cli, |name| std::env::var(name).ok())
+    }
+
+    /// [`Config::resolve`] reading secrets through `env` (tests pass their own).
+    pub fn resolve_with_env(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let file = match &cli.config {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
@@ -194,9 +288,51 @@ impl Config {
         if media_max_bytes < 1024 {
             return Err(ConfigError::Invalid("media_max_bytes", "must be at least 1024".into()));
         }
+        let database_url = match env("DATABASE_URL") {
+            Some(url) if !url.trim().is_empty() => Some(DatabaseUrl::parse(url.trim())?),
+            _ => None,
+        };
+        let auth_store_url = env(AUTH_STORE_URL_VAR).filter(|u| !u.trim().is_empty());
+        let auth_store = match (cli.auth_store.or(file.auth_store), &database_url, &auth_store_url) {
+            // With DATABASE_URL everything lives in that one PostgreSQL database unless told
+            // otherwise (the auth store's tables are all named `wa_*`, the server's never are).
+            (None | Some(AuthStoreKind::Postgres), Some(db), None) => {
+                AuthStore::Postgres { url: db.as_str().to_owned() }
+            }
+            (kind, _, _) => resolve_auth_store(
+                kind.unwrap_or_default(),
+                cli.auth_store_database.or(file.auth_store_database),
+                auth_store_url,
+            )?,
+        };
+        let emulator = cli.emulator || file.emulator.unwrap_or(false);
+        let external_emulator = resolve_external_emulator(
+            cli.emulator_url.or(file.emulator_url),
+            cli.emulator_root_key.or(file.emulator_root_key),
+            cli.emulator_media_ca.or(file.emulator_media_ca),
+        )?;
+        if emulator && external_emulator.is_some() {
+            return Err(ConfigError::Invalid(
+                "emulator_url",
+                "choose either --emulator (in-process) or --emulator-url (external), not both".into(),
+            ));
+        }
+        let pending_send_max_age_secs = cli
+            .pending_send_max_age_secs
+            .or(file.pending_send_max_age_secs)
+            .unwrap_or(DEFAULT_PENDING_SEND_MAX_AGE_SECS);
+        if pending_send_max_age_secs == 0 || pending_send_max_age_secs > 30 * 86_400 {
+            return Err(ConfigError::Invalid(
+                "pending_send_max_age_secs",
+                "must be between 1 and 2592000 (30 days)".into(),
+            ));
+        }
         Ok(Self {
-            database_url: DatabaseUrl::from_env()?,
-            emulator: cli.emulator || file.emulator.unwrap_or(false),
+            database_url,
+            auth_store,
+            external_emulator,
+            pending_send_max_age: Duration::from_secs(pending_send_max_age_secs),
+            emulator,
             rate_limit_per_minute: cli.rate_limit_per_minute.or(file.rate_limit_per_minute).unwrap_or(600),
             media_max_bytes,
             listen,
@@ -217,6 +353,92 @@ impl Config {
             },
         })
     }
+}
+
+fn resolve_auth_store(
+    kind: AuthStoreKind,
+    database: Option<String>,
+    url: Option<String>,
+) -> Result<AuthStore, ConfigError> {
+    let need_url = |scheme: &[&str]| -> Result<String, ConfigError> {
+        let url = url.clone().ok_or_else(|| {
+            ConfigError::Invalid(
+                "auth_store",
+                format!("{AUTH_STORE_URL_VAR} must be set for this auth store"),
+            )
+        })?;
+        if !scheme.iter().any(|s| url.starts_with(s)) {
+            return Err(ConfigError::Invalid(
+                "auth_store",
+                format!("{AUTH_STORE_URL_VAR} must start with {}", scheme.join(" or ")),
+            ));
+        }
+        Ok(url)
+    };
+    Ok(match kind {
+        AuthStoreKind::Sqlite => {
+            if url.is_some() {
+                return Err(ConfigError::Invalid(
+                    "auth_store",
+                    format!(
+                        "{AUTH_STORE_URL_VAR} is set but the auth store is sqlite; choose postgres or mongodb"
+                    ),
+                ));
+            }
+            AuthStore::Sqlite
+        }
+        AuthStoreKind::Postgres => AuthStore::Postgres { url: need_url(&["postgres://", "postgresql://"])? },
+        AuthStoreKind::Mongodb => {
+            let database = database.unwrap_or_else(|| DEFAULT_AUTH_STORE_DATABASE.to_owned());
+            let valid = !database.is_empty()
+                && database.len() <= 63
+                && database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                return Err(ConfigError::Invalid(
+                    "auth_store_database",
+                    "1 to 63 letters, digits, `_` or `-`".into(),
+                ));
+            }
+            AuthStore::Mongodb { url: need_url(&["mongodb://", "mongodb+srv://"])?, database }
+        }
+    })
+}
+
+fn resolve_external_emulator(
+    url: Option<String>,
+    root_key: Option<String>,
+    media_ca: Option<PathBuf>,
+) -> Result<Option<ExternalEmulator>, ConfigError> {
+    let Some(url) = url.filter(|u| !u.trim().is_empty()) else {
+        if root_key.is_some() || media_ca.is_some() {
+            return Err(ConfigError::Invalid(
+                "emulator_root_key",
+                "--emulator-root-key and --emulator-media-ca need --emulator-url".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        return Err(ConfigError::Invalid("emulator_url", "must start with ws:// or wss://".into()));
+    }
+    let key = root_key.ok_or_else(|| {
+        ConfigError::Invalid(
+            "emulator_root_key",
+            "--emulator-url needs the emulator's root public key".into(),
+        )
+    })?;
+    let root_key =
+        hex::decode(key.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()).ok_or_else(|| {
+            ConfigError::Invalid("emulator_root_key", "must be 64 hex digits (32 bytes)".into())
+        })?;
+    let media_ca_pem = match media_ca {
+        None => None,
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Read { path: path.clone(), source })?,
+        ),
+    };
+    Ok(Some(ExternalEmulator { url, root_key, media_ca_pem }))
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -278,12 +500,108 @@ mod tests {
     }
 
     #[test]
+    fn auth_store_is_chosen_by_flag_or_file_with_the_url_from_the_environment() {
+        let none = |_: &str| None;
+        let url = |u: &'static str| move |k: &str| (k == AUTH_STORE_URL_VAR).then(|| u.to_owned());
+        assert_eq!(Config::resolve_with_env(Cli::default(), none).unwrap().auth_store, AuthStore::Sqlite);
+        let cli = || Cli { auth_store: Some(AuthStoreKind::Mongodb), ..Cli::default() };
+        let c = Config::resolve_with_env(cli(), url("mongodb://127.0.0.1:27017/")).unwrap();
+        assert_eq!(
+            c.auth_store,
+            AuthStore::Mongodb { url: "mongodb://127.0.0.1:27017/".into(), database: "broadcaster".into() }
+        );
+        assert!(!format!("{c:?}").contains("27017"), "the URL is not in Debug output");
+        // Missing or mismatched URL, bad database name: clear errors.
+        let err = Config::resolve_with_env(cli(), none).unwrap_err();
+        assert!(err.to_string().contains(AUTH_STORE_URL_VAR), "{err}");
+        let err = Config::resolve_with_env(cli(), url("postgres://x/y")).unwrap_err();
+        assert!(err.to_string().contains("mongodb://"), "{err}");
+        let bad_db = Cli { auth_store_database: Some("a.b".into()), ..cli() };
+        assert!(Config::resolve_with_env(bad_db, url("mongodb://h/")).is_err());
+        let err = Config::resolve_with_env(Cli::default(), url("mongodb://h/")).unwrap_err();
+        assert!(err.to_string().contains("sqlite"), "{err}");
+        // From the file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "auth_store = \"postgres\"\n").unwrap();
+        let c =
+            Config::resolve_with_env(Cli { config: Some(path), ..Cli::default() }, url("postgres://u@h/db"))
+                .unwrap();
+        assert_eq!(c.auth_store, AuthStore::Postgres { url: "postgres://u@h/db".into() });
+    }
+
+    #[test]
+    fn auth_store_follows_database_url_unless_chosen() {
+        let env = |auth: Option<&'static str>| {
+            move |k: &str| match k {
+                "DATABASE_URL" => Some("postgres://bc:pw@db/bc".to_owned()),
+                AUTH_STORE_URL_VAR => auth.map(str::to_owned),
+                _ => None,
+            }
+        };
+        let c = Config::resolve_with_env(Cli::default(), env(None)).unwrap();
+        assert_eq!(c.auth_store, AuthStore::Postgres { url: "postgres://bc:pw@db/bc".into() });
+        assert!(c.database_url.is_some());
+        let pg = Cli { auth_store: Some(AuthStoreKind::Postgres), ..Cli::default() };
+        let c = Config::resolve_with_env(pg, env(None)).unwrap();
+        assert_eq!(c.auth_store, AuthStore::Postgres { url: "postgres://bc:pw@db/bc".into() });
+        let sqlite = Cli { auth_store: Some(AuthStoreKind::Sqlite), ..Cli::default() };
+        assert_eq!(Config::resolve_with_env(sqlite, env(None)).unwrap().auth_store, AuthStore::Sqlite);
+        let mongo = Cli { auth_store: Some(AuthStoreKind::Mongodb), ..Cli::default() };
+        let c = Config::resolve_with_env(mongo, env(Some("mongodb://m:27017/"))).unwrap();
+        assert!(matches!(c.auth_store, AuthStore::Mongodb { .. }));
+        let bad = |k: &str| (k == "DATABASE_URL").then(|| "mysql://x/y".to_owned());
+        let err = Config::resolve_with_env(Cli::default(), bad).unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn external_emulator_and_pending_send_age_are_validated() {
+        let key = "ab".repeat(32);
+        let cli = |url: Option<&str>, k: Option<&str>| Cli {
+            emulator_url: url.map(str::to_owned),
+            emulator_root_key: k.map(str::to_owned),
+            ..Cli::default()
+        };
+        let c =
+            Config::resolve_with_env(cli(Some("ws://127.0.0.1:1/ws/chat"), Some(&key)), |_| None).unwrap();
+        let ext = c.external_emulator.unwrap();
+        assert_eq!((ext.url.as_str(), ext.root_key), ("ws://127.0.0.1:1/ws/chat", [0xab; 32]));
+        assert_eq!(c.pending_send_max_age, Duration::from_secs(DEFAULT_PENDING_SEND_MAX_AGE_SECS));
+        for (url, k, field) in [
+            (Some("ws://h/ws/chat"), None, "emulator_root_key"),
+            (Some("ws://h/ws/chat"), Some("abcd"), "emulator_root_key"),
+            (Some("http://h/"), Some(key.as_str()), "emulator_url"),
+            (None, Some(key.as_str()), "emulator_root_key"),
+        ] {
+            let err = Config::resolve_with_env(cli(url, k), |_| None).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid(f, _) if f == field), "{url:?} {k:?}: {err}");
+        }
+        let both = Cli { emulator: true, ..cli(Some("ws://h/ws/chat"), Some(&key)) };
+        assert!(Config::resolve_with_env(both, |_| None).is_err());
+        let zero = Cli { pending_send_max_age_secs: Some(0), ..Cli::default() };
+        assert!(matches!(
+            Config::resolve_with_env(zero, |_| None),
+            Err(ConfigError::Invalid("pending_send_max_age_secs", _))
+        ));
+    }
+
+    #[test]
     fn help_documents_every_setting() {
         use clap::CommandFactory;
         let help = Cli::command().render_long_help().to_string();
-        for needle in
-            ["--listen", "--data-dir", "--config", "BROADCASTER_ADMIN_KEY", "--webhook-max-attempts"]
-        {
+        for needle in [
+            "--listen",
+            "--data-dir",
+            "--config",
+            "BROADCASTER_ADMIN_KEY",
+            "--webhook-max-attempts",
+            "--auth-store",
+            "BROADCASTER_AUTH_STORE_URL",
+            "mongodb",
+            "--emulator-url",
+            "--pending-send-max-age-secs",
+        ] {
             assert!(help.contains(needle), "help lacks {needle}");
         }
     }

@@ -68,6 +68,10 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("WhatsApp auth store: {0}")]
     AuthStore(String),
+    /// The configured auth store could not be opened (unreachable, refused, bad URL, newer
+    /// schema). `reason` never contains the URL or its password.
+    #[error("cannot open the WhatsApp auth store ({backend}): {reason}")]
+    AuthStoreOpen { backend: &'static str, reason: String },
 }
 
 /// Opens the database (PostgreSQL when `config.database_url` is set, else SQLite in
@@ -126,6 +130,7 @@ pub async fn build_server_with_clock(
     state.limits = Arc::new(Limits {
         fetch: FetchPolicy { max_bytes: config.media_max_bytes, ..FetchPolicy::default() },
         requests_per_minute: config.rate_limit_per_minute,
+        pending_send_max_age_ms: i64::try_from(config.pending_send_max_age.as_millis()).unwrap_or(i64::MAX),
     });
     let upstream = if let Some(emu) = emulator {
         let up = Upstream::emulator(&emu);
@@ -137,13 +142,15 @@ pub async fn build_server_with_clock(
         let up = Upstream::emulator(&emu);
         state.emulator = Some(Arc::new(emu));
         up
+    } else if let Some(ext) = &config.external_emulator {
+        tracing::info!(url = %ext.url, "connecting to an external WhatsApp emulator");
+        Upstream::external_emulator(ext).map_err(|e| ServeError::AuthStore(e.to_string()))?
     } else {
         Upstream::whatsapp()
     };
-    let store_path = config.data_dir.join(wa_runtime::SQLITE_AUTH_FILE);
-    let store =
-        WaRuntime::open_sqlite_store(&store_path).await.map_err(|e| ServeError::AuthStore(e.to_string()))?;
-    let sink = DbSessionEvents::new(db, clock.clone(), notify, state.live.clone(), state.metrics.clone());
+    let store = WaRuntime::open_store(&config.auth_store, &config.data_dir).await?;
+    let sink = DbSessionEvents::new(db, clock.clone(), notify, state.live.clone(), state.metrics.clone())
+        .with_send_wake(state.bulk_wake.clone());
     let runtime = Arc::new(WaRuntime::new(store, upstream, Arc::new(sink), clock, state.metrics.clone()));
     state.runtime = Some(runtime.clone() as Arc<dyn AccountRuntime>);
     Ok(Server { state, runtime })
@@ -237,6 +244,13 @@ pub async fn serve_with(
     let worker_task = tokio::spawn(worker.run(async move {
         let _ = worker_rx.wait_for(|s| *s).await;
     }));
+    // Before any request is served: sends a stopped server left in hand are queued again
+    // (requests from now on lease their own rows).
+    match bulk::recover_interrupted(&state).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "messages interrupted by the last stop are sent again"),
+        Err(e) => tracing::error!(error = %e, "cannot queue interrupted messages again"),
+    }
     let resumed = resume_sessions(&state).await?;
     if resumed > 0 {
         tracing::info!(resumed, "resumed WhatsApp sessions");
@@ -257,6 +271,7 @@ pub async fn serve_with(
         let _ = bulk_rx.wait_for(|s| *s).await;
     }));
     let emulator = state.emulator.clone();
+    let stopping = state.stopping.clone();
     let app = app::router(state, config.max_body_bytes).layer(axum::Extension(waker));
     tracing::info!(addr = %listener.local_addr()?, "broadcaster listening");
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -289,6 +304,8 @@ pub async fn serve_with(
             tracing::warn!("bulk sender did not stop in time; its send in hand resumes at the next start");
         }
     }
+    // Sends still in hand when the sessions close stay queued (leased) for the next start.
+    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     match tokio::time::timeout(timeout, runtime.shutdown()).await {
         Ok(()) => tracing::info!("WhatsApp sessions closed"),
         Err(_) => tracing::warn!("WhatsApp sessions did not close in time"),

@@ -273,6 +273,10 @@ pub async fn send_message_as(
         OutgoingContent::Text { quoted_id: Some(q), .. } => Some(q.clone()),
         _ => None,
     };
+    // A send under the server's own id is leased to this request and resumed by the queue
+    // runner if the request never records an outcome (crash); a caller with its own id (the
+    // campaign engine) resumes its sends itself.
+    let lease = wa_message_id.is_none().then_some(now + crate::bulk::SINGLE_SEND_LEASE_MS);
     let (t, a, i, chat, w) =
         (tenant_id.to_owned(), account_id.to_owned(), id.clone(), recipient.chat.clone(), wa_id.clone());
     let (admission, quoted_wa) = st
@@ -313,8 +317,8 @@ pub async fn send_message_as(
             tx.execute(
                 "INSERT INTO messages (id, tenant_id, account_id, direction, chat_jid, kind, body, media_mimetype,
                    media_file_name, media_size, quoted_id, status, attempts, created_at, updated_at,
-                   reserved_wa_id)
-                 VALUES (?1,?2,?3,'outgoing',?4,?5,?6,?7,?8,?9,?10,'pending',1,?11,?11,?12)",
+                   reserved_wa_id, due_at)
+                 VALUES (?1,?2,?3,'outgoing',?4,?5,?6,?7,?8,?9,?10,'pending',1,?11,?11,?12,?13)",
                 params![
                     i,
                     t,
@@ -327,7 +331,8 @@ pub async fn send_message_as(
                     size,
                     quoted_wa,
                     now,
-                    w
+                    w,
+                    lease
                 ],
             )?;
             if let Some(d) = &data {
@@ -369,8 +374,15 @@ pub async fn send_message_as(
     if let (Some(w), OutgoingContent::Text { quoted_id, .. }) = (quoted_wa, &mut content) {
         *quoted_id = Some(w);
     }
-    let (result, stored) =
-        dispatch(st, runtime.as_ref(), tenant_id, account_id, &id, &wa_id, &recipient.to, content).await?;
+    let result = runtime.send_with_id(tenant_id, account_id, &recipient.to, &wa_id, content).await;
+    if lease.is_some() && matches!(result, Err(RuntimeError::NotRunning)) && st.is_stopping() {
+        // The server is stopping and closed the session under this send: it may have reached
+        // WhatsApp. The row stays leased; the next start sends it again under the same id.
+        return Err(ApiError::Unavailable(
+            "the server is stopping; the message is sent again when it starts".into(),
+        ));
+    }
+    let (result, stored) = record_outcome(st, tenant_id, account_id, &id, result).await?;
     match result {
         Ok(_) => stored.ok_or(ApiError::NotFound("message")),
         Err(RuntimeError::NotRunning) => Err(ApiError::Conflict {
@@ -381,26 +393,10 @@ pub async fn send_message_as(
     }
 }
 
-/// Hands an admitted `pending` row's content to the runtime under the WhatsApp id `wa_id`
-/// stored with the row beforehand, and records the outcome: `sent` (with WhatsApp's id,
-/// applying receipts that arrived early) or `failed`, with the `message_sent` /
-/// `message_status_update` events. Shared by single and bulk sends.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn dispatch(
-    st: &AppState,
-    runtime: &dyn crate::runtime::AccountRuntime,
-    tenant_id: &str,
-    account_id: &str,
-    id: &str,
-    wa_id: &str,
-    to: &str,
-    content: OutgoingContent,
-) -> Result<(Result<crate::runtime::SentMessage, RuntimeError>, Option<StoredMessage>), ApiError> {
-    let result = runtime.send_with_id(tenant_id, account_id, to, wa_id, content).await;
-    record_outcome(st, tenant_id, account_id, id, result).await
-}
-
-/// Records what the runtime answered for the `pending` row `id` (see [`dispatch`]).
+/// Records what the runtime answered for the admitted `pending` row `id` (sent under the
+/// WhatsApp id reserved with the row): `sent` (with WhatsApp's id, applying receipts that
+/// arrived early) or `failed`, with the `message_sent` / `message_status_update` events. Shared
+/// by single sends and the queue runner ([`crate::bulk`]).
 pub(crate) async fn record_outcome(
     st: &AppState,
     tenant_id: &str,
@@ -426,7 +422,8 @@ pub(crate) async fn record_outcome(
                     // stored before sending): `sent` never replaces a later status.
                     tx.execute(
                         "UPDATE messages SET wa_message_id = ?3, sent_at = COALESCE(sent_at, ?4), updated_at = ?4,
-                           status = CASE WHEN status IN ('delivered','read','played') THEN status ELSE 'sent' END
+                           status = CASE WHEN status IN ('delivered','read','played') THEN status ELSE 'sent' END,
+                           due_at = NULL
                          WHERE tenant_id = ?1 AND id = ?2",
                         params![t, i, wa_id, now],
                     )?;
@@ -452,7 +449,8 @@ pub(crate) async fn record_outcome(
                 }
                 Err(err) => {
                     tx.execute(
-                        "UPDATE messages SET status = 'failed', error = ?3, failed_at = ?4, updated_at = ?4
+                        "UPDATE messages SET status = 'failed', error = ?3, failed_at = ?4, updated_at = ?4,
+                           due_at = NULL
                          WHERE tenant_id = ?1 AND id = ?2",
                         params![t, i, err, now],
                     )?;

@@ -12,12 +12,25 @@ use crate::metrics::Metrics;
 use crate::runtime::AccountRuntime;
 
 /// Server-wide limits handlers enforce.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Media fetched by URL or uploaded inline.
     pub fetch: FetchPolicy,
     /// Requests per minute per API key (0: unlimited).
     pub requests_per_minute: u32,
+    /// An interrupted single send older than this (since its request) fails `expired` instead
+    /// of being sent again (see [`crate::bulk`]).
+    pub pending_send_max_age_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fetch: FetchPolicy::default(),
+            requests_per_minute: 0,
+            pending_send_max_age_ms: crate::config::DEFAULT_PENDING_SEND_MAX_AGE_SECS as i64 * 1000,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -37,9 +50,17 @@ pub struct AppState {
     pub emulator: Option<Arc<wa_emulator::EmulatorHandle>>,
     /// Wakes the bulk-send runner when new bulk messages were queued (or the clock was moved).
     pub bulk_wake: Arc<Notify>,
+    /// Set when the server stops: a send the closing sessions cut short stays queued for the
+    /// next start instead of being recorded as failed.
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
+    /// True once the server has begun to stop (see [`AppState::stopping`]).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// State with default limits, a fresh live bus and metrics, no emulator.
     pub fn new(
         db: Db,
@@ -58,6 +79,7 @@ impl AppState {
             rate: Arc::new(crate::ratelimit::RateLimiter::default()),
             emulator: None,
             bulk_wake: Arc::new(Notify::new()),
+            stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 }

@@ -45,6 +45,15 @@ impl Upstream {
         Self { url: wa_client::WHATSAPP_URL.to_owned(), root_key: None, media_ca_pem: None }
     }
 
+    /// An external emulator (`--emulator-url`).
+    pub fn external_emulator(ext: &crate::config::ExternalEmulator) -> Result<Self, wa_crypto::CryptoError> {
+        Ok(Self {
+            url: ext.url.clone(),
+            root_key: Some(wa_crypto::PublicKey::from_bytes(&ext.root_key)?),
+            media_ca_pem: ext.media_ca_pem.clone(),
+        })
+    }
+
     /// An in-process emulator.
     pub fn emulator(emu: &wa_emulator::EmulatorHandle) -> Self {
         Self {
@@ -105,6 +114,29 @@ impl WaRuntime {
     /// Opens the SQLite auth store at `path`.
     pub async fn open_sqlite_store(path: &std::path::Path) -> Result<Store, wa_store::Error> {
         Store::open_sqlite(path, wa_store::StoreOptions::default()).await
+    }
+
+    /// Opens the configured auth store: SQLite in `data_dir` ([`SQLITE_AUTH_FILE`]),
+    /// PostgreSQL or MongoDB. Errors never carry the URL (it may hold a password).
+    pub async fn open_store(
+        config: &crate::config::AuthStore,
+        data_dir: &std::path::Path,
+    ) -> Result<Store, crate::ServeError> {
+        use crate::config::AuthStore;
+        let options = wa_store::StoreOptions::default();
+        let (backend, url, r) = match config {
+            AuthStore::Sqlite => {
+                ("sqlite", None, Self::open_sqlite_store(&data_dir.join(SQLITE_AUTH_FILE)).await)
+            }
+            AuthStore::Postgres { url } => ("postgres", Some(url), Store::open_postgres(url, options).await),
+            AuthStore::Mongodb { url, database } => {
+                ("mongodb", Some(url), Store::open_mongodb(url, database, options).await)
+            }
+        };
+        r.map_err(|e| crate::ServeError::AuthStoreOpen {
+            backend,
+            reason: url.map_or_else(|| e.to_string(), |u| redact_url(&e.to_string(), u)),
+        })
     }
 
     fn client_for(&self, account_id: &str) -> Result<Client, RuntimeError> {
@@ -374,6 +406,20 @@ impl Pump {
     }
 }
 
+/// `text` without `url` or the password in it (drivers may quote either in their errors).
+fn redact_url(text: &str, url: &str) -> String {
+    let mut out = text.replace(url, "<auth store URL>");
+    // scheme://user:password@host...
+    if let Some(rest) = url.split_once("://").map(|(_, r)| r)
+        && let Some((userinfo, _)) = rest.split_once('@')
+        && let Some((_, password)) = userinfo.split_once(':')
+        && !password.is_empty()
+    {
+        out = out.replace(password, "<redacted>");
+    }
+    out
+}
+
 fn send_error(e: wa_client::Error) -> RuntimeError {
     match e {
         wa_client::Error::NotConnected => RuntimeError::NotRunning,
@@ -588,5 +634,47 @@ impl AccountRuntime for WaRuntime {
             let m = Message::decode(handle).map_err(|e| failed(format!("stored media handle: {e}")))?;
             client.download(&m).await.map_err(failed)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_removes_the_url_and_its_password() {
+        let url = "postgres://app:s3cret@db.example:5432/wa";
+        let text = format!("error connecting to {url}; password s3cret rejected");
+        let out = redact_url(&text, url);
+        assert!(!out.contains("s3cret") && !out.contains("db.example:5432/wa"), "{out}");
+        assert_eq!(redact_url("refused", "mongodb://h:27017/"), "refused");
+    }
+
+    #[tokio::test]
+    async fn unreachable_or_malformed_auth_stores_are_typed_errors_without_the_url() {
+        use crate::config::AuthStore;
+        let dir = tempfile::tempdir().unwrap();
+        // Nothing listens on port 1 of the loopback.
+        let cases = [
+            ("postgres", AuthStore::Postgres { url: "postgres://app:s3cret@127.0.0.1:1/wa".into() }),
+            ("postgres", AuthStore::Postgres { url: "postgres://app:s3cret@127.0.0.1:notaport/wa".into() }),
+            (
+                "mongodb",
+                AuthStore::Mongodb {
+                    url: "mongodb://app:s3cret@127.0.0.1:1/?serverSelectionTimeoutMS=200".into(),
+                    database: "wa".into(),
+                },
+            ),
+        ];
+        for (want, cfg) in cases {
+            let err = match WaRuntime::open_store(&cfg, dir.path()).await {
+                Ok(_) => panic!("{want}: opened an unreachable store"),
+                Err(e) => e,
+            };
+            let crate::ServeError::AuthStoreOpen { backend, .. } = &err else { panic!("{err:?}") };
+            assert_eq!(*backend, want);
+            let text = err.to_string();
+            assert!(!text.contains("s3cret") && !text.contains("127.0.0.1:1/"), "{text}");
+        }
     }
 }

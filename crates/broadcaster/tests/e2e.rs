@@ -7,6 +7,8 @@
 
 #[path = "common/harness.rs"]
 mod harness;
+#[path = "common/process.rs"]
+mod process;
 #[path = "common/socketio.rs"]
 mod socketio;
 #[path = "common/testdb.rs"]
@@ -1298,6 +1300,327 @@ async fn read_receipt_survives_a_crash_between_the_client_and_the_database_write
         })
         .await;
     assert!(acked.is_some(), "the server acknowledged the read receipt once recorded");
+    ws.close(None).await.ok();
+    srv.stop().await;
+}
+
+/// The bootstrap admin key of the process-level tests.
+const PROCESS_ADMIN: &str = "bc-e2e-process-admin-key-0123456789";
+
+/// Like [`linked_account`] against a server process on an external emulator: the phone scans
+/// the QR (read from the server's API) through the emulator's control API.
+async fn linked_account_via_control(
+    a: SocketAddr,
+    emu: &EmulatorHandle,
+    phone: &str,
+) -> (String, String, Ws) {
+    let (s, v) =
+        call(a, "POST", "/api/v1/tenants", PROCESS_ADMIN, Some(json!({ "name": format!("t{phone}") }))).await;
+    assert_eq!(s, 201, "{v}");
+    let key = v["api_key"]["key"].as_str().unwrap().to_owned();
+    let (s, v) =
+        call(a, "POST", "/api/v1/accounts", &key, Some(json!({ "name": "Process", "phone": phone }))).await;
+    assert_eq!(s, 201, "{v}");
+    let acc = v["id"].as_str().unwrap().to_owned();
+    let mut ws = open_ws(a, &key).await;
+    let (s, v) = call(a, "POST", &format!("/api/v1/accounts/{acc}/connect"), &key, None).await;
+    assert_eq!(s, 202, "{v}");
+    let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}/qr"), &key, None).await;
+    if v["qr"].as_str().is_none() {
+        next_ws(&mut ws, "qr_code", |v| v["event"] == "qr_code").await;
+    }
+    let (s, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}/qr"), &key, None).await;
+    assert_eq!(s, 200, "{v}");
+    let qr = v["qr"].as_str().expect("a QR").to_owned();
+    let digits = phone.trim_start_matches('+');
+    let control = emu.local_addr();
+    let (s, v) =
+        call(control, "POST", "/control/accounts", "", Some(json!({ "pn": digits, "name": "Owner" }))).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) =
+        call(control, "POST", &format!("/control/phones/{digits}/scan"), "", Some(json!({ "qr": qr }))).await;
+    assert_eq!(s, 200, "{v}");
+    // Linking stores the device's first 812 prekeys; the MongoDB-wire test server takes tens of
+    // seconds for that on a loaded machine, so this step gets more than `T`.
+    tokio::time::timeout(LINK_T, async {
+        loop {
+            let msg = ws.next().await.expect("websocket open").expect("websocket frame");
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["event"] == "connection_update" && v["data"]["state"] == "active" {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("active after the scan");
+    (key, acc, ws)
+}
+
+/// How long linking may take in the process-level tests (see [`linked_account_via_control`]).
+const LINK_T: Duration = Duration::from_secs(300);
+
+/// Process level, with the auth store in `env`: link by QR, send, stop the process, check the
+/// device is in that store (and no SQLite auth file was made), start the process again: the
+/// account is active without pairing and sends. Returns the account (device) id.
+async fn auth_store_survives_a_process_restart(seed: u64, phone: &str, env: &[(&str, String)]) -> String {
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(seed), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let srv = process::ServerProcess::start(dir.path(), &emu, PROCESS_ADMIN, env).await;
+    let a = srv.addr;
+    let (key, acc, ws) = linked_account_via_control(a, &emu, phone).await;
+    let friend_pn = format!("{}1", phone.trim_start_matches('+'));
+    let friend = emu.create_account(&friend_pn, "Friend").unwrap();
+    let send = |a, text: &'static str| {
+        let (key, acc, to) = (key.clone(), acc.clone(), format!("+{friend_pn}"));
+        async move {
+            let path = format!("/api/v1/accounts/{acc}/messages");
+            let (s, v) = call(a, "POST", &path, &key, Some(json!({ "to": to, "text": text }))).await;
+            assert_eq!(s, 201, "{v}");
+        }
+    };
+    send(a, "before restart").await;
+    assert!(friend.wait_message(T, |m| m.text.as_deref() == Some("before restart")).await.is_some());
+    drop(ws);
+    let out = srv.output();
+    srv.stop().await;
+    for (_, url) in env.iter().filter(|(k, _)| *k == "BROADCASTER_AUTH_STORE_URL") {
+        assert!(!out.contains(url.as_str()), "the auth store URL is not logged:\n{out}");
+    }
+    assert!(!dir.path().join(broadcaster::wa_runtime::SQLITE_AUTH_FILE).exists(), "no SQLite auth store");
+
+    let srv = process::ServerProcess::start(dir.path(), &emu, PROCESS_ADMIN, env).await;
+    let a = srv.addr;
+    let ws = wait_active(a, &key, &acc).await;
+    send(a, "after restart").await;
+    assert!(friend.wait_message(T, |m| m.text.as_deref() == Some("after restart")).await.is_some());
+    drop(ws);
+    srv.stop().await;
+    acc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_auth_store_keeps_the_device_across_a_process_restart() {
+    let Some(admin_url) = process::server_url("WA_TEST_PG_URL") else { return };
+    let url = process::fresh_postgres_database(&admin_url).await;
+    let env =
+        [("BROADCASTER_AUTH_STORE", "postgres".to_owned()), ("BROADCASTER_AUTH_STORE_URL", url.clone())];
+    let acc = auth_store_survives_a_process_restart(21, "+15550011100", &env).await;
+    let store = wa_store::Store::open_postgres(&url, wa_store::StoreOptions::default()).await.unwrap();
+    assert!(store.devices().await.unwrap().iter().any(|d| d.as_str() == acc), "the device is in PostgreSQL");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongodb_auth_store_keeps_the_device_across_a_process_restart() {
+    let Some(url) = process::server_url("WA_TEST_MONGO_URL") else { return };
+    let database = process::unique_name("bc_e2e");
+    let env = [
+        ("BROADCASTER_AUTH_STORE", "mongodb".to_owned()),
+        ("BROADCASTER_AUTH_STORE_URL", url.clone()),
+        ("BROADCASTER_AUTH_STORE_DATABASE", database.clone()),
+    ];
+    let acc = auth_store_survives_a_process_restart(22, "+15550011200", &env).await;
+    let store =
+        wa_store::Store::open_mongodb(&url, &database, wa_store::StoreOptions::default()).await.unwrap();
+    assert!(store.devices().await.unwrap().iter().any(|d| d.as_str() == acc), "the device is in MongoDB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_store_misconfiguration_stops_the_start_with_a_clear_error() {
+    async fn run(env: &[(&str, &str)]) -> (Option<i32>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_broadcaster"));
+        cmd.arg("--data-dir").arg(dir.path()).args(["--listen", "127.0.0.1:0"]).kill_on_drop(true);
+        cmd.env_remove("BROADCASTER_AUTH_STORE_URL")
+            .env_remove("BROADCASTER_AUTH_STORE")
+            .env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // A server that starts anyway is a failure, not a hang: it is killed on drop.
+        let out = tokio::time::timeout(T, cmd.output()).await.expect("the server exits by itself").unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    }
+    let (code, out) = run(&[("BROADCASTER_AUTH_STORE", "postgres")]).await;
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("BROADCASTER_AUTH_STORE_URL must be set"), "{out}");
+    let (code, out) = run(&[
+        ("BROADCASTER_AUTH_STORE", "postgres"),
+        ("BROADCASTER_AUTH_STORE_URL", "postgres://app:s3cret@127.0.0.1:1/wa"),
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("cannot open the WhatsApp auth store (postgres)"), "{out}");
+    assert!(!out.contains("s3cret") && !out.contains("panicked"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_send_interrupted_by_a_crash_is_sent_once_under_its_id_after_restart() {
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(23), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let srv = process::ServerProcess::start(dir.path(), &emu, PROCESS_ADMIN, &[]).await;
+    let a = srv.addr;
+    let (key, acc, ws) = linked_account_via_control(a, &emu, "+15550011300").await;
+    let bob = emu.create_account("15550011301", "Bob").unwrap();
+    // From now on the emulator withholds its acks from our session: the message reaches Bob's
+    // phone, but the server's send never completes. That is the injection point: the row is
+    // committed (`pending`, its WhatsApp id reserved) and the send is in hand.
+    let device = *emu.companions("15550011300").unwrap().last().expect("a linked companion");
+    let conn = emu.connection_of("15550011300", device).unwrap();
+    emu.fault_frames(conn, wa_emulator::Fault::DropStanzas { count: u32::MAX, only_tag: Some("ack".into()) })
+        .unwrap();
+    let request = {
+        let (key, acc) = (key.clone(), acc.clone());
+        // Never answered: the process dies first.
+        tokio::spawn(async move {
+            let path = format!("/api/v1/accounts/{acc}/messages");
+            let body = json!({ "to": "+15550011301", "text": "one copy please" });
+            call(a, "POST", &path, &key, Some(body)).await
+        })
+    };
+    let first = bob
+        .wait_message(T, |m| m.text.as_deref() == Some("one copy please"))
+        .await
+        .expect("Bob got the first attempt");
+    drop(ws);
+    srv.kill().await;
+    request.abort();
+
+    let srv = process::ServerProcess::start(dir.path(), &emu, PROCESS_ADMIN, &[]).await;
+    let a = srv.addr;
+    let mut ws = wait_active(a, &key, &acc).await;
+    let history = format!("/api/v1/accounts/{acc}/messages?chat=%2B15550011301");
+    let (s, page) = call(a, "GET", &history, &key, None).await;
+    assert_eq!(s, 200, "{page}");
+    let msgs = page["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 1, "one row for the request: {page}");
+    let id = msgs[0]["id"].as_str().unwrap().to_owned();
+    let v = wait_message_state(a, &key, &acc, &mut ws, &id, |v| v["status"] != "pending").await;
+    assert!(matches!(v["status"].as_str(), Some("sent" | "delivered" | "read")), "{v}");
+    assert_eq!(v["wa_message_id"].as_str(), Some(first.id.as_str()), "resent under the reserved id: {v}");
+    assert!(v["attempts"].as_i64().unwrap() >= 2, "the resend is counted: {v}");
+    // Bob's phone got both attempts under one id; WhatsApp clients keep one copy per id.
+    assert!(
+        bob.wait_inbox(T, |inbox| inbox
+            .iter()
+            .filter(|m| m.text.as_deref() == Some("one copy please"))
+            .count()
+            == 2)
+            .await,
+        "the resend reached Bob"
+    );
+    let ids: std::collections::HashSet<String> = bob
+        .inbox()
+        .into_iter()
+        .filter(|m| m.text.as_deref() == Some("one copy please"))
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids.len(), 1, "one message id: {ids:?}");
+    ws.close(None).await.ok();
+    srv.stop().await;
+}
+
+/// Links an account, withholds the emulator's acks from its session and asks for a single send
+/// to `to_pn` that reaches the phone but never completes; then stops the server (the request is
+/// abandoned at the short shutdown timeout, as in a crash). Returns the key and the account.
+async fn single_send_left_pending(
+    dir: &std::path::Path,
+    emu: &Arc<EmulatorHandle>,
+    clock: &Arc<broadcaster::clock::ManualClock>,
+    phone: &str,
+    to_pn: &str,
+    text: &'static str,
+) -> (String, String) {
+    let short = |c: &mut Config| c.shutdown_timeout = Duration::from_secs(2);
+    let (srv, admin, _) = start_clocked_with(dir, emu, clock.clone(), short).await;
+    let a = srv.addr;
+    let (key, acc, ws) = linked_account(a, &admin.unwrap(), phone).await;
+    let to = emu.create_account(to_pn, "Recipient").unwrap();
+    let digits = phone.trim_start_matches('+');
+    let device = *emu.companions(digits).unwrap().last().expect("a linked companion");
+    let conn = emu.connection_of(digits, device).unwrap();
+    emu.fault_frames(conn, wa_emulator::Fault::DropStanzas { count: u32::MAX, only_tag: Some("ack".into()) })
+        .unwrap();
+    let request = {
+        let (key, acc, to) = (key.clone(), acc.clone(), format!("+{to_pn}"));
+        tokio::spawn(async move {
+            let path = format!("/api/v1/accounts/{acc}/messages");
+            call(a, "POST", &path, &key, Some(json!({ "to": to, "text": text }))).await
+        })
+    };
+    to.wait_message(T, |m| m.text.as_deref() == Some(text)).await.expect("the first attempt arrived");
+    drop(ws);
+    srv.stop().await;
+    request.abort();
+    (key, acc)
+}
+
+/// The only message of `acc` in the chat with `+to_pn`.
+async fn only_message(a: SocketAddr, key: &str, acc: &str, to_pn: &str) -> String {
+    let (s, page) =
+        call(a, "GET", &format!("/api/v1/accounts/{acc}/messages?chat=%2B{to_pn}"), key, None).await;
+    assert_eq!(s, 200, "{page}");
+    let msgs = page["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 1, "{page}");
+    msgs[0]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_single_send_older_than_the_max_age_fails_expired_instead_of_going_out_late() {
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(24), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(broadcaster::clock::ManualClock::new(T0));
+    let (key, acc) =
+        single_send_left_pending(dir.path(), &emu, &clock, "+15550011400", "15550011401", "stale").await;
+    // The server stays down longer than the allowed age (one hour by default).
+    clock.advance_ms(2 * HOUR);
+    let (srv, _, _) = start_clocked_with(dir.path(), &emu, clock.clone(), |_| {}).await;
+    let a = srv.addr;
+    let mut ws = wait_active(a, &key, &acc).await;
+    let id = only_message(a, &key, &acc, "15550011401").await;
+    let v = wait_message_state(a, &key, &acc, &mut ws, &id, |v| v["status"] != "pending").await;
+    assert_eq!((v["status"].as_str(), v["error"].as_str()), (Some("failed"), Some("expired")), "{v}");
+    assert_eq!(v["attempts"], 1, "not sent again: {v}");
+    ws.close(None).await.ok();
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_single_send_of_an_account_logged_out_meanwhile_fails_with_that_reason() {
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(25), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(broadcaster::clock::ManualClock::new(T0));
+    let (key, acc) =
+        single_send_left_pending(dir.path(), &emu, &clock, "+15550011500", "15550011501", "orphan").await;
+    // While the server is down, the phone unlinks the device: the next login is refused.
+    let device = *emu.companions("15550011500").unwrap().last().expect("a linked companion");
+    emu.phone("15550011500").unwrap().remove_device(device).unwrap();
+    let (srv, _, state) = start_clocked_with(dir.path(), &emu, clock.clone(), |_| {}).await;
+    let a = srv.addr;
+    let mut ws = open_ws(a, &key).await;
+    loop {
+        let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}"), &key, None).await;
+        if v["state"] == "logged_out" {
+            break;
+        }
+        next_ws(&mut ws, "logged out", |v| v["event"] == "connection_update").await;
+    }
+    // If the runner tried while the session was still starting, the message waits for a retry.
+    clock.advance_ms(60_000);
+    state.bulk_wake.notify_one();
+    let id = only_message(a, &key, &acc, "15550011501").await;
+    let v = wait_message_state(a, &key, &acc, &mut ws, &id, |v| v["status"] != "pending").await;
+    assert_eq!(
+        (v["status"].as_str(), v["error"].as_str()),
+        (Some("failed"), Some("account_logged_out")),
+        "{v}"
+    );
     ws.close(None).await.ok();
     srv.stop().await;
 }
