@@ -481,6 +481,11 @@ pub async fn put_media(
 ) -> Result<Json<Template>, ApiError> {
     use axum::extract::FromRequest as _;
     p.require(Permission::Send)?;
+    // Nothing is fetched or read for a template that does not exist.
+    let (t, i) = (p.tenant_id.clone(), id.clone());
+    if st.db.call(move |c| Ok(load(c, &t, &i)?)).await?.is_none() {
+        return Err(ApiError::NotFound("template"));
+    }
     let multipart = req
         .headers()
         .get(axum::http::header::CONTENT_TYPE)

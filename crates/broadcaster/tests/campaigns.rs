@@ -151,10 +151,13 @@ enum Hang {
     BeforeSend(usize),
 }
 
+/// (phone, kind, mimetype, file bytes, caption text) of a media message.
+type SentMedia = (String, String, String, bytes::Bytes, String);
+
 struct ScriptedSender {
     clock: Arc<ManualClock>,
-    /// (phone, kind, mimetype, file bytes, caption text) of each media message sent.
-    media: Mutex<Vec<(String, String, String, bytes::Bytes, String)>>,
+    /// Each media message sent.
+    media: Mutex<Vec<SentMedia>>,
     script: Mutex<Script>,
     sends: AtomicUsize,
     hang: Mutex<Hang>,
