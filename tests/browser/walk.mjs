@@ -27,6 +27,8 @@ const T = 60_000;
 const OWNER = "+15550001111";
 const FRIEND = "+15550002222";
 const IMPORTED = [["+15550003001", "Bob"], ["+15550003002", "Carol"]];
+// A small "PNG" (signature and filler bytes): the server checks the type from its content.
+const POSTER = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.alloc(3000, 7)]);
 
 const problems = [];
 const browser = await chromium.launch({
@@ -172,10 +174,14 @@ try {
     await tab("templates");
     await page.fill("#tpl-name", "welcome");
     await page.fill("#tpl-body", "Hi {{name|there}}, the launch is on!");
+    // A poster image goes with the text as its caption.
+    await page.selectOption("#tpl-media-kind", "image");
+    await page.setInputFiles("#tpl-media-file", { name: "poster.png", mimeType: "image/png", buffer: POSTER });
     await page.click("#tpl-preview");
     await page.locator("#tpl-out").filter({ hasText: "the launch is on!" }).waitFor();
+    await page.locator("#tpl-media-out").filter({ hasText: "image · image/png" }).waitFor();
     await page.click("#tpl-save");
-    await page.locator("#templates tr").filter({ hasText: "welcome" }).waitFor();
+    await page.locator("#templates tr").filter({ hasText: "welcome" }).filter({ hasText: "image/png" }).waitFor();
   });
 
   await step("campaign-complete", async () => {
@@ -191,7 +197,7 @@ try {
     await page.locator('#recipients tr[data-status="sent"], #recipients tr[data-status="delivered"], #recipients tr[data-status="read"]').nth(1).waitFor();
     for (const [phone, name] of IMPORTED) {
       const inbox = await api("GET", `/api/v1/emulator/phones/${encodeURIComponent(phone)}/inbox`);
-      if (!inbox.some((m) => m.text === `Hi ${name}, the launch is on!`)) throw new Error(`${phone} inbox: ${JSON.stringify(inbox)}`);
+      if (!inbox.some((m) => m.kind === "image" && m.text === `Hi ${name}, the launch is on!`)) throw new Error(`${phone} inbox: ${JSON.stringify(inbox)}`);
     }
   });
 

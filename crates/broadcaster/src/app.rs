@@ -137,7 +137,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/webhooks/{id}", delete(webhooks::delete))
         .route("/api/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/api/v1/webhooks/deliveries/{id}/replay", post(webhooks::replay))
-        .merge(crate::campaigns::routes())
+        .merge(crate::campaigns::routes(send_body_limit))
         .merge(crate::dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

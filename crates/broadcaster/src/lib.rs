@@ -31,6 +31,7 @@ pub mod phone;
 pub mod ratelimit;
 pub mod runtime;
 pub mod state;
+pub mod template_media;
 pub mod templates;
 pub mod tenants;
 pub mod wa_runtime;

@@ -22,7 +22,10 @@
 //! - `incoming_message` `{ channelId, messageId, waMessageId, from, fromPhone, pushName, chat,
 //!   timestamp, message, mediaType?, type: "incoming" }`
 //! - `message_status_update` `{ channelId, messageId, waMessageId, status, timestamp, error? }`
-//! - any other bus event under its own name as `{ channelId, timestamp, data }`.
+//! - any other bus event under its own name as `{ channelId, timestamp, data }`, e.g.
+//!   `campaign_status` and `campaign_progress` (`data`: `CampaignStatusData` /
+//!   `CampaignProgressData` in `/openapi.json`; tenant-wide, so `channelId` is null and sockets
+//!   subscribed to channels do not get them).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};

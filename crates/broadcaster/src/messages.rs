@@ -817,7 +817,7 @@ async fn read_upload(
     Ok((to, media_content(st, kind, data, mimetype.or(part_type), caption, file_name)?))
 }
 
-fn check_mimetype(t: &str) -> Result<String, ApiError> {
+pub(crate) fn check_mimetype(t: &str) -> Result<String, ApiError> {
     let t = t.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let ok = t.len() <= 100
         && t.split_once('/').is_some_and(|(a, b)| {

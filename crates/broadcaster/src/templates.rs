@@ -20,6 +20,7 @@ use crate::clock::new_id;
 use crate::contacts::{self, field_key};
 use crate::error::{ApiError, ApiJson};
 use crate::state::AppState;
+use crate::template_media::{self, NewMedia, TemplateMedia, TemplateMediaInput};
 
 pub const MAX_BODY_CHARS: usize = 4096;
 
@@ -206,13 +207,22 @@ pub fn required(segments: &[Segment], declared: &[Variable]) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-/// The template routes, merged into the main router.
-pub fn routes() -> axum::Router<AppState> {
-    use axum::routing::{get, post};
+/// The template routes, merged into the main router. `upload_limit` bounds the bodies that may
+/// carry a media file (inline base64 or an upload).
+pub fn routes(upload_limit: usize) -> axum::Router<AppState> {
+    use axum::extract::DefaultBodyLimit;
+    use axum::routing::{get, post, put};
     axum::Router::new()
-        .route("/api/v1/templates", post(create).get(list))
+        .route("/api/v1/templates", post(create).layer(DefaultBodyLimit::max(upload_limit)).get(list))
         .route("/api/v1/templates/preview", post(preview))
-        .route("/api/v1/templates/{id}", get(self::get).put(replace).delete(self::delete))
+        .route(
+            "/api/v1/templates/{id}",
+            get(self::get).put(replace).layer(DefaultBodyLimit::max(upload_limit)).delete(self::delete),
+        )
+        .route(
+            "/api/v1/templates/{id}/media",
+            put(put_media).layer(DefaultBodyLimit::max(upload_limit)).delete(delete_media),
+        )
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -221,6 +231,9 @@ pub struct Template {
     pub name: String,
     pub body: String,
     pub variables: Vec<Variable>,
+    /// The media file sent with the text as caption, if any.
+    #[serde(default)]
+    pub media: Option<TemplateMedia>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -232,6 +245,10 @@ pub struct SaveTemplate {
     pub body: String,
     #[serde(default)]
     pub variables: Vec<Variable>,
+    /// A media file to send with the text as caption (image, video, document) or alone (audio).
+    /// On `PUT`, absent keeps the template's current file; `DELETE /api/v1/templates/{id}/media`
+    /// removes it.
+    pub media: Option<TemplateMediaInput>,
 }
 
 fn template_error(e: TemplateError) -> ApiError {
@@ -262,18 +279,41 @@ fn template_from_row(r: &Row) -> crate::db::DbResult<Template> {
         body: r.get(2)?,
         variables: serde_json::from_str(&vars)
             .map_err(|e| crate::db::DbError::Corrupt(format!("template variables: {e}")))?,
+        media: None,
         created_at: r.get(4)?,
         updated_at: r.get(5)?,
     })
 }
 
 pub fn load(c: &Conn, tenant_id: &str, id: &str) -> crate::db::DbResult<Option<Template>> {
-    c.query_row(
-        "SELECT id, name, body, variables, created_at, updated_at FROM templates WHERE tenant_id = ?1 AND id = ?2",
-        params![tenant_id, id],
-        template_from_row,
-    )
-    .optional()
+    let t = c
+        .query_row(
+            "SELECT id, name, body, variables, created_at, updated_at FROM templates WHERE tenant_id = ?1 AND id = ?2",
+            params![tenant_id, id],
+            template_from_row,
+        )
+        .optional()?;
+    t.map(|mut t| {
+        t.media = template_media::of_template(c, tenant_id, id)?.map(|(_, m)| m);
+        Ok(t)
+    })
+    .transpose()
+}
+
+/// Fetches or decodes the media of a save request (before touching the database).
+async fn new_media(st: &AppState, input: Option<TemplateMediaInput>) -> Result<Option<NewMedia>, ApiError> {
+    match input {
+        Some(m) => Ok(Some(template_media::from_input(st, m).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Stores `media` and points the template at it, dropping the file it replaces.
+fn attach_media(c: &Conn, tenant: &str, id: &str, media: &NewMedia, now: i64) -> crate::db::DbResult<()> {
+    let mid = template_media::insert(c, tenant, media, now)?;
+    template_media::set_template_media(c, tenant, id, Some(&mid))?;
+    template_media::collect_garbage(c, tenant)?;
+    Ok(())
 }
 
 fn is_unique_violation(r: &crate::db::DbResult<usize>) -> bool {
@@ -291,10 +331,11 @@ fn name_taken() -> ApiError {
 pub async fn create(
     State(st): State<AppState>,
     p: Principal,
-    ApiJson(req): ApiJson<SaveTemplate>,
+    ApiJson(mut req): ApiJson<SaveTemplate>,
 ) -> Result<(StatusCode, Json<Template>), ApiError> {
     p.require(Permission::Send)?;
     check(&req)?;
+    let media = new_media(&st, req.media.take()).await?;
     let now = st.clock.now_ms();
     let tenant = p.tenant_id.clone();
     let vars = serde_json::to_string(&req.variables).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -302,7 +343,8 @@ pub async fn create(
         .db
         .call(move |c| {
             let id = new_id("tpl");
-            let r = c.execute(
+            let tx = c.transaction()?;
+            let r = tx.execute(
                 "INSERT INTO templates (id, tenant_id, name, body, variables, created_at, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?6)",
                 params![id, tenant, req.name.trim(), req.body, vars, now],
             );
@@ -310,6 +352,10 @@ pub async fn create(
                 return Ok(None);
             }
             r?;
+            if let Some(m) = &media {
+                attach_media(&tx, &tenant, &id, m, now)?;
+            }
+            tx.commit()?;
             Ok(load(c, &tenant, &id)?)
         })
         .await?
@@ -328,7 +374,12 @@ pub async fn list(State(st): State<AppState>, p: Principal) -> Result<Json<Vec<T
             let mut stmt = c.prepare(
                 "SELECT id, name, body, variables, created_at, updated_at FROM templates WHERE tenant_id = ?1 ORDER BY name, id",
             )?;
-            let rows = stmt.query_map(params![tenant], template_from_row)?.collect::<Result<Vec<_>, _>>()?;
+            let mut rows =
+                stmt.query_map(params![tenant], template_from_row)?.collect::<Result<Vec<_>, _>>()?;
+            let mut media = template_media::of_templates(c, &tenant)?;
+            for t in &mut rows {
+                t.media = media.remove(&t.id);
+            }
             Ok(rows)
         })
         .await?;
@@ -357,17 +408,19 @@ pub async fn replace(
     State(st): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
-    ApiJson(req): ApiJson<SaveTemplate>,
+    ApiJson(mut req): ApiJson<SaveTemplate>,
 ) -> Result<Json<Template>, ApiError> {
     p.require(Permission::Send)?;
     check(&req)?;
+    let media = new_media(&st, req.media.take()).await?;
     let now = st.clock.now_ms();
     let tenant = p.tenant_id.clone();
     let vars = serde_json::to_string(&req.variables).map_err(|e| ApiError::Internal(e.to_string()))?;
     let out = st
         .db
         .call(move |c| {
-            let r = c.execute(
+            let tx = c.transaction()?;
+            let r = tx.execute(
                 "UPDATE templates SET name = ?3, body = ?4, variables = ?5, updated_at = ?6 WHERE tenant_id = ?1 AND id = ?2",
                 params![tenant, id, req.name.trim(), req.body, vars, now],
             );
@@ -377,6 +430,10 @@ pub async fn replace(
             if r? == 0 {
                 return Ok(Err(ApiError::NotFound("template")));
             }
+            if let Some(m) = &media {
+                attach_media(&tx, &tenant, &id, m, now)?;
+            }
+            tx.commit()?;
             Ok(load(c, &tenant, &id)?.ok_or(ApiError::NotFound("template")))
         })
         .await??;
@@ -395,10 +452,105 @@ pub async fn delete(
     let n = st
         .db
         .call(move |c| {
-            Ok(c.execute("DELETE FROM templates WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])?)
+            let n =
+                c.execute("DELETE FROM templates WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])?;
+            template_media::collect_garbage(c, &tenant)?;
+            Ok(n)
         })
         .await?;
     if n == 0 { Err(ApiError::NotFound("template")) } else { Ok(StatusCode::NO_CONTENT) }
+}
+
+/// Sets a template's media file: a `multipart/form-data` upload (see `MultipartTemplateMedia`)
+/// or, as JSON, a URL (fetched now) or inline base64. Validated like a save: kind against MIME
+/// type and content, size cap. Campaigns already created keep the file they started with.
+#[utoipa::path(put, path = "/api/v1/templates/{id}/media", tag = "templates", params(("id" = String, Path)),
+    request_body(content(
+        (TemplateMediaInput = "application/json"),
+        (template_media::MultipartTemplateMedia = "multipart/form-data"),
+    )),
+    responses((status = 200, body = Template), (status = 400, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn put_media(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    req: axum::extract::Request,
+) -> Result<Json<Template>, ApiError> {
+    use axum::extract::FromRequest as _;
+    p.require(Permission::Send)?;
+    // Nothing is fetched or read for a template that does not exist.
+    let (t, i) = (p.tenant_id.clone(), id.clone());
+    if st.db.call(move |c| Ok(load(c, &t, &i)?)).await?.is_none() {
+        return Err(ApiError::NotFound("template"));
+    }
+    let multipart = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
+    let media = if multipart {
+        let form = axum::extract::Multipart::from_request(req, &st).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::bad("invalid_multipart", e.body_text())
+            }
+        })?;
+        template_media::read_upload(&st, form).await?
+    } else {
+        let ApiJson(input) = ApiJson::<TemplateMediaInput>::from_request(req, &st).await?;
+        template_media::from_input(&st, input).await?
+    };
+    let now = st.clock.now_ms();
+    let tenant = p.tenant_id.clone();
+    st.db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            if load(&tx, &tenant, &id)?.is_none() {
+                return Ok(Err(ApiError::NotFound("template")));
+            }
+            attach_media(&tx, &tenant, &id, &media, now)?;
+            tx.execute(
+                "UPDATE templates SET updated_at = ?3 WHERE tenant_id = ?1 AND id = ?2",
+                params![tenant, id, now],
+            )?;
+            tx.commit()?;
+            Ok(load(c, &tenant, &id)?.ok_or(ApiError::NotFound("template")))
+        })
+        .await?
+        .map(Json)
+}
+
+/// Removes a template's media file (its messages become text only).
+#[utoipa::path(delete, path = "/api/v1/templates/{id}/media", tag = "templates", params(("id" = String, Path)),
+    responses((status = 200, body = Template), (status = 404, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn delete_media(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Template>, ApiError> {
+    p.require(Permission::Send)?;
+    let now = st.clock.now_ms();
+    let tenant = p.tenant_id.clone();
+    st.db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            if template_media::set_template_media(&tx, &tenant, &id, None)? == 0 {
+                return Ok(Err(ApiError::NotFound("template")));
+            }
+            template_media::collect_garbage(&tx, &tenant)?;
+            tx.execute(
+                "UPDATE templates SET updated_at = ?3 WHERE tenant_id = ?1 AND id = ?2",
+                params![tenant, id, now],
+            )?;
+            tx.commit()?;
+            Ok(load(c, &tenant, &id)?.ok_or(ApiError::NotFound("template")))
+        })
+        .await?
+        .map(Json)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -419,9 +571,13 @@ pub struct PreviewRequest {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Preview {
+    /// The rendered text (the caption when the template has media that takes one).
     pub text: String,
     /// Per-send variables a send must provide.
     pub required: Vec<String>,
+    /// The saved template's media file, sent with the text.
+    #[serde(default)]
+    pub media: Option<TemplateMedia>,
 }
 
 #[utoipa::path(post, path = "/api/v1/templates/preview", tag = "templates", request_body = PreviewRequest,
@@ -444,8 +600,12 @@ pub async fn preview(
             Ok((t, ct))
         })
         .await?;
+    let mut media = None;
     let (body, declared) = match (req.template_id.is_some(), tpl, req.body) {
-        (true, Some(t), None) => (t.body, t.variables),
+        (true, Some(t), None) => {
+            media = t.media;
+            (t.body, t.variables)
+        }
         (true, None, None) => return Err(ApiError::NotFound("template")),
         (false, _, Some(body)) => (body, req.variables),
         _ => return Err(ApiError::bad("invalid_body", "give exactly one of template_id or body")),
@@ -463,7 +623,7 @@ pub async fn preview(
     };
     let text = render(&segs, &declared, &values, &req.values)
         .map_err(|e| ApiError::bad("missing_variable", e.to_string()))?;
-    Ok(Json(Preview { text, required: required(&segs, &declared) }))
+    Ok(Json(Preview { text, required: required(&segs, &declared), media }))
 }
 
 #[cfg(test)]

@@ -568,7 +568,10 @@ impl AccountRuntime for WaRuntime {
                     if kind == MediaKind::Voice {
                         opts = opts.voice_note();
                     }
-                    let uploaded = client.upload(&data, media_type(kind)).await.map_err(send_error)?;
+                    // One upload per file and account: a campaign sends the same bytes to
+                    // every recipient.
+                    let uploaded =
+                        client.upload_reusable(&data, media_type(kind)).await.map_err(send_error)?;
                     uploaded.to_message(&opts, self.clock.now_ms() / 1000).map_err(send_error)?
                 }
             };

@@ -40,6 +40,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "account_health",
     "message_sent",
     "campaign_status",
+    "campaign_progress",
 ];
 
 pub const SIGNATURE_HEADER: &str = "x-broadcaster-signature";

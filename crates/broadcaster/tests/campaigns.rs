@@ -33,6 +33,7 @@ const T0: i64 = 1_700_000_000_000;
 
 struct Harness {
     app: Router,
+    state: AppState,
     db: Db,
     clock: Arc<ManualClock>,
     admin: String,
@@ -46,11 +47,26 @@ async fn harness_on(db: Db) -> Harness {
     };
     let shared: SharedClock = clock.clone();
     let state = AppState::new(db.clone(), shared, None, Arc::new(Notify::new()));
-    Harness { app: broadcaster::app::router(state, 64 * 1024), db, clock, admin }
+    Harness { app: broadcaster::app::router(state.clone(), 64 * 1024), state, db, clock, admin }
 }
 
 async fn harness() -> Harness {
     harness_on(testdb::open().await).await
+}
+
+/// [`harness`] with a media size cap and, with `allow_private`, URL fetches from loopback.
+async fn harness_with_media(max_bytes: usize, allow_private: bool) -> Harness {
+    let mut h = harness().await;
+    h.state.limits = Arc::new(broadcaster::state::Limits {
+        fetch: broadcaster::fetch::FetchPolicy {
+            max_bytes,
+            allow_private,
+            ..broadcaster::fetch::FetchPolicy::default()
+        },
+        ..broadcaster::state::Limits::default()
+    });
+    h.app = broadcaster::app::router(h.state.clone(), 64 * 1024);
+    h
 }
 
 impl Harness {
@@ -141,8 +157,13 @@ enum Hang {
     BeforeSend(usize),
 }
 
+/// (phone, kind, mimetype, file bytes, caption text) of a media message.
+type SentMedia = (String, String, String, bytes::Bytes, String);
+
 struct ScriptedSender {
     clock: Arc<ManualClock>,
+    /// Each media message sent.
+    media: Mutex<Vec<SentMedia>>,
     script: Mutex<Script>,
     sends: AtomicUsize,
     hang: Mutex<Hang>,
@@ -153,6 +174,7 @@ impl ScriptedSender {
     fn new(clock: Arc<ManualClock>) -> Arc<Self> {
         Arc::new(Self {
             clock,
+            media: Mutex::default(),
             script: Mutex::default(),
             sends: AtomicUsize::new(0),
             hang: Mutex::new(Hang::Never),
@@ -195,6 +217,15 @@ impl CampaignSender for ScriptedSender {
                     return Err(SendError::Transient("server timeout".into()));
                 }
                 let id = format!("msg{n}");
+                if let Some(m) = &message.media {
+                    self.media.lock().unwrap().push((
+                        phone.into(),
+                        m.kind.as_str().into(),
+                        m.mimetype.clone(),
+                        m.data.clone(),
+                        text.into(),
+                    ));
+                }
                 s.log.push((account.into(), phone.into(), text.into(), id.clone(), self.clock.now_ms()));
                 id
             };
@@ -696,7 +727,13 @@ async fn five_thousand_recipients_two_accounts_survive_crashes_exactly_once() {
     let e = log.iter().find(|e| e.1 == "+447700900012").unwrap();
     assert_eq!(e.2, "Hi Person from City5");
 
-    let h2 = Harness { app: h.app.clone(), db: db.clone(), clock: h.clock.clone(), admin: h.admin.clone() };
+    let h2 = Harness {
+        app: h.app.clone(),
+        state: h.state.clone(),
+        db: db.clone(),
+        clock: h.clock.clone(),
+        admin: h.admin.clone(),
+    };
     let c = campaign(&h2, &key, &cid).await;
     let p = &c["progress"];
     assert_eq!(
@@ -1460,4 +1497,515 @@ async fn five_thousand_real_sends_over_the_emulator_survive_a_kill() {
         }
     }
     server.kill().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live campaign events: order on the WebSocket, the same events signed at a webhook.
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next_frame(ws: &mut Ws) -> Value {
+    use futures::StreamExt as _;
+    tokio::time::timeout(harness::T, async {
+        loop {
+            let msg = ws.next().await.expect("websocket open").expect("websocket frame");
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                return serde_json::from_str::<Value>(t.as_str()).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("a websocket frame in time")
+}
+
+/// Counts that can only grow (recipients past `pending` only move forward).
+fn done_counts(p: &Value) -> [i64; 4] {
+    let n = |k: &str| p[k].as_i64().unwrap();
+    [
+        n("sent") + n("delivered") + n("read"),
+        n("failed"),
+        n("skipped_opted_out") + n("skipped_not_on_whatsapp") + n("skipped_cancelled"),
+        n("total") - n("pending"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_events_are_ordered_on_the_websocket_and_signed_at_webhooks() {
+    let h = harness().await;
+    let key = h.tenant("events").await;
+    let acc = h.active_account(&key, "one").await;
+    // The API (WebSocket endpoint included) on a loopback port.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = h.app.clone();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // A webhook receiver.
+    let (hook_tx, mut hook_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(axum::http::HeaderMap, bytes::Bytes)>();
+    let hook_app = Router::new().route(
+        "/hook",
+        axum::routing::post(move |hd: axum::http::HeaderMap, b: bytes::Bytes| {
+            let tx = hook_tx.clone();
+            async move {
+                let _ = tx.send((hd, b));
+                StatusCode::OK
+            }
+        }),
+    );
+    let hook_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = hook_listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(hook_listener, hook_app).await.unwrap() });
+    let hook = h
+        .ok(
+            "POST",
+            "/api/v1/webhooks",
+            &key,
+            Some(json!({ "url": format!("http://{hook_addr}/hook"),
+            "events": ["campaign_status", "campaign_progress"] })),
+        )
+        .await;
+    let secret = hook["secret"].as_str().unwrap().to_owned();
+    let url = format!("ws://{addr}/api/v1/events/ws?api_key={key}");
+    let (mut ws, _) =
+        tokio::time::timeout(harness::T, tokio_tungstenite::connect_async(url)).await.unwrap().unwrap();
+    assert_eq!(next_frame(&mut ws).await["event"], "ready");
+
+    // Seven recipients: one refused, one not on WhatsApp, five sent.
+    let phones: Vec<String> = (0..7).map(|i| format!("+4477009100{i:02}")).collect();
+    let sender = ScriptedSender::new(h.clock.clone());
+    {
+        let mut s = sender.script.lock().unwrap();
+        s.rejected.insert(phones[2].clone());
+        s.not_on_whatsapp.insert(phones[5].clone());
+    }
+    let v = h
+        .ok(
+            "POST",
+            "/api/v1/campaigns",
+            &key,
+            Some(json!({ "name": "ev", "body": "Hi {{name|there}}",
+            "account_ids": [acc], "audience": { "phones": phones }, "check_numbers": true,
+            "rate_per_minute": 60, "jitter_pct": 0 })),
+        )
+        .await;
+    let cid = v["campaign"]["id"].as_str().unwrap().to_owned();
+    let engine = Engine::with_live(h.db.clone(), h.clock.clone(), sender.clone(), Some(h.state.live.clone()));
+    drive(&engine, &h.clock, 1_000, || false_after_complete(&h, &cid)).await;
+    let fin = campaign(&h, &key, &cid).await;
+    assert_eq!(fin["status"], "completed", "{fin}");
+    // Nothing of this campaign may follow `completed`: a marker published after another tick
+    // closes the stream under test.
+    h.clock.advance_ms(5_000);
+    engine.tick().await.unwrap();
+    let tenant: String =
+        h.db.call(|c| Ok(c.query_row("SELECT id FROM tenants WHERE name = 'events'", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+    h.state.live.publish(&tenant, None, "test_marker", json!({}), h.clock.now_ms());
+    let mut events = Vec::new();
+    loop {
+        let f = next_frame(&mut ws).await;
+        if f["event"] == "test_marker" {
+            break;
+        }
+        if f["data"]["campaign_id"] == cid.as_str() {
+            events.push(f);
+        }
+    }
+    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert!(names.len() >= 4, "{names:?}");
+    assert_eq!(
+        (names[0], events[0]["data"]["status"].as_str()),
+        ("campaign_status", Some("running")),
+        "{names:?}"
+    );
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last["event"].as_str(), last["data"]["status"].as_str()),
+        (Some("campaign_status"), Some("completed"))
+    );
+    assert_eq!(names.iter().filter(|n| **n == "campaign_status").count(), 2, "{names:?}");
+    let progress: Vec<&Value> =
+        events.iter().filter(|e| e["event"] == "campaign_progress").map(|e| &e["data"]["progress"]).collect();
+    let mut prev = [0i64; 4];
+    let mut prev_pending = i64::MAX;
+    for p in &progress {
+        let n = |k: &str| p[k].as_i64().unwrap();
+        let sum = n("pending")
+            + n("sent")
+            + n("delivered")
+            + n("read")
+            + n("failed")
+            + n("skipped_opted_out")
+            + n("skipped_not_on_whatsapp")
+            + n("skipped_cancelled");
+        assert_eq!((n("total"), sum), (7, 7), "{p}");
+        let now = done_counts(p);
+        assert!(now.iter().zip(prev).all(|(a, b)| *a >= b), "counts went backwards: {prev:?} -> {now:?}");
+        assert!(n("pending") <= prev_pending, "{p}");
+        prev = now;
+        prev_pending = n("pending");
+    }
+    // The last counts are the API's final counts (the rate window aside: time moved on since).
+    let strip = |p: &Value| {
+        let mut p = p.clone();
+        p.as_object_mut().unwrap().remove("sent_last_minute");
+        p
+    };
+    assert_eq!(names[names.len() - 2], "campaign_progress");
+    assert_eq!(strip(progress.last().unwrap()), strip(&fin["progress"]));
+    let p = &fin["progress"];
+    assert_eq!(
+        (
+            p["sent"].as_i64(),
+            p["failed"].as_i64(),
+            p["skipped_not_on_whatsapp"].as_i64(),
+            p["percent"].as_i64()
+        ),
+        (Some(5), Some(1), Some(1), Some(100)),
+        "{p}"
+    );
+
+    // The webhook gets the same events, each signed.
+    let worker = broadcaster::webhooks::WebhookWorker::new(
+        h.db.clone(),
+        h.clock.clone(),
+        broadcaster::webhooks::RetryPolicy::default(),
+        Arc::new(Notify::new()),
+    );
+    // A delivery is answered before `run_once` returns, so the receiver already has it.
+    let attempted = worker.run_once().await.unwrap();
+    let mut got: Vec<(String, Value)> = Vec::new();
+    while let Ok((hd, body)) = hook_rx.try_recv() {
+        let ts: i64 = hd["x-broadcaster-timestamp"].to_str().unwrap().parse().unwrap();
+        let sig = hd["x-broadcaster-signature"].to_str().unwrap();
+        assert!(broadcaster::webhooks::verify(&secret, ts, &body, sig), "bad signature");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        got.push((v["type"].as_str().unwrap().to_owned(), v["data"].clone()));
+    }
+    assert_eq!((attempted, got.len()), (events.len(), events.len()));
+    let key_of = |t: &str, d: &Value| format!("{t} {d}");
+    let mut want: Vec<String> =
+        events.iter().map(|e| key_of(e["event"].as_str().unwrap(), &e["data"])).collect();
+    let mut have: Vec<String> = got.iter().map(|(t, d)| key_of(t, d)).collect();
+    want.sort();
+    have.sort();
+    assert_eq!(have, want);
+    // And nothing more is queued for it.
+    assert_eq!(worker.run_once().await.unwrap(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Template media
+
+fn png(len: usize) -> Vec<u8> {
+    let mut v = b"\x89PNG\r\n\x1a\n".to_vec();
+    v.extend((0..len.saturating_sub(8)).map(|i| (i * 31 % 251) as u8));
+    v
+}
+
+fn b64(data: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+async fn media_rows(h: &Harness) -> i64 {
+    h.db.call(|c| Ok(c.query_row("SELECT COUNT(*) FROM template_media", [], |r| r.get(0))?)).await.unwrap()
+}
+
+impl Harness {
+    /// A request with a raw body and content type.
+    async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        ctype: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", ctype)
+            .body(Body::from(body))
+            .unwrap();
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+}
+
+const BOUNDARY: &str = "tpl-media-boundary";
+
+fn form(fields: &[(&str, &str)], file: Option<(&str, &str, &[u8])>) -> (String, Vec<u8>) {
+    let mut b = Vec::new();
+    for (k, v) in fields {
+        b.extend_from_slice(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
+        );
+    }
+    if let Some((name, ctype, data)) = file {
+        b.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {ctype}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        b.extend_from_slice(data);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={BOUNDARY}"), b)
+}
+
+#[tokio::test]
+async fn template_media_is_validated_stored_previewed_and_sent_by_campaigns() {
+    let h = harness_with_media(4096, false).await;
+    let key = h.tenant("a").await;
+    let other = h.tenant("b").await;
+    let img = png(600);
+    let tpl = |name: &str, media: Value| json!({ "name": name, "body": "Hi {{name|there}}, {{code}}", "variables": [{ "name": "code" }], "media": media });
+
+    // Refused at save time, with what is wrong.
+    for (media, code) in [
+        (json!({ "kind": "video", "data_base64": b64(&img) }), "media_type_mismatch"),
+        (
+            json!({ "kind": "image", "data_base64": b64(&img), "mimetype": "audio/ogg" }),
+            "media_type_mismatch",
+        ),
+        (
+            json!({ "kind": "image", "data_base64": b64(b"%PDF-1.4 no image"), "mimetype": "image/jpeg" }),
+            "media_type_mismatch",
+        ),
+        (json!({ "kind": "image", "data_base64": b64(&img), "mimetype": "not a type" }), "invalid_media"),
+        (json!({ "kind": "image", "data_base64": b64(&png(5000)) }), "media_too_large"),
+        (json!({ "kind": "image" }), "invalid_media"),
+        (json!({ "kind": "image", "data_base64": "***" }), "invalid_media"),
+        (json!({ "kind": "sticker", "data_base64": b64(&img) }), "invalid_media"),
+        (json!({ "kind": "image", "url": "http://127.0.0.1:9/a.png" }), "url_refused"),
+        (json!({ "kind": "image", "url": "http://169.254.169.254/latest/meta-data" }), "url_refused"),
+        (json!({ "kind": "image", "url": "http://[::1]/a.png" }), "url_refused"),
+        (json!({ "kind": "document", "url": "file:///etc/passwd" }), "url_refused"),
+    ] {
+        let (s, v) = h.call("POST", "/api/v1/templates", &key, Some(tpl("bad", media.clone()))).await;
+        assert_error(s, &v, StatusCode::BAD_REQUEST, code);
+    }
+    assert_eq!(media_rows(&h).await, 0);
+    assert_eq!(h.ok("GET", "/api/v1/templates", &key, None).await, json!([]));
+
+    // Stored once with its metadata; shown by get, list and preview.
+    let t = h
+        .ok(
+            "POST",
+            "/api/v1/templates",
+            &key,
+            Some(tpl("promo", json!({ "kind": "image", "data_base64": b64(&img) }))),
+        )
+        .await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    let want = json!({ "kind": "image", "mimetype": "image/png", "file_name": null, "size": 600,
+        "sha256": sha256_hex(&img), "source_url": null, "caption": true });
+    assert_eq!(t["media"], want);
+    assert_eq!(h.ok("GET", &format!("/api/v1/templates/{id}"), &key, None).await["media"], want);
+    assert_eq!(h.ok("GET", "/api/v1/templates", &key, None).await[0]["media"], want);
+    let p = h
+        .ok(
+            "POST",
+            "/api/v1/templates/preview",
+            &key,
+            Some(json!({ "template_id": id, "values": { "code": "7" } })),
+        )
+        .await;
+    assert_eq!((p["text"].as_str(), &p["media"]), (Some("Hi Alex Sample, 7"), &want));
+    let (s, _) = h.call("GET", &format!("/api/v1/templates/{id}"), &other, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // A PUT without `media` keeps the file; an upload replaces it (multipart), old file dropped.
+    let t = h
+        .ok("PUT", &format!("/api/v1/templates/{id}"), &key, Some(json!({ "name": "promo", "body": "Hello {{name|you}} {{code}}", "variables": [{ "name": "code" }] })))
+        .await;
+    assert_eq!(t["media"], want);
+    let (ctype, body) = form(&[("kind", "image")], None);
+    let (s, v) = h.call_raw("PUT", &format!("/api/v1/templates/{id}/media"), &key, &ctype, body).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_media");
+    let (ctype, body) = form(&[("kind", "video")], Some(("a.png", "image/png", &img)));
+    let (s, v) = h.call_raw("PUT", &format!("/api/v1/templates/{id}/media"), &key, &ctype, body).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "media_type_mismatch");
+    let (ctype, body) = form(&[("kind", "image")], Some(("big.png", "image/png", &png(4097))));
+    let (s, v) = h.call_raw("PUT", &format!("/api/v1/templates/{id}/media"), &key, &ctype, body).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "media_too_large");
+    let pdf = b"%PDF-1.4 the price list".repeat(20);
+    let (ctype, body) = form(&[("kind", "document")], Some(("prices.pdf", "application/pdf", &pdf)));
+    let (s, v) = h.call_raw("PUT", &format!("/api/v1/templates/{id}/media"), &key, &ctype, body).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["media"]["kind"].as_str(), v["media"]["file_name"].as_str(), v["media"]["mimetype"].as_str()),
+        (Some("document"), Some("prices.pdf"), Some("application/pdf"))
+    );
+    assert_eq!(media_rows(&h).await, 1, "the replaced file is deleted");
+    let (s, _) = h
+        .call_raw(
+            "PUT",
+            &format!("/api/v1/templates/{id}/media"),
+            &other,
+            &ctype,
+            form(&[("kind", "document")], Some(("p.pdf", "application/pdf", &pdf))).1,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Audio has no caption: the preview says the text is not sent with it.
+    let ogg = [&b"OggS"[..], &[1u8; 300][..]].concat();
+    let a = h
+        .ok(
+            "POST",
+            "/api/v1/templates",
+            &key,
+            Some(json!({ "name": "voice", "body": "x",
+        "media": { "kind": "audio", "data_base64": b64(&ogg) } })),
+        )
+        .await;
+    assert_eq!(
+        (a["media"]["mimetype"].as_str(), a["media"]["caption"].as_bool()),
+        (Some("audio/ogg"), Some(false))
+    );
+    let aid = a["id"].as_str().unwrap().to_owned();
+    let v = h.ok("DELETE", &format!("/api/v1/templates/{aid}/media"), &key, None).await;
+    assert_eq!(v["media"], Value::Null);
+    assert_eq!(media_rows(&h).await, 1);
+
+    // A campaign sends the file with each recipient's caption; it keeps the file it started
+    // with when the template's file changes later.
+    let acc = h.active_account(&key, "one").await;
+    h.ok("POST", "/api/v1/contacts", &key, Some(json!({ "phone": "+447700900001", "name": "Ann Lee" })))
+        .await;
+    let v = h
+        .ok("POST", "/api/v1/campaigns", &key, Some(json!({ "name": "m", "template_id": id, "values": { "code": "42" },
+            "account_ids": [acc], "audience": { "phones": ["+447700900001", "+447700900002"] }, "rate_per_minute": 600 })))
+        .await;
+    let cid = v["campaign"]["id"].as_str().unwrap().to_owned();
+    let v = h
+        .ok(
+            "PUT",
+            &format!("/api/v1/templates/{id}/media"),
+            &key,
+            Some(json!({ "kind": "image", "data_base64": b64(&img) })),
+        )
+        .await;
+    assert_eq!(v["media"]["kind"], "image");
+    assert_eq!(media_rows(&h).await, 2, "the campaign's file is kept while the campaign exists");
+    let direct = h
+        .ok(
+            "POST",
+            "/api/v1/broadcast/direct",
+            &key,
+            Some(json!({ "account_id": acc, "phone": "+447700900003",
+            "template_id": id, "values": { "code": "9" } })),
+        )
+        .await;
+    let sender = ScriptedSender::new(h.clock.clone());
+    let engine = Engine::new(h.db.clone(), h.clock.clone(), sender.clone());
+    drive(&engine, &h.clock, 200, || sender.log().len() == 3).await;
+    let mut sent = sender.media.lock().unwrap().clone();
+    sent.sort_by(|a, b| a.0.cmp(&b.0));
+    let summary: Vec<(&str, &str, &str, usize, &str)> = sent
+        .iter()
+        .map(|(p, k, m, d, t)| (p.as_str(), k.as_str(), m.as_str(), d.len(), t.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("+447700900001", "document", "application/pdf", pdf.len(), "Hello Ann Lee 42"),
+            ("+447700900002", "document", "application/pdf", pdf.len(), "Hello you 42"),
+            ("+447700900003", "image", "image/png", img.len(), "Hello you 9"),
+        ]
+    );
+    assert_eq!(sent[0].3.as_ref(), pdf.as_slice());
+    assert_eq!(sent[2].3.as_ref(), img.as_slice());
+    drive(&engine, &h.clock, 50, || false_after_complete(&h, &cid)).await;
+    let _ = direct;
+    // Deleting the template and the campaign drops files nobody uses.
+    h.ok("DELETE", &format!("/api/v1/campaigns/{cid}"), &key, None).await;
+    assert_eq!(media_rows(&h).await, 1);
+}
+
+#[tokio::test]
+async fn template_media_by_url_is_fetched_once_at_save_time() {
+    let h = harness_with_media(64 * 1024, true).await;
+    let key = h.tenant("a").await;
+    let img = png(2000);
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let (served, count) = (img.clone(), fetches.clone());
+    let app = Router::new()
+        .route(
+            "/files/banner.png",
+            axum::routing::get(move || {
+                let (data, count) = (served.clone(), count.clone());
+                async move {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    ([("content-type", "image/png")], data)
+                }
+            }),
+        )
+        .route(
+            "/files/big.png",
+            axum::routing::get(|| async { ([("content-type", "image/png")], png(70_000)) }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let url = format!("http://{addr}/files/banner.png");
+    let t = h
+        .ok(
+            "POST",
+            "/api/v1/templates",
+            &key,
+            Some(json!({ "name": "u", "body": "hello",
+            "media": { "kind": "image", "url": url } })),
+        )
+        .await;
+    assert_eq!(t["media"]["source_url"], url.as_str());
+    assert_eq!(
+        (t["media"]["size"].as_u64(), t["media"]["sha256"].as_str()),
+        (Some(2000), Some(sha256_hex(&img).as_str()))
+    );
+    let (s, v) = h
+        .call(
+            "POST",
+            "/api/v1/templates",
+            &key,
+            Some(json!({ "name": "v", "body": "hello",
+            "media": { "kind": "video", "url": url } })),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "media_type_mismatch");
+    let (s, v) = h
+        .call(
+            "POST",
+            "/api/v1/templates",
+            &key,
+            Some(json!({ "name": "w", "body": "hello",
+            "media": { "kind": "image", "url": format!("http://{addr}/files/big.png") } })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = h
+        .call(
+            "POST",
+            "/api/v1/templates",
+            &key,
+            Some(json!({ "name": "x", "body": "hello",
+            "media": { "kind": "image", "url": format!("http://{addr}/files/missing.png") } })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    // Previews and campaigns use the stored copy; the URL is not fetched again.
+    h.ok("POST", "/api/v1/templates/preview", &key, Some(json!({ "template_id": t["id"] }))).await;
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
 }

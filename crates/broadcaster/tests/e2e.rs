@@ -1624,3 +1624,100 @@ async fn interrupted_single_send_of_an_account_logged_out_meanwhile_fails_with_t
     ws.close(None).await.ok();
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_with_a_media_template_sends_one_upload_with_personal_captions() {
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(12), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, admin) = start(dir.path(), &emu, None).await;
+    let admin = admin.unwrap();
+    let a = srv.addr;
+    let (key, acc, mut ws) = linked_account(a, &admin, "+15550008000").await;
+    let people = [("15550008001", "Ann Lee"), ("15550008002", "Ben Ode"), ("15550008003", "Cat Roy")];
+    let phones: Vec<_> = people.iter().map(|(pn, name)| emu.create_account(pn, name).unwrap()).collect();
+    let mut contact_ids = Vec::new();
+    for (pn, name) in people {
+        let (s, v) = call(
+            a,
+            "POST",
+            "/api/v1/contacts",
+            &key,
+            Some(json!({ "phone": format!("+{pn}"), "name": name })),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        contact_ids.push(v["id"].clone());
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend((0..20_000u32).map(|i| (i * 13 % 251) as u8));
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &png);
+    let (s, tpl) = call(
+        a,
+        "POST",
+        "/api/v1/templates",
+        &key,
+        Some(json!({ "name": "promo", "body": "Hi {{first_name|there}}, your code is {{code}}",
+            "variables": [{ "name": "code" }], "media": { "kind": "image", "data_base64": b64 } })),
+    )
+    .await;
+    assert_eq!(s, 201, "{tpl}");
+    let (s, v) = call(
+        a,
+        "POST",
+        "/api/v1/campaigns",
+        &key,
+        Some(json!({ "name": "media", "template_id": tpl["id"], "values": { "code": "X1" }, "account_ids": [acc],
+            "audience": { "contact_ids": contact_ids }, "rate_per_minute": 600, "jitter_pct": 0 })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let cid = v["campaign"]["id"].as_str().unwrap().to_owned();
+    next_ws(&mut ws, "the campaign completes", |v| {
+        v["event"] == "campaign_status"
+            && v["data"]["campaign_id"] == cid.as_str()
+            && v["data"]["status"] == "completed"
+    })
+    .await;
+    let mut paths = std::collections::BTreeSet::new();
+    for (phone, (_, name)) in phones.iter().zip(people) {
+        let got =
+            phone.wait_message(T, |m| decode_message(m).image_message.is_some()).await.expect("an image");
+        let msg = decode_message(&got);
+        let image = msg.image_message.as_ref().unwrap();
+        let first = name.split(' ').next().unwrap();
+        assert_eq!(image.caption.as_deref(), Some(format!("Hi {first}, your code is X1").as_str()));
+        assert_eq!(image.mimetype.as_deref(), Some("image/png"));
+        let plain = emu.with_world(|w| w.fetch_image(image)).expect("the phone decrypts the image");
+        assert_eq!(plain, png);
+        paths.insert(image.direct_path.clone().unwrap());
+    }
+    assert_eq!(paths.len(), 1, "the file was uploaded once for the whole campaign: {paths:?}");
+    let (s, v) = call(a, "GET", &format!("/api/v1/campaigns/{cid}"), &key, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["progress"]["total"], 3, "{v}");
+    assert_eq!(v["progress"]["pending"], 0, "{v}");
+    assert_eq!(v["progress"]["failed"], 0, "{v}");
+
+    // The direct ("send direct") mode uses the same engine and the same upload.
+    let (s, v) = call(
+        a,
+        "POST",
+        "/api/v1/broadcast/direct",
+        &key,
+        Some(json!({ "account_id": acc, "phone": "+15550008001", "template_id": tpl["id"], "values": { "code": "Z9" } })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let got = phones[0]
+        .wait_message(T, |m| {
+            decode_message(m).image_message.and_then(|i| i.caption).as_deref()
+                == Some("Hi Ann, your code is Z9")
+        })
+        .await
+        .expect("the direct send arrives");
+    let msg = decode_message(&got);
+    assert_eq!(msg.image_message.unwrap().direct_path.as_deref(), paths.iter().next().map(String::as_str));
+    ws.close(None).await.ok();
+    srv.stop().await;
+}

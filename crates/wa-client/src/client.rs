@@ -305,6 +305,7 @@ impl ClientBuilder {
                 replayed: std::sync::atomic::AtomicBool::new(false),
                 state: crate::send::SendState::default(),
                 media_conn: tokio::sync::Mutex::new(None),
+                media_uploads: Mutex::new(crate::media::UploadCache::default()),
             }),
         })
     }
@@ -355,6 +356,8 @@ pub(crate) struct Shared {
     pub state: crate::send::SendState,
     /// The cached `media_conn` (upload auth and hosts) with its expiry.
     pub media_conn: tokio::sync::Mutex<Option<crate::media::MediaConn>>,
+    /// Files uploaded recently, for [`Client::upload_reusable`].
+    pub media_uploads: Mutex<crate::media::UploadCache>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

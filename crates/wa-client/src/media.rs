@@ -574,7 +574,52 @@ fn parse_upload_reply(body: &[u8]) -> Result<(String, String)> {
     }
 }
 
+/// How long an upload is reused by [`Client::upload_reusable`] (seconds of the client's clock).
+/// WhatsApp keeps media on its hosts for weeks; a day keeps well inside that while covering a
+/// long, paced broadcast.
+pub const UPLOAD_REUSE_SECS: i64 = 24 * 3600;
+/// Files remembered by [`Client::upload_reusable`] at most (the oldest is forgotten first).
+pub const UPLOAD_REUSE_MAX: usize = 64;
+
+/// Recent uploads by (kind, SHA-256 of the plaintext), with when they were made.
+#[derive(Debug, Default)]
+pub(crate) struct UploadCache {
+    entries: std::collections::HashMap<(MediaType, [u8; 32]), (UploadedMedia, i64)>,
+}
+
+impl UploadCache {
+    fn get(&mut self, key: &(MediaType, [u8; 32]), now: i64) -> Option<UploadedMedia> {
+        self.entries.retain(|_, (_, at)| now >= *at && now - *at < UPLOAD_REUSE_SECS);
+        self.entries.get(key).map(|(u, _)| u.clone())
+    }
+
+    fn put(&mut self, key: (MediaType, [u8; 32]), u: UploadedMedia, now: i64) {
+        if self.entries.len() >= UPLOAD_REUSE_MAX
+            && !self.entries.contains_key(&key)
+            && let Some(oldest) = self.entries.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| *k)
+        {
+            self.entries.remove(&oldest);
+        }
+        self.entries.insert(key, (u, now));
+    }
+}
+
 impl Client {
+    /// [`Client::upload`], reusing an earlier upload of the same file (same kind and bytes) made
+    /// by this client within [`UPLOAD_REUSE_SECS`]. Sending one file to many recipients (a
+    /// broadcast) then encrypts and uploads it once: every message carries the same URL, direct
+    /// path, media key and hashes, which is what a WhatsApp client does when it forwards media.
+    pub async fn upload_reusable(&self, data: &[u8], kind: MediaType) -> Result<UploadedMedia> {
+        let key = (kind, wa_crypto::sha256(&[data]));
+        let now = self.shared.now();
+        if let Some(u) = crate::client::lock(&self.shared.media_uploads).get(&key, now) {
+            return Ok(u);
+        }
+        let u = self.upload(data, kind).await?;
+        crate::client::lock(&self.shared.media_uploads).put(key, u.clone(), self.shared.now());
+        Ok(u)
+    }
+
     /// Encrypts `data` under a fresh media key and uploads it; the result goes into a media
     /// message ([`UploadedMedia::to_message`]) or straight to [`Client::send_media`].
     pub async fn upload(&self, data: &[u8], kind: MediaType) -> Result<UploadedMedia> {

@@ -171,3 +171,46 @@ async fn media_between_two_clients_and_in_a_group() {
     ann.disconnect().await;
     ben.disconnect().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_upload_serves_many_recipients() {
+    let emu = emulator(73).await;
+    emu.create_account("15550007301", "Me").unwrap();
+    emu.create_account("15550007302", "Ann").unwrap();
+    emu.create_account("15550007303", "Ben").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = sqlite_client(&emu, &dir.path().join("wa.db"), 731).await;
+    let mut events = client.events();
+    pair(&emu, &client, &mut events, "15550007301").await;
+    let phones = [emu.phone("15550007302").unwrap(), emu.phone("15550007303").unwrap()];
+
+    let data = content(5, 30_000);
+    let first = client.upload_reusable(&data, MediaType::Image).await.unwrap();
+    let again = client.upload_reusable(&data, MediaType::Image).await.unwrap();
+    assert_eq!(again, first, "the same file is not uploaded twice");
+    // Another kind or other bytes are other uploads (other key label, other file).
+    let as_doc = client.upload_reusable(&data, MediaType::Document).await.unwrap();
+    assert_ne!(as_doc.direct_path, first.direct_path);
+    let other = client.upload_reusable(&content(6, 30_000), MediaType::Image).await.unwrap();
+    assert_ne!(other.direct_path, first.direct_path);
+    // `upload` itself always uploads afresh.
+    let fresh = client.upload(&data, MediaType::Image).await.unwrap();
+    assert_ne!((fresh.direct_path.as_str(), fresh.media_key), (first.direct_path.as_str(), first.media_key));
+
+    // Each recipient gets its own message (own caption) pointing at the one file, and decrypts it.
+    for (i, phone) in phones.iter().enumerate() {
+        let u = client.upload_reusable(&data, MediaType::Image).await.unwrap();
+        let opts = MediaOptions::new("image/png").caption(format!("for #{i}"));
+        let msg = u.to_message(&opts, 1_700_000_000).unwrap();
+        let sent = client.send_message(&phone.jid(), msg).await.unwrap();
+        let got = phone.wait_message(T, |m| m.id == sent.id).await.expect("the phone received it");
+        assert!(got.error.is_none(), "{:?}", got.error);
+        let m = wa_proto::Message::decode(got.message.as_slice()).unwrap();
+        let img = m.image_message.as_ref().unwrap();
+        assert_eq!(img.caption.as_deref(), Some(format!("for #{i}").as_str()));
+        assert_eq!(img.direct_path.as_deref(), Some(first.direct_path.as_str()));
+        let plain = emu.with_world(|w| w.fetch_image(img)).expect("the phone decrypts the file");
+        assert_eq!(plain, data);
+    }
+    client.disconnect().await;
+}

@@ -203,6 +203,93 @@ pub enum CampaignEvent {
     Status { tenant_id: String, campaign_id: String, status: CampaignStatus, reason: Option<String> },
 }
 
+/// `data` of a `campaign_progress` event (WebSocket, Socket.IO, webhooks): a campaign's counts.
+/// Published at most once a second per campaign while it runs, and with every status change.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CampaignProgressData {
+    pub campaign_id: String,
+    pub progress: Progress,
+}
+
+/// `data` of a `campaign_status` event (WebSocket, Socket.IO, webhooks): a campaign's new status.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CampaignStatusData {
+    pub campaign_id: String,
+    pub status: CampaignStatus,
+    /// Why (paused by user, the account logged out, …).
+    pub reason: Option<String>,
+}
+
+/// The order of a status change and the counts published with it: a campaign that becomes
+/// `draft`, `scheduled` or `running` announces that first, then its counts; one that stops
+/// (`paused`, `completed`, `cancelled`) publishes its final counts first, then the status. So a
+/// run's progress events always lie between its `running` event and the one that ends it.
+pub fn status_before_progress(status: CampaignStatus) -> bool {
+    matches!(status, CampaignStatus::Draft | CampaignStatus::Scheduled | CampaignStatus::Running)
+}
+
+pub(crate) fn progress_json(campaign_id: &str, progress: &Progress) -> serde_json::Value {
+    serde_json::to_value(CampaignProgressData {
+        campaign_id: campaign_id.to_owned(),
+        progress: progress.clone(),
+    })
+    .unwrap_or(serde_json::Value::Null)
+}
+
+pub(crate) fn status_json(
+    campaign_id: &str,
+    status: CampaignStatus,
+    reason: Option<&str>,
+) -> serde_json::Value {
+    serde_json::to_value(CampaignStatusData {
+        campaign_id: campaign_id.to_owned(),
+        status,
+        reason: reason.map(str::to_owned),
+    })
+    .unwrap_or(serde_json::Value::Null)
+}
+
+/// Writes `campaign_status` and `campaign_progress` webhook events for a status change, in the
+/// order of [`status_before_progress`].
+pub fn enqueue_status_events(
+    tx: &crate::db::Conn,
+    tenant_id: &str,
+    campaign_id: &str,
+    status: CampaignStatus,
+    reason: Option<&str>,
+    progress: &Progress,
+    now: i64,
+) -> crate::db::DbResult<()> {
+    let status_ev = |tx: &crate::db::Conn| {
+        crate::outbox::enqueue(
+            tx,
+            tenant_id,
+            None,
+            "campaign_status",
+            status_json(campaign_id, status, reason),
+            now,
+        )
+    };
+    let progress_ev = |tx: &crate::db::Conn| {
+        crate::outbox::enqueue(
+            tx,
+            tenant_id,
+            None,
+            "campaign_progress",
+            progress_json(campaign_id, progress),
+            now,
+        )
+    };
+    if status_before_progress(status) {
+        status_ev(tx)?;
+        progress_ev(tx)?;
+    } else {
+        progress_ev(tx)?;
+        status_ev(tx)?;
+    }
+    Ok(())
+}
+
 /// What is snapshotted per recipient at creation: contact values and per-recipient values.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RecipientData {
@@ -251,6 +338,8 @@ struct RunningCampaign {
     body: String,
     declared: Vec<Variable>,
     values: BTreeMap<String, String>,
+    /// The template media file the campaign sends (`template_media` row), if any.
+    media_id: Option<String>,
     media: Option<Arc<CampaignMedia>>,
 }
 
@@ -301,6 +390,9 @@ struct Inner {
     last_progress: HashMap<String, i64>,
     /// Campaigns (id -> tenant) whose counts changed since their last progress event.
     progress_dirty: HashMap<String, String>,
+    /// Media files of running campaigns, by `template_media` id: loaded once, shared by every
+    /// send (the runtime reuses one upload per account for the same file).
+    media: HashMap<String, Arc<CampaignMedia>>,
 }
 
 enum Window {
@@ -360,7 +452,8 @@ pub fn progress(c: &Conn, campaign_id: &str, now: i64) -> crate::db::DbResult<Pr
     Ok(p)
 }
 
-/// Sets a campaign's status (and reason) and writes the matching outbox event.
+/// Sets a campaign's status (and reason) and writes the matching outbox events (the status and
+/// the counts at that moment, which it returns).
 pub fn set_status(
     c: &mut Conn,
     tenant_id: &str,
@@ -368,7 +461,7 @@ pub fn set_status(
     status: CampaignStatus,
     reason: Option<&str>,
     now: i64,
-) -> crate::db::DbResult<()> {
+) -> crate::db::DbResult<Progress> {
     let tx = c.transaction()?;
     tx.execute(
         "UPDATE campaigns SET status = ?3, status_reason = ?4, updated_at = ?5,
@@ -384,15 +477,10 @@ pub fn set_status(
             params![campaign_id, now],
         )?;
     }
-    crate::outbox::enqueue(
-        &tx,
-        tenant_id,
-        None,
-        "campaign_status",
-        serde_json::json!({ "campaign_id": campaign_id, "status": status.as_str(), "reason": reason }),
-        now,
-    )?;
-    tx.commit()
+    let counts = progress(&tx, campaign_id, now)?;
+    enqueue_status_events(&tx, tenant_id, campaign_id, status, reason, &counts, now)?;
+    tx.commit()?;
+    Ok(counts)
 }
 
 impl Engine {
@@ -538,15 +626,16 @@ impl Engine {
             i.sent_today.retain(|_, (day, _)| *day == today);
             i.sent_today.iter().map(|(a, (_, n))| (a.clone(), *n)).collect()
         });
-        let Housekeeping { campaigns, accounts, events: status_events, synced } =
+        let Housekeeping { mut campaigns, accounts, events: status_events, synced } =
             self.db.call(move |c| housekeeping(c, now, sync, &cached)).await?;
+        self.attach_media(&mut campaigns).await?;
         self.with_inner(|i| {
             for (a, info) in &accounts {
                 i.sent_today.insert(a.clone(), (today, info.sent_today));
             }
         });
-        for e in status_events {
-            self.publish_status(e, now).await?;
+        for (e, counts) in status_events {
+            self.publish_status(e, counts, now);
         }
         let mut touched: Vec<(String, String)> = synced;
         let mut next_wake: Option<i64> = None;
@@ -610,21 +699,46 @@ impl Engine {
         if let Some(w) = later {
             wake_at(w);
         }
-        if self.has_listeners() {
-            for (tenant, id) in due {
-                let cid = id.clone();
-                let p = self.db.call(move |c| Ok(progress(c, &cid, now)?)).await?;
-                self.publish(
-                    CampaignEvent::Progress { tenant_id: tenant, campaign_id: id, progress: p },
-                    now,
-                );
-            }
+        // Counts go to webhooks (outbox, with the snapshot) and to live listeners.
+        for (tenant, id) in due {
+            let (cid, t) = (id.clone(), tenant.clone());
+            let p = self
+                .db
+                .call(move |c| {
+                    let tx = c.transaction()?;
+                    let p = progress(&tx, &cid, now)?;
+                    crate::outbox::enqueue(&tx, &t, None, "campaign_progress", progress_json(&cid, &p), now)?;
+                    tx.commit()?;
+                    Ok(p)
+                })
+                .await?;
+            self.publish(CampaignEvent::Progress { tenant_id: tenant, campaign_id: id, progress: p }, now);
         }
         Ok(next_wake)
     }
 
-    fn has_listeners(&self) -> bool {
-        self.live.is_some() || self.events.receiver_count() > 0
+    /// Gives running campaigns their media file, from the cache or the database (once per file).
+    /// A campaign whose file is gone keeps `media: None` with its `media_id`; its sends fail.
+    async fn attach_media(&self, campaigns: &mut [RunningCampaign]) -> Result<(), DbError> {
+        let wanted: Vec<String> = campaigns.iter().filter_map(|c| c.media_id.clone()).collect();
+        let missing: Vec<String> = self.with_inner(|i| {
+            i.media.retain(|id, _| wanted.contains(id));
+            wanted.iter().filter(|id| !i.media.contains_key(*id)).cloned().collect()
+        });
+        for id in missing {
+            let mid = id.clone();
+            let file = self.db.call(move |c| Ok(crate::template_media::load_file(c, &mid)?)).await?;
+            if let Some(f) = file {
+                let m = Arc::new(CampaignMedia::new(f.kind, f.mimetype, f.file_name, f.data));
+                self.with_inner(|i| i.media.insert(id, m));
+            }
+        }
+        self.with_inner(|i| {
+            for c in campaigns.iter_mut() {
+                c.media = c.media_id.as_ref().and_then(|id| i.media.get(id).cloned());
+            }
+        });
+        Ok(())
     }
 
     /// Sends an event to in-process subscribers and, as `campaign_progress` /
@@ -632,39 +746,38 @@ impl Engine {
     fn publish(&self, e: CampaignEvent, now: i64) {
         if let Some(live) = &self.live {
             let (tenant, name, data) = match &e {
-                CampaignEvent::Progress { tenant_id, campaign_id, progress } => (
-                    tenant_id,
-                    "campaign_progress",
-                    serde_json::json!({ "campaign_id": campaign_id, "progress": progress }),
-                ),
-                CampaignEvent::Status { tenant_id, campaign_id, status, reason } => (
-                    tenant_id,
-                    "campaign_status",
-                    serde_json::json!({ "campaign_id": campaign_id, "status": status, "reason": reason }),
-                ),
+                CampaignEvent::Progress { tenant_id, campaign_id, progress } => {
+                    (tenant_id, "campaign_progress", progress_json(campaign_id, progress))
+                }
+                CampaignEvent::Status { tenant_id, campaign_id, status, reason } => {
+                    (tenant_id, "campaign_status", status_json(campaign_id, *status, reason.as_deref()))
+                }
             };
             live.publish(tenant, None, name, data, now);
         }
         let _ = self.events.send(e);
     }
 
-    /// A status change: the campaign's counts at that moment first, then the change itself.
-    async fn publish_status(&self, e: CampaignEvent, now: i64) -> Result<(), DbError> {
-        if !self.has_listeners() {
-            return Ok(());
+    /// A status change with the campaign's counts at that moment, in the order of
+    /// [`status_before_progress`].
+    fn publish_status(&self, e: CampaignEvent, counts: Progress, now: i64) {
+        let CampaignEvent::Status { tenant_id, campaign_id, status, .. } = &e else {
+            self.publish(e, now);
+            return;
+        };
+        let (tenant, id, first) = (tenant_id.clone(), campaign_id.clone(), status_before_progress(*status));
+        self.with_inner(|i| {
+            i.progress_dirty.remove(&id);
+            i.last_progress.insert(id.clone(), now);
+        });
+        let p = CampaignEvent::Progress { tenant_id: tenant, campaign_id: id, progress: counts };
+        if first {
+            self.publish(e, now);
+            self.publish(p, now);
+        } else {
+            self.publish(p, now);
+            self.publish(e, now);
         }
-        if let CampaignEvent::Status { tenant_id, campaign_id, .. } = &e {
-            let (tenant, id) = (tenant_id.clone(), campaign_id.clone());
-            let cid = id.clone();
-            let p = self.db.call(move |c| Ok(progress(c, &cid, now)?)).await?;
-            self.with_inner(|i| {
-                i.progress_dirty.remove(&id);
-                i.last_progress.insert(id.clone(), now);
-            });
-            self.publish(CampaignEvent::Progress { tenant_id: tenant, campaign_id: id, progress: p }, now);
-        }
-        self.publish(e, now);
-        Ok(())
     }
 
     /// One account's turn: sends every message due now (several at fast rates, up to
@@ -891,6 +1004,9 @@ impl Engine {
             }
             Err(e) => return Outcome::Failed(format!("invalid template: {e}")),
         };
+        if camp.media_id.is_some() && camp.media.is_none() {
+            return Outcome::Failed("the template's media file is missing".into());
+        }
         let message = CampaignMessage::new(text, camp.media.clone(), campaign_message_id(&camp.id, r.id));
         match self.sender.send(&camp.tenant_id, account, &r.phone, &message).await {
             Ok(id) => Outcome::Sent(id),
@@ -978,13 +1094,16 @@ fn housekeeping(
         .query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     for (tenant, id) in due {
-        set_status(c, &tenant, &id, CampaignStatus::Running, None, now)?;
-        events.push(CampaignEvent::Status {
-            tenant_id: tenant,
-            campaign_id: id,
-            status: CampaignStatus::Running,
-            reason: None,
-        });
+        let counts = set_status(c, &tenant, &id, CampaignStatus::Running, None, now)?;
+        events.push((
+            CampaignEvent::Status {
+                tenant_id: tenant,
+                campaign_id: id,
+                status: CampaignStatus::Running,
+                reason: None,
+            },
+            counts,
+        ));
     }
     let mut synced: Vec<(String, String)> = Vec::new();
     if sync_deliveries {
@@ -1040,8 +1159,10 @@ fn housekeeping(
             body,
             declared: serde_json::from_str(&declared).map_err(corrupt)?,
             values: serde_json::from_str(&values).map_err(corrupt)?,
+            media_id: None,
             media: None,
         };
+        let camp = RunningCampaign { media_id: crate::template_media::of_campaign(c, &camp.id)?, ..camp };
         let mut pause: Option<String> = None;
         for a in &camp.accounts {
             let row: Option<(String, Option<String>, String, i64)> = c
@@ -1076,13 +1197,17 @@ fn housekeeping(
             }
         }
         if let Some(reason) = pause {
-            set_status(c, &camp.tenant_id, &camp.id, CampaignStatus::Paused, Some(&reason), now)?;
-            events.push(CampaignEvent::Status {
-                tenant_id: camp.tenant_id.clone(),
-                campaign_id: camp.id.clone(),
-                status: CampaignStatus::Paused,
-                reason: Some(reason),
-            });
+            let counts =
+                set_status(c, &camp.tenant_id, &camp.id, CampaignStatus::Paused, Some(&reason), now)?;
+            events.push((
+                CampaignEvent::Status {
+                    tenant_id: camp.tenant_id.clone(),
+                    campaign_id: camp.id.clone(),
+                    status: CampaignStatus::Paused,
+                    reason: Some(reason),
+                },
+                counts,
+            ));
             continue;
         }
         let open: bool = c.query_row(
@@ -1091,13 +1216,16 @@ fn housekeeping(
             |r| r.get(0),
         )?;
         if !open {
-            set_status(c, &camp.tenant_id, &camp.id, CampaignStatus::Completed, None, now)?;
-            events.push(CampaignEvent::Status {
-                tenant_id: camp.tenant_id.clone(),
-                campaign_id: camp.id.clone(),
-                status: CampaignStatus::Completed,
-                reason: None,
-            });
+            let counts = set_status(c, &camp.tenant_id, &camp.id, CampaignStatus::Completed, None, now)?;
+            events.push((
+                CampaignEvent::Status {
+                    tenant_id: camp.tenant_id.clone(),
+                    campaign_id: camp.id.clone(),
+                    status: CampaignStatus::Completed,
+                    reason: None,
+                },
+                counts,
+            ));
             continue;
         }
         campaigns.push(camp);
@@ -1120,7 +1248,8 @@ fn housekeeping(
 struct Housekeeping {
     campaigns: Vec<RunningCampaign>,
     accounts: HashMap<String, AccountInfo>,
-    events: Vec<CampaignEvent>,
+    /// Status changes with the counts at that moment.
+    events: Vec<(CampaignEvent, Progress)>,
     /// Campaigns (tenant, id) whose recipients' delivery statuses changed.
     synced: Vec<(String, String)>,
 }

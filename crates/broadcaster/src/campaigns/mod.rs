@@ -61,6 +61,8 @@ fn wake(w: &Option<Extension<EngineWaker>>) {
         templates::replace,
         templates::delete,
         templates::preview,
+        templates::put_media,
+        templates::delete_media,
         create,
         list,
         get,
@@ -72,12 +74,13 @@ fn wake(w: &Option<Extension<EngineWaker>>) {
         delete,
         direct,
     ),
-    components(schemas(engine::CampaignEvent))
+    components(schemas(engine::CampaignEvent, engine::CampaignProgressData, engine::CampaignStatusData))
 )]
 pub struct CampaignsApi;
 
-/// Contacts, templates and campaigns routes, merged into the main router.
-pub fn routes() -> axum::Router<AppState> {
+/// Contacts, templates and campaigns routes, merged into the main router. `upload_limit` bounds
+/// the template requests that may carry a media file.
+pub fn routes(upload_limit: usize) -> axum::Router<AppState> {
     use axum::routing::{get, post};
     axum::Router::new()
         .route(
@@ -92,7 +95,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/api/v1/campaigns/{id}/cancel", post(cancel))
         .route("/api/v1/broadcast/direct", post(direct))
         .merge(contacts::routes())
-        .merge(templates::routes())
+        .merge(templates::routes(upload_limit))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -237,6 +240,8 @@ struct Message {
     template_id: Option<String>,
     body: String,
     declared: Vec<Variable>,
+    /// The template's media file, sent to every recipient.
+    media_id: Option<String>,
 }
 
 fn template_error(e: templates::TemplateError) -> ApiError {
@@ -253,20 +258,24 @@ async fn resolve_message(
     let msg = match (template_id, body) {
         (Some(id), None) => {
             let (t, i) = (tenant.to_owned(), id.clone());
-            let tpl = st
+            let (tpl, media_id) = st
                 .db
-                .call(move |c| Ok(templates::load(c, &t, &i)?))
-                .await?
-                .ok_or(ApiError::NotFound("template"))?;
+                .call(move |c| {
+                    let tpl = templates::load(c, &t, &i)?;
+                    let media = crate::template_media::of_template(c, &t, &i)?.map(|(id, _)| id);
+                    Ok((tpl, media))
+                })
+                .await?;
+            let tpl = tpl.ok_or(ApiError::NotFound("template"))?;
             if !variables.is_empty() {
                 return Err(ApiError::bad(
                     "invalid_body",
                     "variables are declared by the template; omit them",
                 ));
             }
-            Message { template_id: Some(id), body: tpl.body, declared: tpl.variables }
+            Message { template_id: Some(id), body: tpl.body, declared: tpl.variables, media_id }
         }
-        (None, Some(body)) => Message { template_id: None, body, declared: variables },
+        (None, Some(body)) => Message { template_id: None, body, declared: variables, media_id: None },
         _ => return Err(ApiError::bad("invalid_body", "give exactly one of template_id or body")),
     };
     let segs = templates::parse(&msg.body).map_err(template_error)?;
@@ -385,6 +394,9 @@ fn insert_campaign(
             now,
         ],
     )?;
+    if let Some(m) = &new.msg.media_id {
+        crate::template_media::set_campaign_media(&tx, &id, m)?;
+    }
     {
         let mut ins = tx.prepare(
             "INSERT INTO campaign_recipients (campaign_id, tenant_id, contact_id, phone, variables, status, reason, updated_at)
@@ -411,14 +423,8 @@ fn insert_campaign(
             }
         }
     }
-    crate::outbox::enqueue(
-        &tx,
-        tenant,
-        None,
-        "campaign_status",
-        serde_json::json!({ "campaign_id": id, "status": new.status.as_str(), "reason": null }),
-        now,
-    )?;
+    let counts = engine::progress(&tx, &id, now)?;
+    engine::enqueue_status_events(&tx, tenant, &id, new.status, None, &counts, now)?;
     tx.commit()?;
     let campaign =
         load(c, tenant, &id, now)?.ok_or_else(|| crate::db::DbError::Corrupt("campaign vanished".into()))?;
@@ -904,22 +910,34 @@ async fn change(
         .map(Json)
 }
 
-/// Publishes a campaign's new status (and its counts first) on the live bus.
+/// Publishes a campaign's new status and its counts on the live bus, in the order of
+/// [`engine::status_before_progress`].
 fn publish_status(st: &AppState, tenant_id: &str, camp: &Campaign, now: i64) {
-    st.live.publish(
-        tenant_id,
-        None,
-        "campaign_progress",
-        serde_json::json!({ "campaign_id": camp.id, "progress": camp.progress }),
-        now,
-    );
-    st.live.publish(
-        tenant_id,
-        None,
-        "campaign_status",
-        serde_json::json!({ "campaign_id": camp.id, "status": camp.status, "reason": camp.status_reason }),
-        now,
-    );
+    let progress = || {
+        st.live.publish(
+            tenant_id,
+            None,
+            "campaign_progress",
+            engine::progress_json(&camp.id, &camp.progress),
+            now,
+        )
+    };
+    let status = || {
+        st.live.publish(
+            tenant_id,
+            None,
+            "campaign_status",
+            engine::status_json(&camp.id, camp.status, camp.status_reason.as_deref()),
+            now,
+        )
+    };
+    if engine::status_before_progress(camp.status) {
+        status();
+        progress();
+    } else {
+        progress();
+        status();
+    }
 }
 
 #[utoipa::path(post, path = "/api/v1/campaigns/{id}/start", tag = "campaigns", params(("id" = String, Path)),
@@ -1012,6 +1030,7 @@ pub async fn delete(
                 })),
                 Some(_) => {
                     c.execute("DELETE FROM campaigns WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])?;
+                    crate::template_media::collect_garbage(c, &tenant)?;
                     Ok(Ok(StatusCode::NO_CONTENT))
                 }
             }

@@ -58,7 +58,9 @@ impl CampaignSender for MessagesSender {
                     kind: m.kind,
                     data: m.data.clone(),
                     mimetype: m.mimetype.clone(),
-                    caption: (!message.text.is_empty()).then(|| message.text.clone()),
+                    // Audio has no caption: only the file goes out.
+                    caption: (crate::template_media::has_caption(m.kind) && !message.text.is_empty())
+                        .then(|| message.text.clone()),
                     file_name: m.file_name.clone(),
                 },
             };

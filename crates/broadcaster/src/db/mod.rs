@@ -541,6 +541,8 @@ CREATE INDEX messages_due ON messages(due_at) WHERE due_at IS NOT NULL;
 ALTER TABLE messages ADD COLUMN reserved_wa_id TEXT;
 CREATE INDEX messages_account_day ON messages(account_id, direction, created_at);
 "#,
+    // 6: template media (issue 8)
+    crate::template_media::MIGRATION,
 ];
 
 /// Schema version this binary writes.

@@ -242,6 +242,24 @@ CREATE INDEX campaign_recipients_account_sent ON campaign_recipients(account_id,
     "",
     "",
     "",
+    // 6: template media (the twin of `crate::template_media::MIGRATION`)
+    r#"
+CREATE TABLE template_media (
+    id          TEXT COLLATE "C" PRIMARY KEY,
+    tenant_id   TEXT COLLATE "C" NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    kind        TEXT NOT NULL,
+    mimetype    TEXT NOT NULL,
+    file_name   TEXT,
+    size        BIGINT NOT NULL,
+    sha256      TEXT NOT NULL,
+    source_url  TEXT,
+    data        BYTEA NOT NULL,
+    created_at  BIGINT NOT NULL
+);
+CREATE INDEX template_media_tenant ON template_media(tenant_id);
+ALTER TABLE templates ADD COLUMN media_id TEXT COLLATE "C";
+ALTER TABLE campaigns ADD COLUMN media_id TEXT COLLATE "C";
+"#,
 ];
 
 /// An advisory-lock key so that two servers starting at once migrate one after the other.
