@@ -483,3 +483,44 @@ pub async fn run(st: AppState, shutdown: impl std::future::Future<Output = ()>) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due(single: bool, created_at: i64, state: Option<&str>) -> Due {
+        Due {
+            id: "m".into(),
+            attempts: 1,
+            tenant_id: "t".into(),
+            account_id: "a".into(),
+            chat: "1@s.whatsapp.net".into(),
+            kind: "text".into(),
+            body: Some("hi".into()),
+            mimetype: None,
+            file_name: None,
+            media: None,
+            single,
+            created_at,
+            quoted_wa_id: None,
+            account_state: state.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn logged_out_accounts_and_old_single_sends_fail_instead_of_going_out() {
+        let hour = 3_600_000;
+        let now = 10 * hour;
+        let active = Some("active");
+        assert_eq!(unsendable_reason(&due(true, now - hour / 2, active), now, hour), None);
+        assert_eq!(unsendable_reason(&due(true, now - 2 * hour, active), now, hour), Some(EXPIRED));
+        // Bulk messages are paced over hours: the age limit is for single sends only.
+        assert_eq!(unsendable_reason(&due(false, now - 5 * hour, active), now, hour), None);
+        for single in [true, false] {
+            let d = due(single, now, Some("logged_out"));
+            assert_eq!(unsendable_reason(&d, now, hour), Some(ACCOUNT_LOGGED_OUT));
+        }
+        // A session that is only reconnecting is retried, not failed.
+        assert_eq!(unsendable_reason(&due(true, now, Some("reconnecting")), now, hour), None);
+    }
+}

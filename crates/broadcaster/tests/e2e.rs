@@ -1591,41 +1591,6 @@ async fn interrupted_single_send_older_than_the_max_age_fails_expired_instead_of
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interrupted_single_send_of_an_account_logged_out_meanwhile_fails_with_that_reason() {
-    let emu =
-        Arc::new(Emulator::start(EmulatorConfig { seed: Some(25), ..Default::default() }).await.unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(broadcaster::clock::ManualClock::new(T0));
-    let (key, acc) =
-        single_send_left_pending(dir.path(), &emu, &clock, "+15550011500", "15550011501", "orphan").await;
-    // While the server is down, the phone unlinks the device: the next login is refused.
-    let device = *emu.companions("15550011500").unwrap().last().expect("a linked companion");
-    emu.phone("15550011500").unwrap().remove_device(device).unwrap();
-    let (srv, _, state) = start_clocked_with(dir.path(), &emu, clock.clone(), |_| {}).await;
-    let a = srv.addr;
-    let mut ws = open_ws(a, &key).await;
-    loop {
-        let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}"), &key, None).await;
-        if v["state"] == "logged_out" {
-            break;
-        }
-        next_ws(&mut ws, "logged out", |v| v["event"] == "connection_update").await;
-    }
-    // If the runner tried while the session was still starting, the message waits for a retry.
-    clock.advance_ms(60_000);
-    state.bulk_wake.notify_one();
-    let id = only_message(a, &key, &acc, "15550011501").await;
-    let v = wait_message_state(a, &key, &acc, &mut ws, &id, |v| v["status"] != "pending").await;
-    assert_eq!(
-        (v["status"].as_str(), v["error"].as_str()),
-        (Some("failed"), Some("account_logged_out")),
-        "{v}"
-    );
-    ws.close(None).await.ok();
-    srv.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaign_with_a_media_template_sends_one_upload_with_personal_captions() {
     let emu =
         Arc::new(Emulator::start(EmulatorConfig { seed: Some(12), ..Default::default() }).await.unwrap());
