@@ -269,10 +269,11 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
         .call(move |c| {
             let mut stmt = c.prepare(
                 "SELECT m.id, m.tenant_id, m.account_id, m.chat_jid, m.kind, m.body, m.media_mimetype,
-                   m.media_file_name, COALESCE(b.media_data, mm.data), m.attempts, m.bulk_id IS NULL,
+                   m.media_file_name, COALESCE(b.media_data, mm.data, tm.data), m.attempts, m.bulk_id IS NULL,
                    m.created_at, m.quoted_id, a.state
                  FROM messages m LEFT JOIN bulk_sends b ON b.id = m.bulk_id
                    LEFT JOIN message_media mm ON mm.message_id = m.id
+                   LEFT JOIN template_media tm ON tm.id = m.template_media_id
                    LEFT JOIN accounts a ON a.id = m.account_id
                  WHERE m.due_at IS NOT NULL AND m.due_at <= ?1 AND m.status = 'pending'
                    AND m.direction = 'outgoing'

@@ -107,6 +107,9 @@ pub struct NewMedia {
 /// A stored file, as campaigns send it.
 #[derive(Debug, Clone)]
 pub struct MediaFile {
+    /// The stored file's id (`template_media.id`): messages sent with it point at it instead
+    /// of keeping a copy.
+    pub id: String,
     pub kind: MediaKind,
     pub mimetype: String,
     pub file_name: Option<String>,
@@ -410,6 +413,7 @@ pub fn load_file(c: &Conn, media_id: &str) -> DbResult<Option<MediaFile>> {
                 DbError::Corrupt(format!("template media kind {kind}"))
             })?;
             Ok(MediaFile {
+                id: media_id.to_owned(),
                 kind,
                 mimetype: r.get(1)?,
                 file_name: r.get(2)?,
@@ -425,7 +429,8 @@ pub fn collect_garbage(c: &Conn, tenant_id: &str) -> DbResult<usize> {
     c.execute(
         "DELETE FROM template_media WHERE tenant_id = ?1
            AND id NOT IN (SELECT media_id FROM templates WHERE tenant_id = ?1 AND media_id IS NOT NULL)
-           AND id NOT IN (SELECT media_id FROM campaigns WHERE tenant_id = ?1 AND media_id IS NOT NULL)",
+           AND id NOT IN (SELECT media_id FROM campaigns WHERE tenant_id = ?1 AND media_id IS NOT NULL)
+           AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.template_media_id = template_media.id)",
         params![tenant_id],
     )
 }

@@ -1658,6 +1658,21 @@ async fn campaign_with_a_media_template_sends_one_upload_with_personal_captions(
         paths.insert(image.direct_path.clone().unwrap());
     }
     assert_eq!(paths.len(), 1, "the file was uploaded once for the whole campaign: {paths:?}");
+    // History: each recipient's message points at the campaign's one stored file (no copy per
+    // recipient) and downloads as the original bytes.
+    let (s, page) = call(a, "GET", &format!("/api/v1/accounts/{acc}/messages?limit=50"), &key, None).await;
+    assert_eq!(s, 200, "{page}");
+    let images: Vec<&Value> =
+        page["messages"].as_array().unwrap().iter().filter(|m| m["kind"] == "image").collect();
+    assert_eq!(images.len(), 3, "{page}");
+    for m in images {
+        let mid = m["id"].as_str().unwrap();
+        let path = format!("/api/v1/accounts/{acc}/messages/{mid}/media");
+        let (s, h, body) = call_raw(a, "GET", &path, &key, None, vec![]).await;
+        assert_eq!(s, 200);
+        assert_eq!(h["content-type"], "image/png");
+        assert_eq!(body.as_ref(), png.as_slice());
+    }
     let (s, v) = call(a, "GET", &format!("/api/v1/campaigns/{cid}"), &key, None).await;
     assert_eq!(s, 200);
     assert_eq!(v["progress"]["total"], 3, "{v}");

@@ -71,6 +71,7 @@ impl CampaignSender for MessagesSender {
                 phone,
                 content,
                 Some(&message.wa_message_id),
+                message.media.as_ref().map(|m| m.id.as_str()),
             )
             .await
             .map(|m| m.id)

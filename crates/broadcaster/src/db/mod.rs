@@ -543,6 +543,11 @@ CREATE INDEX messages_account_day ON messages(account_id, direction, created_at)
 "#,
     // 6: template media (issue 8)
     crate::template_media::MIGRATION,
+    // 7: a campaign's messages point at its stored file instead of copying it per recipient
+    r#"
+ALTER TABLE messages ADD COLUMN template_media_id TEXT REFERENCES template_media(id) ON DELETE SET NULL;
+CREATE INDEX messages_template_media ON messages(template_media_id) WHERE template_media_id IS NOT NULL;
+"#,
 ];
 
 /// Schema version this binary writes.

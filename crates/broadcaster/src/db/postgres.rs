@@ -260,6 +260,11 @@ CREATE INDEX template_media_tenant ON template_media(tenant_id);
 ALTER TABLE templates ADD COLUMN media_id TEXT COLLATE "C";
 ALTER TABLE campaigns ADD COLUMN media_id TEXT COLLATE "C";
 "#,
+    // 7: messages point at a campaign's stored file
+    r#"
+ALTER TABLE messages ADD COLUMN template_media_id TEXT COLLATE "C" REFERENCES template_media(id) ON DELETE SET NULL;
+CREATE INDEX messages_template_media ON messages(template_media_id) WHERE template_media_id IS NOT NULL;
+"#,
 ];
 
 /// An advisory-lock key so that two servers starting at once migrate one after the other.
