@@ -810,7 +810,9 @@ async fn bulk_send_is_paced_by_the_clock_tracked_and_within_the_daily_limit() {
     let got = carol.wait_message(T, |m| m.text.as_deref() == Some("promo")).await;
     assert!(got.is_some(), "Carol received the bulk message");
     let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}/messages/{m2}"), &key, None).await;
-    assert_eq!((v["status"].as_str(), v["attempts"].as_i64()), (Some("sent"), Some(1)), "{v}");
+    // Carol's delivery receipt may be recorded already (it never moves the status back).
+    assert!(matches!(v["status"].as_str(), Some("sent" | "delivered")), "{v}");
+    assert_eq!(v["attempts"].as_i64(), Some(1), "{v}");
     assert_eq!(v["sent_at"], T0 + 30_000, "{v}");
 
     // Another tenant cannot bulk-send from this account.
