@@ -72,6 +72,8 @@ pub struct CampaignMedia {
     pub mimetype: String,
     pub file_name: Option<String>,
     pub data: bytes::Bytes,
+    /// The stored file (`template_media.id`) the messages point at instead of keeping a copy.
+    pub stored_id: Option<String>,
 }
 
 impl CampaignMedia {
@@ -81,7 +83,13 @@ impl CampaignMedia {
         file_name: Option<String>,
         data: bytes::Bytes,
     ) -> Self {
-        Self { kind, mimetype, file_name, data }
+        Self { kind, mimetype, file_name, data, stored_id: None }
+    }
+
+    /// The same, stored in the database as `id`.
+    pub fn stored_as(mut self, id: String) -> Self {
+        self.stored_id = Some(id);
+        self
     }
 }
 
@@ -729,7 +737,7 @@ impl Engine {
             let mid = id.clone();
             let file = self.db.call(move |c| Ok(crate::template_media::load_file(c, &mid)?)).await?;
             if let Some(f) = file {
-                let m = Arc::new(CampaignMedia::new(f.kind, f.mimetype, f.file_name, f.data));
+                let m = Arc::new(CampaignMedia::new(f.kind, f.mimetype, f.file_name, f.data).stored_as(f.id));
                 self.with_inner(|i| i.media.insert(id, m));
             }
         }

@@ -71,7 +71,7 @@ impl CampaignSender for MessagesSender {
                 phone,
                 content,
                 Some(&message.wa_message_id),
-                message.media.as_ref().map(|m| m.id.as_str()),
+                message.media.as_ref().and_then(|m| m.stored_id.as_deref()),
             )
             .await
             .map(|m| m.id)
