@@ -448,7 +448,7 @@ async fn fail_queued(
         .db
         .call(move |c| {
             Ok(c.execute(
-                "UPDATE messages SET due_at = CASE WHEN bulk_id IS NULL THEN ?3 END
+                "UPDATE messages SET due_at = CASE WHEN bulk_id IS NULL THEN CAST(?3 AS BIGINT) END
                  WHERE id = ?1 AND status = 'pending' AND due_at IS NOT NULL AND due_at <= ?2",
                 params![i, now, now + SINGLE_SEND_LEASE_MS],
             )? == 1)
