@@ -1115,8 +1115,14 @@ fn housekeeping(
     }
     let mut synced: Vec<(String, String)> = Vec::new();
     if sync_deliveries {
+        // SQLite's RETURNING takes only the target's bare columns; PostgreSQL needs them
+        // qualified here (`messages` has a `tenant_id` too).
+        let returning = match c.backend() {
+            crate::db::Backend::Sqlite => "tenant_id, campaign_id",
+            crate::db::Backend::Postgres => "r.tenant_id, r.campaign_id",
+        };
         synced = c
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "UPDATE campaign_recipients AS r SET status = m.status,
                    delivered_at = COALESCE(r.delivered_at, m.delivered_at, m.read_at, ?1),
                    read_at = CASE WHEN m.status = 'read' THEN COALESCE(m.read_at, ?1) ELSE r.read_at END,
@@ -1124,8 +1130,8 @@ fn housekeeping(
                  FROM messages m
                  WHERE r.status IN ('sent','delivered') AND m.id = r.message_id
                    AND ((r.status = 'sent' AND m.status IN ('delivered','read')) OR (r.status = 'delivered' AND m.status = 'read'))
-                 RETURNING tenant_id, campaign_id",
-            )?
+                 RETURNING {returning}"
+            ))?
             .query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         synced.sort();
