@@ -310,10 +310,10 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
             let (id, at) = (d.id.clone(), st.clock.now_ms() + NOT_RUNNING_RETRY_MS);
             st.db
                 .call(move |c| {
-                    Ok(c.execute(
+                    c.execute(
                         "UPDATE messages SET due_at = ?2 WHERE id = ?1 AND due_at IS NULL AND status = 'pending'",
                         params![id, at],
-                    )?)
+                    )
                 })
                 .await?;
             continue;
@@ -324,11 +324,11 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
     }
     st.db
         .call(|c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT MIN(due_at) FROM messages WHERE due_at IS NOT NULL AND status = 'pending'",
                 [],
                 |r| r.get::<Option<i64>>(0),
-            )?)
+            )
         })
         .await
 }
@@ -340,11 +340,11 @@ pub async fn recover_interrupted(st: &AppState) -> Result<usize, DbError> {
     let now = st.clock.now_ms();
     st.db
         .call(move |c| {
-            Ok(c.execute(
+            c.execute(
                 "UPDATE messages SET due_at = ?1
                  WHERE bulk_id IS NOT NULL AND status = 'pending' AND due_at IS NULL",
                 params![now],
-            )?)
+            )
         })
         .await
 }

@@ -310,7 +310,7 @@ pub async fn create(
                 return Ok(None);
             }
             r?;
-            Ok(load(c, &tenant, &id)?)
+            load(c, &tenant, &id)
         })
         .await?
         .ok_or_else(name_taken)?;
@@ -345,7 +345,7 @@ pub async fn get(
 ) -> Result<Json<Template>, ApiError> {
     p.require(Permission::Read)?;
     let tenant = p.tenant_id.clone();
-    st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.map(Json).ok_or(ApiError::NotFound("template"))
+    st.db.call(move |c| load(c, &tenant, &id)).await?.map(Json).ok_or(ApiError::NotFound("template"))
 }
 
 #[utoipa::path(put, path = "/api/v1/templates/{id}", tag = "templates", params(("id" = String, Path)),
@@ -395,7 +395,7 @@ pub async fn delete(
     let n = st
         .db
         .call(move |c| {
-            Ok(c.execute("DELETE FROM templates WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])?)
+            c.execute("DELETE FROM templates WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])
         })
         .await?;
     if n == 0 { Err(ApiError::NotFound("template")) } else { Ok(StatusCode::NO_CONTENT) }

@@ -92,7 +92,7 @@ impl Harness {
         let id = v["id"].as_str().unwrap().to_owned();
         let i = id.clone();
         self.db
-            .call(move |c| Ok(c.execute("UPDATE accounts SET state = 'active' WHERE id = ?1", [i])?))
+            .call(move |c| c.execute("UPDATE accounts SET state = 'active' WHERE id = ?1", [i]))
             .await
             .unwrap();
         id
@@ -102,10 +102,10 @@ impl Harness {
         let (id, state, reason) = (id.to_owned(), state.to_owned(), reason.map(str::to_owned));
         self.db
             .call(move |c| {
-                Ok(c.execute(
+                c.execute(
                     "UPDATE accounts SET state = ?2, state_reason = ?3 WHERE id = ?1",
                     broadcaster::db::params![id, state, reason],
-                )?)
+                )
             })
             .await
             .unwrap();
@@ -431,15 +431,14 @@ async fn stop_keyword_opts_out_and_keywords_are_configurable() {
     let h = harness().await;
     let a = h.tenant("a").await;
     let tenant: String =
-        h.db.call(|c| Ok(c.query_row("SELECT id FROM tenants WHERE name = 'a'", [], |r| r.get(0))?))
+        h.db.call(|c| c.query_row("SELECT id FROM tenants WHERE name = 'a'", [], |r| r.get(0)))
             .await
             .unwrap();
     let t = tenant.clone();
-    let matched = h
-        .db
-        .call(move |c| Ok(broadcaster::contacts::apply_incoming_opt_out(c, &t, "+447700900009", "stop", T0)?))
-        .await
-        .unwrap();
+    let matched =
+        h.db.call(move |c| broadcaster::contacts::apply_incoming_opt_out(c, &t, "+447700900009", "stop", T0))
+            .await
+            .unwrap();
     assert!(matched);
     let v = h.ok("GET", "/api/v1/contacts?opted_out=true", &a, None).await;
     assert_eq!(v["items"][0]["phone"], "+447700900009");
@@ -590,17 +589,14 @@ async fn five_thousand_recipients_two_accounts_survive_crashes_exactly_once() {
                 h.ok("POST", &format!("/api/v1/contacts/{id}/opt-out"), &key, None).await;
             }
             None => {
-                let tenant: String = h
-                    .db
-                    .call(|c| Ok(c.query_row("SELECT id FROM tenants WHERE name = 'a'", [], |r| r.get(0))?))
+                let tenant: String =
+                    h.db.call(|c| c.query_row("SELECT id FROM tenants WHERE name = 'a'", [], |r| r.get(0)))
+                        .await
+                        .unwrap();
+                let p = p.clone();
+                h.db.call(move |c| broadcaster::contacts::apply_incoming_opt_out(c, &tenant, &p, "STOP", T0))
                     .await
                     .unwrap();
-                let p = p.clone();
-                h.db.call(move |c| {
-                    Ok(broadcaster::contacts::apply_incoming_opt_out(c, &tenant, &p, "STOP", T0)?)
-                })
-                .await
-                .unwrap();
             }
         }
     }
@@ -655,7 +651,7 @@ async fn five_thousand_recipients_two_accounts_survive_crashes_exactly_once() {
         let (db, cid) = (db.clone(), cid.clone());
         async move {
             db.call(move |c| {
-                Ok(c.query_row("SELECT status FROM campaigns WHERE id = ?1", [cid], |r| r.get::<String>(0))?)
+                c.query_row("SELECT status FROM campaigns WHERE id = ?1", [cid], |r| r.get::<String>(0))
             })
             .await
             .unwrap()
@@ -815,10 +811,10 @@ async fn retries_failures_opt_out_midway_and_delivery_statuses() {
     engine.tick().await.unwrap(); // sends to `ok`
     // The last recipient replies STOP before its turn.
     let tenant: String =
-        h.db.call(|c| Ok(c.query_row("SELECT id FROM tenants WHERE name = 'a'", [], |r| r.get(0))?))
+        h.db.call(|c| c.query_row("SELECT id FROM tenants WHERE name = 'a'", [], |r| r.get(0)))
             .await
             .unwrap();
-    h.db.call(move |c| Ok(broadcaster::contacts::apply_incoming_opt_out(c, &tenant, stopper, "STOP", T0)?))
+    h.db.call(move |c| broadcaster::contacts::apply_incoming_opt_out(c, &tenant, stopper, "STOP", T0))
         .await
         .unwrap();
     drive(&engine, &h.clock, 1_000, || false_after_complete(&h, &cid)).await;
@@ -880,9 +876,7 @@ fn false_after_complete<'a>(h: &'a Harness, cid: &'a str) -> bool {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
                 db.call(move |c| {
-                    Ok(c.query_row("SELECT status FROM campaigns WHERE id = ?1", [cid], |r| {
-                        r.get::<String>(0)
-                    })?)
+                    c.query_row("SELECT status FROM campaigns WHERE id = ?1", [cid], |r| r.get::<String>(0))
                 })
                 .await
                 .unwrap()

@@ -570,7 +570,7 @@ impl Engine {
         let retry_at = self
             .db
             .call(move |c| {
-                Ok(c.query_row(
+                c.query_row(
                     "SELECT MIN(t) FROM (
                        SELECT MIN(r.next_attempt_at) AS t FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id
                         WHERE c.status = 'running' AND r.status = 'pending' AND r.next_attempt_at > ?1
@@ -578,7 +578,7 @@ impl Engine {
                        SELECT MIN(scheduled_at) FROM campaigns WHERE status = 'scheduled') AS due",
                     params![now],
                     |r| r.get::<Option<i64>>(0),
-                )?)
+                )
             })
             .await?;
         if let Some(t) = retry_at {
@@ -613,7 +613,7 @@ impl Engine {
         if self.has_listeners() {
             for (tenant, id) in due {
                 let cid = id.clone();
-                let p = self.db.call(move |c| Ok(progress(c, &cid, now)?)).await?;
+                let p = self.db.call(move |c| progress(c, &cid, now)).await?;
                 self.publish(
                     CampaignEvent::Progress { tenant_id: tenant, campaign_id: id, progress: p },
                     now,
@@ -656,7 +656,7 @@ impl Engine {
         if let CampaignEvent::Status { tenant_id, campaign_id, .. } = &e {
             let (tenant, id) = (tenant_id.clone(), campaign_id.clone());
             let cid = id.clone();
-            let p = self.db.call(move |c| Ok(progress(c, &cid, now)?)).await?;
+            let p = self.db.call(move |c| progress(c, &cid, now)).await?;
             self.with_inner(|i| {
                 i.progress_dirty.remove(&id);
                 i.last_progress.insert(id.clone(), now);

@@ -255,7 +255,7 @@ async fn resolve_message(
             let (t, i) = (tenant.to_owned(), id.clone());
             let tpl = st
                 .db
-                .call(move |c| Ok(templates::load(c, &t, &i)?))
+                .call(move |c| templates::load(c, &t, &i))
                 .await?
                 .ok_or(ApiError::NotFound("template"))?;
             if !variables.is_empty() {
@@ -753,11 +753,7 @@ pub async fn get(
     p.require(Permission::Read)?;
     let tenant = p.tenant_id.clone();
     let now = st.clock.now_ms();
-    st.db
-        .call(move |c| Ok(load(c, &tenant, &id, now)?))
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound("campaign"))
+    st.db.call(move |c| load(c, &tenant, &id, now)).await?.map(Json).ok_or(ApiError::NotFound("campaign"))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
