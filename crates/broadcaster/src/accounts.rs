@@ -357,7 +357,7 @@ pub async fn create(
                 params![tenant, id, now],
             )?;
             tx.commit()?;
-            Ok(load(c, &tenant, &id)?)
+            load(c, &tenant, &id)
         })
         .await?;
     let account = out.ok_or(ApiError::Conflict {
@@ -395,7 +395,7 @@ pub async fn list(
             ))?;
             let rows =
                 stmt.query_map(params![tenant, state], account_from_row)?.collect::<Result<Vec<_>, _>>()?;
-            Ok(rows.into_iter().map(|a| with_usage(c, a, now)).collect::<Result<Vec<_>, _>>()?)
+            rows.into_iter().map(|a| with_usage(c, a, now)).collect::<Result<Vec<_>, _>>()
         })
         .await?;
     Ok(Json(rows))
@@ -413,7 +413,7 @@ pub async fn get(
     let tenant = p.tenant_id.clone();
     let now = st.clock.now_ms();
     st.db
-        .call(move |c| Ok(load(c, &tenant, &id)?.map(|a| with_usage(c, a, now)).transpose()?))
+        .call(move |c| load(c, &tenant, &id)?.map(|a| with_usage(c, a, now)).transpose())
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound("account"))
@@ -468,7 +468,7 @@ pub async fn delete(
     let tenant = p.tenant_id.clone();
     let state = {
         let (tenant, id) = (tenant.clone(), id.clone());
-        st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.ok_or(ApiError::NotFound("account"))?.state
+        st.db.call(move |c| load(c, &tenant, &id)).await?.ok_or(ApiError::NotFound("account"))?.state
     };
     // A live session must be closed first so it stops writing for a deleted account.
     if !matches!(
@@ -489,7 +489,7 @@ pub async fn delete(
     let n = st
         .db
         .call(move |c| {
-            Ok(c.execute("DELETE FROM accounts WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])?)
+            c.execute("DELETE FROM accounts WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])
         })
         .await?;
     if n == 0 { Err(ApiError::NotFound("account")) } else { Ok(StatusCode::NO_CONTENT) }
@@ -730,7 +730,7 @@ async fn stop(st: &AppState, p: &Principal, id: String, logout: bool) -> Result<
     let tenant = p.tenant_id.clone();
     let acc = {
         let (tenant, id) = (tenant.clone(), id.clone());
-        st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.ok_or(ApiError::NotFound("account"))?
+        st.db.call(move |c| load(c, &tenant, &id)).await?.ok_or(ApiError::NotFound("account"))?
     };
     let target = if logout { AccountState::LoggedOut } else { AccountState::Disconnected };
     if !acc.state.can_become(target) {
@@ -748,7 +748,7 @@ async fn stop(st: &AppState, p: &Principal, id: String, logout: bool) -> Result<
     }
     let reason = if logout { "logout requested" } else { "disconnect requested" };
     run_transition(st, &tenant, &id, target, Some(reason)).await?;
-    st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.map(Json).ok_or(ApiError::NotFound("account"))
+    st.db.call(move |c| load(c, &tenant, &id)).await?.map(Json).ok_or(ApiError::NotFound("account"))
 }
 
 async fn run_transition(
@@ -971,11 +971,11 @@ pub(crate) async fn require_in_tenant(
     let exists = st
         .db
         .call(move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT EXISTS (SELECT 1 FROM accounts WHERE tenant_id = ?1 AND id = ?2)",
                 params![tenant_id, account_id],
                 |r| r.get::<bool>(0),
-            )?)
+            )
         })
         .await?;
     if exists { Ok(()) } else { Err(ApiError::NotFound("account")) }

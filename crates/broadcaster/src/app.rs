@@ -67,7 +67,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
     responses((status = 200, description = "ready"), (status = 503, body = crate::error::ErrorBody)))]
 pub async fn readyz(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     st.db
-        .call(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<i64>(0))?))
+        .call(|c| c.query_row("SELECT 1", [], |r| r.get::<i64>(0)))
         .await
         .map_err(|e| ApiError::Unavailable(format!("database not ready: {e}")))?;
     Ok(Json(serde_json::json!({ "status": "ready" })))

@@ -141,13 +141,13 @@ pub async fn authenticate(state: &AppState, key: &str) -> Result<Principal, ApiE
         let found = state
             .db
             .call(move |c| {
-                Ok(c.query_row(
+                c.query_row(
                     "SELECT k.id, k.tenant_id, k.role FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
                      WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
                     params![hash],
                     |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<String>(2)?)),
                 )
-                .optional()?)
+                .optional()
             })
             .await?;
         let (key_id, tenant_id, role) = found.ok_or(ApiError::Unauthorized)?;

@@ -355,10 +355,10 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
             let (id, at) = (d.id.clone(), st.clock.now_ms() + NOT_RUNNING_RETRY_MS);
             st.db
                 .call(move |c| {
-                    Ok(c.execute(
+                    c.execute(
                         "UPDATE messages SET due_at = ?2 WHERE id = ?1 AND status = 'pending'",
                         params![id, at],
-                    )?)
+                    )
                 })
                 .await?;
             continue;
@@ -369,11 +369,11 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
     }
     st.db
         .call(|c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT MIN(due_at) FROM messages WHERE due_at IS NOT NULL AND status = 'pending'",
                 [],
                 |r| r.get::<Option<i64>>(0),
-            )?)
+            )
         })
         .await
 }
@@ -387,11 +387,11 @@ pub async fn recover_interrupted(st: &AppState) -> Result<usize, DbError> {
     let bulk = st
         .db
         .call(move |c| {
-            Ok(c.execute(
+            c.execute(
                 "UPDATE messages SET due_at = ?1
                  WHERE bulk_id IS NOT NULL AND status = 'pending' AND due_at IS NULL",
                 params![now],
-            )?)
+            )
         })
         .await?;
     Ok(bulk + recover_interrupted_single_sends(st, now).await?)
@@ -401,11 +401,11 @@ pub async fn recover_interrupted(st: &AppState) -> Result<usize, DbError> {
 async fn recover_interrupted_single_sends(st: &AppState, now: i64) -> Result<usize, DbError> {
     st.db
         .call(move |c| {
-            Ok(c.execute(
+            c.execute(
                 "UPDATE messages SET due_at = ?1
                  WHERE bulk_id IS NULL AND direction = 'outgoing' AND status = 'pending' AND due_at > ?1",
                 params![now],
-            )?)
+            )
         })
         .await
 }
@@ -415,12 +415,12 @@ async fn recover_interrupted_single_sends(st: &AppState, now: i64) -> Result<usi
 pub async fn account_active(db: &crate::db::Db, account_id: &str, now: i64) -> Result<usize, DbError> {
     let a = account_id.to_owned();
     db.call(move |c| {
-        Ok(c.execute(
+        c.execute(
             "UPDATE messages SET due_at = ?2
              WHERE account_id = ?1 AND bulk_id IS NULL AND direction = 'outgoing' AND status = 'pending'
                AND due_at > ?2 AND due_at <= ?3",
             params![a, now, now + NOT_RUNNING_RETRY_MS],
-        )?)
+        )
     })
     .await
 }

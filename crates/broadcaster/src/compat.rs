@@ -76,12 +76,12 @@ pub async fn start_session(
     let existing: Option<String> = st
         .db
         .call(move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT id FROM accounts WHERE tenant_id = ?1 AND phone = ?2",
                 params![tenant, ph],
                 |r| r.get(0),
             )
-            .optional()?)
+            .optional()
         })
         .await?;
     let id = match existing {

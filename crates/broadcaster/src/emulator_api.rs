@@ -49,7 +49,7 @@ async fn link_target(
     let row = st
         .db
         .call(move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT phone, name, qr_code, pairing_code FROM accounts WHERE tenant_id = ?1 AND id = ?2",
                 params![tenant, id],
                 |r| {
@@ -61,7 +61,7 @@ async fn link_target(
                     ))
                 },
             )
-            .optional()?)
+            .optional()
         })
         .await?
         .ok_or(ApiError::NotFound("account"))?;

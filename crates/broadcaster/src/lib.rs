@@ -165,11 +165,9 @@ pub async fn resume_sessions(st: &AppState) -> Result<usize, ServeError> {
     let rows: Vec<(String, String, String)> = st
         .db
         .call(|c| {
-            Ok(c.prepare(
-                "SELECT tenant_id, id, state FROM accounts WHERE state IN ('active','reconnecting')",
-            )?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<Vec<_>, _>>()?)
+            c.prepare("SELECT tenant_id, id, state FROM accounts WHERE state IN ('active','reconnecting')")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<Vec<_>, _>>()
         })
         .await?;
     let mut n = 0;

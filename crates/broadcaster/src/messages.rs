@@ -983,7 +983,7 @@ pub async fn get_message(
 ) -> Result<Json<StoredMessage>, ApiError> {
     p.require(Permission::Read)?;
     let tenant = p.tenant_id.clone();
-    let m = st.db.call(move |c| Ok(load(c, &tenant, &message_id)?)).await?;
+    let m = st.db.call(move |c| load(c, &tenant, &message_id)).await?;
     m.filter(|m| m.account_id == id).map(Json).ok_or(ApiError::NotFound("message"))
 }
 
@@ -1005,7 +1005,7 @@ pub async fn download_media(
     let found = st
         .db
         .call(move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT m.media_mimetype, m.media_file_name, COALESCE(d.data, b.media_data, tm.data), m.media_handle
                  FROM messages m LEFT JOIN message_media d ON d.message_id = m.id
                  LEFT JOIN bulk_sends b ON b.id = m.bulk_id
@@ -1021,7 +1021,7 @@ pub async fn download_media(
                     ))
                 },
             )
-            .optional()?)
+            .optional()
         })
         .await?;
     let (mimetype, file_name, data, handle) = found.ok_or(ApiError::NotFound("message"))?;
@@ -1102,12 +1102,12 @@ pub async fn check_numbers(
     let state = st
         .db
         .call(move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT state FROM accounts WHERE tenant_id = ?1 AND id = ?2",
                 params![tenant, acc],
                 |r| r.get::<String>(0),
             )
-            .optional()?)
+            .optional()
         })
         .await?
         .ok_or(ApiError::NotFound("account"))?;

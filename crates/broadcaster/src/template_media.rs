@@ -11,9 +11,9 @@
 
 use std::collections::HashMap;
 
+use crate::db::{Conn, DbError, DbResult, OptionalExtension, Row, params};
 use base64::Engine as _;
 use bytes::Bytes;
-use crate::db::{Conn, DbError, DbResult, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use utoipa::ToSchema;
@@ -296,9 +296,8 @@ pub async fn read_upload(st: &AppState, mut form: axum::extract::Multipart) -> R
 
 fn info_from_row(r: &Row, first: usize) -> DbResult<TemplateMedia> {
     let kind: String = r.get(first)?;
-    let kind = MediaKind::parse(&kind).ok_or_else(|| {
-        DbError::Corrupt(format!("template media kind {kind}"))
-    })?;
+    let kind =
+        MediaKind::parse(&kind).ok_or_else(|| DbError::Corrupt(format!("template media kind {kind}")))?;
     Ok(TemplateMedia {
         kind,
         mimetype: r.get(first + 1)?,
@@ -409,9 +408,8 @@ pub fn load_file(c: &Conn, media_id: &str) -> DbResult<Option<MediaFile>> {
         params![media_id],
         |r| {
             let kind: String = r.get(0)?;
-            let kind = MediaKind::parse(&kind).ok_or_else(|| {
-                DbError::Corrupt(format!("template media kind {kind}"))
-            })?;
+            let kind = MediaKind::parse(&kind)
+                .ok_or_else(|| DbError::Corrupt(format!("template media kind {kind}")))?;
             Ok(MediaFile {
                 id: media_id.to_owned(),
                 kind,

@@ -356,7 +356,7 @@ pub async fn create(
                 attach_media(&tx, &tenant, &id, m, now)?;
             }
             tx.commit()?;
-            Ok(load(c, &tenant, &id)?)
+            load(c, &tenant, &id)
         })
         .await?
         .ok_or_else(name_taken)?;
@@ -396,7 +396,7 @@ pub async fn get(
 ) -> Result<Json<Template>, ApiError> {
     p.require(Permission::Read)?;
     let tenant = p.tenant_id.clone();
-    st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.map(Json).ok_or(ApiError::NotFound("template"))
+    st.db.call(move |c| load(c, &tenant, &id)).await?.map(Json).ok_or(ApiError::NotFound("template"))
 }
 
 #[utoipa::path(put, path = "/api/v1/templates/{id}", tag = "templates", params(("id" = String, Path)),
@@ -482,7 +482,7 @@ pub async fn put_media(
     p.require(Permission::Send)?;
     // Nothing is fetched or read for a template that does not exist.
     let (t, i) = (p.tenant_id.clone(), id.clone());
-    if st.db.call(move |c| Ok(load(c, &t, &i)?)).await?.is_none() {
+    if st.db.call(move |c| load(c, &t, &i)).await?.is_none() {
         return Err(ApiError::NotFound("template"));
     }
     let multipart = req

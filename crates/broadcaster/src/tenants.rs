@@ -198,10 +198,10 @@ pub async fn revoke_key(
     let n = st
         .db
         .call(move |c| {
-            Ok(c.execute(
+            c.execute(
                 "UPDATE api_keys SET revoked_at = ?3 WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
                 params![tenant, id, now],
-            )?)
+            )
         })
         .await?;
     if n == 0 { Err(ApiError::NotFound("api key")) } else { Ok(StatusCode::NO_CONTENT) }

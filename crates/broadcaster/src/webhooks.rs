@@ -227,7 +227,7 @@ pub async fn delete(
     let n = st
         .db
         .call(move |c| {
-            Ok(c.execute("DELETE FROM webhooks WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])?)
+            c.execute("DELETE FROM webhooks WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])
         })
         .await?;
     if n == 0 { Err(ApiError::NotFound("webhook")) } else { Ok(StatusCode::NO_CONTENT) }
@@ -327,11 +327,11 @@ pub async fn replay(
     let n = st
         .db
         .call(move |c| {
-            Ok(c.execute(
+            c.execute(
                 "UPDATE webhook_outbox SET status = 'pending', attempts = 0, next_attempt_at = ?3
                  WHERE tenant_id = ?1 AND id = ?2",
                 params![tenant, id, now],
-            )?)
+            )
         })
         .await?;
     if n == 0 {

@@ -108,7 +108,7 @@ impl Harness {
         let id = v["id"].as_str().unwrap().to_owned();
         let i = id.clone();
         self.db
-            .call(move |c| Ok(c.execute("UPDATE accounts SET state = 'active' WHERE id = ?1", [i])?))
+            .call(move |c| c.execute("UPDATE accounts SET state = 'active' WHERE id = ?1", [i]))
             .await
             .unwrap();
         id
@@ -118,10 +118,10 @@ impl Harness {
         let (id, state, reason) = (id.to_owned(), state.to_owned(), reason.map(str::to_owned));
         self.db
             .call(move |c| {
-                Ok(c.execute(
+                c.execute(
                     "UPDATE accounts SET state = ?2, state_reason = ?3 WHERE id = ?1",
                     broadcaster::db::params![id, state, reason],
-                )?)
+                )
             })
             .await
             .unwrap();
@@ -462,15 +462,14 @@ async fn stop_keyword_opts_out_and_keywords_are_configurable() {
     let h = harness().await;
     let a = h.tenant("a").await;
     let tenant: String =
-        h.db.call(|c| Ok(c.query_row("SELECT id FROM tenants WHERE name = 'a'", [], |r| r.get(0))?))
+        h.db.call(|c| c.query_row("SELECT id FROM tenants WHERE name = 'a'", [], |r| r.get(0)))
             .await
             .unwrap();
     let t = tenant.clone();
-    let matched = h
-        .db
-        .call(move |c| Ok(broadcaster::contacts::apply_incoming_opt_out(c, &t, "+447700900009", "stop", T0)?))
-        .await
-        .unwrap();
+    let matched =
+        h.db.call(move |c| broadcaster::contacts::apply_incoming_opt_out(c, &t, "+447700900009", "stop", T0))
+            .await
+            .unwrap();
     assert!(matched);
     let v = h.ok("GET", "/api/v1/contacts?opted_out=true", &a, None).await;
     assert_eq!(v["items"][0]["phone"], "+447700900009");
@@ -621,17 +620,14 @@ async fn five_thousand_recipients_two_accounts_survive_crashes_exactly_once() {
                 h.ok("POST", &format!("/api/v1/contacts/{id}/opt-out"), &key, None).await;
             }
             None => {
-                let tenant: String = h
-                    .db
-                    .call(|c| Ok(c.query_row("SELECT id FROM tenants WHERE name = 'a'", [], |r| r.get(0))?))
+                let tenant: String =
+                    h.db.call(|c| c.query_row("SELECT id FROM tenants WHERE name = 'a'", [], |r| r.get(0)))
+                        .await
+                        .unwrap();
+                let p = p.clone();
+                h.db.call(move |c| broadcaster::contacts::apply_incoming_opt_out(c, &tenant, &p, "STOP", T0))
                     .await
                     .unwrap();
-                let p = p.clone();
-                h.db.call(move |c| {
-                    Ok(broadcaster::contacts::apply_incoming_opt_out(c, &tenant, &p, "STOP", T0)?)
-                })
-                .await
-                .unwrap();
             }
         }
     }
@@ -686,7 +682,7 @@ async fn five_thousand_recipients_two_accounts_survive_crashes_exactly_once() {
         let (db, cid) = (db.clone(), cid.clone());
         async move {
             db.call(move |c| {
-                Ok(c.query_row("SELECT status FROM campaigns WHERE id = ?1", [cid], |r| r.get::<String>(0))?)
+                c.query_row("SELECT status FROM campaigns WHERE id = ?1", [cid], |r| r.get::<String>(0))
             })
             .await
             .unwrap()
@@ -852,10 +848,10 @@ async fn retries_failures_opt_out_midway_and_delivery_statuses() {
     engine.tick().await.unwrap(); // sends to `ok`
     // The last recipient replies STOP before its turn.
     let tenant: String =
-        h.db.call(|c| Ok(c.query_row("SELECT id FROM tenants WHERE name = 'a'", [], |r| r.get(0))?))
+        h.db.call(|c| c.query_row("SELECT id FROM tenants WHERE name = 'a'", [], |r| r.get(0)))
             .await
             .unwrap();
-    h.db.call(move |c| Ok(broadcaster::contacts::apply_incoming_opt_out(c, &tenant, stopper, "STOP", T0)?))
+    h.db.call(move |c| broadcaster::contacts::apply_incoming_opt_out(c, &tenant, stopper, "STOP", T0))
         .await
         .unwrap();
     drive(&engine, &h.clock, 1_000, || false_after_complete(&h, &cid)).await;
@@ -917,9 +913,7 @@ fn false_after_complete<'a>(h: &'a Harness, cid: &'a str) -> bool {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
                 db.call(move |c| {
-                    Ok(c.query_row("SELECT status FROM campaigns WHERE id = ?1", [cid], |r| {
-                        r.get::<String>(0)
-                    })?)
+                    c.query_row("SELECT status FROM campaigns WHERE id = ?1", [cid], |r| r.get::<String>(0))
                 })
                 .await
                 .unwrap()
@@ -1598,7 +1592,7 @@ async fn campaign_events_are_ordered_on_the_websocket_and_signed_at_webhooks() {
     h.clock.advance_ms(5_000);
     engine.tick().await.unwrap();
     let tenant: String =
-        h.db.call(|c| Ok(c.query_row("SELECT id FROM tenants WHERE name = 'events'", [], |r| r.get(0))?))
+        h.db.call(|c| c.query_row("SELECT id FROM tenants WHERE name = 'events'", [], |r| r.get(0)))
             .await
             .unwrap();
     h.state.live.publish(&tenant, None, "test_marker", json!({}), h.clock.now_ms());
@@ -1714,7 +1708,7 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 async fn media_rows(h: &Harness) -> i64 {
-    h.db.call(|c| Ok(c.query_row("SELECT COUNT(*) FROM template_media", [], |r| r.get(0))?)).await.unwrap()
+    h.db.call(|c| c.query_row("SELECT COUNT(*) FROM template_media", [], |r| r.get(0))).await.unwrap()
 }
 
 impl Harness {

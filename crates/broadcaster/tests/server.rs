@@ -167,11 +167,11 @@ async fn keys_are_stored_hashed_shown_once_and_revocable() {
     let (a, b) = (h.admin.clone(), viewer.clone());
     let leaked: i64 =
         h.db.call(move |c| {
-            Ok(c.query_row(
+            c.query_row(
                 "SELECT COUNT(*) FROM api_keys WHERE key_hash IN (?1, ?2) OR name LIKE '%' || ?1 || '%'",
                 [&a, &b],
                 |r| r.get(0),
-            )?)
+            )
         })
         .await
         .unwrap();
@@ -624,7 +624,7 @@ async fn emit_transitions(h: &Harness, key: &str, acc: &str, n: usize) {
     let tenant = {
         let (db, acc) = (h.db.clone(), acc.to_owned());
         db.call(move |c| {
-            Ok(c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [&acc], |r| r.get::<String>(0))?)
+            c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [&acc], |r| r.get::<String>(0))
         })
         .await
         .unwrap()
@@ -827,11 +827,9 @@ async fn receipts_move_status_forward_only_even_before_the_send_is_recorded() {
     h.call("POST", &format!("/api/v1/accounts/{acc}/connect"), &k, None).await;
     let tenant: String = {
         let a = acc.clone();
-        h.db.call(
-            move |c| Ok(c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [a], |r| r.get(0))?),
-        )
-        .await
-        .unwrap()
+        h.db.call(move |c| c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [a], |r| r.get(0)))
+            .await
+            .unwrap()
     };
     // The scripted runtime numbers its ids; a receipt for the next id arrives first.
     let early = format!("3EB0{:016X}", 2);

@@ -667,7 +667,7 @@ impl Engine {
         let retry_at = self
             .db
             .call(move |c| {
-                Ok(c.query_row(
+                c.query_row(
                     "SELECT MIN(t) FROM (
                        SELECT MIN(r.next_attempt_at) AS t FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id
                         WHERE c.status = 'running' AND r.status = 'pending' AND r.next_attempt_at > ?1
@@ -675,7 +675,7 @@ impl Engine {
                        SELECT MIN(scheduled_at) FROM campaigns WHERE status = 'scheduled') AS due",
                     params![now],
                     |r| r.get::<Option<i64>>(0),
-                )?)
+                )
             })
             .await?;
         if let Some(t) = retry_at {
@@ -735,7 +735,7 @@ impl Engine {
         });
         for id in missing {
             let mid = id.clone();
-            let file = self.db.call(move |c| Ok(crate::template_media::load_file(c, &mid)?)).await?;
+            let file = self.db.call(move |c| crate::template_media::load_file(c, &mid)).await?;
             if let Some(f) = file {
                 let m = Arc::new(CampaignMedia::new(f.kind, f.mimetype, f.file_name, f.data).stored_as(f.id));
                 self.with_inner(|i| i.media.insert(id, m));

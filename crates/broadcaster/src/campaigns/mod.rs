@@ -759,11 +759,7 @@ pub async fn get(
     p.require(Permission::Read)?;
     let tenant = p.tenant_id.clone();
     let now = st.clock.now_ms();
-    st.db
-        .call(move |c| Ok(load(c, &tenant, &id, now)?))
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound("campaign"))
+    st.db.call(move |c| load(c, &tenant, &id, now)).await?.map(Json).ok_or(ApiError::NotFound("campaign"))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -458,7 +458,7 @@ pub async fn get(
 ) -> Result<Json<Contact>, ApiError> {
     p.require(Permission::Read)?;
     let tenant = p.tenant_id.clone();
-    st.db.call(move |c| Ok(load(c, &tenant, &id)?)).await?.map(Json).ok_or(ApiError::NotFound("contact"))
+    st.db.call(move |c| load(c, &tenant, &id)).await?.map(Json).ok_or(ApiError::NotFound("contact"))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -538,7 +538,7 @@ pub async fn delete(
     let n = st
         .db
         .call(move |c| {
-            Ok(c.execute("DELETE FROM contacts WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])?)
+            c.execute("DELETE FROM contacts WHERE tenant_id = ?1 AND id = ?2", params![tenant, id])
         })
         .await?;
     if n == 0 { Err(ApiError::NotFound("contact")) } else { Ok(StatusCode::NO_CONTENT) }
@@ -623,7 +623,7 @@ pub async fn get_keywords(
 ) -> Result<Json<OptOutKeywords>, ApiError> {
     p.require(Permission::Read)?;
     let tenant = p.tenant_id.clone();
-    let keywords = st.db.call(move |c| Ok(opt_out_keywords(c, &tenant)?)).await?;
+    let keywords = st.db.call(move |c| opt_out_keywords(c, &tenant)).await?;
     Ok(Json(OptOutKeywords { keywords }))
 }
 
@@ -654,11 +654,11 @@ pub async fn put_keywords(
     let json = serde_json::to_string(&keywords).map_err(|e| ApiError::Internal(e.to_string()))?;
     st.db
         .call(move |c| {
-            Ok(c.execute(
+            c.execute(
                 "INSERT INTO opt_out_settings (tenant_id, keywords) VALUES (?1, ?2)
                  ON CONFLICT(tenant_id) DO UPDATE SET keywords = excluded.keywords",
                 params![tenant, json],
-            )?)
+            )
         })
         .await?;
     Ok(Json(OptOutKeywords { keywords }))
@@ -902,7 +902,7 @@ pub async fn import(
     let total = mapped.records.len();
     let now = st.clock.now_ms();
     let tenant = p.tenant_id.clone();
-    let (created, merged) = st.db.call(move |c| Ok(import_rows(c, &tenant, rows, &extra, now)?)).await?;
+    let (created, merged) = st.db.call(move |c| import_rows(c, &tenant, rows, &extra, now)).await?;
     Ok(Json(ImportReport { rows: total, created, merged, errors }))
 }
 

@@ -183,6 +183,8 @@ pub enum Backend {
     Postgres,
 }
 
+// One per process: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Inner {
     Sqlite(sqlite::SqliteConn),
     Postgres(postgres::PgConn),
