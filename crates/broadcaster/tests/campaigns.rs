@@ -274,11 +274,33 @@ async fn drive(engine: &Engine, clock: &ManualClock, max_ticks: usize, mut done:
         if done() {
             return;
         }
-        let now = clock.now_ms();
-        let step = next.map_or(1_000, |t| (t - now).clamp(1, 3_600_000));
-        clock.advance_ms(step);
+        step_clock(clock, next);
     }
     panic!("not done after {max_ticks} ticks");
+}
+
+/// Moves the clock to the engine's next due time (at least 1 ms, at most an hour).
+fn step_clock(clock: &ManualClock, next: Option<i64>) {
+    let now = clock.now_ms();
+    clock.advance_ms(next.map_or(1_000, |t| (t - now).clamp(1, 3_600_000)));
+}
+
+/// [`drive`] until the campaign's status in the database is `completed` (read between ticks,
+/// on this runtime: the PostgreSQL connection is driven by it).
+async fn drive_until_complete(engine: &Engine, h: &Harness, cid: &str, max_ticks: usize) {
+    for _ in 0..max_ticks {
+        let next = engine.tick().await.unwrap();
+        let id = cid.to_owned();
+        let status: String =
+            h.db.call(move |c| c.query_row("SELECT status FROM campaigns WHERE id = ?1", [id], |r| r.get(0)))
+                .await
+                .unwrap();
+        if status == "completed" {
+            return;
+        }
+        step_clock(&h.clock, next);
+    }
+    panic!("campaign {cid} not completed after {max_ticks} ticks");
 }
 
 async fn campaign(h: &Harness, key: &str, id: &str) -> Value {
@@ -854,7 +876,7 @@ async fn retries_failures_opt_out_midway_and_delivery_statuses() {
     h.db.call(move |c| broadcaster::contacts::apply_incoming_opt_out(c, &tenant, stopper, "STOP", T0))
         .await
         .unwrap();
-    drive(&engine, &h.clock, 1_000, || false_after_complete(&h, &cid)).await;
+    drive_until_complete(&engine, &h, &cid, 1_000).await;
 
     let rows = all_recipients(&h, &key, &cid).await;
     let get = |p: &str| rows.iter().find(|r| r["phone"] == p).unwrap().clone();
@@ -903,26 +925,6 @@ async fn retries_failures_opt_out_midway_and_delivery_statuses() {
     let rows = all_recipients(&h, &key, &cid).await;
     let r = rows.iter().find(|r| r["phone"] == ok).unwrap();
     assert_eq!((r["delivered_at"].as_i64(), r["read_at"].as_i64()), (Some(5), Some(6)));
-}
-
-fn false_after_complete<'a>(h: &'a Harness, cid: &'a str) -> bool {
-    let (db, cid) = (h.db.clone(), cid.to_owned());
-    // The closure passed to `drive` is synchronous; read the status on a helper thread.
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                db.call(move |c| {
-                    c.query_row("SELECT status FROM campaigns WHERE id = ?1", [cid], |r| r.get::<String>(0))
-                })
-                .await
-                .unwrap()
-                    == "completed"
-            })
-        })
-        .join()
-        .unwrap()
-    })
 }
 
 #[tokio::test]
@@ -1584,7 +1586,7 @@ async fn campaign_events_are_ordered_on_the_websocket_and_signed_at_webhooks() {
         .await;
     let cid = v["campaign"]["id"].as_str().unwrap().to_owned();
     let engine = Engine::with_live(h.db.clone(), h.clock.clone(), sender.clone(), Some(h.state.live.clone()));
-    drive(&engine, &h.clock, 1_000, || false_after_complete(&h, &cid)).await;
+    drive_until_complete(&engine, &h, &cid, 1_000).await;
     let fin = campaign(&h, &key, &cid).await;
     assert_eq!(fin["status"], "completed", "{fin}");
     // Nothing of this campaign may follow `completed`: a marker published after another tick
@@ -1922,7 +1924,7 @@ async fn template_media_is_validated_stored_previewed_and_sent_by_campaigns() {
     );
     assert_eq!(sent[0].3.as_ref(), pdf.as_slice());
     assert_eq!(sent[2].3.as_ref(), img.as_slice());
-    drive(&engine, &h.clock, 50, || false_after_complete(&h, &cid)).await;
+    drive_until_complete(&engine, &h, &cid, 50).await;
     let _ = direct;
     // Deleting the template and the campaign drops files nobody uses.
     h.ok("DELETE", &format!("/api/v1/campaigns/{cid}"), &key, None).await;

@@ -988,7 +988,7 @@ impl Engine {
             .call(move |c| {
                 c.execute(
                     "UPDATE campaigns SET status_reason = ?3 WHERE tenant_id = ?1 AND id = ?2 AND status = 'running'
-                       AND status_reason IS NOT ?3",
+                       AND (status_reason IS NULL OR status_reason <> ?3)",
                     params![tenant, id, reason],
                 )?;
                 Ok(())
