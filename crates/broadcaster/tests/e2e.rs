@@ -1130,6 +1130,32 @@ async fn bulk_message_interrupted_by_a_restart_is_resent_under_the_same_id() {
     srv.stop().await;
 }
 
+/// Runs `acc`'s session (the server stopped) with the server's runtime over the auth store in
+/// `dir` and a [`CrashBeforeWrite`] sink; returns once it is connected.
+async fn session_that_crashes_before_writing(
+    dir: &std::path::Path,
+    emu: &EmulatorHandle,
+    acc: &str,
+) -> (broadcaster::wa_runtime::WaRuntime, mpsc::UnboundedReceiver<String>) {
+    use broadcaster::runtime::AccountRuntime as _;
+    let store = broadcaster::wa_runtime::WaRuntime::open_sqlite_store(
+        &dir.join(broadcaster::wa_runtime::SQLITE_AUTH_FILE),
+    )
+    .await
+    .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = broadcaster::wa_runtime::WaRuntime::new(
+        store,
+        broadcaster::wa_runtime::Upstream::emulator(emu),
+        Arc::new(CrashBeforeWrite(tx)),
+        Arc::new(broadcaster::clock::SystemClock),
+        Arc::new(broadcaster::metrics::Metrics::default()),
+    );
+    rt.connect("t", acc, broadcaster::runtime::LinkMethod::Qr).await.unwrap();
+    assert_eq!(next(&mut rx).await, "connected");
+    (rt, rx)
+}
+
 /// A session sink standing in for a server killed between the client's receipt of a message
 /// (or of a receipt) and the database write: it writes nothing and reports incoming messages
 /// and status changes as not recorded.
@@ -1179,7 +1205,6 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incoming_message_survives_a_crash_between_receipt_and_the_database_write() {
-    use broadcaster::runtime::AccountRuntime as _;
     let emu =
         Arc::new(Emulator::start(EmulatorConfig { seed: Some(14), ..Default::default() }).await.unwrap());
     let dir = tempfile::tempdir().unwrap();
@@ -1191,21 +1216,7 @@ async fn incoming_message_survives_a_crash_between_receipt_and_the_database_writ
 
     // The account's session, run by the server's runtime over the same auth store, with a sink
     // that never gets to write.
-    let store = broadcaster::wa_runtime::WaRuntime::open_sqlite_store(
-        &dir.path().join(broadcaster::wa_runtime::SQLITE_AUTH_FILE),
-    )
-    .await
-    .unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let rt = broadcaster::wa_runtime::WaRuntime::new(
-        store,
-        broadcaster::wa_runtime::Upstream::emulator(&emu),
-        Arc::new(CrashBeforeWrite(tx)),
-        Arc::new(broadcaster::clock::SystemClock),
-        Arc::new(broadcaster::metrics::Metrics::default()),
-    );
-    rt.connect("t", &acc, broadcaster::runtime::LinkMethod::Qr).await.unwrap();
-    assert_eq!(next(&mut rx).await, "connected");
+    let (rt, mut rx) = session_that_crashes_before_writing(dir.path(), &emu, &acc).await;
     let dave = emu.create_account("15550009801", "Dave").unwrap();
     let me: wa_client::Jid = "15550009800@s.whatsapp.net".parse().unwrap();
     let wa_id = dave.send_text(&me, "are you there?").unwrap();
@@ -1241,7 +1252,6 @@ async fn incoming_message_survives_a_crash_between_receipt_and_the_database_writ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_receipt_survives_a_crash_between_the_client_and_the_database_write() {
-    use broadcaster::runtime::AccountRuntime as _;
     let emu =
         Arc::new(Emulator::start(EmulatorConfig { seed: Some(15), ..Default::default() }).await.unwrap());
     let erin = emu.create_account("15550009901", "Erin").unwrap();
@@ -1265,23 +1275,8 @@ async fn read_receipt_survives_a_crash_between_the_client_and_the_database_write
     drop(ws);
     srv.stop().await;
 
-    // The account's session, run by the server's runtime over the same auth store, with a sink
-    // that never gets to write: Erin reads the message meanwhile.
-    let store = broadcaster::wa_runtime::WaRuntime::open_sqlite_store(
-        &dir.path().join(broadcaster::wa_runtime::SQLITE_AUTH_FILE),
-    )
-    .await
-    .unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let rt = broadcaster::wa_runtime::WaRuntime::new(
-        store,
-        broadcaster::wa_runtime::Upstream::emulator(&emu),
-        Arc::new(CrashBeforeWrite(tx)),
-        Arc::new(broadcaster::clock::SystemClock),
-        Arc::new(broadcaster::metrics::Metrics::default()),
-    );
-    rt.connect("t", &acc, broadcaster::runtime::LinkMethod::Qr).await.unwrap();
-    assert_eq!(next(&mut rx).await, "connected");
+    // The account's session with a sink that never gets to write: Erin reads the message meanwhile.
+    let (rt, mut rx) = session_that_crashes_before_writing(dir.path(), &emu, &acc).await;
     erin.mark_read(std::slice::from_ref(&wa_id)).unwrap();
     assert_eq!(next(&mut rx).await, format!("read {wa_id}"));
     rt.shutdown().await;
