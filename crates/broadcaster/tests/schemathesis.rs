@@ -37,7 +37,11 @@ async fn openapi_has_no_server_errors_and_no_schema_violations() {
         .arg(format!("http://{}/openapi.json", srv.addr))
         .args(["--checks", "not_a_server_error,response_schema_conformance"])
         .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--max-examples", "8", "--seed", "7", "--workers", "2"])
+        // One worker: schemathesis' workers are threads, and CPython 3.11's `ast.parse` (which
+        // hypothesis calls to describe filters) shares its recursion counter between threads,
+        // so two workers occasionally die with "AST constructor recursion depth mismatch"
+        // (cpython#106905), an error in the tool, not in our API.
+        .args(["--max-examples", "8", "--seed", "7", "--workers", "1"])
         .args(["--request-timeout", "30", "--no-color"])
         .arg("--header")
         .arg(format!("Authorization: Bearer {key}"))
