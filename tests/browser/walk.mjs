@@ -194,6 +194,8 @@ try {
     await page.click("#cmp-create");
     await page.locator("#cmp-out").filter({ hasText: /^2 recipients/ }).waitFor();
     await page.locator('tr[data-campaign][data-percent="100"] .percent').filter({ hasText: "100%" }).waitFor();
+    // The row says which file the campaign sends.
+    await page.locator('tr[data-campaign] .cmp-media').filter({ hasText: "image · image/png" }).waitFor();
     await page.locator('#recipients tr[data-status="sent"], #recipients tr[data-status="delivered"], #recipients tr[data-status="read"]').nth(1).waitFor();
     for (const [phone, name] of IMPORTED) {
       const inbox = await api("GET", `/api/v1/emulator/phones/${encodeURIComponent(phone)}/inbox`);

@@ -842,6 +842,7 @@ async fn pacing_holds_the_rate_and_the_daily_limit_resumes_next_day() {
     let c = campaign(&h, &key, &cid).await;
     assert_eq!(c["status"], "completed", "{c}");
     assert_eq!(c["status_reason"], Value::Null);
+    assert_eq!(c["media"], Value::Null, "a text campaign sends no file: {c}");
 }
 
 #[tokio::test]

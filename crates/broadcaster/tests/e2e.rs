@@ -1675,6 +1675,15 @@ async fn campaign_with_a_media_template_sends_one_upload_with_personal_captions(
     assert_eq!(v["progress"]["total"], 3, "{v}");
     assert_eq!(v["progress"]["pending"], 0, "{v}");
     assert_eq!(v["progress"]["failed"], 0, "{v}");
+    // The campaign shows the file it sends, as the template does, in get and in list.
+    assert_eq!(v["media"]["kind"], "image", "{v}");
+    assert_eq!(v["media"]["mimetype"], "image/png", "{v}");
+    assert_eq!(v["media"]["size"], png.len(), "{v}");
+    assert_eq!(v["media"], tpl["media"], "{v}");
+    let (s, list) = call(a, "GET", "/api/v1/campaigns", &key, None).await;
+    assert_eq!(s, 200, "{list}");
+    let listed = list.as_array().unwrap().iter().find(|c| c["id"] == cid.as_str()).expect("listed");
+    assert_eq!(listed["media"], tpl["media"], "{listed}");
 
     // The direct ("send direct") mode uses the same engine and the same upload.
     let (s, v) = call(

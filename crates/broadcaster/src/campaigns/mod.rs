@@ -119,6 +119,9 @@ pub struct Campaign {
     pub completed_at: Option<i64>,
     pub created_at: i64,
     pub progress: Progress,
+    /// The media file every recipient gets (the template's, fixed when the campaign was
+    /// created), if any; its caption is the personalised body.
+    pub media: Option<crate::template_media::TemplateMedia>,
 }
 
 const COLUMNS: &str =
@@ -147,7 +150,15 @@ fn from_row(r: &Row) -> crate::db::DbResult<Campaign> {
         completed_at: r.get(14)?,
         created_at: r.get(15)?,
         progress: Progress::default(),
+        media: None,
     })
+}
+
+/// Fills in what a campaign row does not hold: its progress counts and its media file.
+fn complete(c: &Conn, camp: &mut Campaign, now: i64) -> crate::db::DbResult<()> {
+    camp.progress = engine::progress(c, &camp.id, now)?;
+    camp.media = crate::template_media::info_of_campaign(c, &camp.id)?;
+    Ok(())
 }
 
 pub fn load(c: &Conn, tenant_id: &str, id: &str, now: i64) -> crate::db::DbResult<Option<Campaign>> {
@@ -160,7 +171,7 @@ pub fn load(c: &Conn, tenant_id: &str, id: &str, now: i64) -> crate::db::DbResul
         .optional()?;
     found
         .map(|mut camp| {
-            camp.progress = engine::progress(c, &camp.id, now)?;
+            complete(c, &mut camp, now)?;
             Ok(camp)
         })
         .transpose()
@@ -740,7 +751,7 @@ pub async fn list(
                 .query_map(params![tenant, status, q.include_direct], from_row)?
                 .collect::<Result<Vec<_>, _>>()?;
             for camp in &mut rows {
-                camp.progress = engine::progress(c, &camp.id, now)?;
+                complete(c, camp, now)?;
             }
             Ok(rows)
         })
