@@ -1933,6 +1933,94 @@ async fn template_media_is_validated_stored_previewed_and_sent_by_campaigns() {
 }
 
 #[tokio::test]
+async fn inline_campaigns_and_direct_sends_carry_their_own_media() {
+    let h = harness_with_media(4096, false).await;
+    let key = h.tenant("a").await;
+    let acc = h.active_account(&key, "one").await;
+    let img = png(700);
+    let inline = |media: Value| {
+        json!({ "name": "inline", "body": "Hi {{name|there}}", "account_ids": [acc],
+            "audience": { "phones": ["+447700900011", "+447700900012"] }, "rate_per_minute": 600, "media": media })
+    };
+    // Checked like a template's media, before anything is written.
+    for (media, code) in [
+        (json!({ "kind": "video", "data_base64": b64(&img) }), "media_type_mismatch"),
+        (json!({ "kind": "image", "data_base64": b64(&png(5000)) }), "media_too_large"),
+        (json!({ "kind": "image", "url": "http://127.0.0.1:9/a.png" }), "url_refused"),
+    ] {
+        let (s, v) = h.call("POST", "/api/v1/campaigns", &key, Some(inline(media))).await;
+        assert_error(s, &v, StatusCode::BAD_REQUEST, code);
+    }
+    assert_eq!(media_rows(&h).await, 0);
+    assert_eq!(h.ok("GET", "/api/v1/campaigns", &key, None).await, json!([]));
+    // A template's campaign sends the template's file: a second one is refused.
+    let t = h.ok("POST", "/api/v1/templates", &key, Some(json!({ "name": "t", "body": "Hello" }))).await;
+    let (s, v) = h
+        .call(
+            "POST",
+            "/api/v1/campaigns",
+            &key,
+            Some(json!({ "name": "x", "template_id": t["id"], "account_ids": [acc],
+                "audience": { "phones": ["+447700900011"] }, "media": { "kind": "image", "data_base64": b64(&img) } })),
+        )
+        .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_body");
+
+    let v = h
+        .ok(
+            "POST",
+            "/api/v1/campaigns",
+            &key,
+            Some(inline(json!({ "kind": "image", "data_base64": b64(&img) }))),
+        )
+        .await;
+    let cid = v["campaign"]["id"].as_str().unwrap().to_owned();
+    let want = json!({ "kind": "image", "mimetype": "image/png", "file_name": null, "size": 700,
+        "sha256": sha256_hex(&img), "source_url": null, "caption": true });
+    assert_eq!(v["campaign"]["media"], want);
+    assert_eq!(campaign(&h, &key, &cid).await["media"], want);
+    let pdf = b"%PDF-1.4 the menu".repeat(10);
+    let d = h
+        .ok(
+            "POST",
+            "/api/v1/broadcast/direct",
+            &key,
+            Some(json!({ "account_id": acc, "phone": "+447700900013", "message": "Our menu",
+                "media": { "kind": "document", "data_base64": b64(&pdf), "file_name": "menu.pdf" } })),
+        )
+        .await;
+    assert_eq!(d["campaign"]["media"]["file_name"], "menu.pdf");
+    assert_eq!(media_rows(&h).await, 2);
+
+    let sender = ScriptedSender::new(h.clock.clone());
+    let engine = Engine::new(h.db.clone(), h.clock.clone(), sender.clone());
+    drive(&engine, &h.clock, 200, || sender.log().len() == 3).await;
+    let mut sent = sender.media.lock().unwrap().clone();
+    sent.sort_by(|a, b| a.0.cmp(&b.0));
+    let summary: Vec<(&str, &str, &str, &[u8], &str)> = sent
+        .iter()
+        .map(|(p, k, m, d, t)| (p.as_str(), k.as_str(), m.as_str(), d.as_ref(), t.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("+447700900011", "image", "image/png", img.as_slice(), "Hi there"),
+            ("+447700900012", "image", "image/png", img.as_slice(), "Hi there"),
+            ("+447700900013", "document", "application/pdf", pdf.as_slice(), "Our menu"),
+        ]
+    );
+    drive_until_complete(&engine, &h, &cid, 50).await;
+    // The file lives as long as its campaign (this scripted sender writes no history rows that
+    // could still point at it).
+    let direct_id = d["campaign"]["id"].as_str().unwrap().to_owned();
+    drive_until_complete(&engine, &h, &direct_id, 50).await;
+    h.ok("DELETE", &format!("/api/v1/campaigns/{cid}"), &key, None).await;
+    assert_eq!(media_rows(&h).await, 1, "the direct send's file is still used");
+    h.ok("DELETE", &format!("/api/v1/campaigns/{direct_id}"), &key, None).await;
+    assert_eq!(media_rows(&h).await, 0);
+}
+
+#[tokio::test]
 async fn template_media_by_url_is_fetched_once_at_save_time() {
     let h = harness_with_media(64 * 1024, true).await;
     let key = h.tenant("a").await;

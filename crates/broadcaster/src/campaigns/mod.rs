@@ -23,6 +23,7 @@ use crate::clock::new_id;
 use crate::contacts::{self, ImportMapping, RowError};
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::state::AppState;
+use crate::template_media::{NewMedia, TemplateMediaInput};
 use crate::templates::{self, ContactValues, Variable};
 use engine::{CampaignStatus, Progress, RecipientData};
 
@@ -79,13 +80,17 @@ fn wake(w: &Option<Extension<EngineWaker>>) {
 pub struct CampaignsApi;
 
 /// Contacts, templates and campaigns routes, merged into the main router. `upload_limit` bounds
-/// the template requests that may carry a media file.
+/// the requests that may carry a media file (templates, inline campaigns, direct sends).
 pub fn routes(upload_limit: usize) -> axum::Router<AppState> {
+    use axum::extract::DefaultBodyLimit;
     use axum::routing::{get, post};
     axum::Router::new()
         .route(
             "/api/v1/campaigns",
-            post(create).layer(axum::extract::DefaultBodyLimit::max(contacts::IMPORT_BODY_LIMIT)).get(list),
+            // An audience CSV and an inline media file may come together.
+            post(create)
+                .layer(DefaultBodyLimit::max(contacts::IMPORT_BODY_LIMIT.saturating_add(upload_limit)))
+                .get(list),
         )
         .route("/api/v1/campaigns/{id}", get(self::get).delete(self::delete))
         .route("/api/v1/campaigns/{id}/recipients", get(recipients))
@@ -93,7 +98,7 @@ pub fn routes(upload_limit: usize) -> axum::Router<AppState> {
         .route("/api/v1/campaigns/{id}/pause", post(pause))
         .route("/api/v1/campaigns/{id}/resume", post(resume))
         .route("/api/v1/campaigns/{id}/cancel", post(cancel))
-        .route("/api/v1/broadcast/direct", post(direct))
+        .route("/api/v1/broadcast/direct", post(direct).layer(DefaultBodyLimit::max(upload_limit)))
         .merge(contacts::routes())
         .merge(templates::routes(upload_limit))
 }
@@ -209,6 +214,10 @@ pub struct CreateCampaign {
     pub body: Option<String>,
     #[serde(default)]
     pub variables: Vec<Variable>,
+    /// With `body` only: a media file sent to every recipient with the body as its caption
+    /// (checked and stored as a template's media is). A template's campaign sends the
+    /// template's media.
+    pub media: Option<TemplateMediaInput>,
     /// Values for declared per-send variables, shared by all recipients.
     #[serde(default)]
     pub values: BTreeMap<String, String>,
@@ -251,8 +260,10 @@ struct Message {
     template_id: Option<String>,
     body: String,
     declared: Vec<Variable>,
-    /// The template's media file, sent to every recipient.
+    /// The media file sent to every recipient: the template's (already stored)…
     media_id: Option<String>,
+    /// …or the inline body's, stored with the campaign.
+    new_media: Option<NewMedia>,
 }
 
 fn template_error(e: templates::TemplateError) -> ApiError {
@@ -265,6 +276,7 @@ async fn resolve_message(
     template_id: Option<String>,
     body: Option<String>,
     variables: Vec<Variable>,
+    media: Option<TemplateMediaInput>,
 ) -> Result<Message, ApiError> {
     let msg = match (template_id, body) {
         (Some(id), None) => {
@@ -284,9 +296,28 @@ async fn resolve_message(
                     "variables are declared by the template; omit them",
                 ));
             }
-            Message { template_id: Some(id), body: tpl.body, declared: tpl.variables, media_id }
+            if media.is_some() {
+                return Err(ApiError::bad(
+                    "invalid_body",
+                    "a template's campaign sends the template's media; omit media (or set it on the template)",
+                ));
+            }
+            Message {
+                template_id: Some(id),
+                body: tpl.body,
+                declared: tpl.variables,
+                media_id,
+                new_media: None,
+            }
         }
-        (None, Some(body)) => Message { template_id: None, body, declared: variables, media_id: None },
+        (None, Some(body)) => {
+            // Checked before anything is written, like a template's media.
+            let new_media = match media {
+                Some(m) => Some(crate::template_media::from_input(st, m).await?),
+                None => None,
+            };
+            Message { template_id: None, body, declared: variables, media_id: None, new_media }
+        }
         _ => return Err(ApiError::bad("invalid_body", "give exactly one of template_id or body")),
     };
     let segs = templates::parse(&msg.body).map_err(template_error)?;
@@ -405,7 +436,11 @@ fn insert_campaign(
             now,
         ],
     )?;
-    if let Some(m) = &new.msg.media_id {
+    let media_id = match &new.msg.new_media {
+        Some(m) => Some(crate::template_media::insert(&tx, tenant, m, now)?),
+        None => new.msg.media_id.clone(),
+    };
+    if let Some(m) = &media_id {
         crate::template_media::set_campaign_media(&tx, &id, m)?;
     }
     {
@@ -561,7 +596,7 @@ pub async fn create(
         req.account_ids.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
     let settings = check_settings(req.rate_per_minute, req.jitter_pct, req.max_attempts)?;
     let tenant = p.tenant_id.clone();
-    let msg = resolve_message(&st, &tenant, req.template_id, req.body, req.variables).await?;
+    let msg = resolve_message(&st, &tenant, req.template_id, req.body, req.variables, req.media).await?;
     let segs = templates::parse(&msg.body).map_err(template_error)?;
     let a = req.audience;
     // Each tag is one query parameter; far below both backends' parameter limits.
@@ -662,6 +697,8 @@ pub struct DirectSend {
     pub template_id: Option<String>,
     /// …the message text (template syntax allowed).
     pub message: Option<String>,
+    /// With `message` only: a media file sent with the text as its caption.
+    pub media: Option<TemplateMediaInput>,
     #[serde(default)]
     pub values: BTreeMap<String, String>,
 }
@@ -682,7 +719,7 @@ pub async fn direct(
         .map_err(|e| ApiError::bad("invalid_phone", format!("invalid phone number: {e}")))?
         .to_string();
     let tenant = p.tenant_id.clone();
-    let msg = resolve_message(&st, &tenant, req.template_id, req.message, Vec::new()).await?;
+    let msg = resolve_message(&st, &tenant, req.template_id, req.message, Vec::new(), req.media).await?;
     let segs = templates::parse(&msg.body).map_err(template_error)?;
     let missing: Vec<String> = templates::required(&segs, &msg.declared)
         .into_iter()
