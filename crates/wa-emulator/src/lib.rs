@@ -46,8 +46,8 @@ pub use media::{IMAGE_KEYS_INFO, decrypt_media, encrypt_media};
 pub use phone::{InboxMessage, PhoneReceipt};
 pub use tls::TlsSetupError;
 pub use world::{
-    AccountId, ConnCommand, ConnId, ControlError, DeviceAddr, Fault, MAX_ACKED_IDS, Mailbox, World,
-    WorldEvent,
+    AccountId, ConnCommand, ConnId, ControlError, DeviceAddr, Fault, MAX_ACKED_IDS, MAX_EVENT_LOG, Mailbox,
+    World, WorldEvent,
 };
 
 use server::Shared;
@@ -234,9 +234,9 @@ impl EmulatorHandle {
         self.events.subscribe()
     }
 
-    /// Every event so far.
+    /// The events so far, oldest first (the most recent [`world::MAX_EVENT_LOG`]).
     pub fn events(&self) -> Vec<WorldEvent> {
-        self.with_world(|w| w.events.clone())
+        self.with_world(|w| w.events.iter().cloned().collect())
     }
 
     /// Runs `f` with the world locked (do not block inside).

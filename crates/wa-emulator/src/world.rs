@@ -128,6 +128,11 @@ pub struct Device {
 /// How many acknowledged message ids a device remembers (for tests and the control API).
 pub const MAX_ACKED_IDS: usize = 100_000;
 
+/// Most events [`World`] keeps for [`crate::EmulatorHandle::events`] and `wait_for`; older ones
+/// are dropped first, so a long-running emulator (the offline demo) does not grow without bound.
+/// Live subscribers see every event regardless.
+pub const MAX_EVENT_LOG: usize = 100_000;
+
 /// Whether a stanza delivered to a companion waits in flight for the device's acknowledgement
 /// (and is delivered again if the connection ends first): messages and receipts. Other
 /// stanzas (notifications, presence) are fire-and-forget here.
@@ -274,7 +279,8 @@ pub struct World {
     pub(crate) media_base: String,
     pub(crate) sent_by: HashMap<String, DeviceAddr>,
     pub(crate) policy: Policy,
-    pub(crate) events: Vec<WorldEvent>,
+    /// The most recent [`MAX_EVENT_LOG`] events, oldest first.
+    pub(crate) events: VecDeque<WorldEvent>,
     pub(crate) event_tx: Option<tokio::sync::broadcast::Sender<WorldEvent>>,
     next_conn: ConnId,
     next_iq: u64,
@@ -388,7 +394,7 @@ impl World {
             media_base: String::new(),
             sent_by: HashMap::new(),
             policy: Policy::default(),
-            events: Vec::new(),
+            events: VecDeque::new(),
             event_tx: None,
             next_conn: 1,
             next_iq: 1,
@@ -407,7 +413,10 @@ impl World {
         if let Some(tx) = &self.event_tx {
             let _ = tx.send(event.clone());
         }
-        self.events.push(event);
+        if self.events.len() >= MAX_EVENT_LOG {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
     }
 
     pub(crate) fn next_iq_id(&mut self) -> String {
@@ -1570,6 +1579,23 @@ mod tests {
 
     fn in_flight(w: &World, addr: DeviceAddr) -> usize {
         w.accounts[addr.account].devices[&addr.device].in_flight.len()
+    }
+
+    #[test]
+    fn the_event_log_keeps_the_most_recent_events_only() {
+        let (mut w, _, _, _) = world_with_companion();
+        let before = w.events.len();
+        let ev = |i: usize| WorldEvent::PhoneReceived { pn: "15550001001".into(), id: format!("E{i}") };
+        for i in 0..MAX_EVENT_LOG + 10 {
+            w.emit(ev(i));
+        }
+        assert_eq!(w.events.len(), MAX_EVENT_LOG);
+        // The oldest went first: the pairing-time events, then the first ten of ours.
+        assert!(before < MAX_EVENT_LOG);
+        assert!(matches!(w.events.front(), Some(WorldEvent::PhoneReceived { id, .. }) if id == "E10"));
+        assert!(
+            matches!(w.events.back(), Some(WorldEvent::PhoneReceived { id, .. }) if *id == format!("E{}", MAX_EVENT_LOG + 9))
+        );
     }
 
     #[test]
