@@ -62,6 +62,12 @@ impl ApiError {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
+        if e.is_unavailable() {
+            // Not a bug of ours: the database server went away (restart, network); the next
+            // request reconnects, so the client should retry.
+            tracing::warn!(error = %e, "database unavailable");
+            return Self::Unavailable("the database is unavailable; retry shortly".into());
+        }
         Self::Internal(e.to_string())
     }
 }

@@ -90,6 +90,15 @@ impl DbError {
             _ => false,
         }
     }
+
+    /// The database server is unreachable or its connection dropped: the request may be
+    /// retried (the API answers 503), and the next use reconnects.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Postgres(e) => postgres::is_unavailable(e),
+            _ => false,
+        }
+    }
 }
 
 /// `rusqlite::OptionalExtension` for [`DbResult`]: [`DbError::NoRows`] becomes `Ok(None)`.
@@ -209,6 +218,15 @@ impl Conn {
         match &mut self.inner {
             Inner::Sqlite(_) => Ok(()),
             Inner::Postgres(c) => c.ensure_open(),
+        }
+    }
+
+    /// A use failed: if the server went away, reconnect before the next one.
+    fn after_error(&mut self, e: &DbError) {
+        if let Inner::Postgres(c) = &mut self.inner
+            && e.is_unavailable()
+        {
+            c.mark_broken();
         }
     }
 
@@ -600,7 +618,11 @@ impl Db {
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().map_err(|_| DbError::Poisoned)?;
             guard.ensure_ready()?;
-            f(&mut guard)
+            let out = f(&mut guard);
+            if let Err(e) = &out {
+                guard.after_error(e);
+            }
+            out
         })
         .await
         .map_err(|e| DbError::Join(e.to_string()))?
@@ -673,6 +695,46 @@ mod tests {
         // Port 1 on loopback: nothing listens there.
         let e = Db::open_postgres("postgres://bc:s3cret@127.0.0.1:1/x").await.err().unwrap();
         assert!(matches!(e, DbError::Postgres(_)) && !e.to_string().contains("s3cret"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_postgres_connection_fails_one_use_as_unavailable_then_reconnects() {
+        let url = pg_url().await;
+        let db = Db::open_postgres(&url).await.unwrap();
+        db.call(|c| c.execute_batch("CREATE TABLE kept (v BIGINT); INSERT INTO kept VALUES (7)"))
+            .await
+            .unwrap();
+        let kept = || db.call(|c| c.query_row("SELECT v FROM kept", [], |r| r.get::<i64>(0)));
+        assert_eq!(kept().await.unwrap(), 7);
+        let pid =
+            db.call(|c| c.query_row("SELECT CAST(pg_backend_pid() AS BIGINT)", [], |r| r.get::<i64>(0)));
+        let pid = i32::try_from(pid.await.unwrap()).unwrap();
+        // The server ends our session (as a restart or a DBA would).
+        let admin = std::env::var("WA_TEST_PG_URL").unwrap();
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
+        let driver = tokio::spawn(conn);
+        let ended: bool = client.query_one("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap().get(0);
+        assert!(ended);
+        drop(client);
+        let _ = driver.await;
+        // At most the first use after the close fails, and it says the database is unavailable
+        // (the API answers 503, not 500); the next one reconnects and finds the data.
+        let first = kept().await;
+        if let Err(e) = &first {
+            assert!(e.is_unavailable(), "{e}");
+            let api = crate::error::ApiError::from(DbError::Postgres(match first {
+                Err(DbError::Postgres(e)) => e,
+                other => panic!("expected a PostgreSQL error, got {other:?}"),
+            }));
+            assert!(matches!(api, crate::error::ApiError::Unavailable(_)), "{api:?}");
+        }
+        assert_eq!(kept().await.unwrap(), 7);
+        let new_pid =
+            db.call(|c| c.query_row("SELECT CAST(pg_backend_pid() AS BIGINT)", [], |r| r.get::<i64>(0)));
+        assert_ne!(new_pid.await.unwrap(), i64::from(pid), "a new session");
+        // A server that is gone altogether is unavailable too, not an internal error.
+        let e = Db::open_postgres("postgres://bc@127.0.0.1:1/x").await.err().unwrap();
+        assert!(e.is_unavailable(), "{e}");
     }
 
     /// The same semantics on both backends: commit, rollback on drop, savepoints, constraint

@@ -278,6 +278,9 @@ pub(super) struct PgConn {
     config: tokio_postgres::Config,
     handle: Handle,
     statements: RefCell<HashMap<String, Statement>>,
+    /// A statement failed because the server went away: reconnect before the next use even
+    /// if the connection task has not noticed the close yet.
+    broken: bool,
 }
 
 /// Where the database is, for logs: host(s) and database name, never user or password.
@@ -317,17 +320,29 @@ impl PgConn {
         let mut client = connect(&config).await?;
         migrate(&mut client).await?;
         tracing::info!("using PostgreSQL {}", describe(&config));
-        Ok(Self { client, config, handle: Handle::current(), statements: RefCell::new(HashMap::new()) })
+        Ok(Self {
+            client,
+            config,
+            handle: Handle::current(),
+            statements: RefCell::new(HashMap::new()),
+            broken: false,
+        })
     }
 
     /// Reconnects if the connection closed (server restart, network); called before each use.
     pub(super) fn ensure_open(&mut self) -> DbResult<()> {
-        if self.client.is_closed() {
+        if self.broken || self.client.is_closed() {
             tracing::warn!("PostgreSQL connection closed; reconnecting to {}", describe(&self.config));
             self.client = self.handle.block_on(connect(&self.config))?;
             self.statements.get_mut().clear();
+            self.broken = false;
         }
         Ok(())
+    }
+
+    /// Called after a use failed with an [`is_unavailable`] error.
+    pub(super) fn mark_broken(&mut self) {
+        self.broken = true;
     }
 
     fn statement(&self, sql: &str) -> DbResult<Statement> {
@@ -535,6 +550,28 @@ pub fn pg_message(e: &tokio_postgres::Error) -> String {
 /// SQLSTATE class 23: integrity constraint violation (unique, foreign key, check, not null).
 pub(super) fn is_constraint_violation(e: &tokio_postgres::Error) -> bool {
     e.as_db_error().is_some_and(|d| d.code().code().starts_with("23"))
+}
+
+/// The server cannot be used right now, and a later attempt may succeed: the connection
+/// closed (server restart, terminated backend, network), a connection could not be made, or
+/// the server is shutting down or starting (class 08 connection exceptions, 57P0x).
+pub(super) fn is_unavailable(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(d) = e.as_db_error() {
+        let code = d.code().code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    // No server answer at all: the socket failed (refused, reset, unreachable).
+    let mut source = e.source();
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 #[cfg(test)]
