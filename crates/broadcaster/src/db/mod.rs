@@ -666,6 +666,56 @@ mod tests {
         assert!(matches!(Db::open_postgres(&url).await, Err(DbError::SchemaTooNew { found: 99, .. })));
     }
 
+    /// `sslmode=verify-full` with the test server's CA (scripts/services/10-postgres.sh): the
+    /// session is TLS, and so is the one `ensure_open` makes after the server drops the first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_over_verified_tls_reconnects_over_tls() {
+        let ca = std::env::var("WA_TEST_PG_CA").unwrap_or_default();
+        assert!(!ca.is_empty(), "WA_TEST_PG_CA is not set: source scripts/services/10-postgres.sh");
+        let ca: String = ca
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let db = Db::open_postgres(&format!("{}&sslmode=verify-full&sslrootcert={ca}", pg_url().await))
+            .await
+            .unwrap();
+        let session = || {
+            db.call(|c| {
+                c.query_row(
+                    "SELECT CASE WHEN ssl THEN 1 ELSE 0 END::bigint, pid::bigint FROM pg_stat_ssl \
+                     WHERE pid = pg_backend_pid()",
+                    [],
+                    |r| Ok((r.get::<i64>(0)? == 1, r.get::<i64>(1)?)),
+                )
+            })
+        };
+        let (tls, pid) = session().await.unwrap();
+        assert!(tls, "the first session is not TLS");
+
+        let admin = std::env::var("WA_TEST_PG_URL").unwrap();
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let pid32 = i32::try_from(pid).unwrap();
+        client.execute("SELECT pg_terminate_backend($1)", &[&pid32]).await.unwrap();
+        // Until the closed connection is noticed, a call fails; then ensure_open reconnects.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (tls, new_pid) = loop {
+            match session().await {
+                Ok((tls, p)) if p != pid => break (tls, p),
+                other => {
+                    assert!(tokio::time::Instant::now() < deadline, "no reconnect: {other:?}");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+        };
+        assert!(tls, "the reconnected session {new_pid} is not TLS");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_bad_url_or_an_unreachable_server_is_a_clear_error_without_the_password() {
         let e = Db::open_postgres("postgres://bc:s3cret@127.0.0.1:notaport/x").await.err().unwrap();
