@@ -18,6 +18,10 @@
 //! operating-system store) and, as in libpq, requires `sslmode=verify-full` (its default then).
 //! With `hostaddr`, the name checked by `verify-full` (and sent as SNI) is `host`'s.
 //!
+//! Unlike libpq, `prefer` does not retry without TLS when the server accepts TLS but the
+//! handshake then fails (say, a server limited to TLS 1.0/1.1, which rustls does not speak):
+//! the connection fails with the TLS error; `sslmode=disable` reaches such a server.
+//!
 //! Not supported: `sslmode=allow`, client certificates (`sslcert`, `sslkey`, `sslpassword`) and
 //! revocation lists (`sslcrl`, `sslcrldir`): each is refused with a [`PgConfigError`] rather than
 //! ignored. Channel binding is not offered: the TLS stream reports no `tls-server-end-point`
