@@ -231,3 +231,67 @@ async fn the_binary_keeps_everything_in_postgres_across_a_restart_with_a_new_dat
         first_output.join("\n")
     );
 }
+
+/// Percent-encodes a file path for a URL query value.
+fn query_value(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `DATABASE_URL` with `sslmode=verify-full` and the test server's CA (`WA_TEST_PG_CA`, from
+/// scripts/services/10-postgres.sh): every connection the binary opens to PostgreSQL (its own
+/// database and the auth store, which shares the URL) is a TLS session, and the log says which
+/// mode without printing the URL. The same URL with an unrelated CA is refused over the
+/// certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_reaches_postgres_over_verified_tls() {
+    let ca_path = |var: &str| {
+        let v = std::env::var(var).unwrap_or_default();
+        assert!(
+            !v.is_empty(),
+            "{var} is not set: source scripts/services/10-postgres.sh (scripts/test does)"
+        );
+        query_value(&v)
+    };
+    let (ca, other_ca) = (ca_path("WA_TEST_PG_CA"), ca_path("WA_TEST_PG_OTHER_CA"));
+    // A name of our own, to find this process's sessions in pg_stat_activity.
+    let app = format!("bc_tls_{:016x}", rand::random::<u64>());
+    let base = url_with_password(&testdb::fresh_pg_url().await);
+    let url = format!("{base}&application_name={app}&sslmode=verify-full&sslrootcert={ca}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = Proc::start(dir.path(), &url);
+    let (s, v) = call(p.addr, "POST", "/api/v1/tenants", ADMIN, Some(json!({ "name": "tls shop" }))).await;
+    assert_eq!(s, 201, "{v}");
+    let admin = std::env::var("WA_TEST_PG_URL").unwrap();
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT count(*), COALESCE(bool_and(s.ssl), false) FROM pg_stat_ssl s \
+             JOIN pg_stat_activity a ON a.pid = s.pid WHERE a.application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap();
+    let (sessions, all_tls): (i64, bool) = (row.get(0), row.get(1));
+    assert!(sessions >= 1 && all_tls, "the binary's sessions: {sessions}, all TLS: {all_tls}");
+    let output = p.stop();
+    for line in &output {
+        assert!(!line.contains(PASSWORD), "the DATABASE_URL password was printed: {line}");
+    }
+    assert!(
+        output.iter().any(|l| l.contains("using PostgreSQL database") && l.contains("sslmode=verify-full")),
+        "no PostgreSQL log line naming the TLS mode: {}",
+        output.join("\n")
+    );
+
+    let wrong = format!("{base}&sslmode=verify-full&sslrootcert={other_ca}");
+    let e = broadcaster::db::Db::open_postgres(&wrong).await.err().expect("an unrelated CA must be refused");
+    let msg = e.to_string();
+    assert!(msg.contains("certificate") && !msg.contains(PASSWORD), "{msg}");
+}

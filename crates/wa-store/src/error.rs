@@ -89,8 +89,12 @@ pub enum Error {
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL reported an error.
     #[cfg(feature = "postgres")]
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", crate::postgres_tls::error_chain(.0))]
     Postgres(#[from] tokio_postgres::Error),
+    /// The PostgreSQL connection string (or its TLS settings) cannot be used.
+    #[cfg(feature = "postgres")]
+    #[error("postgres settings: {0}")]
+    PostgresConfig(#[from] crate::postgres_tls::PgConfigError),
     /// The PostgreSQL connection pool failed.
     #[cfg(feature = "postgres")]
     #[error("postgres pool: {0}")]

@@ -49,6 +49,8 @@ pub mod backend;
 pub mod backends;
 mod codec;
 mod error;
+#[cfg(feature = "postgres")]
+pub mod postgres_tls;
 mod seal;
 mod store;
 mod traits;

@@ -688,6 +688,65 @@ mod tests {
         assert!(matches!(Db::open_postgres(&url).await, Err(DbError::SchemaTooNew { found: 99, .. })));
     }
 
+    /// `sslmode=verify-full` with the test server's CA (scripts/services/10-postgres.sh): the
+    /// session is TLS, and so is the one `ensure_open` makes after the server drops the first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_over_verified_tls_reconnects_over_tls() {
+        let ca = std::env::var("WA_TEST_PG_CA").unwrap_or_default();
+        assert!(!ca.is_empty(), "WA_TEST_PG_CA is not set: source scripts/services/10-postgres.sh");
+        let ca = url_escape(&ca);
+        let db = Db::open_postgres(&format!("{}&sslmode=verify-full&sslrootcert={ca}", pg_url().await))
+            .await
+            .unwrap();
+        let session = || {
+            db.call(|c| {
+                c.query_row(
+                    "SELECT CASE WHEN ssl THEN 1 ELSE 0 END::bigint, pid::bigint FROM pg_stat_ssl \
+                     WHERE pid = pg_backend_pid()",
+                    [],
+                    |r| Ok((r.get::<i64>(0)? == 1, r.get::<i64>(1)?)),
+                )
+            })
+        };
+        let (tls, pid) = session().await.unwrap();
+        assert!(tls, "the first session is not TLS");
+
+        let admin = std::env::var("WA_TEST_PG_URL").unwrap();
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let pid32 = i32::try_from(pid).unwrap();
+        // With a timeout the call returns once the backend has exited (PostgreSQL 14+).
+        client.execute("SELECT pg_terminate_backend($1, $2)", &[&pid32, &60_000i64]).await.unwrap();
+        // At most the first use after the close fails, as unavailable; the next reconnects.
+        let (tls, new_pid) = match session().await {
+            Ok(s) => s,
+            Err(e) => {
+                assert!(e.is_unavailable(), "{e}");
+                session().await.unwrap()
+            }
+        };
+        assert_ne!(new_pid, pid, "a new session");
+        assert!(tls, "the reconnected session {new_pid} is not TLS");
+        // A certificate the settings refuse is a setting to fix, not an outage (no 503).
+        let other = std::env::var("WA_TEST_PG_OTHER_CA").unwrap_or_default();
+        assert!(!other.is_empty(), "WA_TEST_PG_OTHER_CA is not set: source scripts/services/10-postgres.sh");
+        let url = format!("{}&sslmode=verify-full&sslrootcert={}", pg_url().await, url_escape(&other));
+        let e = Db::open_postgres(&url).await.err().unwrap();
+        assert!(e.to_string().contains("certificate"), "{e}");
+        assert!(!e.is_unavailable(), "{e}");
+    }
+
+    fn url_escape(s: &str) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_bad_url_or_an_unreachable_server_is_a_clear_error_without_the_password() {
         let e = Db::open_postgres("postgres://bc:s3cret@127.0.0.1:notaport/x").await.err().unwrap();
@@ -713,7 +772,12 @@ mod tests {
         let admin = std::env::var("WA_TEST_PG_URL").unwrap();
         let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
         let driver = tokio::spawn(conn);
-        let ended: bool = client.query_one("SELECT pg_terminate_backend($1)", &[&pid]).await.unwrap().get(0);
+        // With a timeout the call returns once the backend has exited (PostgreSQL 14+).
+        let ended: bool = client
+            .query_one("SELECT pg_terminate_backend($1, $2)", &[&pid, &60_000i64])
+            .await
+            .unwrap()
+            .get(0);
         assert!(ended);
         drop(client);
         let _ = driver.await;

@@ -1,6 +1,8 @@
 //! The PostgreSQL backend (`DATABASE_URL=postgres://…`): one `tokio-postgres` connection, driven
 //! from the blocking pool with [`Handle::block_on`]; reconnected when it closes. Statements are
-//! prepared once per SQL text (placeholders `?N` translated to `$N`) and cached.
+//! prepared once per SQL text (placeholders `?N` translated to `$N`) and cached. TLS follows the
+//! URL's `sslmode` / `sslrootcert` (libpq's meaning, see [`wa_store::postgres_tls`]), on the
+//! first connection and on every reconnect.
 //!
 //! The schema is [`MIGRATIONS`], the twin of the SQLite list (same index = same version); the
 //! version lives in the table `broadcaster_schema`.
@@ -12,7 +14,8 @@ use std::error::Error as StdError;
 use bytes::BytesMut;
 use tokio::runtime::Handle;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
+use wa_store::postgres_tls::PgConnectConfig;
 
 use super::value::{ToValue, Value, ValueRef};
 use super::{DbError, DbResult, Row, SCHEMA_VERSION};
@@ -275,7 +278,7 @@ const STATEMENT_CACHE: usize = 512;
 
 pub(super) struct PgConn {
     client: Client,
-    config: tokio_postgres::Config,
+    settings: PgConnectConfig,
     handle: Handle,
     statements: RefCell<HashMap<String, Statement>>,
     /// A statement failed because the server went away: reconnect before the next use even
@@ -283,8 +286,9 @@ pub(super) struct PgConn {
     broken: bool,
 }
 
-/// Where the database is, for logs: host(s) and database name, never user or password.
-pub fn describe(config: &tokio_postgres::Config) -> String {
+/// Where the database is, for logs: host(s), database name and TLS mode, never user or password.
+pub fn describe(settings: &PgConnectConfig) -> String {
+    let config = settings.config();
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()
@@ -293,18 +297,23 @@ pub fn describe(config: &tokio_postgres::Config) -> String {
             tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
         })
         .collect();
-    format!("database {} on {}", config.get_dbname().unwrap_or("(default)"), hosts.join(","))
+    format!(
+        "database {} on {} (sslmode={})",
+        config.get_dbname().unwrap_or("(default)"),
+        hosts.join(","),
+        settings.ssl_mode()
+    )
 }
 
-/// Parses `DATABASE_URL`; the error never repeats the URL (it may hold a password).
-pub fn parse_url(url: &str) -> DbResult<tokio_postgres::Config> {
-    url.parse::<tokio_postgres::Config>()
-        .map_err(|e| DbError::Config(format!("DATABASE_URL is not a valid PostgreSQL URL: {e}")))
+/// Parses `DATABASE_URL` (reading its `sslrootcert` file, if any); the error never repeats the
+/// URL (it may hold a password).
+pub fn parse_url(url: &str) -> DbResult<PgConnectConfig> {
+    PgConnectConfig::parse(url).map_err(|e| DbError::Config(format!("DATABASE_URL: {e}")))
 }
 
-async fn connect(config: &tokio_postgres::Config) -> DbResult<Client> {
-    let (client, connection) = config.connect(NoTls).await?;
-    let place = describe(config);
+async fn connect(settings: &PgConnectConfig) -> DbResult<Client> {
+    let (client, connection) = settings.connect().await?;
+    let place = describe(settings);
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %pg_message(&e), "PostgreSQL connection to {place} closed");
@@ -316,13 +325,13 @@ async fn connect(config: &tokio_postgres::Config) -> DbResult<Client> {
 impl PgConn {
     /// Connects and applies pending migrations.
     pub(super) async fn open(url: &str) -> DbResult<Self> {
-        let config = parse_url(url)?;
-        let mut client = connect(&config).await?;
+        let settings = parse_url(url)?;
+        let mut client = connect(&settings).await?;
         migrate(&mut client).await?;
-        tracing::info!("using PostgreSQL {}", describe(&config));
+        tracing::info!("using PostgreSQL {}", describe(&settings));
         Ok(Self {
             client,
-            config,
+            settings,
             handle: Handle::current(),
             statements: RefCell::new(HashMap::new()),
             broken: false,
@@ -332,8 +341,8 @@ impl PgConn {
     /// Reconnects if the connection closed (server restart, network); called before each use.
     pub(super) fn ensure_open(&mut self) -> DbResult<()> {
         if self.broken || self.client.is_closed() {
-            tracing::warn!("PostgreSQL connection closed; reconnecting to {}", describe(&self.config));
-            self.client = self.handle.block_on(connect(&self.config))?;
+            tracing::warn!("PostgreSQL connection closed; reconnecting to {}", describe(&self.settings));
+            self.client = self.handle.block_on(connect(&self.settings))?;
             self.statements.get_mut().clear();
             self.broken = false;
         }
@@ -543,7 +552,8 @@ fn read_row(row: &tokio_postgres::Row) -> DbResult<Row> {
 pub fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => format!("{}: {} ({})", d.severity(), d.message(), d.code().code()),
-        None => e.to_string(),
+        // With the cause: "error performing TLS handshake: server certificate rejected: …".
+        None => wa_store::postgres_tls::error_chain(e),
     }
 }
 
@@ -563,9 +573,13 @@ pub(super) fn is_unavailable(e: &tokio_postgres::Error) -> bool {
         let code = d.code().code();
         return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
     }
-    // No server answer at all: the socket failed (refused, reset, unreachable).
+    // No server answer at all: the socket failed (refused, reset, unreachable). A refused
+    // certificate or a bad host name for TLS is a setting to fix, not an outage.
     let mut source = e.source();
     while let Some(s) = source {
+        if let Some(tls) = s.downcast_ref::<wa_store::postgres_tls::TlsConnectError>() {
+            return matches!(tls, wa_store::postgres_tls::TlsConnectError::Handshake(_));
+        }
         if s.is::<std::io::Error>() {
             return true;
         }

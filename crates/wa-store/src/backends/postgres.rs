@@ -5,12 +5,12 @@
 
 use std::collections::HashMap;
 
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
 use futures::future::{BoxFuture, FutureExt};
-use tokio_postgres::NoTls;
 
 use crate::backend::{Backend, Op, Rewriter, Row, RowKey, Scan, Table};
 use crate::error::{Error, Result};
+use crate::postgres_tls::PgConnectConfig;
 use crate::{Store, StoreOptions};
 
 /// Newest schema version this build knows.
@@ -159,11 +159,18 @@ async fn apply_op(tx: &deadpool_postgres::Transaction<'_>, op: &Op) -> Result<()
 }
 
 impl PostgresBackend {
-    /// Connects to `url` (a libpq-style URL or key=value string) and migrates the schema.
-    /// Fails with [`Error::SchemaTooNew`] for a database written by a newer wa-store.
+    /// Connects to `url` (a libpq-style URL or key=value string, TLS by its `sslmode` and
+    /// `sslrootcert`: see [`crate::postgres_tls`]) and migrates the schema.
+    /// Fails with [`Error::PostgresConfig`] for an unusable URL and [`Error::SchemaTooNew`] for a
+    /// database written by a newer wa-store.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self> {
-        let cfg: tokio_postgres::Config = url.parse()?;
-        let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        Self::connect_with(PgConnectConfig::parse(url)?, options).await
+    }
+
+    /// [`PostgresBackend::connect`] with settings already parsed.
+    pub async fn connect_with(settings: PgConnectConfig, options: PostgresOptions) -> Result<Self> {
+        let (cfg, tls) = settings.into_parts();
+        let mgr = Manager::from_config(cfg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(mgr).max_size(options.max_connections.max(1)).build().map_err(pool_err)?;
         let backend = PostgresBackend { pool };
         backend.migrate().await?;
@@ -171,7 +178,11 @@ impl PostgresBackend {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client> {
-        self.pool.get().await.map_err(pool_err)
+        // A failed connect keeps its type (TLS and certificate errors are in its source chain).
+        self.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => Error::Postgres(e),
+            other => pool_err(other),
+        })
     }
 
     async fn migrate(&self) -> Result<()> {

@@ -6,6 +6,7 @@ mod conformance;
 mod crash;
 mod harness;
 mod migrations;
+mod tls;
 
 mod memory {
     crate::conformance_suite!(crate::harness::memory);
