@@ -1738,27 +1738,9 @@ impl Harness {
     }
 }
 
-const BOUNDARY: &str = "tpl-media-boundary";
-
+/// A multipart body with its content type.
 fn form(fields: &[(&str, &str)], file: Option<(&str, &str, &[u8])>) -> (String, Vec<u8>) {
-    let mut b = Vec::new();
-    for (k, v) in fields {
-        b.extend_from_slice(
-            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
-        );
-    }
-    if let Some((name, ctype, data)) = file {
-        b.extend_from_slice(
-            format!(
-                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {ctype}\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        b.extend_from_slice(data);
-        b.extend_from_slice(b"\r\n");
-    }
-    b.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={BOUNDARY}"), b)
+    (harness::form_type(), harness::form(fields, file))
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use wa_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 
-use harness::call;
+use harness::{call, form, form_type};
 
 /// Generous: CI runs on two loaded cores.
 const T: Duration = Duration::from_secs(60);
@@ -518,34 +518,6 @@ async fn call_raw(
     let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (status, headers, bytes)
-}
-
-const BOUNDARY: &str = "broadcaster-test-boundary";
-
-/// A multipart/form-data body: text fields, then an optional file part.
-fn form(fields: &[(&str, &str)], file: Option<(&str, &str, &[u8])>) -> Vec<u8> {
-    let mut b = Vec::new();
-    for (k, v) in fields {
-        b.extend_from_slice(
-            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes(),
-        );
-    }
-    if let Some((name, ctype, data)) = file {
-        b.extend_from_slice(
-            format!(
-                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {ctype}\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        b.extend_from_slice(data);
-        b.extend_from_slice(b"\r\n");
-    }
-    b.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    b
-}
-
-fn form_type() -> String {
-    format!("multipart/form-data; boundary={BOUNDARY}")
 }
 
 /// A tenant key and an account linked by the emulator's phone `phone`, active.

@@ -105,3 +105,34 @@ pub async fn call(
         if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
     (status, v)
 }
+
+/// The boundary of [`form`] bodies.
+pub const FORM_BOUNDARY: &str = "broadcaster-test-boundary";
+
+/// The `Content-Type` of a [`form`] body.
+pub fn form_type() -> String {
+    format!("multipart/form-data; boundary={FORM_BOUNDARY}")
+}
+
+/// A multipart/form-data body: text fields, then an optional file part (name, type, bytes).
+pub fn form(fields: &[(&str, &str)], file: Option<(&str, &str, &[u8])>) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (k, v) in fields {
+        b.extend_from_slice(
+            format!("--{FORM_BOUNDARY}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    if let Some((name, ctype, data)) = file {
+        b.extend_from_slice(
+            format!(
+                "--{FORM_BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: {ctype}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        b.extend_from_slice(data);
+        b.extend_from_slice(b"\r\n");
+    }
+    b.extend_from_slice(format!("--{FORM_BOUNDARY}--\r\n").as_bytes());
+    b
+}
