@@ -72,6 +72,37 @@ impl From<DbError> for ApiError {
     }
 }
 
+/// A malformed or oversized multipart body: 413 when it exceeds the route's limit, else 400
+/// `invalid_multipart` with what is wrong.
+impl From<axum::extract::multipart::MultipartError> for ApiError {
+    fn from(e: axum::extract::multipart::MultipartError) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::PayloadTooLarge
+        } else {
+            Self::bad("invalid_multipart", e.body_text())
+        }
+    }
+}
+
+/// A body that `axum::extract::Multipart` refuses (e.g. no boundary): 400 `invalid_multipart`.
+impl From<axum::extract::multipart::MultipartRejection> for ApiError {
+    fn from(e: axum::extract::multipart::MultipartRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::PayloadTooLarge
+        } else {
+            Self::bad("invalid_multipart", e.body_text())
+        }
+    }
+}
+
+/// Whether a request's body is `multipart/form-data` (for endpoints that also take JSON).
+pub fn is_multipart(req: &Request) -> bool {
+    req.headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
+}
+
 /// The JSON error envelope.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct ErrorBody {

@@ -748,14 +748,6 @@ pub struct MultipartSend {
 /// Longest text field accepted in a multipart form.
 const MAX_FORM_TEXT: usize = 4 * MAX_TEXT_CHARS;
 
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge
-    } else {
-        ApiError::bad("invalid_multipart", e.body_text())
-    }
-}
-
 /// Reads a multipart media upload: returns the recipient and the content.
 async fn read_upload(
     st: &AppState,
@@ -764,7 +756,7 @@ async fn read_upload(
     let (mut to, mut kind, mut mimetype, mut caption, mut file_name) = (None, None, None, None, None);
     let mut file: Option<(bytes::Bytes, Option<String>, Option<String>)> = None;
     let max = st.limits.fetch.max_bytes;
-    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
+    while let Some(mut field) = form.next_field().await? {
         let name = field.name().unwrap_or("").to_owned();
         if name == "file" {
             if file.is_some() {
@@ -773,7 +765,7 @@ async fn read_upload(
             let part_type = field.content_type().map(str::to_owned);
             let part_name = field.file_name().map(str::to_owned);
             let mut buf = bytes::BytesMut::new();
-            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            while let Some(chunk) = field.chunk().await? {
                 if buf.len() + chunk.len() > max {
                     return Err(ApiError::bad(
                         "media_too_large",
@@ -796,7 +788,7 @@ async fn read_upload(
             }
         };
         let mut buf = Vec::new();
-        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        while let Some(chunk) = field.chunk().await? {
             if buf.len() + chunk.len() > MAX_FORM_TEXT {
                 return Err(ApiError::bad("invalid_multipart", format!("form field `{name}` is too long")));
             }
@@ -855,19 +847,9 @@ pub async fn send(
 ) -> Result<(StatusCode, Json<StoredMessage>), ApiError> {
     use axum::extract::FromRequest as _;
     p.require(Permission::Send)?;
-    let multipart = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
+    let multipart = crate::error::is_multipart(&req);
     let (to, content) = if multipart {
-        let form = axum::extract::Multipart::from_request(req, &st).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::bad("invalid_multipart", e.body_text())
-            }
-        })?;
+        let form = axum::extract::Multipart::from_request(req, &st).await?;
         read_upload(&st, form).await?
     } else {
         let ApiJson(req) = ApiJson::<SendRequest>::from_request(req, &st).await?;

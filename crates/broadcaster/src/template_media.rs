@@ -229,20 +229,12 @@ pub async fn from_input(st: &AppState, input: TemplateMediaInput) -> Result<NewM
     }
 }
 
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge
-    } else {
-        bad("invalid_multipart", e.body_text())
-    }
-}
-
 /// Reads the multipart form of `PUT /api/v1/templates/{id}/media` (see [`MultipartTemplateMedia`]).
 pub async fn read_upload(st: &AppState, mut form: axum::extract::Multipart) -> Result<NewMedia, ApiError> {
     let max = st.limits.fetch.max_bytes;
     let (mut kind, mut mimetype, mut file_name) = (None, None, None);
     let mut file: Option<(Bytes, Option<String>, Option<String>)> = None;
-    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
+    while let Some(mut field) = form.next_field().await? {
         let name = field.name().unwrap_or("").to_owned();
         if name == "file" {
             if file.is_some() {
@@ -251,7 +243,7 @@ pub async fn read_upload(st: &AppState, mut form: axum::extract::Multipart) -> R
             let part_type = field.content_type().map(str::to_owned);
             let part_name = field.file_name().map(str::to_owned);
             let mut buf = bytes::BytesMut::new();
-            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            while let Some(chunk) = field.chunk().await? {
                 if buf.len() + chunk.len() > max {
                     return Err(bad("media_too_large", format!("media is larger than {max} bytes")));
                 }
@@ -267,7 +259,7 @@ pub async fn read_upload(st: &AppState, mut form: axum::extract::Multipart) -> R
             other => return Err(bad("invalid_multipart", format!("unknown form field `{other}`"))),
         };
         let mut buf = Vec::new();
-        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        while let Some(chunk) = field.chunk().await? {
             if buf.len() + chunk.len() > 1024 {
                 return Err(bad("invalid_multipart", format!("form field `{name}` is too long")));
             }

@@ -485,19 +485,9 @@ pub async fn put_media(
     if st.db.call(move |c| load(c, &t, &i)).await?.is_none() {
         return Err(ApiError::NotFound("template"));
     }
-    let multipart = req
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"));
+    let multipart = crate::error::is_multipart(&req);
     let media = if multipart {
-        let form = axum::extract::Multipart::from_request(req, &st).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::bad("invalid_multipart", e.body_text())
-            }
-        })?;
+        let form = axum::extract::Multipart::from_request(req, &st).await?;
         template_media::read_upload(&st, form).await?
     } else {
         let ApiJson(input) = ApiJson::<TemplateMediaInput>::from_request(req, &st).await?;
