@@ -774,7 +774,7 @@ impl Session {
                 Ok(Flow::Continue)
             }
             "notification" => {
-                crate::recv::handle_notification(&self.shared, &self.conn, node).await?;
+                crate::notification::handle_notification(&self.shared, &self.conn, node).await?;
                 Ok(Flow::Continue)
             }
             "ack" => {

@@ -26,6 +26,7 @@ pub mod event;
 pub mod history;
 mod http;
 pub mod media;
+mod notification;
 mod pair;
 mod pair_code;
 pub mod policy;

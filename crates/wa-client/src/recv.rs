@@ -13,13 +13,13 @@ use wa_signal::{
 };
 use wa_store::{InboundMessage, InboundStore, PreKeyStore, SenderKeyStore, SessionStore, SignedPreKeyStore};
 
-use crate::client::{Shared, ensure_pre_keys, lock, signal_address, upload_pre_keys};
+use crate::client::{Shared, lock, signal_address};
 use crate::conn::Connection;
 use crate::creds::{CredentialsExt, from_store_pair};
 use crate::error::{Error, Result};
 use crate::event::{
-    ChatStateEvent, Event, GroupUpdateEvent, MessageEvent, MessageInfo, PresenceEvent, ReceiptAck,
-    ReceiptEvent, ReceiptKind, UndecryptableEvent,
+    ChatStateEvent, Event, MessageEvent, MessageInfo, PresenceEvent, ReceiptAck, ReceiptEvent, ReceiptKind,
+    UndecryptableEvent,
 };
 
 /// Largest number of retry receipts we send for one message.
@@ -502,60 +502,6 @@ pub(crate) async fn handle_receipt(shared: &Arc<Shared>, conn: &Connection, node
         offline: node.has_attr("offline"),
         ack,
     }));
-    Ok(())
-}
-
-/// Handles a `<notification>`.
-pub(crate) async fn handle_notification(shared: &Arc<Shared>, conn: &Connection, node: Node) -> Result<()> {
-    conn.send(&ack_for(&node, None))?;
-    let ty = node.opt_attr_str("type").unwrap_or_default().into_owned();
-    match ty.as_str() {
-        "encrypt" => {
-            if node.child("count").is_some() {
-                let s = shared.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = upload_pre_keys(&s, crate::client::REFILL_PRE_KEYS).await {
-                        warn!(%e, "prekey refill failed");
-                    }
-                });
-            } else if node.child("identity").is_some() {
-                let s = shared.clone();
-                tokio::spawn(async move {
-                    let _ = ensure_pre_keys(&s).await;
-                });
-            }
-        }
-        "devices" => {
-            if let Ok(from) = node.attr_jid("from") {
-                crate::send::invalidate_devices(shared, &from).await?;
-            }
-        }
-        "w:gp2" => {
-            let group = node.attr_jid("from")?;
-            let author = node.attr_jid("participant").ok();
-            for child in node.child_nodes() {
-                let participants: Vec<Jid> =
-                    child.children_by_tag("participant").filter_map(|p| p.attr_jid("jid").ok()).collect();
-                if matches!(child.tag.as_str(), "add" | "remove" | "leave") {
-                    crate::send::reset_group_sender_key(shared, &group, child.tag == "add").await?;
-                }
-                shared.emit(Event::GroupUpdate(GroupUpdateEvent {
-                    group: group.clone(),
-                    author: author.clone(),
-                    action: child.tag.to_string(),
-                    participants,
-                    subject: child.opt_attr_str("subject").map(|s| s.into_owned()),
-                }));
-            }
-        }
-        "link_code_companion_reg" => {
-            if let Err(e) = crate::pair_code::primary_hello(shared, conn, &node).await {
-                warn!(%e, "pairing code: primary hello failed");
-                shared.emit(Event::PairError { error: e.to_string() });
-            }
-        }
-        other => debug!(r#type = other, "notification"),
-    }
     Ok(())
 }
 

@@ -22,13 +22,18 @@
 mod clock;
 mod control;
 mod groups;
+mod iq;
 mod keys;
 mod linkcode;
+mod login;
 mod media;
+mod pairing;
 mod phone;
+mod routing;
 mod server;
 pub mod session;
 mod tls;
+mod usync;
 mod world;
 
 use std::net::SocketAddr;

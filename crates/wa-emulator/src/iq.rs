@@ -1,0 +1,218 @@
+//! IQs a logged-in client sends: dispatch, `encrypt` (prekeys, bundles), `media_conn`,
+//! companion removal.
+
+use wa_binary::{Jid, Node};
+use wa_crypto::PublicKey;
+
+use crate::world::{
+    ConnId, DeviceAddr, SignedPreKeyPub, World, WorldEvent, attr, be_bytes, be_int, child_bytes, server_jid,
+};
+
+impl World {
+    pub(crate) fn on_iq(&mut self, conn: ConnId, iq: Node) {
+        let ty = attr(&iq, "type");
+        if ty == "result" || ty == "error" {
+            if iq.child("pair-device-sign").is_some() || ty == "error" {
+                self.on_pair_reply(conn, &iq);
+            }
+            return;
+        }
+        let xmlns = attr(&iq, "xmlns");
+        let first = iq.child_nodes().first().map(|c| c.tag.to_string()).unwrap_or_default();
+        let logged_in = self.conns.get(&conn).and_then(|c| c.device);
+        let reply = match (xmlns.as_str(), first.as_str()) {
+            ("md", "link_code_companion_reg") => self.on_link_code(conn, &iq),
+            ("w:p", _) | ("urn:xmpp:ping", _) => Some(self.iq_result(&iq)),
+            (_, _) if logged_in.is_none() => Some(self.iq_error(&iq, 401, "not-authorized")),
+            ("encrypt", _) => self.on_encrypt(conn, &iq),
+            ("passive", "active") => {
+                let r = self.iq_result(&iq);
+                self.send(conn, r);
+                self.activate(conn);
+                None
+            }
+            ("passive", "passive") => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.active = false;
+                }
+                Some(self.iq_result(&iq))
+            }
+            ("usync", "usync") => Some(self.on_usync(&iq)),
+            ("w:m", "media_conn") => Some(self.media_conn(&iq)),
+            ("abt", "props") | ("w", "props") => Some(
+                self.iq_result(&iq).children([Node::new("props")
+                    .attr("protocol", "1")
+                    .attr("hash", "emu")
+                    .children([Node::new("prop").attr("config_code", "1").attr("config_value", "1")])]),
+            ),
+            ("blocklist", _) => Some(self.iq_result(&iq).children([Node::new("list")])),
+            ("privacy", "privacy") => Some(
+                self.iq_result(&iq).children([Node::new("privacy").children(
+                    ["last", "online", "profile", "status", "readreceipts", "groupadd"]
+                        .into_iter()
+                        .map(|n| Node::new("category").attr("name", n).attr("value", "all")),
+                )]),
+            ),
+            ("privacy", "tokens") => Some(self.iq_result(&iq)),
+            ("urn:xmpp:whatsapp:dirty", "clean") => Some(self.iq_result(&iq)),
+            ("w:g2", _) => Some(self.on_group_iq(conn, &iq)),
+            ("md", "remove-companion-device") => self.on_remove_companion(conn, &iq),
+            ("w:stats", _) | ("w:sync:app:state", _) | ("status", _) | ("w:profile:picture", _) => {
+                Some(self.iq_result(&iq))
+            }
+            _ => {
+                tracing::warn!(conn, xmlns, child = first, "unsupported iq answered with 501");
+                self.emit(WorldEvent::Unsupported { conn, tag: first.clone(), xmlns: xmlns.clone() });
+                Some(self.iq_error(&iq, 501, "feature-not-implemented"))
+            }
+        };
+        if let Some(r) = reply {
+            self.send(conn, r);
+        }
+    }
+
+    pub(crate) fn on_encrypt(&mut self, conn: ConnId, iq: &Node) -> Option<Node> {
+        let addr = self.conns.get(&conn)?.device?;
+        let ty = attr(iq, "type");
+        if iq.child("count").is_some() {
+            let n =
+                self.accounts[addr.account].devices.get(&addr.device).map_or(0, |d| d.keys.pre_keys.len());
+            return Some(self.iq_result(iq).children([Node::new("count").attr("value", n)]));
+        }
+        if iq.child("digest").is_some() {
+            let d = self.accounts[addr.account].devices.get(&addr.device)?;
+            let reg = be_bytes(d.keys.registration_id, 4);
+            let ids: Vec<Node> =
+                d.keys.pre_keys.keys().map(|id| Node::new("id").bytes(be_bytes(*id, 3))).collect();
+            let skey = &d.keys.signed_pre_key;
+            let digest = Node::new("digest").children([
+                Node::new("type").bytes(vec![5u8]),
+                Node::new("registration").bytes(reg),
+                Node::new("identity").bytes(d.keys.identity.as_bytes().to_vec()),
+                Node::new("skey").children([Node::new("id").bytes(be_bytes(skey.id, 3))]),
+                Node::new("list").children(ids),
+            ]);
+            return Some(self.iq_result(iq).children([digest]));
+        }
+        if let Some(key) = iq.child("key") {
+            let mut users = Vec::new();
+            for u in key.children_by_tag("user") {
+                let Ok(jid) = u.attr_jid("jid") else { continue };
+                users.push(match self.device_of(&jid) {
+                    Some(addr) => self.take_bundle(addr, jid),
+                    None => Node::new("user")
+                        .attr("jid", jid)
+                        .children([Node::new("error").attr("code", "404").attr("text", "item-not-found")]),
+                });
+            }
+            return Some(self.iq_result(iq).children([Node::new("list").children(users)]));
+        }
+        if ty == "set" {
+            let d = self.accounts[addr.account].devices.get_mut(&addr.device)?;
+            if let Some(list) = iq.child("list") {
+                for k in list.children_by_tag("key") {
+                    let (Some(id), Some(v)) =
+                        (child_bytes(k, "id").and_then(be_int), child_bytes(k, "value"))
+                    else {
+                        continue;
+                    };
+                    if let Ok(pk) = PublicKey::from_bytes(v) {
+                        d.keys.pre_keys.insert(id, pk);
+                    }
+                }
+            }
+            let skey = iq.child("skey").or_else(|| iq.child("rotate").and_then(|r| r.child("skey")));
+            if let Some(s) = skey
+                && let Some(spk) = parse_skey(s)
+            {
+                d.keys.signed_pre_key = spk;
+            }
+            return Some(self.iq_result(iq));
+        }
+        Some(self.iq_error(iq, 400, "bad-request"))
+    }
+
+    /// The bundle of `addr` as a `<user>` node, consuming one one-time prekey.
+    pub(crate) fn take_bundle(&mut self, addr: DeviceAddr, jid: Jid) -> Node {
+        let Some(d) = self.accounts[addr.account].devices.get_mut(&addr.device) else {
+            return Node::new("user").attr("jid", jid);
+        };
+        let pre_key = d.keys.pre_keys.pop_first();
+        let k = &d.keys;
+        let mut children = vec![
+            Node::new("registration").bytes(be_bytes(k.registration_id, 4)),
+            Node::new("type").bytes(vec![5u8]),
+            Node::new("identity").bytes(k.identity.as_bytes().to_vec()),
+            Node::new("skey").children([
+                Node::new("id").bytes(be_bytes(k.signed_pre_key.id, 3)),
+                Node::new("value").bytes(k.signed_pre_key.public.as_bytes().to_vec()),
+                Node::new("signature").bytes(k.signed_pre_key.signature.to_vec()),
+            ]),
+        ];
+        if let Some((id, key)) = pre_key {
+            children.push(Node::new("key").children([
+                Node::new("id").bytes(be_bytes(id, 3)),
+                Node::new("value").bytes(key.as_bytes().to_vec()),
+            ]));
+        }
+        let low = d.keys.pre_keys.len() < 5 && addr.device != 0;
+        let conn = d.conn;
+        if low && let Some(c) = conn {
+            let n = d.keys.pre_keys.len();
+            let id = self.next_iq_id();
+            self.send(
+                c,
+                Node::new("notification")
+                    .attr("from", server_jid())
+                    .attr("type", "encrypt")
+                    .attr("id", id)
+                    .attr("t", self.now())
+                    .children([Node::new("count").attr("value", n)]),
+            );
+        }
+        Node::new("user").attr("jid", jid).children(children)
+    }
+
+    pub(crate) fn media_conn(&mut self, iq: &Node) -> Node {
+        let host = self.media_base.trim_start_matches("http://").trim_start_matches("https://").to_owned();
+        self.iq_result(iq).children([Node::new("media_conn")
+            .attr("auth", self.media_auth.as_str())
+            .attr("ttl", "3600")
+            .attr("auth_ttl", "21600")
+            .attr("max_buckets", "12")
+            .children([Node::new("host").attr("hostname", host)])])
+    }
+
+    pub(crate) fn on_remove_companion(&mut self, conn: ConnId, iq: &Node) -> Option<Node> {
+        let addr = self.conns.get(&conn)?.device?;
+        let r = self.iq_result(iq);
+        self.send(conn, r);
+        self.remove_device(addr, "user_initiated");
+        None
+    }
+
+    /// Unlinks a companion: its connection gets `<stream:error code="401"><conflict type="device_removed"/>`.
+    pub(crate) fn remove_device(&mut self, addr: DeviceAddr, _reason: &str) {
+        if addr.device == 0 {
+            return;
+        }
+        let Some(d) = self.accounts[addr.account].devices.remove(&addr.device) else { return };
+        if let Some(conn) = d.conn {
+            let err = Node::new("stream:error")
+                .attr("code", "401")
+                .children([Node::new("conflict").attr("type", "device_removed")]);
+            self.send_and_close(conn, err);
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.device = None;
+            }
+        }
+    }
+}
+
+fn parse_skey(s: &Node) -> Option<SignedPreKeyPub> {
+    Some(SignedPreKeyPub {
+        id: be_int(child_bytes(s, "id")?)?,
+        public: PublicKey::from_bytes(child_bytes(s, "value")?).ok()?,
+        signature: child_bytes(s, "signature")?.try_into().ok()?,
+    })
+}
