@@ -41,6 +41,7 @@ pub(crate) fn generate<R: CryptoRng + ?Sized>(rng: &mut R, now: i64) -> Credenti
         lid: None,
         push_name: None,
         platform: None,
+        lid_migrated: None,
     }
 }
 

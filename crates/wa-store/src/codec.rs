@@ -52,6 +52,14 @@ impl Enc {
     pub(crate) fn opt_str(&mut self, s: Option<&str>) -> &mut Self {
         self.opt_bytes(s.map(str::as_bytes))
     }
+    /// `None`, `false`, `true` as one byte 0, 1, 2.
+    pub(crate) fn opt_bool(&mut self, b: Option<bool>) -> &mut Self {
+        self.u8(match b {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        })
+    }
     pub(crate) fn finish(self) -> Vec<u8> {
         self.0
     }
@@ -71,6 +79,16 @@ impl<'a> Dec<'a> {
             return Err(d.err(format!("unknown value format version {v} (expected {format_version})")));
         }
         Ok(d)
+    }
+    /// Starts decoding a value written in any format version from 1 to `newest`; returns the
+    /// version found, so a newer binary still reads what an older one stored.
+    pub(crate) fn new_upto(buf: &'a [u8], table: &'static str, newest: u8) -> Result<(Self, u8)> {
+        let mut d = Dec { buf, table };
+        let v = d.u8()?;
+        if v == 0 || v > newest {
+            return Err(d.err(format!("unknown value format version {v} (expected 1 to {newest})")));
+        }
+        Ok((d, v))
     }
     fn err(&self, reason: String) -> Error {
         Error::Corrupt { table: self.table, reason }
@@ -122,6 +140,14 @@ impl<'a> Dec<'a> {
             Some(b) => String::from_utf8(b).map(Some).map_err(|_| self.err("string is not UTF-8".into())),
         }
     }
+    pub(crate) fn opt_bool(&mut self) -> Result<Option<bool>> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(false)),
+            2 => Ok(Some(true)),
+            t => Err(self.err(format!("bad optional bool {t}"))),
+        }
+    }
     pub(crate) fn finish(self) -> Result<()> {
         if self.buf.is_empty() { Ok(()) } else { Err(self.err(format!("{} trailing bytes", self.buf.len()))) }
     }
@@ -157,5 +183,25 @@ mod tests {
             assert!(matches!(r, Err(Error::Corrupt { .. })), "cut at {cut}");
         }
         assert!(Dec::new(&b, "t", 2).is_err());
+    }
+
+    #[test]
+    fn older_versions_and_optional_bools() {
+        let mut e = Enc::new(2);
+        e.opt_bool(None).opt_bool(Some(false)).opt_bool(Some(true));
+        let b = e.finish();
+        let (mut d, v) = Dec::new_upto(&b, "t", 2).expect("version 2 of 2");
+        assert_eq!(v, 2);
+        assert_eq!(
+            [d.opt_bool().ok(), d.opt_bool().ok(), d.opt_bool().ok()],
+            [Some(None), Some(Some(false)), Some(Some(true))]
+        );
+        d.finish().expect("no trailing");
+        assert!(matches!(Dec::new_upto(&b, "t", 1), Err(Error::Corrupt { .. })), "newer than known");
+        assert!(matches!(Dec::new_upto(&[0], "t", 2), Err(Error::Corrupt { .. })), "version 0");
+        assert!(matches!(
+            Dec::new_upto(&[2, 3], "t", 2).and_then(|(mut d, _)| d.opt_bool()),
+            Err(Error::Corrupt { .. })
+        ));
     }
 }

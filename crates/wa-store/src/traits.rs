@@ -53,6 +53,10 @@ pub trait SessionStore {
     fn delete_session(&self, addr: &ProtocolAddress) -> impl Future<Output = Result<()>> + Send;
     /// Deletes the sessions of every device of a user.
     fn delete_user_sessions(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Moves the sessions and identity keys of every device of user `from` to user `to`
+    /// atomically (a contact's phone-number address to its LID address, once the mapping is
+    /// known), replacing what `to` held for the same device; returns how many sessions moved.
+    fn migrate_user(&self, from: &str, to: &str) -> impl Future<Output = Result<u32>> + Send;
 }
 
 /// One-time prekeys.
@@ -180,6 +184,10 @@ pub trait LidStore {
     fn get_pn_for_lid(&self, lid: &str) -> impl Future<Output = Result<Option<String>>> + Send;
     /// LID for a phone number.
     fn get_lid_for_pn(&self, pn: &str) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// LIDs for several phone numbers in one read, in the order asked.
+    fn get_lids_for_pns(&self, pns: &[String]) -> impl Future<Output = Result<Vec<Option<String>>>> + Send;
+    /// Phone numbers for several LIDs in one read, in the order asked.
+    fn get_pns_for_lids(&self, lids: &[String]) -> impl Future<Output = Result<Vec<Option<String>>>> + Send;
 }
 
 /// Cached device lists.
@@ -325,6 +333,11 @@ impl Transaction {
         self.put(Table::SenderKeys, RowKey::new(group, sender.to_string()), record.to_vec(), 0, None);
         self
     }
+    /// Buffers deleting a sender-key record (it moved to the sender's LID address).
+    pub fn delete_sender_key(&mut self, group: &str, sender: &ProtocolAddress) -> &mut Self {
+        self.delete(Table::SenderKeys, RowKey::new(group, sender.to_string()));
+        self
+    }
     /// Buffers adding sender-key holders.
     pub fn add_sender_key_holders(&mut self, group: &str, devices: &[String]) -> &mut Self {
         for d in devices {
@@ -437,6 +450,27 @@ impl SessionStore for DeviceStore {
     }
     async fn delete_user_sessions(&self, name: &str) -> Result<()> {
         self.write(|t| t.delete_scope(Table::Sessions, name.to_owned())).await
+    }
+    async fn migrate_user(&self, from: &str, to: &str) -> Result<u32> {
+        if from == to {
+            return Ok(0);
+        }
+        let scope = || Scan { scope: Some(from.to_owned()), ..Scan::default() };
+        let sessions = self.scan_rows(Table::Sessions, scope()).await?;
+        let identities = self.scan_rows(Table::Identities, scope()).await?;
+        if sessions.is_empty() && identities.is_empty() {
+            return Ok(0);
+        }
+        let moved = u32::try_from(sessions.len()).unwrap_or(u32::MAX);
+        let mut tx = self.transaction();
+        for (table, rows) in [(Table::Sessions, sessions), (Table::Identities, identities)] {
+            for r in rows {
+                tx.put(table, RowKey::new(to, r.id.key), r.value, r.aux, r.expires_at);
+            }
+            tx.delete_scope(table, from.to_owned());
+        }
+        tx.commit().await?;
+        Ok(moved)
     }
 }
 
@@ -677,6 +711,24 @@ impl LidStore for DeviceStore {
             None => Ok(None),
             Some(r) => Ok(Some(utf8(Table::LidMappings, r.value)?)),
         }
+    }
+    async fn get_lids_for_pns(&self, pns: &[String]) -> Result<Vec<Option<String>>> {
+        self.lid_mappings(PN_TO_LID, pns).await
+    }
+    async fn get_pns_for_lids(&self, lids: &[String]) -> Result<Vec<Option<String>>> {
+        self.lid_mappings(LID_TO_PN, lids).await
+    }
+}
+
+impl DeviceStore {
+    /// One direction of the LID map for many keys in one backend read.
+    async fn lid_mappings(&self, direction: &str, keys: &[String]) -> Result<Vec<Option<String>>> {
+        let ids: Vec<RowKey> = keys.iter().map(|k| RowKey::new(direction, k.clone())).collect();
+        self.get_rows(Table::LidMappings, &ids)
+            .await?
+            .into_iter()
+            .map(|r| r.map(|r| utf8(Table::LidMappings, r.value)).transpose())
+            .collect()
     }
 }
 

@@ -154,6 +154,9 @@ pub struct Credentials {
     pub push_name: Option<String>,
     /// Platform reported by the phone.
     pub platform: Option<String>,
+    /// Whether the account's 1:1 chats are LID-addressed (`ClientPairingProps.isChatDbLidMigrated`
+    /// in pair-success); `None` when the phone did not say (paired before it was recorded).
+    pub lid_migrated: Option<bool>,
 }
 
 /// What saving an identity key found.
@@ -238,6 +241,8 @@ pub struct PrivacyToken {
 // ---- value encodings (format version 1 each) ------------------------------------------------
 
 const V1: u8 = 1;
+/// Credentials format 2 appends `lid_migrated`; format 1 (stored by older binaries) still reads.
+const CREDENTIALS_V2: u8 = 2;
 
 fn put_key_pair(e: &mut Enc, k: &KeyPair) {
     e.raw(&k.public).raw(&k.private);
@@ -259,7 +264,7 @@ fn get_signed(d: &mut Dec<'_>) -> Result<SignedPreKey> {
 
 impl Credentials {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut e = Enc::new(V1);
+        let mut e = Enc::new(CREDENTIALS_V2);
         put_key_pair(&mut e, &self.noise_key);
         put_key_pair(&mut e, &self.identity_key);
         put_signed(&mut e, &self.signed_pre_key);
@@ -269,12 +274,13 @@ impl Credentials {
             .opt_str(self.jid.as_deref())
             .opt_str(self.lid.as_deref())
             .opt_str(self.push_name.as_deref())
-            .opt_str(self.platform.as_deref());
+            .opt_str(self.platform.as_deref())
+            .opt_bool(self.lid_migrated);
         e.finish()
     }
     pub(crate) fn decode(b: &[u8], table: &'static str) -> Result<Self> {
-        let mut d = Dec::new(b, table, V1)?;
-        let c = Credentials {
+        let (mut d, version) = Dec::new_upto(b, table, CREDENTIALS_V2)?;
+        let mut c = Credentials {
             noise_key: get_key_pair(&mut d)?,
             identity_key: get_key_pair(&mut d)?,
             signed_pre_key: get_signed(&mut d)?,
@@ -285,7 +291,11 @@ impl Credentials {
             lid: d.opt_str()?,
             push_name: d.opt_str()?,
             platform: d.opt_str()?,
+            lid_migrated: None,
         };
+        if version >= CREDENTIALS_V2 {
+            c.lid_migrated = d.opt_bool()?;
+        }
         d.finish()?;
         Ok(c)
     }
@@ -403,5 +413,47 @@ impl PrivacyToken {
         let t = PrivacyToken { token: d.bytes()?, timestamp: d.i64()? };
         d.finish()?;
         Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Credentials {
+        let kp = |b: u8| KeyPair { public: [b; 32], private: [b ^ 0xff; 32] };
+        Credentials {
+            noise_key: kp(1),
+            identity_key: kp(2),
+            signed_pre_key: SignedPreKey { id: 9, key_pair: kp(3), signature: [4; 64], created_at: 5 },
+            registration_id: 6,
+            adv_secret_key: [7; 32],
+            signed_device_identity: Some(vec![8]),
+            jid: Some("1:2@s.whatsapp.net".into()),
+            lid: Some("3:2@lid".into()),
+            push_name: None,
+            platform: Some("android".into()),
+            lid_migrated: Some(true),
+        }
+    }
+
+    #[test]
+    fn credentials_stored_by_an_older_binary_still_load() {
+        // Format 1 is format 2 without the trailing migration state.
+        let c = sample();
+        let mut v1 = c.encode();
+        assert_eq!((v1[0], v1.last().copied()), (CREDENTIALS_V2, Some(2)));
+        v1[0] = V1;
+        v1.pop();
+        let old = Credentials::decode(&v1, "t").expect("format 1 decodes");
+        assert_eq!(old, Credentials { lid_migrated: None, ..c.clone() });
+        assert_eq!(Credentials::decode(&c.encode(), "t").expect("round trip"), c);
+        // A format 1 value with a migration byte appended is malformed, not silently read.
+        let mut bad = v1.clone();
+        bad.push(2);
+        assert!(matches!(Credentials::decode(&bad, "t"), Err(Error::Corrupt { .. })));
+        let mut future = c.encode();
+        future[0] = 3;
+        assert!(matches!(Credentials::decode(&future, "t"), Err(Error::Corrupt { .. })));
     }
 }

@@ -51,6 +51,7 @@ pub fn creds(tag: u8) -> Credentials {
         lid: Some("123456789:3@lid".into()),
         push_name: Some("Ana".into()),
         platform: Some("android".into()),
+        lid_migrated: Some(true),
     }
 }
 
@@ -84,7 +85,13 @@ pub async fn credentials(h: &dyn Harness) {
     c2.push_name = None;
     c2.jid = None;
     d.save_credentials(&c2).await.expect("replace");
-    assert_eq!(d.load_credentials().await.expect("load"), Some(c2));
+    assert_eq!(d.load_credentials().await.expect("load"), Some(c2.clone()));
+    // The account's LID migration state keeps all three values (unknown, legacy, migrated).
+    for state in [None, Some(false), Some(true)] {
+        c2.lid_migrated = state;
+        d.save_credentials(&c2).await.expect("save migration state");
+        assert_eq!(d.load_credentials().await.expect("load").map(|c| c.lid_migrated), Some(state));
+    }
     assert_eq!(s.devices().await.expect("devices"), vec![dev("a")]);
 }
 
@@ -249,6 +256,72 @@ pub async fn lid_mappings(h: &dyn Harness) {
     assert_eq!(d.get_lid_for_pn("5511").await.expect("get").as_deref(), Some("333"));
     assert_eq!(d.get_pn_for_lid("111").await.expect("get"), None);
     assert_eq!(d.get_pn_for_lid("333").await.expect("get").as_deref(), Some("5511"));
+
+    // Batch lookups answer in the order asked, `None` where unknown, duplicates included.
+    let pns: Vec<String> = ["5522", "9999", "5511", "5522"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        d.get_lids_for_pns(&pns).await.expect("batch"),
+        vec![Some("222".to_owned()), None, Some("333".to_owned()), Some("222".to_owned())]
+    );
+    let lids: Vec<String> = ["111", "333", "222"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        d.get_pns_for_lids(&lids).await.expect("batch"),
+        vec![None, Some("5511".to_owned()), Some("5522".to_owned())]
+    );
+    assert_eq!(d.get_lids_for_pns(&[]).await.expect("empty"), Vec::<Option<String>>::new());
+    // A thousand mappings in one write, read back in one batch.
+    let many: Vec<(String, String)> = (0..1000).map(|i| (format!("9{i:05}"), format!("8{i:05}"))).collect();
+    d.put_lid_mappings(&many).await.expect("put many");
+    let asked: Vec<String> = many.iter().rev().map(|(_, pn)| pn.clone()).collect();
+    let got = d.get_lids_for_pns(&asked).await.expect("batch of 1000");
+    assert!(got.iter().zip(many.iter().rev()).all(|(g, (lid, _))| g.as_deref() == Some(lid.as_str())));
+    // Another device sees none of them.
+    let other = s.device(&dev("b"));
+    assert_eq!(other.get_lids_for_pns(&pns[..1]).await.expect("other device"), vec![None]);
+}
+
+/// A contact seen first by phone number then by LID: its sessions and identity keys move to
+/// the LID address in one write, replacing what the LID address held for the same device.
+pub async fn session_migration(h: &dyn Harness) {
+    let (s, _) = fresh(h).await;
+    let d = s.device(&dev("a"));
+    let (pn, lid) = ("5511", "123_1");
+    d.put_sessions(&[(addr(pn, 0), b"pn-0".to_vec()), (addr(pn, 3), b"pn-3".to_vec())]).await.expect("put");
+    d.put_sessions(&[(addr(lid, 3), b"old-lid-3".to_vec()), (addr(lid, 7), b"lid-7".to_vec())])
+        .await
+        .expect("put");
+    d.put_sessions(&[(addr("55110", 0), b"a neighbour".to_vec())]).await.expect("put");
+    d.save_identity(&addr(pn, 0), [1; 32]).await.expect("identity");
+    assert_eq!(d.migrate_user(pn, lid).await.expect("migrate"), 2);
+    let got = d
+        .get_sessions(&[addr(pn, 0), addr(pn, 3), addr(lid, 0), addr(lid, 3), addr(lid, 7), addr("55110", 0)])
+        .await
+        .expect("get");
+    assert_eq!(
+        got,
+        vec![
+            None,
+            None,
+            Some(b"pn-0".to_vec()),
+            Some(b"pn-3".to_vec()),
+            Some(b"lid-7".to_vec()),
+            Some(b"a neighbour".to_vec())
+        ]
+    );
+    assert_eq!(d.get_identity(&addr(pn, 0)).await.expect("identity"), None);
+    assert_eq!(d.get_identity(&addr(lid, 0)).await.expect("identity"), Some([1; 32]));
+    // Nothing left to move: a second migration (or one for an unknown user) is a no-op.
+    assert_eq!(d.migrate_user(pn, lid).await.expect("again"), 0);
+    assert_eq!(d.migrate_user("nobody", lid).await.expect("unknown"), 0);
+    assert_eq!(d.migrate_user(lid, lid).await.expect("same"), 0);
+    assert_eq!(d.get_sessions(&[addr(lid, 0)]).await.expect("get")[0].as_deref(), Some(&b"pn-0"[..]));
+    // A sender key moves in a transaction: written under the LID address, gone from the PN one.
+    d.put_sender_key("g@g.us", &addr(pn, 3), b"sk").await.expect("put");
+    let mut tx = d.transaction();
+    tx.put_sender_key("g@g.us", &addr(lid, 3), b"sk").delete_sender_key("g@g.us", &addr(pn, 3));
+    tx.commit().await.expect("move");
+    assert_eq!(d.get_sender_key("g@g.us", &addr(pn, 3)).await.expect("get"), None);
+    assert_eq!(d.get_sender_key("g@g.us", &addr(lid, 3)).await.expect("get").as_deref(), Some(&b"sk"[..]));
 }
 
 pub async fn device_lists(h: &dyn Harness) {
@@ -641,7 +714,7 @@ macro_rules! conformance_suite {
     ($make:path) => {
         $crate::conformance_suite!(@cases $make;
             credentials, identities, sessions, pre_keys, signed_pre_keys, sender_keys, app_state,
-            lid_mappings, device_lists, sent_messages, inbound_messages, privacy_tokens,
+            lid_mappings, session_migration, device_lists, sent_messages, inbound_messages, privacy_tokens,
             many_devices, transactions, rollback_on_error, concurrent_writers, reopen,
             encrypted_round_trip_and_rotation, wrong_or_missing_key, swapped_and_tampered_rows);
 
