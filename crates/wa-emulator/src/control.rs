@@ -43,6 +43,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/control/phones/{pn}/react", post(react))
         .route("/control/phones/{pn}/retry", post(request_retry))
         .route("/control/phones/{pn}/remove-device", post(remove_device))
+        .route("/control/phones/{pn}/lid-migration", post(lid_migration))
         .route("/control/phones/{pn}/devices/{device}/acked", get(device_acked))
         .route("/control/groups", post(create_group))
         .route("/control/groups/{gid}/add", post(add_to_group))
@@ -91,7 +92,7 @@ async fn info(State(s): State<Arc<Shared>>) -> ApiResult {
         "root_public_key": hex::encode(w.keys.root_public_key().as_bytes()),
         "server_static_key": hex::encode(w.keys.static_public_key().as_bytes()),
         "accounts": w.accounts.iter().map(|a| json!({
-            "pn": a.pn, "lid": a.lid, "push_name": a.push_name,
+            "pn": a.pn, "lid": a.lid, "push_name": a.push_name, "lid_migrated": a.lid_migrated,
             "devices": a.devices.values().map(|d| json!({"id": d.id, "online": d.conn.is_some(), "platform": d.platform})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "connections": w.conns.len(),
@@ -103,13 +104,38 @@ struct NewAccount {
     pn: String,
     #[serde(default)]
     name: Option<String>,
+    /// `false`: a legacy account whose 1:1 chats stay on phone numbers (default `true`).
+    #[serde(default)]
+    lid_migrated: Option<bool>,
 }
 
 async fn create_account(State(s): State<Arc<Shared>>, Json(b): Json<NewAccount>) -> ApiResult {
     let mut w = s.world();
     let name = b.name.unwrap_or_else(|| format!("Phone {}", b.pn));
-    let a = w.create_account(&b.pn, &name)?;
-    Ok(Json(json!({ "pn": w.accounts[a].pn, "lid": w.accounts[a].lid })))
+    let mut options = crate::world::AccountOptions::default();
+    if let Some(m) = b.lid_migrated {
+        options.lid_migrated = m;
+    }
+    let a = w.create_account_with(&b.pn, &name, options)?;
+    let acct = &w.accounts[a];
+    Ok(Json(json!({ "pn": acct.pn, "lid": acct.lid, "lid_migrated": acct.lid_migrated })))
+}
+
+#[derive(Deserialize)]
+struct LidMigration {
+    migrated: bool,
+}
+
+/// Moves an account's 1:1 chats to LIDs (or back), as the service migrates accounts.
+async fn lid_migration(
+    State(s): State<Arc<Shared>>,
+    Path(pn): Path<String>,
+    Json(b): Json<LidMigration>,
+) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    w.set_lid_migrated(a, b.migrated);
+    Ok(Json(json!({ "pn": w.accounts[a].pn, "lid_migrated": b.migrated })))
 }
 
 #[derive(Deserialize)]

@@ -108,15 +108,12 @@ impl World {
             let devices: Vec<u16> = self.accounts[a].devices.keys().copied().filter(|d| *d != 0).collect();
             for d in devices {
                 let id = self.next_iq_id();
-                let mut node = Node::new("notification")
+                let node = Node::new("notification")
                     .attr("from", jid.clone())
                     .attr("type", "w:gp2")
                     .attr("id", id)
                     .attr("participant", self.user_jid(actor, g.addressing()));
-                if g.lid_addressed {
-                    node = node.attr("participant_pn", self.user_jid(actor, Server::Pn));
-                }
-                let node = node.attr("t", now).children([body.clone()]);
+                let node = self.with_participant_alt(node, actor, &g).attr("t", now).children([body.clone()]);
                 self.deliver(DeviceAddr { account: a, device: d }, node);
             }
         }

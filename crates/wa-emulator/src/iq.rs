@@ -57,9 +57,8 @@ impl World {
             ("urn:xmpp:whatsapp:dirty", "clean") => Some(self.iq_result(&iq)),
             ("w:g2", _) => Some(self.on_group_iq(conn, &iq)),
             ("md", "remove-companion-device") => self.on_remove_companion(conn, &iq),
-            ("w:stats", _) | ("w:sync:app:state", _) | ("status", _) | ("w:profile:picture", _) => {
-                Some(self.iq_result(&iq))
-            }
+            ("w:sync:app:state", "sync") => Some(self.on_app_state_sync(&iq)),
+            ("w:stats", _) | ("status", _) | ("w:profile:picture", _) => Some(self.iq_result(&iq)),
             _ => {
                 tracing::warn!(conn, xmlns, child = first, "unsupported iq answered with 501");
                 self.emit(WorldEvent::Unsupported { conn, tag: first.clone(), xmlns: xmlns.clone() });
@@ -197,6 +196,10 @@ impl World {
             return;
         }
         let Some(d) = self.accounts[addr.account].devices.remove(&addr.device) else { return };
+        if d.signed_identity.is_some() {
+            // The phone re-signs its companions' key indexes without the removed one.
+            self.refresh_key_index_list(addr.account);
+        }
         if let Some(conn) = d.conn {
             let err = Node::new("stream:error")
                 .attr("code", "401")

@@ -19,10 +19,13 @@
 //! The protocol state is sans-I/O: [`session::ServerSession`] (bytes in, events out) and
 //! [`World`] (nodes in, nodes to mailboxes out); [`server`] is the tokio shell.
 
+mod addressing;
+mod appstate;
 mod clock;
 mod control;
 mod groups;
 mod iq;
+mod keyindex;
 mod keys;
 mod linkcode;
 mod login;
@@ -46,13 +49,14 @@ use wa_binary::Jid;
 use wa_crypto::PublicKey;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use keyindex::{KEY_INDEX_LIST_SIGNATURE_PREFIX, KeyIndexList};
 pub use keys::ServerKeys;
 pub use media::{IMAGE_KEYS_INFO, decrypt_media, encrypt_media};
 pub use phone::{InboxMessage, PhoneReceipt};
 pub use tls::TlsSetupError;
 pub use world::{
-    AccountId, ConnCommand, ConnId, ControlError, DeviceAddr, Fault, MAX_ACKED_IDS, MAX_EVENT_LOG, Mailbox,
-    World, WorldEvent,
+    AccountId, AccountOptions, ConnCommand, ConnId, ControlError, DeviceAddr, Fault, MAX_ACKED_IDS,
+    MAX_EVENT_LOG, Mailbox, World, WorldEvent,
 };
 
 use server::Shared;
@@ -273,9 +277,20 @@ impl EmulatorHandle {
         .flatten()
     }
 
-    /// Creates an account with a simulated phone.
+    /// Creates a LID-migrated account with a simulated phone.
     pub fn create_account(&self, pn: &str, push_name: &str) -> Result<PhoneHandle<'_>, ControlError> {
-        self.with_world(|w| w.create_account(pn, push_name))?;
+        self.create_account_with(pn, push_name, AccountOptions::default())
+    }
+
+    /// Creates an account with a simulated phone (`AccountOptions { lid_migrated: false }`: a
+    /// legacy account whose 1:1 chats stay on phone numbers).
+    pub fn create_account_with(
+        &self,
+        pn: &str,
+        push_name: &str,
+        options: AccountOptions,
+    ) -> Result<PhoneHandle<'_>, ControlError> {
+        self.with_world(|w| w.create_account_with(pn, push_name, options))?;
         Ok(PhoneHandle { emu: self, pn: pn.to_owned() })
     }
 
@@ -437,6 +452,32 @@ impl PhoneHandle<'_> {
 
     fn account(&self, w: &World) -> Result<AccountId, ControlError> {
         w.account_by_pn(&self.pn)
+    }
+
+    /// The account's identity key (the phone's; it signs ADV identities and key index lists).
+    pub fn identity_key(&self) -> Result<PublicKey, ControlError> {
+        self.emu.with_world(|w| self.account(w).map(|a| w.accounts[a].phone.identity_public()))
+    }
+
+    /// The key index list the phone last signed (`None` before a companion was linked).
+    pub fn key_index_list(&self) -> Result<Option<KeyIndexList>, ControlError> {
+        self.emu.with_world(|w| self.account(w).map(|a| w.accounts[a].key_index_list.clone()))
+    }
+
+    /// Whether the account's 1:1 chats are LID-addressed.
+    pub fn lid_migrated(&self) -> Result<bool, ControlError> {
+        self.emu.with_world(|w| self.account(w).map(|a| w.accounts[a].lid_migrated))
+    }
+
+    /// Moves the account's 1:1 chats to LIDs (or back to phone numbers), as the service
+    /// migrates accounts over time: its DMs are LID-addressed from now on, and its companions
+    /// must address theirs so.
+    pub fn set_lid_migrated(&self, migrated: bool) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.set_lid_migrated(a, migrated);
+            Ok(())
+        })
     }
 
     /// Scans a QR string a companion shows; pair-success goes to that companion.

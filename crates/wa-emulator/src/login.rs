@@ -70,7 +70,9 @@ impl World {
             c.device = Some(addr);
             c.active = false;
         }
-        let lid = self.user_jid(account, Server::Lid);
+        // The device-qualified LID, the same as pair-success's `lid` (whatsmeow
+        // connectionevents.go `handleConnectSuccess` compares the two).
+        let lid = self.device_jid(addr, Server::Lid);
         let now = self.now();
         self.send(
             conn,

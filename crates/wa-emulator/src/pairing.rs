@@ -154,6 +154,14 @@ impl World {
         let addr = DeviceAddr { account, device };
         let jid = self.device_jid(addr, Server::Pn);
         let lid = self.device_jid(addr, Server::Lid);
+        // Whether the account's 1:1 chats are LID-addressed, which decides how the companion
+        // must address DMs (whatsmeow pair.go `handlePairSuccess`; whatsapp-rust PR #943 and
+        // 0.7 src/pair.rs: WA Web's HandlePairSuccess sets isLidMigrated from it).
+        let client_props = wa_proto::ClientPairingProps {
+            is_chat_db_lid_migrated: Some(self.accounts[account].lid_migrated),
+            ..Default::default()
+        }
+        .encode_to_vec();
         let iq_id = self.next_iq_id();
         if let Some(c) = self.conns.get_mut(&conn) {
             c.pending_pair = Some(PendingPair { iq_id: iq_id.clone(), addr, details, account_key });
@@ -167,6 +175,7 @@ impl World {
                 Node::new("device-identity").bytes(container),
                 Node::new("platform").attr("name", "android"),
                 Node::new("device").attr("jid", jid).attr("lid", lid),
+                Node::new("client-props").bytes(client_props),
             ])]);
         self.send(conn, node);
         addr
@@ -214,6 +223,8 @@ impl World {
         if let Some(d) = self.accounts[addr.account].devices.get_mut(&addr.device) {
             d.signed_identity = Some(signed.to_vec());
         }
+        // The phone publishes its companions' key indexes anew, this one included.
+        self.refresh_key_index_list(addr.account);
         if let Some(reg) = self.conns.get_mut(&conn).and_then(|c| c.registration.take()) {
             for r in reg.refs {
                 self.refs.remove(&r);

@@ -314,6 +314,12 @@ impl World {
                 .children([Node::new("participants").children(participants), enc.bytes(sk)]);
         } else {
             let recipient = self.account_of(to).ok_or_else(|| ControlError::BadJid(to.to_string()))?;
+            // The phone names the contact in its account's namespace whatever JID it was
+            // given (a migrated phone writes every 1:1 chat by LID); the server delivers each
+            // copy in the recipient's view (see `addressing`).
+            let server = self.chat_server(account);
+            let to = &self.user_jid(recipient, server);
+            stanza.set_attr("to", to.clone());
             let dsm = wa_proto::Message {
                 device_sent_message: Some(Box::new(wa_proto::message::DeviceSentMessage {
                     destination_jid: Some(to.to_non_ad().to_string()),
@@ -332,11 +338,12 @@ impl World {
                 if let Some(m) = mediatype {
                     enc.set_attr("mediatype", m);
                 }
-                let server = if to.server() == Server::Lid { Server::Lid } else { Server::Pn };
                 let jid = self.device_jid(t, server);
                 participants.push(Node::new("to").attr("jid", jid).children([enc]));
             }
             stanza = stanza.children([Node::new("participants").children(participants)]);
+            self.route_message(me, to, &stanza);
+            return Ok(id);
         }
         self.route_message(me, to, &stanza);
         Ok(id)
@@ -445,9 +452,10 @@ impl World {
             }
         }
         let id = attr(node, "id");
+        // A phone files a 1:1 chat under the contact's number, however the DM was addressed.
         let chat = match &group {
             Some(g) => g.clone(),
-            None => sender_jid.to_non_ad().to_string(),
+            None => self.user_jid(sender.account, Server::Pn).to_string(),
         };
         let (kind, text) = result.as_ref().map(describe).unwrap_or(("undecryptable".into(), None));
         // The inbox is a log of every message that arrived, repeats under the same id included
@@ -477,6 +485,14 @@ impl World {
                 receipt = receipt.attr("to", g.clone());
             } else {
                 receipt = receipt.attr("to", sender_jid.to_non_ad());
+            }
+            if sender.account == account {
+                // A copy of our own account's message: a `sender` receipt naming the chat
+                // (whatsmeow receipt.go `sendMessageReceipt`, `buildBaseReceipt`).
+                receipt = receipt.attr("type", "sender");
+                if let Some(r) = node.get_attr("recipient") {
+                    receipt = receipt.attr("recipient", r.clone());
+                }
             }
             self.route_receipt(DeviceAddr { account, device: 0 }, &receipt);
         }
@@ -541,10 +557,15 @@ impl World {
             }
         };
         let now_ms = self.now().saturating_mul(1000);
+        // The key names the chat as the phone writes it (by LID on a migrated account).
+        let remote = match self.account_of(chat).filter(|_| !chat.is_group()) {
+            Some(c) => self.user_jid(c, self.chat_server(account)),
+            None => chat.to_non_ad(),
+        };
         let message = wa_proto::Message {
             reaction_message: Some(wa_proto::message::ReactionMessage {
                 key: Some(wa_proto::MessageKey {
-                    remote_jid: Some(chat.to_non_ad().to_string()),
+                    remote_jid: Some(remote.to_string()),
                     from_me: Some(from_me),
                     id: Some(id.to_owned()),
                     participant,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use wa_binary::{Jid, Node, Server};
 
-use crate::world::{ConnId, DeviceAddr, Group, MAX_ACKED_IDS, World, WorldEvent, attr, server_jid};
+use crate::world::{ConnId, DeviceAddr, MAX_ACKED_IDS, World, WorldEvent, attr, server_jid};
 
 impl World {
     // ------------------------------------------------------------------ routing
@@ -23,6 +23,23 @@ impl World {
             self.send(conn, Node::new("ack").attr("class", "message").attr("id", id).attr("error", "400"));
             return;
         };
+        if matches!(to.server(), Server::Pn | Server::Lid | Server::Hosted | Server::HostedLid)
+            && let Err(refusal) = self.check_dm_addressing(sender, &to, &msg)
+        {
+            let code = refusal.code();
+            tracing::debug!(conn, %to, ?refusal, "1:1 message refused");
+            self.send(
+                conn,
+                Node::new("ack")
+                    .attr("class", "message")
+                    .attr("id", id.as_str())
+                    .attr("from", to)
+                    .attr("error", code),
+            );
+            let pn = self.accounts[sender.account].pn.clone();
+            self.emit(WorldEvent::MessageRefused { pn, device: sender.device, id, code });
+            return;
+        }
         let now = self.now();
         let ack = Node::new("ack")
             .attr("class", "message")
@@ -42,8 +59,6 @@ impl World {
             let t = attr(msg, "type");
             if t.is_empty() { "text".to_owned() } else { t }
         };
-        let server = if to.server() == Server::Lid { Server::Lid } else { Server::Pn };
-        let sender_jid = self.device_jid(sender, server);
         let notify = self.accounts[sender.account].push_name.clone();
         let device_identity = msg.child("device-identity").cloned();
         let mut skmsg = msg.children_by_tag("enc").next().cloned();
@@ -81,7 +96,6 @@ impl World {
         if to.is_group() {
             let Some(group) = self.groups.get(to.user()).cloned() else { return };
             let sender_jid = self.device_jid(sender, group.addressing());
-            let sender_pn = self.device_jid(sender, Server::Pn);
             let targets: Vec<DeviceAddr> = group
                 .participants
                 .keys()
@@ -104,11 +118,9 @@ impl World {
                 if let Some(di) = &device_identity {
                     children.push(di.clone());
                 }
-                let mut node = base(to.clone()).attr("participant", sender_jid.clone());
-                if group.lid_addressed {
-                    node = node.attr("participant_pn", sender_pn.clone());
-                }
-                let node = node
+                let node = base(to.clone()).attr("participant", sender_jid.clone());
+                let node = self
+                    .with_participant_alt(node, sender.account, &group)
                     .attr("notify", notify.as_str())
                     .attr("addressing_mode", group.addressing_mode())
                     .children(children);
@@ -116,14 +128,22 @@ impl World {
             }
             return;
         }
+        let chat = self.account_of(to);
         for (t, enc) in addressed {
             if t == sender {
                 continue;
             }
-            let mut node = base(sender_jid.clone()).attr("notify", notify.as_str());
+            // Each device gets the DM in its own account's view of the sender (see `addressing`).
+            let server = self.delivery_server(sender.account, t.account);
+            let mut node = base(self.device_jid(sender, server)).attr("notify", notify.as_str());
             if t.account == sender.account {
                 // A copy for the sender's own other device: the chat is the recipient.
-                node = node.attr("recipient", to.clone());
+                node = match chat {
+                    Some(c) => self.with_recipient(node, sender.account, c),
+                    None => node.attr("recipient", to.clone()),
+                };
+            } else {
+                node = self.with_sender_alt(node, sender.account, server);
             }
             let mut children = vec![enc];
             if let Some(di) = &device_identity {
@@ -209,12 +229,8 @@ impl World {
         }
         let ty = attr(r, "type");
         let to_attr = r.attr_jid("to").ok();
-        let server = match to_attr.as_ref() {
-            Some(j) if j.is_group() => self.groups.get(j.user()).map_or(Server::Pn, Group::addressing),
-            Some(j) if j.server() == Server::Lid => Server::Lid,
-            _ => Server::Pn,
-        };
-        let from_jid = self.device_jid(from, server);
+        let group =
+            to_attr.as_ref().filter(|j| j.is_group()).and_then(|g| self.groups.get(g.user()).cloned());
         let now = self.now();
         for id in ids {
             let Some(&orig) = self.sent_by.get(&id) else { continue };
@@ -222,14 +238,29 @@ impl World {
                 continue;
             }
             let mut node = Node::new("receipt").attr("id", id.as_str()).attr("t", now);
-            match &to_attr {
-                Some(g) if g.is_group() => {
-                    node = node.attr("from", g.clone()).attr("participant", from_jid.clone());
+            match (&to_attr, &group) {
+                (Some(g), Some(group)) => {
+                    let participant = self.device_jid(from, group.addressing());
+                    node = node.attr("from", g.clone()).attr("participant", participant);
+                    node = self.with_participant_alt(node, from.account, group);
                 }
-                _ => node = node.attr("from", from_jid.clone()),
+                _ => {
+                    // A 1:1 receipt comes from the reader as the sender's account sees it.
+                    let server = self.delivery_server(from.account, orig.account);
+                    node = node.attr("from", self.device_jid(from, server));
+                    if from.account != orig.account {
+                        node = self.with_sender_alt(node, from.account, server);
+                    }
+                }
             }
             if !ty.is_empty() {
                 node = node.attr("type", ty.as_str());
+            }
+            // Between devices of one account the chat travels along (`sender` receipts).
+            if from.account == orig.account
+                && let Some(rcpt) = r.get_attr("recipient")
+            {
+                node = node.attr("recipient", rcpt.clone());
             }
             // What the receipt carries besides the id list (a retry's <retry>, <registration>
             // and <keys>) travels to the sender unchanged.

@@ -1,4 +1,4 @@
-//! `usync` queries: devices, contact, LID, status.
+//! `usync` queries: devices (with the phone-signed key index list), contact, LID, status.
 
 use std::collections::HashSet;
 
@@ -6,11 +6,25 @@ use wa_binary::{Node, Server};
 
 use crate::world::{World, attr, content_bytes};
 
+/// The `mode` values clients send: whatsmeow user.go (`query`, `full`), whatsapp-rust 0.7
+/// wacore src/iq/usync.rs `UsyncMode` (also `delta`), Baileys `USyncQuery` (`query`).
+const MODES: [&str; 3] = ["query", "full", "delta"];
+/// The `context` values clients send: whatsmeow user.go (`interactive`, `background`,
+/// `message`), whatsapp-rust 0.7 `UsyncContext` (also `voip`).
+const CONTEXTS: [&str; 4] = ["interactive", "background", "message", "voip"];
+
 impl World {
     pub(crate) fn on_usync(&mut self, iq: &Node) -> Node {
         let Some(usync) = iq.child("usync") else {
             return self.iq_error(iq, 400, "bad-request");
         };
+        // A query names how and why it is made; one without (or with an unknown) mode or
+        // context is not one the service runs.
+        if !MODES.contains(&attr(usync, "mode").as_str())
+            || !CONTEXTS.contains(&attr(usync, "context").as_str())
+        {
+            return self.iq_error(iq, 400, "bad-request");
+        }
         let wants: HashSet<String> = usync
             .child("query")
             .map(|q| q.child_nodes().iter().map(|c| c.tag.to_string()).collect())
@@ -42,8 +56,23 @@ impl World {
                                     .collect()
                             })
                             .unwrap_or_default();
-                        children
-                            .push(Node::new("devices").children([Node::new("device-list").children(list)]));
+                        let mut devices = vec![Node::new("device-list").children(list)];
+                        // Users with companions come with the phone-signed list of valid key
+                        // indexes (see `keyindex`).
+                        if let Some(a) = account
+                            && let Some(kil) = &self.accounts[a].key_index_list
+                            && self.accounts[a]
+                                .devices
+                                .values()
+                                .any(|d| d.id != 0 && d.signed_identity.is_some())
+                        {
+                            devices.push(
+                                Node::new("key-index-list")
+                                    .attr("ts", kil.timestamp)
+                                    .bytes(kil.signed.clone()),
+                            );
+                        }
+                        children.push(Node::new("devices").children(devices));
                     }
                     "contact" => {
                         let ty = if account.is_some() { "in" } else { "out" };

@@ -162,6 +162,25 @@ pub struct Account {
     pub next_device_id: u16,
     /// Raw id used in ADV identities.
     pub raw_id: u32,
+    /// Whether the account's 1:1 chats are LID-addressed (see [`AccountOptions`]).
+    pub lid_migrated: bool,
+    /// The phone-signed list of valid companion key indexes, once a companion is linked.
+    pub key_index_list: Option<crate::keyindex::KeyIndexList>,
+}
+
+/// How an account is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountOptions {
+    /// LID-migrated (the default, as the service has moved 1:1 chats to LIDs): companions
+    /// learn it from pair-success `<client-props>` and must address DMs by LID. `false` is a
+    /// legacy account whose DMs stay on phone numbers.
+    pub lid_migrated: bool,
+}
+
+impl Default for AccountOptions {
+    fn default() -> Self {
+        Self { lid_migrated: true }
+    }
 }
 
 /// A group chat.
@@ -247,6 +266,8 @@ pub enum WorldEvent {
     /// A companion acknowledged a receipt delivered to it (`<ack class="receipt">`); `kind` is
     /// the receipt's type (empty for a delivery receipt).
     ReceiptAcked { pn: String, device: u16, id: String, kind: String },
+    /// A companion's `<message>` was refused with `<ack error=code>` (see `addressing`).
+    MessageRefused { pn: String, device: u16, id: String, code: u16 },
     /// A node the server does not support was answered with an error.
     Unsupported { conn: ConnId, tag: String, xmlns: String },
 }
@@ -429,8 +450,18 @@ impl World {
 
     // ------------------------------------------------------------------ accounts
 
-    /// Creates an account with a simulated phone.
+    /// Creates a LID-migrated account with a simulated phone.
     pub fn create_account(&mut self, pn: &str, push_name: &str) -> Result<AccountId, ControlError> {
+        self.create_account_with(pn, push_name, AccountOptions::default())
+    }
+
+    /// Creates an account with a simulated phone.
+    pub fn create_account_with(
+        &mut self,
+        pn: &str,
+        push_name: &str,
+        options: AccountOptions,
+    ) -> Result<AccountId, ControlError> {
         if pn.len() < 7 || pn.len() > 15 || !pn.bytes().all(|b| b.is_ascii_digit()) || pn.starts_with('0') {
             return Err(ControlError::BadPhoneNumber(pn.to_owned()));
         }
@@ -462,6 +493,8 @@ impl World {
             devices: BTreeMap::from([(0, device0)]),
             next_device_id: 1,
             raw_id,
+            lid_migrated: options.lid_migrated,
+            key_index_list: None,
         });
         self.by_pn.insert(pn.to_owned(), id);
         self.by_lid.insert(lid, id);
@@ -705,10 +738,37 @@ impl std::fmt::Display for NodeDisplay<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use rand::SeedableRng;
+
+    /// A world without accounts on a manual clock.
+    pub(crate) fn bare_world() -> World {
+        let mut rng = StdRng::seed_from_u64(7);
+        let keys = ServerKeys::generate(&mut rng, 1_700_000_000);
+        let mut w = World::new(rng, Arc::new(crate::clock::ManualClock::new(1_700_000_000)), keys, 6);
+        w.phone_pre_keys = 20;
+        w
+    }
+
+    /// A companion device of `account` (not linked yet: no signed identity) publishing the
+    /// phone's keys.
+    pub(crate) fn companion(w: &World, account: AccountId, id: u16) -> Device {
+        let phone = &w.accounts[account].devices[&0];
+        Device {
+            id,
+            noise_key: None,
+            keys: phone.keys.clone(),
+            key_index: u32::from(id),
+            conn: None,
+            offline: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            acked: VecDeque::new(),
+            platform: "Chrome".into(),
+            signed_identity: None,
+        }
+    }
 
     /// A world with two accounts; account 0 has a companion (device 5) logged in and active on
     /// the returned connection, whose mailbox is the receiver.
@@ -719,21 +779,8 @@ mod tests {
         let mut w = World::new(rng, Arc::new(crate::clock::ManualClock::new(1_700_000_000)), keys, 6);
         let me = w.create_account("15550001000", "Me").unwrap();
         w.create_account("15550001001", "Bob").unwrap();
-        let companion = {
-            let phone = &w.accounts[me].devices[&0];
-            Device {
-                id: 5,
-                noise_key: None,
-                keys: phone.keys.clone(),
-                key_index: 1,
-                conn: None,
-                offline: VecDeque::new(),
-                in_flight: VecDeque::new(),
-                acked: VecDeque::new(),
-                platform: "Chrome".into(),
-                signed_identity: Some(vec![1]),
-            }
-        };
+        let mut companion = companion(&w, me, 5);
+        companion.signed_identity = Some(vec![1]);
         w.accounts[me].devices.insert(5, companion);
         let addr = DeviceAddr { account: me, device: 5 };
         let (conn, rx) = login(&mut w, addr);

@@ -32,20 +32,35 @@ async fn qr_pairing_login_restart_and_text_both_ways() {
             .any(|e| matches!(e, wa_emulator::WorldEvent::Paired { device_signature_valid: true, .. }))
     );
 
-    // A simulated phone sends a text; Baileys decrypts it and answers.
+    // A simulated phone sends a text; Baileys decrypts it and answers. Both accounts are
+    // LID-migrated, so the chat is the friend's LID with its number beside it.
     let friend = emu.phone(FRIEND).unwrap();
     let me_jid = format!("{ME}@s.whatsapp.net");
     let id = friend.send_text(&me_jid.parse().unwrap(), "hello from the phone").unwrap();
     let m = peer.expect("message from friend", |v| v["event"] == "message" && v["id"] == id.as_str()).await;
     assert_eq!(m["text"], "hello from the phone");
-    assert_eq!(m["from"], format!("{FRIEND}@s.whatsapp.net"));
+    assert_eq!(m["from"], friend.lid().to_string().as_str(), "{m}");
+    assert_eq!(m["fromAlt"], format!("{FRIEND}@s.whatsapp.net"), "{m}");
 
-    peer.send_text(&format!("{FRIEND}@s.whatsapp.net"), "hi phone, got it").await;
+    // Baileys sends to whatever JID its application names. Addressed by phone number from a
+    // LID-migrated account, the service refuses it with 463 (as it did Baileys 7.0.0-rc13 in
+    // https://github.com/rmyndharis/OpenWA/pull/717); Baileys reports that as an error status.
+    let refused = peer.send_text(&format!("{FRIEND}@s.whatsapp.net"), "by number").await;
+    peer.seen_or_expect("the 463 nack", |v| {
+        v["event"] == "receipt"
+            && v["update"]["key"]["id"] == refused.as_str()
+            && v["update"]["update"]["messageStubParameters"][0] == "463"
+    })
+    .await;
+    // Replying in the chat it got (the LID) is delivered.
+    peer.send_text(m["from"].as_str().unwrap(), "hi phone, got it").await;
     let got = friend
         .wait_message(common::T, |m| m.text.as_deref() == Some("hi phone, got it"))
         .await
         .expect("the friend's phone decrypts Baileys' reply");
     assert_eq!(got.chat, me_jid);
+    assert!(got.sender.ends_with("@lid"), "delivered from Baileys' LID: {}", got.sender);
+    assert!(!friend.inbox().iter().any(|m| m.id == refused), "the refused message never arrived");
     // Our own phone got the DSM copy of the reply.
     let own = emu.phone(ME).unwrap();
     own.wait_message(common::T, |m| m.text.as_deref() == Some("hi phone, got it"))
@@ -88,10 +103,9 @@ async fn image_from_phone_is_downloaded_and_answered() {
     let bytes = base64::engine::general_purpose::STANDARD.decode(d["b64"].as_str().unwrap()).unwrap();
     assert_eq!(bytes, PNG, "Baileys decrypts the emulator-stored image byte for byte");
 
-    peer.send(
-        json!({"cmd": "send", "to": format!("{FRIEND}@s.whatsapp.net"), "text": "nice pixel", "quote": id}),
-    )
-    .await;
+    let friend_chat = m["from"].as_str().unwrap().to_owned();
+    assert_eq!(friend_chat, friend.lid().to_string(), "a LID-migrated account's chat: {m}");
+    peer.send(json!({"cmd": "send", "to": friend_chat, "text": "nice pixel", "quote": id})).await;
     peer.expect_event("sent").await;
     friend
         .wait_message(common::T, |m| m.text.as_deref() == Some("nice pixel"))
@@ -100,7 +114,7 @@ async fn image_from_phone_is_downloaded_and_answered() {
 
     // Baileys uploads an image to the emulator's media endpoint; the phone downloads and decrypts it.
     let b64 = base64::engine::general_purpose::STANDARD.encode(PNG);
-    peer.send(json!({"cmd": "send_image", "to": format!("{FRIEND}@s.whatsapp.net"), "b64": b64, "caption": "back at you"})).await;
+    peer.send(json!({"cmd": "send_image", "to": friend_chat, "b64": b64, "caption": "back at you"})).await;
     let s = peer.expect("sent image", |v| v["event"] == "sent" || v["event"] == "error").await;
     assert_eq!(s["event"], "sent", "{s}");
     let got = friend.wait_message(common::T, |m| m.kind == "image").await.expect("phone gets Baileys' image");
@@ -182,7 +196,8 @@ async fn phone_reacts_marks_played_and_asks_for_a_retry() {
     let mut peer = pair_by_qr(&emu, ME, &auth.0).await;
     let friend = emu.phone(FRIEND).unwrap();
     let me_jid: wa_binary::Jid = format!("{ME}@s.whatsapp.net").parse().unwrap();
-    let friend_jid = format!("{FRIEND}@s.whatsapp.net");
+    // A LID-migrated account writes to the friend's LID (its number would be refused, 463).
+    let friend_jid = friend.lid().to_string();
 
     let id = peer.send_text(&friend_jid, "react to this").await;
     friend.wait_message(common::T, |m| m.id == id).await.expect("phone reads Baileys' text");

@@ -120,8 +120,26 @@ async fn emulator() -> EmulatorHandle {
     emu
 }
 
+/// What pair-success told the companion besides its keys.
+#[derive(Debug)]
+struct PairInfo {
+    device: u32,
+    /// `<device lid>`.
+    lid: wa_binary::Jid,
+    /// `ClientPairingProps.isChatDbLidMigrated` from `<client-props>`.
+    lid_migrated: Option<bool>,
+    /// `ADVDeviceIdentity.rawId`.
+    raw_id: u32,
+}
+
 /// Registers, pairs by QR, answers pair-success; returns the creds and device id.
 async fn pair(emu: &EmulatorHandle, rng: &mut StdRng) -> (Creds, u32) {
+    let (creds, info) = pair_account(emu, PN, rng).await;
+    (creds, info.device)
+}
+
+/// [`pair`] for any account, with what pair-success said.
+async fn pair_account(emu: &EmulatorHandle, pn: &str, rng: &mut StdRng) -> (Creds, PairInfo) {
     let noise = KeyPair::generate(rng);
     let identity = LocalIdentity::generate(rng);
     let signed = SignedPreKeyRecord::generate(&identity.key_pair, 1, rng);
@@ -162,9 +180,14 @@ async fn pair(emu: &EmulatorHandle, rng: &mut StdRng) -> (Creds, u32) {
         B64.encode(creds.identity.public_key().as_bytes()),
         B64.encode(creds.adv_secret)
     );
-    emu.phone(PN).unwrap().scan(&qr).unwrap();
+    emu.phone(pn).unwrap().scan(&qr).unwrap();
     let ps = c.recv().await.unwrap();
     let success = ps.child("pair-success").expect("pair-success");
+    let lid_migrated = success
+        .child("client-props")
+        .and_then(|p| p.content_bytes())
+        .map(|b| wa_proto::ClientPairingProps::decode(b).expect("client-props is a ClientPairingProps"))
+        .and_then(|p| p.is_chat_db_lid_migrated);
     let container = wa_proto::AdvSignedDeviceIdentityHmac::decode(
         success.child("device-identity").unwrap().content_bytes().unwrap(),
     )
@@ -192,6 +215,8 @@ async fn pair(emu: &EmulatorHandle, rng: &mut StdRng) -> (Creds, u32) {
     signed.device_signature = Some(creds.identity.key_pair.private.sign(&dmsg).to_vec());
     signed.account_signature_key = None;
     let device_jid = success.child("device").unwrap().attr_jid("jid").unwrap();
+    let lid = success.child("device").unwrap().attr_jid("lid").unwrap();
+    let raw_id = identity.raw_id.unwrap();
     let reply = Node::new("iq")
         .attr("to", "s.whatsapp.net")
         .attr("id", ps.attr_str("id").unwrap().as_ref())
@@ -204,7 +229,49 @@ async fn pair(emu: &EmulatorHandle, rng: &mut StdRng) -> (Creds, u32) {
     assert_eq!(err.tag, "stream:error");
     assert_eq!(err.attr_str("code").unwrap(), "515");
     assert!(c.recv().await.is_none(), "the server closes after 515");
-    (creds, u32::from(device_jid.device()))
+    (creds, PairInfo { device: u32::from(device_jid.device()), lid, lid_migrated, raw_id })
+}
+
+/// Logs a paired device in and makes it active; returns the connection and `<success>`.
+async fn login(
+    emu: &EmulatorHandle,
+    pn: &str,
+    creds: &Creds,
+    device: u32,
+    rng: &mut StdRng,
+) -> (Client, Node) {
+    let payload = ClientProfile::default().login(pn.parse().unwrap(), device);
+    let mut c = Client::connect(emu, &creds.noise, &payload, rng).await;
+    let success = c.recv().await.unwrap();
+    assert_eq!(success.tag, "success", "{success:?}");
+    let active = c.iq("passive", "set", "act", vec![Node::new("active")]).await;
+    assert_eq!(active.attr_str("type").unwrap(), "result");
+    (c, success)
+}
+
+/// A 1:1 `<message>` to `to` with one `<to jid>` per device; the ciphertexts are not real.
+fn dm(id: &str, to: &wa_binary::Jid, devices: &[wa_binary::Jid]) -> Node {
+    Node::new("message").attr("id", id).attr("to", to.clone()).attr("type", "text").children([Node::new(
+        "participants",
+    )
+    .children(devices.iter().map(|d| {
+        Node::new("to")
+            .attr("jid", d.clone())
+            .children([Node::new("enc").attr("v", "2").attr("type", "msg").bytes(vec![1, 2, 3])])
+    }))])
+}
+
+/// Sends a stanza and waits for its `<ack class="message">`; returns its `error`, if any.
+async fn message_ack(c: &mut Client, msg: &Node) -> Option<String> {
+    let id = msg.attr_str("id").unwrap().into_owned();
+    c.send(msg).await;
+    loop {
+        let n = c.recv().await.expect("connection closed");
+        if n.tag == "ack" && n.opt_attr_str("id").as_deref() == Some(id.as_str()) {
+            assert_eq!(n.attr_str("class").unwrap(), "message");
+            return n.opt_attr_str("error").map(|e| e.into_owned());
+        }
+    }
 }
 
 #[tokio::test]
@@ -218,8 +285,9 @@ async fn handshake_pair_login_and_post_login_iqs() {
     let mut c = Client::connect(&emu, &creds.noise, &payload, &mut rng).await;
     let success = c.recv().await.unwrap();
     assert_eq!(success.tag, "success");
+    // Device-qualified, as pair-success named it (whatsmeow compares the two).
     let lid = success.attr_jid("lid").unwrap();
-    assert_eq!(lid, emu.phone(PN).unwrap().lid());
+    assert_eq!(lid, emu.phone(PN).unwrap().lid().with_device(device as u16).unwrap());
 
     let count = c.iq("encrypt", "get", "1", vec![Node::new("count")]).await;
     assert_eq!(count.child("count").unwrap().attr_str("value").unwrap(), "0");
@@ -286,4 +354,141 @@ async fn login_refusals() {
     let mut c = Client::connect(&emu, &creds.noise, &payload, &mut rng).await;
     let f = c.recv().await.unwrap();
     assert_eq!((f.tag.as_str(), f.attr_str("reason").unwrap().as_ref()), ("failure", "503"));
+}
+
+const FRIEND: &str = "15557654321";
+
+/// A LID-migrated account (the default) must address 1:1 messages by LID, as the real service
+/// demands: a naive client writing the phone number gets `ack error="463"`, names of both kinds
+/// in one stanza get 479, and the LID-addressed message is accepted. A legacy account is the
+/// other way round (400 for a LID).
+#[tokio::test]
+async fn dm_addressing_follows_the_accounts_lid_migration() {
+    let emu = emulator().await;
+    let friend = emu.create_account(FRIEND, "Friend").unwrap();
+    let (friend_pn, friend_lid) = (friend.jid(), friend.lid());
+    let mut rng = StdRng::seed_from_u64(11);
+    let (creds, info) = pair_account(&emu, PN, &mut rng).await;
+    assert_eq!(info.lid_migrated, Some(true), "pair-success says the account is LID-migrated");
+    let (mut c, _) = login(&emu, PN, &creds, info.device, &mut rng).await;
+    let own_lid = info.lid.to_non_ad();
+
+    let naive = dm("M1", &friend_pn, std::slice::from_ref(&friend_pn));
+    assert_eq!(message_ack(&mut c, &naive).await.as_deref(), Some("463"));
+    let mixed = dm("M2", &friend_lid, &[friend_lid.clone(), emu.phone(PN).unwrap().jid()]);
+    assert_eq!(message_ack(&mut c, &mixed).await.as_deref(), Some("479"));
+    let good = dm("M3", &friend_lid, &[friend_lid.clone(), own_lid.clone()]);
+    assert_eq!(message_ack(&mut c, &good).await, None);
+    // Peer messages to the own phone stay on the phone number.
+    let own_pn = emu.phone(PN).unwrap().jid();
+    let peer = dm("M4", &own_pn, std::slice::from_ref(&own_pn)).attr("category", "peer");
+    assert_eq!(message_ack(&mut c, &peer).await, None);
+    let refused: Vec<(String, u16)> = emu
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            wa_emulator::WorldEvent::MessageRefused { id, code, .. } => Some((id, code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, vec![("M1".to_owned(), 463), ("M2".to_owned(), 479)]);
+    assert!(!emu.phone(FRIEND).unwrap().inbox().iter().any(|m| m.id == "M1" || m.id == "M2"));
+
+    // A legacy account keeps phone numbers: PN accepted, LID refused with 400.
+    let legacy = "15550002222";
+    emu.create_account_with(legacy, "Legacy", wa_emulator::AccountOptions { lid_migrated: false }).unwrap();
+    let (creds, info) = pair_account(&emu, legacy, &mut rng).await;
+    assert_eq!(info.lid_migrated, Some(false));
+    let (mut c, _) = login(&emu, legacy, &creds, info.device, &mut rng).await;
+    assert_eq!(message_ack(&mut c, &dm("L1", &friend_pn, std::slice::from_ref(&friend_pn))).await, None);
+    assert_eq!(
+        message_ack(&mut c, &dm("L2", &friend_lid, std::slice::from_ref(&friend_lid))).await.as_deref(),
+        Some("400")
+    );
+}
+
+/// usync: `<lid val>` when asked, and for a user with companions a `<key-index-list ts>` the
+/// phone signed with the account key over `06 02 ‖ details`, listing the companion's key index.
+#[tokio::test]
+async fn usync_answers_lids_and_a_phone_signed_key_index_list() {
+    let emu = emulator().await;
+    emu.create_account(FRIEND, "Friend").unwrap();
+    let mut rng = StdRng::seed_from_u64(12);
+    let (creds, info) = pair_account(&emu, PN, &mut rng).await;
+    let (mut c, _) = login(&emu, PN, &creds, info.device, &mut rng).await;
+    let users = [emu.phone(PN).unwrap().jid(), emu.phone(FRIEND).unwrap().jid()];
+    let query = |mode: &str, context: &str| {
+        Node::new("usync")
+            .attr("sid", "s1")
+            .attr("mode", mode)
+            .attr("context", context)
+            .attr("last", "true")
+            .children([
+                Node::new("query").children([Node::new("devices").attr("version", "2"), Node::new("lid")]),
+                Node::new("list").children(users.iter().map(|u| Node::new("user").attr("jid", u.clone()))),
+            ])
+    };
+    let r = c.iq("usync", "get", "u1", vec![query("query", "message")]).await;
+    assert_eq!(r.attr_str("type").unwrap(), "result", "{r:?}");
+    let list: Vec<Node> =
+        r.child_path(&["usync", "list"]).unwrap().children_by_tag("user").cloned().collect();
+    assert_eq!(list.len(), 2);
+    let (me, friend) = (&list[0], &list[1]);
+    assert_eq!(me.child("lid").unwrap().attr_jid("val").unwrap(), emu.phone(PN).unwrap().lid());
+    assert_eq!(friend.child("lid").unwrap().attr_jid("val").unwrap(), emu.phone(FRIEND).unwrap().lid());
+
+    let kil =
+        me.child_path(&["devices", "key-index-list"]).expect("a user with companions has a key index list");
+    let signed = wa_proto::AdvSignedKeyIndexList::decode(kil.content_bytes().unwrap()).unwrap();
+    let details = signed.details.clone().unwrap();
+    let sig: [u8; 64] = signed.account_signature.as_deref().unwrap().try_into().unwrap();
+    let account_key = emu.phone(PN).unwrap().identity_key().unwrap();
+    let mut msg = wa_emulator::KEY_INDEX_LIST_SIGNATURE_PREFIX.to_vec();
+    msg.extend_from_slice(&details);
+    assert!(account_key.verify(&msg, &sig), "signed by the account key over 06 02 || details");
+    let list_details = wa_proto::AdvKeyIndexList::decode(details.as_slice()).unwrap();
+    assert_eq!(list_details.raw_id, Some(info.raw_id), "the raw id of the account's ADV identities");
+    assert_eq!(list_details.timestamp.unwrap().to_string(), kil.attr_str("ts").unwrap());
+    let key_index: u32 = me
+        .child_path(&["devices", "device-list"])
+        .unwrap()
+        .children_by_tag("device")
+        .find(|d| d.attr_str("id").unwrap() == info.device.to_string())
+        .and_then(|d| d.opt_attr_str("key-index"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(list_details.valid_indexes, vec![0, key_index]);
+    assert!(friend.child_path(&["devices", "key-index-list"]).is_none(), "no companions, no list");
+
+    // Modes and contexts clients use are answered; a query without one is not.
+    for (m, ctx) in [("full", "background"), ("query", "interactive"), ("delta", "voip")] {
+        let r = c.iq("usync", "get", &format!("{m}-{ctx}"), vec![query(m, ctx)]).await;
+        assert_eq!(r.attr_str("type").unwrap(), "result", "{m}/{ctx}");
+    }
+    let r = c.iq("usync", "get", "bad", vec![query("query", "whenever")]).await;
+    assert_eq!(r.child("error").unwrap().attr_str("code").unwrap(), "400");
+}
+
+/// `w:sync:app:state`: one empty `<collection name version>` per requested collection (the
+/// emulator holds no app state), which whatsapp-rust needs before it reports `Connected`.
+#[tokio::test]
+async fn app_state_fetches_get_one_collection_each() {
+    let emu = emulator().await;
+    let mut rng = StdRng::seed_from_u64(13);
+    let (creds, info) = pair_account(&emu, PN, &mut rng).await;
+    let (mut c, _) = login(&emu, PN, &creds, info.device, &mut rng).await;
+    let names = ["critical_block", "critical_unblock_low", "regular_high"];
+    let sync = Node::new("sync").children(
+        names.iter().map(|n| Node::new("collection").attr("name", *n).attr("return_snapshot", "true")),
+    );
+    let r = c.iq("w:sync:app:state", "set", "a1", vec![sync]).await;
+    assert_eq!(r.attr_str("type").unwrap(), "result");
+    let got: Vec<(String, String)> = r
+        .child("sync")
+        .unwrap()
+        .children_by_tag("collection")
+        .map(|c| (c.attr_str("name").unwrap().into_owned(), c.attr_str("version").unwrap().into_owned()))
+        .collect();
+    assert_eq!(got, names.iter().map(|n| (n.to_string(), "0".to_owned())).collect::<Vec<_>>());
 }

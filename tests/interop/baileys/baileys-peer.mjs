@@ -8,7 +8,7 @@
 //   {"event":"connection","connection":"connecting|open|close","statusCode":515,...}
 //   {"event":"restart"}                               (after statusCode 515, a new socket with the saved creds)
 //   {"event":"creds","me":{...}}                      (after pairing / login)
-//   {"event":"message","id":..,"from":..,"participant":..,"fromMe":false,"kind":"conversation","text":..,"media":{..},"reaction":{"text":..,"key":{..}}}
+//   {"event":"message","id":..,"from":..,"fromAlt":..,"participant":..,"fromMe":false,"kind":"conversation","text":..,"media":{..},"reaction":{"text":..,"key":{..}}}
 //   {"event":"receipt","update":{...}}  {"event":"sent","id":..,"to":..}  {"event":"error","error":".."}
 // stdin commands (one JSON object per line):
 //   {"cmd":"send","to":"15557654321@s.whatsapp.net","text":"hi"}
@@ -92,7 +92,7 @@ function start() {
       const media = mediaKind ? msg[mediaKind] : undefined;
       const proto = msg.protocolMessage;
       const edited = proto?.editedMessage;
-      out({ event: 'message', type, id: m.key.id, from: m.key.remoteJid, participant: m.key.participant, participantAlt: m.key.participantAlt, fromMe: m.key.fromMe,
+      out({ event: 'message', type, id: m.key.id, from: m.key.remoteJid, fromAlt: m.key.remoteJidAlt, participant: m.key.participant, participantAlt: m.key.participantAlt, fromMe: m.key.fromMe,
         kind, stub: m.messageStubType, stubParameters: m.messageStubParameters,
         text: msg.conversation ?? msg.extendedTextMessage?.text ?? media?.caption,
         quoted: (msg.extendedTextMessage ?? media)?.contextInfo?.stanzaId ?? undefined,

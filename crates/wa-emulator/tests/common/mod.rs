@@ -104,6 +104,15 @@ impl Peer {
         Peer { child, stdin, events, seen: Vec::new() }
     }
 
+    /// An event matching `pred` among those already seen (while waiting for something else),
+    /// or else the next one that matches.
+    pub async fn seen_or_expect(&mut self, what: &str, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        self.expect(what, pred).await
+    }
+
     /// Waits for an event matching `pred`; panics with everything seen on timeout.
     pub async fn expect(&mut self, what: &str, mut pred: impl FnMut(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + T;
@@ -197,7 +206,10 @@ impl Peer {
 
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 300 { format!("{}…", &s[..300]) } else { s }
+    match s.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s,
+    }
 }
 
 /// Pairs a fresh Baileys by QR through `phone` and waits for `open`.
