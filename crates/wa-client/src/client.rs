@@ -304,6 +304,7 @@ impl ClientBuilder {
                 running: std::sync::atomic::AtomicBool::new(false),
                 replayed: std::sync::atomic::AtomicBool::new(false),
                 state: crate::send::SendState::default(),
+                lids: Mutex::default(),
                 media_conn: tokio::sync::Mutex::new(None),
                 media_uploads: Mutex::new(crate::media::UploadCache::default()),
             }),
@@ -358,6 +359,8 @@ pub(crate) struct Shared {
     pub media_conn: tokio::sync::Mutex<Option<crate::media::MediaConn>>,
     /// Files uploaded recently, for [`Client::upload_reusable`].
     pub media_uploads: Mutex<crate::media::UploadCache>,
+    /// Phone number ↔ LID mappings seen recently (the store holds them all).
+    pub lids: Mutex<crate::lid::LidCache>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -508,6 +511,19 @@ impl Client {
     /// Our own LID, once known.
     pub fn lid(&self) -> Option<Jid> {
         self.shared.own_ids().ok().and_then(|(_, l)| l)
+    }
+
+    /// Whether the account's 1:1 chats are LID-addressed, as the phone said at pairing
+    /// (`None` before pairing, or for a pairing that did not say). A migrated account's DMs go
+    /// to LIDs; others keep phone numbers.
+    pub fn lid_migrated(&self) -> Option<bool> {
+        self.shared.credentials().ok().and_then(|c| c.lid_migrated)
+    }
+
+    /// The LID the store knows for a phone-number JID, or the phone number for a LID (no
+    /// device), learned from messages, receipts, notifications, history and lookups.
+    pub async fn alternate_jid(&self, jid: &Jid) -> Result<Option<Jid>> {
+        crate::lid::alternate(&self.shared, &jid.to_non_ad()).await
     }
 
     /// Whether a logged-in connection is live.
@@ -865,7 +881,12 @@ impl Session {
                 c.platform = Some(p.platform.clone());
                 c.signed_device_identity = Some(p.signed_identity.clone());
                 c.push_name = self.shared.config.push_name.clone().or(c.push_name);
+                c.lid_migrated = p.lid_migrated;
                 self.shared.save_credentials(c.clone()).await?;
+                // Our own number beside our LID (whatsmeow pair.go `handlePair`).
+                if let Some(lid) = &p.lid {
+                    crate::lid::learn_jids(&self.shared, &[(lid.to_non_ad(), p.jid.to_non_ad())]).await?;
+                }
                 // The primary phone's identity is the account key (device 0 of our own user).
                 let primary = p.lid.clone().unwrap_or_else(|| p.jid.clone()).to_non_ad();
                 self.shared.store.save_identity(&signal_address(&primary), *p.account_key.as_bytes()).await?;
@@ -898,6 +919,9 @@ impl Session {
             if c.lid.as_deref() != Some(lid.to_string().as_str()) {
                 c.lid = Some(lid.to_string());
                 self.shared.save_credentials(c.clone()).await?;
+            }
+            if let Some(own) = c.own_jid()? {
+                crate::lid::learn_jids(&self.shared, &[(lid.to_non_ad(), own.to_non_ad())]).await?;
             }
         }
         self.creds = c;

@@ -86,17 +86,26 @@ pub enum Event {
 }
 
 /// Who sent a message and where.
+///
+/// WhatsApp names a person by phone number (`…@s.whatsapp.net`) or by LID (`…@lid`); a
+/// LID-migrated account's 1:1 chats arrive by LID. `chat` and `sender` are what the message was
+/// addressed with; the `_pn` / `_lid` fields give both forms whenever the server or the store
+/// told us the other one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageInfo {
     /// The message id.
     pub id: String,
-    /// The chat (user or group JID, without device).
+    /// The chat (user or group JID, without device), as addressed.
     pub chat: Jid,
+    /// The 1:1 chat's phone-number JID, when known (`None` for groups).
+    pub chat_pn: Option<Jid>,
+    /// The 1:1 chat's LID, when known (`None` for groups).
+    pub chat_lid: Option<Jid>,
     /// The sending device.
     pub sender: Jid,
-    /// The sender's phone-number JID, when known.
+    /// The sender's phone-number JID (with the sending device), when known.
     pub sender_pn: Option<Jid>,
-    /// The sender's LID, when known.
+    /// The sender's LID (with the sending device), when known.
     pub sender_lid: Option<Jid>,
     /// Sent by one of our own devices.
     pub from_me: bool,
@@ -173,10 +182,18 @@ impl ReceiptKind {
 /// A receipt for messages we sent.
 #[derive(Clone, Debug)]
 pub struct ReceiptEvent {
-    /// The chat.
+    /// The chat, as addressed.
     pub chat: Jid,
+    /// The 1:1 chat's phone-number JID, when known (`None` for groups).
+    pub chat_pn: Option<Jid>,
+    /// The 1:1 chat's LID, when known (`None` for groups).
+    pub chat_lid: Option<Jid>,
     /// The device (or group participant) that sent the receipt.
     pub sender: Jid,
+    /// The receipt sender's phone-number JID, when known.
+    pub sender_pn: Option<Jid>,
+    /// The receipt sender's LID, when known.
+    pub sender_lid: Option<Jid>,
     /// Message ids covered.
     pub ids: Vec<String>,
     /// The kind.

@@ -88,6 +88,9 @@ pub(crate) fn on_message(shared: &Arc<Shared>, info: &MessageInfo, message: &Mes
         match client.fetch_history_sync(&n).await {
             Ok(h) => {
                 debug!(%id, conversations = h.conversations.len(), "history sync");
+                if let Err(e) = learn_mappings(&client.shared, &h).await {
+                    warn!(%id, %e, "history sync: LID mappings not stored");
+                }
                 client.shared.emit(Event::HistorySync(Arc::new(h)));
                 if let Ok(conn) = client.shared.connection() {
                     let receipt = Node::new("receipt")
@@ -100,6 +103,17 @@ pub(crate) fn on_message(shared: &Arc<Shared>, info: &MessageInfo, message: &Mes
             Err(e) => warn!(%id, %e, "history sync failed; the notification stays available as a message"),
         }
     });
+}
+
+/// Stores the phone-number ↔ LID pairs a history blob carries (`phoneNumberToLidMappings`,
+/// as whatsmeow message.go `storeHistoricalPNLIDMappings` does); malformed entries are skipped.
+pub(crate) async fn learn_mappings(shared: &Shared, h: &HistorySync) -> Result<()> {
+    let pairs: Vec<(wa_binary::Jid, wa_binary::Jid)> = h
+        .phone_number_to_lid_mappings
+        .iter()
+        .filter_map(|m| Some((m.lid_jid.as_deref()?.parse().ok()?, m.pn_jid.as_deref()?.parse().ok()?)))
+        .collect();
+    crate::lid::learn_jids(shared, &pairs).await
 }
 
 #[cfg(test)]

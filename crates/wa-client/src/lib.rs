@@ -25,6 +25,7 @@ pub mod error;
 pub mod event;
 pub mod history;
 mod http;
+mod lid;
 pub mod media;
 mod notification;
 mod pair;

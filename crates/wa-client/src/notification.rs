@@ -34,12 +34,33 @@ pub(crate) async fn handle_notification(shared: &Arc<Shared>, conn: &Connection,
         }
         "devices" => {
             if let Ok(from) = node.attr_jid("from") {
+                // The user's LID beside its number (whatsmeow notification.go
+                // `handleDeviceNotification`).
+                if let Ok(lid) = node.attr_jid("lid") {
+                    crate::lid::learn_jids(shared, &[(lid.to_non_ad(), from.to_non_ad())]).await?;
+                }
                 crate::send::invalidate_devices(shared, &from).await?;
             }
         }
         "w:gp2" => {
             let group = node.attr_jid("from")?;
             let author = node.attr_jid("participant").ok();
+            // Members and the author with their other names (whatsmeow notification.go: group
+            // notifications feed the LID map).
+            let mut pairs = Vec::new();
+            if let Some(a) = &author {
+                let alt = if a.is_lid() { "participant_pn" } else { "participant_lid" };
+                if let Ok(b) = node.attr_jid(alt) {
+                    pairs.push((a.to_non_ad(), b.to_non_ad()));
+                }
+            }
+            for child in node.child_nodes() {
+                pairs.extend(participant_pairs(child));
+                if let Some(g) = child.child("group") {
+                    pairs.extend(participant_pairs(g));
+                }
+            }
+            crate::lid::learn_jids(shared, &pairs).await?;
             for child in node.child_nodes() {
                 let participants: Vec<Jid> =
                     child.children_by_tag("participant").filter_map(|p| p.attr_jid("jid").ok()).collect();
@@ -64,4 +85,17 @@ pub(crate) async fn handle_notification(shared: &Arc<Shared>, conn: &Connection,
         other => debug!(r#type = other, "notification"),
     }
     Ok(())
+}
+
+/// The `(jid, other name)` of every `<participant>` child: `lid` beside a phone-number `jid`,
+/// `phone_number` beside a LID one (group metadata and `w:gp2` notifications).
+pub(crate) fn participant_pairs(parent: &Node) -> Vec<(Jid, Jid)> {
+    parent
+        .children_by_tag("participant")
+        .filter_map(|p| {
+            let jid = p.attr_jid("jid").ok()?;
+            let alt = if jid.is_lid() { p.attr_jid("phone_number") } else { p.attr_jid("lid") }.ok()?;
+            Some((jid.to_non_ad(), alt.to_non_ad()))
+        })
+        .collect()
 }

@@ -26,6 +26,9 @@ pub(crate) struct Paired {
     pub account_key: PublicKey,
     /// The reply `<iq type="result"><pair-device-sign>…`.
     pub reply: Node,
+    /// `ClientPairingProps.isChatDbLidMigrated` from `<client-props>`: whether the account's
+    /// 1:1 chats are LID-addressed (`None` when the phone did not say).
+    pub lid_migrated: Option<bool>,
 }
 
 /// Why the phone's data was refused, and the error iq to answer with.
@@ -68,6 +71,7 @@ pub(crate) fn handle_pair_success(
     let platform =
         ps.child("platform").and_then(|p| p.opt_attr_str("name")).map(|s| s.into_owned()).unwrap_or_default();
     let business_name = ps.child("biz").and_then(|p| p.opt_attr_str("name")).map(|s| s.into_owned());
+    let lid_migrated = client_props(ps);
 
     let hmac_container = AdvSignedDeviceIdentityHmac::decode(container)
         .map_err(|_| malformed("ADVSignedDeviceIdentityHMAC"))?;
@@ -119,7 +123,31 @@ pub(crate) fn handle_pair_success(
                 .attr("key-index", key_index)
                 .bytes(reply_identity.encode_to_vec())]),
         ]);
-    Ok(Paired { jid, lid, platform, business_name, signed_identity: stored, account_key, reply })
+    Ok(Paired {
+        jid,
+        lid,
+        platform,
+        business_name,
+        signed_identity: stored,
+        account_key,
+        reply,
+        lid_migrated,
+    })
+}
+
+/// `isChatDbLidMigrated` of pair-success's `<client-props>` (a `ClientPairingProps`, whatsmeow
+/// pair.go `handlePairSuccess`, whatsapp-rust 0.7 wacore src/pair.rs `extract_pairing_props`).
+/// Unreadable props are logged and taken as absent, as whatsmeow does: they do not decide
+/// whether the phone's identity is trusted.
+fn client_props(pair_success: &Node) -> Option<bool> {
+    let bytes = pair_success.child("client-props")?.content_bytes()?;
+    match wa_proto::ClientPairingProps::decode(bytes) {
+        Ok(p) => p.is_chat_db_lid_migrated,
+        Err(e) => {
+            tracing::warn!(%e, "unreadable client-props in pair-success");
+            None
+        }
+    }
 }
 
 // ---- pairing code (link with phone number) ----
@@ -268,6 +296,32 @@ mod tests {
         let sent = AdvSignedDeviceIdentity::decode(di.content_bytes().unwrap()).unwrap();
         assert!(sent.account_signature_key.is_none());
         assert!(sent.device_signature.is_some());
+    }
+
+    #[test]
+    fn client_props_say_whether_the_account_is_lid_migrated() {
+        let mut r = rng();
+        let identity = KeyPair::generate(&mut r);
+        let phone = KeyPair::generate(&mut r);
+        let adv = [5u8; 32];
+        let with_props = |props: Option<Vec<u8>>| {
+            let mut iq = pair_success(&identity, &adv, &phone, false);
+            if let (Some(bytes), wa_binary::Content::Children(c)) = (props, &mut iq.content)
+                && let wa_binary::Content::Children(ps) = &mut c[0].content
+            {
+                ps.push(Node::new("client-props").bytes(bytes));
+            }
+            handle_pair_success(&iq, &identity, &adv).map(|p| p.lid_migrated).ok()
+        };
+        let props = |m: Option<bool>| {
+            wa_proto::ClientPairingProps { is_chat_db_lid_migrated: m, ..Default::default() }.encode_to_vec()
+        };
+        assert_eq!(with_props(None), Some(None));
+        assert_eq!(with_props(Some(props(Some(true)))), Some(Some(true)));
+        assert_eq!(with_props(Some(props(Some(false)))), Some(Some(false)));
+        assert_eq!(with_props(Some(props(None))), Some(None));
+        // Garbage props do not refuse a pairing whose identity verifies; they say nothing.
+        assert_eq!(with_props(Some(vec![0xff, 0xff, 0xff])), Some(None));
     }
 
     #[test]

@@ -67,15 +67,22 @@ fn parse_info(shared: &Shared, node: &Node) -> Result<MessageInfo> {
     } else {
         from.to_non_ad()
     };
-    let jid_attr = |k: &str| node.attr_jid(k).ok();
-    let (sender_pn, sender_lid) = if sender.is_lid() {
-        (jid_attr("sender_pn").or_else(|| jid_attr("participant_pn")), Some(sender.clone()))
+    let (sender_pn, sender_lid) = sender_names(node, &sender, is_group);
+    let (chat_pn, chat_lid) = if is_group {
+        (None, None)
+    } else if from_me {
+        // Our own copy: the chat is the recipient, its other name is `peer_recipient_*`.
+        let alt = if chat.is_lid() { "peer_recipient_pn" } else { "peer_recipient_lid" };
+        both_names(&chat, node.attr_jid(alt).ok().map(|j| j.to_non_ad()))
     } else {
-        (Some(sender.clone()), jid_attr("sender_lid").or_else(|| jid_attr("participant_lid")))
+        let alt = if sender.is_lid() { sender_pn.as_ref() } else { sender_lid.as_ref() };
+        both_names(&chat, alt.map(Jid::to_non_ad))
     };
     Ok(MessageInfo {
         id,
         chat,
+        chat_pn,
+        chat_lid,
         sender,
         sender_pn,
         sender_lid,
@@ -85,6 +92,68 @@ fn parse_info(shared: &Shared, node: &Node) -> Result<MessageInfo> {
         push_name: node.opt_attr_str("notify").map(|s| s.into_owned()),
         offline: node.has_attr("offline"),
     })
+}
+
+/// The sender's phone-number and LID JIDs (with its device) from what the stanza says:
+/// `sender_pn`/`sender_lid` in 1:1 chats, `participant_pn`/`participant_lid` in groups
+/// (whatsmeow message.go `parseMessageSource`). The server gives the other name without a
+/// device; it is the sender's device.
+pub(crate) fn sender_names(node: &Node, sender: &Jid, is_group: bool) -> (Option<Jid>, Option<Jid>) {
+    let alt = |pn_key: &str, lid_key: &str| {
+        let key = if sender.is_lid() { pn_key } else { lid_key };
+        node.attr_jid(key).ok().and_then(|j| j.to_non_ad().with_device(sender.device()).ok())
+    };
+    let other =
+        if is_group { alt("participant_pn", "participant_lid") } else { alt("sender_pn", "sender_lid") };
+    match sender.server() {
+        wa_binary::Server::Lid => (other, Some(sender.clone())),
+        wa_binary::Server::Pn => (Some(sender.clone()), other),
+        _ => (None, None),
+    }
+}
+
+/// `(pn, lid)` of a user from its JID in one namespace and, maybe, the other.
+pub(crate) fn both_names(jid: &Jid, other: Option<Jid>) -> (Option<Jid>, Option<Jid>) {
+    match jid.server() {
+        wa_binary::Server::Lid => (other.filter(Jid::is_pn), Some(jid.clone())),
+        wa_binary::Server::Pn => (Some(jid.clone()), other.filter(Jid::is_lid)),
+        _ => (None, None),
+    }
+}
+
+/// Learns the mappings an info carries and fills in the names it lacks from the store.
+async fn complete_names(shared: &Shared, info: &mut MessageInfo) -> Result<()> {
+    let mut pairs = Vec::with_capacity(2);
+    if let (Some(p), Some(l)) = (&info.sender_pn, &info.sender_lid) {
+        pairs.push((l.clone(), p.clone()));
+    }
+    if let (Some(p), Some(l)) = (&info.chat_pn, &info.chat_lid) {
+        pairs.push((l.clone(), p.clone()));
+    }
+    crate::lid::learn_jids(shared, &pairs).await?;
+    fill_names(shared, &mut info.sender_pn, &mut info.sender_lid).await?;
+    if !info.is_group {
+        fill_names(shared, &mut info.chat_pn, &mut info.chat_lid).await?;
+    }
+    Ok(())
+}
+
+/// Fills the missing one of a `(pn, lid)` pair from the store, keeping the device.
+pub(crate) async fn fill_names(shared: &Shared, pn: &mut Option<Jid>, lid: &mut Option<Jid>) -> Result<()> {
+    match (pn.as_ref(), lid.as_ref()) {
+        (Some(p), None) => {
+            if let Some(alt) = crate::lid::alternate(shared, p).await? {
+                *lid = Some(alt.with_device(p.device())?);
+            }
+        }
+        (None, Some(l)) => {
+            if let Some(alt) = crate::lid::alternate(shared, l).await? {
+                *pn = Some(alt.with_device(l.device())?);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Loads the prekeys a PreKeySignalMessage names into an in-memory set.
@@ -118,7 +187,7 @@ enum Outcome {
 
 /// Handles one `<message>`.
 pub(crate) async fn handle_message(shared: &Arc<Shared>, conn: &Connection, node: Node) -> Result<()> {
-    let info = match parse_info(shared, &node) {
+    let mut info = match parse_info(shared, &node) {
         Ok(i) => i,
         Err(e) => {
             warn!(%e, "malformed message stanza");
@@ -126,6 +195,7 @@ pub(crate) async fn handle_message(shared: &Arc<Shared>, conn: &Connection, node
             return Ok(());
         }
     };
+    complete_names(shared, &mut info).await?;
     let encs: Vec<&Node> = node.children_by_tag("enc").collect();
     if encs.is_empty() {
         conn.send(&ack_for(&node, if node.child("unavailable").is_some() { None } else { Some(488) }))?;
@@ -133,7 +203,13 @@ pub(crate) async fn handle_message(shared: &Arc<Shared>, conn: &Connection, node
     }
     let guard = shared.signal_lock.lock().await;
     let local = shared.credentials()?.local_identity();
-    let sender_addr = signal_address(&info.sender);
+    // One address per contact: the LID's once known (its phone-number state moves there).
+    let sender_addr = crate::lid::signal_address_of(shared, &info.sender).await?;
+    // Sender keys stored under the phone-number address before the LID was known.
+    let old_sender_addr = match &info.sender_pn {
+        Some(pn) if signal_address(pn) != sender_addr => Some(signal_address(pn)),
+        _ => None,
+    };
     let mut tx = shared.store.transaction();
     let mut sender_keys: Vec<(String, SenderKeyRecord)> = Vec::new();
     let mut outcome = Outcome::Duplicate;
@@ -189,11 +265,15 @@ pub(crate) async fn handle_message(shared: &Arc<Shared>, conn: &Connection, node
                 let group = info.chat.to_string();
                 let record = match sender_keys.iter().find(|(g, _)| *g == group) {
                     Some((_, r)) => r.clone(),
-                    None => match shared.store.get_sender_key(&group, &sender_addr).await? {
-                        Some(b) => SenderKeyRecord::from_bytes(&b)
-                            .map_err(|e| Error::CorruptStore(format!("sender key: {e}")))?,
-                        None => SenderKeyRecord::new(),
-                    },
+                    None => {
+                        match load_sender_key(shared, &group, &sender_addr, old_sender_addr.as_ref(), &mut tx)
+                            .await?
+                        {
+                            Some(b) => SenderKeyRecord::from_bytes(&b)
+                                .map_err(|e| Error::CorruptStore(format!("sender key: {e}")))?,
+                            None => SenderKeyRecord::new(),
+                        }
+                    }
                 };
                 match record.decrypt(bytes, &SenderKeyConfig::default()) {
                     Ok((pt, next)) => {
@@ -321,6 +401,27 @@ pub(crate) async fn handle_message(shared: &Arc<Shared>, conn: &Connection, node
     }
 }
 
+/// A sender key under the sender's address, or else under the phone-number address it had
+/// before its LID was known (then moved to the LID address in `tx`).
+async fn load_sender_key(
+    shared: &Shared,
+    group: &str,
+    addr: &wa_store::ProtocolAddress,
+    old: Option<&wa_store::ProtocolAddress>,
+    tx: &mut wa_store::Transaction,
+) -> Result<Option<Vec<u8>>> {
+    if let Some(b) = shared.store.get_sender_key(group, addr).await? {
+        return Ok(Some(b));
+    }
+    let Some(old) = old else { return Ok(None) };
+    let found = shared.store.get_sender_key(group, old).await?;
+    if let Some(b) = &found {
+        tx.put_sender_key(group, addr, b);
+        tx.delete_sender_key(group, old);
+    }
+    Ok(found)
+}
+
 fn has_content(m: &Message) -> bool {
     let mut probe = m.clone();
     probe.message_context_info = None;
@@ -362,10 +463,13 @@ pub(crate) async fn replay_pending(shared: &Shared) -> Result<()> {
         };
         let (Ok(chat), Ok(sender)) = (m.chat.parse::<Jid>(), m.sender.parse::<Jid>()) else { continue };
         let key = wmi.key.unwrap_or_default();
-        let info = MessageInfo {
+        let (chat_pn, chat_lid) = if chat.is_group() { (None, None) } else { both_names(&chat, None) };
+        let mut info = MessageInfo {
             id: m.id.clone(),
             is_group: chat.is_group(),
             chat,
+            chat_pn,
+            chat_lid,
             sender_pn: sender.is_pn().then(|| sender.clone()),
             sender_lid: sender.is_lid().then(|| sender.clone()),
             sender,
@@ -374,6 +478,7 @@ pub(crate) async fn replay_pending(shared: &Shared) -> Result<()> {
             push_name: wmi.push_name,
             offline: true,
         };
+        complete_names(shared, &mut info).await?;
         shared
             .emit(Event::Message(Arc::new(MessageEvent { info, message: wmi.message.unwrap_or_default() })));
         if !confirm {
@@ -480,8 +585,26 @@ pub(crate) async fn handle_receipt(shared: &Arc<Shared>, conn: &Connection, node
     if let Some(list) = node.child("list") {
         ids.extend(list.children_by_tag("item").filter_map(|i| i.opt_attr_str("id").map(|s| s.into_owned())));
     }
+    let is_group = from.is_group();
     let sender = node.attr_jid("participant").unwrap_or_else(|_| from.clone());
-    let chat = if from.is_group() { from } else { node.attr_jid("recipient").unwrap_or(from).to_non_ad() };
+    let (mut sender_pn, mut sender_lid) = sender_names(&node, &sender, is_group);
+    let chat = if is_group { from } else { node.attr_jid("recipient").unwrap_or(from).to_non_ad() };
+    let (mut chat_pn, mut chat_lid) = if is_group {
+        (None, None)
+    } else if node.has_attr("recipient") {
+        let alt = if chat.is_lid() { "peer_recipient_pn" } else { "peer_recipient_lid" };
+        both_names(&chat, node.attr_jid(alt).ok().map(|j| j.to_non_ad()))
+    } else {
+        let alt = if sender.is_lid() { sender_pn.as_ref() } else { sender_lid.as_ref() };
+        both_names(&chat, alt.map(Jid::to_non_ad))
+    };
+    if let (Some(p), Some(l)) = (&sender_pn, &sender_lid) {
+        crate::lid::learn_jids(shared, &[(l.clone(), p.clone())]).await?;
+    }
+    fill_names(shared, &mut sender_pn, &mut sender_lid).await?;
+    if !is_group {
+        fill_names(shared, &mut chat_pn, &mut chat_lid).await?;
+    }
     let ack = if shared.config.confirm_handled {
         Some(Box::new(ReceiptAck {
             id: first_id,
@@ -495,7 +618,11 @@ pub(crate) async fn handle_receipt(shared: &Arc<Shared>, conn: &Connection, node
     };
     shared.emit(Event::Receipt(ReceiptEvent {
         chat,
+        chat_pn,
+        chat_lid,
         sender,
+        sender_pn,
+        sender_lid,
         ids,
         kind: ReceiptKind::parse(ty.as_deref()),
         timestamp: node.opt_attr_str("t").and_then(|t| t.parse().ok()).unwrap_or(0),

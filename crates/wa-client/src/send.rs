@@ -8,7 +8,7 @@ use std::time::Duration;
 use prost::Message as _;
 use tokio::sync::oneshot;
 use tracing::{debug, info};
-use wa_binary::{Jid, Node};
+use wa_binary::{Jid, Node, Server};
 use wa_crypto::PublicKey;
 use wa_proto::Message;
 use wa_proto::message::{DeviceSentMessage, SenderKeyDistributionMessage as SkdmProto};
@@ -46,6 +46,10 @@ pub struct SendResult {
     pub id: String,
     /// The server's timestamp (unix seconds).
     pub timestamp: u64,
+    /// The 1:1 chat's phone-number JID, when known (`None` for groups).
+    pub chat_pn: Option<Jid>,
+    /// The 1:1 chat's LID, when known (`None` for groups).
+    pub chat_lid: Option<Jid>,
 }
 
 pub(crate) fn handle_server_ack(shared: &Shared, node: &Node) {
@@ -259,12 +263,13 @@ async fn fetch_bundles(shared: &Shared, devices: &[Jid]) -> Result<HashMap<Strin
 }
 
 /// Loads sessions for `devices`, creating missing ones from fetched bundles. Devices whose
-/// session cannot be created are dropped.
+/// session cannot be created are dropped. Sessions are kept under each contact's one address
+/// (its LID's once known); hold the Signal lock.
 async fn sessions_for(
     shared: &Shared,
     devices: &[Jid],
 ) -> Result<Vec<(Jid, ProtocolAddress, SessionRecord)>> {
-    let addrs: Vec<ProtocolAddress> = devices.iter().map(signal_address).collect();
+    let addrs = crate::lid::signal_addresses_of(shared, devices).await?;
     let stored = shared.store.get_sessions(&addrs).await?;
     let mut out = Vec::new();
     let mut missing = Vec::new();
@@ -331,10 +336,11 @@ impl Client {
         let shared = &self.shared;
         let conn = shared.connection()?;
         let to = to.to_non_ad();
-        let stanza = if to.is_group() {
-            group_stanza(shared, &to, &id, &message).await?
+        let (stanza, chat_pn, chat_lid) = if to.is_group() {
+            (group_stanza(shared, &to, &id, &message).await?, None, None)
         } else {
-            direct_stanza(shared, &to, &id, &message).await?
+            let (stanza, addr) = direct_stanza(shared, &to, &id, &message).await?;
+            (stanza, addr.pn, addr.lid)
         };
         let (tx, rx) = oneshot::channel();
         lock(&shared.state.acks).insert(id.clone(), tx);
@@ -360,7 +366,8 @@ impl Client {
                 text: "server refused message".into(),
             });
         }
-        Ok(SendResult { id, timestamp: ack.opt_attr_str("t").and_then(|t| t.parse().ok()).unwrap_or(0) })
+        let timestamp = ack.opt_attr_str("t").and_then(|t| t.parse().ok()).unwrap_or(0);
+        Ok(SendResult { id, timestamp, chat_pn, chat_lid })
     }
 }
 
@@ -372,17 +379,35 @@ impl Client {
     /// devices) are skipped.
     pub async fn prepare_recipients(&self, users: &[Jid]) -> Result<()> {
         let shared = &self.shared;
-        let (own, _) = shared.own_ids()?;
+        let me = own_dm_identity(shared)?;
+        let users: Vec<Jid> = users.iter().map(Jid::to_non_ad).filter(|u| !u.is_group()).collect();
+        // A LID-migrated account sends to LIDs: one usync for the numbers not mapped yet.
+        let users = if me.is_lid() {
+            let pns: Vec<Jid> = users.iter().filter(|u| u.is_pn()).cloned().collect();
+            let mut lids = crate::lid::resolve_lids(shared, &pns).await?.into_iter();
+            let mut out = Vec::with_capacity(users.len());
+            for u in users {
+                if u.is_pn() {
+                    if let Some(l) = lids.next().flatten() {
+                        out.push(Jid::lid(&l)?);
+                    }
+                } else {
+                    out.push(u);
+                }
+            }
+            out
+        } else {
+            users
+        };
         let mut seen = HashSet::new();
         let list: Vec<Jid> = users
-            .iter()
-            .map(Jid::to_non_ad)
-            .chain(std::iter::once(own.to_non_ad()))
-            .filter(|u| !u.is_group() && seen.insert(u.to_string()))
+            .into_iter()
+            .chain(std::iter::once(me.to_non_ad()))
+            .filter(|u| seen.insert(u.to_string()))
             .collect();
-        let devices: Vec<Jid> = get_devices(shared, &list).await?.into_iter().filter(|d| *d != own).collect();
+        let devices: Vec<Jid> = get_devices(shared, &list).await?.into_iter().filter(|d| *d != me).collect();
         let _guard = shared.signal_lock.lock().await;
-        let addrs: Vec<ProtocolAddress> = devices.iter().map(signal_address).collect();
+        let addrs = crate::lid::signal_addresses_of(shared, &devices).await?;
         let stored = shared.store.get_sessions(&addrs).await?;
         let missing: Vec<Jid> = devices
             .iter()
@@ -397,13 +422,14 @@ impl Client {
         }
         let bundles = fetch_bundles(shared, &missing).await?;
         let local = shared.credentials()?.local_identity();
+        let missing_addrs = crate::lid::signal_addresses_of(shared, &missing).await?;
         let mut tx = shared.store.transaction();
-        for jid in &missing {
+        for (jid, addr) in missing.iter().zip(&missing_addrs) {
             let Some(bundle) = bundles.get(&jid.to_string()) else { continue };
             let mut rec = SessionRecord::new();
             match shared.with_rng(|r| rec.initiate(&local, bundle, &SessionConfig::default(), r)) {
                 Ok(_) => {
-                    tx.put_session(&signal_address(jid), &rec.to_bytes());
+                    tx.put_session(addr, &rec.to_bytes());
                 }
                 Err(e) => debug!(%jid, %e, "cannot start a session"),
             }
@@ -413,12 +439,71 @@ impl Client {
     }
 }
 
+/// Our own device as this account addresses 1:1 chats: by our LID on a LID-migrated account
+/// (whatsmeow send.go `SendMessage` switches `ownID` to the LID), by our number otherwise.
+fn own_dm_identity(shared: &Shared) -> Result<Jid> {
+    let (own, own_lid) = shared.own_ids()?;
+    if shared.credentials()?.lid_migrated == Some(true) {
+        own_lid.ok_or_else(|| Error::CorruptStore("a LID-migrated account without its own LID".into()))
+    } else {
+        Ok(own)
+    }
+}
+
+/// Where a 1:1 message goes: the recipient as the account must address it, and both its names.
+#[derive(Debug)]
+pub(crate) struct DmAddress {
+    /// The stanza's `to`.
+    pub to: Jid,
+    /// The recipient's phone-number JID, when known.
+    pub pn: Option<Jid>,
+    /// The recipient's LID, when known.
+    pub lid: Option<Jid>,
+    /// Our own device, in the same namespace as `to`.
+    pub me: Jid,
+}
+
+/// Addresses a 1:1 chat the way the account must: a LID-migrated account (pair-success
+/// `client-props` `isChatDbLidMigrated`) sends to the contact's LID, resolved through the store
+/// or a usync `<lid/>` query, with `peer_recipient_pn` beside it (whatsmeow send.go
+/// `SendMessage` since 4f8f64e0 and `prepareMessageNode`); the service refuses its
+/// phone-number DMs with 463. Any other account keeps phone numbers, and its LID-addressed DMs
+/// are refused with 400 (whatsapp-rust PR #943, `resolve_dm_wire_jid`).
+pub(crate) async fn dm_address(shared: &Shared, to: &Jid) -> Result<DmAddress> {
+    let me = own_dm_identity(shared)?;
+    let to = to.to_non_ad();
+    let (pn, lid) = match to.server() {
+        Server::Pn if me.is_lid() => {
+            let lid = crate::lid::resolve_lids(shared, std::slice::from_ref(&to)).await?.pop().flatten();
+            (Some(to.clone()), lid.map(|l| Jid::lid(&l)).transpose()?)
+        }
+        Server::Pn | Server::Lid => {
+            let other = crate::lid::alternate(shared, &to).await?;
+            if to.is_pn() { (Some(to.clone()), other) } else { (other, Some(to.clone())) }
+        }
+        // Bots and other servers are addressed as given.
+        _ => return Ok(DmAddress { to, pn: None, lid: None, me }),
+    };
+    let wire = if me.is_lid() {
+        lid.clone().ok_or_else(|| Error::InvalidInput(format!("{to} has no LID: it is not on WhatsApp")))?
+    } else {
+        pn.clone().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "{to} is a LID whose phone number is unknown, and this account addresses chats by phone number"
+            ))
+        })?
+    };
+    Ok(DmAddress { to: wire, pn, lid, me })
+}
+
 /// Builds and durably records a 1:1 message stanza.
-async fn direct_stanza(shared: &Shared, to: &Jid, id: &str, message: &Message) -> Result<Node> {
-    let (own, _) = shared.own_ids()?;
-    let own_user = own.to_non_ad();
+async fn direct_stanza(shared: &Shared, to: &Jid, id: &str, message: &Message) -> Result<(Node, DmAddress)> {
+    let addr = dm_address(shared, to).await?;
+    let to = &addr.to;
+    let own_user = addr.me.to_non_ad();
     let users = if own_user == *to { vec![to.clone()] } else { vec![to.clone(), own_user.clone()] };
-    let devices: Vec<Jid> = get_devices(shared, &users).await?.into_iter().filter(|d| *d != own).collect();
+    let devices: Vec<Jid> =
+        get_devices(shared, &users).await?.into_iter().filter(|d| *d != addr.me).collect();
     let plain = pad(shared, message.encode_to_vec());
     let dsm_plain = pad(shared, dsm(to, message).encode_to_vec());
     let mediatype = media_type(message);
@@ -431,11 +516,11 @@ async fn direct_stanza(shared: &Shared, to: &Jid, id: &str, message: &Message) -
     let mut tx = shared.store.transaction();
     let mut participants = Vec::new();
     let mut any_prekey = false;
-    for (jid, addr, mut rec) in sessions {
-        let body = if jid.user() == own.user() && own_user != *to { &dsm_plain } else { &plain };
+    for (jid, session_addr, mut rec) in sessions {
+        let body = if jid.user() == own_user.user() && own_user != *to { &dsm_plain } else { &plain };
         let ct = rec.encrypt(&local, body)?;
         any_prekey |= matches!(ct, CiphertextMessage::PreKey(_));
-        tx.put_session(&addr, &rec.to_bytes());
+        tx.put_session(&session_addr, &rec.to_bytes());
         participants.push(Node::new("to").attr("jid", jid).children([enc_node(&ct, mediatype, None)]));
     }
     tx.put_sent_message(&to.to_string(), id, &message.encode_to_vec(), SENT_MESSAGE_TTL);
@@ -444,11 +529,14 @@ async fn direct_stanza(shared: &Shared, to: &Jid, id: &str, message: &Message) -
     if any_prekey && let Some(di) = shared.credentials()?.signed_device_identity {
         children.push(Node::new("device-identity").bytes(di));
     }
-    Ok(Node::new("message")
+    let peer_pn = addr.pn.clone().filter(|_| to.is_lid());
+    let stanza = Node::new("message")
         .attr("to", to.clone())
         .attr("id", id)
         .attr("type", stanza_type(message))
-        .children(children))
+        .opt_attr("peer_recipient_pn", peer_pn)
+        .children(children);
+    Ok((stanza, addr))
 }
 
 /// Group metadata: participants and addressing mode.
@@ -461,11 +549,12 @@ pub(crate) async fn group_participants(shared: &Shared, group: &Jid) -> Result<(
     let reply = shared.iq(iq).await?;
     let g = reply.child("group").ok_or_else(|| Error::Malformed("group reply without <group>".into()))?;
     let lid = g.opt_attr_str("addressing_mode").as_deref() == Some("lid");
-    let parts = g
+    let parts: Vec<Jid> = g
         .children_by_tag("participant")
         .filter_map(|p| p.attr_jid("jid").ok())
         .map(|j| j.to_non_ad())
         .collect();
+    crate::lid::learn_jids(shared, &crate::notification::participant_pairs(g)).await?;
     Ok((parts, lid))
 }
 
@@ -555,8 +644,8 @@ pub(crate) async fn answer_retry(shared: &Shared, conn: &Connection, node: &Node
             return Ok(());
         }
     }
-    let (own, _) = shared.own_ids()?;
-    let from_own = device.user() == own.user();
+    let (own, own_lid) = shared.own_ids()?;
+    let from_own = device.user() == own.user() || own_lid.as_ref().is_some_and(|l| device.user() == l.user());
     let chat = if from.is_group() {
         from.clone()
     } else if from_own {
@@ -564,14 +653,21 @@ pub(crate) async fn answer_retry(shared: &Shared, conn: &Connection, node: &Node
     } else {
         from.to_non_ad()
     };
-    let Some(sent) = shared.store.get_sent_message(&chat.to_string(), &id).await? else {
+    // Kept under the chat as it was addressed, which may be the other name of this one.
+    let mut sent = shared.store.get_sent_message(&chat.to_string(), &id).await?;
+    if sent.is_none()
+        && let Some(alt) = crate::lid::alternate(shared, &chat).await?
+    {
+        sent = shared.store.get_sent_message(&alt.to_string(), &id).await?;
+    }
+    let Some(sent) = sent else {
         info!(%id, %chat, "retry for a message we no longer have");
         return Ok(());
     };
     let mut message =
         Message::decode(sent.payload.as_slice()).map_err(crate::error::protobuf("stored sent message"))?;
     let _guard = shared.signal_lock.lock().await;
-    let addr = signal_address(&device);
+    let addr = crate::lid::signal_address_of(shared, &device).await?;
     let local = shared.credentials()?.local_identity();
     let mut rec = match node.child("keys") {
         Some(keys) => {
@@ -597,8 +693,14 @@ pub(crate) async fn answer_retry(shared: &Shared, conn: &Connection, node: &Node
         }
     };
     if chat.is_group() {
-        let own_addr = signal_address(&own);
-        if let Some(b) = shared.store.get_sender_key(&chat.to_string(), &own_addr).await?
+        // Our sender key is kept under the identity we send to the group with.
+        let mut own_key = shared.store.get_sender_key(&chat.to_string(), &signal_address(&own)).await?;
+        if own_key.is_none()
+            && let Some(l) = &own_lid
+        {
+            own_key = shared.store.get_sender_key(&chat.to_string(), &signal_address(l)).await?;
+        }
+        if let Some(b) = own_key
             && let Ok(sk) = SenderKeyRecord::from_bytes(&b)
             && let Ok(dist) = sk.distribution_message()
         {

@@ -74,23 +74,39 @@ async fn exchange(p: &mut Pair, to_client: &str, to_peer: &Jid, group: Option<&J
     let client = &p.client;
     let events = &mut p.events;
     let client_pn = p.client_jid.to_non_ad().to_string();
+    let client_lid = client.lid().expect("our LID").to_non_ad().to_string();
     let peer_pn = format!("{BAILEYS_PN}@s.whatsapp.net");
+    let peer_lid = p.emu.phone(BAILEYS_PN).unwrap().lid().to_string();
     // Where Baileys says a message from us came from, and which sender we see on Baileys'.
+    // Both accounts are LID-migrated: 1:1 chats are LIDs with the number beside them.
     let check_from_client = |v: &Value| {
         match group {
             Some(g) => {
                 assert_eq!(v["from"], g.to_string().as_str(), "{v}");
                 assert_eq!(v["participant"], client_pn.as_str(), "{v}");
             }
-            None => assert_eq!(v["from"], client_pn.as_str(), "{v}"),
+            None => {
+                assert_eq!(v["from"], client_lid.as_str(), "{v}");
+                assert_eq!(v["fromAlt"], client_pn.as_str(), "{v}");
+            }
         }
         assert_eq!(v["fromMe"], false, "{v}");
     };
     let check_from_peer = |m: &MessageEvent| {
-        assert_eq!(m.info.chat, *to_peer);
         assert_eq!(m.info.is_group, group.is_some());
-        assert_eq!(m.info.sender.to_non_ad().to_string(), peer_pn);
         assert!(!m.info.from_me);
+        let sender_pn = m.info.sender_pn.as_ref().map(|j| j.to_non_ad().to_string());
+        assert_eq!(sender_pn.as_deref(), Some(peer_pn.as_str()), "{:?}", m.info);
+        let sender_lid = m.info.sender_lid.as_ref().map(|j| j.to_non_ad().to_string());
+        assert_eq!(sender_lid.as_deref(), Some(peer_lid.as_str()), "{:?}", m.info);
+        if group.is_some() {
+            assert_eq!(m.info.chat, *to_peer);
+            assert_eq!(m.info.sender.to_non_ad().to_string(), peer_pn);
+        } else {
+            assert_eq!(m.info.chat.to_string(), peer_lid, "{:?}", m.info);
+            assert_eq!(m.info.chat_pn.as_ref(), Some(to_peer), "{:?}", m.info);
+            assert_eq!(m.info.chat_lid.as_ref().map(ToString::to_string).as_deref(), Some(peer_lid.as_str()));
+        }
     };
 
     // Text, both ways.
@@ -280,8 +296,10 @@ fn protocol_message(m: &wa_proto::Message) -> Option<&wa_proto::message::Protoco
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_to_one_both_ways() {
     let mut p = link_both(91).await;
+    // We write the peer's number (our client resolves its LID); Baileys, which sends to what its
+    // application names, is given our LID, as a migrated account must address DMs.
     let to_peer: Jid = format!("{BAILEYS_PN}@s.whatsapp.net").parse().unwrap();
-    let to_client = p.client_jid.to_non_ad().to_string();
+    let to_client = p.client.lid().expect("our LID").to_non_ad().to_string();
     exchange(&mut p, &to_client, &to_peer, None).await;
     p.client.disconnect().await;
     p.peer.quit().await;

@@ -126,7 +126,10 @@ async fn text_both_ways_with_a_phone() {
     })
     .await;
     assert_eq!(msg.text(), Some("hello from bob"));
-    assert_eq!(msg.info.sender.user(), bob.jid().user());
+    // Both accounts are LID-migrated: the DM comes from bob's LID, his number beside it.
+    assert_eq!(msg.info.sender.to_non_ad(), bob.lid());
+    assert_eq!(msg.info.sender_pn.as_ref().map(Jid::to_non_ad), Some(bob.jid()));
+    assert_eq!((msg.info.chat_pn.clone(), msg.info.chat_lid.clone()), (Some(bob.jid()), Some(bob.lid())));
     assert!(!msg.info.from_me);
 
     // Client → phone, twice (the second reuses the session: a plain `msg`).

@@ -85,9 +85,18 @@ async fn history_sync_from_own_phone_only() {
     .await;
     assert_eq!(*h, history("from the phone"));
 
-    // Inline bootstrap payload: no download.
+    // Inline bootstrap payload: no download. Its phone-number ↔ LID pairs are learned
+    // (malformed ones skipped).
+    let mut inline_history = history("inline");
+    inline_history.phone_number_to_lid_mappings = vec![
+        wa_proto::PhoneNumberToLidMapping {
+            pn_jid: Some("15550009999@s.whatsapp.net".into()),
+            lid_jid: Some("777000111222@lid".into()),
+        },
+        wa_proto::PhoneNumberToLidMapping { pn_jid: Some("not a jid".into()), lid_jid: None },
+    ];
     let inline = HistorySyncNotification {
-        initial_hist_bootstrap_inline_payload: Some(zlib(&history("inline"))),
+        initial_hist_bootstrap_inline_payload: Some(zlib(&inline_history)),
         ..Default::default()
     };
     emu.with_world(|w| w.phone_send(own, &me.to_non_ad(), &notification_message(inline))).unwrap();
@@ -97,5 +106,7 @@ async fn history_sync_from_own_phone_only() {
     })
     .await;
     assert_eq!(h.conversations[0].name.as_deref(), Some("inline"));
+    let pn: wa_client::Jid = "15550009999@s.whatsapp.net".parse().unwrap();
+    assert_eq!(client.alternate_jid(&pn).await.unwrap(), Some("777000111222@lid".parse().unwrap()));
     client.disconnect().await;
 }
