@@ -825,7 +825,9 @@ fn applied_events(
         SessionEvent::IncomingMessage {
             message_id,
             chat,
+            chat_lid,
             from,
+            from_lid,
             from_phone,
             push_name,
             text,
@@ -836,13 +838,15 @@ fn applied_events(
             let m = messages::Incoming {
                 wa_id: message_id,
                 chat,
+                chat_lid: chat_lid.as_deref(),
                 from,
+                from_lid: from_lid.as_deref(),
                 from_phone: from_phone.as_deref(),
                 push_name: push_name.as_deref(),
                 text: text.as_deref(),
                 media: *media,
                 timestamp_ms: *timestamp_ms,
-                media_info: media_info.as_ref(),
+                media_info: media_info.as_deref(),
             };
             if let Some(stored) = messages::record_incoming(c, tenant_id, account_id, &m, now)? {
                 out.push(("incoming_message", serde_json::to_value(stored).unwrap_or_default()));

@@ -36,10 +36,19 @@ pub struct StoredMessage {
     pub account_id: String,
     /// `outgoing` or `incoming`.
     pub direction: String,
-    /// The chat JID (user or group).
+    /// The chat JID: a group, or for a 1:1 chat the contact's phone-number JID when known (one
+    /// chat per contact whether WhatsApp addressed it by number or by LID), else its LID.
     pub chat: String,
-    /// Sender JID (incoming).
+    /// The 1:1 chat's phone-number JID, when known.
+    pub chat_pn: Option<String>,
+    /// The 1:1 chat's LID (`…@lid`), when known.
+    pub chat_lid: Option<String>,
+    /// Sender JID (incoming): its phone-number JID when known, else its LID.
     pub sender: Option<String>,
+    /// The sender's phone-number JID (incoming, when known).
+    pub sender_pn: Option<String>,
+    /// The sender's LID (incoming, when known).
+    pub sender_lid: Option<String>,
     /// Sender phone in E.164 (incoming, when known).
     pub sender_phone: Option<String>,
     pub push_name: Option<String>,
@@ -82,7 +91,13 @@ const COLUMNS: &str =
     m.played_at, m.failed_at,
     (m.media_handle IS NOT NULL OR EXISTS (SELECT 1 FROM message_media d WHERE d.message_id = m.id)
      OR EXISTS (SELECT 1 FROM bulk_sends b WHERE b.id = m.bulk_id AND b.media_data IS NOT NULL)
-     OR m.template_media_id IS NOT NULL)";
+     OR m.template_media_id IS NOT NULL),
+    m.chat_lid, m.sender_lid";
+
+/// A JID when it is a phone-number one.
+fn pn_jid(jid: Option<&str>) -> Option<String> {
+    jid.filter(|j| j.ends_with("@s.whatsapp.net")).map(str::to_owned)
+}
 
 fn from_row(r: &Row) -> crate::db::DbResult<StoredMessage> {
     let kind: String = r.get(8)?;
@@ -94,12 +109,18 @@ fn from_row(r: &Row) -> crate::db::DbResult<StoredMessage> {
             downloadable: r.get(24)?,
         })
     });
+    let chat: String = r.get(3)?;
+    let sender: Option<String> = r.get(4)?;
     Ok(StoredMessage {
         id: r.get(0)?,
         account_id: r.get(1)?,
         direction: r.get(2)?,
-        chat: r.get(3)?,
-        sender: r.get(4)?,
+        chat_pn: pn_jid(Some(&chat)),
+        chat_lid: r.get(25)?,
+        chat,
+        sender_pn: pn_jid(sender.as_deref()),
+        sender_lid: r.get(26)?,
+        sender,
         sender_phone: r.get(5)?,
         push_name: r.get(6)?,
         wa_message_id: r.get(7)?,
@@ -415,7 +436,7 @@ pub(crate) async fn record_outcome(
     let now = st.clock.now_ms();
     let (t, a, i) = (tenant_id.to_owned(), account_id.to_owned(), id.clone());
     let outcome = match &result {
-        Ok(sent) => Ok(sent.message_id.clone()),
+        Ok(sent) => Ok((sent.message_id.clone(), sent.chat_lid.clone())),
         Err(e) => Err(e.to_string()),
     };
     let (stored, events) = st
@@ -424,15 +445,15 @@ pub(crate) async fn record_outcome(
             let tx = c.transaction()?;
             let mut events = Vec::new();
             match &outcome {
-                Ok(wa_id) => {
+                Ok((wa_id, chat_lid)) => {
                     // A receipt can be recorded before this (it matches the row by the WhatsApp id
                     // stored before sending): `sent` never replaces a later status.
                     tx.execute(
                         "UPDATE messages SET wa_message_id = ?3, sent_at = COALESCE(sent_at, ?4), updated_at = ?4,
                            status = CASE WHEN status IN ('delivered','read','played') THEN status ELSE 'sent' END,
-                           due_at = NULL
+                           due_at = NULL, chat_lid = COALESCE(CAST(?5 AS TEXT), chat_lid)
                          WHERE tenant_id = ?1 AND id = ?2",
-                        params![t, i, wa_id, now],
+                        params![t, i, wa_id, now, chat_lid],
                     )?;
                     let msg = load(&tx, &t, &i)?;
                     let data = serde_json::to_value(&msg).unwrap_or_default();
@@ -561,7 +582,9 @@ pub fn apply_status(
 pub struct Incoming<'a> {
     pub wa_id: &'a str,
     pub chat: &'a str,
+    pub chat_lid: Option<&'a str>,
     pub from: &'a str,
+    pub from_lid: Option<&'a str>,
     pub from_phone: Option<&'a str>,
     pub push_name: Option<&'a str>,
     pub text: Option<&'a str>,
@@ -586,8 +609,8 @@ pub fn record_incoming(
     let n = tx.execute(
         "INSERT INTO messages (id, tenant_id, account_id, direction, chat_jid, sender_jid, sender_phone,
            push_name, wa_message_id, kind, body, status, attempts, created_at, updated_at, media_mimetype,
-           media_file_name, media_size, media_handle)
-         VALUES (?1,?2,?3,'incoming',?4,?5,?6,?7,?8,?9,?10,'received',0,?11,?11,?12,?13,?14,?15)
+           media_file_name, media_size, media_handle, chat_lid, sender_lid)
+         VALUES (?1,?2,?3,'incoming',?4,?5,?6,?7,?8,?9,?10,'received',0,?11,?11,?12,?13,?14,?15,?16,?17)
          ON CONFLICT DO NOTHING",
         params![
             id,
@@ -605,6 +628,8 @@ pub fn record_incoming(
             info.and_then(|i| i.file_name.as_deref()),
             info.and_then(|i| i.size).and_then(|s| i64::try_from(s).ok()),
             info.map(|i| i.handle.as_slice()),
+            m.chat_lid,
+            m.from_lid,
         ],
     )?;
     if n == 0 {
@@ -865,7 +890,8 @@ pub async fn send(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
-    /// Only this chat (phone number or JID).
+    /// Only this chat: a phone number, a JID, or a contact's LID (`…@lid`; the same chat as its
+    /// number).
     pub chat: Option<String>,
     /// `incoming` or `outgoing`.
     pub direction: Option<String>,
@@ -938,7 +964,10 @@ pub async fn history(
             };
             let mut stmt = c.prepare(&format!(
                 "SELECT {COLUMNS} FROM messages m WHERE m.tenant_id = ?1 AND m.account_id = ?2
-                   AND (CAST(?3 AS TEXT) IS NULL OR m.chat_jid = ?3) AND (CAST(?4 AS TEXT) IS NULL OR m.direction = ?4)
+                   AND (CAST(?3 AS TEXT) IS NULL OR m.chat_jid = ?3 OR m.chat_jid IN (
+                     SELECT c.chat_jid FROM messages c
+                      WHERE c.tenant_id = ?1 AND c.account_id = ?2 AND c.chat_lid = ?3))
+                   AND (CAST(?4 AS TEXT) IS NULL OR m.direction = ?4)
                    AND (CAST(?5 AS BIGINT) IS NULL OR m.created_at < ?5 OR (m.created_at = ?5 AND m.id < ?6))
                  ORDER BY m.created_at DESC, m.id DESC LIMIT ?7"
             ))?;

@@ -62,10 +62,15 @@ pub enum SessionEvent {
     /// A message arrived on this account.
     IncomingMessage {
         message_id: String,
-        /// The chat JID (user or group).
+        /// The chat JID: a group, or for a 1:1 chat the contact's phone-number JID when known
+        /// (one chat per contact however WhatsApp addressed the message), else its LID.
         chat: String,
-        /// The sender's JID.
+        /// The 1:1 chat's LID, when known.
+        chat_lid: Option<String>,
+        /// The sender's JID (its phone-number JID when known, else its LID).
         from: String,
+        /// The sender's LID, when known.
+        from_lid: Option<String>,
         /// The sender's E.164 number when known.
         from_phone: Option<String>,
         push_name: Option<String>,
@@ -74,7 +79,8 @@ pub enum SessionEvent {
         media: Option<MediaKind>,
         timestamp_ms: i64,
         /// What the message says about its media file (with `media`).
-        media_info: Option<IncomingMedia>,
+        /// Boxed: the handle and metadata would make every session event this large.
+        media_info: Option<Box<IncomingMedia>>,
     },
 }
 
@@ -204,11 +210,19 @@ pub enum OutgoingContent {
 pub struct SentMessage {
     pub message_id: String,
     pub timestamp_ms: i64,
+    /// The 1:1 chat's LID, when the runtime knows it (a LID-migrated account sends to it).
+    pub chat_lid: Option<String>,
 }
 
 impl SentMessage {
     pub fn new(message_id: String, timestamp_ms: i64) -> Self {
-        Self { message_id, timestamp_ms }
+        Self { message_id, timestamp_ms, chat_lid: None }
+    }
+
+    /// The chat's LID beside the phone number it was sent to.
+    pub fn with_chat_lid(mut self, lid: Option<String>) -> Self {
+        self.chat_lid = lid;
+        self
     }
 }
 

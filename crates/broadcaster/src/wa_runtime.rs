@@ -247,6 +247,20 @@ fn media_type(kind: MediaKind) -> MediaType {
     }
 }
 
+/// A 1:1 chat keyed by the contact's phone number when known, so one contact is one chat
+/// whether WhatsApp addressed the message by number or by LID; groups as they are.
+fn chat_of(info: &wa_client::MessageInfo) -> String {
+    if info.is_group {
+        return info.chat.to_string();
+    }
+    info.chat_pn.as_ref().unwrap_or(&info.chat).to_non_ad().to_string()
+}
+
+/// The sender's phone-number JID when known, else the JID it wrote from (no device).
+fn sender_of(info: &wa_client::MessageInfo) -> String {
+    info.sender_pn.as_ref().unwrap_or(&info.sender).to_non_ad().to_string()
+}
+
 fn phone_of(info: &wa_client::MessageInfo) -> Option<String> {
     let pn =
         info.sender_pn.as_ref().or((info.sender.server() == wa_binary::Server::Pn).then_some(&info.sender))?;
@@ -384,14 +398,16 @@ impl Pump {
                     let ts = i64::try_from(m.info.timestamp).unwrap_or(0).saturating_mul(1000);
                     let event = SessionEvent::IncomingMessage {
                         message_id: m.info.id.clone(),
-                        chat: m.info.chat.to_string(),
-                        from: m.info.sender.to_non_ad().to_string(),
+                        chat: chat_of(&m.info),
+                        chat_lid: m.info.chat_lid.as_ref().map(ToString::to_string),
+                        from: sender_of(&m.info),
+                        from_lid: m.info.sender_lid.as_ref().map(|j| j.to_non_ad().to_string()),
                         from_phone: phone_of(&m.info),
                         push_name: m.info.push_name.clone(),
                         text: text_of(&m),
                         media: media_kind(&m.message),
                         timestamp_ms: if ts > 0 { ts } else { now },
-                        media_info: incoming_media(&m.message),
+                        media_info: incoming_media(&m.message).map(Box::new),
                     };
                     // Confirmed only once committed; otherwise the client replays it (next start).
                     if self.events.record(&self.tenant_id, &self.account_id, event).await {
@@ -579,7 +595,8 @@ impl AccountRuntime for WaRuntime {
                 .send_message_with_id(&jid, wa_message_id.to_owned(), message)
                 .await
                 .map_err(send_error)?;
-            Ok(SentMessage::new(r.id, i64::try_from(r.timestamp).unwrap_or(0).saturating_mul(1000)))
+            let at = i64::try_from(r.timestamp).unwrap_or(0).saturating_mul(1000);
+            Ok(SentMessage::new(r.id, at).with_chat_lid(r.chat_lid.map(|l| l.to_string())))
         })
     }
 

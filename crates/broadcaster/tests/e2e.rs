@@ -1679,3 +1679,96 @@ async fn campaign_with_a_media_template_sends_one_upload_with_personal_captions(
     ws.close(None).await.ok();
     srv.stop().await;
 }
+
+/// A contact migrates to LID addressing mid-conversation (its phone switches from its number to
+/// its LID): still one chat, keyed by the number, with the LID beside it in history, live events
+/// and webhooks; sends by number keep working on the LID-migrated account; the history of the
+/// chat is the same asked by number or by LID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_seen_by_number_then_by_lid_is_one_chat() {
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(17), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, admin) = start(dir.path(), &emu, None).await;
+    let a = srv.addr;
+    let (key, acc, mut ws) = linked_account(a, &admin.unwrap(), "+15550007100").await;
+    let (hook_addr, mut hooks) = webhook_receiver().await;
+    let (s, v) = call(
+        a,
+        "POST",
+        "/api/v1/webhooks",
+        &key,
+        Some(json!({ "url": format!("http://{hook_addr}/hook"), "events": ["incoming_message"] })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let dana = emu
+        .create_account_with("15550007101", "Dana", wa_emulator::AccountOptions { lid_migrated: false })
+        .unwrap();
+    let (dana_pn, dana_lid) = (dana.jid().to_string(), dana.lid().to_string());
+    let me: wa_client::Jid = "15550007100@s.whatsapp.net".parse().unwrap();
+
+    // By number, before Dana migrates: nothing tells us her LID yet.
+    let first = dana.send_text(&me, "by number").unwrap();
+    let ev = next_ws(&mut ws, "first", |v| {
+        v["event"] == "incoming_message" && v["data"]["wa_message_id"] == first.as_str()
+    })
+    .await;
+    assert_eq!(
+        (ev["data"]["chat"].as_str(), ev["data"]["chat_pn"].as_str()),
+        (Some(&*dana_pn), Some(&*dana_pn))
+    );
+    assert_eq!(ev["data"]["chat_lid"], Value::Null, "{ev}");
+
+    // Dana migrates: her DMs come from her LID with her number beside it.
+    dana.set_lid_migrated(true).unwrap();
+    let second = dana.send_text(&me, "by LID").unwrap();
+    let ev = next_ws(&mut ws, "second", |v| {
+        v["event"] == "incoming_message" && v["data"]["wa_message_id"] == second.as_str()
+    })
+    .await;
+    let d = &ev["data"];
+    assert_eq!((d["chat"].as_str(), d["chat_pn"].as_str()), (Some(&*dana_pn), Some(&*dana_pn)), "{ev}");
+    assert_eq!(
+        (d["chat_lid"].as_str(), d["sender_lid"].as_str()),
+        (Some(&*dana_lid), Some(&*dana_lid)),
+        "{ev}"
+    );
+    assert_eq!((d["sender"].as_str(), d["sender_pn"].as_str()), (Some(&*dana_pn), Some(&*dana_pn)), "{ev}");
+    assert_eq!(d["sender_phone"], "+15550007101");
+    // The webhooks carry the same names.
+    for want in [&first, &second] {
+        let (_, body) = tokio::time::timeout(T, hooks.recv()).await.expect("webhook delivered").unwrap();
+        let payload: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(payload["data"]["wa_message_id"], want.as_str(), "{payload}");
+        assert_eq!(payload["data"]["chat"], dana_pn.as_str(), "{payload}");
+    }
+
+    // Sending by number works on the LID-migrated account, and records the LID beside it.
+    let (s, v) = call(
+        a,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/messages"),
+        &key,
+        Some(json!({ "to": "+15550007101", "text": "welcome back" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let wa_id = v["wa_message_id"].as_str().unwrap().to_owned();
+    let got = dana.wait_message(T, |m| m.id == wa_id).await.expect("Dana received the reply");
+    assert!(got.error.is_none() && got.sender.ends_with("@lid"), "{got:?}");
+    assert_eq!((v["chat"].as_str(), v["chat_lid"].as_str()), (Some(&*dana_pn), Some(&*dana_lid)), "{v}");
+    assert!(dana.receipts().iter().all(|r| r.kind != "retry"), "{:?}", dana.receipts());
+
+    // One chat: three messages, by number or by LID.
+    for chat in ["%2B15550007101", dana_lid.as_str()] {
+        let (s, page) =
+            call(a, "GET", &format!("/api/v1/accounts/{acc}/messages?chat={chat}"), &key, None).await;
+        assert_eq!(s, 200, "{page}");
+        let ids: Vec<&str> =
+            page["messages"].as_array().unwrap().iter().filter_map(|m| m["wa_message_id"].as_str()).collect();
+        assert_eq!(ids, vec![wa_id.as_str(), second.as_str(), first.as_str()], "{chat}: {page}");
+    }
+    ws.close(None).await.ok();
+    srv.stop().await;
+}

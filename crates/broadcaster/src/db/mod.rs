@@ -568,6 +568,13 @@ CREATE INDEX messages_account_day ON messages(account_id, direction, created_at)
 ALTER TABLE messages ADD COLUMN template_media_id TEXT REFERENCES template_media(id) ON DELETE SET NULL;
 CREATE INDEX messages_template_media ON messages(template_media_id) WHERE template_media_id IS NOT NULL;
 "#,
+    // 8: the LIDs beside the chat and the sender (1:1 chats stay keyed by phone number, so a
+    // contact seen by number and by LID is one chat)
+    r#"
+ALTER TABLE messages ADD COLUMN chat_lid TEXT;
+ALTER TABLE messages ADD COLUMN sender_lid TEXT;
+CREATE INDEX messages_chat_lid ON messages(tenant_id, account_id, chat_lid, created_at, id) WHERE chat_lid IS NOT NULL;
+"#,
 ];
 
 /// Schema version this binary writes.

@@ -268,6 +268,12 @@ ALTER TABLE campaigns ADD COLUMN media_id TEXT COLLATE "C";
 ALTER TABLE messages ADD COLUMN template_media_id TEXT COLLATE "C" REFERENCES template_media(id) ON DELETE SET NULL;
 CREATE INDEX messages_template_media ON messages(template_media_id) WHERE template_media_id IS NOT NULL;
 "#,
+    // 8: the LIDs beside the chat and the sender (1:1 chats stay keyed by phone number)
+    r#"
+ALTER TABLE messages ADD COLUMN chat_lid TEXT COLLATE "C";
+ALTER TABLE messages ADD COLUMN sender_lid TEXT COLLATE "C";
+CREATE INDEX messages_chat_lid ON messages(tenant_id, account_id, chat_lid, created_at, id) WHERE chat_lid IS NOT NULL;
+"#,
 ];
 
 /// An advisory-lock key so that two servers starting at once migrate one after the other.
