@@ -885,7 +885,7 @@ impl Session {
                 self.shared.save_credentials(c.clone()).await?;
                 // Our own number beside our LID (whatsmeow pair.go `handlePair`).
                 if let Some(lid) = &p.lid {
-                    crate::lid::learn_jids(&self.shared, &[(lid.to_non_ad(), p.jid.to_non_ad())]).await?;
+                    crate::lid::learn_jids(&self.shared, &[(lid, &p.jid)]).await?;
                 }
                 // The primary phone's identity is the account key (device 0 of our own user).
                 let primary = p.lid.clone().unwrap_or_else(|| p.jid.clone()).to_non_ad();
@@ -921,7 +921,7 @@ impl Session {
                 self.shared.save_credentials(c.clone()).await?;
             }
             if let Some(own) = c.own_jid()? {
-                crate::lid::learn_jids(&self.shared, &[(lid.to_non_ad(), own.to_non_ad())]).await?;
+                crate::lid::learn_jids(&self.shared, &[(&lid, &own)]).await?;
             }
         }
         self.creds = c;

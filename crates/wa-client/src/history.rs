@@ -113,7 +113,8 @@ pub(crate) async fn learn_mappings(shared: &Shared, h: &HistorySync) -> Result<(
         .iter()
         .filter_map(|m| Some((m.lid_jid.as_deref()?.parse().ok()?, m.pn_jid.as_deref()?.parse().ok()?)))
         .collect();
-    crate::lid::learn_jids(shared, &pairs).await
+    let fresh = crate::lid::unknown_jids(shared, pairs.iter().map(|(a, b)| (a, b)));
+    crate::lid::store(shared, fresh).await
 }
 
 #[cfg(test)]

@@ -70,15 +70,44 @@ pub(crate) fn pair_of(a: &Jid, b: &Jid) -> Option<(String, String)> {
 
 /// Records mappings `(lid user, pn user)`; only ones not already known reach the store.
 pub(crate) async fn learn(shared: &Shared, pairs: &[(String, String)]) -> Result<()> {
-    let fresh: Vec<(String, String)> = {
-        let cache = lock(&shared.lids);
-        pairs
-            .iter()
-            .filter(|(lid, pn)| cache.pn_to_lid.get(pn) != Some(lid))
-            .filter(|(lid, pn)| !lid.is_empty() && !pn.is_empty())
-            .cloned()
-            .collect()
-    };
+    let fresh = unknown(shared, pairs.iter().map(|(l, p)| (l.as_str(), p.as_str())));
+    store(shared, fresh).await
+}
+
+/// [`learn`] for JID pairs as stanzas carry them (either order; others are ignored).
+pub(crate) async fn learn_jids(shared: &Shared, pairs: &[(&Jid, &Jid)]) -> Result<()> {
+    let fresh = unknown_jids(shared, pairs.iter().copied());
+    store(shared, fresh).await
+}
+
+/// The JID pairs among `pairs` (either order) whose mapping is not known yet, as `(lid user,
+/// pn user)`. Known pairs, the usual case on every message, cost a cache lookup and no
+/// allocation. Pass the result to [`store`].
+pub(crate) fn unknown_jids<'a>(
+    shared: &Shared,
+    pairs: impl Iterator<Item = (&'a Jid, &'a Jid)>,
+) -> Vec<(String, String)> {
+    unknown(
+        shared,
+        pairs.filter_map(|(a, b)| match (a.server(), b.server()) {
+            (Server::Lid, Server::Pn) => Some((a.user(), b.user())),
+            (Server::Pn, Server::Lid) => Some((b.user(), a.user())),
+            _ => None,
+        }),
+    )
+}
+
+fn unknown<'a>(shared: &Shared, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<(String, String)> {
+    let cache = lock(&shared.lids);
+    pairs
+        .filter(|(lid, pn)| !lid.is_empty() && !pn.is_empty())
+        .filter(|(lid, pn)| cache.pn_to_lid.get(*pn).map(String::as_str) != Some(*lid))
+        .map(|(lid, pn)| (lid.to_owned(), pn.to_owned()))
+        .collect()
+}
+
+/// Stores mappings [`unknown_jids`] found and caches them.
+pub(crate) async fn store(shared: &Shared, fresh: Vec<(String, String)>) -> Result<()> {
     if fresh.is_empty() {
         return Ok(());
     }
@@ -89,12 +118,6 @@ pub(crate) async fn learn(shared: &Shared, pairs: &[(String, String)]) -> Result
         cache.insert(lid, pn);
     }
     Ok(())
-}
-
-/// [`learn`] for JID pairs as stanzas carry them (either order; others are ignored).
-pub(crate) async fn learn_jids(shared: &Shared, pairs: &[(Jid, Jid)]) -> Result<()> {
-    let pairs: Vec<(String, String)> = pairs.iter().filter_map(|(a, b)| pair_of(a, b)).collect();
-    learn(shared, &pairs).await
 }
 
 /// The LID user of a phone number, from the cache or the store.

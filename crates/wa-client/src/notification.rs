@@ -37,7 +37,7 @@ pub(crate) async fn handle_notification(shared: &Arc<Shared>, conn: &Connection,
                 // The user's LID beside its number (whatsmeow notification.go
                 // `handleDeviceNotification`).
                 if let Ok(lid) = node.attr_jid("lid") {
-                    crate::lid::learn_jids(shared, &[(lid.to_non_ad(), from.to_non_ad())]).await?;
+                    crate::lid::learn_jids(shared, &[(&lid, &from)]).await?;
                 }
                 crate::send::invalidate_devices(shared, &from).await?;
             }
@@ -60,7 +60,8 @@ pub(crate) async fn handle_notification(shared: &Arc<Shared>, conn: &Connection,
                     pairs.extend(participant_pairs(g));
                 }
             }
-            crate::lid::learn_jids(shared, &pairs).await?;
+            let fresh = crate::lid::unknown_jids(shared, pairs.iter().map(|(a, b)| (a, b)));
+            crate::lid::store(shared, fresh).await?;
             for child in node.child_nodes() {
                 let participants: Vec<Jid> =
                     child.children_by_tag("participant").filter_map(|p| p.attr_jid("jid").ok()).collect();

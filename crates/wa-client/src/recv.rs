@@ -123,14 +123,10 @@ pub(crate) fn both_names(jid: &Jid, other: Option<Jid>) -> (Option<Jid>, Option<
 
 /// Learns the mappings an info carries and fills in the names it lacks from the store.
 async fn complete_names(shared: &Shared, info: &mut MessageInfo) -> Result<()> {
-    let mut pairs = Vec::with_capacity(2);
-    if let (Some(p), Some(l)) = (&info.sender_pn, &info.sender_lid) {
-        pairs.push((l.clone(), p.clone()));
-    }
-    if let (Some(p), Some(l)) = (&info.chat_pn, &info.chat_lid) {
-        pairs.push((l.clone(), p.clone()));
-    }
-    crate::lid::learn_jids(shared, &pairs).await?;
+    let sender = info.sender_lid.as_ref().zip(info.sender_pn.as_ref());
+    let chat = info.chat_lid.as_ref().zip(info.chat_pn.as_ref());
+    let fresh = crate::lid::unknown_jids(shared, sender.into_iter().chain(chat));
+    crate::lid::store(shared, fresh).await?;
     fill_names(shared, &mut info.sender_pn, &mut info.sender_lid).await?;
     if !info.is_group {
         fill_names(shared, &mut info.chat_pn, &mut info.chat_lid).await?;
@@ -599,7 +595,7 @@ pub(crate) async fn handle_receipt(shared: &Arc<Shared>, conn: &Connection, node
         both_names(&chat, alt.map(Jid::to_non_ad))
     };
     if let (Some(p), Some(l)) = (&sender_pn, &sender_lid) {
-        crate::lid::learn_jids(shared, &[(l.clone(), p.clone())]).await?;
+        crate::lid::learn_jids(shared, &[(l, p)]).await?;
     }
     fill_names(shared, &mut sender_pn, &mut sender_lid).await?;
     if !is_group {

@@ -554,7 +554,9 @@ pub(crate) async fn group_participants(shared: &Shared, group: &Jid) -> Result<(
         .filter_map(|p| p.attr_jid("jid").ok())
         .map(|j| j.to_non_ad())
         .collect();
-    crate::lid::learn_jids(shared, &crate::notification::participant_pairs(g)).await?;
+    let pairs = crate::notification::participant_pairs(g);
+    let fresh = crate::lid::unknown_jids(shared, pairs.iter().map(|(a, b)| (a, b)));
+    crate::lid::store(shared, fresh).await?;
     Ok((parts, lid))
 }
 
