@@ -1736,12 +1736,19 @@ async fn a_contact_seen_by_number_then_by_lid_is_one_chat() {
     );
     assert_eq!((d["sender"].as_str(), d["sender_pn"].as_str()), (Some(&*dana_pn), Some(&*dana_pn)), "{ev}");
     assert_eq!(d["sender_phone"], "+15550007101");
-    // The webhooks carry the same names.
-    for want in [&first, &second] {
+    // The webhooks carry the same names: the LID beside the number once it is known.
+    for (want, lid) in [(&first, None), (&second, Some(dana_lid.as_str()))] {
         let (_, body) = tokio::time::timeout(T, hooks.recv()).await.expect("webhook delivered").unwrap();
         let payload: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(payload["data"]["wa_message_id"], want.as_str(), "{payload}");
-        assert_eq!(payload["data"]["chat"], dana_pn.as_str(), "{payload}");
+        let d = &payload["data"];
+        assert_eq!(d["wa_message_id"], want.as_str(), "{payload}");
+        assert_eq!(
+            (d["chat"].as_str(), d["chat_pn"].as_str()),
+            (Some(&*dana_pn), Some(&*dana_pn)),
+            "{payload}"
+        );
+        assert_eq!((d["chat_lid"].as_str(), d["sender_lid"].as_str()), (lid, lid), "{payload}");
+        assert_eq!(d["sender_pn"], dana_pn.as_str(), "{payload}");
     }
 
     // Sending by number works on the LID-migrated account, and records the LID beside it.
@@ -1768,6 +1775,15 @@ async fn a_contact_seen_by_number_then_by_lid_is_one_chat() {
         let ids: Vec<&str> =
             page["messages"].as_array().unwrap().iter().filter_map(|m| m["wa_message_id"].as_str()).collect();
         assert_eq!(ids, vec![wa_id.as_str(), second.as_str(), first.as_str()], "{chat}: {page}");
+        // The history carries both names, the LID from when it was known.
+        let names: Vec<(&str, Option<&str>)> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["chat_pn"].as_str().unwrap_or_default(), m["chat_lid"].as_str()))
+            .collect();
+        let lid = Some(dana_lid.as_str());
+        assert_eq!(names, vec![(&*dana_pn, lid), (&*dana_pn, lid), (&*dana_pn, None)], "{chat}: {page}");
     }
     ws.close(None).await.ok();
     srv.stop().await;
