@@ -265,3 +265,21 @@ async fn lid_addressed_group_both_ways() {
     assert_eq!(m["text"], "and from other");
     peer.quit().await;
 }
+
+/// Baileys 7.0.0-rc14 reports the version it ships (`lib/Defaults/index.js`: 2.3000.1043857760)
+/// unless given one. That is older than the emulator's floor (the version wa-noise ships), so
+/// registration is refused with 405 and Baileys closes with statusCode 405, as against a
+/// WhatsApp that retired the version; with the floor's version (what the other tests pass,
+/// as Baileys users pass fetchLatestWaWebVersion()'s) it pairs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_version_baileys_ships_is_refused_with_405() {
+    let emu = emulator().await;
+    let auth = TempDir::new("stale-version");
+    let mut peer = Peer::spawn(&emu, &auth.0, &["--wa-version", "2.3000.1043857760"]).await;
+    let closed = peer.expect("close", |v| v["event"] == "connection" && v["connection"] == "close").await;
+    assert_eq!(closed["statusCode"], 405, "{closed}");
+    assert!(!peer.seen.iter().any(|v| v["event"] == "qr"), "no pair-device for an outdated version");
+    assert!(emu.events().iter().any(|e| matches!(e,
+        WorldEvent::PayloadRefused { registration: true, reason: 405, rule, .. } if rule == "min_client_version")));
+    peer.send(json!({"cmd": "quit"})).await;
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Baileys as a scriptable PEER for tests of our own server: JSON lines out, JSON lines in.
 //   node baileys-peer.mjs --url ws://127.0.0.1:PORT/ws/chat --auth DIR [--root-pub HEX]
-//                         [--pair-code PHONE] [--log LEVEL]
+//                         [--pair-code PHONE] [--log LEVEL] [--wa-version X.Y.Z]
 // stdout events (one JSON object per line):
 //   {"event":"qr","qr":"https://wa.me/settings/linked_devices#ref,noiseB64,identityB64,advB64,platform"}
 //   {"event":"pairing-code","code":"ABCD1234"}          (with --pair-code, once the socket is up)
@@ -21,6 +21,9 @@
 //   edit/revoke), "media" ({kind,mimetype,fileLength,ptt,fileName,caption}) for every media kind.
 // --auth DIR keeps creds + Signal keys (Baileys' useMultiFileAuthState), so a second run logs in without QR.
 // --root-pub: 32-byte hex Curve25519 key Baileys should treat as WhatsApp's noise root (WA_CERT_DETAILS.PUBLIC_KEY).
+// --wa-version: the WhatsApp Web version Baileys reports (its `version` socket option), as Baileys
+//   users pass the result of fetchLatestWaWebVersion(); without it Baileys reports the one it ships
+//   (7.0.0-rc14: 2.3000.1043857760), which a server that retired it refuses with 405.
 // Media: Baileys uploads to the media_conn host and downloads from the message's URL host, both
 //   over https with normal certificate checks. Against an emulator, start node with
 //   NODE_EXTRA_CA_CERTS=<the emulator's test CA, PEM> so that certificate is trusted. Baileys
@@ -36,7 +39,16 @@ const authDir = opt('--auth', process.env.WA_AUTH_DIR || './.baileys-auth');
 const rootPub = opt('--root-pub', process.env.WA_ROOT_PUB);
 const pairPhone = opt('--pair-code');
 const level = opt('--log', process.env.LOG);
+const waVersionArg = opt('--wa-version');
 if (!url) { console.error('--url is required'); process.exit(2); }
+let waVersion;
+if (waVersionArg !== undefined) {
+  waVersion = waVersionArg.split('.').map((p) => (/^\d+$/.test(p) ? Number(p) : NaN));
+  if (waVersion.length !== 3 || waVersion.some((n) => !Number.isSafeInteger(n))) {
+    console.error('--wa-version must be three dot-separated numbers such as 2.3000.1045649367');
+    process.exit(2);
+  }
+}
 if (rootPub) B.WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(rootPub, 'hex');
 const logger = level ? (await import('pino')).default({ level }, process.stderr) : silentLogger;
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
@@ -61,6 +73,7 @@ function start() {
     waWebSocketUrl: url,
     auth: { creds: state.creds, keys: B.makeCacheableSignalKeyStore(state.keys, logger) },
     logger,
+    ...(waVersion ? { version: waVersion } : {}),
     browser: B.Browsers.ubuntu('Chrome'),
     connectTimeoutMs: 10000,
     defaultQueryTimeoutMs: 10000,

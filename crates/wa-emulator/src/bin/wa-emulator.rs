@@ -1,5 +1,5 @@
 //! `wa-emulator --listen 127.0.0.1:PORT [--seed N] [--account PN[:NAME]]... [--media-ca FILE]
-//! [--plain-media]`: runs the emulator until interrupted, printing the WebSocket URL, the root
+//! [--plain-media] [--min-client-version X.Y.Z]`: runs the emulator until interrupted, printing the WebSocket URL, the root
 //! public key, the control URL, the HTTPS media URL and the file holding the media test CA
 //! (give it to Node clients as `NODE_EXTRA_CA_CERTS`).
 
@@ -10,7 +10,7 @@ use wa_emulator::{Emulator, EmulatorConfig};
 fn usage() -> ! {
     eprintln!(
         "usage: wa-emulator [--listen 127.0.0.1:PORT] [--seed N] [--account PN[:NAME]]... \
-         [--media-ca FILE] [--plain-media]"
+         [--media-ca FILE] [--plain-media] [--min-client-version X.Y.Z]"
     );
     std::process::exit(2)
 }
@@ -40,6 +40,14 @@ async fn main() {
                 None => usage(),
             },
             "--plain-media" => config.media_tls = false,
+            "--min-client-version" => match args.next().map(|v| wa_noise::payload::parse_app_version(&v)) {
+                Some(Ok(v)) => config.min_client_version = v,
+                Some(Err(e)) => {
+                    eprintln!("wa-emulator: --min-client-version: {e}");
+                    std::process::exit(2);
+                }
+                None => usage(),
+            },
             "-h" | "--help" => usage(),
             _ => usage(),
         }
@@ -61,6 +69,7 @@ async fn main() {
     println!("ws_url={}", emu.ws_url());
     println!("root_public_key={}", emu.root_public_key_hex());
     println!("control_url={}", emu.control_url());
+    println!("min_client_version={}", wa_noise::payload::format_app_version(emu.min_client_version()));
     if let (Some(url), Some(pem)) = (emu.media_url(), emu.media_ca_pem()) {
         let path = ca_file.unwrap_or_else(|| {
             std::env::temp_dir().join(format!("wa-emulator-media-ca-{}.pem", emu.local_addr().port()))

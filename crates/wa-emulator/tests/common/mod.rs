@@ -73,6 +73,17 @@ impl Peer {
             .arg(auth)
             .args(["--root-pub", &emu.root_public_key_hex()])
             .args(extra)
+            // The version the emulator requires, as Baileys users pass fetchLatestWaWebVersion()'s:
+            // the one Baileys 7.0.0-rc14 ships (2.3000.1043857760) is older than the floor. A test
+            // passing its own `--wa-version` in `extra` keeps that one.
+            .args(if extra.contains(&"--wa-version") {
+                Vec::new()
+            } else {
+                vec![
+                    "--wa-version".to_owned(),
+                    wa_noise::payload::format_app_version(emu.min_client_version()),
+                ]
+            })
             .args(std::env::var("WA_PEER_LOG").map(|l| vec!["--log".to_owned(), l]).unwrap_or_default())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
