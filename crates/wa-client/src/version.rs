@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 use crate::http::TlsConfig;
 use crate::proxy::Proxy;
 
+pub use wa_noise::payload::{AppVersionError, DEFAULT_APP_VERSION, format_app_version, parse_app_version};
+
 /// Where WhatsApp Web's service worker, and in it the current version, is served.
 pub const SW_JS_URL: &str = "https://web.whatsapp.com/sw.js";
 /// How long a fetched version is used before fetching again (whatsapp-rust: 24 h).
