@@ -252,6 +252,13 @@ impl EmulatorHandle {
         self.with_world(|w| w.min_client_version = version);
     }
 
+    /// `http://ADDR/sw.js`: the emulator's WhatsApp Web service worker, naming the floor's
+    /// version as `client_revision`. Point a client's version fetch here (the way it would
+    /// fetch `https://web.whatsapp.com/sw.js`) to get the version the emulator accepts.
+    pub fn sw_js_url(&self) -> String {
+        format!("http://{}/sw.js", self.addr)
+    }
+
     /// Base URL of the JSON control API.
     pub fn control_url(&self) -> String {
         format!("http://{}/control", self.addr)

@@ -345,3 +345,31 @@ async fn an_outdated_version_is_refused_with_405_at_registration_and_login() {
     let f = c.recv().await.unwrap();
     assert_eq!((f.tag.as_str(), f.attr_str("reason").unwrap().as_ref()), ("failure", "405"));
 }
+
+/// `GET /sw.js`: WhatsApp Web's service worker, in the live file's shape (JSON inside a JS
+/// string literal), naming the floor as `client_revision`, the version clients fetch; it
+/// follows `set_min_client_version`.
+#[tokio::test]
+async fn sw_js_names_the_floor_as_the_current_version() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn get(emu: &EmulatorHandle) -> String {
+        let url = emu.sw_js_url();
+        assert_eq!(url, format!("http://{}/sw.js", emu.local_addr()));
+        let mut s = TcpStream::connect(emu.local_addr()).await.unwrap();
+        s.write_all(b"GET /sw.js HTTP/1.1\r\nHost: web.whatsapp.com\r\nsec-fetch-site: none\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut resp = String::new();
+        tokio::time::timeout(T, s.read_to_string(&mut resp)).await.unwrap().unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(resp.to_ascii_lowercase().contains("content-type: text/javascript"), "{resp}");
+        resp
+    }
+    let emu = emulator().await;
+    let [_, _, r] = emu.min_client_version();
+    let body = get(&emu).await;
+    assert!(body.contains(r#"self.__swData=JSON.parse("{\"SiteData\":"#), "{body}");
+    assert!(body.contains(&format!(r#"\"client_revision\":{r}}}"#)), "{body}");
+    emu.set_min_client_version([2, 3000, r + 9]);
+    assert!(get(&emu).await.contains(&format!(r#"\"client_revision\":{}}}"#, r + 9)));
+}
