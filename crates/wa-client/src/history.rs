@@ -67,35 +67,36 @@ impl Client {
     }
 }
 
-/// Called for every stored message: a history notification from our own account is
-/// processed in the background (download, inflate, decode, [`Event::HistorySync`], then a
-/// `hist_sync` receipt); one from anyone else is ignored.
+/// Called for every stored message: a history notification from our own account gets its
+/// `hist_sync` receipt at once, to our own user (whatsmeow `message.go`
+/// `handleProtocolMessage` → `SendProtocolMessageReceipt`, Baileys `messages-recv.ts`), so the
+/// phone counts it delivered whether or not the download works; then it is processed in the
+/// background (download, inflate, decode, [`Event::HistorySync`]). One from anyone else is
+/// ignored.
 pub(crate) fn on_message(shared: &Arc<Shared>, info: &MessageInfo, message: &Message) {
     let Some(n) = notification_of(message) else { return };
-    let own = shared.own_ids().ok();
-    let ours = own.as_ref().is_some_and(|(pn, lid)| {
-        info.sender.user() == pn.user() || lid.as_ref().is_some_and(|l| info.sender.user() == l.user())
-    });
+    let Ok((own, own_lid)) = shared.own_ids() else { return };
+    let ours =
+        info.sender.user() == own.user() || own_lid.as_ref().is_some_and(|l| info.sender.user() == l.user());
     if !ours {
         warn!(sender = %info.sender, id = %info.id, "ignoring a history-sync notification from another account");
         return;
     }
+    let receipt = Node::new("receipt")
+        .attr("id", info.id.as_str())
+        .attr("type", "hist_sync")
+        .attr("to", own.to_non_ad());
+    if let Err(e) = shared.connection().and_then(|c| c.send(&receipt)) {
+        warn!(id = %info.id, %e, "hist_sync receipt not sent");
+    }
     let client = Client { shared: shared.clone() };
     let n = n.clone();
     let id = info.id.clone();
-    let sender = info.sender.clone();
     tokio::spawn(async move {
         match client.fetch_history_sync(&n).await {
             Ok(h) => {
                 debug!(%id, conversations = h.conversations.len(), "history sync");
                 client.shared.emit(Event::HistorySync(Arc::new(h)));
-                if let Ok(conn) = client.shared.connection() {
-                    let receipt = Node::new("receipt")
-                        .attr("id", id.as_str())
-                        .attr("type", "hist_sync")
-                        .attr("to", sender.to_non_ad());
-                    let _ = conn.send(&receipt);
-                }
             }
             Err(e) => warn!(%id, %e, "history sync failed; the notification stays available as a message"),
         }
