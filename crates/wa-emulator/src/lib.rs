@@ -52,7 +52,7 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use wa_binary::Jid;
+use wa_binary::{Jid, Node};
 use wa_crypto::PublicKey;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -367,6 +367,18 @@ impl EmulatorHandle {
         self.with_world(|w| {
             let account = w.account_by_pn(pn)?;
             Ok(w.in_flight_of(DeviceAddr { account, device }))
+        })
+    }
+
+    /// Test hook: delivers `node` to device `device` of `pn` as the server delivers its own
+    /// traffic (tracked until acknowledged, queued while the device is offline). For testing
+    /// how a client survives stanzas the model never produces itself, malformed ones above
+    /// all; it relaxes nothing the emulator checks in what clients send.
+    pub fn inject_stanza(&self, pn: &str, device: u16, node: Node) -> Result<(), ControlError> {
+        self.with_world(|w| {
+            let account = w.account_by_pn(pn)?;
+            w.deliver(DeviceAddr { account, device }, node);
+            Ok(())
         })
     }
 

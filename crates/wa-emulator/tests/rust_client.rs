@@ -259,7 +259,10 @@ async fn handshake_pair_login_and_post_login_iqs() {
     assert_eq!(preview.attr_str("count").unwrap(), "1");
     assert_eq!(preview.attr_str("notification").unwrap(), "1");
     let sync = c.recv().await.unwrap();
-    assert_eq!((sync.tag.as_str(), sync.attr_str("type").unwrap().as_ref()), ("notification", "account_sync"));
+    assert_eq!(
+        (sync.tag.as_str(), sync.attr_str("type").unwrap().as_ref()),
+        ("notification", "account_sync")
+    );
     assert_eq!(sync.attr_str("offline").unwrap(), "1");
     let listed = sync.child("devices").unwrap().children_by_tag("device").count();
     assert_eq!(listed, 2, "the phone and this companion");
