@@ -3,39 +3,37 @@
 //! inline or a media file (`md-msg-hist` keys); either way it is zlib-compressed
 //! `HistorySync` protobuf. Only notifications from our own account are honoured.
 
-use std::io::Read as _;
 use std::sync::Arc;
 
-use prost::Message as _;
 use tracing::{debug, warn};
 use wa_binary::Node;
 use wa_proto::message::HistorySyncNotification;
 use wa_proto::{HistorySync, Message};
 
 use crate::client::{Client, Shared};
-use crate::error::{Error, Result, protobuf};
+use crate::error::{Error, Result};
 use crate::event::{Event, MessageInfo};
 use crate::media::{MediaRef, MediaType};
 
 /// The largest inflated history blob we accept (a zlib bomb stops here).
-pub const MAX_HISTORY_BYTES: u64 = 512 * 1024 * 1024;
+pub use wa_appstate::history::MAX_HISTORY_BYTES;
 
 /// The notification a message carries, if it is a history-sync protocol message.
 pub(crate) fn notification_of(m: &Message) -> Option<&HistorySyncNotification> {
     m.protocol_message.as_ref()?.history_sync_notification.as_ref()
 }
 
-/// Inflates and decodes a history blob.
+/// Inflates (bounded) and decodes a history blob (wa-appstate's history layer).
 pub fn decode_history(compressed: &[u8]) -> Result<HistorySync> {
-    let mut plain = Vec::new();
-    flate2::read::ZlibDecoder::new(compressed)
-        .take(MAX_HISTORY_BYTES + 1)
-        .read_to_end(&mut plain)
-        .map_err(|e| Error::Media(format!("history blob does not inflate: {e}")))?;
-    if plain.len() as u64 > MAX_HISTORY_BYTES {
-        return Err(Error::Media(format!("history blob inflates beyond {MAX_HISTORY_BYTES} bytes")));
-    }
-    HistorySync::decode(plain.as_slice()).map_err(protobuf("HistorySync"))
+    use wa_appstate::AppStateError as E;
+    let plain = wa_appstate::history::inflate(compressed, MAX_HISTORY_BYTES).map_err(|e| match e {
+        E::Inflate(why) => Error::Media(format!("history blob does not inflate: {why}")),
+        other => Error::Media(other.to_string()),
+    })?;
+    wa_appstate::history::decode_history(&plain).map_err(|e| match e {
+        E::Protobuf { what, source } => Error::Protobuf { what, source },
+        other => Error::Media(other.to_string()),
+    })
 }
 
 impl Client {
@@ -107,6 +105,8 @@ pub(crate) fn on_message(shared: &Arc<Shared>, info: &MessageInfo, message: &Mes
 mod tests {
     #![allow(clippy::unwrap_used)]
     use std::io::Write as _;
+
+    use prost::Message as _;
 
     use super::*;
 
