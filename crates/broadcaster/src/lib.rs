@@ -20,12 +20,12 @@ pub mod dashboard;
 pub mod db;
 pub mod emulator_api;
 pub mod error;
-pub mod fetch;
 pub mod live;
 pub mod live_socketio;
 pub mod live_ws;
 pub mod messages;
 pub mod metrics;
+pub mod outbound;
 pub mod outbox;
 pub mod phone;
 pub mod ratelimit;
@@ -48,7 +48,7 @@ use crate::auth::Bootstrap;
 use crate::clock::{Clock as _, SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::{Db, DbError};
-use crate::fetch::FetchPolicy;
+use crate::outbound::fetch::FetchPolicy;
 use crate::runtime::{AccountRuntime, LinkMethod};
 use crate::state::AppState;
 use crate::state::Limits;
@@ -69,6 +69,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("WhatsApp auth store: {0}")]
     AuthStore(String),
+    #[error("configuration: {0}")]
+    Config(String),
     /// The configured auth store could not be opened (unreachable, refused, bad URL, newer
     /// schema). `reason` never contains the URL or its password.
     #[error("cannot open the WhatsApp auth store ({backend}): {reason}")]
@@ -128,6 +130,15 @@ pub async fn build_server_with_clock(
 ) -> Result<Server, ServeError> {
     let notify = Arc::new(Notify::new());
     let mut state = AppState::new(db.clone(), clock.clone(), None, notify.clone());
+    state.outbound = crate::outbound::OutboundClient::new(&config.outbound)
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    if config.outbound.test_loopback != crate::outbound::TestLoopback::Refused {
+        tracing::warn!(
+            allowed = ?config.outbound.test_loopback,
+            "TEST SETTING {}: webhooks and media URLs may reach loopback addresses",
+            crate::config::TEST_LOOPBACK_TARGETS_VAR
+        );
+    }
     state.limits = Arc::new(Limits {
         fetch: FetchPolicy { max_bytes: config.media_max_bytes, ..FetchPolicy::default() },
         requests_per_minute: config.rate_limit_per_minute,
@@ -231,6 +242,7 @@ pub async fn serve_with(
         state.clock.clone(),
         config.webhook.clone(),
         state.outbox_notify.clone(),
+        state.outbound.clone(),
     )
     .with_auto_replies(reply_tx);
     let reply_state = state.clone();
