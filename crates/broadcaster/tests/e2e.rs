@@ -13,6 +13,8 @@ mod process;
 mod socketio;
 #[path = "common/testdb.rs"]
 mod testdb;
+#[path = "common/tls.rs"]
+mod tls;
 
 /// SQLite here; `e2e_pg.rs` runs these tests with `DATABASE_URL` on PostgreSQL.
 #[allow(dead_code)]
@@ -545,6 +547,53 @@ async fn linked_account(a: SocketAddr, admin: &str, phone: &str) -> (String, Str
 fn decode_message(m: &wa_emulator::InboxMessage) -> wa_proto::Message {
     use wa_proto::prost_message::Message as _;
     wa_proto::Message::decode(m.message.as_slice()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_by_https_url_reaches_the_phone() {
+    // A file server on HTTPS whose certificate a test CA signs, trusted as the extra CA.
+    let ca = tls::TestCa::generate();
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend((0..2500u32).map(|i| (i * 11 % 251) as u8));
+    let served = Bytes::from(png.clone());
+    let files = ca
+        .serve(axum::Router::new().route(
+            "/shop/banner.png",
+            axum::routing::get(move || {
+                let b = served.clone();
+                async move { ([("content-type", "image/png")], b) }
+            }),
+        ))
+        .await;
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(19), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let pem = ca.ca_pem.clone();
+    let (srv, admin) = start_with(dir.path(), &emu, None, move |c| c.outbound.extra_ca_pem = Some(pem)).await;
+    let a = srv.addr;
+    let (key, acc, _ws) = linked_account(a, &admin.unwrap(), "+15550006161").await;
+    let erin = emu.create_account("15550006262", "Erin").unwrap();
+    let url = format!("https://localhost:{}/shop/banner.png", files.port());
+    let (s, v) = call(
+        a,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/messages"),
+        &key,
+        Some(json!({ "to": "+15550006262", "media": { "kind": "image", "url": url, "caption": "new in" } })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (v["kind"].as_str(), v["media"]["mimetype"].as_str()),
+        (Some("image"), Some("image/png")),
+        "{v}"
+    );
+    let wa = v["wa_message_id"].as_str().unwrap().to_owned();
+    let got = erin.wait_message(T, |m| m.id == wa).await.expect("Erin received the image");
+    let image = decode_message(&got).image_message.expect("an image message");
+    assert_eq!(image.caption.as_deref(), Some("new in"));
+    assert_eq!(emu.with_world(|w| w.fetch_image(&image)).expect("the phone decrypts the image"), png);
+    srv.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -364,6 +364,56 @@ mod tests {
         assert!(matches!(OutboundClient::new(&cfg), Err(OutboundError::Config(_))));
     }
 
+    /// A loopback server that answers every connection with `response` (or nothing), and a
+    /// client allowed to reach its port.
+    async fn raw_server(response: Option<&'static [u8]>) -> (OutboundClient, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    match response {
+                        Some(r) => {
+                            let _ = s.write_all(r).await;
+                        }
+                        // Hold the connection open without answering.
+                        None => std::future::pending::<()>().await,
+                    }
+                });
+            }
+        });
+        let cfg = OutboundConfig { test_loopback: TestLoopback::Ports(vec![port]), ..Default::default() };
+        (OutboundClient::new(&cfg).unwrap(), format!("http://127.0.0.1:{port}/x"))
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out() {
+        let (c, url) = raw_server(None).await;
+        let limits = Limits { timeout: Duration::from_millis(200), max_body: 1024, truncate: false };
+        assert!(matches!(c.get(&url, &[], limits).await, Err(OutboundError::Timeout(_))));
+    }
+
+    #[tokio::test]
+    async fn bodies_are_capped_declared_or_not() {
+        let limits = |truncate| Limits { timeout: Duration::from_secs(20), max_body: 10, truncate };
+        // Declared too large: refused before reading.
+        let (c, url) = raw_server(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello world")).await;
+        assert!(matches!(c.get(&url, &[], limits(false)).await, Err(OutboundError::TooLarge(10))));
+        // Chunked, no length: cut off while reading.
+        let chunked: &[u8] =
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n";
+        let (c, url) = raw_server(Some(chunked)).await;
+        assert!(matches!(c.get(&url, &[], limits(false)).await, Err(OutboundError::TooLarge(10))));
+        // Webhook answers are read up to the cap, the rest ignored.
+        let r = c.get(&url, &[], limits(true)).await.unwrap();
+        assert_eq!(&r.body[..], b"hello worl");
+        let (c, url) = raw_server(Some(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello")).await;
+        assert_eq!(&c.get(&url, &[], limits(false)).await.unwrap().body[..], b"hello");
+    }
+
     #[tokio::test]
     async fn refused_targets_never_connect() {
         let c = OutboundClient::default();
