@@ -97,6 +97,70 @@ pub async fn open_database(
     Ok((db, boot))
 }
 
+/// The file in the data dir holding the bootstrap admin key, written when it is generated.
+pub const ADMIN_KEY_FILE: &str = "admin-key.txt";
+
+/// Writes a generated admin key to [`ADMIN_KEY_FILE`] in `data_dir`, readable by the owner only
+/// (mode 0600 from creation, never world-readable in between). Returns the path.
+pub fn write_admin_key_file(data_dir: &std::path::Path, key: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write as _;
+    let path = data_dir.join(ADMIN_KEY_FILE);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&path)?;
+    // An older file (e.g. from a copied data dir) keeps its mode on open: set it again.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    writeln!(f, "{key}")?;
+    Ok(path)
+}
+
+/// The start banner: where the dashboard and the API docs are, and the admin key (when it was
+/// generated now) or where it is kept. `listen` is the bound address (an unspecified host
+/// becomes `localhost`, which a browser can open).
+pub fn start_banner(listen: std::net::SocketAddr, admin: &AdminKeyNotice) -> String {
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() => "localhost".to_owned(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        ip => ip.to_string(),
+    };
+    let base = format!("http://{host}:{}", listen.port());
+    let key = match admin {
+        AdminKeyNotice::Generated { key, file: Some(f) } => {
+            format!("{key}\n               (shown once here; also saved to {}, mode 0600)", f.display())
+        }
+        AdminKeyNotice::Generated { key, file: None } => {
+            format!("{key}\n               (shown once, store it now)")
+        }
+        AdminKeyNotice::Existing { file: Some(f) } => {
+            format!("in {} (generated at the first start)", f.display())
+        }
+        AdminKeyNotice::Existing { file: None } => {
+            "set at the first start (BROADCASTER_ADMIN_KEY or printed then)".into()
+        }
+    };
+    format!(
+        "\nBroadcaster is running.\n\n  Dashboard:   {base}/dashboard\n  API docs:    {base}/openapi.json (OpenAPI 3.1)\n  Admin key:   {key}\n"
+    )
+}
+
+/// What the start banner says about the admin key.
+#[derive(Debug, Clone)]
+pub enum AdminKeyNotice {
+    /// Generated at this start (shown once), and where it was saved.
+    Generated { key: String, file: Option<std::path::PathBuf> },
+    /// Already there (an earlier start, or `BROADCASTER_ADMIN_KEY`): the file, if it exists.
+    Existing { file: Option<std::path::PathBuf> },
+}
+
 /// Everything [`serve`] runs: the state handlers see, the WhatsApp runtime and (with
 /// `--emulator`) the in-process emulator.
 pub struct Server {
@@ -335,4 +399,30 @@ pub async fn serve_with(
         emu.shutdown().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod banner_tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_key_file_is_owner_only_and_the_banner_says_where_things_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_admin_key_file(dir.path(), "bk_admin_1").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "bk_admin_1\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let b = start_banner(
+            "0.0.0.0:8080".parse().unwrap(),
+            &AdminKeyNotice::Generated { key: "bk_admin_1".into(), file: Some(path.clone()) },
+        );
+        assert!(b.contains("http://localhost:8080/dashboard"), "{b}");
+        assert!(b.contains("http://localhost:8080/openapi.json"), "{b}");
+        assert!(b.contains("bk_admin_1") && b.contains(&path.display().to_string()), "{b}");
+        let b = start_banner("[::1]:9000".parse().unwrap(), &AdminKeyNotice::Existing { file: Some(path) });
+        assert!(b.contains("http://[::1]:9000/dashboard") && !b.contains("bk_admin_1"), "{b}");
+    }
 }

@@ -884,3 +884,13 @@ async fn receipts_move_status_forward_only_even_before_the_send_is_recorded() {
         assert_eq!(m["status"], want);
     }
 }
+
+#[tokio::test]
+async fn the_root_redirects_to_the_dashboard() {
+    let h = harness().await;
+    let resp = h.app.clone().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(resp.headers()["location"], "/dashboard");
+    let resp = h.app.clone().oneshot(Request::get("/dashboard").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
