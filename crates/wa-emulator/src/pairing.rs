@@ -214,6 +214,7 @@ impl World {
         if let Some(d) = self.accounts[addr.account].devices.get_mut(&addr.device) {
             d.signed_identity = Some(signed.to_vec());
         }
+        self.notify_own_devices(addr.account);
         if let Some(reg) = self.conns.get_mut(&conn).and_then(|c| c.registration.take()) {
             for r in reg.refs {
                 self.refs.remove(&r);
