@@ -114,6 +114,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let media = state.limits.fetch.max_bytes;
     let send_body_limit = max_body_bytes.max(media.saturating_add(media / 3).saturating_add(64 * 1024));
     Router::new()
+        // A browser opening the server's address lands on the dashboard.
+        .route("/", get(|| async { axum::response::Redirect::temporary("/dashboard") }))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))

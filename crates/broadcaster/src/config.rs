@@ -25,6 +25,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
         in PostgreSQL instead of the embedded SQLite file in the data dir.\n  \
         BROADCASTER_AUTH_STORE_URL  connection URL of the WhatsApp auth store when --auth-store is\n                         \
         postgres (postgres://user:pass@host/db) or mongodb (mongodb://host:27017/).\n\n\
+        Test only (never set in production): BROADCASTER_TEST_LOOPBACK_TARGETS=any|PORT[,PORT…] lets\n\
+        webhooks and media URLs reach 127.0.0.1/::1 on those ports, which the SSRF policy refuses\n\
+        otherwise; private ranges and the metadata address stay refused.\n\n\
         Log levels: error, warn, info, debug, trace."
 )]
 pub struct Cli {
@@ -32,7 +35,7 @@ pub struct Cli {
     /// webhook_max_attempts, webhook_base_delay_ms, webhook_max_delay_ms, webhook_timeout_secs, log,
     /// emulator, rate_limit_per_minute, media_max_bytes, auth_store, auth_store_database,
     /// emulator_url, emulator_root_key, emulator_media_ca, pending_send_max_age_secs, wa_version,
-    /// wa_version_url).
+    /// wa_version_url, outbound_ca_file).
     #[arg(long, short = 'c', env = "BROADCASTER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -109,6 +112,10 @@ pub struct Cli {
     /// or none against an emulator (the built-in version, which the emulator requires by default)].
     #[arg(long, env = "BROADCASTER_WA_VERSION_URL", value_name = "URL")]
     pub wa_version_url: Option<String>,
+    /// PEM file of extra root certificates trusted for https:// webhook and media URLs, besides
+    /// the Mozilla roots (e.g. your company's internal CA).
+    #[arg(long, env = "BROADCASTER_OUTBOUND_CA_FILE", value_name = "FILE")]
+    pub outbound_ca_file: Option<PathBuf>,
 }
 
 /// Which WhatsApp Web version the accounts report (`--wa-version`).
@@ -126,6 +133,12 @@ impl Default for WaVersionSetting {
         Self::Auto { url: None }
     }
 }
+
+/// The environment variable of the test-only loopback allowance (see
+/// [`crate::outbound::TestLoopback`]): `any` or a comma-separated list of ports. Read from the
+/// environment only, never from flags or the file, so it cannot end up in a deployment's config
+/// by copy and paste, and never from the API.
+pub const TEST_LOOPBACK_TARGETS_VAR: &str = "BROADCASTER_TEST_LOOPBACK_TARGETS";
 
 /// An external emulator to connect to (`--emulator-url`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +218,7 @@ struct FileConfig {
     pending_send_max_age_secs: Option<u64>,
     wa_version: Option<String>,
     wa_version_url: Option<String>,
+    outbound_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +254,8 @@ pub struct Config {
     /// `DATABASE_URL`: the server's database in PostgreSQL instead of SQLite in `data_dir`.
     /// Environment only (it holds a password); never logged.
     pub database_url: Option<DatabaseUrl>,
+    /// The outbound HTTP client: extra CA, and the test-only loopback allowance.
+    pub outbound: crate::outbound::OutboundConfig,
 }
 
 /// A PostgreSQL URL (validated); its `Debug` hides it, as it may hold a password.
@@ -338,17 +354,34 @@ impl Config {
             )?,
         };
         let emulator = cli.emulator || file.emulator.unwrap_or(false);
-        let external_emulator = resolve_external_emulator(
-            cli.emulator_url.or(file.emulator_url),
-            cli.emulator_root_key.or(file.emulator_root_key),
-            cli.emulator_media_ca.or(file.emulator_media_ca),
-        )?;
-        if emulator && external_emulator.is_some() {
+        let emulator_url = cli.emulator_url.or(file.emulator_url).filter(|u| !u.trim().is_empty());
+        // The conflict is the problem to report, whatever else is missing for --emulator-url.
+        if emulator && emulator_url.is_some() {
             return Err(ConfigError::Invalid(
                 "emulator_url",
                 "choose either --emulator (in-process) or --emulator-url (external), not both".into(),
             ));
         }
+        let external_emulator = resolve_external_emulator(
+            emulator_url,
+            cli.emulator_root_key.or(file.emulator_root_key),
+            cli.emulator_media_ca.or(file.emulator_media_ca),
+        )?;
+        let extra_ca_pem = match cli.outbound_ca_file.or(file.outbound_ca_file) {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read_to_string(&path)
+                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                Some(pem)
+            }
+        };
+        let outbound = crate::outbound::OutboundConfig {
+            extra_ca_pem,
+            test_loopback: parse_test_loopback(env(TEST_LOOPBACK_TARGETS_VAR).as_deref())?,
+        };
+        // A CA file that does not parse stops the start here, not at the first webhook.
+        crate::outbound::OutboundClient::new(&outbound)
+            .map_err(|e| ConfigError::Invalid("outbound_ca_file", e.to_string()))?;
         let pending_send_max_age_secs = cli
             .pending_send_max_age_secs
             .or(file.pending_send_max_age_secs)
@@ -365,6 +398,7 @@ impl Config {
         )?;
         Ok(Self {
             wa_version,
+            outbound,
             database_url,
             auth_store,
             external_emulator,
@@ -512,6 +546,22 @@ fn resolve_external_emulator(
     Ok(Some(ExternalEmulator { url, root_key, media_ca_pem }))
 }
 
+/// `any`, or ports separated by commas; empty or unset refuses loopback (the default).
+fn parse_test_loopback(v: Option<&str>) -> Result<crate::outbound::TestLoopback, ConfigError> {
+    use crate::outbound::TestLoopback;
+    let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) else { return Ok(TestLoopback::Refused) };
+    if v.eq_ignore_ascii_case("any") {
+        return Ok(TestLoopback::AnyPort);
+    }
+    v.split(',')
+        .map(|p| p.trim().parse::<u16>().ok().filter(|p| *p != 0))
+        .collect::<Option<Vec<u16>>>()
+        .map(TestLoopback::Ports)
+        .ok_or_else(|| {
+            ConfigError::Invalid(TEST_LOOPBACK_TARGETS_VAR, "`any` or ports separated by commas".into())
+        })
+}
+
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
@@ -650,6 +700,13 @@ mod tests {
         }
         let both = Cli { emulator: true, ..cli(Some("ws://h/ws/chat"), Some(&key)) };
         assert!(Config::resolve_with_env(both, |_| None).is_err());
+        // Both modes named: that is the problem reported, even when the URL's key is missing.
+        for k in [None, Some(key.as_str())] {
+            let both = Cli { emulator: true, ..cli(Some("ws://h/ws/chat"), k) };
+            let err = Config::resolve_with_env(both, |_| None).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid("emulator_url", _)), "{err}");
+            assert!(err.to_string().contains("not both"), "{err}");
+        }
         let zero = Cli { pending_send_max_age_secs: Some(0), ..Cli::default() };
         assert!(matches!(
             Config::resolve_with_env(zero, |_| None),
@@ -695,6 +752,42 @@ mod tests {
     }
 
     #[test]
+    fn the_test_loopback_allowance_comes_from_the_environment_only() {
+        use crate::outbound::TestLoopback;
+        assert_eq!(
+            Config::resolve_with_env(Cli::default(), |_| None).unwrap().outbound.test_loopback,
+            TestLoopback::Refused
+        );
+        let env = |v: &'static str| move |k: &str| (k == TEST_LOOPBACK_TARGETS_VAR).then(|| v.to_owned());
+        let c = Config::resolve_with_env(Cli::default(), env("8080, 9000")).unwrap();
+        assert_eq!(c.outbound.test_loopback, TestLoopback::Ports(vec![8080, 9000]));
+        assert_eq!(
+            Config::resolve_with_env(Cli::default(), env("ANY")).unwrap().outbound.test_loopback,
+            TestLoopback::AnyPort
+        );
+        for bad in ["yes", "0", "80,x"] {
+            assert!(Config::resolve_with_env(Cli::default(), env(bad)).is_err(), "{bad}");
+        }
+        // No file key: a copied config file cannot turn it on.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "test_loopback_targets = \"any\"\n").unwrap();
+        assert!(Config::resolve_with_env(Cli { config: Some(path), ..Cli::default() }, |_| None).is_err());
+    }
+
+    #[test]
+    fn a_bad_outbound_ca_file_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate").unwrap();
+        let err = Config::resolve_with_env(Cli { outbound_ca_file: Some(path), ..Cli::default() }, |_| None)
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid("outbound_ca_file", _)), "{err}");
+        let missing = Cli { outbound_ca_file: Some(dir.path().join("nope.pem")), ..Cli::default() };
+        assert!(matches!(Config::resolve_with_env(missing, |_| None), Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
     fn help_documents_every_setting() {
         use clap::CommandFactory;
         let help = Cli::command().render_long_help().to_string();
@@ -712,6 +805,8 @@ mod tests {
             "--wa-version",
             "BROADCASTER_WA_VERSION",
             "--wa-version-url",
+            "--outbound-ca-file",
+            "BROADCASTER_TEST_LOOPBACK_TARGETS",
         ] {
             assert!(help.contains(needle), "help lacks {needle}");
         }

@@ -13,6 +13,8 @@ mod process;
 mod socketio;
 #[path = "common/testdb.rs"]
 mod testdb;
+#[path = "common/tls.rs"]
+mod tls;
 
 /// SQLite here; `e2e_pg.rs` runs these tests with `DATABASE_URL` on PostgreSQL.
 #[allow(dead_code)]
@@ -57,6 +59,8 @@ fn config(dir: &std::path::Path) -> Config {
     c.listen = "127.0.0.1:0".parse().unwrap();
     c.emulator = true;
     c.shutdown_timeout = Duration::from_secs(20);
+    // The tests' webhook receivers listen on loopback.
+    c.outbound.test_loopback = broadcaster::outbound::TestLoopback::AnyPort;
     c.webhook.base_delay_ms = 50;
     c.webhook.max_delay_ms = 200;
     c
@@ -398,7 +402,8 @@ async fn seed_aliases_pairing_code_isolation_and_bad_input() {
         (json!({ "to": "+15550004444", "text": "x", "bogus": 1 }), "invalid_body"),
         (json!({ "to": "+15550004444", "text": "x", "reply_to": "msg_nope" }), "unknown_reply_target"),
         (
-            json!({ "to": "+15550004444", "media": { "kind": "image", "url": "http://127.0.0.1:9/a.png" } }),
+            // Loopback is open to this harness's receivers (test setting); private ranges never are.
+            json!({ "to": "+15550004444", "media": { "kind": "image", "url": "http://10.0.0.1:9/a.png" } }),
             "url_refused",
         ),
         (
@@ -409,7 +414,7 @@ async fn seed_aliases_pairing_code_isolation_and_bad_input() {
         (json!({ "to": "+15550004444", "media": { "kind": "gif", "data_base64": "AA==" } }), "invalid_body"),
     ] {
         let (s, v) = call(a, "POST", &send, &key, Some(body.clone())).await;
-        assert_eq!(s, 400, "{body} -> {v}");
+        assert_eq!(s, if code == "url_refused" { 422 } else { 400 }, "{body} -> {v}");
         assert_eq!(v["error"]["code"], code, "{body} -> {v}");
     }
     let (s, v) = call(a, "GET", &format!("{send}?cursor=zz"), &key, None).await;
@@ -545,6 +550,53 @@ fn decode_message(m: &wa_emulator::InboxMessage) -> wa_proto::Message {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_by_https_url_reaches_the_phone() {
+    // A file server on HTTPS whose certificate a test CA signs, trusted as the extra CA.
+    let ca = tls::TestCa::generate();
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend((0..2500u32).map(|i| (i * 11 % 251) as u8));
+    let served = Bytes::from(png.clone());
+    let files = ca
+        .serve(axum::Router::new().route(
+            "/shop/banner.png",
+            axum::routing::get(move || {
+                let b = served.clone();
+                async move { ([("content-type", "image/png")], b) }
+            }),
+        ))
+        .await;
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(19), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let pem = ca.ca_pem.clone();
+    let (srv, admin) = start_with(dir.path(), &emu, None, move |c| c.outbound.extra_ca_pem = Some(pem)).await;
+    let a = srv.addr;
+    let (key, acc, _ws) = linked_account(a, &admin.unwrap(), "+15550006161").await;
+    let erin = emu.create_account("15550006262", "Erin").unwrap();
+    let url = format!("https://localhost:{}/shop/banner.png", files.port());
+    let (s, v) = call(
+        a,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/messages"),
+        &key,
+        Some(json!({ "to": "+15550006262", "media": { "kind": "image", "url": url, "caption": "new in" } })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (v["kind"].as_str(), v["media"]["mimetype"].as_str()),
+        (Some("image"), Some("image/png")),
+        "{v}"
+    );
+    let wa = v["wa_message_id"].as_str().unwrap().to_owned();
+    let got = erin.wait_message(T, |m| m.id == wa).await.expect("Erin received the image");
+    let image = decode_message(&got).image_message.expect("an image message");
+    assert_eq!(image.caption.as_deref(), Some("new in"));
+    assert_eq!(emu.with_world(|w| w.fetch_image(&image)).expect("the phone decrypts the image"), png);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_by_base64_and_upload_reaches_the_phone_and_incoming_media_downloads() {
     let emu =
         Arc::new(Emulator::start(EmulatorConfig { seed: Some(9), ..Default::default() }).await.unwrap());
@@ -620,7 +672,7 @@ async fn media_by_base64_and_upload_reaches_the_phone_and_incoming_media_downloa
     for (body, status, code) in [
         (
             form(&[("to", "+15550007777"), ("kind", "image")], Some(("a.png", "image/png", &big))),
-            400,
+            413,
             "media_too_large",
         ),
         (form(&[("to", "+15550007777"), ("kind", "image")], None), 400, "invalid_multipart"),
