@@ -25,13 +25,17 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
         in PostgreSQL instead of the embedded SQLite file in the data dir.\n  \
         BROADCASTER_AUTH_STORE_URL  connection URL of the WhatsApp auth store when --auth-store is\n                         \
         postgres (postgres://user:pass@host/db) or mongodb (mongodb://host:27017/).\n\n\
+        Test only (never set in production): BROADCASTER_TEST_LOOPBACK_TARGETS=any|PORT[,PORT…] lets\n\
+        webhooks and media URLs reach 127.0.0.1/::1 on those ports, which the SSRF policy refuses\n\
+        otherwise; private ranges and the metadata address stay refused.\n\n\
         Log levels: error, warn, info, debug, trace."
 )]
 pub struct Cli {
     /// TOML configuration file (keys: listen, data_dir, max_body_bytes, shutdown_timeout_secs,
     /// webhook_max_attempts, webhook_base_delay_ms, webhook_max_delay_ms, webhook_timeout_secs, log,
     /// emulator, rate_limit_per_minute, media_max_bytes, auth_store, auth_store_database,
-    /// emulator_url, emulator_root_key, emulator_media_ca, pending_send_max_age_secs).
+    /// emulator_url, emulator_root_key, emulator_media_ca, pending_send_max_age_secs, wa_version,
+    /// wa_version_url, outbound_ca_file).
     #[arg(long, short = 'c', env = "BROADCASTER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -97,7 +101,44 @@ pub struct Cli {
     /// requested fails with the reason `expired` instead [default: 3600].
     #[arg(long, env = "BROADCASTER_PENDING_SEND_MAX_AGE_SECS", value_name = "SECS")]
     pub pending_send_max_age_secs: Option<u64>,
+    /// The WhatsApp Web version the accounts report: `auto` fetches the current one from
+    /// WhatsApp Web's sw.js (once a day, kept across restarts; the version built into this
+    /// binary when the fetch fails), or a fixed version such as 2.3000.1045649367. WhatsApp
+    /// refuses versions older than a few weeks to ~2.5 months; an account refused that way shows
+    /// the reason `client_outdated` [default: auto].
+    #[arg(long, env = "BROADCASTER_WA_VERSION", value_name = "X.Y.Z|auto")]
+    pub wa_version: Option<String>,
+    /// Where `auto` fetches sw.js from: a mirror, or a test server [default: https://web.whatsapp.com/sw.js,
+    /// or none against an emulator (the built-in version, which the emulator requires by default)].
+    #[arg(long, env = "BROADCASTER_WA_VERSION_URL", value_name = "URL")]
+    pub wa_version_url: Option<String>,
+    /// PEM file of extra root certificates trusted for https:// webhook and media URLs, besides
+    /// the Mozilla roots (e.g. your company's internal CA).
+    #[arg(long, env = "BROADCASTER_OUTBOUND_CA_FILE", value_name = "FILE")]
+    pub outbound_ca_file: Option<PathBuf>,
 }
+
+/// Which WhatsApp Web version the accounts report (`--wa-version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaVersionSetting {
+    /// Fetch the current one from `sw.js` at `url` (`None`: WhatsApp's own when connecting to
+    /// WhatsApp; no fetch against an emulator), falling back to the built-in version.
+    Auto { url: Option<String> },
+    /// Always this one.
+    Fixed([u32; 3]),
+}
+
+impl Default for WaVersionSetting {
+    fn default() -> Self {
+        Self::Auto { url: None }
+    }
+}
+
+/// The environment variable of the test-only loopback allowance (see
+/// [`crate::outbound::TestLoopback`]): `any` or a comma-separated list of ports. Read from the
+/// environment only, never from flags or the file, so it cannot end up in a deployment's config
+/// by copy and paste, and never from the API.
+pub const TEST_LOOPBACK_TARGETS_VAR: &str = "BROADCASTER_TEST_LOOPBACK_TARGETS";
 
 /// An external emulator to connect to (`--emulator-url`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +216,9 @@ struct FileConfig {
     emulator_root_key: Option<String>,
     emulator_media_ca: Option<PathBuf>,
     pending_send_max_age_secs: Option<u64>,
+    wa_version: Option<String>,
+    wa_version_url: Option<String>,
+    outbound_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,9 +249,13 @@ pub struct Config {
     pub external_emulator: Option<ExternalEmulator>,
     /// How long an interrupted single send may still be sent again.
     pub pending_send_max_age: Duration,
+    /// The WhatsApp Web version the accounts report.
+    pub wa_version: WaVersionSetting,
     /// `DATABASE_URL`: the server's database in PostgreSQL instead of SQLite in `data_dir`.
     /// Environment only (it holds a password); never logged.
     pub database_url: Option<DatabaseUrl>,
+    /// The outbound HTTP client: extra CA, and the test-only loopback allowance.
+    pub outbound: crate::outbound::OutboundConfig,
 }
 
 /// A PostgreSQL URL (validated); its `Debug` hides it, as it may hold a password.
@@ -306,17 +354,34 @@ impl Config {
             )?,
         };
         let emulator = cli.emulator || file.emulator.unwrap_or(false);
-        let external_emulator = resolve_external_emulator(
-            cli.emulator_url.or(file.emulator_url),
-            cli.emulator_root_key.or(file.emulator_root_key),
-            cli.emulator_media_ca.or(file.emulator_media_ca),
-        )?;
-        if emulator && external_emulator.is_some() {
+        let emulator_url = cli.emulator_url.or(file.emulator_url).filter(|u| !u.trim().is_empty());
+        // The conflict is the problem to report, whatever else is missing for --emulator-url.
+        if emulator && emulator_url.is_some() {
             return Err(ConfigError::Invalid(
                 "emulator_url",
                 "choose either --emulator (in-process) or --emulator-url (external), not both".into(),
             ));
         }
+        let external_emulator = resolve_external_emulator(
+            emulator_url,
+            cli.emulator_root_key.or(file.emulator_root_key),
+            cli.emulator_media_ca.or(file.emulator_media_ca),
+        )?;
+        let extra_ca_pem = match cli.outbound_ca_file.or(file.outbound_ca_file) {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read_to_string(&path)
+                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                Some(pem)
+            }
+        };
+        let outbound = crate::outbound::OutboundConfig {
+            extra_ca_pem,
+            test_loopback: parse_test_loopback(env(TEST_LOOPBACK_TARGETS_VAR).as_deref())?,
+        };
+        // A CA file that does not parse stops the start here, not at the first webhook.
+        crate::outbound::OutboundClient::new(&outbound)
+            .map_err(|e| ConfigError::Invalid("outbound_ca_file", e.to_string()))?;
         let pending_send_max_age_secs = cli
             .pending_send_max_age_secs
             .or(file.pending_send_max_age_secs)
@@ -327,7 +392,13 @@ impl Config {
                 "must be between 1 and 2592000 (30 days)".into(),
             ));
         }
+        let wa_version = resolve_wa_version(
+            cli.wa_version.or(file.wa_version),
+            cli.wa_version_url.or(file.wa_version_url),
+        )?;
         Ok(Self {
+            wa_version,
+            outbound,
             database_url,
             auth_store,
             external_emulator,
@@ -404,6 +475,40 @@ fn resolve_auth_store(
     })
 }
 
+fn resolve_wa_version(version: Option<String>, url: Option<String>) -> Result<WaVersionSetting, ConfigError> {
+    let url = url.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty());
+    if let Some(u) = &url
+        && !(u.starts_with("https://") || u.starts_with("http://"))
+    {
+        return Err(ConfigError::Invalid(
+            "wa_version_url",
+            format!("`{u}` must start with https:// or http://"),
+        ));
+    }
+    let version = version.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    match version.as_deref() {
+        None => Ok(WaVersionSetting::Auto { url }),
+        Some(v) if v.eq_ignore_ascii_case("auto") => Ok(WaVersionSetting::Auto { url }),
+        Some(v) => {
+            let fixed = wa_client::version::parse_app_version(v).map_err(|_| {
+                ConfigError::Invalid(
+                    "wa_version",
+                    format!(
+                        "`{v}` is neither `auto` nor a version of three numbers such as 2.3000.1045649367"
+                    ),
+                )
+            })?;
+            if url.is_some() {
+                return Err(ConfigError::Invalid(
+                    "wa_version_url",
+                    "only applies with wa_version = auto (a fixed version is never fetched)".into(),
+                ));
+            }
+            Ok(WaVersionSetting::Fixed(fixed))
+        }
+    }
+}
+
 fn resolve_external_emulator(
     url: Option<String>,
     root_key: Option<String>,
@@ -439,6 +544,22 @@ fn resolve_external_emulator(
         ),
     };
     Ok(Some(ExternalEmulator { url, root_key, media_ca_pem }))
+}
+
+/// `any`, or ports separated by commas; empty or unset refuses loopback (the default).
+fn parse_test_loopback(v: Option<&str>) -> Result<crate::outbound::TestLoopback, ConfigError> {
+    use crate::outbound::TestLoopback;
+    let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) else { return Ok(TestLoopback::Refused) };
+    if v.eq_ignore_ascii_case("any") {
+        return Ok(TestLoopback::AnyPort);
+    }
+    v.split(',')
+        .map(|p| p.trim().parse::<u16>().ok().filter(|p| *p != 0))
+        .collect::<Option<Vec<u16>>>()
+        .map(TestLoopback::Ports)
+        .ok_or_else(|| {
+            ConfigError::Invalid(TEST_LOOPBACK_TARGETS_VAR, "`any` or ports separated by commas".into())
+        })
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -579,11 +700,91 @@ mod tests {
         }
         let both = Cli { emulator: true, ..cli(Some("ws://h/ws/chat"), Some(&key)) };
         assert!(Config::resolve_with_env(both, |_| None).is_err());
+        // Both modes named: that is the problem reported, even when the URL's key is missing.
+        for k in [None, Some(key.as_str())] {
+            let both = Cli { emulator: true, ..cli(Some("ws://h/ws/chat"), k) };
+            let err = Config::resolve_with_env(both, |_| None).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid("emulator_url", _)), "{err}");
+            assert!(err.to_string().contains("not both"), "{err}");
+        }
         let zero = Cli { pending_send_max_age_secs: Some(0), ..Cli::default() };
         assert!(matches!(
             Config::resolve_with_env(zero, |_| None),
             Err(ConfigError::Invalid("pending_send_max_age_secs", _))
         ));
+    }
+
+    #[test]
+    fn wa_version_is_auto_or_a_version_and_validated() {
+        let cli = |v: Option<&str>, u: Option<&str>| Cli {
+            wa_version: v.map(str::to_owned),
+            wa_version_url: u.map(str::to_owned),
+            ..Cli::default()
+        };
+        let resolve = |c: Cli| Config::resolve_with_env(c, |_| None).map(|c| c.wa_version);
+        assert_eq!(resolve(cli(None, None)).unwrap(), WaVersionSetting::Auto { url: None });
+        assert_eq!(resolve(cli(Some("AUTO"), None)).unwrap(), WaVersionSetting::Auto { url: None });
+        assert_eq!(
+            resolve(cli(Some(" 2.3000.1045649367 "), None)).unwrap(),
+            WaVersionSetting::Fixed([2, 3000, 1_045_649_367])
+        );
+        assert_eq!(
+            resolve(cli(Some("auto"), Some("http://127.0.0.1:9/sw.js"))).unwrap(),
+            WaVersionSetting::Auto { url: Some("http://127.0.0.1:9/sw.js".into()) }
+        );
+        for (v, u, field, needle) in [
+            (Some("2.3000"), None, "wa_version", "neither `auto` nor a version"),
+            (Some("latest"), None, "wa_version", "2.3000.1045649367"),
+            (Some("2.3000.x"), None, "wa_version", "neither"),
+            (None, Some("ftp://mirror/sw.js"), "wa_version_url", "https://"),
+            (Some("2.3000.1"), Some("https://mirror/sw.js"), "wa_version_url", "only applies"),
+        ] {
+            let err = resolve(cli(v, u)).unwrap_err();
+            assert!(matches!(&err, ConfigError::Invalid(f, _) if *f == field), "{v:?} {u:?}: {err}");
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+        // From the file too.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "wa_version = \"2.3000.7\"\n").unwrap();
+        let c = Config::resolve_with_env(Cli { config: Some(path), ..Cli::default() }, |_| None).unwrap();
+        assert_eq!(c.wa_version, WaVersionSetting::Fixed([2, 3000, 7]));
+    }
+
+    #[test]
+    fn the_test_loopback_allowance_comes_from_the_environment_only() {
+        use crate::outbound::TestLoopback;
+        assert_eq!(
+            Config::resolve_with_env(Cli::default(), |_| None).unwrap().outbound.test_loopback,
+            TestLoopback::Refused
+        );
+        let env = |v: &'static str| move |k: &str| (k == TEST_LOOPBACK_TARGETS_VAR).then(|| v.to_owned());
+        let c = Config::resolve_with_env(Cli::default(), env("8080, 9000")).unwrap();
+        assert_eq!(c.outbound.test_loopback, TestLoopback::Ports(vec![8080, 9000]));
+        assert_eq!(
+            Config::resolve_with_env(Cli::default(), env("ANY")).unwrap().outbound.test_loopback,
+            TestLoopback::AnyPort
+        );
+        for bad in ["yes", "0", "80,x"] {
+            assert!(Config::resolve_with_env(Cli::default(), env(bad)).is_err(), "{bad}");
+        }
+        // No file key: a copied config file cannot turn it on.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "test_loopback_targets = \"any\"\n").unwrap();
+        assert!(Config::resolve_with_env(Cli { config: Some(path), ..Cli::default() }, |_| None).is_err());
+    }
+
+    #[test]
+    fn a_bad_outbound_ca_file_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate").unwrap();
+        let err = Config::resolve_with_env(Cli { outbound_ca_file: Some(path), ..Cli::default() }, |_| None)
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid("outbound_ca_file", _)), "{err}");
+        let missing = Cli { outbound_ca_file: Some(dir.path().join("nope.pem")), ..Cli::default() };
+        assert!(matches!(Config::resolve_with_env(missing, |_| None), Err(ConfigError::Read { .. })));
     }
 
     #[test]
@@ -601,6 +802,11 @@ mod tests {
             "mongodb",
             "--emulator-url",
             "--pending-send-max-age-secs",
+            "--wa-version",
+            "BROADCASTER_WA_VERSION",
+            "--wa-version-url",
+            "--outbound-ca-file",
+            "BROADCASTER_TEST_LOOPBACK_TARGETS",
         ] {
             assert!(help.contains(needle), "help lacks {needle}");
         }

@@ -26,6 +26,16 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("request body too large")]
     PayloadTooLarge,
+    /// Something in the request is too large (e.g. media fetched by URL): 413 with `code`.
+    #[error("{message}")]
+    TooLarge { code: &'static str, message: String },
+    /// The body is not of a type this endpoint reads (missing or wrong `Content-Type`): 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Well-formed but refused on its meaning (a number not on WhatsApp, a URL the SSRF policy
+    /// refuses): 422 with `code`.
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     #[error("{0}")]
     Unavailable(String),
     /// A limit was reached: 429 with `Retry-After`.
@@ -38,6 +48,11 @@ pub enum ApiError {
 impl ApiError {
     pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
         Self::BadRequest { code, message: message.into() }
+    }
+
+    /// 422 `code`.
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unprocessable { code, message: message.into() }
     }
 
     /// The stable machine-readable code of this error (`invalid_phone`, `not_found`, …).
@@ -53,6 +68,9 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::TooLarge { code, .. } => (StatusCode::PAYLOAD_TOO_LARGE, code),
+            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::RateLimited { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -137,7 +155,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `axum::Json` whose rejections become [`ApiError`]s (JSON envelope, 400/413/415).
+/// `axum::Json` whose rejections become [`ApiError`]s (JSON envelope): 400 for malformed or
+/// invalid JSON, 413 past the route's body limit, 415 without `Content-Type: application/json`.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -154,7 +173,7 @@ where
                 JsonRejection::JsonDataError(e) => ApiError::bad("invalid_body", e.body_text()),
                 JsonRejection::JsonSyntaxError(e) => ApiError::bad("malformed_json", e.body_text()),
                 JsonRejection::MissingJsonContentType(_) => {
-                    ApiError::bad("unsupported_media_type", "expected `Content-Type: application/json`")
+                    ApiError::UnsupportedMediaType("expected `Content-Type: application/json`".into())
                 }
                 JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                     ApiError::PayloadTooLarge

@@ -20,12 +20,12 @@ pub mod dashboard;
 pub mod db;
 pub mod emulator_api;
 pub mod error;
-pub mod fetch;
 pub mod live;
 pub mod live_socketio;
 pub mod live_ws;
 pub mod messages;
 pub mod metrics;
+pub mod outbound;
 pub mod outbox;
 pub mod phone;
 pub mod ratelimit;
@@ -48,7 +48,7 @@ use crate::auth::Bootstrap;
 use crate::clock::{Clock as _, SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::{Db, DbError};
-use crate::fetch::FetchPolicy;
+use crate::outbound::fetch::FetchPolicy;
 use crate::runtime::{AccountRuntime, LinkMethod};
 use crate::state::AppState;
 use crate::state::Limits;
@@ -69,6 +69,11 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("WhatsApp auth store: {0}")]
     AuthStore(String),
+    /// `--wa-version` / `--wa-version-url` cannot be used.
+    #[error("WhatsApp Web version setting: {0}")]
+    WaVersion(String),
+    #[error("configuration: {0}")]
+    Config(String),
     /// The configured auth store could not be opened (unreachable, refused, bad URL, newer
     /// schema). `reason` never contains the URL or its password.
     #[error("cannot open the WhatsApp auth store ({backend}): {reason}")]
@@ -93,6 +98,70 @@ pub async fn open_database(
     let now = SystemClock.now_ms();
     let boot = db.call(move |c| auth::bootstrap_admin(c, env_admin_key.as_deref(), now)).await?;
     Ok((db, boot))
+}
+
+/// The file in the data dir holding the bootstrap admin key, written when it is generated.
+pub const ADMIN_KEY_FILE: &str = "admin-key.txt";
+
+/// Writes a generated admin key to [`ADMIN_KEY_FILE`] in `data_dir`, readable by the owner only
+/// (mode 0600 from creation, never world-readable in between). Returns the path.
+pub fn write_admin_key_file(data_dir: &std::path::Path, key: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write as _;
+    let path = data_dir.join(ADMIN_KEY_FILE);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&path)?;
+    // An older file (e.g. from a copied data dir) keeps its mode on open: set it again.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    writeln!(f, "{key}")?;
+    Ok(path)
+}
+
+/// The start banner: where the dashboard and the API docs are, and the admin key (when it was
+/// generated now) or where it is kept. `listen` is the bound address (an unspecified host
+/// becomes `localhost`, which a browser can open).
+pub fn start_banner(listen: std::net::SocketAddr, admin: &AdminKeyNotice) -> String {
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() => "localhost".to_owned(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        ip => ip.to_string(),
+    };
+    let base = format!("http://{host}:{}", listen.port());
+    let key = match admin {
+        AdminKeyNotice::Generated { key, file: Some(f) } => {
+            format!("{key}\n               (shown once here; also saved to {}, mode 0600)", f.display())
+        }
+        AdminKeyNotice::Generated { key, file: None } => {
+            format!("{key}\n               (shown once, store it now)")
+        }
+        AdminKeyNotice::Existing { file: Some(f) } => {
+            format!("in {} (generated at the first start)", f.display())
+        }
+        AdminKeyNotice::Existing { file: None } => {
+            "set at the first start (BROADCASTER_ADMIN_KEY or printed then)".into()
+        }
+    };
+    format!(
+        "\nBroadcaster is running.\n\n  Dashboard:   {base}/dashboard\n  API docs:    {base}/openapi.json (OpenAPI 3.1)\n  Admin key:   {key}\n"
+    )
+}
+
+/// What the start banner says about the admin key.
+#[derive(Debug, Clone)]
+pub enum AdminKeyNotice {
+    /// Generated at this start (shown once), and where it was saved.
+    Generated { key: String, file: Option<std::path::PathBuf> },
+    /// Already there (an earlier start, or `BROADCASTER_ADMIN_KEY`): the file, if it exists.
+    Existing { file: Option<std::path::PathBuf> },
 }
 
 /// Everything [`serve`] runs: the state handlers see, the WhatsApp runtime and (with
@@ -128,6 +197,15 @@ pub async fn build_server_with_clock(
 ) -> Result<Server, ServeError> {
     let notify = Arc::new(Notify::new());
     let mut state = AppState::new(db.clone(), clock.clone(), None, notify.clone());
+    state.outbound = crate::outbound::OutboundClient::new(&config.outbound)
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    if config.outbound.test_loopback != crate::outbound::TestLoopback::Refused {
+        tracing::warn!(
+            allowed = ?config.outbound.test_loopback,
+            "TEST SETTING {}: webhooks and media URLs may reach loopback addresses",
+            crate::config::TEST_LOOPBACK_TARGETS_VAR
+        );
+    }
     state.limits = Arc::new(Limits {
         fetch: FetchPolicy { max_bytes: config.media_max_bytes, ..FetchPolicy::default() },
         requests_per_minute: config.rate_limit_per_minute,
@@ -149,10 +227,24 @@ pub async fn build_server_with_clock(
     } else {
         Upstream::whatsapp()
     };
+    let version = Arc::new(
+        wa_runtime::WaVersion::new(&config.wa_version, upstream.is_whatsapp())
+            .map_err(ServeError::WaVersion)?,
+    );
+    match version.fetch_url() {
+        Some(url) => {
+            tracing::info!(%url, "WhatsApp Web version: the current one from sw.js (built-in as fallback)")
+        }
+        None => tracing::info!(version = ?version.in_use(), "WhatsApp Web version"),
+    }
     let store = WaRuntime::open_store(&config.auth_store, &config.data_dir).await?;
     let sink = DbSessionEvents::new(db, clock.clone(), notify, state.live.clone(), state.metrics.clone())
         .with_send_wake(state.bulk_wake.clone());
-    let runtime = Arc::new(WaRuntime::new(store, upstream, Arc::new(sink), clock, state.metrics.clone()));
+    let runtime = Arc::new(
+        WaRuntime::new(store, upstream, Arc::new(sink), clock, state.metrics.clone())
+            .with_version(version.clone()),
+    );
+    state.wa_version = Some(version);
     state.runtime = Some(runtime.clone() as Arc<dyn AccountRuntime>);
     Ok(Server { state, runtime })
 }
@@ -162,16 +254,18 @@ pub async fn build_server_with_clock(
 /// ends `logged_out` through the normal event path.
 pub async fn resume_sessions(st: &AppState) -> Result<usize, ServeError> {
     let Some(runtime) = st.runtime.clone() else { return Ok(0) };
-    let rows: Vec<(String, String, String)> = st
+    let rows: Vec<(String, String, String, Option<String>)> = st
         .db
         .call(|c| {
-            c.prepare("SELECT tenant_id, id, state FROM accounts WHERE state IN ('active','reconnecting')")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<Vec<_>, _>>()
+            c.prepare(
+                "SELECT tenant_id, id, state, push_name_override FROM accounts WHERE state IN ('active','reconnecting')",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<Vec<_>, _>>()
         })
         .await?;
     let mut n = 0;
-    for (tenant, id, state) in rows {
+    for (tenant, id, state, push_name) in rows {
         if state == "active" {
             let now = st.clock.now_ms();
             let (t, a) = (tenant.clone(), id.clone());
@@ -193,7 +287,8 @@ pub async fn resume_sessions(st: &AppState) -> Result<usize, ServeError> {
                 continue;
             }
         }
-        match runtime.connect(&tenant, &id, LinkMethod::Qr).await {
+        let options = runtime::SessionOptions { push_name };
+        match runtime.connect_with(&tenant, &id, LinkMethod::Qr, options).await {
             Ok(()) => n += 1,
             Err(e) => tracing::warn!(account_id = %id, error = %e, "resume failed"),
         }
@@ -231,6 +326,7 @@ pub async fn serve_with(
         state.clock.clone(),
         config.webhook.clone(),
         state.outbox_notify.clone(),
+        state.outbound.clone(),
     )
     .with_auto_replies(reply_tx);
     let reply_state = state.clone();
@@ -323,4 +419,30 @@ pub async fn serve_with(
         emu.shutdown().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod banner_tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_key_file_is_owner_only_and_the_banner_says_where_things_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_admin_key_file(dir.path(), "bk_admin_1").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "bk_admin_1\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let b = start_banner(
+            "0.0.0.0:8080".parse().unwrap(),
+            &AdminKeyNotice::Generated { key: "bk_admin_1".into(), file: Some(path.clone()) },
+        );
+        assert!(b.contains("http://localhost:8080/dashboard"), "{b}");
+        assert!(b.contains("http://localhost:8080/openapi.json"), "{b}");
+        assert!(b.contains("bk_admin_1") && b.contains(&path.display().to_string()), "{b}");
+        let b = start_banner("[::1]:9000".parse().unwrap(), &AdminKeyNotice::Existing { file: Some(path) });
+        assert!(b.contains("http://[::1]:9000/dashboard") && !b.contains("bk_admin_1"), "{b}");
+    }
 }

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use broadcaster::AdminKeyNotice;
 use broadcaster::auth::Bootstrap;
 use broadcaster::config::{Cli, Config};
 use clap::Parser;
@@ -18,13 +19,25 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt().with_max_level(config.log_level).init();
 
     let admin_key = std::env::var("BROADCASTER_ADMIN_KEY").ok().filter(|k| !k.trim().is_empty());
-    let db = match broadcaster::open_database(&config, admin_key).await {
+    let (db, admin_notice) = match broadcaster::open_database(&config, admin_key).await {
         Ok((db, boot)) => {
-            if let Bootstrap::Generated(key) = boot {
-                // Printed once, to the terminal only (never through the log pipeline).
-                println!("\nBootstrap admin API key (shown once, store it now):\n\n    {key}\n");
-            }
-            db
+            let notice = match boot {
+                Bootstrap::Generated(key) => {
+                    let file = match broadcaster::write_admin_key_file(&config.data_dir, &key) {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            eprintln!("broadcaster: cannot save the admin key in the data dir: {e}");
+                            None
+                        }
+                    };
+                    AdminKeyNotice::Generated { key, file }
+                }
+                _ => {
+                    let f = config.data_dir.join(broadcaster::ADMIN_KEY_FILE);
+                    AdminKeyNotice::Existing { file: f.exists().then_some(f) }
+                }
+            };
+            (db, notice)
         }
         Err(e) => {
             eprintln!("broadcaster: {e}");
@@ -38,6 +51,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // To the terminal only (never through the log pipeline): the key is a secret.
+    if let Ok(addr) = listener.local_addr() {
+        println!("{}", broadcaster::start_banner(addr, &admin_notice));
+    }
     match broadcaster::serve(&config, db, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

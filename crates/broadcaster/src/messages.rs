@@ -695,7 +695,7 @@ pub async fn content_from_request(
             }
             let (data, fetched_type) = match (m.url, m.data_base64) {
                 (Some(url), None) => {
-                    let f = crate::fetch::fetch(&st.limits.fetch, &url).await?;
+                    let f = crate::outbound::fetch::fetch(&st.outbound, &st.limits.fetch, &url).await?;
                     (f.data, f.content_type)
                 }
                 (None, Some(b64)) => {
@@ -730,17 +730,17 @@ fn media_content(
         check_text(c)?;
     }
     if data.len() > st.limits.fetch.max_bytes {
-        return Err(ApiError::bad(
-            "media_too_large",
-            format!("media is larger than {} bytes", st.limits.fetch.max_bytes),
-        ));
+        return Err(ApiError::TooLarge {
+            code: "media_too_large",
+            message: format!("media is larger than {} bytes", st.limits.fetch.max_bytes),
+        });
     }
     if data.is_empty() {
         return Err(ApiError::bad("invalid_media", "media is empty"));
     }
     let mimetype = match mimetype {
         Some(t) => check_mimetype(&t)?,
-        None => crate::fetch::sniff_mimetype(&data)
+        None => crate::outbound::fetch::sniff_mimetype(&data)
             .map(str::to_owned)
             .ok_or_else(|| ApiError::bad("invalid_media", "cannot tell the media type; set `mimetype`"))?,
     };
@@ -792,10 +792,10 @@ async fn read_upload(
             let mut buf = bytes::BytesMut::new();
             while let Some(chunk) = field.chunk().await? {
                 if buf.len() + chunk.len() > max {
-                    return Err(ApiError::bad(
-                        "media_too_large",
-                        format!("media is larger than {max} bytes"),
-                    ));
+                    return Err(ApiError::TooLarge {
+                        code: "media_too_large",
+                        message: format!("media is larger than {max} bytes"),
+                    });
                 }
                 buf.extend_from_slice(&chunk);
             }

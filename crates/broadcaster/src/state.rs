@@ -6,9 +6,10 @@ use tokio::sync::Notify;
 
 use crate::clock::SharedClock;
 use crate::db::Db;
-use crate::fetch::FetchPolicy;
 use crate::live::LiveBus;
 use crate::metrics::Metrics;
+use crate::outbound::OutboundClient;
+use crate::outbound::fetch::FetchPolicy;
 use crate::runtime::AccountRuntime;
 
 /// Server-wide limits handlers enforce.
@@ -45,6 +46,8 @@ pub struct AppState {
     pub live: LiveBus,
     pub metrics: Arc<Metrics>,
     pub limits: Arc<Limits>,
+    /// The outbound HTTP client (webhooks, media URLs) with the SSRF policy.
+    pub outbound: OutboundClient,
     pub rate: Arc<crate::ratelimit::RateLimiter>,
     /// The in-process emulator of `--emulator` (enables the `/api/v1/emulator` endpoints).
     pub emulator: Option<Arc<wa_emulator::EmulatorHandle>>,
@@ -53,6 +56,8 @@ pub struct AppState {
     /// Set when the server stops: a send the closing sessions cut short stays queued for the
     /// next start instead of being recorded as failed.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Which WhatsApp Web version the sessions report (`None` without a WhatsApp runtime).
+    pub wa_version: Option<Arc<crate::wa_runtime::WaVersion>>,
 }
 
 impl AppState {
@@ -76,10 +81,12 @@ impl AppState {
             live: LiveBus::new(),
             metrics: Arc::new(Metrics::default()),
             limits: Arc::new(Limits::default()),
+            outbound: OutboundClient::default(),
             rate: Arc::new(crate::ratelimit::RateLimiter::default()),
             emulator: None,
             bulk_wake: Arc::new(Notify::new()),
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            wa_version: None,
         }
     }
 }

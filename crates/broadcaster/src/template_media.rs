@@ -139,6 +139,11 @@ fn required_family(kind: MediaKind) -> Result<Option<&'static str>, ApiError> {
     }
 }
 
+/// 413 `media_too_large`.
+fn too_large(max_bytes: usize) -> ApiError {
+    ApiError::TooLarge { code: "media_too_large", message: format!("media is larger than {max_bytes} bytes") }
+}
+
 fn family(mimetype: &str) -> &str {
     mimetype.split('/').next().unwrap_or("")
 }
@@ -158,9 +163,9 @@ pub fn check(
         return Err(bad("invalid_media", "the media file is empty"));
     }
     if data.len() > max_bytes {
-        return Err(bad("media_too_large", format!("media is larger than {max_bytes} bytes")));
+        return Err(too_large(max_bytes));
     }
-    let sniffed = crate::fetch::sniff_mimetype(&data);
+    let sniffed = crate::outbound::fetch::sniff_mimetype(&data);
     let mimetype = match mimetype.filter(|t| !t.trim().is_empty()) {
         Some(t) => crate::messages::check_mimetype(&t)?,
         None => sniffed
@@ -209,7 +214,7 @@ pub async fn from_input(st: &AppState, input: TemplateMediaInput) -> Result<NewM
     let max = st.limits.fetch.max_bytes;
     match (input.url, input.data_base64) {
         (Some(url), None) => {
-            let fetched = crate::fetch::fetch(&st.limits.fetch, &url).await?;
+            let fetched = crate::outbound::fetch::fetch(&st.outbound, &st.limits.fetch, &url).await?;
             let name = input
                 .file_name
                 .or_else(|| if input.kind == MediaKind::Document { url_file_name(&url) } else { None });
@@ -218,7 +223,7 @@ pub async fn from_input(st: &AppState, input: TemplateMediaInput) -> Result<NewM
         (None, Some(b64)) => {
             // Base64 is 4/3 of the file: refuse what cannot fit before decoding.
             if b64.len() / 4 * 3 > max + 3 {
-                return Err(bad("media_too_large", format!("media is larger than {max} bytes")));
+                return Err(too_large(max));
             }
             let data = base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
@@ -245,7 +250,7 @@ pub async fn read_upload(st: &AppState, mut form: axum::extract::Multipart) -> R
             let mut buf = bytes::BytesMut::new();
             while let Some(chunk) = field.chunk().await? {
                 if buf.len() + chunk.len() > max {
-                    return Err(bad("media_too_large", format!("media is larger than {max} bytes")));
+                    return Err(too_large(max));
                 }
                 buf.extend_from_slice(&chunk);
             }
@@ -455,7 +460,10 @@ mod tests {
             "media_type_mismatch"
         );
         assert!(check(1000, MediaKind::Document, pdf, None, Some("a.pdf".into()), None).is_ok());
-        assert_eq!(code(check(10, MediaKind::Image, png(), None, None, None)), "media_too_large");
+        assert!(matches!(
+            check(10, MediaKind::Image, png(), None, None, None),
+            Err(ApiError::TooLarge { code: "media_too_large", .. })
+        ));
         assert_eq!(code(check(1000, MediaKind::Image, Bytes::new(), None, None, None)), "invalid_media");
         assert_eq!(code(check(1000, MediaKind::Sticker, png(), None, None, None)), "invalid_media");
         assert_eq!(

@@ -62,6 +62,8 @@ async fn dashboard_walk_in_headless_chromium() {
     config.emulator = true;
     config.shutdown_timeout = Duration::from_secs(20);
     config.webhook.base_delay_ms = 200;
+    // The test's webhook receiver listens on loopback.
+    config.outbound.test_loopback = broadcaster::outbound::TestLoopback::AnyPort;
     config.webhook.max_delay_ms = 1000;
     let key = format!("bk_browser_test_{}", std::process::id());
     let (db, _) = broadcaster::open_database(&config, Some(key.clone())).await.unwrap();

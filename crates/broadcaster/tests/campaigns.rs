@@ -46,7 +46,9 @@ async fn harness_on(db: Db) -> Harness {
         other => panic!("expected a generated key, got {other:?}"),
     };
     let shared: SharedClock = clock.clone();
-    let state = AppState::new(db.clone(), shared, None, Arc::new(Notify::new()));
+    let mut state = AppState::new(db.clone(), shared, None, Arc::new(Notify::new()));
+    // The tests' webhook receivers and media servers listen on loopback.
+    state.outbound = loopback_client(true);
     Harness { app: broadcaster::app::router(state.clone(), 64 * 1024), state, db, clock, admin }
 }
 
@@ -54,14 +56,21 @@ async fn harness() -> Harness {
     harness_on(testdb::open().await).await
 }
 
-/// [`harness`] with a media size cap and, with `allow_private`, URL fetches from loopback.
-async fn harness_with_media(max_bytes: usize, allow_private: bool) -> Harness {
+/// An outbound client that may reach loopback (the test receivers), or the production policy.
+fn loopback_client(allow_loopback: bool) -> broadcaster::outbound::OutboundClient {
+    use broadcaster::outbound::{OutboundClient, OutboundConfig, TestLoopback};
+    let test_loopback = if allow_loopback { TestLoopback::AnyPort } else { TestLoopback::Refused };
+    OutboundClient::new(&OutboundConfig { test_loopback, ..Default::default() }).unwrap()
+}
+
+/// [`harness`] with a media size cap and, with `allow_loopback`, URL fetches from loopback.
+async fn harness_with_media(max_bytes: usize, allow_loopback: bool) -> Harness {
     let mut h = harness().await;
+    h.state.outbound = loopback_client(allow_loopback);
     h.state.limits = Arc::new(broadcaster::state::Limits {
-        fetch: broadcaster::fetch::FetchPolicy {
+        fetch: broadcaster::outbound::fetch::FetchPolicy {
             max_bytes,
-            allow_private,
-            ..broadcaster::fetch::FetchPolicy::default()
+            ..broadcaster::outbound::fetch::FetchPolicy::default()
         },
         ..broadcaster::state::Limits::default()
     });
@@ -1669,6 +1678,7 @@ async fn campaign_events_are_ordered_on_the_websocket_and_signed_at_webhooks() {
         h.clock.clone(),
         broadcaster::webhooks::RetryPolicy::default(),
         Arc::new(Notify::new()),
+        h.state.outbound.clone(),
     );
     // A delivery is answered before `run_once` returns, so the receiver already has it.
     let attempted = worker.run_once().await.unwrap();
@@ -1738,6 +1748,15 @@ impl Harness {
     }
 }
 
+/// The status of a media error: 413 for size, 422 for a URL the SSRF policy refuses, else 400.
+fn media_status(code: &str) -> StatusCode {
+    match code {
+        "media_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "url_refused" => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
 /// A multipart body with its content type.
 fn form(fields: &[(&str, &str)], file: Option<(&str, &str, &[u8])>) -> (String, Vec<u8>) {
     (harness::form_type(), harness::form(fields, file))
@@ -1773,7 +1792,7 @@ async fn template_media_is_validated_stored_previewed_and_sent_by_campaigns() {
         (json!({ "kind": "document", "url": "file:///etc/passwd" }), "url_refused"),
     ] {
         let (s, v) = h.call("POST", "/api/v1/templates", &key, Some(tpl("bad", media.clone()))).await;
-        assert_error(s, &v, StatusCode::BAD_REQUEST, code);
+        assert_error(s, &v, media_status(code), code);
     }
     assert_eq!(media_rows(&h).await, 0);
     assert_eq!(h.ok("GET", "/api/v1/templates", &key, None).await, json!([]));
@@ -1818,7 +1837,7 @@ async fn template_media_is_validated_stored_previewed_and_sent_by_campaigns() {
     assert_error(s, &v, StatusCode::BAD_REQUEST, "media_type_mismatch");
     let (ctype, body) = form(&[("kind", "image")], Some(("big.png", "image/png", &png(4097))));
     let (s, v) = h.call_raw("PUT", &format!("/api/v1/templates/{id}/media"), &key, &ctype, body).await;
-    assert_error(s, &v, StatusCode::BAD_REQUEST, "media_too_large");
+    assert_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "media_too_large");
     let pdf = b"%PDF-1.4 the price list".repeat(20);
     let (ctype, body) = form(&[("kind", "document")], Some(("prices.pdf", "application/pdf", &pdf)));
     let (s, v) = h.call_raw("PUT", &format!("/api/v1/templates/{id}/media"), &key, &ctype, body).await;
@@ -1931,7 +1950,7 @@ async fn inline_campaigns_and_direct_sends_carry_their_own_media() {
         (json!({ "kind": "image", "url": "http://127.0.0.1:9/a.png" }), "url_refused"),
     ] {
         let (s, v) = h.call("POST", "/api/v1/campaigns", &key, Some(inline(media))).await;
-        assert_error(s, &v, StatusCode::BAD_REQUEST, code);
+        assert_error(s, &v, media_status(code), code);
     }
     assert_eq!(media_rows(&h).await, 0);
     assert_eq!(h.ok("GET", "/api/v1/campaigns", &key, None).await, json!([]));
@@ -2061,7 +2080,7 @@ async fn template_media_by_url_is_fetched_once_at_save_time() {
             "media": { "kind": "image", "url": format!("http://{addr}/files/big.png") } })),
         )
         .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "media_too_large");
     let (s, v) = h
         .call(
             "POST",
@@ -2071,7 +2090,7 @@ async fn template_media_by_url_is_fetched_once_at_save_time() {
             "media": { "kind": "image", "url": format!("http://{addr}/files/missing.png") } })),
         )
         .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "media_fetch_failed");
     // Previews and campaigns use the stored copy; the URL is not fetched again.
     h.ok("POST", "/api/v1/templates/preview", &key, Some(json!({ "template_id": t["id"] }))).await;
     assert_eq!(fetches.load(Ordering::SeqCst), 2);

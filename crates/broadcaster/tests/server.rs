@@ -74,6 +74,7 @@ async fn harness_full(
     state.runtime = runtime(events);
     state.limits = Arc::new(broadcaster::state::Limits { requests_per_minute, ..Default::default() });
     state.emulator = emulator;
+    state.outbound = loopback_client();
     Harness { app: broadcaster::app::router(state, MAX_BODY), db, clock, notify, admin }
 }
 
@@ -221,7 +222,7 @@ async fn bad_input_gets_clear_4xx_json_errors() {
         .body(Body::from("{\"name\":\"a\"}"))
         .unwrap();
     let resp = h.app.clone().oneshot(req).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let (s, v) =
         h.call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": "ftp://x", "events": ["*"] }))).await;
     assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_url");
@@ -396,7 +397,7 @@ async fn tenant_isolation_on_every_endpoint() {
             "POST",
             "/api/v1/webhooks",
             &b,
-            Some(json!({ "url": "http://x/", "events": ["*"], "account_id": acc_a })),
+            Some(json!({ "url": "https://93.184.216.34/hook", "events": ["*"], "account_id": acc_a })),
         )
         .await;
     assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
@@ -648,7 +649,14 @@ fn worker(h: &Harness, max_attempts: u32) -> WebhookWorker {
         max_delay_ms: 60_000,
         request_timeout: Duration::from_secs(5),
     };
-    WebhookWorker::new(h.db.clone(), h.clock.clone(), policy, h.notify.clone())
+    WebhookWorker::new(h.db.clone(), h.clock.clone(), policy, h.notify.clone(), loopback_client())
+}
+
+/// The tests' receivers listen on loopback, which the production SSRF policy refuses.
+fn loopback_client() -> broadcaster::outbound::OutboundClient {
+    use broadcaster::outbound::{OutboundClient, OutboundConfig, TestLoopback};
+    OutboundClient::new(&OutboundConfig { test_loopback: TestLoopback::AnyPort, ..Default::default() })
+        .unwrap()
 }
 
 async fn deliveries(h: &Harness, key: &str, hook: &str) -> Vec<Value> {
@@ -875,4 +883,14 @@ async fn receipts_move_status_forward_only_even_before_the_send_is_recorded() {
             .await;
         assert_eq!(m["status"], want);
     }
+}
+
+#[tokio::test]
+async fn the_root_redirects_to_the_dashboard() {
+    let h = harness().await;
+    let resp = h.app.clone().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(resp.headers()["location"], "/dashboard");
+    let resp = h.app.clone().oneshot(Request::get("/dashboard").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
 }

@@ -75,9 +75,27 @@ pub enum Error {
     /// Media transfer or integrity check failed.
     #[error("media: {0}")]
     Media(String),
+    /// The media hosts no longer have the file (HTTP 404 or 410): too old. Our phone can
+    /// upload it again ([`crate::Client::download_with_retry`]).
+    #[error("media is gone from the media hosts (HTTP {status})")]
+    MediaGone {
+        /// 404 or 410.
+        status: u16,
+    },
+    /// Our phone could not upload a file again.
+    #[error("media retry: {0}")]
+    MediaRetry(#[from] crate::mediaretry::MediaRetryError),
     /// The caller passed an invalid argument.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The current WhatsApp Web version could not be fetched (network, HTTP status, or no
+    /// `client_revision` in `sw.js`).
+    #[error("fetching the current WhatsApp Web version: {0}")]
+    VersionFetch(String),
+    /// Presence carries the account's push name, and none is known: set one with
+    /// [`crate::ClientBuilder::push_name`] (whatsmeow refuses the same way, `ErrNoPushName`).
+    #[error("no push name to send with the presence (set ClientBuilder::push_name)")]
+    NoPushName,
 }
 
 /// The client's result type.

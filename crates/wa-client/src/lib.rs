@@ -18,6 +18,8 @@
 //! # Ok(()) }
 //! ```
 
+mod account_sync;
+mod call;
 mod client;
 mod conn;
 mod creds;
@@ -27,19 +29,25 @@ pub mod history;
 mod http;
 mod lid;
 pub mod media;
+pub mod mediaretry;
 mod notification;
 mod pair;
 mod pair_code;
+mod peer;
 pub mod policy;
 pub mod proxy;
 pub mod qr;
 pub mod queries;
 mod recv;
 mod send;
+pub mod version;
 
 pub use client::{BoxRng, Client, ClientBuilder, WHATSAPP_URL};
 pub use error::{Error, Result};
-pub use event::{Event, EventStream, MessageEvent, MessageInfo, ReceiptAck, ReceiptEvent, ReceiptKind};
+pub use event::{
+    AppStateVersion, CallEvent, Event, EventStream, MediaRetryAnswer, MediaRetryEvent, MessageEvent,
+    MessageInfo, OfflinePreview, PictureEvent, ReceiptAck, ReceiptEvent, ReceiptKind, UnavailableEvent,
+};
 pub use media::{
     EncryptedMedia, MediaOptions, MediaRef, MediaType, UploadedMedia, decrypt_media, encrypt_media,
 };
@@ -48,6 +56,7 @@ pub use proxy::Proxy;
 pub use qr::QrCode;
 pub use queries::GroupInfo;
 pub use send::SendResult;
+pub use version::{SW_JS_URL, VersionFetcher, parse_sw_js};
 pub use wa_binary::Jid;
 pub use wa_noise::ClientProfile;
 pub use wa_proto::device_props::PlatformType;

@@ -20,22 +20,32 @@
 //! [`World`] (nodes in, nodes to mailboxes out); [`server`] is the tokio shell.
 
 mod addressing;
+mod appdata;
 mod appstate;
+mod calls;
 mod clock;
 mod control;
+mod group_receipts;
 mod groups;
+mod ib;
 mod iq;
 mod keyindex;
 mod keys;
 mod linkcode;
 mod login;
 mod media;
+mod mediaretry;
+mod notifications;
 mod pairing;
 mod phone;
+mod resend;
 mod routing;
 mod server;
 pub mod session;
+#[cfg(test)]
+mod testutil;
 mod tls;
+mod traffic;
 mod usync;
 mod world;
 
@@ -45,18 +55,23 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use wa_binary::Jid;
+use wa_binary::{Jid, Node};
 use wa_crypto::PublicKey;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use keyindex::{KEY_INDEX_LIST_SIGNATURE_PREFIX, KeyIndexList};
 pub use keys::ServerKeys;
+pub use login::{
+    FAILURE_BAD_USER_AGENT, FAILURE_CLIENT_OUTDATED, FAILURE_GENERIC, PayloadRefusal, check_payload,
+};
 pub use media::{IMAGE_KEYS_INFO, decrypt_media, encrypt_media};
+pub use mediaretry::{MEDIA_TTL_SECS, media_retry_key};
+pub use notifications::{APP_STATE_COLLECTIONS, TC_TOKEN_BUCKET_SECS};
 pub use phone::{InboxMessage, PhoneReceipt};
 pub use tls::TlsSetupError;
 pub use world::{
     AccountId, AccountOptions, ConnCommand, ConnId, ControlError, DeviceAddr, Fault, MAX_ACKED_IDS,
-    MAX_EVENT_LOG, Mailbox, World, WorldEvent,
+    MAX_EVENT_LOG, MAX_PRESENCE_LOG, Mailbox, PresenceRecord, World, WorldEvent,
 };
 
 use server::Shared;
@@ -86,6 +101,11 @@ pub struct EmulatorConfig {
     pub media_tls: bool,
     /// Where the HTTPS media endpoint listens (`None`: the main address's IP, any port).
     pub media_listen: Option<SocketAddr>,
+    /// The oldest WhatsApp Web version (`userAgent.appVersion`, compared as a triple) the
+    /// service still takes; registration and login payloads below it get
+    /// `<failure reason="405">`, as WhatsApp refuses versions a few weeks to ~2.5 months old.
+    /// Default: the version `wa-noise` ships ([`wa_noise::payload::DEFAULT_APP_VERSION`]).
+    pub min_client_version: [u32; 3],
 }
 
 impl Default for EmulatorConfig {
@@ -100,6 +120,7 @@ impl Default for EmulatorConfig {
             lid_in_usync: true,
             media_tls: true,
             media_listen: None,
+            min_client_version: wa_noise::payload::DEFAULT_APP_VERSION,
         }
     }
 }
@@ -136,6 +157,7 @@ impl Emulator {
         world.media_auth = world.random_hex(16);
         world.lid_in_usync = config.lid_in_usync;
         world.phone_pre_keys = config.phone_pre_keys;
+        world.min_client_version = config.min_client_version;
         let (event_tx, _) = tokio::sync::broadcast::channel(4096);
         world.event_tx = Some(event_tx.clone());
         let shared = Arc::new(Shared {
@@ -231,6 +253,26 @@ impl EmulatorHandle {
     /// `https://ADDR` of the media endpoint (`None` with `media_tls: false`).
     pub fn media_url(&self) -> Option<&str> {
         self.media_url.as_deref()
+    }
+
+    /// The oldest WhatsApp Web version registrations and logins may report (see
+    /// [`EmulatorConfig::min_client_version`]); clients under test must send at least this.
+    pub fn min_client_version(&self) -> [u32; 3] {
+        self.with_world(|w| w.min_client_version)
+    }
+
+    /// Raises (or sets) the version floor from now on, as WhatsApp does when it retires a
+    /// version: connections already logged in stay, the next registration or login below it
+    /// gets 405.
+    pub fn set_min_client_version(&self, version: [u32; 3]) {
+        self.with_world(|w| w.min_client_version = version);
+    }
+
+    /// `http://ADDR/sw.js`: the emulator's WhatsApp Web service worker, naming the floor's
+    /// version as `client_revision`. Point a client's version fetch here (the way it would
+    /// fetch `https://web.whatsapp.com/sw.js`) to get the version the emulator accepts.
+    pub fn sw_js_url(&self) -> String {
+        format!("http://{}/sw.js", self.addr)
     }
 
     /// Base URL of the JSON control API.
@@ -361,6 +403,66 @@ impl EmulatorHandle {
                 .filter(|d| d.id != 0 && d.signed_identity.is_some())
                 .map(|d| d.id)
                 .collect())
+        })
+    }
+
+    /// Stanzas delivered to a device and not yet acknowledged, oldest first: `(tag, id,
+    /// type)`. They are delivered again (with `offline`) when the device next logs in.
+    pub fn in_flight(&self, pn: &str, device: u16) -> Result<Vec<(String, String, String)>, ControlError> {
+        self.with_world(|w| {
+            let account = w.account_by_pn(pn)?;
+            Ok(w.in_flight_of(DeviceAddr { account, device }))
+        })
+    }
+
+    /// Test hook: delivers `node` to device `device` of `pn` as the server delivers its own
+    /// traffic (tracked until acknowledged, queued while the device is offline). For testing
+    /// how a client survives stanzas the model never produces itself, malformed ones above
+    /// all; it relaxes nothing the emulator checks in what clients send.
+    pub fn inject_stanza(&self, pn: &str, device: u16, node: Node) -> Result<(), ControlError> {
+        self.with_world(|w| {
+            let account = w.account_by_pn(pn)?;
+            w.deliver(DeviceAddr { account, device }, node);
+            Ok(())
+        })
+    }
+
+    /// Marks a dirty bit (`account_sync`, `groups`, `syncd_app_state`, …) on an account:
+    /// `<ib><dirty/>` to its companions now and at each login until one cleans it.
+    pub fn mark_dirty(&self, pn: &str, kind: &str) -> Result<(), ControlError> {
+        self.with_world(|w| {
+            let account = w.account_by_pn(pn)?;
+            w.mark_dirty(account, kind);
+            Ok(())
+        })
+    }
+
+    /// Dirty bits of an account not yet cleaned: `(type, timestamp)`.
+    pub fn dirty_bits(&self, pn: &str) -> Result<Vec<(String, u64)>, ControlError> {
+        self.with_world(|w| Ok(w.dirty_bits(w.account_by_pn(pn)?)))
+    }
+
+    /// The edge routing info the server last gave a device at login.
+    pub fn routing_info_of(&self, pn: &str, device: u16) -> Result<Option<Vec<u8>>, ControlError> {
+        self.with_world(|w| {
+            let account = w.account_by_pn(pn)?;
+            Ok(w.routing_info_of(DeviceAddr { account, device }))
+        })
+    }
+
+    /// Members `readers` (phone numbers) of `group` confirm message `id` together (`kind`:
+    /// `None` = delivered, `read`, `played`); a companion that sent it gets one grouped
+    /// receipt.
+    pub fn group_receipts(
+        &self,
+        group: &Jid,
+        id: &str,
+        kind: Option<&str>,
+        readers: &[&str],
+    ) -> Result<(), ControlError> {
+        self.with_world(|w| {
+            let r = readers.iter().map(|p| w.account_by_pn(p)).collect::<Result<Vec<_>, _>>()?;
+            w.group_receipts(group.user(), id, kind, &r)
         })
     }
 
@@ -519,6 +621,19 @@ impl PhoneHandle<'_> {
         })
     }
 
+    /// The account's push name: the `notify` other users see on its messages. Set at creation
+    /// and changed by a device's `<presence name=…>`.
+    pub fn push_name(&self) -> String {
+        self.emu.with_world(|w| self.account(w).map(|a| w.accounts[a].push_name.clone()).unwrap_or_default())
+    }
+
+    /// The `<presence>` stanzas the account's devices sent about themselves, oldest first.
+    pub fn presences(&self) -> Vec<PresenceRecord> {
+        self.emu.with_world(|w| {
+            self.account(w).map(|a| w.accounts[a].presences.iter().cloned().collect()).unwrap_or_default()
+        })
+    }
+
     /// Messages received so far.
     pub fn inbox(&self) -> Vec<InboxMessage> {
         self.emu
@@ -562,6 +677,76 @@ impl PhoneHandle<'_> {
         self.emu.with_world(|w| {
             let a = self.account(w)?;
             w.phone_request_retry(a, id)
+        })
+    }
+
+    /// Sets a new profile picture (its contacts' companions get a `picture` notification, its
+    /// own an `account_sync`); returns the picture id.
+    pub fn set_picture(&self) -> Result<String, ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_set_picture(a, false).ok_or_else(|| ControlError::UnknownAccount(self.pn.clone()))
+        })
+    }
+
+    /// Removes the profile picture.
+    pub fn remove_picture(&self) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_set_picture(a, true);
+            Ok(())
+        })
+    }
+
+    /// Changes the about text (its contacts' companions get a `status` notification).
+    pub fn set_about(&self, text: &str) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_set_about(a, text);
+            Ok(())
+        })
+    }
+
+    /// Changes app state in `collections` (the account's companions get `server_sync`);
+    /// returns each collection's new version.
+    pub fn change_app_state(&self, collections: &[&str]) -> Result<Vec<(String, u64)>, ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_change_app_state(a, collections)
+        })
+    }
+
+    /// Calls the user `to` (the callee's companions get a `<call><offer/>`); returns the call id.
+    pub fn call(&self, to: &Jid, video: bool) -> Result<String, ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_call(a, to, video)
+        })
+    }
+
+    /// Ends a ringing call this phone placed or receives (`<call><terminate/>`).
+    pub fn end_call(&self, call_id: &str, reason: Option<&str>) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_end_call(a, call_id, reason)
+        })
+    }
+
+    /// Sends a text encrypted for the recipient's phone only: the recipient's companions get
+    /// an `<unavailable/>` placeholder and must ask their phone for it. Returns the id.
+    pub fn send_text_to_phone_only(&self, to: &Jid, text: &str) -> Result<String, ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_send_to_phone_only(a, to, text)
+        })
+    }
+
+    /// Sends a text as `<appdata>` to the companions of the user `to`; returns its id.
+    pub fn send_appdata(&self, to: &Jid, text: &str) -> Result<String, ControlError> {
+        let m = wa_proto::Message { conversation: Some(text.to_owned()), ..Default::default() };
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_send_appdata(a, to, &m)
         })
     }
 

@@ -225,6 +225,7 @@ impl World {
         }
         // The phone publishes its companions' key indexes anew, this one included.
         self.refresh_key_index_list(addr.account);
+        self.notify_own_devices(addr.account);
         if let Some(reg) = self.conns.get_mut(&conn).and_then(|c| c.registration.take()) {
             for r in reg.refs {
                 self.refs.remove(&r);

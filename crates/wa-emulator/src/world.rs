@@ -107,10 +107,11 @@ pub struct Device {
     pub conn: Option<ConnId>,
     /// Stanzas waiting for the device to come online.
     pub offline: VecDeque<Node>,
-    /// Messages and receipts sent on the device's connection and not yet acknowledged (a
+    /// Stanzas sent on the device's connection and not yet acknowledged (see [`awaits_ack`]: a
     /// message by a receipt or an `<ack class="message">`, a receipt by its `<ack
-    /// class="receipt">`); they go back to the front of `offline` when the connection ends,
-    /// as WhatsApp re-delivers what a device did not acknowledge.
+    /// class="receipt">`, a notification, call or appdata by its `<ack class=…>`); they go
+    /// back to the front of `offline` when the connection ends, as WhatsApp re-delivers what
+    /// a device did not acknowledge.
     pub in_flight: VecDeque<Node>,
     /// Ids of the messages the device acknowledged, oldest first (the latest
     /// [`MAX_ACKED_IDS`]).
@@ -130,10 +131,12 @@ pub const MAX_ACKED_IDS: usize = 100_000;
 pub const MAX_EVENT_LOG: usize = 100_000;
 
 /// Whether a stanza delivered to a companion waits in flight for the device's acknowledgement
-/// (and is delivered again if the connection ends first): messages and receipts. Other
-/// stanzas (notifications, presence) are fire-and-forget here.
-fn awaits_ack(node: &Node) -> bool {
-    matches!(node.tag.as_str(), "message" | "receipt")
+/// (and is delivered again if the connection ends first): every class the clients acknowledge
+/// (whatsmeow `client.go` node handlers with `receipt.go` `sendAck`/`maybeDeferredAck`,
+/// `notification.go`, `call.go`; Baileys `messages-recv.ts` `sendMessageAck`). `<ib>`,
+/// presence and chat states are never acknowledged, so they are fire-and-forget.
+pub(crate) fn awaits_ack(node: &Node) -> bool {
+    matches!(node.tag.as_str(), "message" | "receipt" | "notification" | "call" | "appdata")
 }
 
 impl Device {
@@ -166,6 +169,9 @@ pub struct Account {
     pub lid_migrated: bool,
     /// The phone-signed list of valid companion key indexes, once a companion is linked.
     pub key_index_list: Option<crate::keyindex::KeyIndexList>,
+    /// The account's devices' own `<presence>` stanzas, oldest first (the latest
+    /// [`MAX_PRESENCE_LOG`]).
+    pub presences: VecDeque<PresenceRecord>,
 }
 
 /// How an account is created.
@@ -181,6 +187,22 @@ impl Default for AccountOptions {
     fn default() -> Self {
         Self { lid_migrated: true }
     }
+}
+
+/// Most `<presence>` stanzas remembered per account.
+pub const MAX_PRESENCE_LOG: usize = 1000;
+
+/// A `<presence>` a device of the account sent about itself.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PresenceRecord {
+    /// The sending device.
+    pub device: u16,
+    /// `available` or `unavailable`.
+    pub kind: String,
+    /// The `name` attribute (the push name the device announced), if any.
+    pub name: Option<String>,
+    /// Server time (unix seconds).
+    pub at: u64,
 }
 
 /// A group chat.
@@ -257,11 +279,18 @@ pub enum WorldEvent {
     LoggedIn { pn: String, device: u16, conn: ConnId },
     /// A login was refused.
     LoginRefused { username: u64, device: u32, reason: u16 },
+    /// A registration or login `ClientPayload` was refused before any account lookup (an
+    /// outdated version or a shape no reference client sends); `rule` names the rule in the
+    /// README's rule table.
+    PayloadRefused { conn: ConnId, registration: bool, username: Option<u64>, reason: u16, rule: String },
+    /// A logged-in device sent `<presence type=kind [name]>` about itself; a `name` became the
+    /// account's push name.
+    PresenceSent { pn: String, device: u16, kind: String, name: Option<String> },
     /// A phone received and decrypted a message.
     PhoneReceived { pn: String, id: String },
     /// A receipt reached a phone.
     PhoneReceipt { pn: String, id: String, kind: String },
-    /// A device acknowledged a message delivered to it (receipt or `<ack class="message">`).
+    /// A device acknowledged a message (or appdata) delivered to it (receipt or `<ack>`).
     DeviceAcked { pn: String, device: u16, id: String },
     /// A companion acknowledged a receipt delivered to it (`<ack class="receipt">`); `kind` is
     /// the receipt's type (empty for a delivery receipt).
@@ -270,6 +299,20 @@ pub enum WorldEvent {
     MessageRefused { pn: String, device: u16, id: String, code: u16 },
     /// A node the server does not support was answered with an error.
     Unsupported { conn: ConnId, tag: String, xmlns: String },
+    /// A companion acknowledged a notification or call delivered to it (`<ack class=…>`);
+    /// `kind` is a notification's `type`, or a call's child tag (`offer`, `terminate`, …).
+    /// (Appdata is acknowledged like a message: [`WorldEvent::DeviceAcked`].)
+    StanzaAcked { pn: String, device: u16, class: String, id: String, kind: String },
+    /// A companion cleaned a dirty bit (`<iq xmlns="urn:xmpp:whatsapp:dirty"><clean type>`).
+    DirtyCleaned { pn: String, device: u16, kind: String },
+    /// A connection's intro carried edge routing info (`ED 00 01 len routing`).
+    RoutingInfoPresented { conn: ConnId, routing_info: Vec<u8> },
+    /// A phone answered a media retry request (`result` as in `MediaRetryNotification`:
+    /// `success`, `not_found`, `decryption_error`); `direct_path` is the new upload's.
+    MediaRetryAnswered { pn: String, id: String, result: String, direct_path: Option<String> },
+    /// A phone answered a placeholder resend request for message `id` from its companion
+    /// `device` (`found`: it had the message).
+    PlaceholderResent { pn: String, device: u16, id: String, found: bool },
 }
 
 /// Emulator-wide behaviour switches and counters.
@@ -303,8 +346,12 @@ pub struct World {
     next_iq: u64,
     pub(crate) refs_per_pairing: usize,
     pub(crate) lid_in_usync: bool,
+    /// Registration and login payloads reporting an older WA Web version get 405.
+    pub(crate) min_client_version: [u32; 3],
     /// One-time prekeys a new phone generates.
     pub(crate) phone_pre_keys: u32,
+    /// State of the server-initiated traffic (dirty bits, media ages, tokens, calls, …).
+    pub(crate) traffic: crate::traffic::Traffic,
 }
 
 /// Errors of control operations (bad arguments, unknown names).
@@ -359,6 +406,12 @@ pub enum ControlError {
     /// The phone has no message with this id.
     #[error("the phone has no message with id {0:?}")]
     UnknownMessage(String),
+    /// Not an app-state collection name.
+    #[error("no app-state collection {0:?}")]
+    UnknownCollection(String),
+    /// No call with this id is ringing.
+    #[error("no call {0:?} is ringing")]
+    UnknownCall(String),
 }
 
 pub(crate) fn be_bytes(n: u32, len: usize) -> Vec<u8> {
@@ -417,7 +470,9 @@ impl World {
             next_iq: 1,
             refs_per_pairing,
             lid_in_usync: false,
+            min_client_version: wa_noise::payload::DEFAULT_APP_VERSION,
             phone_pre_keys: crate::phone::PHONE_PRE_KEYS,
+            traffic: crate::traffic::Traffic::default(),
         }
     }
 
@@ -495,6 +550,7 @@ impl World {
             raw_id,
             lid_migrated: options.lid_migrated,
             key_index_list: None,
+            presences: VecDeque::new(),
         });
         self.by_pn.insert(pn.to_owned(), id);
         self.by_lid.insert(lid, id);
@@ -636,6 +692,7 @@ impl World {
             }
         }
         let count = queued.len();
+        self.bulletins_before_offline(conn, &queued);
         for node in queued {
             self.send(conn, node);
         }
@@ -643,6 +700,7 @@ impl World {
             conn,
             Node::new("ib").attr("from", server_jid()).children([Node::new("offline").attr("count", count)]),
         );
+        self.bulletins_after_offline(conn, addr);
     }
 
     /// Delivers a stanza to a device: the phone handles it at once; a companion gets it on
@@ -676,14 +734,15 @@ impl World {
             "message" => self.on_message(conn, node),
             "receipt" => self.on_receipt(conn, node),
             "ack" => match attr(&node, "class").as_str() {
-                "message" => {
+                "message" | "appdata" => {
                     let id = attr(&node, "id");
                     self.on_device_ack(conn, std::slice::from_ref(&id));
                 }
                 "receipt" => self.on_receipt_ack(conn, &node),
-                _ => {}
+                _ => self.on_stanza_ack(conn, &node),
             },
-            "ib" | "presence" | "chatstate" => {}
+            "presence" => self.on_presence(conn, &node),
+            "ib" | "chatstate" => {}
             "notification" | "call" => {
                 let ack = Node::new("ack")
                     .attr("id", attr(&node, "id"))
@@ -696,6 +755,39 @@ impl World {
                 self.emit(WorldEvent::Unsupported { conn, tag: other.to_owned(), xmlns: String::new() });
             }
         }
+    }
+
+    /// `<presence type="available|unavailable" name=…>` from a logged-in device about itself:
+    /// recorded, and its `name` becomes the account's push name, the `notify` other users see
+    /// on the account's later messages. That is why the references send the push name with
+    /// it: whatsmeow `presence.go` `SendPresence` ("so that the server has your pushname.
+    /// Otherwise, other users will see \"-\" as the name"), Baileys `Socket/chats.ts`
+    /// `sendPresenceUpdate` (`name: me.name`). Other types (`subscribe` to a contact) are not
+    /// about the sender and change nothing.
+    fn on_presence(&mut self, conn: ConnId, node: &Node) {
+        let Some(addr) = self.conns.get(&conn).and_then(|c| c.device) else { return };
+        // A missing type means available (whatsmeow `handlePresence` reads only "unavailable").
+        let kind = node.opt_attr_str("type").map(|t| t.into_owned()).unwrap_or_else(|| "available".into());
+        if !matches!(kind.as_str(), "available" | "unavailable") {
+            return;
+        }
+        let name = node.opt_attr_str("name").map(|n| n.into_owned()).filter(|n| !n.trim().is_empty());
+        let at = self.now();
+        let Some(account) = self.accounts.get_mut(addr.account) else { return };
+        if let Some(n) = &name {
+            account.push_name.clone_from(n);
+        }
+        if account.presences.len() >= MAX_PRESENCE_LOG {
+            account.presences.pop_front();
+        }
+        account.presences.push_back(PresenceRecord {
+            device: addr.device,
+            kind: kind.clone(),
+            name: name.clone(),
+            at,
+        });
+        let pn = account.pn.clone();
+        self.emit(WorldEvent::PresenceSent { pn, device: addr.device, kind, name });
     }
 
     pub(crate) fn iq_result(&self, req: &Node) -> Node {
@@ -796,10 +888,13 @@ pub(crate) mod tests {
         (conn, rx)
     }
 
+    /// What the connection was sent, without the edge routing bulletin of each login (ib.rs).
     fn sent(rx: &mut tokio::sync::mpsc::UnboundedReceiver<ConnCommand>) -> Vec<Node> {
         let mut out = Vec::new();
         while let Ok(c) = rx.try_recv() {
-            if let ConnCommand::Node(n) = c {
+            if let ConnCommand::Node(n) = c
+                && n.child("edge_routing").is_none()
+            {
                 out.push(*n);
             }
         }
@@ -888,6 +983,32 @@ pub(crate) mod tests {
         let third = sent(&mut rx3);
         assert_eq!(third.len(), 1, "only the offline marker: {third:?}");
         assert_eq!(third[0].child("offline").map(|o| attr(o, "count")), Some("0".to_owned()));
+    }
+
+    #[test]
+    fn a_devices_presence_is_recorded_and_its_name_renames_the_account() {
+        let (mut w, me, conn, _rx) = world_with_companion();
+        // Without a name: recorded, the push name stays.
+        w.on_node(conn, Node::new("presence").attr("type", "unavailable"));
+        assert_eq!(w.accounts[me.account].push_name, "Me");
+        // A subscription to a contact is not about us.
+        w.on_node(
+            conn,
+            Node::new("presence").attr("type", "subscribe").attr("to", "15550001001@s.whatsapp.net"),
+        );
+        w.on_node(conn, Node::new("presence").attr("type", "available").attr("name", "Ana"));
+        assert_eq!(w.accounts[me.account].push_name, "Ana");
+        let log: Vec<(String, Option<String>)> =
+            w.accounts[me.account].presences.iter().map(|p| (p.kind.clone(), p.name.clone())).collect();
+        assert_eq!(log, vec![("unavailable".into(), None), ("available".into(), Some("Ana".into()))]);
+        assert!(w.events.iter().any(|e| matches!(e,
+            WorldEvent::PresenceSent { device: 5, kind, name: Some(n), .. } if kind == "available" && n == "Ana")));
+        // A connection that is not logged in changes nothing.
+        let (tx, _rx2) = tokio::sync::mpsc::unbounded_channel();
+        let stranger = w.connect(tx);
+        w.on_node(stranger, Node::new("presence").attr("type", "available").attr("name", "Mallory"));
+        assert_eq!(w.accounts[me.account].push_name, "Ana");
+        assert_eq!(w.accounts[me.account].presences.len(), 2);
     }
 
     #[test]

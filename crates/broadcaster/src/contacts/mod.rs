@@ -47,8 +47,13 @@ pub struct Contact {
 }
 
 /// Normalises `input` to E.164. Numbers already in international form (`+` or `00`) are taken
-/// as they are; national numbers get `default_country` (a calling code such as `44`), dropping
-/// one leading trunk `0`.
+/// as they are. Otherwise, with `default_country` (a calling code such as `44`):
+/// - a leading trunk `0` is dropped and the calling code added (`020 7946 0958` → `+44…`);
+/// - digits that already start with the calling code are taken as international without the
+///   `+` (spreadsheets drop it): for `1` (NANP, whose national numbers are exactly 10 digits and
+///   never start with 1) any 11 digits starting with `1`; for other codes when adding the code
+///   again would exceed E.164's 15 digits;
+/// - anything else gets the calling code in front.
 pub fn normalize_phone(input: &str, default_country: Option<&str>) -> Result<E164, PhoneError> {
     let t = input.trim();
     if t.starts_with('+') || t.starts_with("00") {
@@ -68,8 +73,16 @@ pub fn normalize_phone(input: &str, default_country: Option<&str>) -> Result<E16
             if digits.is_empty() {
                 return Err(PhoneError::Empty);
             }
-            let national = digits.strip_prefix('0').unwrap_or(&digits);
-            E164::parse(&format!("+{cc}{national}"))
+            if let Some(national) = digits.strip_prefix('0') {
+                return E164::parse(&format!("+{cc}{national}"));
+            }
+            let carries_code = digits.starts_with(cc)
+                && if cc == "1" { digits.len() == 11 } else { cc.len() + digits.len() > 15 };
+            if carries_code {
+                E164::parse(&format!("+{digits}"))
+            } else {
+                E164::parse(&format!("+{cc}{digits}"))
+            }
         }
     }
 }
@@ -976,6 +989,64 @@ mod tests {
         assert!(parse_country_code("+44").is_ok());
         assert!(parse_country_code("044").is_err());
         assert!(parse_country_code("4444").is_err());
+    }
+
+    #[test]
+    fn numbers_that_already_carry_the_country_code_keep_it() {
+        // The reported case: a CSV column without the `+`.
+        assert_eq!(normalize_phone("15550004444", Some("1")).unwrap().as_str(), "+15550004444");
+        assert_eq!(normalize_phone("1 (555) 000-4444", Some("1")).unwrap().as_str(), "+15550004444");
+        assert_eq!(normalize_phone("5550004444", Some("1")).unwrap().as_str(), "+15550004444");
+        // Not NANP: only when adding the code again would be too long.
+        assert_eq!(normalize_phone("447700900123", Some("44")).unwrap().as_str(), "+44447700900123");
+        assert_eq!(normalize_phone("49301234567890", Some("49")).unwrap().as_str(), "+49301234567890");
+        assert_eq!(normalize_phone("07700 900123", Some("44")).unwrap().as_str(), "+447700900123");
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// NANP national numbers: area code and exchange start with 2-9.
+        fn nanp() -> impl Strategy<Value = String> {
+            ("[2-9][0-9]{2}", "[2-9][0-9]{2}", "[0-9]{4}").prop_map(|(a, e, n)| format!("{a}{e}{n}"))
+        }
+
+        /// A human way of writing `digits`: separators between some digits.
+        fn formatted(digits: String) -> impl Strategy<Value = String> {
+            proptest::collection::vec(prop_oneof![Just(""), Just(" "), Just("-"), Just(".")], digits.len())
+                .prop_map(move |seps| digits.chars().zip(seps).map(|(d, s)| format!("{d}{s}")).collect())
+        }
+
+        proptest! {
+            #[test]
+            fn nanp_numbers_normalise_the_same_with_or_without_the_code(
+                n in nanp().prop_flat_map(|n| (Just(n.clone()), formatted(n.clone()), formatted(format!("1{n}"))))
+            ) {
+                let (digits, national, with_code) = n;
+                let want = format!("+1{digits}");
+                for (input, cc) in [(national, "1"), (with_code.clone(), "1"), (format!("+{with_code}"), "44"), (format!("001{digits}"), "1")] {
+                    let got = normalize_phone(&input, Some(cc)).unwrap().as_str().to_owned();
+                    prop_assert_eq!(got, want.clone(), "{} with {}", input, cc);
+                }
+            }
+
+            #[test]
+            fn a_trunk_zero_is_replaced_by_the_code(cc in "[2-9][0-9]{0,2}", nsn in "[1-9][0-9]{6,10}") {
+                prop_assume!(cc.len() + nsn.len() <= 15);
+                let got = normalize_phone(&format!("0{nsn}"), Some(&cc)).unwrap().as_str().to_owned();
+                prop_assert_eq!(got, format!("+{cc}{nsn}"));
+            }
+
+            #[test]
+            fn normalising_is_idempotent_and_never_panics(input in "[0-9 +().-]{0,20}", cc in "[1-9][0-9]{0,2}") {
+                if let Ok(p) = normalize_phone(&input, Some(&cc)) {
+                    prop_assert!((9..=16).contains(&p.as_str().len()));
+                    let again = normalize_phone(p.as_str(), Some(&cc)).unwrap().as_str().to_owned();
+                    prop_assert_eq!(again, p.as_str().to_owned());
+                }
+            }
+        }
     }
 
     #[test]

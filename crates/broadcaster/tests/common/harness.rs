@@ -40,6 +40,8 @@ impl Running {
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.emulator = true;
         config.shutdown_timeout = Duration::from_secs(20);
+        // The tests' webhook receivers and media servers listen on loopback.
+        config.outbound.test_loopback = broadcaster::outbound::TestLoopback::AnyPort;
         // Fuzzers and event tests send bursts; the limiter has its own tests.
         config.rate_limit_per_minute = 0;
         let (db, boot) = broadcaster::open_database(&config, None).await.unwrap();
