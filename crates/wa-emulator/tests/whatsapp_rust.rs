@@ -43,16 +43,13 @@ fn assert_identity(emu: &EmulatorHandle, connected: &Value) {
 async fn qr_pairing_login_and_text_both_ways_with_own_copy() {
     let emu = emulator().await;
     let store = TempDir::new("wars-qr");
-    let mut peer = Peer::spawn_wa_rs(&emu, &store.0).await;
-    let qr = peer.expect_event("qr").await;
-    emu.phone(ME).unwrap().scan(qr["qr"].as_str().unwrap()).unwrap();
-    peer.expect_event("paired").await;
+    let mut peer = pair_by_qr(&emu, ME, &store.0).await;
     assert!(
         emu.events().iter().any(|e| matches!(e, WorldEvent::Paired { device_signature_valid: true, .. })),
         "whatsapp-rust's device signature verifies"
     );
     assert_eq!(emu.companions(ME).unwrap(), vec![1]);
-    let connected = peer.expect_connected().await;
+    let connected = peer.seen.iter().find(|v| v["event"] == "connected").unwrap().clone();
     assert_identity(&emu, &connected);
     assert!(logged_in(&emu) >= 1, "the emulator saw the login");
 
