@@ -15,8 +15,8 @@ use bytes::BytesMut;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use wa_crypto::{KeyPair, PrivateKey};
 use wa_noise::{
-    CertChainBuilder, CertVerifier, ConnectionHeader, FrameReceiver, FrameSender, Initiator, InitiatorConfig,
-    Responder, ResponderConfig,
+    CertChainBuilder, CertVerifier, ClientHelloOutcome, ConnectionHeader, FrameReceiver, FrameSender,
+    Initiator, InitiatorConfig, Responder, ResponderConfig,
 };
 
 const NOW: u64 = 1_750_000_000;
@@ -65,9 +65,12 @@ fn ours(k: &Keys) -> (wa_noise::Transport, wa_noise::Transport) {
     )
     .write_client_hello(&mut wire)
     .expect("hello");
-    let server = Responder::new(k.config.clone(), &header, k.server_e.clone())
+    let ClientHelloOutcome::Full(server) = Responder::new(k.config.clone(), &header, k.server_e.clone())
         .read_client_hello(&wire[7..])
-        .expect("read hello");
+        .expect("read hello")
+    else {
+        unreachable!("an XX ClientHello is answered with XX")
+    };
     wire.clear();
     let server = server.write_server_hello(&mut wire).expect("server hello");
     let client = client.read_server_hello(&wire[3..], NOW).expect("verified");

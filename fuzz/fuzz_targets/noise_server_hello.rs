@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use wa_crypto::{KeyPair, PrivateKey};
-use wa_noise::{CertVerifier, ConnectionHeader, Initiator, InitiatorConfig, Responder, ResponderConfig};
+use wa_noise::{
+    CertVerifier, ClientHelloOutcome, ConnectionHeader, Initiator, InitiatorConfig, Responder,
+    ResponderConfig,
+};
 
 fn key(n: u8) -> KeyPair {
     KeyPair::from_private(PrivateKey::from_bytes([n; 32]))
@@ -16,15 +19,21 @@ fn key(n: u8) -> KeyPair {
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
     let header = ConnectionHeader::new();
-    let config = InitiatorConfig { header: header.clone(), static_key: key(5), verifier: CertVerifier::new(key(1).public) };
+    let config = InitiatorConfig {
+        header: header.clone(),
+        static_key: key(5),
+        verifier: CertVerifier::new(key(1).public),
+    };
     let mut wire = Vec::new();
     let Ok(client) = Initiator::new(config, key(6)).write_client_hello(&mut wire) else { return };
     let message = if mode & 1 == 0 {
         rest.to_vec()
     } else {
         let server = Arc::new(ResponderConfig { static_key: key(3), cert_chain: rest.to_vec() });
-        let Ok(received) = Responder::new(server, &header, key(4)).read_client_hello(&wire[7..]) else {
-            panic!("our own ClientHello must parse")
+        let Ok(ClientHelloOutcome::Full(received)) =
+            Responder::new(server, &header, key(4)).read_client_hello(&wire[7..])
+        else {
+            panic!("our own XX ClientHello must parse and be answered with XX")
         };
         let mut out = Vec::new();
         if received.write_server_hello(&mut out).is_err() {

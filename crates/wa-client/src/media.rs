@@ -1,6 +1,7 @@
-//! Media encryption as WhatsApp does it: HKDF-expanded media key, AES-256-CBC, a 10-byte
-//! HMAC-SHA256 tag, and SHA-256 of the plaintext and of the encrypted blob. Decryption
-//! checks the blob hash, the MAC, and the plaintext hash before returning anything. Transfer:
+//! Media encryption as WhatsApp does it (the crypto is [`wa_crypto::media`], shared with the
+//! app-state layer): HKDF-expanded media key, AES-256-CBC, a 10-byte HMAC-SHA256 tag, and
+//! SHA-256 of the plaintext and of the encrypted blob. Decryption checks the blob hash, the
+//! MAC, and the plaintext hash before returning anything. Transfer:
 //! `media_conn` (auth token and hosts, cached for its TTL), upload over HTTP(S), download.
 
 use std::time::Duration;
@@ -40,13 +41,14 @@ pub enum MediaType {
 impl MediaType {
     /// The HKDF `info` label.
     pub fn hkdf_info(self) -> &'static [u8] {
+        use wa_crypto::media as m;
         match self {
-            Self::Image | Self::Sticker => b"WhatsApp Image Keys",
-            Self::Video => b"WhatsApp Video Keys",
-            Self::Audio => b"WhatsApp Audio Keys",
-            Self::Document => b"WhatsApp Document Keys",
-            Self::History => b"WhatsApp History Keys",
-            Self::AppState => b"WhatsApp App State Keys",
+            Self::Image | Self::Sticker => m::IMAGE_INFO,
+            Self::Video => m::VIDEO_INFO,
+            Self::Audio => m::AUDIO_INFO,
+            Self::Document => m::DOCUMENT_INFO,
+            Self::History => m::HISTORY_INFO,
+            Self::AppState => m::APP_STATE_INFO,
         }
     }
 
@@ -77,47 +79,12 @@ impl MediaType {
     }
 }
 
-/// Keys expanded from a media key.
-struct MediaKeys {
-    iv: [u8; 16],
-    cipher_key: [u8; 32],
-    mac_key: [u8; 32],
-}
-
-fn expand(media_key: &[u8; 32], kind: MediaType) -> MediaKeys {
-    let okm: [u8; 112] = wa_crypto::hkdf_sha256_array(media_key, &[], kind.hkdf_info());
-    let mut k = MediaKeys { iv: [0; 16], cipher_key: [0; 32], mac_key: [0; 32] };
-    k.iv.copy_from_slice(&okm[..16]);
-    k.cipher_key.copy_from_slice(&okm[16..48]);
-    k.mac_key.copy_from_slice(&okm[48..80]);
-    k
-}
-
-/// An encrypted media file, ready to upload.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EncryptedMedia {
-    /// `ciphertext ‖ mac(10)`: the bytes to upload.
-    pub blob: Vec<u8>,
-    /// SHA-256 of the plaintext.
-    pub file_sha256: [u8; 32],
-    /// SHA-256 of `blob`.
-    pub file_enc_sha256: [u8; 32],
-    /// Plaintext length.
-    pub file_length: u64,
-}
+/// An encrypted media file, ready to upload (the crypto lives in [`wa_crypto::media`]).
+pub use wa_crypto::media::EncryptedMedia;
 
 /// Encrypts `plain` under `media_key`.
 pub fn encrypt_media(media_key: &[u8; 32], kind: MediaType, plain: &[u8]) -> EncryptedMedia {
-    let k = expand(media_key, kind);
-    let mut blob = wa_crypto::cbc::encrypt(&k.cipher_key, &k.iv, plain);
-    let mac = wa_crypto::hmac_sha256(&k.mac_key, &[&k.iv, &blob]);
-    blob.extend_from_slice(&mac[..10]);
-    EncryptedMedia {
-        file_enc_sha256: wa_crypto::sha256(&[&blob]),
-        file_sha256: wa_crypto::sha256(&[plain]),
-        file_length: plain.len() as u64,
-        blob,
-    }
+    wa_crypto::media::encrypt(media_key, kind.hkdf_info(), plain)
 }
 
 /// Verifies and decrypts a downloaded blob. `file_enc_sha256` / `file_sha256` are checked
@@ -129,28 +96,8 @@ pub fn decrypt_media(
     file_enc_sha256: Option<&[u8]>,
     file_sha256: Option<&[u8]>,
 ) -> Result<Vec<u8>> {
-    if let Some(h) = file_enc_sha256
-        && !wa_crypto::ct_eq(&wa_crypto::sha256(&[blob]), h)
-    {
-        return Err(Error::Media("encrypted file hash does not match fileEncSha256".into()));
-    }
-    if blob.len() < 10 + 16 || !(blob.len() - 10).is_multiple_of(16) {
-        return Err(Error::Media(format!("encrypted media of {} bytes is not ciphertext ‖ mac", blob.len())));
-    }
-    let (ct, mac) = blob.split_at(blob.len() - 10);
-    let k = expand(media_key, kind);
-    let expected = wa_crypto::hmac_sha256(&k.mac_key, &[&k.iv, ct]);
-    if !wa_crypto::ct_eq(&expected[..10], mac) {
-        return Err(Error::Media("media MAC mismatch".into()));
-    }
-    let plain = wa_crypto::cbc::decrypt(&k.cipher_key, &k.iv, ct)
-        .map_err(|e| Error::Media(format!("decrypt: {e}")))?;
-    if let Some(h) = file_sha256
-        && !wa_crypto::ct_eq(&wa_crypto::sha256(&[&plain]), h)
-    {
-        return Err(Error::Media("decrypted file hash does not match fileSha256".into()));
-    }
-    Ok(plain)
+    wa_crypto::media::decrypt(media_key, kind.hkdf_info(), blob, file_enc_sha256, file_sha256)
+        .map_err(|e| Error::Media(e.to_string()))
 }
 
 // ---------------------------------------------------------------------------------------

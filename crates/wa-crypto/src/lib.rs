@@ -7,6 +7,7 @@
 //! - [`hkdf_sha256`], [`hmac_sha256`], [`sha256`], [`sha512`]: hashing and key derivation.
 //! - [`aead`]: AES-256-GCM; [`cbc`]: AES-256-CBC with PKCS#7 padding.
 //! - [`ct_eq`]: constant-time comparison of MACs and tags.
+//! - [`media`]: WhatsApp media encryption (attachments, history-sync and app-state blobs).
 //!
 //! Everything here is sans-I/O and allocation-light; randomness is always passed in.
 
@@ -15,6 +16,7 @@ pub mod cbc;
 mod error;
 mod hash;
 mod keys;
+pub mod media;
 
 pub use error::CryptoError;
 pub use hash::{HmacSha256Key, ct_eq, hkdf_sha256, hkdf_sha256_array, hmac_sha256, md5, sha256, sha512};

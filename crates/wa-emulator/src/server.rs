@@ -124,7 +124,10 @@ async fn run_connection(socket: WebSocket, shared: Arc<Shared>) {
                                 failed = true;
                             }
                         }
-                        SessionEvent::Handshaken(finished) => shared.world().on_handshake(conn, &finished),
+                        SessionEvent::Handshaken(finished) => {
+                            tracing::debug!(conn, pattern = ?session.pattern(), "noise handshake done");
+                            shared.world().on_handshake(conn, &finished)
+                        }
                         SessionEvent::Node(node) => shared.world().on_node(conn, *node),
                     }
                 }

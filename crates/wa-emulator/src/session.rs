@@ -1,20 +1,25 @@
-//! One client connection's wire protocol, sans-I/O: the intro, the Noise XX responder, then
-//! encrypted binary nodes. Bytes go in, events and bytes come out; the tokio shell in
-//! `server` only moves them between the WebSocket and this state machine.
+//! One client connection's wire protocol, sans-I/O: the intro, the Noise responder (XX;
+//! IK resumes; XXfallback for an IK hello sealed to another server key), then encrypted
+//! binary nodes. Bytes go in, events and bytes come out; the tokio shell in `server` only
+//! moves them between the WebSocket and this state machine.
 
 use std::sync::Arc;
 
 use rand_core::CryptoRng;
 use wa_binary::{Decoder, Encoder, Node, token::Dictionary};
 use wa_crypto::KeyPair;
-use wa_noise::{AwaitingClientFinish, ClientFinished, FrameDecoder, Responder, ResponderConfig, Transport};
+use wa_noise::{
+    AwaitingClientFinish, ClientFinished, ClientHelloOutcome, FrameDecoder, Pattern, Responder,
+    ResponderConfig, Transport,
+};
 
 /// What the connection produced from received bytes.
 #[derive(Debug)]
 pub enum SessionEvent {
     /// Bytes to write to the client (handshake messages).
     Send(Vec<u8>),
-    /// The handshake completed: the client's static key and `ClientPayload`.
+    /// The handshake completed: the client's static key and `ClientPayload` (the same
+    /// whichever pattern carried them).
     Handshaken(ClientFinished),
     /// A decrypted, decoded node.
     Node(Box<Node>),
@@ -57,6 +62,7 @@ pub struct ServerSession {
     frames: FrameDecoder,
     state: State,
     dict: &'static Dictionary,
+    pattern: Option<Pattern>,
 }
 
 impl std::fmt::Debug for ServerSession {
@@ -67,7 +73,7 @@ impl std::fmt::Debug for ServerSession {
             State::Transport(_) => "transport",
             State::Failed => "failed",
         };
-        f.debug_struct("ServerSession").field("state", &state).finish()
+        f.debug_struct("ServerSession").field("state", &state).field("pattern", &self.pattern).finish()
     }
 }
 
@@ -79,7 +85,13 @@ impl ServerSession {
             frames: FrameDecoder::server().with_max_frame_len(8 << 20),
             state: State::Intro,
             dict: &wa_binary::token::V3,
+            pattern: None,
         }
+    }
+
+    /// The Noise pattern the client's hello led to (`None` before it arrives).
+    pub fn pattern(&self) -> Option<Pattern> {
+        self.pattern
     }
 
     /// Whether the handshake has completed.
@@ -123,10 +135,33 @@ impl ServerSession {
                         .ok_or(SessionError::UnsupportedDictionary(header.dict_version()))?;
                     let responder = Responder::new(self.responder.clone(), &header, KeyPair::generate(rng));
                     let hello = responder.read_client_hello(&frame)?;
+                    self.pattern = Some(hello.pattern());
                     let mut out = Vec::new();
-                    let next = hello.write_server_hello(&mut out)?;
-                    events.push(SessionEvent::Send(out));
-                    self.state = State::Finish(Box::new(next));
+                    match hello {
+                        // XX, or XXfallback when an IK hello was sealed to another server
+                        // key: WA Web and whatsapp-rust (`wacore/noise/src/handshake.rs`,
+                        // `XxFallbackHandshakeState`) then send a ClientFinish as in XX.
+                        ClientHelloOutcome::Full(hello) => {
+                            if let Some(reason) = hello.fallback_reason() {
+                                tracing::debug!(
+                                    ?reason,
+                                    "IK hello not decryptable: answering with XXfallback"
+                                );
+                            }
+                            let next = hello.write_server_hello(&mut out)?;
+                            events.push(SessionEvent::Send(out));
+                            self.state = State::Finish(Box::new(next));
+                        }
+                        // IK resume (whatsapp-rust `src/handshake.rs` `run_ik_handshake`, as
+                        // WA Web): the login payload came in the hello and no ClientFinish
+                        // follows, so the login is handled right after the ServerHello.
+                        ClientHelloOutcome::Resumed(hello) => {
+                            let (transport, finished) = hello.write_server_hello(&mut out)?;
+                            events.push(SessionEvent::Send(out));
+                            events.push(SessionEvent::Handshaken(finished));
+                            self.state = State::Transport(Box::new(transport));
+                        }
+                    }
                 }
                 State::Finish(awaiting) => {
                     let (transport, finished) = awaiting.read_client_finish(&frame)?;
@@ -171,7 +206,10 @@ mod tests {
     use rand::SeedableRng;
     use rand::rngs::StdRng;
     use wa_crypto::KeyPair;
-    use wa_noise::{CertVerifier, ClientProfile, ConnectionHeader, FrameDecoder, Initiator, InitiatorConfig};
+    use wa_noise::{
+        CertVerifier, ClientProfile, ConnectionHeader, FrameDecoder, IkInitiator, IkServerHello, Initiator,
+        InitiatorConfig,
+    };
 
     use super::*;
     use crate::clock::ManualClock;
@@ -233,5 +271,78 @@ mod tests {
         // Garbage after the handshake kills the session, and it stays dead.
         assert!(session.receive(&[0, 0, 3, 1, 2, 3], &mut rng).is_err());
         assert!(matches!(session.receive(&[0], &mut rng), Err(SessionError::Failed)));
+    }
+
+    /// IK and XXfallback give the world the same `ClientFinished` XX would, and the
+    /// session's transport then carries nodes both ways.
+    #[test]
+    fn ik_and_xxfallback_without_sockets() {
+        let mut rng = StdRng::seed_from_u64(6);
+        let keys = crate::ServerKeys::generate(&mut rng, 1_800_000_000);
+        let (root, server_static) = (keys.root_public_key(), keys.static_public_key());
+        let responder = keys.responder();
+        let noise = KeyPair::generate(&mut rng);
+        let config = |noise: &KeyPair| InitiatorConfig {
+            header: ConnectionHeader::new(),
+            static_key: noise.clone(),
+            verifier: CertVerifier::new(root),
+        };
+        let payload = ClientProfile::default().login("15551234567".parse().unwrap(), 1).encode_to_vec();
+        let expected = ClientFinished { client_static: noise.public, payload: payload.clone() };
+        let server_hello = |bytes: &[u8]| {
+            let mut frames = FrameDecoder::client();
+            frames.push(bytes);
+            frames.next_frame().unwrap().unwrap()
+        };
+
+        // IK with the right key: ServerHello and the login in one go.
+        let mut session = ServerSession::new(responder.clone());
+        let mut out = Vec::new();
+        let hs = IkInitiator::new(config(&noise), server_static, KeyPair::generate(&mut rng))
+            .write_client_hello(&payload, &mut out)
+            .unwrap();
+        let events = session.receive(&out, &mut rng).unwrap();
+        let [SessionEvent::Send(hello), SessionEvent::Handshaken(finished)] = events.as_slice() else {
+            panic!("{events:?}")
+        };
+        assert_eq!(finished, &expected);
+        assert_eq!(session.pattern(), Some(Pattern::Ik));
+        assert!(session.is_established());
+        let IkServerHello::Resumed(resumed) =
+            hs.read_server_hello(&server_hello(hello), 1_800_000_000).unwrap()
+        else {
+            panic!("not resumed")
+        };
+        let mut client = resumed.transport;
+        let frame = session.encrypt_node(&wa_binary::Node::new("success")).unwrap();
+        let plain = client.decrypt_frame(bytes::BytesMut::from(&frame[3..])).unwrap();
+        assert_eq!(wa_binary::decode_frame(&plain).unwrap().tag, "success");
+        let mut up = Vec::new();
+        client.encrypt_frame(&wa_binary::encode(&wa_binary::Node::new("iq")).unwrap(), &mut up).unwrap();
+        let events = session.receive(&up, &mut rng).unwrap();
+        assert!(matches!(events.as_slice(), [SessionEvent::Node(n)] if n.tag == "iq"), "{events:?}");
+
+        // IK with a stale key: XXfallback, then the ClientFinish carries the same login.
+        let mut session = ServerSession::new(responder);
+        let mut out = Vec::new();
+        let stale = KeyPair::generate(&mut rng).public;
+        let hs = IkInitiator::new(config(&noise), stale, KeyPair::generate(&mut rng))
+            .write_client_hello(&payload, &mut out)
+            .unwrap();
+        let events = session.receive(&out, &mut rng).unwrap();
+        let [SessionEvent::Send(hello)] = events.as_slice() else { panic!("{events:?}") };
+        assert_eq!(session.pattern(), Some(Pattern::XxFallback));
+        assert!(!session.is_established());
+        let IkServerHello::Fallback(hs) = hs.read_server_hello(&server_hello(hello), 1_800_000_000).unwrap()
+        else {
+            panic!("not a fallback")
+        };
+        assert_eq!(hs.server_static(), &server_static);
+        let mut out = Vec::new();
+        let _transport = hs.write_client_finish(&payload, &mut out).unwrap();
+        let events = session.receive(&out, &mut rng).unwrap();
+        let [SessionEvent::Handshaken(finished)] = events.as_slice() else { panic!("{events:?}") };
+        assert_eq!(finished, &expected);
+        assert!(session.is_established());
     }
 }

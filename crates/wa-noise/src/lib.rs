@@ -1,6 +1,7 @@
-//! WhatsApp's `Noise_XX_25519_AESGCM_SHA256` transport, sans-I/O: the frame codec, the
-//! handshake for both roles (type-state), the server certificate chain, the transport
-//! cipher, and `ClientPayload` builders.
+//! WhatsApp's Noise transport, sans-I/O: the frame codec, the handshakes for both roles
+//! (type-state: `Noise_XX_25519_AESGCM_SHA256`, and the `Noise_IK_…` resume with its
+//! `Noise_XXfallback_…` answer, see [`handshake`]), the server certificate chain, the
+//! transport cipher, and `ClientPayload` builders.
 //!
 //! Both roles, end to end (in real use the bytes travel over a WebSocket and the client's
 //! verifier is [`CertVerifier::default`], i.e. WhatsApp's root key):
@@ -29,9 +30,12 @@
 //! let hello = server_frames.next_frame()?.expect("a whole frame");
 //! let header = server_frames.connection_header().expect("intro parsed").clone();
 //! let mut to_client = Vec::new();
-//! let server = Responder::new(server_config, &header, key(6))
+//! let ClientHelloOutcome::Full(server) = Responder::new(server_config, &header, key(6))
 //!     .read_client_hello(&hello)?
-//!     .write_server_hello(&mut to_client)?;
+//! else {
+//!     unreachable!("an XX ClientHello is answered with XX")
+//! };
+//! let server = server.write_server_hello(&mut to_client)?;
 //! // Client: verify the server, send ClientFinish with the ClientPayload.
 //! let mut client_frames = FrameDecoder::client();
 //! client_frames.push(&to_client);
@@ -66,11 +70,12 @@ pub use cert::{CertChainBuilder, CertDetails, CertVerifier, VerifiedChain, WA_RO
 pub use error::{CertRole, Error, ErrorKind, HandshakeStage, Result};
 pub use frame::{ConnectionHeader, FrameDecoder, MAX_FRAME_LEN};
 pub use handshake::{
-    AwaitingClientFinish, AwaitingServerHello, ClientFinished, ClientHelloReceived, Initiator,
-    InitiatorConfig, Responder, ResponderConfig, ServerAuthenticated,
+    AwaitingClientFinish, AwaitingIkServerHello, AwaitingServerHello, ClientFinished, ClientHelloOutcome,
+    ClientHelloReceived, FallbackReason, IkClientAuthenticated, IkInitiator, IkServerHello, Initiator,
+    InitiatorConfig, Pattern, Responder, ResponderConfig, Resumed, ServerAuthenticated,
 };
 pub use payload::{ClientProfile, RegistrationKeys};
-pub use symmetric::PROTOCOL_NAME;
+pub use symmetric::{IK_PROTOCOL_NAME, PROTOCOL_NAME, XX_FALLBACK_PROTOCOL_NAME};
 pub use transport::{FrameReceiver, FrameSender, MAX_PLAINTEXT_LEN, Transport};
 
 #[cfg(test)]

@@ -10,6 +10,15 @@ use crate::error::{Error, HandshakeStage, Result};
 /// `h` and `ck` as is (not hashed).
 pub const PROTOCOL_NAME: &[u8; 32] = b"Noise_XX_25519_AESGCM_SHA256\0\0\0\0";
 
+/// `"Noise_IK_25519_AESGCM_SHA256\0\0\0\0"`, likewise used as is (WA Web's resume
+/// pattern; whatsapp-rust `wacore-binary/src/consts.rs` `NOISE_PATTERN_IK`).
+pub const IK_PROTOCOL_NAME: &[u8; 32] = b"Noise_IK_25519_AESGCM_SHA256\0\0\0\0";
+
+/// `"Noise_XXfallback_25519_AESGCM_SHA256"`: 36 bytes, not padded, so by the Noise rule
+/// the initial `h` is its SHA-256 (whatsapp-rust `NOISE_PATTERN_XXFALLBACK`, and its
+/// `NoiseState::new`, which hashes names longer than 32 bytes).
+pub const XX_FALLBACK_PROTOCOL_NAME: &[u8; 36] = b"Noise_XXfallback_25519_AESGCM_SHA256";
+
 /// AES-GCM tag length.
 pub const TAG_LEN: usize = 16;
 
@@ -71,14 +80,29 @@ impl core::fmt::Debug for HexBytes<'_> {
 }
 
 impl SymmetricState {
-    /// InitializeSymmetric(name) then MixHash(prologue).
+    /// InitializeSymmetric(XX's name) then MixHash(prologue).
     pub(crate) fn new(prologue: &[u8]) -> Self {
+        Self::with_protocol_name(PROTOCOL_NAME, prologue)
+    }
+
+    /// InitializeSymmetric(name) then MixHash(prologue). A name of at most 32 bytes is
+    /// zero-padded, a longer one hashed (Noise §5.2).
+    pub(crate) fn with_protocol_name(name: &[u8], prologue: &[u8]) -> Self {
+        let h = match <[u8; 32]>::try_from(name) {
+            Ok(exact) => exact,
+            Err(_) if name.len() < 32 => {
+                let mut padded = [0u8; 32];
+                padded[..name.len()].copy_from_slice(name);
+                padded
+            }
+            Err(_) => wa_crypto::sha256(&[name]),
+        };
         let mut s = Self {
-            h: *PROTOCOL_NAME,
-            ck: *PROTOCOL_NAME,
+            h,
+            ck: h,
             cipher: None,
             #[cfg(test)]
-            k: *PROTOCOL_NAME,
+            k: h,
             counter: 0,
         };
         s.mix_hash(prologue);
@@ -110,7 +134,8 @@ impl SymmetricState {
         buf.extend_from_slice(plaintext);
         if let Some(cipher) = &self.cipher {
             cipher.encrypt_in_place(&nonce(self.counter), &self.h, &mut buf);
-            // At most three AEAD operations per key in XX: wrapping is unreachable.
+            // At most two AEAD operations per key in XX, IK and XXfallback: wrapping is
+            // unreachable.
             self.counter = self.counter.wrapping_add(1);
         }
         self.mix_hash(&buf);

@@ -1,7 +1,7 @@
 //! Certificate-chain policy: each defect maps to its own error, both through the
 //! verifier and through a whole handshake.
 
-use super::{NOT_AFTER, NOT_BEFORE, NOW, Pki, key};
+use super::{NOT_AFTER, NOT_BEFORE, NOW, Pki, key, xx};
 use crate::{
     CertChainBuilder, CertRole, CertVerifier, ConnectionHeader, Error, ErrorKind, Initiator, Responder,
     WA_ROOT_KEY,
@@ -14,9 +14,9 @@ fn client_verdict(pki: &Pki, chain: Vec<u8>) -> Result<(), Error> {
     let client = Initiator::new(pki.initiator_config(header.clone()), key("client e"))
         .write_client_hello(&mut wire)
         .expect("hello");
-    let server = Responder::new(pki.responder_config(chain), &header, key("server e"))
+    let server = xx(Responder::new(pki.responder_config(chain), &header, key("server e"))
         .read_client_hello(&wire[7..])
-        .expect("read hello");
+        .expect("read hello"));
     wire.clear();
     server.write_server_hello(&mut wire).expect("server hello");
     client.read_server_hello(&wire[3..], NOW).map(|_| ())

@@ -1,6 +1,7 @@
 //! Crate tests: in-crate so they can compare internal keys with recorded transcripts.
 
 mod cert_policy;
+mod resume;
 mod roundtrip;
 mod tampering;
 mod vectors;
@@ -9,14 +10,33 @@ use std::sync::Arc;
 
 use wa_crypto::{KeyPair, PrivateKey};
 
-use crate::{CertChainBuilder, CertVerifier, ConnectionHeader, InitiatorConfig, ResponderConfig};
+use crate::{
+    CertChainBuilder, CertVerifier, ClientHelloOutcome, ClientHelloReceived, ConnectionHeader,
+    InitiatorConfig, Pattern, ResponderConfig,
+};
 
-/// A deterministic key pair named by `label`.
+/// The XX answer to an XX `ClientHello` (anything else is a test failure).
+pub(crate) fn xx(outcome: ClientHelloOutcome) -> ClientHelloReceived {
+    match outcome {
+        ClientHelloOutcome::Full(hello) if hello.pattern() == Pattern::Xx => hello,
+        other => panic!("an XX ClientHello got {:?}", other.pattern()),
+    }
+}
+
+/// A deterministic key pair named by `label` (memoized: the tampering tests run
+/// thousands of handshakes with the same few keys).
 pub(crate) fn key(label: &str) -> KeyPair {
-    KeyPair::from_private(PrivateKey::from_bytes(wa_crypto::sha256(&[
-        b"wa-noise test key ",
-        label.as_bytes(),
-    ])))
+    static KEYS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, KeyPair>>> =
+        std::sync::OnceLock::new();
+    let mut keys = KEYS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    keys.entry(label.to_owned())
+        .or_insert_with(|| {
+            KeyPair::from_private(PrivateKey::from_bytes(wa_crypto::sha256(&[
+                b"wa-noise test key ",
+                label.as_bytes(),
+            ])))
+        })
+        .clone()
 }
 
 pub(crate) const NOT_BEFORE: u64 = 1_700_000_000;

@@ -1,6 +1,6 @@
 use bytes::BytesMut;
 
-use super::{NOW, Pki, key};
+use super::{NOW, Pki, key, xx};
 use crate::{
     ConnectionHeader, Error, FrameDecoder, Initiator, MAX_FRAME_LEN, MAX_PLAINTEXT_LEN, Responder, Transport,
 };
@@ -31,7 +31,7 @@ fn handshake(header: ConnectionHeader, payload: &[u8], chunk: usize) -> (Transpo
     assert_eq!(server_frames.connection_header(), Some(&header));
 
     let server =
-        Responder::new(config, &header, key("server e")).read_client_hello(&hello).expect("read hello");
+        xx(Responder::new(config, &header, key("server e")).read_client_hello(&hello).expect("read hello"));
     wire.clear();
     let server = server.write_server_hello(&mut wire).expect("server hello");
     let server_hello = feed(&mut client_frames, &wire);
@@ -108,7 +108,8 @@ fn prologue_mismatch_fails() {
         .write_client_hello(&mut wire)
         .expect("hello");
     let old = ConnectionHeader::new().with_dict_version(2);
-    let server = Responder::new(config, &old, key("server e")).read_client_hello(&wire[7..]).expect("parses");
+    let server =
+        xx(Responder::new(config, &old, key("server e")).read_client_hello(&wire[7..]).expect("parses"));
     let mut hello = Vec::new();
     server.write_server_hello(&mut hello).expect("server hello");
     let err = client.read_server_hello(&hello[3..], NOW).expect_err("h differs");

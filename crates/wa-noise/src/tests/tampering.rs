@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 
-use super::{NOW, Pki, key};
+use super::{NOW, Pki, key, xx};
 use crate::{ConnectionHeader, Error, ErrorKind, FrameDecoder, Initiator, Responder, Transport};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -31,7 +31,7 @@ fn run(target: Target, tamper: &dyn Fn(&[u8]) -> Vec<u8>) -> Result<(Transport, 
     let client = Initiator::new(pki.initiator_config(header.clone()), key("client e"))
         .write_client_hello(&mut wire)?;
     let hello = maybe(Target::ClientHello, &wire[7..]);
-    let server = Responder::new(config, &header, key("server e")).read_client_hello(&hello)?;
+    let server = xx(Responder::new(config, &header, key("server e")).read_client_hello(&hello)?);
     wire.clear();
     let server = server.write_server_hello(&mut wire)?;
     let server_hello = maybe(Target::ServerHello, &wire[3..]);
