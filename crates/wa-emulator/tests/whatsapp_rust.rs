@@ -7,7 +7,7 @@
 mod common;
 
 use common::wa_rs::pair_by_qr;
-use common::{Peer, T, TempDir, group_both_ways, text_both_ways};
+use common::{Peer, T, TempDir, group_both_ways, names_account, text_both_ways};
 use serde_json::Value;
 use wa_emulator::{Emulator, EmulatorConfig, EmulatorHandle, WorldEvent};
 
@@ -39,6 +39,19 @@ fn assert_identity(emu: &EmulatorHandle, connected: &Value) {
     assert_eq!(lid.split([':', '@']).next(), Some(emu.phone(ME).unwrap().lid().user()), "{connected}");
 }
 
+/// A 1:1 text from FRIEND's phone: chat and sender name FRIEND, by number or (once 1:1 chats
+/// are LID-addressed) by LID with the number beside it.
+fn assert_from_friend(emu: &EmulatorHandle, got: &Value) {
+    let (chat, sender) =
+        (got["chat"].as_str().unwrap_or_default(), got["sender"].as_str().unwrap_or_default());
+    assert!(names_account(emu, FRIEND, chat) && names_account(emu, FRIEND, sender), "{got}");
+    if sender.ends_with("@lid") {
+        assert_eq!(got["sender_alt"], format!("{FRIEND}@s.whatsapp.net"), "the number beside the LID: {got}");
+    }
+    assert_eq!(got["from_me"], false);
+    assert_eq!(got["group"], false);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qr_pairing_login_and_text_both_ways_with_own_copy() {
     let emu = emulator().await;
@@ -54,9 +67,7 @@ async fn qr_pairing_login_and_text_both_ways_with_own_copy() {
     assert!(logged_in(&emu) >= 1, "the emulator saw the login");
 
     let got = text_both_ways(&emu, &mut peer, ME, FRIEND, "wa-rs qr").await;
-    assert_eq!(got["chat"], format!("{FRIEND}@s.whatsapp.net"), "{got}");
-    assert_eq!(got["sender"], format!("{FRIEND}@s.whatsapp.net"), "{got}");
-    assert_eq!(got["from_me"], false);
+    assert_from_friend(&emu, &got);
     peer.quit().await;
 }
 
@@ -78,7 +89,8 @@ async fn pairing_code_login_and_text_both_ways() {
     assert_eq!(emu.companions(ME).unwrap(), vec![1]);
     let connected = peer.expect_connected().await;
     assert_identity(&emu, &connected);
-    text_both_ways(&emu, &mut peer, ME, FRIEND, "wa-rs code").await;
+    let got = text_both_ways(&emu, &mut peer, ME, FRIEND, "wa-rs code").await;
+    assert_from_friend(&emu, &got);
     peer.quit().await;
 }
 
@@ -125,7 +137,8 @@ async fn restart_from_store_logs_in_and_exchanges() {
     assert_identity(&emu, &connected);
     assert!(logged_in(&emu) > logins_before, "device 1 logged in again");
     assert_eq!(emu.companions(ME).unwrap(), vec![1], "no new pairing");
-    text_both_ways(&emu, &mut again, ME, FRIEND, "wa-rs after restart").await;
+    let got = text_both_ways(&emu, &mut again, ME, FRIEND, "wa-rs after restart").await;
+    assert_from_friend(&emu, &got);
     let group = emu.create_group(FRIEND, "after restart", &[ME, OTHER]).unwrap();
     group_both_ways(&emu, &mut again, &group, OTHER, &[FRIEND, OTHER, ME], "wa-rs group after restart").await;
     again.quit().await;

@@ -30,6 +30,12 @@ impl Peer {
     pub async fn spawn_wa_rs(emu: &EmulatorHandle, store: &Path) -> Peer {
         let mut cmd = Command::new(wa_rs_peer_bin());
         cmd.args(["--url", &emu.ws_url(), "--store"]).arg(store);
+        // whatsapp-rust picks its WhatsApp Web version from https://web.whatsapp.com/sw.js (a
+        // fixed URL, `src/version.rs`, cached 24 h) unless `BotBuilder::with_version` sets it,
+        // as a user without that fetch does. The peer has no internet, so it is told the current
+        // version: the one this project ships, which the emulator takes as current.
+        let [a, b, c] = wa_noise::payload::DEFAULT_APP_VERSION;
+        cmd.args(["--version", &format!("{a}.{b}.{c}")]);
         if let Some(ca) = emu.media_ca_pem() {
             let path = store.join("emulator-media-ca.pem");
             std::fs::write(&path, ca).unwrap();
