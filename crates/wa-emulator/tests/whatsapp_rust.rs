@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::wa_rs::pair_by_qr;
+use common::wa_rs::{expect_logged_in, pair_by_qr};
 use common::{Peer, T, TempDir, group_both_ways, names_account, text_both_ways};
 use serde_json::Value;
 use wa_emulator::{Emulator, EmulatorConfig, EmulatorHandle, WorldEvent};
@@ -87,6 +87,7 @@ async fn pairing_code_login_and_text_both_ways() {
     emu.phone(ME).unwrap().enter_code(code["code"].as_str().unwrap()).unwrap();
     peer.expect_event("paired").await;
     assert_eq!(emu.companions(ME).unwrap(), vec![1]);
+    expect_logged_in(&emu, ME).await;
     let connected = peer.expect_connected().await;
     assert_identity(&emu, &connected);
     let got = text_both_ways(&emu, &mut peer, ME, FRIEND, "wa-rs code").await;
@@ -131,7 +132,22 @@ async fn restart_from_store_logs_in_and_exchanges() {
     let logins_before = logged_in(&emu);
 
     // The same store: whatsapp-rust logs in as the paired device, without a QR.
+    let earlier: Vec<_> = emu
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            WorldEvent::LoggedIn { conn, .. } => Some(*conn),
+            _ => None,
+        })
+        .collect();
     let mut again = Peer::spawn_wa_rs(&emu, &store.0).await;
+    // The login itself (by Noise IK with the cached server key), then the post-login start-up.
+    emu.wait_for(
+        T,
+        |e| matches!(e, WorldEvent::LoggedIn { pn, device: 1, conn } if pn == ME && !earlier.contains(conn)),
+    )
+    .await
+    .unwrap_or_else(|| panic!("the restarted peer never logged in; saw {:#?}", emu.events()));
     let connected = again.expect_connected().await;
     assert!(!again.seen.iter().any(|v| v["event"] == "qr"), "a paired device shows no QR: {:#?}", again.seen);
     assert_identity(&emu, &connected);

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use tokio::process::Command;
-use wa_emulator::EmulatorHandle;
+use wa_emulator::{EmulatorHandle, WorldEvent};
 
-use super::Peer;
+use super::{Peer, T};
 
 /// The peer binary: `WA_RS_PEER_BIN` (exported by scripts/services/60-whatsapp-rust.sh), else
 /// where that script builds it. Missing, the test fails with the command that builds it.
@@ -54,11 +54,22 @@ impl Peer {
 }
 
 /// Pairs a fresh whatsapp-rust by QR through the phone of `pn`; returns once it is connected.
+/// Each step is checked in order (paired, logged in, `Connected`), so a failure names the first
+/// step that did not happen.
 pub async fn pair_by_qr(emu: &EmulatorHandle, pn: &str, store: &Path) -> Peer {
     let mut peer = Peer::spawn_wa_rs(emu, store).await;
     let qr = peer.expect_event("qr").await;
     emu.phone(pn).unwrap().scan(qr["qr"].as_str().unwrap()).unwrap();
     peer.expect_event("paired").await;
+    expect_logged_in(emu, pn).await;
     peer.expect_connected().await;
     peer
+}
+
+/// The emulator accepted a login of a companion of `pn` (the step before whatsapp-rust's
+/// post-login start-up and its `Connected`).
+pub async fn expect_logged_in(emu: &EmulatorHandle, pn: &str) {
+    emu.wait_for(T, |e| matches!(e, WorldEvent::LoggedIn { pn: p, device, .. } if p == pn && *device != 0))
+        .await
+        .unwrap_or_else(|| panic!("no companion of {pn} logged in; events {:#?}", emu.events()));
 }
