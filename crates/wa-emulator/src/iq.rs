@@ -154,6 +154,18 @@ impl World {
                 Node::new("value").bytes(key.as_bytes().to_vec()),
             ]));
         }
+        // A companion's bundle carries its ADV identity as the companion signed it at pairing
+        // (details, account and device signatures; no account key, which the fetcher already holds
+        // as the primary's identity), so the fetcher can bind the fetched identity key to the
+        // account. Sources: wire captures in https://github.com/oxidezap/whatsapp-rust/pull/790
+        // (fields 1, 3, 4 present, 2 absent, for every contact's companion); whatsapp-rust
+        // wacore/src/prekeys.rs reads it from `<user>` (or `<keys>`) and warns when it is missing;
+        // whatsmeow pair.go strips AccountSignatureKey from what the companion returns.
+        if addr.device != 0
+            && let Some(identity) = &d.signed_identity
+        {
+            children.push(Node::new("device-identity").bytes(identity.clone()));
+        }
         let low = d.keys.pre_keys.len() < 5 && addr.device != 0;
         if low && d.conn.is_some() {
             let n = d.keys.pre_keys.len();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Peer, TempDir, pair_by_qr};
+use common::{Peer, TempDir, expect_own_copy, pair_by_qr, text_both_ways};
 use serde_json::json;
 use wa_emulator::{Emulator, EmulatorConfig, WorldEvent};
 
@@ -68,11 +68,14 @@ async fn qr_pairing_login_restart_and_text_both_ways() {
         .expect("own phone gets the sent copy");
     peer.quit().await;
 
-    // Restart: the saved creds log in without pairing.
+    // Restart: the saved creds log in without pairing, and messages flow both ways again.
     let mut again = Peer::spawn(&emu, &auth.0, &[]).await;
     again.expect_open().await;
     assert!(!again.seen.iter().any(|v| v["event"] == "qr"), "a paired device must not get a QR again");
-    again.send(json!({"cmd": "quit"})).await;
+    assert_eq!(emu.companions(ME).unwrap(), vec![1], "no new pairing");
+    let got = text_both_ways(&emu, &mut again, ME, FRIEND, "after restart").await;
+    assert!(common::names_account(&emu, FRIEND, got["from"].as_str().unwrap_or_default()), "{got}");
+    again.quit().await;
 }
 
 /// A 1×1 PNG.
@@ -147,7 +150,7 @@ async fn group_with_two_phones_both_ways() {
         .await
         .expect("the other phone reads the friend's group message");
 
-    peer.send_text(&gjid, "hello group from baileys").await;
+    let sent = peer.send_text(&gjid, "hello group from baileys").await;
     for p in [&friend, &other] {
         let got = p
             .wait_message(common::T, |m| m.text.as_deref() == Some("hello group from baileys"))
@@ -155,6 +158,7 @@ async fn group_with_two_phones_both_ways() {
             .unwrap_or_else(|| panic!("{} decrypts Baileys' group message; inbox {:#?}", p.pn(), p.inbox()));
         assert_eq!(got.chat, gjid);
     }
+    expect_own_copy(&emu, ME, &sent, "hello group from baileys").await;
     let id2 = other.send_text(&group, "and from other").unwrap();
     let m = peer.expect("second sender", |v| v["event"] == "message" && v["id"] == id2.as_str()).await;
     assert_eq!(m["text"], "and from other");
@@ -183,9 +187,7 @@ async fn pairing_code() {
     peer.expect_event("restart").await;
     peer.expect_open().await;
     assert_eq!(emu.companions(ME).unwrap(), vec![1]);
-    let friend = emu.phone(FRIEND).unwrap();
-    let id = friend.send_text(&format!("{ME}@s.whatsapp.net").parse().unwrap(), "paired by code").unwrap();
-    peer.expect("message", |v| v["event"] == "message" && v["id"] == id.as_str()).await;
+    text_both_ways(&emu, &mut peer, ME, FRIEND, "paired by code").await;
     peer.quit().await;
 }
 
@@ -264,7 +266,7 @@ async fn lid_addressed_group_both_ways() {
         "with its phone number beside it: {m}"
     );
 
-    peer.send_text(&gjid, "hello back over LIDs").await;
+    let sent = peer.send_text(&gjid, "hello back over LIDs").await;
     for p in [&friend, &other] {
         let got = p
             .wait_message(common::T, |m| m.text.as_deref() == Some("hello back over LIDs"))
@@ -275,6 +277,7 @@ async fn lid_addressed_group_both_ways() {
         assert_eq!(got.chat, gjid);
         assert!(got.sender.ends_with("@lid"), "Baileys addressed the group by LID: {}", got.sender);
     }
+    expect_own_copy(&emu, ME, &sent, "hello back over LIDs").await;
     let id2 = other.send_text(&group, "and from other").unwrap();
     let m = peer.expect("second sender", |v| v["event"] == "message" && v["id"] == id2.as_str()).await;
     assert_eq!(m["text"], "and from other");

@@ -604,3 +604,49 @@ async fn sw_js_names_the_floor_as_the_current_version() {
     emu.set_min_client_version([2, 3000, r + 9]);
     assert!(get(&emu).await.contains(&format!(r#"\"client_revision\":{}}}"#, r + 9)));
 }
+
+/// A companion's prekey bundle carries `<device-identity>`: the ADV identity it signed at pairing,
+/// without the account key (README rule "companion bundles carry device-identity").
+#[tokio::test]
+async fn companion_key_bundle_carries_its_device_identity() {
+    let emu = emulator().await;
+    let mut rng = StdRng::seed_from_u64(21);
+    let (creds, device) = pair(&emu, &mut rng).await;
+    let payload = ClientProfile::default().login(PN.parse().unwrap(), device);
+    let mut c = Client::connect(&emu, &creds.noise, &payload, &mut rng).await;
+    assert_eq!(c.recv().await.unwrap().tag, "success");
+
+    let fetch = |jid: String| vec![Node::new("key").children([Node::new("user").attr("jid", jid)])];
+    let primary = c.iq("encrypt", "get", "1", fetch(format!("{PN}@s.whatsapp.net"))).await;
+    let primary = primary.child_path(&["list", "user"]).unwrap();
+    assert!(primary.child("device-identity").is_none(), "the primary has no ADV identity");
+    let account_key =
+        wa_crypto::PublicKey::from_bytes(primary.child("identity").unwrap().content_bytes().unwrap())
+            .unwrap();
+
+    let bundle = c.iq("encrypt", "get", "2", fetch(format!("{PN}:{device}@s.whatsapp.net"))).await;
+    let user = bundle.child_path(&["list", "user"]).unwrap();
+    let identity =
+        wa_crypto::PublicKey::from_bytes(user.child("identity").unwrap().content_bytes().unwrap()).unwrap();
+    assert_eq!(identity, creds.identity.public_key());
+    let adv = wa_proto::AdvSignedDeviceIdentity::decode(
+        user.child("device-identity")
+            .expect("<device-identity> in a companion's bundle")
+            .content_bytes()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(adv.account_signature_key, None, "the fetcher already holds the account key");
+    let details = adv.details.unwrap();
+    let mut msg = vec![6u8, 0];
+    msg.extend_from_slice(&details);
+    msg.extend_from_slice(identity.as_bytes());
+    let sig: [u8; 64] = adv.account_signature.as_deref().unwrap().try_into().unwrap();
+    assert!(account_key.verify(&msg, &sig), "account signature binds the fetched identity");
+    let mut msg = vec![6u8, 1];
+    msg.extend_from_slice(&details);
+    msg.extend_from_slice(identity.as_bytes());
+    msg.extend_from_slice(account_key.as_bytes());
+    let sig: [u8; 64] = adv.device_signature.as_deref().unwrap().try_into().unwrap();
+    assert!(identity.verify(&msg, &sig), "device signature by the fetched identity");
+}

@@ -1,5 +1,8 @@
-//! Drives `tests/interop/baileys/baileys-peer.mjs` (unmodified Baileys 7.0.0-rc14) as a
-//! child process over JSON lines, with timeouts on every wait.
+//! Drives third-party peers as child processes over JSON lines, with timeouts on every wait:
+//! `tests/interop/baileys/baileys-peer.mjs` (unmodified Baileys 7.0.0-rc14) and, in [`wa_rs`],
+//! `tests/interop/whatsapp-rust` (unmodified whatsapp-rust 0.7.0). Both take the same `send` and
+//! `quit` commands and report received messages as `message` events with `id` and `text`, so
+//! the scenario helpers at the end serve both.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -11,6 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use wa_emulator::EmulatorHandle;
+
+pub mod wa_rs;
 
 /// Every wait on a peer event: generous, for CI's two loaded cores.
 pub const T: Duration = Duration::from_secs(60);
@@ -75,7 +80,6 @@ impl Peer {
             "Baileys is not installed in {}: run scripts/services/30-node.sh (npm ci)",
             dir.display()
         );
-        init_tracing();
         let mut cmd = Command::new("node");
         cmd.current_dir(&dir)
             .arg("baileys-peer.mjs")
@@ -84,18 +88,21 @@ impl Peer {
             .args(["--root-pub", &emu.root_public_key_hex()])
             .args(extra)
             .args(if fetch_version { vec!["--sw-js".to_owned(), emu.sw_js_url()] } else { Vec::new() })
-            .args(std::env::var("WA_PEER_LOG").map(|l| vec!["--log".to_owned(), l]).unwrap_or_default())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+            .args(std::env::var("WA_PEER_LOG").map(|l| vec!["--log".to_owned(), l]).unwrap_or_default());
         // Media goes over https to the emulator's TLS endpoint; Node trusts its test CA.
         if let Some(ca) = emu.media_ca_pem() {
             let path = auth.join("emulator-media-ca.pem");
             std::fs::write(&path, ca).unwrap();
             cmd.env("NODE_EXTRA_CA_CERTS", &path);
         }
-        let mut child = cmd.spawn().expect("spawn node");
+        Peer::start(cmd)
+    }
+
+    /// Starts a peer process that speaks JSON lines on stdin/stdout (stderr is inherited).
+    pub fn start(mut cmd: Command) -> Peer {
+        init_tracing();
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.as_std().get_program()));
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, events) = mpsc::unbounded_channel();
@@ -231,4 +238,89 @@ pub async fn pair_by_qr(emu: &EmulatorHandle, pn: &str, auth: &Path) -> Peer {
     peer.expect_event("restart").await;
     peer.expect_open().await;
     peer
+}
+
+/// A simulated phone (`friend`) sends the peer (paired to `me`) a text, and the peer answers:
+/// the friend's phone decrypts the answer, and `me`'s own phone decrypts the copy the peer sent
+/// it (DSM). Returns the peer's event for the received text.
+pub async fn text_both_ways(
+    emu: &EmulatorHandle,
+    peer: &mut Peer,
+    me: &str,
+    friend: &str,
+    label: &str,
+) -> Value {
+    let friend_phone = emu.phone(friend).unwrap();
+    let me_jid = format!("{me}@s.whatsapp.net");
+    let text_in = format!("{label}: from the phone");
+    let id = friend_phone.send_text(&me_jid.parse().unwrap(), &text_in).unwrap();
+    let got = peer.expect_message(&id).await;
+    assert_eq!(got["text"], text_in.as_str(), "{got}");
+
+    let text_out = format!("{label}: from the peer");
+    let sent = peer.send_text(&format!("{friend}@s.whatsapp.net"), &text_out).await;
+    let read = friend_phone
+        .wait_message(T, |m| m.id == sent)
+        .await
+        .unwrap_or_else(|| panic!("{friend}'s phone never got {sent}; inbox {:#?}", friend_phone.inbox()));
+    assert_eq!((read.text.as_deref(), read.error.as_deref()), (Some(text_out.as_str()), None), "{read:?}");
+    assert!(names_account(emu, me, &read.chat), "{friend}'s phone files it under {}, not {me}", read.chat);
+    expect_own_copy(emu, me, &sent, &text_out).await;
+    got
+}
+
+/// Whether `jid` (any device) is the account of phone number `pn`, by number or by LID: which of
+/// the two a 1:1 chat uses depends on the account's LID migration, not on the scenario.
+pub fn names_account(emu: &EmulatorHandle, pn: &str, jid: &str) -> bool {
+    let (user, server) = jid.split_once('@').unwrap_or((jid, ""));
+    let user = user.split(':').next().unwrap_or(user);
+    match server {
+        "s.whatsapp.net" => user == pn,
+        "lid" => emu.phone(pn).is_ok_and(|p| p.lid().user() == user),
+        _ => false,
+    }
+}
+
+/// `me`'s own phone (device 0) received and decrypted the copy of message `id` that its
+/// companion sent it.
+pub async fn expect_own_copy(emu: &EmulatorHandle, me: &str, id: &str, text: &str) {
+    let own = emu.phone(me).unwrap();
+    let copy = own.wait_message(T, |m| m.id == id).await.unwrap_or_else(|| {
+        panic!("{me}'s own phone never got the sent copy of {id}; inbox {:#?}", own.inbox())
+    });
+    assert_eq!((copy.text.as_deref(), copy.error.as_deref()), (Some(text), None), "own copy {copy:?}");
+}
+
+/// In `group`, the phone of `from` sends a text the peer receives, then the peer sends one
+/// that every phone in `members` decrypts (`me`'s own phone included). Returns the peer's event
+/// for the received text.
+pub async fn group_both_ways(
+    emu: &EmulatorHandle,
+    peer: &mut Peer,
+    group: &wa_binary::Jid,
+    from: &str,
+    members: &[&str],
+    label: &str,
+) -> Value {
+    let text_in = format!("{label}: from {from}'s phone");
+    let id = emu.phone(from).unwrap().send_text(group, &text_in).unwrap();
+    let got = peer.expect_message(&id).await;
+    assert_eq!(got["text"], text_in.as_str(), "{got}");
+
+    let text_out = format!("{label}: from the peer");
+    let sent = peer.send_text(&group.to_string(), &text_out).await;
+    for pn in members {
+        let p = emu.phone(pn).unwrap();
+        let read = p
+            .wait_message(T, |m| m.id == sent)
+            .await
+            .unwrap_or_else(|| panic!("{pn}'s phone never got group message {sent}; inbox {:#?}", p.inbox()));
+        assert_eq!(
+            (read.text.as_deref(), read.error.as_deref()),
+            (Some(text_out.as_str()), None),
+            "{pn}: {read:?}"
+        );
+        assert_eq!(read.chat, group.to_string());
+    }
+    got
 }
