@@ -21,14 +21,18 @@
 
 mod clock;
 mod control;
+mod device_list;
 mod groups;
 mod iq;
+mod keyindex;
 mod keys;
 mod linkcode;
 mod login;
 mod media;
 mod pairing;
 mod phone;
+mod phone_identity;
+mod prekey_upload;
 mod routing;
 mod server;
 pub mod session;
@@ -46,9 +50,12 @@ use wa_binary::Jid;
 use wa_crypto::PublicKey;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use keyindex::{KEY_INDEX_LIST_SIGNATURE_PREFIX, KeyIndexList};
 pub use keys::ServerKeys;
 pub use media::{IMAGE_KEYS_INFO, decrypt_media, encrypt_media};
 pub use phone::{InboxMessage, PhoneReceipt};
+pub use phone_identity::AdvRefusal;
+pub use prekey_upload::UploadRefusal;
 pub use tls::TlsSetupError;
 pub use world::{
     AccountId, ConnCommand, ConnId, ControlError, DeviceAddr, Fault, MAX_ACKED_IDS, MAX_EVENT_LOG, Mailbox,
@@ -530,6 +537,15 @@ impl PhoneHandle<'_> {
             let a = self.account(w)?;
             w.remove_device(DeviceAddr { account: a, device }, "primary_removed");
             Ok(())
+        })
+    }
+
+    /// Reinstalls WhatsApp on the phone: a new identity key and prekeys, its companions
+    /// unlinked, its peers' companions told with `<notification type="encrypt"><identity/>`.
+    pub fn reinstall(&self) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_reinstall(a)
         })
     }
 

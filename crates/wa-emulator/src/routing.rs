@@ -116,6 +116,9 @@ impl World {
             }
             return;
         }
+        if let Some(recipient) = self.account_of(to) {
+            self.note_peers(sender.account, recipient);
+        }
         for (t, enc) in addressed {
             if t == sender {
                 continue;

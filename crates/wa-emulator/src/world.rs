@@ -162,6 +162,8 @@ pub struct Account {
     pub next_device_id: u16,
     /// Raw id used in ADV identities.
     pub raw_id: u32,
+    /// The phone-signed list of valid companion key indexes, once a companion is linked.
+    pub key_index_list: Option<crate::keyindex::KeyIndexList>,
 }
 
 /// A group chat.
@@ -247,6 +249,8 @@ pub enum WorldEvent {
     /// A companion acknowledged a receipt delivered to it (`<ack class="receipt">`); `kind` is
     /// the receipt's type (empty for a delivery receipt).
     ReceiptAcked { pn: String, device: u16, id: String, kind: String },
+    /// WhatsApp was reinstalled on an account's phone (new identity key).
+    PhoneReinstalled { pn: String },
     /// A node the server does not support was answered with an error.
     Unsupported { conn: ConnId, tag: String, xmlns: String },
 }
@@ -274,6 +278,8 @@ pub struct World {
     pub(crate) media_auth: String,
     pub(crate) media_base: String,
     pub(crate) sent_by: HashMap<String, DeviceAddr>,
+    /// Pairs of accounts (lower id first) that exchanged a 1:1 message (see `device_list`).
+    pub(crate) peers: std::collections::BTreeSet<(AccountId, AccountId)>,
     pub(crate) policy: Policy,
     /// The most recent [`MAX_EVENT_LOG`] events, oldest first.
     pub(crate) events: VecDeque<WorldEvent>,
@@ -389,6 +395,7 @@ impl World {
             media_auth: String::new(),
             media_base: String::new(),
             sent_by: HashMap::new(),
+            peers: std::collections::BTreeSet::new(),
             policy: Policy::default(),
             events: VecDeque::new(),
             event_tx: None,
@@ -462,6 +469,7 @@ impl World {
             devices: BTreeMap::from([(0, device0)]),
             next_device_id: 1,
             raw_id,
+            key_index_list: None,
         });
         self.by_pn.insert(pn.to_owned(), id);
         self.by_lid.insert(lid, id);
@@ -705,10 +713,37 @@ impl std::fmt::Display for NodeDisplay<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use rand::SeedableRng;
+
+    /// A world without accounts on a manual clock.
+    pub(crate) fn bare_world() -> World {
+        let mut rng = StdRng::seed_from_u64(7);
+        let keys = ServerKeys::generate(&mut rng, 1_700_000_000);
+        let mut w = World::new(rng, Arc::new(crate::clock::ManualClock::new(1_700_000_000)), keys, 6);
+        w.phone_pre_keys = 20;
+        w
+    }
+
+    /// A companion device of `account` (not linked yet: no signed identity) publishing the
+    /// phone's keys.
+    pub(crate) fn companion(w: &World, account: AccountId, id: u16) -> Device {
+        let phone = &w.accounts[account].devices[&0];
+        Device {
+            id,
+            noise_key: None,
+            keys: phone.keys.clone(),
+            key_index: u32::from(id),
+            conn: None,
+            offline: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            acked: VecDeque::new(),
+            platform: "Chrome".into(),
+            signed_identity: None,
+        }
+    }
 
     /// A world with two accounts; account 0 has a companion (device 5) logged in and active on
     /// the returned connection, whose mailbox is the receiver.
@@ -719,21 +754,8 @@ mod tests {
         let mut w = World::new(rng, Arc::new(crate::clock::ManualClock::new(1_700_000_000)), keys, 6);
         let me = w.create_account("15550001000", "Me").unwrap();
         w.create_account("15550001001", "Bob").unwrap();
-        let companion = {
-            let phone = &w.accounts[me].devices[&0];
-            Device {
-                id: 5,
-                noise_key: None,
-                keys: phone.keys.clone(),
-                key_index: 1,
-                conn: None,
-                offline: VecDeque::new(),
-                in_flight: VecDeque::new(),
-                acked: VecDeque::new(),
-                platform: "Chrome".into(),
-                signed_identity: Some(vec![1]),
-            }
-        };
+        let mut companion = companion(&w, me, 5);
+        companion.signed_identity = Some(vec![1]);
         w.accounts[me].devices.insert(5, companion);
         let addr = DeviceAddr { account: me, device: 5 };
         let (conn, rx) = login(&mut w, addr);
