@@ -4,8 +4,8 @@
 //!
 //! Sources: the hash is whatsmeow's `participantListHashV2` (`send.go`): `2:` and the unpadded
 //! standard base64 of the first six bytes of SHA-256 over the sorted `user.agent:device@server`
-//! strings (whatsapp-rust 0.7 `wacore/src/messages.rs` `participant_list_hash` hashes the same
-//! strings). The notification's shape is WA Web's `WAWebHandleDeviceNotification` as ported in
+//! strings (whatsapp-rust `wacore/src/messages.rs` `participant_list_hash` hashes the same
+//! strings, in standard base64 like WA Web's `WABase64.encodeB64`). The notification's shape is WA Web's `WAWebHandleDeviceNotification` as ported in
 //! whatsapp-rust `wacore/src/stanza/devices.rs` (one `<add>`/`<remove>` per notification, a
 //! single `<device jid key-index>`, a required `<key-index-list ts>` carrying the new signed list
 //! on add and only its timestamp on remove) plus the `device_hash` attribute whatsmeow

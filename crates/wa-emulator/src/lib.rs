@@ -22,6 +22,7 @@
 mod clock;
 mod control;
 mod device_list;
+mod fanout;
 mod groups;
 mod iq;
 mod keyindex;

@@ -249,6 +249,8 @@ pub enum WorldEvent {
     /// A companion acknowledged a receipt delivered to it (`<ack class="receipt">`); `kind` is
     /// the receipt's type (empty for a delivery receipt).
     ReceiptAcked { pn: String, device: u16, id: String, kind: String },
+    /// A companion's 1:1 message left out devices it had to reach (acked with `phash`).
+    FanOutIncomplete { pn: String, device: u16, id: String, missing: Vec<String> },
     /// WhatsApp was reinstalled on an account's phone (new identity key).
     PhoneReinstalled { pn: String },
     /// A node the server does not support was answered with an error.
