@@ -21,10 +21,13 @@
 mod client;
 mod conn;
 mod creds;
+mod device_list;
 pub mod error;
 pub mod event;
+mod fanout;
 pub mod history;
 mod http;
+mod identity;
 pub mod media;
 mod notification;
 mod pair;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tracing::{debug, warn};
 use wa_binary::{Jid, Node};
 
-use crate::client::{Shared, ensure_pre_keys, upload_pre_keys};
+use crate::client::{Shared, upload_pre_keys};
 use crate::conn::Connection;
 use crate::error::Result;
 use crate::event::{Event, GroupUpdateEvent};
@@ -26,16 +26,12 @@ pub(crate) async fn handle_notification(shared: &Arc<Shared>, conn: &Connection,
                     }
                 });
             } else if node.child("identity").is_some() {
-                let s = shared.clone();
-                tokio::spawn(async move {
-                    let _ = ensure_pre_keys(&s).await;
-                });
+                // A contact's identity changed: drop its sessions (not our own prekeys' business).
+                crate::identity::handle_identity_change(shared, &node).await?;
             }
         }
         "devices" => {
-            if let Ok(from) = node.attr_jid("from") {
-                crate::send::invalidate_devices(shared, &from).await?;
-            }
+            crate::device_list::apply_notification(shared, &node).await?;
         }
         "w:gp2" => {
             let group = node.attr_jid("from")?;
