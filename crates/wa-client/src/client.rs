@@ -765,7 +765,8 @@ impl Session {
                 self.handle_ib(&node).await?;
                 Ok(Flow::Continue)
             }
-            "message" => {
+            // `appdata` is decrypted and confirmed like a message (whatsmeow `client.go`).
+            "message" | "appdata" => {
                 crate::recv::handle_message(&self.shared, &self.conn, node).await?;
                 Ok(Flow::Continue)
             }
@@ -786,7 +787,7 @@ impl Session {
                 Ok(Flow::Continue)
             }
             "call" => {
-                self.conn.send(&crate::recv::ack_for(&node, None))?;
+                crate::call::handle_call(&self.shared, &self.conn, &node)?;
                 Ok(Flow::Continue)
             }
             other => {
@@ -936,6 +937,15 @@ impl Session {
                     self.shared.emit(Event::OfflineSyncCompleted { count });
                 }
                 "offline_preview" => {
+                    let n = |k: &str| child.opt_attr_str(k).and_then(|v| v.parse().ok()).unwrap_or(0);
+                    self.shared.emit(Event::OfflineSyncPreview(crate::event::OfflinePreview {
+                        total: n("count"),
+                        messages: n("message"),
+                        notifications: n("notification"),
+                        receipts: n("receipt"),
+                        calls: n("call"),
+                        appdata: n("appdata"),
+                    }));
                     self.conn
                         .send(&Node::new("ib").children([Node::new("offline_batch").attr("count", "100")]))?;
                 }

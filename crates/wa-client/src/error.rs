@@ -75,6 +75,16 @@ pub enum Error {
     /// Media transfer or integrity check failed.
     #[error("media: {0}")]
     Media(String),
+    /// The media hosts no longer have the file (HTTP 404 or 410): too old. Our phone can
+    /// upload it again ([`crate::Client::download_with_retry`]).
+    #[error("media is gone from the media hosts (HTTP {status})")]
+    MediaGone {
+        /// 404 or 410.
+        status: u16,
+    },
+    /// Our phone could not upload a file again.
+    #[error("media retry: {0}")]
+    MediaRetry(#[from] crate::mediaretry::MediaRetryError),
     /// The caller passed an invalid argument.
     #[error("invalid input: {0}")]
     InvalidInput(String),

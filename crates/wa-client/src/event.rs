@@ -93,6 +93,160 @@ pub enum Event {
     },
     /// A history-sync blob from the primary phone.
     HistorySync(Arc<wa_proto::HistorySync>),
+    /// The server is about to deliver what was queued while we were offline
+    /// (`<ib><offline_preview>`); [`Event::OfflineSyncCompleted`] follows.
+    OfflineSyncPreview(OfflinePreview),
+    /// A message arrived as a placeholder (`<unavailable>`: the sender did not encrypt it for
+    /// this device); the client asked our phone to resend it, which then arrives as an
+    /// [`Event::Message`] with [`MessageEvent::unavailable_request_id`] set.
+    MessageUnavailable(UnavailableEvent),
+    /// Someone is calling us (`<call><offer>`).
+    CallOffer(CallEvent),
+    /// A call ended (`<call><terminate>`): hung up, answered or rejected elsewhere, or timed out.
+    CallTerminated(CallEvent),
+    /// Our own account's device list changed (a companion was linked or removed); the cached
+    /// list used to address our other devices was refreshed.
+    OwnDevicesChanged {
+        /// Every device of the account, the phone first.
+        devices: Vec<Jid>,
+    },
+    /// App-state collections changed on the server (another device wrote to them). Fetching
+    /// them is the application's business; the client keeps no app state.
+    AppStateChanged {
+        /// Each changed collection with its new version.
+        collections: Vec<AppStateVersion>,
+    },
+    /// A contact's (or our own) profile picture changed.
+    Picture(PictureEvent),
+    /// A contact changed their about text.
+    AboutChanged {
+        /// The contact.
+        jid: Jid,
+        /// The new text.
+        text: String,
+        /// When (unix seconds).
+        timestamp: u64,
+    },
+    /// A contact gave us their trusted-contact (privacy) token; it is stored.
+    PrivacyToken {
+        /// Who sent it (the notification's `from`).
+        from: Jid,
+        /// The JID it is stored under (the contact's LID when the server names it).
+        stored_as: Jid,
+        /// The token's timestamp (unix seconds).
+        timestamp: i64,
+    },
+    /// Our phone answered a media retry request (`<notification type="mediaretry">`, still
+    /// encrypted); [`crate::Client::download_with_retry`] consumes these itself.
+    MediaRetry(MediaRetryEvent),
+}
+
+/// What `<ib><offline_preview>` announces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OfflinePreview {
+    /// Stanzas in all.
+    pub total: u64,
+    /// Messages.
+    pub messages: u64,
+    /// Notifications.
+    pub notifications: u64,
+    /// Receipts.
+    pub receipts: u64,
+    /// Calls.
+    pub calls: u64,
+    /// App data.
+    pub appdata: u64,
+}
+
+/// A message that arrived without content for this device.
+#[derive(Clone, Debug)]
+pub struct UnavailableEvent {
+    /// Metadata.
+    pub info: MessageInfo,
+    /// The placeholder's `type` (`view_once`, …), when it has one.
+    pub kind: Option<String>,
+}
+
+/// A call signal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallEvent {
+    /// Who the stanza came from (the caller).
+    pub from: Jid,
+    /// The call's id.
+    pub call_id: String,
+    /// The device that created the call.
+    pub creator: Jid,
+    /// The caller's phone-number JID, when the creator is a LID.
+    pub caller_pn: Option<Jid>,
+    /// The group, for group calls.
+    pub group: Option<Jid>,
+    /// A video call (offers only).
+    pub video: bool,
+    /// Why it ended (terminations only, when the server says).
+    pub reason: Option<String>,
+    /// Server timestamp (unix seconds).
+    pub timestamp: u64,
+    /// Delivered from the offline queue.
+    pub offline: bool,
+}
+
+/// An app-state collection and its version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppStateVersion {
+    /// `critical_block`, `regular_high`, … .
+    pub name: String,
+    /// The version the server now holds.
+    pub version: u64,
+}
+
+/// A profile picture change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PictureEvent {
+    /// Whose picture.
+    pub jid: Jid,
+    /// Who changed it (a group admin, for groups).
+    pub author: Option<Jid>,
+    /// The new picture's id (`None` when removed or not said).
+    pub picture_id: Option<String>,
+    /// The picture was removed.
+    pub removed: bool,
+    /// When (unix seconds).
+    pub timestamp: u64,
+}
+
+/// A `mediaretry` notification: our phone's encrypted answer to a media retry request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaRetryEvent {
+    /// The message whose media was asked for.
+    pub message_id: String,
+    /// Its chat.
+    pub chat: Jid,
+    /// Whether we sent it.
+    pub from_me: bool,
+    /// Its sender in a group.
+    pub sender: Option<Jid>,
+    /// When (unix seconds).
+    pub timestamp: u64,
+    /// The answer.
+    pub answer: MediaRetryAnswer,
+}
+
+/// What the phone answered to a media retry request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediaRetryAnswer {
+    /// An AES-GCM sealed `MediaRetryNotification` (key from the media key).
+    Encrypted {
+        /// `enc_p`.
+        ciphertext: Vec<u8>,
+        /// `enc_iv` (12 bytes).
+        iv: Vec<u8>,
+    },
+    /// The server's error code (2: the phone does not have the message).
+    Error {
+        /// The code.
+        code: u32,
+    },
 }
 
 /// Who sent a message and where.
@@ -127,6 +281,9 @@ pub struct MessageEvent {
     pub info: MessageInfo,
     /// The decrypted message (the inner message of a device-sent copy).
     pub message: wa_proto::Message,
+    /// Set when our phone resent this message after it had arrived as a placeholder
+    /// ([`Event::MessageUnavailable`]): the id of the request that asked for it.
+    pub unavailable_request_id: Option<String>,
 }
 
 impl MessageEvent {

@@ -3,39 +3,37 @@
 //! inline or a media file (`md-msg-hist` keys); either way it is zlib-compressed
 //! `HistorySync` protobuf. Only notifications from our own account are honoured.
 
-use std::io::Read as _;
 use std::sync::Arc;
 
-use prost::Message as _;
 use tracing::{debug, warn};
 use wa_binary::Node;
 use wa_proto::message::HistorySyncNotification;
 use wa_proto::{HistorySync, Message};
 
 use crate::client::{Client, Shared};
-use crate::error::{Error, Result, protobuf};
+use crate::error::{Error, Result};
 use crate::event::{Event, MessageInfo};
 use crate::media::{MediaRef, MediaType};
 
 /// The largest inflated history blob we accept (a zlib bomb stops here).
-pub const MAX_HISTORY_BYTES: u64 = 512 * 1024 * 1024;
+pub use wa_appstate::history::MAX_HISTORY_BYTES;
 
 /// The notification a message carries, if it is a history-sync protocol message.
 pub(crate) fn notification_of(m: &Message) -> Option<&HistorySyncNotification> {
     m.protocol_message.as_ref()?.history_sync_notification.as_ref()
 }
 
-/// Inflates and decodes a history blob.
+/// Inflates (bounded) and decodes a history blob (wa-appstate's history layer).
 pub fn decode_history(compressed: &[u8]) -> Result<HistorySync> {
-    let mut plain = Vec::new();
-    flate2::read::ZlibDecoder::new(compressed)
-        .take(MAX_HISTORY_BYTES + 1)
-        .read_to_end(&mut plain)
-        .map_err(|e| Error::Media(format!("history blob does not inflate: {e}")))?;
-    if plain.len() as u64 > MAX_HISTORY_BYTES {
-        return Err(Error::Media(format!("history blob inflates beyond {MAX_HISTORY_BYTES} bytes")));
-    }
-    HistorySync::decode(plain.as_slice()).map_err(protobuf("HistorySync"))
+    use wa_appstate::AppStateError as E;
+    let plain = wa_appstate::history::inflate(compressed, MAX_HISTORY_BYTES).map_err(|e| match e {
+        E::Inflate(why) => Error::Media(format!("history blob does not inflate: {why}")),
+        other => Error::Media(other.to_string()),
+    })?;
+    wa_appstate::history::decode_history(&plain).map_err(|e| match e {
+        E::Protobuf { what, source } => Error::Protobuf { what, source },
+        other => Error::Media(other.to_string()),
+    })
 }
 
 impl Client {
@@ -67,35 +65,36 @@ impl Client {
     }
 }
 
-/// Called for every stored message: a history notification from our own account is
-/// processed in the background (download, inflate, decode, [`Event::HistorySync`], then a
-/// `hist_sync` receipt); one from anyone else is ignored.
+/// Called for every stored message: a history notification from our own account gets its
+/// `hist_sync` receipt at once, to our own user (whatsmeow `message.go`
+/// `handleProtocolMessage` → `SendProtocolMessageReceipt`, Baileys `messages-recv.ts`), so the
+/// phone counts it delivered whether or not the download works; then it is processed in the
+/// background (download, inflate, decode, [`Event::HistorySync`]). One from anyone else is
+/// ignored.
 pub(crate) fn on_message(shared: &Arc<Shared>, info: &MessageInfo, message: &Message) {
     let Some(n) = notification_of(message) else { return };
-    let own = shared.own_ids().ok();
-    let ours = own.as_ref().is_some_and(|(pn, lid)| {
-        info.sender.user() == pn.user() || lid.as_ref().is_some_and(|l| info.sender.user() == l.user())
-    });
+    let Ok((own, own_lid)) = shared.own_ids() else { return };
+    let ours =
+        info.sender.user() == own.user() || own_lid.as_ref().is_some_and(|l| info.sender.user() == l.user());
     if !ours {
         warn!(sender = %info.sender, id = %info.id, "ignoring a history-sync notification from another account");
         return;
     }
+    let receipt = Node::new("receipt")
+        .attr("id", info.id.as_str())
+        .attr("type", "hist_sync")
+        .attr("to", own.to_non_ad());
+    if let Err(e) = shared.connection().and_then(|c| c.send(&receipt)) {
+        warn!(id = %info.id, %e, "hist_sync receipt not sent");
+    }
     let client = Client { shared: shared.clone() };
     let n = n.clone();
     let id = info.id.clone();
-    let sender = info.sender.clone();
     tokio::spawn(async move {
         match client.fetch_history_sync(&n).await {
             Ok(h) => {
                 debug!(%id, conversations = h.conversations.len(), "history sync");
                 client.shared.emit(Event::HistorySync(Arc::new(h)));
-                if let Ok(conn) = client.shared.connection() {
-                    let receipt = Node::new("receipt")
-                        .attr("id", id.as_str())
-                        .attr("type", "hist_sync")
-                        .attr("to", sender.to_non_ad());
-                    let _ = conn.send(&receipt);
-                }
             }
             Err(e) => warn!(%id, %e, "history sync failed; the notification stays available as a message"),
         }
@@ -106,6 +105,8 @@ pub(crate) fn on_message(shared: &Arc<Shared>, info: &MessageInfo, message: &Mes
 mod tests {
     #![allow(clippy::unwrap_used)]
     use std::io::Write as _;
+
+    use prost::Message as _;
 
     use super::*;
 

@@ -18,6 +18,8 @@
 //! # Ok(()) }
 //! ```
 
+mod account_sync;
+mod call;
 mod client;
 mod conn;
 mod creds;
@@ -29,9 +31,11 @@ pub mod history;
 mod http;
 mod identity;
 pub mod media;
+pub mod mediaretry;
 mod notification;
 mod pair;
 mod pair_code;
+mod peer;
 pub mod policy;
 pub mod proxy;
 pub mod qr;
@@ -41,7 +45,10 @@ mod send;
 
 pub use client::{BoxRng, Client, ClientBuilder, WHATSAPP_URL};
 pub use error::{Error, Result};
-pub use event::{Event, EventStream, MessageEvent, MessageInfo, ReceiptAck, ReceiptEvent, ReceiptKind};
+pub use event::{
+    AppStateVersion, CallEvent, Event, EventStream, MediaRetryAnswer, MediaRetryEvent, MessageEvent,
+    MessageInfo, OfflinePreview, PictureEvent, ReceiptAck, ReceiptEvent, ReceiptKind, UnavailableEvent,
+};
 pub use media::{
     EncryptedMedia, MediaOptions, MediaRef, MediaType, UploadedMedia, decrypt_media, encrypt_media,
 };

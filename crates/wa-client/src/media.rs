@@ -660,6 +660,11 @@ impl Client {
                         r.file_sha256.as_deref(),
                     );
                 }
+                // The file is gone, not the host unreachable: no other host has it either
+                // (whatsmeow `download.go` stops on 404 and 410 and offers a media retry).
+                Ok(resp) if matches!(resp.status, 404 | 410) => {
+                    return Err(Error::MediaGone { status: resp.status });
+                }
                 Ok(resp) => last_err = Some(Error::Media(format!("download failed: HTTP {}", resp.status))),
                 Err(e) => last_err = Some(e),
             }

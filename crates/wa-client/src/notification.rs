@@ -1,16 +1,25 @@
 //! Server notifications (`<notification type=…>`): prekey refills, identity changes, device
-//! lists, group changes, pairing-code steps.
+//! lists, group changes, pairing-code steps, own-account changes, app-state changes, contacts'
+//! pictures and about texts, trusted-contact tokens, media retry answers. Every one is
+//! acknowledged first (whatsmeow `notification.go` `handleNotification`, Baileys
+//! `messages-recv.ts` `handleNotification`), so a failure handling it never makes the server
+//! deliver it again and again.
 
 use std::sync::Arc;
 
 use tracing::{debug, warn};
 use wa_binary::{Jid, Node};
+use wa_store::{PrivacyToken, PrivacyTokenStore};
 
 use crate::client::{Shared, upload_pre_keys};
 use crate::conn::Connection;
 use crate::error::Result;
-use crate::event::{Event, GroupUpdateEvent};
+use crate::event::{AppStateVersion, Event, GroupUpdateEvent, PictureEvent};
 use crate::recv::ack_for;
+
+fn unix_t(node: &Node) -> u64 {
+    node.opt_attr_str("t").and_then(|t| t.parse().ok()).unwrap_or(0)
+}
 
 /// Handles a `<notification>`.
 pub(crate) async fn handle_notification(shared: &Arc<Shared>, conn: &Connection, node: Node) -> Result<()> {
@@ -57,7 +66,89 @@ pub(crate) async fn handle_notification(shared: &Arc<Shared>, conn: &Connection,
                 shared.emit(Event::PairError { error: e.to_string() });
             }
         }
+        "account_sync" => crate::account_sync::handle(shared, &node).await?,
+        "server_sync" => {
+            // whatsmeow fetches the collections here (`handleAppStateNotification`); we keep no
+            // app state, so naming them is the whole application.
+            let collections = node
+                .children_by_tag("collection")
+                .filter_map(|c| {
+                    let name = c.opt_attr_str("name")?.into_owned();
+                    Some(AppStateVersion { name, version: c.opt_attr_str("version")?.parse().ok()? })
+                })
+                .collect::<Vec<_>>();
+            if collections.is_empty() {
+                warn!("server_sync notification names no usable collection");
+            } else {
+                shared.emit(Event::AppStateChanged { collections });
+            }
+        }
+        "picture" => picture(shared, &node),
+        "status" => {
+            let text = node
+                .child("set")
+                .and_then(|s| s.content_bytes().map(|b| String::from_utf8_lossy(b).into_owned()));
+            if let (Ok(jid), Some(text)) = (node.attr_jid("from"), text) {
+                shared.emit(Event::AboutChanged { jid: jid.to_non_ad(), text, timestamp: unix_t(&node) });
+            }
+        }
+        "privacy_token" => privacy_tokens(shared, &node).await?,
+        "mediaretry" => match crate::mediaretry::parse_notification(&node) {
+            Ok(ev) => shared.emit(Event::MediaRetry(ev)),
+            Err(e) => warn!(%e, "malformed mediaretry notification"),
+        },
         other => debug!(r#type = other, "notification"),
+    }
+    Ok(())
+}
+
+/// `<notification type="picture">`: `<set jid id [author]/>`, `<add …/>` or `<delete jid/>`
+/// (whatsmeow `handlePictureNotification`).
+fn picture(shared: &Shared, node: &Node) {
+    for child in node.child_nodes() {
+        let removed = match child.tag.as_str() {
+            "set" | "add" => false,
+            "delete" => true,
+            _ => continue,
+        };
+        let Ok(jid) = child.attr_jid("jid").or_else(|_| node.attr_jid("from")) else { continue };
+        shared.emit(Event::Picture(PictureEvent {
+            jid: jid.to_non_ad(),
+            author: child.attr_jid("author").ok(),
+            picture_id: (!removed).then(|| child.opt_attr_str("id").map(|i| i.into_owned())).flatten(),
+            removed,
+            timestamp: unix_t(node),
+        }));
+    }
+}
+
+/// `<notification type="privacy_token" from [sender_lid]><tokens><token type="trusted_contact"
+/// t>bytes</token></tokens>`: each token is stored under the contact's LID when the server
+/// names it, else under `from` (whatsmeow `handlePrivacyTokenNotification`). A token older than
+/// the one held does not replace it.
+async fn privacy_tokens(shared: &Shared, node: &Node) -> Result<()> {
+    let from = node.attr_jid("from")?.to_non_ad();
+    let key = node.attr_jid("sender_lid").map(|l| l.to_non_ad()).unwrap_or_else(|_| from.clone());
+    let Some(tokens) = node.child("tokens") else {
+        warn!(%from, "privacy_token notification without <tokens>");
+        return Ok(());
+    };
+    for t in tokens.children_by_tag("token") {
+        if t.opt_attr_str("type").as_deref() != Some("trusted_contact") {
+            continue;
+        }
+        let Some(token) = t.content_bytes().filter(|b| !b.is_empty()) else { continue };
+        let timestamp = t.opt_attr_str("t").and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
+        let held = shared.store.get_privacy_token(&key.to_string()).await?;
+        if held.is_some_and(|h| h.timestamp > timestamp) {
+            debug!(%key, "older privacy token ignored");
+            continue;
+        }
+        shared
+            .store
+            .put_privacy_token(&key.to_string(), &PrivacyToken { token: token.to_vec(), timestamp })
+            .await?;
+        shared.emit(Event::PrivacyToken { from: from.clone(), stored_as: key.clone(), timestamp });
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ use crate::creds::{CredentialsExt, from_store_pair};
 use crate::error::{Error, Result};
 use crate::event::{
     ChatStateEvent, Event, MessageEvent, MessageInfo, PresenceEvent, ReceiptAck, ReceiptEvent, ReceiptKind,
-    UndecryptableEvent,
+    UnavailableEvent, UndecryptableEvent,
 };
 
 /// Largest number of retry receipts we send for one message.
@@ -128,7 +128,16 @@ pub(crate) async fn handle_message(shared: &Arc<Shared>, conn: &Connection, node
     };
     let encs: Vec<&Node> = node.children_by_tag("enc").collect();
     if encs.is_empty() {
-        conn.send(&ack_for(&node, if node.child("unavailable").is_some() { None } else { Some(488) }))?;
+        let Some(unavailable) = node.child("unavailable") else {
+            conn.send(&ack_for(&node, Some(488)))?;
+            return Ok(());
+        };
+        // The sender did not encrypt this for us: acknowledge the placeholder and ask our
+        // phone for the message (whatsmeow `decryptMessages` → `immediateRequestMessageFromPhone`).
+        conn.send(&ack_for(&node, None))?;
+        let kind = unavailable.opt_attr_str("type").map(|t| t.into_owned()).filter(|t| !t.is_empty());
+        crate::peer::request_from_phone(shared, &info);
+        shared.emit(Event::MessageUnavailable(UnavailableEvent { info, kind }));
         return Ok(());
     }
     let guard = shared.signal_lock.lock().await;
@@ -311,7 +320,12 @@ pub(crate) async fn handle_message(shared: &Arc<Shared>, conn: &Connection, node
             let receipt = delivery_receipt(shared, &node, &info);
             let (chat, sender, id) = (info.chat.to_string(), info.sender.to_string(), info.id.clone());
             crate::history::on_message(shared, &info, &message);
-            shared.emit(Event::Message(Arc::new(MessageEvent { info, message: *message })));
+            crate::peer::on_message(shared, &info, &message);
+            shared.emit(Event::Message(Arc::new(MessageEvent {
+                info,
+                message: *message,
+                unavailable_request_id: None,
+            })));
             if !shared.config.confirm_handled {
                 shared.store.mark_inbound_handled(&chat, &sender, &id).await?;
             }
@@ -374,8 +388,8 @@ pub(crate) async fn replay_pending(shared: &Shared) -> Result<()> {
             push_name: wmi.push_name,
             offline: true,
         };
-        shared
-            .emit(Event::Message(Arc::new(MessageEvent { info, message: wmi.message.unwrap_or_default() })));
+        let message = wmi.message.unwrap_or_default();
+        shared.emit(Event::Message(Arc::new(MessageEvent { info, message, unavailable_request_id: None })));
         if !confirm {
             shared.store.mark_inbound_handled(&m.chat, &m.sender, &m.id).await?;
         }
@@ -476,6 +490,9 @@ pub(crate) async fn handle_receipt(shared: &Arc<Shared>, conn: &Connection, node
             return Ok(());
         }
     };
+    if from.is_group() && !node.has_attr("participant") {
+        return handle_grouped_receipt(shared, conn, &node, from, ty.as_deref());
+    }
     let mut ids = vec![first_id.clone()];
     if let Some(list) = node.child("list") {
         ids.extend(list.children_by_tag("item").filter_map(|i| i.opt_attr_str("id").map(|s| s.into_owned())));
@@ -502,6 +519,64 @@ pub(crate) async fn handle_receipt(shared: &Arc<Shared>, conn: &Connection, node
         offline: node.has_attr("offline"),
         ack,
     }));
+    Ok(())
+}
+
+/// A group receipt without `participant`: `<participants key=<message id>><user jid t/>…`,
+/// several members confirming one message at once (whatsmeow `receipt.go`
+/// `handleGroupedReceipt`). One [`ReceiptEvent`] per member, in order; the stanza is
+/// acknowledged once, so with `confirm_handled` only the last event carries the ack (sent
+/// after the application recorded them all). Without `<participants>` it cannot be
+/// attributed: refused with 487 as whatsmeow does.
+fn handle_grouped_receipt(
+    shared: &Shared,
+    conn: &Connection,
+    node: &Node,
+    group: Jid,
+    ty: Option<&str>,
+) -> Result<()> {
+    let mut users = Vec::new();
+    for parts in node.children_by_tag("participants") {
+        let Some(key) = parts.opt_attr_str("key").filter(|k| !k.is_empty()) else { continue };
+        for u in parts.children_by_tag("user") {
+            match u.attr_jid("jid") {
+                Ok(jid) => {
+                    users.push((key.to_string(), jid, u.opt_attr_str("t").and_then(|t| t.parse().ok())))
+                }
+                Err(e) => warn!(%e, "grouped receipt: unusable user"),
+            }
+        }
+    }
+    if node.child("participants").is_none() {
+        warn!(node = %crate::conn::NodeDisplay(node), "group receipt with neither participant nor participants");
+        conn.send(&ack_for(node, Some(487)))?;
+        return Ok(());
+    }
+    let stanza_t = node.opt_attr_str("t").and_then(|t| t.parse().ok()).unwrap_or(0);
+    let offline = node.has_attr("offline");
+    let ack = if shared.config.confirm_handled && !users.is_empty() {
+        Some(Box::new(ReceiptAck {
+            id: node.opt_attr_str("id").map(|s| s.into_owned()).unwrap_or_default(),
+            receipt_type: ty.map(str::to_owned),
+            node: ack_for(node, None),
+            connection: conn.number(),
+        }))
+    } else {
+        conn.send(&ack_for(node, None))?;
+        None
+    };
+    let last = users.len().saturating_sub(1);
+    for (i, (key, sender, t)) in users.into_iter().enumerate() {
+        shared.emit(Event::Receipt(ReceiptEvent {
+            chat: group.clone(),
+            sender,
+            ids: vec![key],
+            kind: ReceiptKind::parse(ty),
+            timestamp: t.unwrap_or(stanza_t),
+            offline,
+            ack: if i == last { ack.clone() } else { None },
+        }));
+    }
     Ok(())
 }
 

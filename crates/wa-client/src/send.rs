@@ -23,7 +23,7 @@ use crate::creds::CredentialsExt;
 use crate::error::{Error, Result};
 
 /// How long device lists stay cached.
-const DEVICE_LIST_TTL: i64 = 3600;
+pub(crate) const DEVICE_LIST_TTL: i64 = 3600;
 /// How long sent messages are kept to answer retries.
 const SENT_MESSAGE_TTL: i64 = 7 * 24 * 3600;
 /// How long to wait for the server's ack of a sent message.
@@ -327,30 +327,8 @@ impl Client {
         } else {
             direct_stanza(shared, &to, &id, &message).await?
         };
-        let (tx, rx) = oneshot::channel();
-        lock(&shared.state.acks).insert(id.clone(), tx);
-        if let Err(e) = conn.send(&stanza) {
-            lock(&shared.state.acks).remove(&id);
-            return Err(e);
-        }
-        let ack = match tokio::time::timeout(SERVER_ACK_TIMEOUT, rx).await {
-            Ok(Ok(ack)) => ack,
-            Ok(Err(_)) => return Err(Error::NotConnected),
-            Err(_) => {
-                lock(&shared.state.acks).remove(&id);
-                return Err(Error::Timeout {
-                    what: format!("server ack of {id}"),
-                    after: SERVER_ACK_TIMEOUT,
-                });
-            }
-        };
-        if let Some(code) = ack.opt_attr_str("error") {
-            return Err(Error::Iq {
-                what: format!("message {id}"),
-                code: code.parse().unwrap_or(0),
-                text: "server refused message".into(),
-            });
-        }
+        let ack = send_for_ack(shared, &conn, &id, &stanza).await?;
+        // A stale device list shows as the server's phash (see `fanout`).
         if let Some(phash) = ack.opt_attr_str("phash")
             && !to.is_group()
         {
@@ -358,6 +336,44 @@ impl Client {
         }
         Ok(SendResult { id, timestamp: ack.opt_attr_str("t").and_then(|t| t.parse().ok()).unwrap_or(0) })
     }
+}
+
+/// Sends a message stanza and waits for the server's `<ack class="message">`.
+pub(crate) async fn send_and_await_ack(
+    shared: &Shared,
+    conn: &Connection,
+    id: String,
+    stanza: &Node,
+) -> Result<SendResult> {
+    let ack = send_for_ack(shared, conn, &id, stanza).await?;
+    Ok(SendResult { id, timestamp: ack.opt_attr_str("t").and_then(|t| t.parse().ok()).unwrap_or(0) })
+}
+
+/// Sends a message stanza and returns the server's ack, or the error it carries.
+async fn send_for_ack(shared: &Shared, conn: &Connection, id: &str, stanza: &Node) -> Result<Node> {
+    let id = id.to_owned();
+    let (tx, rx) = oneshot::channel();
+    lock(&shared.state.acks).insert(id.clone(), tx);
+    if let Err(e) = conn.send(stanza) {
+        lock(&shared.state.acks).remove(&id);
+        return Err(e);
+    }
+    let ack = match tokio::time::timeout(SERVER_ACK_TIMEOUT, rx).await {
+        Ok(Ok(ack)) => ack,
+        Ok(Err(_)) => return Err(Error::NotConnected),
+        Err(_) => {
+            lock(&shared.state.acks).remove(&id);
+            return Err(Error::Timeout { what: format!("server ack of {id}"), after: SERVER_ACK_TIMEOUT });
+        }
+    };
+    if let Some(code) = ack.opt_attr_str("error") {
+        return Err(Error::Iq {
+            what: format!("message {id}"),
+            code: code.parse().unwrap_or(0),
+            text: "server refused message".into(),
+        });
+    }
+    Ok(ack)
 }
 
 impl Client {
@@ -407,6 +423,39 @@ impl Client {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// A peer message (`category="peer"`) to our own phone: `<message to=<own user> type="text"
+/// category="peer"><meta appdata="default"/><enc/>[<device-identity/>]</message>`, encrypted
+/// for device 0 only (whatsmeow `send.go` `preparePeerMessageNode`). Not stored for retries
+/// (whatsmeow: "peer message retries aren't implemented").
+pub(crate) async fn peer_stanza(shared: &Shared, id: &str, message: &Message) -> Result<Node> {
+    let (own, _) = shared.own_ids()?;
+    let phone = own.to_non_ad();
+    let plain = pad(shared, message.encode_to_vec());
+    let _guard = shared.signal_lock.lock().await;
+    let (jid, addr, mut rec) = sessions_for(shared, std::slice::from_ref(&phone))
+        .await?
+        .pop()
+        .ok_or_else(|| Error::InvalidInput(format!("no session with our phone {jid}", jid = phone)))?;
+    let local = shared.credentials()?.local_identity();
+    let ct = rec.encrypt(&local, &plain)?;
+    let mut tx = shared.store.transaction();
+    tx.put_session(&addr, &rec.to_bytes());
+    tx.commit().await?;
+    let mut children = vec![Node::new("meta").attr("appdata", "default"), enc_node(&ct, None, None)];
+    if matches!(ct, CiphertextMessage::PreKey(_))
+        && let Some(di) = shared.credentials()?.signed_device_identity
+    {
+        children.push(Node::new("device-identity").bytes(di));
+    }
+    debug!(%jid, %id, "peer message");
+    Ok(Node::new("message")
+        .attr("to", phone)
+        .attr("id", id)
+        .attr("type", "text")
+        .attr("category", "peer")
+        .children(children))
 }
 
 /// Builds and durably records a 1:1 message stanza.

@@ -45,6 +45,16 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/control/phones/{pn}/remove-device", post(remove_device))
         .route("/control/phones/{pn}/reinstall", post(reinstall))
         .route("/control/phones/{pn}/devices/{device}/acked", get(device_acked))
+        .route("/control/phones/{pn}/devices/{device}/in-flight", get(device_in_flight))
+        .route("/control/phones/{pn}/picture", post(picture))
+        .route("/control/phones/{pn}/about", post(about))
+        .route("/control/phones/{pn}/app-state", post(app_state))
+        .route("/control/phones/{pn}/call", post(call))
+        .route("/control/phones/{pn}/end-call", post(end_call))
+        .route("/control/phones/{pn}/send-phone-only", post(send_phone_only))
+        .route("/control/phones/{pn}/appdata", post(appdata))
+        .route("/control/phones/{pn}/dirty", post(dirty))
+        .route("/control/groups/{gid}/receipts", post(group_receipts))
         .route("/control/groups", post(create_group))
         .route("/control/groups/{gid}/add", post(add_to_group))
         .route("/control/faults", post(fault))
@@ -64,6 +74,7 @@ impl From<ControlError> for ApiError {
             | ControlError::UnknownMedia(_)
             | ControlError::UnknownMessage(_)
             | ControlError::UnknownDevice(_)
+            | ControlError::UnknownCall(_)
             | ControlError::DeviceOffline(_) => StatusCode::NOT_FOUND,
             ControlError::AccountExists(_) => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
@@ -235,6 +246,149 @@ async fn device_acked(State(s): State<Arc<Shared>>, Path((pn, device)): Path<(St
     let a = w.account_by_pn(&pn)?;
     let ids = w.device_acked(a, device)?;
     Ok(Json(json!({ "ids": ids })))
+}
+
+/// Stanzas delivered to a device and not yet acknowledged.
+async fn device_in_flight(
+    State(s): State<Arc<Shared>>,
+    Path((pn, device)): Path<(String, u16)>,
+) -> ApiResult {
+    let w = s.world();
+    let account = w.account_by_pn(&pn)?;
+    let items = w.in_flight_of(DeviceAddr { account, device });
+    let items: Vec<_> =
+        items.into_iter().map(|(tag, id, ty)| json!({"tag": tag, "id": id, "type": ty})).collect();
+    Ok(Json(json!({ "in_flight": items })))
+}
+
+#[derive(Deserialize)]
+struct Picture {
+    #[serde(default)]
+    remove: bool,
+}
+
+async fn picture(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Json<Picture>) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    let id = w.phone_set_picture(a, b.remove);
+    Ok(Json(json!({ "id": id })))
+}
+
+#[derive(Deserialize)]
+struct About {
+    text: String,
+}
+
+async fn about(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Json<About>) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    w.phone_set_about(a, &b.text);
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct AppState {
+    collections: Vec<String>,
+}
+
+async fn app_state(
+    State(s): State<Arc<Shared>>,
+    Path(pn): Path<String>,
+    Json(b): Json<AppState>,
+) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    let names: Vec<&str> = b.collections.iter().map(String::as_str).collect();
+    let versions = w.phone_change_app_state(a, &names)?;
+    let versions: Vec<_> = versions.into_iter().map(|(n, v)| json!({"name": n, "version": v})).collect();
+    Ok(Json(json!({ "collections": versions })))
+}
+
+#[derive(Deserialize)]
+struct CallReq {
+    to: String,
+    #[serde(default)]
+    video: bool,
+}
+
+async fn call(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Json<CallReq>) -> ApiResult {
+    let to = parse_jid(&b.to)?;
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    let call_id = w.phone_call(a, &to, b.video)?;
+    Ok(Json(json!({ "call_id": call_id })))
+}
+
+#[derive(Deserialize)]
+struct EndCall {
+    call_id: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn end_call(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Json<EndCall>) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    w.phone_end_call(a, &b.call_id, b.reason.as_deref())?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct TextTo {
+    to: String,
+    text: String,
+}
+
+async fn send_phone_only(
+    State(s): State<Arc<Shared>>,
+    Path(pn): Path<String>,
+    Json(b): Json<TextTo>,
+) -> ApiResult {
+    let to = parse_jid(&b.to)?;
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    let id = w.phone_send_to_phone_only(a, &to, &b.text)?;
+    Ok(Json(json!({ "id": id })))
+}
+
+async fn appdata(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Json<TextTo>) -> ApiResult {
+    let to = parse_jid(&b.to)?;
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    let m = wa_proto::Message { conversation: Some(b.text), ..Default::default() };
+    let id = w.phone_send_appdata(a, &to, &m)?;
+    Ok(Json(json!({ "id": id })))
+}
+
+#[derive(Deserialize)]
+struct Dirty {
+    r#type: String,
+}
+
+async fn dirty(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Json<Dirty>) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    w.mark_dirty(a, &b.r#type);
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct GroupReceipts {
+    id: String,
+    #[serde(default)]
+    r#type: Option<String>,
+    readers: Vec<String>,
+}
+
+async fn group_receipts(
+    State(s): State<Arc<Shared>>,
+    Path(gid): Path<String>,
+    Json(b): Json<GroupReceipts>,
+) -> ApiResult {
+    let mut w = s.world();
+    let r = b.readers.iter().map(|p| w.account_by_pn(p)).collect::<Result<Vec<_>, _>>()?;
+    w.group_receipts(gid.trim_end_matches("@g.us"), &b.id, b.r#type.as_deref(), &r)?;
+    Ok(Json(json!({ "ok": true })))
 }
 
 #[derive(Deserialize)]

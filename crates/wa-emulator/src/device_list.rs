@@ -1,6 +1,6 @@
 //! A user's device list as others see it: the participant hash (`phash`, `device_hash`) over
-//! it, the accounts that keep a copy of it (contacts), and the `<notification type="devices">`
-//! those contacts' companions get when a companion is linked or removed.
+//! it, and the `<notification type="devices">` its contacts' companions (`traffic::contacts_of`)
+//! get when a companion is linked or removed.
 //!
 //! Sources: the hash is whatsmeow's `participantListHashV2` (`send.go`): `2:` and the unpadded
 //! standard base64 of the first six bytes of SHA-256 over the sorted `user.agent:device@server`
@@ -11,22 +11,12 @@
 //! on add and only its timestamp on remove) plus the `device_hash` attribute whatsmeow
 //! (`notification.go` `handleDeviceNotification`) compares with its updated cache.
 
-use std::collections::BTreeSet;
-
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD_NO_PAD;
 use wa_binary::{Jid, Node, Server};
 
 use crate::world::{AccountId, DeviceAddr, World};
 
-/// whatsmeow's `participantListHashV2` over device JIDs.
-pub(crate) fn participant_hash(devices: &[Jid]) -> String {
-    let mut ad: Vec<String> =
-        devices.iter().map(|j| format!("{}.0:{}@{}", j.user(), j.device(), j.server().as_str())).collect();
-    ad.sort_unstable();
-    let hash = wa_crypto::sha256(&[ad.concat().as_bytes()]);
-    format!("2:{}", STANDARD_NO_PAD.encode(&hash[..6]))
-}
+/// whatsmeow's `participantListHashV2` over device JIDs (see `notifications`).
+pub(crate) use crate::notifications::device_list_hash as participant_hash;
 
 /// A change of one user's device list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,57 +36,6 @@ impl World {
             .filter(|d| d.id == 0 || d.signed_identity.is_some())
             .map(|d| DeviceAddr { account, device: d.id })
             .collect()
-    }
-
-    /// The account's linked companions (not the phone).
-    pub(crate) fn linked_companions(&self, account: AccountId) -> Vec<DeviceAddr> {
-        self.linked_devices(account).into_iter().filter(|d| d.device != 0).collect()
-    }
-
-    /// The accounts holding `account`'s device list and keys: those it exchanged a 1:1
-    /// message with and those it shares a group with.
-    pub(crate) fn peers_of(&self, account: AccountId) -> BTreeSet<AccountId> {
-        let mut out: BTreeSet<AccountId> = self
-            .groups
-            .values()
-            .filter(|g| g.participants.contains_key(&account))
-            .flat_map(|g| g.participants.keys().copied())
-            .collect();
-        for &(a, b) in &self.peers {
-            if a == account {
-                out.insert(b);
-            } else if b == account {
-                out.insert(a);
-            }
-        }
-        out.remove(&account);
-        out
-    }
-
-    /// A 1:1 message went from `from` to `to`: each now keeps the other's device list.
-    pub(crate) fn note_peers(&mut self, from: AccountId, to: AccountId) {
-        if from != to {
-            self.peers.insert((from.min(to), from.max(to)));
-        }
-    }
-
-    /// Delivers `node` to every linked companion of `account` (the phone handles what it needs
-    /// directly).
-    pub(crate) fn deliver_to_linked_companions(&mut self, account: AccountId, node: &Node) {
-        for d in self.linked_companions(account) {
-            self.deliver(d, node.clone());
-        }
-    }
-
-    /// A notification from `from` with a fresh id and the current time.
-    pub(crate) fn server_notification(&mut self, ty: &str, from: Jid, children: Vec<Node>) -> Node {
-        let id = self.next_iq_id();
-        Node::new("notification")
-            .attr("from", from)
-            .attr("type", ty)
-            .attr("id", id)
-            .attr("t", self.now())
-            .children(children)
     }
 
     /// A companion of `account` was linked or removed: the phone signs a new key index list,
@@ -129,10 +68,10 @@ impl World {
             }
         };
         let lid = self.user_jid(account, Server::Lid);
-        let mut note = self.server_notification("devices", user, vec![child]);
+        let mut note = self.notification("devices", user, vec![child]);
         note.set_attr("lid", lid);
-        for peer in self.peers_of(account) {
-            self.deliver_to_linked_companions(peer, &note);
+        for peer in self.contacts_of(account) {
+            self.deliver_to_companions(peer, &note);
         }
     }
 }
@@ -140,6 +79,9 @@ impl World {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD_NO_PAD;
+
     use super::*;
     use crate::world::tests::{bare_world, companion};
 
@@ -168,7 +110,7 @@ mod tests {
         let mut d = companion(&w, carol, 1);
         d.signed_identity = Some(vec![1]);
         w.accounts[carol].devices.insert(1, d);
-        w.note_peers(alice, bob);
+        w.traffic.chats.insert((alice, bob));
         // Alice links device 4.
         let mut d = companion(&w, alice, 4);
         d.signed_identity = Some(vec![1]);

@@ -51,7 +51,7 @@ impl World {
                 )]),
             ),
             ("privacy", "tokens") => Some(self.iq_result(&iq)),
-            ("urn:xmpp:whatsapp:dirty", "clean") => Some(self.iq_result(&iq)),
+            ("urn:xmpp:whatsapp:dirty", "clean") => Some(self.on_clean(conn, &iq)),
             ("w:g2", _) => Some(self.on_group_iq(conn, &iq)),
             ("md", "remove-companion-device") => self.on_remove_companion(conn, &iq),
             ("w:stats", _) | ("w:sync:app:state", _) | ("status", _) | ("w:profile:picture", _) => {
@@ -134,19 +134,11 @@ impl World {
             ]));
         }
         let low = d.keys.pre_keys.len() < 5 && addr.device != 0;
-        let conn = d.conn;
-        if low && let Some(c) = conn {
+        if low && d.conn.is_some() {
             let n = d.keys.pre_keys.len();
-            let id = self.next_iq_id();
-            self.send(
-                c,
-                Node::new("notification")
-                    .attr("from", server_jid())
-                    .attr("type", "encrypt")
-                    .attr("id", id)
-                    .attr("t", self.now())
-                    .children([Node::new("count").attr("value", n)]),
-            );
+            let note = self.notification("encrypt", server_jid(), vec![Node::new("count").attr("value", n)]);
+            // Tracked like every notification: re-delivered if the device does not ack it.
+            self.deliver(addr, note);
         }
         Node::new("user").attr("jid", jid).children(children)
     }
@@ -188,5 +180,6 @@ impl World {
                 c.device = None;
             }
         }
+        self.notify_own_devices(addr.account);
     }
 }

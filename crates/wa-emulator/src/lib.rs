@@ -19,25 +19,35 @@
 //! The protocol state is sans-I/O: [`session::ServerSession`] (bytes in, events out) and
 //! [`World`] (nodes in, nodes to mailboxes out); [`server`] is the tokio shell.
 
+mod appdata;
+mod calls;
 mod clock;
 mod control;
 mod device_list;
 mod fanout;
+mod group_receipts;
 mod groups;
+mod ib;
 mod iq;
 mod keyindex;
 mod keys;
 mod linkcode;
 mod login;
 mod media;
+mod mediaretry;
+mod notifications;
 mod pairing;
 mod phone;
 mod phone_identity;
 mod prekey_upload;
+mod resend;
 mod routing;
 mod server;
 pub mod session;
+#[cfg(test)]
+mod testutil;
 mod tls;
+mod traffic;
 mod usync;
 mod world;
 
@@ -47,13 +57,15 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use wa_binary::Jid;
+use wa_binary::{Jid, Node};
 use wa_crypto::PublicKey;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use keyindex::{KEY_INDEX_LIST_SIGNATURE_PREFIX, KeyIndexList};
 pub use keys::ServerKeys;
 pub use media::{IMAGE_KEYS_INFO, decrypt_media, encrypt_media};
+pub use mediaretry::{MEDIA_TTL_SECS, media_retry_key};
+pub use notifications::{APP_STATE_COLLECTIONS, TC_TOKEN_BUCKET_SECS};
 pub use phone::{InboxMessage, PhoneReceipt};
 pub use phone_identity::AdvRefusal;
 pub use prekey_upload::UploadRefusal;
@@ -357,6 +369,66 @@ impl EmulatorHandle {
         })
     }
 
+    /// Stanzas delivered to a device and not yet acknowledged, oldest first: `(tag, id,
+    /// type)`. They are delivered again (with `offline`) when the device next logs in.
+    pub fn in_flight(&self, pn: &str, device: u16) -> Result<Vec<(String, String, String)>, ControlError> {
+        self.with_world(|w| {
+            let account = w.account_by_pn(pn)?;
+            Ok(w.in_flight_of(DeviceAddr { account, device }))
+        })
+    }
+
+    /// Test hook: delivers `node` to device `device` of `pn` as the server delivers its own
+    /// traffic (tracked until acknowledged, queued while the device is offline). For testing
+    /// how a client survives stanzas the model never produces itself, malformed ones above
+    /// all; it relaxes nothing the emulator checks in what clients send.
+    pub fn inject_stanza(&self, pn: &str, device: u16, node: Node) -> Result<(), ControlError> {
+        self.with_world(|w| {
+            let account = w.account_by_pn(pn)?;
+            w.deliver(DeviceAddr { account, device }, node);
+            Ok(())
+        })
+    }
+
+    /// Marks a dirty bit (`account_sync`, `groups`, `syncd_app_state`, …) on an account:
+    /// `<ib><dirty/>` to its companions now and at each login until one cleans it.
+    pub fn mark_dirty(&self, pn: &str, kind: &str) -> Result<(), ControlError> {
+        self.with_world(|w| {
+            let account = w.account_by_pn(pn)?;
+            w.mark_dirty(account, kind);
+            Ok(())
+        })
+    }
+
+    /// Dirty bits of an account not yet cleaned: `(type, timestamp)`.
+    pub fn dirty_bits(&self, pn: &str) -> Result<Vec<(String, u64)>, ControlError> {
+        self.with_world(|w| Ok(w.dirty_bits(w.account_by_pn(pn)?)))
+    }
+
+    /// The edge routing info the server last gave a device at login.
+    pub fn routing_info_of(&self, pn: &str, device: u16) -> Result<Option<Vec<u8>>, ControlError> {
+        self.with_world(|w| {
+            let account = w.account_by_pn(pn)?;
+            Ok(w.routing_info_of(DeviceAddr { account, device }))
+        })
+    }
+
+    /// Members `readers` (phone numbers) of `group` confirm message `id` together (`kind`:
+    /// `None` = delivered, `read`, `played`); a companion that sent it gets one grouped
+    /// receipt.
+    pub fn group_receipts(
+        &self,
+        group: &Jid,
+        id: &str,
+        kind: Option<&str>,
+        readers: &[&str],
+    ) -> Result<(), ControlError> {
+        self.with_world(|w| {
+            let r = readers.iter().map(|p| w.account_by_pn(p)).collect::<Result<Vec<_>, _>>()?;
+            w.group_receipts(group.user(), id, kind, &r)
+        })
+    }
+
     // ---------------------------------------------------------------- faults
 
     /// Closes a connection without a stream error.
@@ -529,6 +601,76 @@ impl PhoneHandle<'_> {
         self.emu.with_world(|w| {
             let a = self.account(w)?;
             w.phone_request_retry(a, id)
+        })
+    }
+
+    /// Sets a new profile picture (its contacts' companions get a `picture` notification, its
+    /// own an `account_sync`); returns the picture id.
+    pub fn set_picture(&self) -> Result<String, ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_set_picture(a, false).ok_or_else(|| ControlError::UnknownAccount(self.pn.clone()))
+        })
+    }
+
+    /// Removes the profile picture.
+    pub fn remove_picture(&self) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_set_picture(a, true);
+            Ok(())
+        })
+    }
+
+    /// Changes the about text (its contacts' companions get a `status` notification).
+    pub fn set_about(&self, text: &str) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_set_about(a, text);
+            Ok(())
+        })
+    }
+
+    /// Changes app state in `collections` (the account's companions get `server_sync`);
+    /// returns each collection's new version.
+    pub fn change_app_state(&self, collections: &[&str]) -> Result<Vec<(String, u64)>, ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_change_app_state(a, collections)
+        })
+    }
+
+    /// Calls the user `to` (the callee's companions get a `<call><offer/>`); returns the call id.
+    pub fn call(&self, to: &Jid, video: bool) -> Result<String, ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_call(a, to, video)
+        })
+    }
+
+    /// Ends a ringing call this phone placed or receives (`<call><terminate/>`).
+    pub fn end_call(&self, call_id: &str, reason: Option<&str>) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_end_call(a, call_id, reason)
+        })
+    }
+
+    /// Sends a text encrypted for the recipient's phone only: the recipient's companions get
+    /// an `<unavailable/>` placeholder and must ask their phone for it. Returns the id.
+    pub fn send_text_to_phone_only(&self, to: &Jid, text: &str) -> Result<String, ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_send_to_phone_only(a, to, text)
+        })
+    }
+
+    /// Sends a text as `<appdata>` to the companions of the user `to`; returns its id.
+    pub fn send_appdata(&self, to: &Jid, text: &str) -> Result<String, ControlError> {
+        let m = wa_proto::Message { conversation: Some(text.to_owned()), ..Default::default() };
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_send_appdata(a, to, &m)
         })
     }
 

@@ -73,6 +73,9 @@ impl World {
         let direct_path = format!("/m/{kind}/{token}.enc");
         let url = format!("{}{}", self.media_base, direct_path);
         self.media.insert(direct_path.clone(), blob);
+        // Its age decides when downloads start answering 410 (`mediaretry::MEDIA_TTL_SECS`).
+        let now = self.now();
+        self.traffic.media_stored_at.insert(direct_path.clone(), now);
         (direct_path, url)
     }
 
@@ -107,7 +110,10 @@ impl World {
             })),
             ..Default::default()
         };
-        self.phone_send(account, to, &message)
+        let id = self.phone_send(account, to, &message)?;
+        // The phone keeps its file: a media retry request makes it upload it again.
+        self.traffic.phone_media.insert((account, id.clone()), message);
+        Ok(id)
     }
 
     /// Downloads and decrypts an image message's file from the media store.

@@ -220,6 +220,7 @@ impl World {
         if let Some(k) = key_index {
             self.device_list_changed(addr.account, crate::device_list::DeviceChange::Added(addr.device, k));
         }
+        self.notify_own_devices(addr.account);
         if let Some(reg) = self.conns.get_mut(&conn).and_then(|c| c.registration.take()) {
             for r in reg.refs {
                 self.refs.remove(&r);

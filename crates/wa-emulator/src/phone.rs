@@ -110,7 +110,7 @@ impl Phone {
 }
 
 /// Pads as Baileys does: 1..=16 bytes, each equal to the count.
-fn pad<R: Rng + ?Sized>(mut plain: Vec<u8>, rng: &mut R) -> Vec<u8> {
+pub(crate) fn pad<R: Rng + ?Sized>(mut plain: Vec<u8>, rng: &mut R) -> Vec<u8> {
     let n = (rng.next_u32() & 0x0F) as u8 + 1;
     plain.extend(std::iter::repeat_n(n, usize::from(n)));
     plain
@@ -182,7 +182,7 @@ impl World {
 
     /// Encrypts `plain` (already padded) from `account`'s phone to `to`, starting a session
     /// from the device's bundle if there is none.
-    fn phone_encrypt(
+    pub(crate) fn phone_encrypt(
         &mut self,
         account: AccountId,
         to: DeviceAddr,
@@ -207,7 +207,7 @@ impl World {
         Ok(Node::new("enc").attr("v", "2").attr("type", ct.enc_type()).bytes(ct.into_bytes()))
     }
 
-    fn new_message_id(&mut self) -> String {
+    pub(crate) fn new_message_id(&mut self) -> String {
         format!("3EB0{}", self.random_hex(9))
     }
 
@@ -470,6 +470,7 @@ impl World {
             None => sender_jid.to_non_ad().to_string(),
         };
         let (kind, text) = result.as_ref().map(describe).unwrap_or(("undecryptable".into(), None));
+        let peer_request = result.as_ref().and_then(crate::resend::peer_request_of);
         // The inbox is a log of every message that arrived, repeats under the same id included
         // (a real phone shows one copy per message key; tests count distinct ids for that).
         if kind == "skdm" && error.is_none() {
@@ -499,6 +500,9 @@ impl World {
                 receipt = receipt.attr("to", sender_jid.to_non_ad());
             }
             self.route_receipt(DeviceAddr { account, device: 0 }, &receipt);
+        }
+        if let Some(request) = peer_request {
+            self.phone_answer_peer_request(account, sender, &id, &request);
         }
     }
 

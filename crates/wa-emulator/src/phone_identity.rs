@@ -81,9 +81,9 @@ impl World {
             }
         }
         let user = self.user_jid(account, Server::Pn);
-        let note = self.server_notification("encrypt", user, vec![wa_binary::Node::new("identity")]);
-        for peer in self.peers_of(account) {
-            self.deliver_to_linked_companions(peer, &note);
+        let note = self.notification("encrypt", user, vec![wa_binary::Node::new("identity")]);
+        for peer in self.contacts_of(account) {
+            self.deliver_to_companions(peer, &note);
         }
         self.emit(WorldEvent::PhoneReinstalled { pn });
         Ok(())
@@ -264,7 +264,7 @@ mod tests {
             d.signed_identity = Some(vec![1]);
             w.accounts[acct].devices.insert(dev, d);
         }
-        w.note_peers(b, a);
+        w.traffic.chats.insert((a, b));
         let before = w.accounts[a].phone.identity_public();
         let reg_before = w.accounts[a].devices[&0].keys.registration_id;
         w.phone_reinstall(a).unwrap();

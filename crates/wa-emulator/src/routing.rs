@@ -119,9 +119,6 @@ impl World {
             }
             return;
         }
-        if let Some(recipient) = self.account_of(to) {
-            self.note_peers(sender.account, recipient);
-        }
         for (t, enc) in addressed {
             if t == sender {
                 continue;
@@ -137,6 +134,7 @@ impl World {
             }
             self.deliver(t, node.children(children));
         }
+        self.note_direct_message(sender, to);
     }
 
     pub(crate) fn on_receipt(&mut self, conn: ConnId, r: Node) {
@@ -149,6 +147,11 @@ impl World {
             ack = ack.attr("type", ty.as_str());
         }
         self.send(conn, ack);
+        if ty == "server-error" {
+            // A media retry request is for the requester's own phone, not the message's sender.
+            self.on_media_retry_receipt(sender, &r);
+            return;
+        }
         let mut ids = vec![id];
         if let Some(list) = r.child("list") {
             ids.extend(list.children_by_tag("item").map(|i| attr(i, "id")));
@@ -158,8 +161,9 @@ impl World {
     }
 
     /// A device acknowledged messages: they leave its in-flight list and count as acked.
-    /// Only messages: a receipt in flight to the device may carry the same id (a receipt's id
-    /// is the id of the message it is about) and waits for its own `<ack class="receipt">`.
+    /// Only messages and appdata (which whatsmeow's `handleEncryptedMessage` confirms like a
+    /// message): a receipt in flight to the device may carry the same id (a receipt's id is
+    /// the id of the message it is about) and waits for its own `<ack class="receipt">`.
     pub(crate) fn on_device_ack(&mut self, conn: ConnId, ids: &[String]) {
         let Some(addr) = self.conns.get(&conn).and_then(|c| c.device) else { return };
         let Some(acct) = self.accounts.get_mut(addr.account) else { return };
@@ -168,7 +172,7 @@ impl World {
         let mut acked = Vec::new();
         for id in ids {
             let before = d.in_flight.len();
-            d.in_flight.retain(|n| n.tag != "message" || attr(n, "id") != *id);
+            d.in_flight.retain(|n| !matches!(n.tag.as_str(), "message" | "appdata") || attr(n, "id") != *id);
             if d.in_flight.len() < before {
                 if d.acked.len() >= MAX_ACKED_IDS {
                     d.acked.pop_front();

@@ -16,6 +16,7 @@ use axum::routing::{any, get, post};
 use futures::{SinkExt, StreamExt};
 use wa_noise::ResponderConfig;
 
+use crate::mediaretry::MediaFetch;
 use crate::session::{ServerSession, SessionEvent};
 use crate::world::{ConnCommand, Fault, World};
 
@@ -126,7 +127,11 @@ async fn run_connection(socket: WebSocket, shared: Arc<Shared>) {
                         }
                         SessionEvent::Handshaken(finished) => {
                             tracing::debug!(conn, pattern = ?session.pattern(), "noise handshake done");
-                            shared.world().on_handshake(conn, &finished)
+                            let mut w = shared.world();
+                            if let Some(ri) = session.routing_info() {
+                                w.on_intro_routing(conn, ri);
+                            }
+                            w.on_handshake(conn, &finished)
                         }
                         SessionEvent::Node(node) => shared.world().on_node(conn, *node),
                     }
@@ -223,8 +228,9 @@ async fn media_download(
     Path((kind, file)): Path<(String, String)>,
 ) -> Response {
     let w = shared.world();
-    match w.media.get(&format!("/m/{kind}/{file}")) {
-        Some(blob) => (StatusCode::OK, blob.clone()).into_response(),
-        None => (StatusCode::NOT_FOUND, "no such media").into_response(),
+    match w.media_download(&format!("/m/{kind}/{file}")) {
+        MediaFetch::Found(blob) => (StatusCode::OK, blob).into_response(),
+        MediaFetch::Expired => (StatusCode::GONE, "media expired").into_response(),
+        MediaFetch::Missing => (StatusCode::NOT_FOUND, "no such media").into_response(),
     }
 }

@@ -94,6 +94,11 @@ impl ServerSession {
         self.pattern
     }
 
+    /// The edge routing info of the client's intro (`ED 00 01 len routing`), if it had one.
+    pub fn routing_info(&self) -> Option<&[u8]> {
+        self.frames.connection_header().and_then(|h| h.routing_info())
+    }
+
     /// Whether the handshake has completed.
     pub fn is_established(&self) -> bool {
         matches!(self.state, State::Transport(_))

@@ -107,10 +107,11 @@ pub struct Device {
     pub conn: Option<ConnId>,
     /// Stanzas waiting for the device to come online.
     pub offline: VecDeque<Node>,
-    /// Messages and receipts sent on the device's connection and not yet acknowledged (a
+    /// Stanzas sent on the device's connection and not yet acknowledged (see [`awaits_ack`]: a
     /// message by a receipt or an `<ack class="message">`, a receipt by its `<ack
-    /// class="receipt">`); they go back to the front of `offline` when the connection ends,
-    /// as WhatsApp re-delivers what a device did not acknowledge.
+    /// class="receipt">`, a notification, call or appdata by its `<ack class=…>`); they go
+    /// back to the front of `offline` when the connection ends, as WhatsApp re-delivers what
+    /// a device did not acknowledge.
     pub in_flight: VecDeque<Node>,
     /// Ids of the messages the device acknowledged, oldest first (the latest
     /// [`MAX_ACKED_IDS`]).
@@ -130,10 +131,12 @@ pub const MAX_ACKED_IDS: usize = 100_000;
 pub const MAX_EVENT_LOG: usize = 100_000;
 
 /// Whether a stanza delivered to a companion waits in flight for the device's acknowledgement
-/// (and is delivered again if the connection ends first): messages and receipts. Other
-/// stanzas (notifications, presence) are fire-and-forget here.
-fn awaits_ack(node: &Node) -> bool {
-    matches!(node.tag.as_str(), "message" | "receipt")
+/// (and is delivered again if the connection ends first): every class the clients acknowledge
+/// (whatsmeow `client.go` node handlers with `receipt.go` `sendAck`/`maybeDeferredAck`,
+/// `notification.go`, `call.go`; Baileys `messages-recv.ts` `sendMessageAck`). `<ib>`,
+/// presence and chat states are never acknowledged, so they are fire-and-forget.
+pub(crate) fn awaits_ack(node: &Node) -> bool {
+    matches!(node.tag.as_str(), "message" | "receipt" | "notification" | "call" | "appdata")
 }
 
 impl Device {
@@ -244,7 +247,7 @@ pub enum WorldEvent {
     PhoneReceived { pn: String, id: String },
     /// A receipt reached a phone.
     PhoneReceipt { pn: String, id: String, kind: String },
-    /// A device acknowledged a message delivered to it (receipt or `<ack class="message">`).
+    /// A device acknowledged a message (or appdata) delivered to it (receipt or `<ack>`).
     DeviceAcked { pn: String, device: u16, id: String },
     /// A companion acknowledged a receipt delivered to it (`<ack class="receipt">`); `kind` is
     /// the receipt's type (empty for a delivery receipt).
@@ -255,6 +258,20 @@ pub enum WorldEvent {
     PhoneReinstalled { pn: String },
     /// A node the server does not support was answered with an error.
     Unsupported { conn: ConnId, tag: String, xmlns: String },
+    /// A companion acknowledged a notification or call delivered to it (`<ack class=…>`);
+    /// `kind` is a notification's `type`, or a call's child tag (`offer`, `terminate`, …).
+    /// (Appdata is acknowledged like a message: [`WorldEvent::DeviceAcked`].)
+    StanzaAcked { pn: String, device: u16, class: String, id: String, kind: String },
+    /// A companion cleaned a dirty bit (`<iq xmlns="urn:xmpp:whatsapp:dirty"><clean type>`).
+    DirtyCleaned { pn: String, device: u16, kind: String },
+    /// A connection's intro carried edge routing info (`ED 00 01 len routing`).
+    RoutingInfoPresented { conn: ConnId, routing_info: Vec<u8> },
+    /// A phone answered a media retry request (`result` as in `MediaRetryNotification`:
+    /// `success`, `not_found`, `decryption_error`); `direct_path` is the new upload's.
+    MediaRetryAnswered { pn: String, id: String, result: String, direct_path: Option<String> },
+    /// A phone answered a placeholder resend request for message `id` from its companion
+    /// `device` (`found`: it had the message).
+    PlaceholderResent { pn: String, device: u16, id: String, found: bool },
 }
 
 /// Emulator-wide behaviour switches and counters.
@@ -280,8 +297,6 @@ pub struct World {
     pub(crate) media_auth: String,
     pub(crate) media_base: String,
     pub(crate) sent_by: HashMap<String, DeviceAddr>,
-    /// Pairs of accounts (lower id first) that exchanged a 1:1 message (see `device_list`).
-    pub(crate) peers: std::collections::BTreeSet<(AccountId, AccountId)>,
     pub(crate) policy: Policy,
     /// The most recent [`MAX_EVENT_LOG`] events, oldest first.
     pub(crate) events: VecDeque<WorldEvent>,
@@ -292,6 +307,8 @@ pub struct World {
     pub(crate) lid_in_usync: bool,
     /// One-time prekeys a new phone generates.
     pub(crate) phone_pre_keys: u32,
+    /// State of the server-initiated traffic (dirty bits, media ages, tokens, calls, …).
+    pub(crate) traffic: crate::traffic::Traffic,
 }
 
 /// Errors of control operations (bad arguments, unknown names).
@@ -346,6 +363,12 @@ pub enum ControlError {
     /// The phone has no message with this id.
     #[error("the phone has no message with id {0:?}")]
     UnknownMessage(String),
+    /// Not an app-state collection name.
+    #[error("no app-state collection {0:?}")]
+    UnknownCollection(String),
+    /// No call with this id is ringing.
+    #[error("no call {0:?} is ringing")]
+    UnknownCall(String),
 }
 
 pub(crate) fn be_bytes(n: u32, len: usize) -> Vec<u8> {
@@ -397,7 +420,6 @@ impl World {
             media_auth: String::new(),
             media_base: String::new(),
             sent_by: HashMap::new(),
-            peers: std::collections::BTreeSet::new(),
             policy: Policy::default(),
             events: VecDeque::new(),
             event_tx: None,
@@ -406,6 +428,7 @@ impl World {
             refs_per_pairing,
             lid_in_usync: false,
             phone_pre_keys: crate::phone::PHONE_PRE_KEYS,
+            traffic: crate::traffic::Traffic::default(),
         }
     }
 
@@ -613,6 +636,7 @@ impl World {
             }
         }
         let count = queued.len();
+        self.bulletins_before_offline(conn, &queued);
         for node in queued {
             self.send(conn, node);
         }
@@ -620,6 +644,7 @@ impl World {
             conn,
             Node::new("ib").attr("from", server_jid()).children([Node::new("offline").attr("count", count)]),
         );
+        self.bulletins_after_offline(conn, addr);
     }
 
     /// Delivers a stanza to a device: the phone handles it at once; a companion gets it on
@@ -653,12 +678,12 @@ impl World {
             "message" => self.on_message(conn, node),
             "receipt" => self.on_receipt(conn, node),
             "ack" => match attr(&node, "class").as_str() {
-                "message" => {
+                "message" | "appdata" => {
                     let id = attr(&node, "id");
                     self.on_device_ack(conn, std::slice::from_ref(&id));
                 }
                 "receipt" => self.on_receipt_ack(conn, &node),
-                _ => {}
+                _ => self.on_stanza_ack(conn, &node),
             },
             "ib" | "presence" | "chatstate" => {}
             "notification" | "call" => {
@@ -773,10 +798,13 @@ pub(crate) mod tests {
         (conn, rx)
     }
 
+    /// What the connection was sent, without the edge routing bulletin of each login (ib.rs).
     fn sent(rx: &mut tokio::sync::mpsc::UnboundedReceiver<ConnCommand>) -> Vec<Node> {
         let mut out = Vec::new();
         while let Ok(c) = rx.try_recv() {
-            if let ConnCommand::Node(n) = c {
+            if let ConnCommand::Node(n) = c
+                && n.child("edge_routing").is_none()
+            {
                 out.push(*n);
             }
         }

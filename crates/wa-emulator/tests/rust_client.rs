@@ -255,9 +255,33 @@ async fn handshake_pair_login_and_post_login_iqs() {
     assert_eq!(count.child("count").unwrap().attr_str("value").unwrap(), "5");
     let active = c.iq("passive", "set", "4", vec![Node::new("active")]).await;
     assert_eq!(active.attr_str("type").unwrap(), "result");
+    // Activation: edge routing, a preview of the queue (the device list notification the
+    // pairing queued), the queue, then the end-of-queue marker.
+    let routing = c.recv().await.unwrap();
+    assert!(routing.child_path(&["edge_routing", "routing_info"]).is_some(), "{routing:?}");
+    let preview = c.recv().await.unwrap();
+    let preview = preview.child("offline_preview").unwrap();
+    assert_eq!(preview.attr_str("count").unwrap(), "1");
+    assert_eq!(preview.attr_str("notification").unwrap(), "1");
+    let sync = c.recv().await.unwrap();
+    assert_eq!(
+        (sync.tag.as_str(), sync.attr_str("type").unwrap().as_ref()),
+        ("notification", "account_sync")
+    );
+    assert_eq!(sync.attr_str("offline").unwrap(), "1");
+    let listed = sync.child("devices").unwrap().children_by_tag("device").count();
+    assert_eq!(listed, 2, "the phone and this companion");
+    c.send(
+        &Node::new("ack")
+            .attr("class", "notification")
+            .attr("id", sync.attr_str("id").unwrap().as_ref())
+            .attr("to", sync.attr_jid("from").unwrap())
+            .attr("type", "account_sync"),
+    )
+    .await;
     let offline = c.recv().await.unwrap();
     assert_eq!(offline.tag, "ib");
-    assert_eq!(offline.child("offline").unwrap().attr_str("count").unwrap(), "0");
+    assert_eq!(offline.child("offline").unwrap().attr_str("count").unwrap(), "1");
     let digest = c.iq("encrypt", "get", "5", vec![Node::new("digest")]).await;
     assert!(digest.child("digest").is_some());
     let ping = c.iq("w:p", "get", "6", vec![Node::new("ping")]).await;
@@ -265,6 +289,8 @@ async fn handshake_pair_login_and_post_login_iqs() {
     let unknown = c.iq("w:nonsense", "get", "7", vec![Node::new("thing")]).await;
     assert_eq!(unknown.attr_str("type").unwrap(), "error");
     assert_eq!(unknown.child("error").unwrap().attr_str("code").unwrap(), "501");
+    // The notification's ack arrived before the iqs that followed it: nothing is in flight.
+    assert_eq!(emu.in_flight(PN, u16::try_from(device).unwrap()).unwrap(), vec![]);
 }
 
 #[tokio::test]
