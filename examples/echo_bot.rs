@@ -33,9 +33,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
     let store = Store::open_sqlite(&db_path, Default::default()).await?;
-    let mut builder = Client::builder().store(store.device(&DeviceId::new("default")?)).push_name("echo bot");
-    if let Some(emu) = &emulator {
-        builder = builder.url(emu.ws_url()).root_key(emu.root_public_key());
+    // No push name: the account keeps the name its owner chose on the phone.
+    let mut builder = Client::builder().store(store.device(&DeviceId::new("default")?));
+    match &emulator {
+        Some(emu) => builder = builder.url(emu.ws_url()).root_key(emu.root_public_key()),
+        // WhatsApp refuses a stale WhatsApp Web version with 405: report the current one.
+        None => builder = builder.fetch_version(wa::client::VersionFetcher::new()),
     }
     let client = builder.build()?;
     let mut events = client.events();

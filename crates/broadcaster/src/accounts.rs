@@ -26,8 +26,15 @@ pub struct Account {
     /// E.164, once known.
     pub phone: Option<String>,
     pub push_name: Option<String>,
+    /// The name WhatsApp shows to others for this account, announced at every login. `null`
+    /// (the default): nothing is announced and the name the owner chose on the phone stays.
+    pub push_name_override: Option<String>,
     pub state: AccountState,
+    /// Why the account is in its state, in plain words.
     pub state_reason: Option<String>,
+    /// A stable code for some reasons: `client_outdated` when WhatsApp refused the WhatsApp Web
+    /// version as outdated (state `error`; see `--wa-version`).
+    pub state_reason_code: Option<String>,
     pub daily_limit: i64,
     /// IANA time zone in which the daily counters reset.
     pub time_zone: String,
@@ -131,7 +138,7 @@ fn with_usage(c: &crate::db::Conn, mut a: Account, now: i64) -> crate::db::DbRes
     Ok(a)
 }
 
-const ACCOUNT_COLUMNS: &str = "id, name, phone, push_name, state, state_reason, daily_limit, time_zone, last_connected_at, created_at, updated_at";
+const ACCOUNT_COLUMNS: &str = "id, name, phone, push_name, state, state_reason, daily_limit, time_zone, last_connected_at, created_at, updated_at, push_name_override, state_reason_code";
 
 fn account_from_row(r: &Row) -> crate::db::DbResult<Account> {
     let state: String = r.get(4)?;
@@ -148,6 +155,8 @@ fn account_from_row(r: &Row) -> crate::db::DbResult<Account> {
         last_connected_at: r.get(8)?,
         created_at: r.get(9)?,
         updated_at: r.get(10)?,
+        push_name_override: r.get(11)?,
+        state_reason_code: r.get(12)?,
         today: None,
         health: None,
     })
@@ -183,6 +192,20 @@ pub fn transition(
     reason: Option<&str>,
     now: i64,
 ) -> Result<AccountState, TransitionError> {
+    transition_with_code(c, tenant_id, account_id, to, reason, None, now)
+}
+
+/// [`transition`] with a stable reason code (`client_outdated`), kept until the next
+/// transition.
+pub fn transition_with_code(
+    c: &mut crate::db::Conn,
+    tenant_id: &str,
+    account_id: &str,
+    to: AccountState,
+    reason: Option<&str>,
+    code: Option<&str>,
+    now: i64,
+) -> Result<AccountState, TransitionError> {
     let tx = c.transaction()?;
     let from: String = tx
         .query_row(
@@ -198,9 +221,10 @@ pub fn transition(
     }
     tx.execute(
         "UPDATE accounts SET state = ?3, state_reason = ?4, updated_at = ?5,
-           last_connected_at = CASE WHEN ?3 = 'active' THEN ?5 ELSE last_connected_at END
+           last_connected_at = CASE WHEN ?3 = 'active' THEN ?5 ELSE last_connected_at END,
+           state_reason_code = ?6
          WHERE tenant_id = ?1 AND id = ?2",
-        params![tenant_id, account_id, to.as_str(), reason, now],
+        params![tenant_id, account_id, to.as_str(), reason, now, code],
     )?;
     tx.execute(
         "INSERT INTO account_activity (tenant_id, account_id, from_state, to_state, reason, at) VALUES (?1,?2,?3,?4,?5,?6)",
@@ -211,12 +235,18 @@ pub fn transition(
         tenant_id,
         Some(account_id),
         "connection_update",
-        serde_json::json!({ "account_id": account_id, "from": from.as_str(), "state": to.as_str(), "reason": reason }),
+        serde_json::json!({
+            "account_id": account_id, "from": from.as_str(), "state": to.as_str(), "reason": reason,
+            "reason_code": code,
+        }),
         now,
     )?;
     tx.commit()?;
     Ok(from)
 }
+
+/// `state_reason_code` of an account stopped because WhatsApp refused its WhatsApp Web version.
+pub const REASON_CLIENT_OUTDATED: &str = "client_outdated";
 
 /// Applies what a session reported: a state transition, and for `Connected` the learned phone and
 /// push name. Illegal transitions are logged and dropped (a late event from an old session).
@@ -227,6 +257,7 @@ pub fn apply_session_event(
     event: &SessionEvent,
     now: i64,
 ) -> Result<(), TransitionError> {
+    let mut code = None;
     let (to, reason) = match event {
         SessionEvent::Qr { .. } => (AccountState::QrReady, None),
         SessionEvent::PairingCode { .. } => (AccountState::PairingCodeReady, None),
@@ -242,10 +273,14 @@ pub fn apply_session_event(
         SessionEvent::Disconnected { reason } => (AccountState::Disconnected, Some(reason.as_str())),
         SessionEvent::LoggedOut { reason } => (AccountState::LoggedOut, Some(reason.as_str())),
         SessionEvent::Failed { reason } => (AccountState::Error, Some(reason.as_str())),
+        SessionEvent::ClientOutdated { message } => {
+            code = Some(REASON_CLIENT_OUTDATED);
+            (AccountState::Error, Some(message.as_str()))
+        }
         // Message events are not connection transitions; the messages module records them.
         SessionEvent::MessageStatus { .. } | SessionEvent::IncomingMessage { .. } => return Ok(()),
     };
-    match transition(c, tenant_id, account_id, to, reason, now) {
+    match transition_with_code(c, tenant_id, account_id, to, reason, code, now) {
         Ok(_) => Ok(()),
         Err(TransitionError::Illegal { from, to }) => {
             tracing::warn!(
@@ -271,6 +306,9 @@ pub struct CreateAccount {
     /// IANA time zone for the daily counters (default UTC); also accepted as `timezone`.
     #[serde(alias = "timezone")]
     pub time_zone: Option<String>,
+    /// The name WhatsApp shows to others for this account (1 to 25 characters), announced at
+    /// every login. Omit it to keep the name the owner chose on the phone.
+    pub push_name_override: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -281,6 +319,34 @@ pub struct UpdateAccount {
     /// IANA time zone name; also accepted as `timezone`.
     #[serde(alias = "timezone")]
     pub time_zone: Option<String>,
+    /// A new name to announce (1 to 25 characters), or `null` to stop announcing one and leave
+    /// the owner's; omitted: unchanged. Takes effect at the account's next connection.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub push_name_override: Option<Option<String>>,
+}
+
+/// `Some(None)` for an explicit `null`, `Some(Some(v))` for a value; absent stays `None`
+/// (with `#[serde(default)]`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// WhatsApp's profile names are at most 25 characters.
+const MAX_PUSH_NAME_CHARS: usize = 25;
+
+/// A push name to announce: trimmed, 1 to 25 characters, no control characters.
+fn check_push_name(name: &str) -> Result<String, ApiError> {
+    let n = name.trim();
+    if n.is_empty() || n.chars().count() > MAX_PUSH_NAME_CHARS || n.chars().any(char::is_control) {
+        return Err(ApiError::bad(
+            "invalid_push_name",
+            format!(
+                "push_name_override must be 1 to {MAX_PUSH_NAME_CHARS} characters without control characters"
+            ),
+        ));
+    }
+    Ok(n.to_owned())
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -333,6 +399,7 @@ pub async fn create(
     let limit = req.daily_limit.unwrap_or(DEFAULT_DAILY_LIMIT);
     check_limit(limit)?;
     let tz = check_time_zone(req.time_zone.as_deref().unwrap_or("UTC"))?;
+    let push_name = req.push_name_override.as_deref().map(check_push_name).transpose()?;
     let now = st.clock.now_ms();
     let tenant = p.tenant_id.clone();
     let out = st
@@ -341,9 +408,9 @@ pub async fn create(
             let id = new_id("acc");
             let tx = c.transaction()?;
             let r = tx.execute(
-                "INSERT INTO accounts (id, tenant_id, name, phone, state, daily_limit, time_zone, created_at, updated_at)
-                 VALUES (?1,?2,?3,?4,'inactive',?5,?6,?7,?7)",
-                params![id, tenant, req.name.trim(), phone, limit, tz, now],
+                "INSERT INTO accounts (id, tenant_id, name, phone, state, daily_limit, time_zone, created_at, updated_at, push_name_override)
+                 VALUES (?1,?2,?3,?4,'inactive',?5,?6,?7,?7,?8)",
+                params![id, tenant, req.name.trim(), phone, limit, tz, now, push_name],
             );
             if let Err(e) = &r
                 && e.is_constraint_violation()
@@ -437,14 +504,31 @@ pub async fn update(
         check_limit(l)?;
     }
     let time_zone = req.time_zone.as_deref().map(check_time_zone).transpose()?;
+    // (set it?, the new value): an explicit null clears it.
+    let push_name = match &req.push_name_override {
+        None => (false, None),
+        Some(None) => (true, None),
+        Some(Some(n)) => (true, Some(check_push_name(n)?)),
+    };
     let now = st.clock.now_ms();
     let tenant = p.tenant_id.clone();
     st.db
         .call(move |c| {
             let n = c.execute(
                 "UPDATE accounts SET name = COALESCE(?3, name), daily_limit = COALESCE(?4, daily_limit),
-                   time_zone = COALESCE(?5, time_zone), updated_at = ?6 WHERE tenant_id = ?1 AND id = ?2",
-                params![tenant, id, req.name.as_deref().map(str::trim), req.daily_limit, time_zone, now],
+                   time_zone = COALESCE(?5, time_zone), updated_at = ?6,
+                   push_name_override = CASE WHEN ?7 = 1 THEN CAST(?8 AS TEXT) ELSE push_name_override END
+                 WHERE tenant_id = ?1 AND id = ?2",
+                params![
+                    tenant,
+                    id,
+                    req.name.as_deref().map(str::trim),
+                    req.daily_limit,
+                    time_zone,
+                    now,
+                    i64::from(push_name.0),
+                    push_name.1
+                ],
             )?;
             if n == 0 {
                 Ok(None)
@@ -645,8 +729,9 @@ pub async fn connect(
         )
     })?;
     run_transition(&st, &p.tenant_id, &id, AccountState::Connecting, Some("connect requested")).await?;
+    let options = session_options(&st, &p.tenant_id, &id).await?;
     let mut live = st.live.subscribe();
-    if let Err(e) = runtime.connect(&p.tenant_id, &id, method).await {
+    if let Err(e) = runtime.connect_with(&p.tenant_id, &id, method, options).await {
         let reason = e.to_string();
         run_transition(&st, &p.tenant_id, &id, AccountState::Error, Some(&reason)).await?;
         return Err(ApiError::Unavailable(format!("connect failed: {reason}")));
@@ -894,7 +979,8 @@ fn applied_events(
             "connection_update",
             serde_json::json!({
                 "account_id": account_id, "from": before.map(AccountState::as_str), "state": acc.state.as_str(),
-                "reason": acc.state_reason, "phone": acc.phone, "push_name": acc.push_name,
+                "reason": acc.state_reason, "reason_code": acc.state_reason_code, "phone": acc.phone,
+                "push_name": acc.push_name,
             }),
         ));
     }
@@ -959,6 +1045,28 @@ impl crate::runtime::SessionEvents for DbSessionEvents {
             durable
         })
     }
+}
+
+/// What the account's session starts with (its push name to announce, if any).
+pub(crate) async fn session_options(
+    st: &AppState,
+    tenant_id: &str,
+    account_id: &str,
+) -> Result<crate::runtime::SessionOptions, ApiError> {
+    let (tenant_id, account_id) = (tenant_id.to_owned(), account_id.to_owned());
+    let push_name: Option<Option<String>> = st
+        .db
+        .call(move |c| {
+            c.query_row(
+                "SELECT push_name_override FROM accounts WHERE tenant_id = ?1 AND id = ?2",
+                params![tenant_id, account_id],
+                |r| r.get::<Option<String>>(0),
+            )
+            .optional()
+        })
+        .await?;
+    let push_name = push_name.ok_or(ApiError::NotFound("account"))?;
+    Ok(crate::runtime::SessionOptions { push_name })
 }
 
 /// `NotFound("account")` unless `account_id` belongs to `tenant_id` (another tenant's account

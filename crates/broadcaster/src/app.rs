@@ -62,15 +62,33 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// `/readyz`: the server can serve, and which WhatsApp Web version its sessions report.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Ready {
+    /// Always `ready` (a server that is not answers 503).
+    pub status: String,
+    /// The WhatsApp Web version the sessions report now, e.g. `2.3000.1045649367` (absent
+    /// without a WhatsApp runtime).
+    pub wa_version: Option<String>,
+    /// Where it came from: `configured` (`--wa-version`), `fetched` (`auto`, from sw.js) or
+    /// `built_in` (`auto` before or without a successful fetch).
+    pub wa_version_source: Option<String>,
+}
+
 /// Readiness: the database answers.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
-    responses((status = 200, description = "ready"), (status = 503, body = crate::error::ErrorBody)))]
-pub async fn readyz(State(st): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    responses((status = 200, description = "ready", body = Ready), (status = 503, body = crate::error::ErrorBody)))]
+pub async fn readyz(State(st): State<AppState>) -> Result<Json<Ready>, ApiError> {
     st.db
         .call(|c| c.query_row("SELECT 1", [], |r| r.get::<i64>(0)))
         .await
         .map_err(|e| ApiError::Unavailable(format!("database not ready: {e}")))?;
-    Ok(Json(serde_json::json!({ "status": "ready" })))
+    let in_use = st.wa_version.as_ref().map(|v| v.in_use());
+    Ok(Json(Ready {
+        status: "ready".into(),
+        wa_version: in_use.map(|(v, _)| wa_client::version::format_app_version(v)),
+        wa_version_source: in_use.map(|(_, s)| s.as_str().to_owned()),
+    }))
 }
 
 async fn openapi_json() -> impl IntoResponse {

@@ -87,8 +87,13 @@ pub async fn start_session(
     let id = match existing {
         Some(id) => id,
         None => {
-            let create =
-                CreateAccount { name: phone.clone(), phone: Some(phone), daily_limit: None, time_zone: None };
+            let create = CreateAccount {
+                name: phone.clone(),
+                phone: Some(phone),
+                daily_limit: None,
+                time_zone: None,
+                push_name_override: None,
+            };
             let (_, Json(a)) = accounts::create(State(st.clone()), p.clone(), ApiJson(create)).await?;
             a.id
         }

@@ -31,7 +31,8 @@ pub struct Cli {
     /// TOML configuration file (keys: listen, data_dir, max_body_bytes, shutdown_timeout_secs,
     /// webhook_max_attempts, webhook_base_delay_ms, webhook_max_delay_ms, webhook_timeout_secs, log,
     /// emulator, rate_limit_per_minute, media_max_bytes, auth_store, auth_store_database,
-    /// emulator_url, emulator_root_key, emulator_media_ca, pending_send_max_age_secs).
+    /// emulator_url, emulator_root_key, emulator_media_ca, pending_send_max_age_secs, wa_version,
+    /// wa_version_url).
     #[arg(long, short = 'c', env = "BROADCASTER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -97,6 +98,33 @@ pub struct Cli {
     /// requested fails with the reason `expired` instead [default: 3600].
     #[arg(long, env = "BROADCASTER_PENDING_SEND_MAX_AGE_SECS", value_name = "SECS")]
     pub pending_send_max_age_secs: Option<u64>,
+    /// The WhatsApp Web version the accounts report: `auto` fetches the current one from
+    /// WhatsApp Web's sw.js (once a day, kept across restarts; the version built into this
+    /// binary when the fetch fails), or a fixed version such as 2.3000.1045649367. WhatsApp
+    /// refuses versions older than a few weeks to ~2.5 months; an account refused that way shows
+    /// the reason `client_outdated` [default: auto].
+    #[arg(long, env = "BROADCASTER_WA_VERSION", value_name = "X.Y.Z|auto")]
+    pub wa_version: Option<String>,
+    /// Where `auto` fetches sw.js from: a mirror, or a test server [default: https://web.whatsapp.com/sw.js,
+    /// or none against an emulator (the built-in version, which the emulator requires by default)].
+    #[arg(long, env = "BROADCASTER_WA_VERSION_URL", value_name = "URL")]
+    pub wa_version_url: Option<String>,
+}
+
+/// Which WhatsApp Web version the accounts report (`--wa-version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaVersionSetting {
+    /// Fetch the current one from `sw.js` at `url` (`None`: WhatsApp's own when connecting to
+    /// WhatsApp; no fetch against an emulator), falling back to the built-in version.
+    Auto { url: Option<String> },
+    /// Always this one.
+    Fixed([u32; 3]),
+}
+
+impl Default for WaVersionSetting {
+    fn default() -> Self {
+        Self::Auto { url: None }
+    }
 }
 
 /// An external emulator to connect to (`--emulator-url`).
@@ -175,6 +203,8 @@ struct FileConfig {
     emulator_root_key: Option<String>,
     emulator_media_ca: Option<PathBuf>,
     pending_send_max_age_secs: Option<u64>,
+    wa_version: Option<String>,
+    wa_version_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +235,8 @@ pub struct Config {
     pub external_emulator: Option<ExternalEmulator>,
     /// How long an interrupted single send may still be sent again.
     pub pending_send_max_age: Duration,
+    /// The WhatsApp Web version the accounts report.
+    pub wa_version: WaVersionSetting,
     /// `DATABASE_URL`: the server's database in PostgreSQL instead of SQLite in `data_dir`.
     /// Environment only (it holds a password); never logged.
     pub database_url: Option<DatabaseUrl>,
@@ -327,7 +359,12 @@ impl Config {
                 "must be between 1 and 2592000 (30 days)".into(),
             ));
         }
+        let wa_version = resolve_wa_version(
+            cli.wa_version.or(file.wa_version),
+            cli.wa_version_url.or(file.wa_version_url),
+        )?;
         Ok(Self {
+            wa_version,
             database_url,
             auth_store,
             external_emulator,
@@ -402,6 +439,40 @@ fn resolve_auth_store(
             AuthStore::Mongodb { url: need_url(&["mongodb://", "mongodb+srv://"])?, database }
         }
     })
+}
+
+fn resolve_wa_version(version: Option<String>, url: Option<String>) -> Result<WaVersionSetting, ConfigError> {
+    let url = url.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty());
+    if let Some(u) = &url
+        && !(u.starts_with("https://") || u.starts_with("http://"))
+    {
+        return Err(ConfigError::Invalid(
+            "wa_version_url",
+            format!("`{u}` must start with https:// or http://"),
+        ));
+    }
+    let version = version.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    match version.as_deref() {
+        None => Ok(WaVersionSetting::Auto { url }),
+        Some(v) if v.eq_ignore_ascii_case("auto") => Ok(WaVersionSetting::Auto { url }),
+        Some(v) => {
+            let fixed = wa_client::version::parse_app_version(v).map_err(|_| {
+                ConfigError::Invalid(
+                    "wa_version",
+                    format!(
+                        "`{v}` is neither `auto` nor a version of three numbers such as 2.3000.1045649367"
+                    ),
+                )
+            })?;
+            if url.is_some() {
+                return Err(ConfigError::Invalid(
+                    "wa_version_url",
+                    "only applies with wa_version = auto (a fixed version is never fetched)".into(),
+                ));
+            }
+            Ok(WaVersionSetting::Fixed(fixed))
+        }
+    }
 }
 
 fn resolve_external_emulator(
@@ -587,6 +658,43 @@ mod tests {
     }
 
     #[test]
+    fn wa_version_is_auto_or_a_version_and_validated() {
+        let cli = |v: Option<&str>, u: Option<&str>| Cli {
+            wa_version: v.map(str::to_owned),
+            wa_version_url: u.map(str::to_owned),
+            ..Cli::default()
+        };
+        let resolve = |c: Cli| Config::resolve_with_env(c, |_| None).map(|c| c.wa_version);
+        assert_eq!(resolve(cli(None, None)).unwrap(), WaVersionSetting::Auto { url: None });
+        assert_eq!(resolve(cli(Some("AUTO"), None)).unwrap(), WaVersionSetting::Auto { url: None });
+        assert_eq!(
+            resolve(cli(Some(" 2.3000.1045649367 "), None)).unwrap(),
+            WaVersionSetting::Fixed([2, 3000, 1_045_649_367])
+        );
+        assert_eq!(
+            resolve(cli(Some("auto"), Some("http://127.0.0.1:9/sw.js"))).unwrap(),
+            WaVersionSetting::Auto { url: Some("http://127.0.0.1:9/sw.js".into()) }
+        );
+        for (v, u, field, needle) in [
+            (Some("2.3000"), None, "wa_version", "neither `auto` nor a version"),
+            (Some("latest"), None, "wa_version", "2.3000.1045649367"),
+            (Some("2.3000.x"), None, "wa_version", "neither"),
+            (None, Some("ftp://mirror/sw.js"), "wa_version_url", "https://"),
+            (Some("2.3000.1"), Some("https://mirror/sw.js"), "wa_version_url", "only applies"),
+        ] {
+            let err = resolve(cli(v, u)).unwrap_err();
+            assert!(matches!(&err, ConfigError::Invalid(f, _) if *f == field), "{v:?} {u:?}: {err}");
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+        // From the file too.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "wa_version = \"2.3000.7\"\n").unwrap();
+        let c = Config::resolve_with_env(Cli { config: Some(path), ..Cli::default() }, |_| None).unwrap();
+        assert_eq!(c.wa_version, WaVersionSetting::Fixed([2, 3000, 7]));
+    }
+
+    #[test]
     fn help_documents_every_setting() {
         use clap::CommandFactory;
         let help = Cli::command().render_long_help().to_string();
@@ -601,6 +709,9 @@ mod tests {
             "mongodb",
             "--emulator-url",
             "--pending-send-max-age-secs",
+            "--wa-version",
+            "BROADCASTER_WA_VERSION",
+            "--wa-version-url",
         ] {
             assert!(help.contains(needle), "help lacks {needle}");
         }

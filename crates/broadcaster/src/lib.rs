@@ -69,6 +69,9 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("WhatsApp auth store: {0}")]
     AuthStore(String),
+    /// `--wa-version` / `--wa-version-url` cannot be used.
+    #[error("WhatsApp Web version setting: {0}")]
+    WaVersion(String),
     /// The configured auth store could not be opened (unreachable, refused, bad URL, newer
     /// schema). `reason` never contains the URL or its password.
     #[error("cannot open the WhatsApp auth store ({backend}): {reason}")]
@@ -149,10 +152,24 @@ pub async fn build_server_with_clock(
     } else {
         Upstream::whatsapp()
     };
+    let version = Arc::new(
+        wa_runtime::WaVersion::new(&config.wa_version, upstream.is_whatsapp())
+            .map_err(ServeError::WaVersion)?,
+    );
+    match version.fetch_url() {
+        Some(url) => {
+            tracing::info!(%url, "WhatsApp Web version: the current one from sw.js (built-in as fallback)")
+        }
+        None => tracing::info!(version = ?version.in_use(), "WhatsApp Web version"),
+    }
     let store = WaRuntime::open_store(&config.auth_store, &config.data_dir).await?;
     let sink = DbSessionEvents::new(db, clock.clone(), notify, state.live.clone(), state.metrics.clone())
         .with_send_wake(state.bulk_wake.clone());
-    let runtime = Arc::new(WaRuntime::new(store, upstream, Arc::new(sink), clock, state.metrics.clone()));
+    let runtime = Arc::new(
+        WaRuntime::new(store, upstream, Arc::new(sink), clock, state.metrics.clone())
+            .with_version(version.clone()),
+    );
+    state.wa_version = Some(version);
     state.runtime = Some(runtime.clone() as Arc<dyn AccountRuntime>);
     Ok(Server { state, runtime })
 }
@@ -162,16 +179,18 @@ pub async fn build_server_with_clock(
 /// ends `logged_out` through the normal event path.
 pub async fn resume_sessions(st: &AppState) -> Result<usize, ServeError> {
     let Some(runtime) = st.runtime.clone() else { return Ok(0) };
-    let rows: Vec<(String, String, String)> = st
+    let rows: Vec<(String, String, String, Option<String>)> = st
         .db
         .call(|c| {
-            c.prepare("SELECT tenant_id, id, state FROM accounts WHERE state IN ('active','reconnecting')")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<Vec<_>, _>>()
+            c.prepare(
+                "SELECT tenant_id, id, state, push_name_override FROM accounts WHERE state IN ('active','reconnecting')",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<Vec<_>, _>>()
         })
         .await?;
     let mut n = 0;
-    for (tenant, id, state) in rows {
+    for (tenant, id, state, push_name) in rows {
         if state == "active" {
             let now = st.clock.now_ms();
             let (t, a) = (tenant.clone(), id.clone());
@@ -193,7 +212,8 @@ pub async fn resume_sessions(st: &AppState) -> Result<usize, ServeError> {
                 continue;
             }
         }
-        match runtime.connect(&tenant, &id, LinkMethod::Qr).await {
+        let options = runtime::SessionOptions { push_name };
+        match runtime.connect_with(&tenant, &id, LinkMethod::Qr, options).await {
             Ok(()) => n += 1,
             Err(e) => tracing::warn!(account_id = %id, error = %e, "resume failed"),
         }

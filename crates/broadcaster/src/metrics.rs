@@ -66,6 +66,17 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
         let n = queue.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
         let _ = writeln!(out, "broadcaster_webhook_queue{{status=\"{s}\"}} {n}");
     }
+    if let Some(v) = &st.wa_version {
+        let (version, source) = v.in_use();
+        let _ = writeln!(
+            out,
+            "# HELP broadcaster_wa_version_info The WhatsApp Web version the sessions report.\n\
+             # TYPE broadcaster_wa_version_info gauge\n\
+             broadcaster_wa_version_info{{version=\"{}\",source=\"{}\"}} 1",
+            wa_client::version::format_app_version(version),
+            source.as_str()
+        );
+    }
     let m = &st.metrics;
     for (name, help, v) in [
         (

@@ -21,6 +21,14 @@ pub enum LinkMethod {
     },
 }
 
+/// Per-account settings a session starts with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// The push name to announce for the account (`None`: the name the owner chose on the phone
+    /// stays; nothing is announced).
+    pub push_name: Option<String>,
+}
+
 /// Something a session reports about its connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -52,6 +60,11 @@ pub enum SessionEvent {
     },
     Failed {
         reason: String,
+    },
+    /// WhatsApp refused the WhatsApp Web version the session reported as outdated (405) and no
+    /// newer one was found; the session stopped. `message` says so in plain words.
+    ClientOutdated {
+        message: String,
     },
     /// A sent message's delivery status changed (from a receipt).
     MessageStatus {
@@ -285,6 +298,18 @@ pub trait AccountRuntime: Send + Sync + 'static {
         account_id: &'a str,
         method: LinkMethod,
     ) -> RuntimeFuture<'a, ()>;
+    /// [`AccountRuntime::connect`] with per-account settings. Runtimes without any keep the
+    /// default, which ignores them.
+    fn connect_with<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        method: LinkMethod,
+        options: SessionOptions,
+    ) -> RuntimeFuture<'a, ()> {
+        let _ = options;
+        self.connect(tenant_id, account_id, method)
+    }
     /// Closes the connection, keeping credentials.
     fn disconnect<'a>(&'a self, tenant_id: &'a str, account_id: &'a str) -> RuntimeFuture<'a, ()>;
     /// Unlinks the device and forgets its credentials.

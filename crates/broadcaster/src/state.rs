@@ -53,6 +53,8 @@ pub struct AppState {
     /// Set when the server stops: a send the closing sessions cut short stays queued for the
     /// next start instead of being recorded as failed.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Which WhatsApp Web version the sessions report (`None` without a WhatsApp runtime).
+    pub wa_version: Option<Arc<crate::wa_runtime::WaVersion>>,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
             emulator: None,
             bulk_wake: Arc::new(Notify::new()),
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            wa_version: None,
         }
     }
 }

@@ -10,16 +10,17 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use wa_client::{Client, DisconnectReason, Event, Jid, MediaOptions, MediaType, ReceiptKind};
+use wa_client::{Client, DisconnectReason, Event, Jid, MediaOptions, MediaType, ReceiptKind, VersionFetcher};
 use wa_proto::Message;
 use wa_proto::prost_message::Message as _;
 use wa_store::{DeviceId, Store};
 
 use crate::clock::SharedClock;
+use crate::config::WaVersionSetting;
 use crate::metrics::Metrics;
 use crate::runtime::{
     AccountRuntime, DeliveryStatus, IncomingMedia, LinkMethod, MediaKind, NumberCheck, OutgoingContent,
-    RuntimeError, RuntimeFuture, SentMessage, SessionEvent, SessionEvents,
+    RuntimeError, RuntimeFuture, SentMessage, SessionEvent, SessionEvents, SessionOptions,
 };
 
 /// How long a pairing code is valid (WhatsApp's phone UI accepts it for about three minutes).
@@ -40,6 +41,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// Whether this is WhatsApp itself (its root key), not an emulator.
+    pub fn is_whatsapp(&self) -> bool {
+        self.root_key.is_none()
+    }
+
     /// Real WhatsApp.
     pub fn whatsapp() -> Self {
         Self { url: wa_client::WHATSAPP_URL.to_owned(), root_key: None, media_ca_pem: None }
@@ -64,6 +70,114 @@ impl Upstream {
     }
 }
 
+/// Which WhatsApp Web version the sessions report: fixed, or fetched from `sw.js` (one fetcher
+/// shared by every session, so they fetch once a day between them) with the built-in version
+/// as fallback.
+#[derive(Clone, Debug)]
+pub struct WaVersion {
+    fixed: Option<[u32; 3]>,
+    fetcher: Option<VersionFetcher>,
+}
+
+/// Where the version in use came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaVersionSource {
+    /// `--wa-version X.Y.Z`.
+    Configured,
+    /// Fetched from `sw.js` (by this process, or by an earlier one and kept in the auth store).
+    Fetched,
+    /// Built into this binary: `auto` has fetched nothing (yet, or the fetch failed, or the
+    /// sessions run against an emulator without `--wa-version-url`).
+    BuiltIn,
+}
+
+impl WaVersionSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Configured => "configured",
+            Self::Fetched => "fetched",
+            Self::BuiltIn => "built_in",
+        }
+    }
+}
+
+impl WaVersion {
+    /// From the setting; `to_whatsapp` says whether the sessions connect to WhatsApp itself
+    /// (where `auto` without a URL fetches WhatsApp's `sw.js`) or to an emulator (where it
+    /// does not fetch: the emulator requires the built-in version by default).
+    pub fn new(setting: &WaVersionSetting, to_whatsapp: bool) -> Result<Self, String> {
+        Ok(match setting {
+            WaVersionSetting::Fixed(v) => Self { fixed: Some(*v), fetcher: None },
+            WaVersionSetting::Auto { url: Some(url) } => Self {
+                fixed: None,
+                fetcher: Some(VersionFetcher::with_url(url.clone()).map_err(|e| e.to_string())?),
+            },
+            WaVersionSetting::Auto { url: None } => Self::auto(to_whatsapp),
+        })
+    }
+
+    /// `auto` with the default URL: WhatsApp's `sw.js` when connecting to WhatsApp, no fetch
+    /// against an emulator.
+    pub fn auto(to_whatsapp: bool) -> Self {
+        Self { fixed: None, fetcher: to_whatsapp.then(VersionFetcher::new) }
+    }
+
+    /// The version sessions report now, and where it came from.
+    pub fn in_use(&self) -> ([u32; 3], WaVersionSource) {
+        if let Some(v) = self.fixed {
+            return (v, WaVersionSource::Configured);
+        }
+        match self.fetcher.as_ref().and_then(VersionFetcher::cached) {
+            Some(c) => (c.version, WaVersionSource::Fetched),
+            None => (wa_client::version::DEFAULT_APP_VERSION, WaVersionSource::BuiltIn),
+        }
+    }
+
+    /// Where `auto` fetches from, if it does.
+    pub fn fetch_url(&self) -> Option<&str> {
+        self.fetcher.as_ref().map(VersionFetcher::url)
+    }
+
+    fn apply(&self, b: wa_client::ClientBuilder) -> wa_client::ClientBuilder {
+        let b = match self.fixed {
+            Some(v) => b.version(v),
+            None => b,
+        };
+        match &self.fetcher {
+            Some(f) => b.fetch_version(f.clone()),
+            None => b,
+        }
+    }
+
+    /// What an account stopped by a 405 shows: what happened and what to do, in plain words.
+    pub fn outdated_message(&self, refused: Option<[u32; 3]>) -> String {
+        let what = match refused {
+            Some(v) => format!(
+                "WhatsApp refused WhatsApp Web version {} as outdated.",
+                wa_client::version::format_app_version(v)
+            ),
+            None => "WhatsApp refused this server's WhatsApp Web version as outdated.".to_owned(),
+        };
+        let todo = match (&self.fixed, &self.fetcher) {
+            (Some(_), _) => {
+                "Set a current version with --wa-version (BROADCASTER_WA_VERSION, or wa_version in the \
+                 config file), or set it to auto to fetch the current one, then connect the account again."
+                    .to_owned()
+            }
+            (None, Some(f)) => format!(
+                "Fetching the current version from {} did not give a newer one. Set a current version with \
+                 --wa-version (BROADCASTER_WA_VERSION), or point --wa-version-url at a working mirror, then \
+                 connect the account again.",
+                f.url()
+            ),
+            (None, None) => "This server does not fetch the current version (it runs against an emulator \
+                 without --wa-version-url). Set one with --wa-version, then connect the account again."
+                .to_owned(),
+        };
+        format!("{what} {todo}")
+    }
+}
+
 type Recent = Arc<Mutex<VecDeque<(String, wa_client::MessageInfo, Message)>>>;
 
 struct Session {
@@ -80,7 +194,7 @@ pub struct WaRuntime {
     events: Arc<dyn SessionEvents>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
-    push_name: String,
+    version: Arc<WaVersion>,
     sessions: Mutex<HashMap<String, Session>>,
 }
 
@@ -100,15 +214,27 @@ impl WaRuntime {
         clock: SharedClock,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let version = WaVersion::auto(upstream.is_whatsapp());
         Self {
             store,
             upstream,
             events,
             clock,
             metrics,
-            push_name: "Broadcaster".into(),
+            version: Arc::new(version),
             sessions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Which WhatsApp Web version the sessions report (default: `auto`).
+    pub fn with_version(mut self, version: Arc<WaVersion>) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The version policy in use.
+    pub fn version(&self) -> &Arc<WaVersion> {
+        &self.version
     }
 
     /// Opens the SQLite auth store at `path`.
@@ -139,12 +265,11 @@ impl WaRuntime {
         })
     }
 
-    fn client_for(&self, account_id: &str) -> Result<Client, RuntimeError> {
+    fn client_for(&self, account_id: &str, options: &SessionOptions) -> Result<Client, RuntimeError> {
         let id = DeviceId::new(account_id).map_err(failed)?;
         let mut b = Client::builder()
             .store(self.store.device(&id))
             .url(self.upstream.url.clone())
-            .push_name(self.push_name.clone())
             .reconnect(true, Duration::from_secs(1), Duration::from_secs(60))
             // A received message stays pending in the auth store until the server's database
             // holds it (`mark_handled` in the pump); a crash in between replays it at next start.
@@ -157,7 +282,12 @@ impl WaRuntime {
         if let Some(pem) = &self.upstream.media_ca_pem {
             b = b.media_root_certificate(pem.clone());
         }
-        b.build().map_err(failed)
+        // Only a name the operator set: by default the account keeps the name its owner chose,
+        // and no presence is sent (the phone keeps showing notifications).
+        if let Some(name) = &options.push_name {
+            b = b.push_name(name.clone());
+        }
+        self.version.apply(b).build().map_err(failed)
     }
 
     fn session_client(&self, tenant_id: &str, account_id: &str) -> Result<(Client, Recent), RuntimeError> {
@@ -262,6 +392,7 @@ struct Pump {
     client: Client,
     method: LinkMethod,
     recent: Recent,
+    version: Arc<WaVersion>,
 }
 
 impl Pump {
@@ -355,7 +486,7 @@ impl Pump {
                 Event::Disconnected { reason, reconnect_in } => match (reason, reconnect_in) {
                     (DisconnectReason::Requested, _) => {}
                     (reason, Some(_)) => {
-                        self.emit(SessionEvent::Reconnecting { reason: format!("{reason:?}") }).await
+                        self.emit(SessionEvent::Reconnecting { reason: reason.to_string() }).await
                     }
                     (DisconnectReason::QrTimeout, None) => {
                         self.emit(SessionEvent::Disconnected {
@@ -363,10 +494,15 @@ impl Pump {
                         })
                         .await;
                     }
-                    (reason, None) => self.emit(SessionEvent::Failed { reason: format!("{reason:?}") }).await,
+                    (DisconnectReason::ClientOutdated { version }, None) => {
+                        let message = self.version.outdated_message(version);
+                        tracing::error!(account_id = %self.account_id, %message, "client outdated");
+                        self.emit(SessionEvent::ClientOutdated { message }).await;
+                    }
+                    (reason, None) => self.emit(SessionEvent::Failed { reason: reason.to_string() }).await,
                 },
                 Event::LoggedOut { reason } if reason != DisconnectReason::Requested => {
-                    self.emit(SessionEvent::LoggedOut { reason: format!("{reason:?}") }).await;
+                    self.emit(SessionEvent::LoggedOut { reason: reason.to_string() }).await;
                 }
                 Event::Message(m) => {
                     if m.info.from_me {
@@ -443,12 +579,22 @@ impl AccountRuntime for WaRuntime {
         account_id: &'a str,
         method: LinkMethod,
     ) -> RuntimeFuture<'a, ()> {
+        self.connect_with(tenant_id, account_id, method, SessionOptions::default())
+    }
+
+    fn connect_with<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        method: LinkMethod,
+        options: SessionOptions,
+    ) -> RuntimeFuture<'a, ()> {
         Box::pin(async move {
             if let Some(old) = self.take(tenant_id, account_id) {
                 old.pump.abort();
                 old.client.disconnect().await;
             }
-            let client = self.client_for(account_id)?;
+            let client = self.client_for(account_id, &options)?;
             let stream = client.events();
             let recent: Recent = Arc::default();
             let pump = Pump {
@@ -460,6 +606,7 @@ impl AccountRuntime for WaRuntime {
                 client: client.clone(),
                 method,
                 recent: recent.clone(),
+                version: self.version.clone(),
             };
             let pump = tokio::spawn(pump.run(stream));
             client.connect().await.map_err(failed)?;
@@ -643,6 +790,36 @@ impl AccountRuntime for WaRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_version_setting_decides_what_is_fetched_and_reported() {
+        let built_in = wa_client::version::DEFAULT_APP_VERSION;
+        let fixed = WaVersion::new(&WaVersionSetting::Fixed([2, 3000, 9]), true).unwrap();
+        assert_eq!(fixed.in_use(), ([2, 3000, 9], WaVersionSource::Configured));
+        assert_eq!(fixed.fetch_url(), None);
+        let auto = WaVersion::new(&WaVersionSetting::Auto { url: None }, true).unwrap();
+        assert_eq!(auto.fetch_url(), Some(wa_client::SW_JS_URL));
+        assert_eq!(auto.in_use(), (built_in, WaVersionSource::BuiltIn), "nothing fetched yet");
+        let emulated = WaVersion::new(&WaVersionSetting::Auto { url: None }, false).unwrap();
+        assert_eq!(emulated.fetch_url(), None, "no fetch against an emulator without a URL");
+        let mirror =
+            WaVersion::new(&WaVersionSetting::Auto { url: Some("http://127.0.0.1:9/sw.js".into()) }, false)
+                .unwrap();
+        assert_eq!(mirror.fetch_url(), Some("http://127.0.0.1:9/sw.js"));
+        assert!(WaVersion::new(&WaVersionSetting::Auto { url: Some("mirror/sw.js".into()) }, true).is_err());
+
+        // What an account stopped by a 405 says: the version, and what to do, in plain words.
+        let m = fixed.outdated_message(Some([2, 3000, 9]));
+        assert!(
+            m.starts_with("WhatsApp refused WhatsApp Web version 2.3000.9 as outdated. Set a current"),
+            "{m}"
+        );
+        assert!(mirror.outdated_message(None).contains("http://127.0.0.1:9/sw.js"));
+        assert!(emulated.outdated_message(Some(built_in)).contains("--wa-version"));
+        for m in [fixed.outdated_message(None), auto.outdated_message(Some(built_in))] {
+            assert!(!m.contains('{') && !m.contains("::"), "{m}");
+        }
+    }
 
     #[test]
     fn redaction_removes_the_url_and_its_password() {

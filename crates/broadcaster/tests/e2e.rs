@@ -1679,3 +1679,216 @@ async fn campaign_with_a_media_template_sends_one_upload_with_personal_captions(
     ws.close(None).await.ok();
     srv.stop().await;
 }
+
+/// Waits for the emulator to record `count` presences of `pn`'s devices; returns them as
+/// (type, name).
+async fn presences_of(emu: &EmulatorHandle, pn: &str, count: usize) -> Vec<(String, Option<String>)> {
+    let phone = emu.phone(pn).unwrap();
+    let mut sub = emu.subscribe();
+    tokio::time::timeout(T, async {
+        while phone.presences().len() < count {
+            let _ = sub.recv().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("fewer than {count} presences: {:?}", phone.presences()));
+    phone.presences().into_iter().map(|p| (p.kind, p.name)).collect()
+}
+
+/// A linked account keeps the name its owner chose (no rename, and no `available` presence,
+/// which would keep the owner's phone from showing notifications); a push name set through the
+/// API is announced at the next connection, exactly that name and `unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_keep_the_owners_name_unless_a_push_name_is_set() {
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(71), ..Default::default() }).await.unwrap());
+    let owner = emu.create_account("15550007001", "Owner's own name").unwrap();
+    let bob = emu.create_account("15550007002", "Bob").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, admin) = start(dir.path(), &emu, None).await;
+    let a = srv.addr;
+    let (key, acc, mut ws) = linked_account(a, &admin.unwrap(), "+15550007001").await;
+    let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}"), &key, None).await;
+    assert_eq!(v["push_name_override"], Value::Null, "{v}");
+    // A send after login: the server has handled everything the login sent before it.
+    let (s, v) = call(
+        a,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/messages"),
+        &key,
+        Some(json!({ "to": "+15550007002", "text": "hi" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let wa_id = v["wa_message_id"].as_str().unwrap().to_owned();
+    bob.wait_message(T, |m| m.id == wa_id).await.expect("Bob got it");
+    assert_eq!(owner.presences(), vec![], "no presence from a broadcaster account by default");
+    assert_eq!(owner.push_name(), "Owner's own name");
+
+    // Validation: 1 to 25 characters, no control characters; unknown values refused.
+    let path = format!("/api/v1/accounts/{acc}");
+    for bad in [json!(""), json!("   "), json!("x".repeat(26)), json!("a\u{7}b"), json!(5)] {
+        let (s, v) = call(a, "PATCH", &path, &key, Some(json!({ "push_name_override": bad }))).await;
+        assert_eq!(s, 400, "{bad}: {v}");
+    }
+    let (s, v) = call(a, "PATCH", &path, &key, Some(json!({ "push_name_override": " Shop ÷ 24 " }))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["push_name_override"], "Shop ÷ 24");
+    // Another field alone leaves it as it is.
+    let (_, v) = call(a, "PATCH", &path, &key, Some(json!({ "daily_limit": 50 }))).await;
+    assert_eq!(v["push_name_override"], "Shop ÷ 24");
+
+    // It applies from the next connection.
+    let (s, v) = call(a, "POST", &format!("/api/v1/accounts/{acc}/disconnect"), &key, None).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = call(a, "POST", &format!("/api/v1/accounts/{acc}/connect"), &key, None).await;
+    assert_eq!(s, 202, "{v}");
+    next_ws(&mut ws, "active", |v| {
+        v["event"] == "connection_update"
+            && v["data"]["account_id"] == acc.as_str()
+            && v["data"]["state"] == "active"
+    })
+    .await;
+    assert_eq!(
+        presences_of(&emu, "15550007001", 1).await,
+        vec![("unavailable".to_owned(), Some("Shop ÷ 24".to_owned()))]
+    );
+    assert_eq!(owner.push_name(), "Shop ÷ 24");
+
+    // null clears it; a new account can be created with one.
+    let (s, v) = call(a, "PATCH", &path, &key, Some(json!({ "push_name_override": null }))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["push_name_override"], Value::Null);
+    let (s, v) = call(
+        a,
+        "POST",
+        "/api/v1/accounts",
+        &key,
+        Some(json!({ "name": "Second", "push_name_override": "Desk" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["push_name_override"], "Desk");
+    let (s, v) =
+        call(a, "POST", "/api/v1/accounts", &key, Some(json!({ "name": "Third", "push_name_override": "" })))
+            .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_push_name", "{v}");
+    ws.close(None).await.ok();
+    srv.stop().await;
+}
+
+/// What `auto` fetches: a `sw.js`-shaped file on 127.0.0.1, its revision changeable.
+async fn sw_js_server(revision: Arc<std::sync::atomic::AtomicU32>) -> String {
+    let app = axum::Router::new().route(
+        "/sw.js",
+        axum::routing::get(move || {
+            let r = revision.load(std::sync::atomic::Ordering::SeqCst);
+            async move { format!("self.__swData=JSON.parse(\"{{\\\"client_revision\\\":{r}}}\");") }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    format!("http://{addr}/sw.js")
+}
+
+/// The emulator's floor is above the version built in (as WhatsApp retires versions): with
+/// `auto` and nothing to fetch from the account stops with `client_outdated` and plain words;
+/// `/readyz` and `/metrics` name the version in use. With `--wa-version-url` (a local sw.js) the
+/// current version is fetched and the account links; a fixed `--wa-version` is used as is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outdated_version_stops_the_account_as_client_outdated_and_auto_fetches_the_current_one() {
+    let built_in = wa_client::version::DEFAULT_APP_VERSION;
+    let current = [built_in[0], built_in[1], built_in[2] + 3];
+    let emu = Arc::new(
+        Emulator::start(EmulatorConfig { seed: Some(72), min_client_version: current, ..Default::default() })
+            .await
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, admin) = start(dir.path(), &emu, None).await;
+    let admin = admin.unwrap();
+    let a = srv.addr;
+    let (_, v) = call(a, "GET", "/readyz", "", None).await;
+    assert_eq!(v["wa_version"], wa_client::version::format_app_version(built_in), "{v}");
+    assert_eq!(v["wa_version_source"], "built_in", "{v}");
+    let (s, text) = call_text(a, "/metrics").await;
+    assert_eq!(s, 200);
+    let info = format!(
+        "broadcaster_wa_version_info{{version=\"{}\",source=\"built_in\"}} 1",
+        wa_client::version::format_app_version(built_in)
+    );
+    assert!(text.contains(&info), "{text}");
+
+    let (s, v) = call(a, "POST", "/api/v1/tenants", &admin, Some(json!({ "name": "old" }))).await;
+    assert_eq!(s, 201, "{v}");
+    let key = v["api_key"]["key"].as_str().unwrap().to_owned();
+    let (_, v) =
+        call(a, "POST", "/api/v1/accounts", &key, Some(json!({ "name": "Old", "phone": "+15550007101" })))
+            .await;
+    let acc = v["id"].as_str().unwrap().to_owned();
+    let (s, v) = call(a, "POST", &format!("/api/v1/accounts/{acc}/connect"), &key, None).await;
+    assert_eq!(s, 202, "{v}");
+    let mut ws = open_ws(a, &key).await;
+    let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}"), &key, None).await;
+    if v["state"] != "error" {
+        next_ws(&mut ws, "error", |v| v["event"] == "connection_update" && v["data"]["state"] == "error")
+            .await;
+    }
+    let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}"), &key, None).await;
+    assert_eq!(
+        (v["state"].as_str(), v["state_reason_code"].as_str()),
+        (Some("error"), Some("client_outdated")),
+        "{v}"
+    );
+    let reason = v["state_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!(
+            "WhatsApp refused WhatsApp Web version {} as outdated.",
+            wa_client::version::format_app_version(built_in)
+        )),
+        "{reason}"
+    );
+    assert!(reason.contains("--wa-version"), "{reason}");
+    assert!(!reason.contains('{') && !reason.contains("ClientOutdated"), "plain words: {reason}");
+    let (_, log) = call(a, "GET", &format!("/api/v1/accounts/{acc}/activity"), &key, None).await;
+    assert_eq!(log.as_array().unwrap().last().unwrap()["reason"], reason, "{log}");
+    ws.close(None).await.ok();
+    srv.stop().await;
+
+    // auto from a sw.js mirror: the current version is fetched and the account links.
+    let revision = Arc::new(std::sync::atomic::AtomicU32::new(current[2]));
+    let url = sw_js_server(revision.clone()).await;
+    let (srv, _) = start_with(dir.path(), &emu, Some(admin.clone()), |c| {
+        c.wa_version = broadcaster::config::WaVersionSetting::Auto { url: Some(url.clone()) };
+    })
+    .await;
+    let a = srv.addr;
+    let mut ws = open_ws(a, &key).await;
+    let (s, v) = call(a, "POST", &format!("/api/v1/accounts/{acc}/connect"), &key, None).await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["state_reason_code"], Value::Null, "a new transition clears the code: {v}");
+    let (s, v) = call(a, "POST", &format!("/api/v1/emulator/accounts/{acc}/scan"), &key, None).await;
+    assert_eq!(s, 200, "{v}");
+    next_ws(&mut ws, "active", |v| v["event"] == "connection_update" && v["data"]["state"] == "active").await;
+    let (_, v) = call(a, "GET", "/readyz", "", None).await;
+    assert_eq!(
+        (v["wa_version"].as_str(), v["wa_version_source"].as_str()),
+        (Some(wa_client::version::format_app_version(current).as_str()), Some("fetched")),
+        "{v}"
+    );
+    ws.close(None).await.ok();
+    srv.stop().await;
+
+    // A fixed version is reported as configured and used as is.
+    let (srv, _) = start_with(dir.path(), &emu, Some(admin), |c| {
+        c.wa_version = broadcaster::config::WaVersionSetting::Fixed(current);
+    })
+    .await;
+    let a = srv.addr;
+    let (_, v) = call(a, "GET", "/readyz", "", None).await;
+    assert_eq!(v["wa_version_source"], "configured", "{v}");
+    wait_active(a, &key, &acc).await.close(None).await.ok();
+    srv.stop().await;
+}

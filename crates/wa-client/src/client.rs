@@ -25,6 +25,7 @@ use crate::event::{Event, EventBus, EventStream};
 use crate::pair;
 use crate::policy::{Action, Backoff, DisconnectReason, LoopDetector};
 use crate::qr::{QrCode, qr_text};
+use crate::version::{Net, VersionFetcher};
 
 /// WhatsApp's production WebSocket endpoint.
 pub const WHATSAPP_URL: &str = "wss://web.whatsapp.com/ws/chat";
@@ -46,7 +47,12 @@ pub(crate) struct Config {
     pub profile: ClientProfile,
     pub device_props: wa_proto::DeviceProps,
     pub qr_platform: char,
+    /// The push name the application chose; `None`: the account's own stays.
     pub push_name: Option<String>,
+    /// Announce `<presence type="available">` at every login (whatsmeow: only on request).
+    pub announce_available: bool,
+    /// Fetch the current WhatsApp Web version instead of reporting `profile.app_version`.
+    pub version_fetch: Option<VersionFetcher>,
     pub iq_timeout: Duration,
     pub handshake_timeout: Duration,
     pub keepalive_interval: Duration,
@@ -101,6 +107,8 @@ impl ClientBuilder {
                 ),
                 qr_platform: '1',
                 push_name: None,
+                announce_available: false,
+                version_fetch: None,
                 iq_timeout: Duration::from_secs(60),
                 handshake_timeout: Duration::from_secs(20),
                 keepalive_interval: Duration::from_secs(25),
@@ -172,9 +180,41 @@ impl ClientBuilder {
         self
     }
 
-    /// Our push name (needed to announce presence "available").
+    /// The WhatsApp Web version to report (`userAgent.appVersion`; `buildHash` at registration
+    /// follows it). Default: [`wa_noise::payload::DEFAULT_APP_VERSION`]. WhatsApp refuses
+    /// versions a few weeks to ~2.5 months old with 405 ([`DisconnectReason::ClientOutdated`]);
+    /// with [`ClientBuilder::fetch_version`] this is only the fallback when the fetch fails.
+    pub fn version(mut self, version: [u32; 3]) -> Self {
+        self.config.profile.app_version = version;
+        self
+    }
+
+    /// Report the current WhatsApp Web version, fetched from `sw.js` by `fetcher` (cached 24 h
+    /// in memory and in this device's store), instead of the built-in one; on a 405 fetch again
+    /// and reconnect once. Share one fetcher (clones) between the clients of one process so
+    /// they fetch once. Default: off (the version of [`ClientBuilder::version`] only).
+    pub fn fetch_version(mut self, fetcher: VersionFetcher) -> Self {
+        self.config.version_fetch = Some(fetcher);
+        self
+    }
+
+    /// A push name for this account, chosen by the application: sent in the login payload and,
+    /// at every login, with a `<presence type="unavailable" name=…>` (Baileys' default
+    /// `markOnlineOnConnect: false`) so that WhatsApp shows it to others; `type="available"`
+    /// with [`ClientBuilder::announce_available`]. It renames the account for everyone, so
+    /// leave it unset to keep the name the owner chose on the phone (whatsmeow's default: no
+    /// presence at all unless the application asks).
     pub fn push_name(mut self, name: impl Into<String>) -> Self {
         self.config.push_name = Some(name.into());
+        self
+    }
+
+    /// Announce this device as online (`<presence type="available" name=…>`) at every login.
+    /// Default `false`, as whatsmeow: an always-online companion stops the owner's phone
+    /// from showing notifications, and delivery receipts say `inactive` until the application
+    /// calls [`Client::set_available`]. Needs a push name.
+    pub fn announce_available(mut self, announce: bool) -> Self {
+        self.config.announce_available = announce;
         self
     }
 
@@ -286,6 +326,7 @@ impl ClientBuilder {
         let (stop_tx, _) = watch::channel(false);
         let mut config = self.config;
         config.profile.push_name = config.push_name.clone().or(config.profile.push_name);
+        let version = config.profile.app_version;
         Ok(Client {
             shared: Arc::new(Shared {
                 store,
@@ -306,6 +347,8 @@ impl ClientBuilder {
                 state: crate::send::SendState::default(),
                 media_conn: tokio::sync::Mutex::new(None),
                 media_uploads: Mutex::new(crate::media::UploadCache::default()),
+                version: Mutex::new(version),
+                available: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -358,6 +401,10 @@ pub(crate) struct Shared {
     pub media_conn: tokio::sync::Mutex<Option<crate::media::MediaConn>>,
     /// Files uploaded recently, for [`Client::upload_reusable`].
     pub media_uploads: Mutex<crate::media::UploadCache>,
+    /// The WhatsApp Web version reported on the latest connection.
+    pub version: Mutex<[u32; 3]>,
+    /// We announced `available` on this connection (delivery receipts then omit `inactive`).
+    pub available: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -397,6 +444,46 @@ impl Shared {
         let c = self.credentials()?;
         let jid = c.own_jid()?.ok_or(Error::NotLoggedIn)?;
         Ok((jid, c.own_lid()?))
+    }
+
+    /// The push name presence carries: the application's, else the account's own if known.
+    fn presence_name(&self) -> Option<String> {
+        self.config
+            .push_name
+            .clone()
+            .or_else(|| lock(&self.creds).as_ref().and_then(|c| c.push_name.clone()))
+            .filter(|n| !n.trim().is_empty())
+    }
+
+    /// Sends `<presence type="available|unavailable" name=…>` on `conn` (whatsmeow
+    /// `presence.go` `SendPresence`: always with the push name, which the server shows to
+    /// others; `ErrNoPushName` without one).
+    pub(crate) fn send_presence_on(&self, conn: &Connection, available: bool) -> Result<()> {
+        let name = self.presence_name().ok_or(Error::NoPushName)?;
+        let kind = if available { "available" } else { "unavailable" };
+        conn.send(&Node::new("presence").attr("type", kind).attr("name", name.as_str()))?;
+        // whatsmeow receipt.go: delivery receipts are `inactive` unless we announced available.
+        self.available.store(available, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// The WhatsApp Web version to report on the next connection: the fetched one when
+    /// fetching is on and works, else the configured one.
+    async fn current_version(&self) -> [u32; 3] {
+        let fallback = self.config.profile.app_version;
+        let Some(fetcher) = &self.config.version_fetch else { return fallback };
+        match fetcher.resolve(&self.store, self.now(), self.net()).await {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(%e, fallback = %wa_noise::payload::format_app_version(fallback),
+                    "cannot fetch the current WhatsApp Web version; reporting the built-in one");
+                fallback
+            }
+        }
+    }
+
+    pub(crate) fn net(&self) -> Net<'_> {
+        Net { proxy: self.config.proxy.as_ref(), tls: self.config.media_tls.as_ref() }
     }
 
     pub(crate) async fn iq(&self, node: Node) -> Result<Node> {
@@ -510,6 +597,12 @@ impl Client {
         self.shared.own_ids().ok().and_then(|(_, l)| l)
     }
 
+    /// The WhatsApp Web version reported on the latest connection (before the first, the
+    /// configured one).
+    pub fn version(&self) -> [u32; 3] {
+        *lock(&self.shared.version)
+    }
+
     /// Whether a logged-in connection is live.
     pub fn is_connected(&self) -> bool {
         self.shared.connection().is_ok()
@@ -535,6 +628,8 @@ async fn run(shared: Arc<Shared>) {
     let mut backoff = Backoff::new(cfg.backoff_base, cfg.backoff_max);
     let mut loops = LoopDetector::new(cfg.loop_limit, cfg.loop_window);
     let mut stop = shared.stop.subscribe();
+    // A 405 triggers one version refresh per successful login, not a loop of them.
+    let mut refreshed_version = false;
     loop {
         if *stop.borrow() {
             shared.running.store(false, std::sync::atomic::Ordering::Release);
@@ -552,9 +647,10 @@ async fn run(shared: Arc<Shared>) {
         lock(&shared.state.acks).clear();
         if logged_in {
             backoff.reset();
+            refreshed_version = false;
         }
-        info!(?reason, "disconnected");
-        let delay = match reason.action() {
+        info!(%reason, "disconnected");
+        let mut delay = match reason.action() {
             _ if *stop.borrow() => None,
             Action::ReconnectNow => Some(Duration::ZERO),
             Action::Backoff | Action::LongBackoff if cfg.auto_reconnect => {
@@ -570,6 +666,28 @@ async fn run(shared: Arc<Shared>) {
             }
             _ => None,
         };
+        if let DisconnectReason::ClientOutdated { version: Some(refused) } = reason
+            && !*stop.borrow()
+            && !refreshed_version
+            && let Some(fetcher) = &cfg.version_fetch
+        {
+            refreshed_version = true;
+            match fetcher.refresh(&shared.store, shared.now(), shared.net(), refused).await {
+                Ok(v) if v > refused => {
+                    info!(
+                        refused = %wa_noise::payload::format_app_version(refused),
+                        current = %wa_noise::payload::format_app_version(v),
+                        "WhatsApp Web version refused as outdated; reconnecting with the current one"
+                    );
+                    delay = Some(Duration::ZERO);
+                }
+                Ok(v) => warn!(
+                    version = %wa_noise::payload::format_app_version(v),
+                    "sw.js still names a version WhatsApp refuses; stopping"
+                ),
+                Err(e) => warn!(%e, "cannot fetch the current WhatsApp Web version after a 405; stopping"),
+            }
+        }
         if delay.is_none() {
             // Cleared before the final event so a `connect()` reacting to it starts afresh.
             shared.running.store(false, std::sync::atomic::Ordering::Release);
@@ -597,7 +715,10 @@ async fn connect_once(shared: &Arc<Shared>, stop: &mut watch::Receiver<bool>) ->
         Ok(c) => c,
         Err(e) => return (DisconnectReason::ConnectionLost { detail: format!("store: {e}") }, false),
     };
-    let payload = match login_payload(shared, &creds) {
+    let version = shared.current_version().await;
+    *lock(&shared.version) = version;
+    shared.available.store(false, std::sync::atomic::Ordering::Release);
+    let payload = match login_payload(shared, &creds, version) {
         Ok(p) => p,
         Err(e) => return (DisconnectReason::Refused { code: 0 }, log_err(e)),
     };
@@ -620,8 +741,11 @@ async fn connect_once(shared: &Arc<Shared>, stop: &mut watch::Receiver<bool>) ->
         Err(e) => return (DisconnectReason::ConnectionLost { detail: e.to_string() }, false),
     };
     let mut session = Session::new(shared.clone(), conn.clone(), creds);
-    let reason = session.run(rx, stop).await;
+    let mut reason = session.run(rx, stop).await;
     conn.close();
+    if let DisconnectReason::ClientOutdated { version: refused } = &mut reason {
+        *refused = Some(version);
+    }
     (reason, session.logged_in)
 }
 
@@ -630,8 +754,8 @@ fn log_err(e: Error) -> bool {
     false
 }
 
-fn login_payload(shared: &Shared, creds: &Credentials) -> Result<wa_proto::ClientPayload> {
-    let profile = &shared.config.profile;
+fn login_payload(shared: &Shared, creds: &Credentials, version: [u32; 3]) -> Result<wa_proto::ClientPayload> {
+    let profile = &ClientProfile { app_version: version, ..shared.config.profile.clone() };
     match creds.own_jid()? {
         Some(jid) => {
             let user: u64 = jid
@@ -865,7 +989,6 @@ impl Session {
                 c.lid = p.lid.as_ref().map(ToString::to_string);
                 c.platform = Some(p.platform.clone());
                 c.signed_device_identity = Some(p.signed_identity.clone());
-                c.push_name = self.shared.config.push_name.clone().or(c.push_name);
                 self.shared.save_credentials(c.clone()).await?;
                 // The primary phone's identity is the account key (device 0 of our own user).
                 let primary = p.lid.clone().unwrap_or_else(|| p.jid.clone()).to_non_ad();
@@ -920,8 +1043,14 @@ impl Session {
         if let Err(e) = shared.iq(active).await {
             warn!(%e, "setting active failed");
         }
-        if let Some(name) = &shared.config.push_name {
-            self.conn.send(&Node::new("presence").attr("type", "available").attr("name", name.as_str()))?;
+        // whatsmeow sends no presence unless asked; Baileys (markOnlineOnConnect false) sends
+        // `unavailable` with the name, which tells the server the name without going online.
+        if shared.config.announce_available {
+            if let Err(e) = shared.send_presence_on(&self.conn, true) {
+                warn!(%e, "not announcing availability");
+            }
+        } else if shared.config.push_name.is_some() {
+            shared.send_presence_on(&self.conn, false)?;
         }
         let (jid, lid) = shared.own_ids()?;
         info!(%jid, "logged in");

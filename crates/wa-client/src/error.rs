@@ -88,6 +88,14 @@ pub enum Error {
     /// The caller passed an invalid argument.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The current WhatsApp Web version could not be fetched (network, HTTP status, or no
+    /// `client_revision` in `sw.js`).
+    #[error("fetching the current WhatsApp Web version: {0}")]
+    VersionFetch(String),
+    /// Presence carries the account's push name, and none is known: set one with
+    /// [`crate::ClientBuilder::push_name`] (whatsmeow refuses the same way, `ErrNoPushName`).
+    #[error("no push name to send with the presence (set ClientBuilder::push_name)")]
+    NoPushName,
 }
 
 /// The client's result type.

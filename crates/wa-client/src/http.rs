@@ -1,6 +1,7 @@
-//! A small HTTP/1.1 client for media transfer: one request per connection (WhatsApp's media
-//! hosts are many and requests are large and rare), plain TCP for `http://` (the emulator),
-//! rustls for `https://` (WhatsApp), optionally tunnelled through an HTTP CONNECT proxy.
+//! A small HTTP/1.1 client for media transfer and the `sw.js` version fetch: one request per
+//! connection (WhatsApp's media hosts are many and requests are large and rare), plain TCP for
+//! `http://` (the emulator, tests), rustls for `https://` (WhatsApp), optionally tunnelled
+//! through an HTTP CONNECT proxy.
 
 use std::time::Duration;
 
@@ -70,6 +71,24 @@ pub(crate) fn split_host_port(authority: &str, default_port: u16) -> Option<(Str
         Some((h, p)) if !h.is_empty() => Some((h.to_owned(), p.parse().ok()?)),
         Some(_) => None,
         None => Some((authority.to_owned(), default_port)),
+    }
+}
+
+/// What a request is for: its failures are reported as that kind of error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// Media upload or download ([`Error::Media`]).
+    Media,
+    /// The current WhatsApp Web version ([`Error::VersionFetch`]).
+    VersionFetch,
+}
+
+impl Purpose {
+    fn error(self, message: String) -> Error {
+        match self {
+            Self::Media => Error::Media(message),
+            Self::VersionFetch => Error::VersionFetch(message),
+        }
     }
 }
 
@@ -154,12 +173,17 @@ impl TlsConfig {
     }
 }
 
-async fn open(url: &HttpUrl, proxy: Option<&Proxy>, tls_config: Option<&TlsConfig>) -> Result<Box<dyn Io>> {
+async fn open(
+    purpose: Purpose,
+    url: &HttpUrl,
+    proxy: Option<&Proxy>,
+    tls_config: Option<&TlsConfig>,
+) -> Result<Box<dyn Io>> {
     let tcp: TcpStream = match proxy {
         Some(p) => p.tunnel(&url.host, url.port).await?,
         None => TcpStream::connect((url.host.as_str(), url.port))
             .await
-            .map_err(|e| Error::Media(format!("connect to {}:{}: {e}", url.host, url.port)))?,
+            .map_err(|e| purpose.error(format!("connect to {}:{}: {e}", url.host, url.port)))?,
     };
     let _ = tcp.set_nodelay(true);
     if !url.tls {
@@ -167,26 +191,26 @@ async fn open(url: &HttpUrl, proxy: Option<&Proxy>, tls_config: Option<&TlsConfi
     }
     let tls_config = tls_config
         .ok_or_else(|| Error::InvalidInput(format!("https://{}: no TLS configuration", url.host)))?;
-    tls(tcp, &url.host, tls_config).await
+    tls(purpose, tcp, &url.host, tls_config).await
 }
 
 #[cfg(feature = "tls")]
-async fn tls(tcp: TcpStream, host: &str, tls_config: &TlsConfig) -> Result<Box<dyn Io>> {
+async fn tls(purpose: Purpose, tcp: TcpStream, host: &str, tls_config: &TlsConfig) -> Result<Box<dyn Io>> {
     let name = rustls::pki_types::ServerName::try_from(host.to_owned())
         .map_err(|e| Error::InvalidInput(format!("TLS server name {host:?}: {e}")))?;
     let stream = tokio_rustls::TlsConnector::from(tls_config.config.clone())
         .connect(name, tcp)
         .await
-        .map_err(|e| Error::Media(format!("TLS to {host}: {e}")))?;
+        .map_err(|e| purpose.error(format!("TLS to {host}: {e}")))?;
     Ok(Box::new(stream))
 }
 
 #[cfg(not(feature = "tls"))]
-async fn tls(_tcp: TcpStream, host: &str, _tls_config: &TlsConfig) -> Result<Box<dyn Io>> {
+async fn tls(_purpose: Purpose, _tcp: TcpStream, host: &str, _tls_config: &TlsConfig) -> Result<Box<dyn Io>> {
     Err(Error::InvalidInput(format!("https://{host}: wa-client was built without the `tls` feature")))
 }
 
-/// Sends one request and reads the whole response (at most `max_body` bytes).
+/// Sends one media request and reads the whole response (at most `max_body` bytes).
 pub(crate) async fn request(
     method: &str,
     url: &str,
@@ -196,27 +220,46 @@ pub(crate) async fn request(
     timeout: Duration,
     max_body: usize,
 ) -> Result<Response> {
-    let parsed = HttpUrl::parse(url)?;
-    tokio::time::timeout(timeout, request_inner(method, &parsed, body, proxy, tls_config, max_body))
-        .await
-        .map_err(|_| Error::Timeout {
-            what: format!("{method} {}{}", parsed.host, parsed.path),
-            after: timeout,
-        })?
+    request_for(Purpose::Media, method, url, body, &[], proxy, tls_config, timeout, max_body).await
 }
 
+/// Sends one request with extra `headers` and reads the whole response (at most `max_body`
+/// bytes); failures are errors of `purpose`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn request_for(
+    purpose: Purpose,
+    method: &str,
+    url: &str,
+    body: Option<Bytes>,
+    headers: &[(&str, &str)],
+    proxy: Option<&Proxy>,
+    tls_config: Option<&TlsConfig>,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<Response> {
+    let parsed = HttpUrl::parse(url)?;
+    let req = request_inner(purpose, method, &parsed, body, headers, proxy, tls_config, max_body);
+    tokio::time::timeout(timeout, req).await.map_err(|_| Error::Timeout {
+        what: format!("{method} {}{}", parsed.host, parsed.path),
+        after: timeout,
+    })?
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn request_inner(
+    purpose: Purpose,
     method: &str,
     url: &HttpUrl,
     body: Option<Bytes>,
+    headers: &[(&str, &str)],
     proxy: Option<&Proxy>,
     tls_config: Option<&TlsConfig>,
     max_body: usize,
 ) -> Result<Response> {
-    let io = open(url, proxy, tls_config).await?;
+    let io = open(purpose, url, proxy, tls_config).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
-        .map_err(|e| Error::Media(format!("HTTP handshake with {}: {e}", url.host)))?;
+        .map_err(|e| purpose.error(format!("HTTP handshake with {}: {e}", url.host)))?;
     let driver = tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -230,6 +273,9 @@ async fn request_inner(
     if has_body {
         req = req.header("Content-Type", "application/octet-stream");
     }
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
     let req = req
         .body(Full::new(body.unwrap_or_default()))
         .map_err(|e| Error::InvalidInput(format!("HTTP request to {}: {e}", url.host)))?;
@@ -237,12 +283,12 @@ async fn request_inner(
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| Error::Media(format!("{method} {}{}: {e}", url.host, url.path)))?;
+            .map_err(|e| purpose.error(format!("{method} {}{}: {e}", url.host, url.path)))?;
         let status = resp.status().as_u16();
         let body = Limited::new(resp.into_body(), max_body)
             .collect()
             .await
-            .map_err(|e| Error::Media(format!("reading response from {}: {e}", url.host)))?
+            .map_err(|e| purpose.error(format!("reading response from {}: {e}", url.host)))?
             .to_bytes();
         Ok(Response { status, body })
     }

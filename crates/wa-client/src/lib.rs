@@ -42,6 +42,7 @@ pub mod qr;
 pub mod queries;
 mod recv;
 mod send;
+pub mod version;
 
 pub use client::{BoxRng, Client, ClientBuilder, WHATSAPP_URL};
 pub use error::{Error, Result};
@@ -57,6 +58,7 @@ pub use proxy::Proxy;
 pub use qr::QrCode;
 pub use queries::GroupInfo;
 pub use send::SendResult;
+pub use version::{SW_JS_URL, VersionFetcher, parse_sw_js};
 pub use wa_binary::Jid;
 pub use wa_noise::ClientProfile;
 pub use wa_proto::device_props::PlatformType;

@@ -26,8 +26,15 @@ pub enum DisconnectReason {
         /// Seconds until it expires, if given.
         expire: Option<u64>,
     },
-    /// The server refused this client version (405).
-    ClientOutdated,
+    /// The server refused this client's WhatsApp Web version as outdated (`<failure
+    /// reason="405">`). With [`crate::ClientBuilder::fetch_version`] the client first fetches
+    /// the current version and reconnects once; this ends the lifecycle when that is refused
+    /// too, or the fetch failed or is off.
+    ClientOutdated {
+        /// The version the server refused (`None` only from [`DisconnectReason::from_failure`]
+        /// alone, which does not know it).
+        version: Option<[u32; 3]>,
+    },
     /// A server-side error worth retrying (500, 503, 429, …).
     ServerError {
         /// The code.
@@ -71,9 +78,10 @@ impl DisconnectReason {
     pub fn action(&self) -> Action {
         match self {
             Self::RestartRequired => Action::ReconnectNow,
-            Self::Replaced | Self::ClientOutdated | Self::Refused { .. } | Self::TemporarilyBanned { .. } => {
-                Action::Stop
-            }
+            Self::Replaced
+            | Self::ClientOutdated { .. }
+            | Self::Refused { .. }
+            | Self::TemporarilyBanned { .. } => Action::Stop,
             Self::QrTimeout | Self::ReconnectLoop | Self::Requested => Action::Stop,
             Self::LoggedOut { .. } => Action::Purge,
             Self::ServerError { code: 429 } => Action::LongBackoff,
@@ -108,7 +116,7 @@ impl DisconnectReason {
                 code: node.opt_attr_str("code").and_then(|c| c.parse().ok()),
                 expire: node.opt_attr_str("expire").and_then(|c| c.parse().ok()),
             },
-            405 => Self::ClientOutdated,
+            405 => Self::ClientOutdated { version: None },
             500 | 503 | 429 => Self::ServerError { code: reason },
             other => Self::Refused { code: other },
         }
@@ -121,12 +129,63 @@ impl DisconnectReason {
             Self::Replaced => 440,
             Self::LoggedOut { .. } => 401,
             Self::TemporarilyBanned { .. } => 402,
-            Self::ClientOutdated => 405,
+            Self::ClientOutdated { .. } => 405,
             Self::ServerError { code } | Self::Refused { code } => *code,
             Self::ConnectionLost { .. } => 408,
             Self::QrTimeout => 408,
             Self::ReconnectLoop => 429,
             Self::Requested => 428,
+        }
+    }
+}
+
+impl DisconnectReason {
+    /// A stable snake_case name of the variant (`client_outdated`, `logged_out`, …) for APIs
+    /// and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RestartRequired => "restart_required",
+            Self::Replaced => "replaced",
+            Self::LoggedOut { .. } => "logged_out",
+            Self::TemporarilyBanned { .. } => "temporarily_banned",
+            Self::ClientOutdated { .. } => "client_outdated",
+            Self::ServerError { .. } => "server_error",
+            Self::Refused { .. } => "refused",
+            Self::ConnectionLost { .. } => "connection_lost",
+            Self::QrTimeout => "qr_timeout",
+            Self::ReconnectLoop => "reconnect_loop",
+            Self::Requested => "requested",
+        }
+    }
+}
+
+/// Plain words for people (logs, dashboards), not a debug dump.
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::RestartRequired => f.write_str("WhatsApp asked the client to reconnect"),
+            Self::Replaced => f.write_str("another connection of this linked device took over"),
+            Self::LoggedOut { code } => {
+                write!(f, "the device was unlinked or the account logged out (code {code})")
+            }
+            Self::TemporarilyBanned { expire, .. } => match expire {
+                Some(s) => write!(f, "the account is temporarily banned for {s} more seconds"),
+                None => f.write_str("the account is temporarily banned"),
+            },
+            Self::ClientOutdated { version: Some(v) } => write!(
+                f,
+                "WhatsApp refused WhatsApp Web version {} as outdated",
+                wa_noise::payload::format_app_version(*v)
+            ),
+            Self::ClientOutdated { version: None } => {
+                f.write_str("WhatsApp refused this client's WhatsApp Web version as outdated")
+            }
+            Self::ServerError { code } => write!(f, "WhatsApp server error {code}"),
+            Self::Refused { code } => write!(f, "WhatsApp refused the connection (code {code})"),
+            Self::ConnectionLost { detail } => write!(f, "connection lost: {detail}"),
+            Self::QrTimeout => f.write_str("the QR code was not scanned in time"),
+            Self::ReconnectLoop => f.write_str("stopped after reconnecting too often in a short time"),
+            Self::Requested => f.write_str("disconnect requested"),
         }
     }
 }
@@ -219,9 +278,37 @@ mod tests {
         let f = |r: &str| DisconnectReason::from_failure(&Node::new("failure").attr("reason", r));
         assert_eq!(f("401").action(), Action::Purge);
         assert_eq!(f("403").action(), Action::Purge);
-        assert_eq!(f("405"), DisconnectReason::ClientOutdated);
+        assert_eq!(f("405"), DisconnectReason::ClientOutdated { version: None });
+        assert_eq!(f("405").kind(), "client_outdated");
         assert_eq!(f("503").action(), Action::Backoff);
         assert_eq!(f("402").action(), Action::Stop);
+    }
+
+    #[test]
+    fn reasons_read_as_plain_words() {
+        let outdated = DisconnectReason::ClientOutdated { version: Some([2, 3000, 1_045_649_367]) };
+        assert_eq!(
+            outdated.to_string(),
+            "WhatsApp refused WhatsApp Web version 2.3000.1045649367 as outdated"
+        );
+        assert_eq!(outdated.code(), 405);
+        assert_eq!(outdated.action(), Action::Stop);
+        for r in [
+            DisconnectReason::RestartRequired,
+            DisconnectReason::Replaced,
+            DisconnectReason::LoggedOut { code: 401 },
+            DisconnectReason::TemporarilyBanned { code: Some(101), expire: Some(60) },
+            DisconnectReason::ServerError { code: 503 },
+            DisconnectReason::Refused { code: 409 },
+            DisconnectReason::ConnectionLost { detail: "reset".into() },
+            DisconnectReason::QrTimeout,
+            DisconnectReason::ReconnectLoop,
+            DisconnectReason::Requested,
+        ] {
+            let text = r.to_string();
+            assert!(!text.contains('{') && !text.contains("::"), "{text}");
+            assert!(!r.kind().is_empty());
+        }
     }
 
     #[test]

@@ -272,13 +272,13 @@ impl Client {
             .send(&Node::new("presence").attr("type", "subscribe").attr("to", jid.to_non_ad()))
     }
 
-    /// Announces us as available (online) or unavailable.
+    /// Announces us as available (online) or unavailable, with our push name (the one set
+    /// with [`crate::ClientBuilder::push_name`], else the account's own when known;
+    /// [`Error::NoPushName`] without one). While available, delivery receipts no longer say
+    /// `inactive`, and the owner's phone stops showing notifications.
     pub async fn set_available(&self, available: bool) -> Result<()> {
-        let mut n = Node::new("presence").attr("type", if available { "available" } else { "unavailable" });
-        if let Some(name) = &self.shared.config.push_name {
-            n = n.attr("name", name.as_str());
-        }
-        self.shared.connection()?.send(&n)
+        let conn = self.shared.connection()?;
+        self.shared.send_presence_on(&conn, available)
     }
 
     /// Blocks or unblocks a contact.

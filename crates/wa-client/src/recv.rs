@@ -411,7 +411,8 @@ fn delivery_receipt(shared: &Shared, node: &Node, info: &MessageInfo) -> Node {
         }
         let t = if node.opt_attr_str("category").as_deref() == Some("peer") { "peer_msg" } else { "sender" };
         r = r.attr("type", t);
-    } else if shared.config.push_name.is_none() {
+    } else if !shared.available.load(std::sync::atomic::Ordering::Acquire) {
+        // whatsmeow receipt.go sendMessageReceipt: `inactive` unless we announced available.
         r = r.attr("type", "inactive");
     }
     r

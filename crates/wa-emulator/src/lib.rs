@@ -63,6 +63,9 @@ use wa_crypto::PublicKey;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use keyindex::{KEY_INDEX_LIST_SIGNATURE_PREFIX, KeyIndexList};
 pub use keys::ServerKeys;
+pub use login::{
+    FAILURE_BAD_USER_AGENT, FAILURE_CLIENT_OUTDATED, FAILURE_GENERIC, PayloadRefusal, check_payload,
+};
 pub use media::{IMAGE_KEYS_INFO, decrypt_media, encrypt_media};
 pub use mediaretry::{MEDIA_TTL_SECS, media_retry_key};
 pub use notifications::{APP_STATE_COLLECTIONS, TC_TOKEN_BUCKET_SECS};
@@ -71,8 +74,8 @@ pub use phone_identity::AdvRefusal;
 pub use prekey_upload::UploadRefusal;
 pub use tls::TlsSetupError;
 pub use world::{
-    AccountId, ConnCommand, ConnId, ControlError, DeviceAddr, Fault, MAX_ACKED_IDS, MAX_EVENT_LOG, Mailbox,
-    World, WorldEvent,
+    AccountId, ConnCommand, ConnId, ControlError, DeviceAddr, Fault, MAX_ACKED_IDS, MAX_EVENT_LOG,
+    MAX_PRESENCE_LOG, Mailbox, PresenceRecord, World, WorldEvent,
 };
 
 use server::Shared;
@@ -102,6 +105,11 @@ pub struct EmulatorConfig {
     pub media_tls: bool,
     /// Where the HTTPS media endpoint listens (`None`: the main address's IP, any port).
     pub media_listen: Option<SocketAddr>,
+    /// The oldest WhatsApp Web version (`userAgent.appVersion`, compared as a triple) the
+    /// service still takes; registration and login payloads below it get
+    /// `<failure reason="405">`, as WhatsApp refuses versions a few weeks to ~2.5 months old.
+    /// Default: the version `wa-noise` ships ([`wa_noise::payload::DEFAULT_APP_VERSION`]).
+    pub min_client_version: [u32; 3],
 }
 
 impl Default for EmulatorConfig {
@@ -116,6 +124,7 @@ impl Default for EmulatorConfig {
             lid_in_usync: true,
             media_tls: true,
             media_listen: None,
+            min_client_version: wa_noise::payload::DEFAULT_APP_VERSION,
         }
     }
 }
@@ -152,6 +161,7 @@ impl Emulator {
         world.media_auth = world.random_hex(16);
         world.lid_in_usync = config.lid_in_usync;
         world.phone_pre_keys = config.phone_pre_keys;
+        world.min_client_version = config.min_client_version;
         let (event_tx, _) = tokio::sync::broadcast::channel(4096);
         world.event_tx = Some(event_tx.clone());
         let shared = Arc::new(Shared {
@@ -247,6 +257,26 @@ impl EmulatorHandle {
     /// `https://ADDR` of the media endpoint (`None` with `media_tls: false`).
     pub fn media_url(&self) -> Option<&str> {
         self.media_url.as_deref()
+    }
+
+    /// The oldest WhatsApp Web version registrations and logins may report (see
+    /// [`EmulatorConfig::min_client_version`]); clients under test must send at least this.
+    pub fn min_client_version(&self) -> [u32; 3] {
+        self.with_world(|w| w.min_client_version)
+    }
+
+    /// Raises (or sets) the version floor from now on, as WhatsApp does when it retires a
+    /// version: connections already logged in stay, the next registration or login below it
+    /// gets 405.
+    pub fn set_min_client_version(&self, version: [u32; 3]) {
+        self.with_world(|w| w.min_client_version = version);
+    }
+
+    /// `http://ADDR/sw.js`: the emulator's WhatsApp Web service worker, naming the floor's
+    /// version as `client_revision`. Point a client's version fetch here (the way it would
+    /// fetch `https://web.whatsapp.com/sw.js`) to get the version the emulator accepts.
+    pub fn sw_js_url(&self) -> String {
+        format!("http://{}/sw.js", self.addr)
     }
 
     /// Base URL of the JSON control API.
@@ -555,6 +585,19 @@ impl PhoneHandle<'_> {
         self.emu.with_world(|w| {
             let a = self.account(w)?;
             w.phone_send_image(a, to, image, mimetype, caption)
+        })
+    }
+
+    /// The account's push name: the `notify` other users see on its messages. Set at creation
+    /// and changed by a device's `<presence name=…>`.
+    pub fn push_name(&self) -> String {
+        self.emu.with_world(|w| self.account(w).map(|a| w.accounts[a].push_name.clone()).unwrap_or_default())
+    }
+
+    /// The `<presence>` stanzas the account's devices sent about themselves, oldest first.
+    pub fn presences(&self) -> Vec<PresenceRecord> {
+        self.emu.with_world(|w| {
+            self.account(w).map(|a| w.accounts[a].presences.iter().cloned().collect()).unwrap_or_default()
         })
     }
 

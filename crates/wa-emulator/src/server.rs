@@ -1,5 +1,6 @@
 //! The tokio shell: an axum server with the chat WebSocket (`/ws/chat`), media upload and
-//! download (`/mms/...`), and the JSON control API (`/control/...`). Each WebSocket gets a
+//! download (`/mms/...`), WhatsApp Web's service worker (`/sw.js`, which names the current
+//! version), and the JSON control API (`/control/...`). Each WebSocket gets a
 //! task that moves bytes between the socket and its [`ServerSession`], and drains the
 //! connection's mailbox, applying injected faults to outgoing frames.
 
@@ -40,9 +41,25 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/ws/chat", any(ws_handler))
         .route("/mms/{kind}/{token}", post(media_upload))
         .route("/m/{kind}/{file}", get(media_download))
+        .route("/sw.js", get(sw_js))
         .layer(DefaultBodyLimit::max(MAX_MEDIA_BYTES))
         .merge(crate::control::routes())
         .with_state(shared)
+}
+
+/// `GET /sw.js`, the emulator's `https://web.whatsapp.com/sw.js`: WhatsApp Web's service worker,
+/// from which Baileys (`fetchLatestWaWebVersion`), whatsapp-rust (`src/version.rs`) and
+/// wa-client (`VersionFetcher`) read the current version as `2.3000.<client_revision>`. The
+/// revision is the floor's (`EmulatorHandle::min_client_version`), so a client that fetches it is
+/// accepted, as one fetching the live file is by WhatsApp; it follows
+/// `set_min_client_version`. The shape is the live file's: JSON inside a JS string literal
+/// (`self.__swData=JSON.parse("{\"client_revision\":…}")`), which all three parse.
+async fn sw_js(State(shared): State<Arc<Shared>>) -> Response {
+    let [_, _, revision] = shared.world().min_client_version;
+    let body = format!(
+        r#"self.__swData=JSON.parse("{{\"SiteData\":{{\"server_revision\":{revision},\"client_revision\":{revision}}}}}");"#
+    );
+    ([(axum::http::header::CONTENT_TYPE, "text/javascript; charset=utf-8")], body).into_response()
 }
 
 /// The largest media upload accepted (axum's default body limit is 2 MiB; WhatsApp allows

@@ -167,6 +167,25 @@ pub struct Account {
     pub raw_id: u32,
     /// The phone-signed list of valid companion key indexes, once a companion is linked.
     pub key_index_list: Option<crate::keyindex::KeyIndexList>,
+    /// The account's devices' own `<presence>` stanzas, oldest first (the latest
+    /// [`MAX_PRESENCE_LOG`]).
+    pub presences: VecDeque<PresenceRecord>,
+}
+
+/// Most `<presence>` stanzas remembered per account.
+pub const MAX_PRESENCE_LOG: usize = 1000;
+
+/// A `<presence>` a device of the account sent about itself.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PresenceRecord {
+    /// The sending device.
+    pub device: u16,
+    /// `available` or `unavailable`.
+    pub kind: String,
+    /// The `name` attribute (the push name the device announced), if any.
+    pub name: Option<String>,
+    /// Server time (unix seconds).
+    pub at: u64,
 }
 
 /// A group chat.
@@ -243,6 +262,13 @@ pub enum WorldEvent {
     LoggedIn { pn: String, device: u16, conn: ConnId },
     /// A login was refused.
     LoginRefused { username: u64, device: u32, reason: u16 },
+    /// A registration or login `ClientPayload` was refused before any account lookup (an
+    /// outdated version or a shape no reference client sends); `rule` names the rule in the
+    /// README's rule table.
+    PayloadRefused { conn: ConnId, registration: bool, username: Option<u64>, reason: u16, rule: String },
+    /// A logged-in device sent `<presence type=kind [name]>` about itself; a `name` became the
+    /// account's push name.
+    PresenceSent { pn: String, device: u16, kind: String, name: Option<String> },
     /// A phone received and decrypted a message.
     PhoneReceived { pn: String, id: String },
     /// A receipt reached a phone.
@@ -305,6 +331,8 @@ pub struct World {
     next_iq: u64,
     pub(crate) refs_per_pairing: usize,
     pub(crate) lid_in_usync: bool,
+    /// Registration and login payloads reporting an older WA Web version get 405.
+    pub(crate) min_client_version: [u32; 3],
     /// One-time prekeys a new phone generates.
     pub(crate) phone_pre_keys: u32,
     /// State of the server-initiated traffic (dirty bits, media ages, tokens, calls, …).
@@ -427,6 +455,7 @@ impl World {
             next_iq: 1,
             refs_per_pairing,
             lid_in_usync: false,
+            min_client_version: wa_noise::payload::DEFAULT_APP_VERSION,
             phone_pre_keys: crate::phone::PHONE_PRE_KEYS,
             traffic: crate::traffic::Traffic::default(),
         }
@@ -495,6 +524,7 @@ impl World {
             next_device_id: 1,
             raw_id,
             key_index_list: None,
+            presences: VecDeque::new(),
         });
         self.by_pn.insert(pn.to_owned(), id);
         self.by_lid.insert(lid, id);
@@ -685,7 +715,8 @@ impl World {
                 "receipt" => self.on_receipt_ack(conn, &node),
                 _ => self.on_stanza_ack(conn, &node),
             },
-            "ib" | "presence" | "chatstate" => {}
+            "presence" => self.on_presence(conn, &node),
+            "ib" | "chatstate" => {}
             "notification" | "call" => {
                 let ack = Node::new("ack")
                     .attr("id", attr(&node, "id"))
@@ -698,6 +729,39 @@ impl World {
                 self.emit(WorldEvent::Unsupported { conn, tag: other.to_owned(), xmlns: String::new() });
             }
         }
+    }
+
+    /// `<presence type="available|unavailable" name=…>` from a logged-in device about itself:
+    /// recorded, and its `name` becomes the account's push name, the `notify` other users see
+    /// on the account's later messages. That is why the references send the push name with
+    /// it: whatsmeow `presence.go` `SendPresence` ("so that the server has your pushname.
+    /// Otherwise, other users will see \"-\" as the name"), Baileys `Socket/chats.ts`
+    /// `sendPresenceUpdate` (`name: me.name`). Other types (`subscribe` to a contact) are not
+    /// about the sender and change nothing.
+    fn on_presence(&mut self, conn: ConnId, node: &Node) {
+        let Some(addr) = self.conns.get(&conn).and_then(|c| c.device) else { return };
+        // A missing type means available (whatsmeow `handlePresence` reads only "unavailable").
+        let kind = node.opt_attr_str("type").map(|t| t.into_owned()).unwrap_or_else(|| "available".into());
+        if !matches!(kind.as_str(), "available" | "unavailable") {
+            return;
+        }
+        let name = node.opt_attr_str("name").map(|n| n.into_owned()).filter(|n| !n.trim().is_empty());
+        let at = self.now();
+        let Some(account) = self.accounts.get_mut(addr.account) else { return };
+        if let Some(n) = &name {
+            account.push_name.clone_from(n);
+        }
+        if account.presences.len() >= MAX_PRESENCE_LOG {
+            account.presences.pop_front();
+        }
+        account.presences.push_back(PresenceRecord {
+            device: addr.device,
+            kind: kind.clone(),
+            name: name.clone(),
+            at,
+        });
+        let pn = account.pn.clone();
+        self.emit(WorldEvent::PresenceSent { pn, device: addr.device, kind, name });
     }
 
     pub(crate) fn iq_result(&self, req: &Node) -> Node {
@@ -893,6 +957,32 @@ pub(crate) mod tests {
         let third = sent(&mut rx3);
         assert_eq!(third.len(), 1, "only the offline marker: {third:?}");
         assert_eq!(third[0].child("offline").map(|o| attr(o, "count")), Some("0".to_owned()));
+    }
+
+    #[test]
+    fn a_devices_presence_is_recorded_and_its_name_renames_the_account() {
+        let (mut w, me, conn, _rx) = world_with_companion();
+        // Without a name: recorded, the push name stays.
+        w.on_node(conn, Node::new("presence").attr("type", "unavailable"));
+        assert_eq!(w.accounts[me.account].push_name, "Me");
+        // A subscription to a contact is not about us.
+        w.on_node(
+            conn,
+            Node::new("presence").attr("type", "subscribe").attr("to", "15550001001@s.whatsapp.net"),
+        );
+        w.on_node(conn, Node::new("presence").attr("type", "available").attr("name", "Ana"));
+        assert_eq!(w.accounts[me.account].push_name, "Ana");
+        let log: Vec<(String, Option<String>)> =
+            w.accounts[me.account].presences.iter().map(|p| (p.kind.clone(), p.name.clone())).collect();
+        assert_eq!(log, vec![("unavailable".into(), None), ("available".into(), Some("Ana".into()))]);
+        assert!(w.events.iter().any(|e| matches!(e,
+            WorldEvent::PresenceSent { device: 5, kind, name: Some(n), .. } if kind == "available" && n == "Ana")));
+        // A connection that is not logged in changes nothing.
+        let (tx, _rx2) = tokio::sync::mpsc::unbounded_channel();
+        let stranger = w.connect(tx);
+        w.on_node(stranger, Node::new("presence").attr("type", "available").attr("name", "Mallory"));
+        assert_eq!(w.accounts[me.account].push_name, "Ana");
+        assert_eq!(w.accounts[me.account].presences.len(), 2);
     }
 
     #[test]

@@ -265,3 +265,32 @@ async fn lid_addressed_group_both_ways() {
     assert_eq!(m["text"], "and from other");
     peer.quit().await;
 }
+
+/// Baileys 7.0.0-rc14 reports the version it ships (`lib/Defaults/index.js`: 2.3000.1043857760)
+/// unless given one. That is older than the emulator's floor (the version wa-noise ships), so
+/// registration is refused with 405 and Baileys closes with statusCode 405, as against a
+/// WhatsApp that retired the version. Given what `fetchLatestWaWebVersion()` reads from the
+/// emulator's `sw.js` (as Baileys users pass WhatsApp's), it gets the pairing QR; when the
+/// emulator retires that version too, the next fetch names the newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_version_baileys_ships_is_refused_with_405_and_the_fetched_one_pairs() {
+    let emu = emulator().await;
+    let auth = TempDir::new("stale-version");
+    let mut peer = Peer::spawn_with(&emu, &auth.0, &[], false).await;
+    let closed = peer.expect("close", |v| v["event"] == "connection" && v["connection"] == "close").await;
+    assert_eq!(closed["statusCode"], 405, "{closed}");
+    assert!(!peer.seen.iter().any(|v| v["event"] == "qr"), "no pair-device for an outdated version");
+    assert!(emu.events().iter().any(|e| matches!(e,
+        WorldEvent::PayloadRefused { registration: true, reason: 405, rule, .. } if rule == "min_client_version")));
+    peer.send(json!({"cmd": "quit"})).await;
+
+    for floor in [emu.min_client_version(), [2, 3000, emu.min_client_version()[2] + 5]] {
+        emu.set_min_client_version(floor);
+        let auth = TempDir::new("fetched-version");
+        let mut peer = Peer::spawn(&emu, &auth.0, &[]).await;
+        let v = peer.expect_event("version").await;
+        assert_eq!(v["version"], wa_noise::payload::format_app_version(floor), "{v}");
+        peer.expect_event("qr").await;
+        peer.send(json!({"cmd": "quit"})).await;
+    }
+}

@@ -318,3 +318,89 @@ async fn login_refusals() {
     let f = c.recv().await.unwrap();
     assert_eq!((f.tag.as_str(), f.attr_str("reason").unwrap().as_ref()), ("failure", "503"));
 }
+
+/// The version floor (`EmulatorConfig::min_client_version`, default the version wa-noise
+/// ships): an older `userAgent.appVersion` gets `<failure reason="405">` at registration and at
+/// login, as WhatsApp answers retired versions; the floor's own version pairs and logs in.
+#[tokio::test]
+async fn an_outdated_version_is_refused_with_405_at_registration_and_login() {
+    let emu = emulator().await;
+    let floor = emu.min_client_version();
+    assert_eq!(floor, wa_noise::payload::DEFAULT_APP_VERSION);
+    let stale = ClientProfile { app_version: [floor[0], floor[1], floor[2] - 1], ..Default::default() };
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut events = emu.subscribe();
+
+    // Registration with a stale version: no pair-device, a 405 and the socket closes.
+    let identity = LocalIdentity::generate(&mut rng);
+    let signed = SignedPreKeyRecord::generate(&identity.key_pair, 1, &mut rng);
+    let keys = RegistrationKeys {
+        registration_id: identity.registration_id,
+        identity_key: identity.public_key(),
+        signed_pre_key_id: 1,
+        signed_pre_key: signed.key_pair.public,
+        signed_pre_key_signature: signed.signature,
+    };
+    let props = device_props("rust", [0, 1, 0], wa_proto::device_props::PlatformType::Chrome, false);
+    let noise = KeyPair::generate(&mut rng);
+    let mut c = Client::connect(&emu, &noise, &stale.registration(&keys, &props), &mut rng).await;
+    let f = c.recv().await.unwrap();
+    assert_eq!((f.tag.as_str(), f.attr_str("reason").unwrap().as_ref()), ("failure", "405"));
+    assert!(c.recv().await.is_none(), "the server closes after the failure");
+    let refused = tokio::time::timeout(T, async {
+        loop {
+            if let Ok(wa_emulator::WorldEvent::PayloadRefused { registration, reason, rule, .. }) =
+                events.recv().await
+            {
+                return (registration, reason, rule);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused, (true, 405, "min_client_version".to_owned()));
+
+    // The current version pairs; logging in with a stale one is refused, the current one works.
+    let (creds, device) = pair(&emu, &mut rng).await;
+    let mut c =
+        Client::connect(&emu, &creds.noise, &stale.login(PN.parse().unwrap(), device), &mut rng).await;
+    let f = c.recv().await.unwrap();
+    assert_eq!((f.tag.as_str(), f.attr_str("reason").unwrap().as_ref()), ("failure", "405"));
+    let current = ClientProfile::default().login(PN.parse().unwrap(), device);
+    let mut c = Client::connect(&emu, &creds.noise, &current, &mut rng).await;
+    assert_eq!(c.recv().await.unwrap().tag, "success");
+
+    // WhatsApp retires the version: the next login with it gets 405.
+    emu.set_min_client_version([floor[0], floor[1], floor[2] + 1]);
+    let mut c = Client::connect(&emu, &creds.noise, &current, &mut rng).await;
+    let f = c.recv().await.unwrap();
+    assert_eq!((f.tag.as_str(), f.attr_str("reason").unwrap().as_ref()), ("failure", "405"));
+}
+
+/// `GET /sw.js`: WhatsApp Web's service worker, in the live file's shape (JSON inside a JS
+/// string literal), naming the floor as `client_revision`, the version clients fetch; it
+/// follows `set_min_client_version`.
+#[tokio::test]
+async fn sw_js_names_the_floor_as_the_current_version() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn get(emu: &EmulatorHandle) -> String {
+        let url = emu.sw_js_url();
+        assert_eq!(url, format!("http://{}/sw.js", emu.local_addr()));
+        let mut s = TcpStream::connect(emu.local_addr()).await.unwrap();
+        s.write_all(b"GET /sw.js HTTP/1.1\r\nHost: web.whatsapp.com\r\nsec-fetch-site: none\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut resp = String::new();
+        tokio::time::timeout(T, s.read_to_string(&mut resp)).await.unwrap().unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        assert!(resp.to_ascii_lowercase().contains("content-type: text/javascript"), "{resp}");
+        resp
+    }
+    let emu = emulator().await;
+    let [_, _, r] = emu.min_client_version();
+    let body = get(&emu).await;
+    assert!(body.contains(r#"self.__swData=JSON.parse("{\"SiteData\":"#), "{body}");
+    assert!(body.contains(&format!(r#"\"client_revision\":{r}}}"#)), "{body}");
+    emu.set_min_client_version([2, 3000, r + 9]);
+    assert!(get(&emu).await.contains(&format!(r#"\"client_revision\":{}}}"#, r + 9)));
+}

@@ -11,8 +11,46 @@ use wa_proto::client_payload::{
 };
 use wa_proto::device_props;
 
-/// The WhatsApp Web version whatsmeow reports (an outdated one gets `<failure reason="405">`).
+/// The built-in WhatsApp Web version: whatsmeow's of 2026-08-20 (`store/clientpayload.go`
+/// `waVersion`). WhatsApp answers versions a few weeks to about 2.5 months old with
+/// `<failure reason="405">`, so clients should prefer the current one (`sw.js`
+/// `client_revision`) and fall back to this.
 pub const DEFAULT_APP_VERSION: [u32; 3] = [2, 3000, 1_045_649_367];
+
+/// `"2.3000.1045649367"`: the dotted form WhatsApp hashes into `buildHash` and people write.
+pub fn format_app_version(v: [u32; 3]) -> String {
+    let [a, b, c] = v;
+    format!("{a}.{b}.{c}")
+}
+
+/// A WhatsApp Web version that is not three dot-separated numbers.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid WhatsApp Web version {input:?}: expected three dot-separated numbers such as 2.3000.1045649367"
+)]
+pub struct AppVersionError {
+    /// What was given.
+    pub input: String,
+}
+
+/// Parses `"2.3000.1045649367"` (surrounding whitespace ignored).
+pub fn parse_app_version(s: &str) -> Result<[u32; 3], AppVersionError> {
+    let bad = || AppVersionError { input: s.to_owned() };
+    let mut parts = s.trim().split('.');
+    let mut out = [0u32; 3];
+    for slot in &mut out {
+        let p = parts.next().ok_or_else(bad)?;
+        // Digits only: `u32::from_str` would also take a leading `+`.
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        *slot = p.parse().map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(out)
+}
 
 /// How this client describes itself; the same for registration and login.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,8 +166,7 @@ pub fn device_props(
 impl ClientProfile {
     /// `"2.3000.<n>"`, the string WhatsApp hashes into `buildHash`.
     pub fn version_string(&self) -> String {
-        let [a, b, c] = self.app_version;
-        format!("{a}.{b}.{c}")
+        format_app_version(self.app_version)
     }
 
     fn base(&self) -> ClientPayload {
@@ -199,5 +236,42 @@ impl ClientProfile {
             lid_db_migrated: self.lid_db_migrated,
             ..self.base()
         }
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_format() {
+        assert_eq!(parse_app_version(" 2.3000.1045649367 ").unwrap(), DEFAULT_APP_VERSION);
+        assert_eq!(format_app_version(DEFAULT_APP_VERSION), "2.3000.1045649367");
+        for bad in
+            ["", "2.3000", "2.3000.1.4", "2.x.1", "2..1", "+2.3000.1", "2.3000.99999999999", "2.3000.-1"]
+        {
+            let e = parse_app_version(bad).unwrap_err();
+            assert_eq!(e.input, bad);
+            assert!(e.to_string().contains("three dot-separated numbers"), "{e}");
+        }
+    }
+
+    #[test]
+    fn build_hash_follows_the_version() {
+        let keys = RegistrationKeys {
+            registration_id: 1,
+            identity_key: PublicKey::from_bytes(&[9; 32]).unwrap(),
+            signed_pre_key_id: 1,
+            signed_pre_key: PublicKey::from_bytes(&[8; 32]).unwrap(),
+            signed_pre_key_signature: [0; 64],
+        };
+        let props = device_props("Linux", [0, 1, 0], device_props::PlatformType::Chrome, false);
+        let profile = ClientProfile { app_version: [2, 3000, 7], ..Default::default() };
+        let p = profile.registration(&keys, &props);
+        let hash = p.device_pairing_data.unwrap().build_hash.unwrap();
+        assert_eq!(hash, wa_crypto::md5(&[b"2.3000.7"]).to_vec());
+        let v = p.user_agent.unwrap().app_version.unwrap();
+        assert_eq!((v.primary, v.secondary, v.tertiary), (Some(2), Some(3000), Some(7)));
     }
 }

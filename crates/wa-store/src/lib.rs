@@ -61,12 +61,13 @@ pub use error::{Error, Result};
 pub use seal::{Argon2Params, EncryptionKey};
 pub use store::{Clock, DeviceStore, ManualClock, Store, StoreOptions, SystemClock, Transaction};
 pub use traits::{
-    AppStateStore, CredentialStore, DeviceListStore, IdentityStore, InboundStore, LidStore, PreKeyStore,
-    PrivacyTokenStore, SenderKeyStore, SentMessageStore, SessionStore, SignedPreKeyStore,
+    AppStateStore, AppVersionStore, CredentialStore, DeviceListStore, IdentityStore, InboundStore, LidStore,
+    PreKeyStore, PrivacyTokenStore, SenderKeyStore, SentMessageStore, SessionStore, SignedPreKeyStore,
 };
 pub use types::{
-    AppStateSyncKey, AppStateVersion, Credentials, DeviceId, DeviceList, IdentityChange, InboundMessage,
-    KeyPair, PreKey, PreKeyCounts, PreKeyState, PrivacyToken, ProtocolAddress, SentMessage, SignedPreKey,
+    AppStateSyncKey, AppStateVersion, CachedAppVersion, Credentials, DeviceId, DeviceList, IdentityChange,
+    InboundMessage, KeyPair, PreKey, PreKeyCounts, PreKeyState, PrivacyToken, ProtocolAddress, SentMessage,
+    SignedPreKey,
 };
 
 #[cfg(feature = "memory")]

@@ -10,9 +10,9 @@ use crate::backend::{RowKey, Scan, Table};
 use crate::error::{Error, Result};
 use crate::store::{DeviceStore, Transaction};
 use crate::types::{
-    AppStateSyncKey, AppStateVersion, Credentials, DeviceList, IdentityChange, InboundMessage, KeyPair,
-    PreKey, PreKeyCounts, PrivacyToken, ProtocolAddress, SentMessage, SignedPreKey, decode_device_list,
-    decode_inbound, encode_device_list, encode_inbound,
+    AppStateSyncKey, AppStateVersion, CachedAppVersion, Credentials, DeviceList, IdentityChange,
+    InboundMessage, KeyPair, PreKey, PreKeyCounts, PrivacyToken, ProtocolAddress, SentMessage, SignedPreKey,
+    decode_device_list, decode_inbound, encode_device_list, encode_inbound,
 };
 
 /// The account's own credentials.
@@ -21,6 +21,14 @@ pub trait CredentialStore {
     fn load_credentials(&self) -> impl Future<Output = Result<Option<Credentials>>> + Send;
     /// Saves (replaces) the credentials.
     fn save_credentials(&self, creds: &Credentials) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The WhatsApp Web version the client last fetched, kept across restarts.
+pub trait AppVersionStore {
+    /// The cached version, `None` before the first save.
+    fn load_app_version(&self) -> impl Future<Output = Result<Option<CachedAppVersion>>> + Send;
+    /// Saves (replaces) the cached version.
+    fn save_app_version(&self, v: &CachedAppVersion) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Peers' identity keys.
@@ -246,6 +254,7 @@ pub trait PrivacyTokenStore {
 // ---- row layout ---------------------------------------------------------------------------
 
 const CREDENTIALS: &str = "credentials";
+const APP_VERSION: &str = "app-version";
 const NEXT_PRE_KEY_ID: &str = "next-pre-key-id";
 /// Signal prekey ids are 24-bit and never 0.
 const MAX_PRE_KEY_ID: u32 = 0xFF_FFFF;
@@ -393,6 +402,18 @@ impl CredentialStore for DeviceStore {
             t.save_credentials(creds);
         })
         .await
+    }
+}
+
+impl AppVersionStore for DeviceStore {
+    async fn load_app_version(&self) -> Result<Option<CachedAppVersion>> {
+        match self.get_row(Table::Device, rk(APP_VERSION)).await? {
+            None => Ok(None),
+            Some(r) => Ok(Some(CachedAppVersion::decode(&r.value, Table::Device.name())?)),
+        }
+    }
+    async fn save_app_version(&self, v: &CachedAppVersion) -> Result<()> {
+        self.write(|t| t.put(Table::Device, rk(APP_VERSION), v.encode(), 0, None)).await
     }
 }
 

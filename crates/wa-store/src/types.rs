@@ -235,6 +235,16 @@ pub struct PrivacyToken {
     pub timestamp: i64,
 }
 
+/// The WhatsApp Web version last fetched (from `sw.js`) for this device, and when, so a restart
+/// within the cache's lifetime does not fetch again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CachedAppVersion {
+    /// `primary.secondary.tertiary`.
+    pub version: [u32; 3],
+    /// When it was fetched, unix seconds.
+    pub fetched_at: i64,
+}
+
 // ---- value encodings (format version 1 each) ------------------------------------------------
 
 const V1: u8 = 1;
@@ -390,6 +400,21 @@ pub(crate) fn decode_inbound(chat: &str, b: &[u8], table: &'static str) -> Resul
     };
     d.finish()?;
     Ok(m)
+}
+
+impl CachedAppVersion {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut e = Enc::new(V1);
+        let [a, b, c] = self.version;
+        e.u32(a).u32(b).u32(c).i64(self.fetched_at);
+        e.finish()
+    }
+    pub(crate) fn decode(b: &[u8], table: &'static str) -> Result<Self> {
+        let mut d = Dec::new(b, table, V1)?;
+        let v = CachedAppVersion { version: [d.u32()?, d.u32()?, d.u32()?], fetched_at: d.i64()? };
+        d.finish()?;
+        Ok(v)
+    }
 }
 
 impl PrivacyToken {

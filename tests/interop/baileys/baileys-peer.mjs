@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Baileys as a scriptable PEER for tests of our own server: JSON lines out, JSON lines in.
 //   node baileys-peer.mjs --url ws://127.0.0.1:PORT/ws/chat --auth DIR [--root-pub HEX]
-//                         [--pair-code PHONE] [--log LEVEL]
+//                         [--pair-code PHONE] [--log LEVEL] [--sw-js URL | --wa-version X.Y.Z]
 // stdout events (one JSON object per line):
+//   {"event":"version","version":"2.3000.N","source":"fetchLatestWaWebVersion"}   (with --sw-js, first)
 //   {"event":"qr","qr":"https://wa.me/settings/linked_devices#ref,noiseB64,identityB64,advB64,platform"}
 //   {"event":"pairing-code","code":"ABCD1234"}          (with --pair-code, once the socket is up)
 //   {"event":"connection","connection":"connecting|open|close","statusCode":515,...}
@@ -21,10 +22,19 @@
 //   edit/revoke), "media" ({kind,mimetype,fileLength,ptt,fileName,caption}) for every media kind.
 // --auth DIR keeps creds + Signal keys (Baileys' useMultiFileAuthState), so a second run logs in without QR.
 // --root-pub: 32-byte hex Curve25519 key Baileys should treat as WhatsApp's noise root (WA_CERT_DETAILS.PUBLIC_KEY).
+// --sw-js URL: the version comes the way Baileys users get it: `const { version } = await
+//   fetchLatestWaWebVersion()`, then `makeWASocket({ version })`. Baileys' function always asks for
+//   https://web.whatsapp.com/sw.js and hands its options to fetch(); this one request goes to URL
+//   instead (an emulator's sw.js) through fetch's `dispatcher` option, as a user behind a mirror or
+//   proxy passes one. A failed fetch (Baileys then falls back to the version it ships) exits 3.
+// --wa-version X.Y.Z: that version instead (Baileys' `version` option, as given by a user who pins
+//   one). With neither, Baileys reports the version it ships (7.0.0-rc14: 2.3000.1043857760), which
+//   a server that retired it refuses with 405.
 // Media: Baileys uploads to the media_conn host and downloads from the message's URL host, both
 //   over https with normal certificate checks. Against an emulator, start node with
 //   NODE_EXTRA_CA_CERTS=<the emulator's test CA, PEM> so that certificate is trusted. Baileys
-//   itself is not modified and nothing here redirects its traffic.
+//   itself is not modified and, but for --sw-js's one version request, nothing here redirects
+//   its traffic.
 import { createInterface } from 'readline';
 import { silentLogger } from './lib/mem-keys.mjs';
 
@@ -36,10 +46,34 @@ const authDir = opt('--auth', process.env.WA_AUTH_DIR || './.baileys-auth');
 const rootPub = opt('--root-pub', process.env.WA_ROOT_PUB);
 const pairPhone = opt('--pair-code');
 const level = opt('--log', process.env.LOG);
+const waVersionArg = opt('--wa-version');
+const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
+const swJs = opt('--sw-js');
 if (!url) { console.error('--url is required'); process.exit(2); }
+let waVersion;
+if (waVersionArg !== undefined) {
+  waVersion = waVersionArg.split('.').map((p) => (/^\d+$/.test(p) ? Number(p) : NaN));
+  if (waVersion.length !== 3 || waVersion.some((n) => !Number.isSafeInteger(n))) {
+    console.error('--wa-version must be three dot-separated numbers such as 2.3000.1045649367');
+    process.exit(2);
+  }
+} else if (swJs !== undefined) {
+  // Node's fetch (undici) keeps its global dispatcher under this documented, cross-version key
+  // (set when fetch first runs, so it is read at dispatch time); the request keeps its path
+  // (/sw.js) and headers, only its origin changes.
+  const key = Symbol.for('undici.globalDispatcher.1');
+  const origin = new URL(swJs).origin;
+  const dispatcher = { dispatch: (o, handler) => globalThis[key].dispatch({ ...o, origin }, handler) };
+  const fetched = await B.fetchLatestWaWebVersion({ dispatcher });
+  if (!fetched.isLatest) {
+    console.error('--sw-js: fetchLatestWaWebVersion failed:', fetched.error?.message ?? fetched.error);
+    process.exit(3);
+  }
+  waVersion = fetched.version;
+  out({ event: 'version', version: waVersion.join('.'), source: 'fetchLatestWaWebVersion' });
+}
 if (rootPub) B.WA_CERT_DETAILS.PUBLIC_KEY = Buffer.from(rootPub, 'hex');
 const logger = level ? (await import('pino')).default({ level }, process.stderr) : silentLogger;
-const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 
 const { state, saveCreds } = await B.useMultiFileAuthState(authDir);
 const received = new Map(); // every message this peer received or sent, by id
@@ -61,6 +95,7 @@ function start() {
     waWebSocketUrl: url,
     auth: { creds: state.creds, keys: B.makeCacheableSignalKeyStore(state.keys, logger) },
     logger,
+    ...(waVersion ? { version: waVersion } : {}),
     browser: B.Browsers.ubuntu('Chrome'),
     connectTimeoutMs: 10000,
     defaultQueryTimeoutMs: 10000,

@@ -568,6 +568,12 @@ CREATE INDEX messages_account_day ON messages(account_id, direction, created_at)
 ALTER TABLE messages ADD COLUMN template_media_id TEXT REFERENCES template_media(id) ON DELETE SET NULL;
 CREATE INDEX messages_template_media ON messages(template_media_id) WHERE template_media_id IS NOT NULL;
 "#,
+    // 8: the push name an operator chose to announce for an account (none: the owner's stays),
+    // and a stable code beside the state reason (`client_outdated`)
+    r#"
+ALTER TABLE accounts ADD COLUMN push_name_override TEXT;
+ALTER TABLE accounts ADD COLUMN state_reason_code TEXT;
+"#,
 ];
 
 /// Schema version this binary writes.

@@ -268,6 +268,11 @@ ALTER TABLE campaigns ADD COLUMN media_id TEXT COLLATE "C";
 ALTER TABLE messages ADD COLUMN template_media_id TEXT COLLATE "C" REFERENCES template_media(id) ON DELETE SET NULL;
 CREATE INDEX messages_template_media ON messages(template_media_id) WHERE template_media_id IS NOT NULL;
 "#,
+    // 8: an account's push name to announce, and a stable code beside its state reason
+    r#"
+ALTER TABLE accounts ADD COLUMN push_name_override TEXT COLLATE "C";
+ALTER TABLE accounts ADD COLUMN state_reason_code TEXT COLLATE "C";
+"#,
 ];
 
 /// An advisory-lock key so that two servers starting at once migrate one after the other.

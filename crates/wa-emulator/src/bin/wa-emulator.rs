@@ -1,7 +1,8 @@
 //! `wa-emulator --listen 127.0.0.1:PORT [--seed N] [--account PN[:NAME]]... [--media-ca FILE]
-//! [--plain-media]`: runs the emulator until interrupted, printing the WebSocket URL, the root
-//! public key, the control URL, the HTTPS media URL and the file holding the media test CA
-//! (give it to Node clients as `NODE_EXTRA_CA_CERTS`).
+//! [--plain-media] [--min-client-version X.Y.Z]`: runs the emulator until interrupted, printing
+//! the WebSocket URL, the root public key, the control URL, the `sw.js` URL (where clients fetch
+//! the current version), the HTTPS media URL and the file holding the media test CA (give it to
+//! Node clients as `NODE_EXTRA_CA_CERTS`).
 
 use std::net::SocketAddr;
 
@@ -10,7 +11,7 @@ use wa_emulator::{Emulator, EmulatorConfig};
 fn usage() -> ! {
     eprintln!(
         "usage: wa-emulator [--listen 127.0.0.1:PORT] [--seed N] [--account PN[:NAME]]... \
-         [--media-ca FILE] [--plain-media]"
+         [--media-ca FILE] [--plain-media] [--min-client-version X.Y.Z]"
     );
     std::process::exit(2)
 }
@@ -40,6 +41,14 @@ async fn main() {
                 None => usage(),
             },
             "--plain-media" => config.media_tls = false,
+            "--min-client-version" => match args.next().map(|v| wa_noise::payload::parse_app_version(&v)) {
+                Some(Ok(v)) => config.min_client_version = v,
+                Some(Err(e)) => {
+                    eprintln!("wa-emulator: --min-client-version: {e}");
+                    std::process::exit(2);
+                }
+                None => usage(),
+            },
             "-h" | "--help" => usage(),
             _ => usage(),
         }
@@ -61,6 +70,8 @@ async fn main() {
     println!("ws_url={}", emu.ws_url());
     println!("root_public_key={}", emu.root_public_key_hex());
     println!("control_url={}", emu.control_url());
+    println!("sw_js_url={}", emu.sw_js_url());
+    println!("min_client_version={}", wa_noise::payload::format_app_version(emu.min_client_version()));
     if let (Some(url), Some(pem)) = (emu.media_url(), emu.media_ca_pem()) {
         let path = ca_file.unwrap_or_else(|| {
             std::env::temp_dir().join(format!("wa-emulator-media-ca-{}.pem", emu.local_addr().port()))

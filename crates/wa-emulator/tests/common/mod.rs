@@ -58,7 +58,17 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// Baileys with the version the emulator accepts, got the way Baileys users get
+    /// WhatsApp's: fetchLatestWaWebVersion() reading the emulator's sw.js (`--sw-js` in
+    /// baileys-peer.mjs). A test passing `--wa-version` in `extra` pins that one instead.
     pub async fn spawn(emu: &EmulatorHandle, auth: &Path, extra: &[&str]) -> Peer {
+        let fetch = !extra.contains(&"--wa-version");
+        Self::spawn_with(emu, auth, extra, fetch).await
+    }
+
+    /// [`Peer::spawn`]; without `fetch_version` (and no `--wa-version` in `extra`) Baileys
+    /// reports the version it ships.
+    pub async fn spawn_with(emu: &EmulatorHandle, auth: &Path, extra: &[&str], fetch_version: bool) -> Peer {
         let dir = baileys_dir();
         assert!(
             dir.join("node_modules/@whiskeysockets/baileys").exists(),
@@ -73,6 +83,7 @@ impl Peer {
             .arg(auth)
             .args(["--root-pub", &emu.root_public_key_hex()])
             .args(extra)
+            .args(if fetch_version { vec!["--sw-js".to_owned(), emu.sw_js_url()] } else { Vec::new() })
             .args(std::env::var("WA_PEER_LOG").map(|l| vec!["--log".to_owned(), l]).unwrap_or_default())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -88,6 +88,25 @@ pub async fn credentials(h: &dyn Harness) {
     assert_eq!(s.devices().await.expect("devices"), vec![dev("a")]);
 }
 
+pub async fn app_version(h: &dyn Harness) {
+    let (s, _) = fresh(h).await;
+    let d = s.device(&dev("a"));
+    assert_eq!(d.load_app_version().await.expect("load"), None);
+    let v = CachedAppVersion { version: [2, 3000, 1_045_649_367], fetched_at: T0 };
+    d.save_app_version(&v).await.expect("save");
+    assert_eq!(d.load_app_version().await.expect("load"), Some(v));
+    let newer = CachedAppVersion { version: [2, 3001, 7], fetched_at: T0 + 86_400 };
+    d.save_app_version(&newer).await.expect("replace");
+    assert_eq!(d.load_app_version().await.expect("load"), Some(newer));
+    // Per device, beside the credentials, and gone with the device.
+    assert_eq!(s.device(&dev("b")).load_app_version().await.expect("other device"), None);
+    d.save_credentials(&creds(1)).await.expect("creds");
+    assert_eq!(d.load_credentials().await.expect("load").map(|c| c.registration_id), Some(4242));
+    assert_eq!(d.load_app_version().await.expect("load"), Some(newer));
+    s.delete_device(&dev("a")).await.expect("delete");
+    assert_eq!(d.load_app_version().await.expect("load"), None);
+}
+
 pub async fn identities(h: &dyn Harness) {
     let (s, _) = fresh(h).await;
     let d = s.device(&dev("a"));
@@ -651,7 +670,7 @@ pub async fn secrets_never_in_clear(h: &dyn Harness, control: &dyn Harness) {
 macro_rules! conformance_suite {
     ($make:path) => {
         $crate::conformance_suite!(@cases $make;
-            credentials, identities, sessions, pre_keys, signed_pre_keys, sender_keys, app_state,
+            credentials, app_version, identities, sessions, pre_keys, signed_pre_keys, sender_keys, app_state,
             lid_mappings, device_lists, sent_messages, inbound_messages, privacy_tokens,
             many_devices, transactions, rollback_on_error, concurrent_writers, reopen,
             encrypted_round_trip_and_rotation, wrong_or_missing_key, swapped_and_tampered_rows);
