@@ -81,6 +81,16 @@ pub enum Event {
         /// The contact.
         jid: Jid,
     },
+    /// A contact linked or removed a companion device (`<notification type="devices">`); the
+    /// cached device list follows it.
+    DeviceListChanged {
+        /// The contact.
+        user: Jid,
+        /// The device linked or removed.
+        device: Jid,
+        /// `true` when linked, `false` when removed.
+        added: bool,
+    },
     /// A history-sync blob from the primary phone.
     HistorySync(Arc<wa_proto::HistorySync>),
     /// The server is about to deliver what was queued while we were offline

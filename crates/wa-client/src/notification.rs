@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 use wa_binary::{Jid, Node};
 use wa_store::{PrivacyToken, PrivacyTokenStore};
 
-use crate::client::{Shared, ensure_pre_keys, upload_pre_keys};
+use crate::client::{Shared, upload_pre_keys};
 use crate::conn::Connection;
 use crate::error::Result;
 use crate::event::{AppStateVersion, Event, GroupUpdateEvent, PictureEvent};
@@ -35,10 +35,8 @@ pub(crate) async fn handle_notification(shared: &Arc<Shared>, conn: &Connection,
                     }
                 });
             } else if node.child("identity").is_some() {
-                let s = shared.clone();
-                tokio::spawn(async move {
-                    let _ = ensure_pre_keys(&s).await;
-                });
+                // A contact's identity changed: drop its sessions (not our own prekeys' business).
+                crate::identity::handle_identity_change(shared, &node).await?;
             }
         }
         "devices" => {
@@ -48,8 +46,8 @@ pub(crate) async fn handle_notification(shared: &Arc<Shared>, conn: &Connection,
                 if let Ok(lid) = node.attr_jid("lid") {
                     crate::lid::learn_jids(shared, &[(&lid, &from)]).await?;
                 }
-                crate::send::invalidate_devices(shared, &from).await?;
             }
+            crate::device_list::apply_notification(shared, &node).await?;
         }
         "w:gp2" => {
             let group = node.attr_jid("from")?;

@@ -82,7 +82,7 @@ pub(crate) fn pad(shared: &Shared, mut plain: Vec<u8>) -> Vec<u8> {
     plain
 }
 
-fn media_type(m: &Message) -> Option<&'static str> {
+pub(crate) fn media_type(m: &Message) -> Option<&'static str> {
     if m.image_message.is_some() {
         Some("image")
     } else if let Some(v) = &m.video_message {
@@ -119,7 +119,7 @@ pub(crate) async fn get_devices(shared: &Shared, users: &[Jid]) -> Result<Vec<Ji
         match shared.store.get_device_list(&u.to_string()).await? {
             Some(list) if list.expires_at > now => {
                 for d in list.devices {
-                    out.push(u.clone().with_device(u16::try_from(d).unwrap_or(0))?);
+                    out.push(crate::device_list::device_jid(u, d)?);
                 }
             }
             _ => missing.push(u.clone()),
@@ -148,24 +148,15 @@ pub(crate) async fn get_devices(shared: &Shared, users: &[Jid]) -> Result<Vec<Ji
         .ok_or_else(|| Error::Malformed("usync reply without list".into()))?;
     for user in list.children_by_tag("user") {
         let jid = user.attr_jid("jid")?.to_non_ad();
-        let mut ids = Vec::new();
-        if let Some(dl) = user.child_path(&["devices", "device-list"]) {
-            for d in dl.children_by_tag("device") {
-                if d.opt_attr_str("is_hosted").as_deref() == Some("true") {
-                    continue;
-                }
-                let id: u32 =
-                    d.attr_u64("id")?.try_into().map_err(|_| Error::Malformed("device id".into()))?;
-                ids.push(id);
-            }
-        }
-        shared.store.put_device_list(&jid.to_string(), &ids, None, DEVICE_LIST_TTL).await?;
-        for d in ids {
-            out.push(
-                jid.clone()
-                    .with_device(u16::try_from(d).map_err(|_| Error::Malformed("device id".into()))?)?,
-            );
-        }
+        let ids = match user.child_path(&["devices", "device-list"]) {
+            Some(dl) => crate::device_list::parse_device_list(dl)?,
+            None => Vec::new(),
+        };
+        let jids =
+            ids.iter().map(|d| crate::device_list::device_jid(&jid, *d)).collect::<Result<Vec<_>>>()?;
+        let hash = crate::device_list::participant_hash(&jids);
+        shared.store.put_device_list(&jid.to_string(), &ids, Some(&hash), DEVICE_LIST_TTL).await?;
+        out.extend(jids);
     }
     Ok(out)
 }
@@ -265,7 +256,7 @@ async fn fetch_bundles(shared: &Shared, devices: &[Jid]) -> Result<HashMap<Strin
 /// Loads sessions for `devices`, creating missing ones from fetched bundles. Devices whose
 /// session cannot be created are dropped. Sessions are kept under each contact's one address
 /// (its LID's once known); hold the Signal lock.
-async fn sessions_for(
+pub(crate) async fn sessions_for(
     shared: &Shared,
     devices: &[Jid],
 ) -> Result<Vec<(Jid, ProtocolAddress, SessionRecord)>> {
@@ -296,7 +287,7 @@ async fn sessions_for(
     Ok(out)
 }
 
-fn dsm(to: &Jid, m: &Message) -> Message {
+pub(crate) fn dsm(to: &Jid, m: &Message) -> Message {
     Message {
         device_sent_message: Some(Box::new(DeviceSentMessage {
             destination_jid: Some(to.to_string()),
@@ -308,7 +299,7 @@ fn dsm(to: &Jid, m: &Message) -> Message {
     }
 }
 
-fn enc_node(ct: &CiphertextMessage, mediatype: Option<&str>, count: Option<u32>) -> Node {
+pub(crate) fn enc_node(ct: &CiphertextMessage, mediatype: Option<&str>, count: Option<u32>) -> Node {
     Node::new("enc")
         .attr("v", "2")
         .attr("type", ct.enc_type())
@@ -342,10 +333,19 @@ impl Client {
             let (stanza, addr) = direct_stanza(shared, &to, &id, &message).await?;
             (stanza, addr.pn, addr.lid)
         };
-        let mut sent = send_and_await_ack(shared, &conn, id, &stanza).await?;
-        sent.chat_pn = chat_pn;
-        sent.chat_lid = chat_lid;
-        Ok(sent)
+        let ack = send_for_ack(shared, &conn, &id, &stanza).await?;
+        // A stale device list shows as the server's phash (see `fanout`).
+        if let Some(phash) = ack.opt_attr_str("phash")
+            && !to.is_group()
+        {
+            crate::fanout::honour_phash(shared, &conn, &stanza, &message, &phash).await;
+        }
+        Ok(SendResult {
+            id,
+            timestamp: ack.opt_attr_str("t").and_then(|t| t.parse().ok()).unwrap_or(0),
+            chat_pn,
+            chat_lid,
+        })
     }
 }
 
@@ -356,6 +356,18 @@ pub(crate) async fn send_and_await_ack(
     id: String,
     stanza: &Node,
 ) -> Result<SendResult> {
+    let ack = send_for_ack(shared, conn, &id, stanza).await?;
+    Ok(SendResult {
+        id,
+        timestamp: ack.opt_attr_str("t").and_then(|t| t.parse().ok()).unwrap_or(0),
+        chat_pn: None,
+        chat_lid: None,
+    })
+}
+
+/// Sends a message stanza and returns the server's ack, or the error it carries.
+async fn send_for_ack(shared: &Shared, conn: &Connection, id: &str, stanza: &Node) -> Result<Node> {
+    let id = id.to_owned();
     let (tx, rx) = oneshot::channel();
     lock(&shared.state.acks).insert(id.clone(), tx);
     if let Err(e) = conn.send(stanza) {
@@ -377,12 +389,7 @@ pub(crate) async fn send_and_await_ack(
             text: "server refused message".into(),
         });
     }
-    Ok(SendResult {
-        id,
-        timestamp: ack.opt_attr_str("t").and_then(|t| t.parse().ok()).unwrap_or(0),
-        chat_pn: None,
-        chat_lid: None,
-    })
+    Ok(ack)
 }
 
 impl Client {
@@ -614,8 +621,12 @@ async fn group_stanza(shared: &Shared, group: &Jid, id: &str, message: &Message)
     if !members.iter().any(|m| m.user() == me.user()) {
         members.push(me.to_non_ad());
     }
-    let devices: Vec<Jid> =
-        get_devices(shared, &members).await?.into_iter().filter(|d| *d != own && *d != me).collect();
+    // Hosted (Cloud API) devices only take part in 1:1 chats.
+    let devices: Vec<Jid> = get_devices(shared, &members)
+        .await?
+        .into_iter()
+        .filter(|d| *d != own && *d != me && !crate::device_list::is_hosted(d))
+        .collect();
     let g = group.to_string();
     let own_addr = signal_address(&me);
     let _guard = shared.signal_lock.lock().await;

@@ -44,6 +44,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/control/phones/{pn}/retry", post(request_retry))
         .route("/control/phones/{pn}/remove-device", post(remove_device))
         .route("/control/phones/{pn}/lid-migration", post(lid_migration))
+        .route("/control/phones/{pn}/reinstall", post(reinstall))
         .route("/control/phones/{pn}/devices/{device}/acked", get(device_acked))
         .route("/control/phones/{pn}/devices/{device}/in-flight", get(device_in_flight))
         .route("/control/phones/{pn}/picture", post(picture))
@@ -429,6 +430,13 @@ async fn remove_device(
     let mut w = s.world();
     let a = w.account_by_pn(&pn)?;
     w.remove_device(DeviceAddr { account: a, device: b.device }, "primary_removed");
+    Ok(Json(json!({ "ok": true })))
+}
+
+async fn reinstall(State(s): State<Arc<Shared>>, Path(pn): Path<String>) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    w.phone_reinstall(a)?;
     Ok(Json(json!({ "ok": true })))
 }
 

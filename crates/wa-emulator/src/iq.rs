@@ -2,11 +2,8 @@
 //! companion removal.
 
 use wa_binary::{Jid, Node};
-use wa_crypto::PublicKey;
 
-use crate::world::{
-    ConnId, DeviceAddr, SignedPreKeyPub, World, WorldEvent, attr, be_bytes, be_int, child_bytes, server_jid,
-};
+use crate::world::{ConnId, DeviceAddr, World, WorldEvent, attr, be_bytes, server_jid};
 
 impl World {
     pub(crate) fn on_iq(&mut self, conn: ConnId, iq: Node) {
@@ -107,26 +104,7 @@ impl World {
             return Some(self.iq_result(iq).children([Node::new("list").children(users)]));
         }
         if ty == "set" {
-            let d = self.accounts[addr.account].devices.get_mut(&addr.device)?;
-            if let Some(list) = iq.child("list") {
-                for k in list.children_by_tag("key") {
-                    let (Some(id), Some(v)) =
-                        (child_bytes(k, "id").and_then(be_int), child_bytes(k, "value"))
-                    else {
-                        continue;
-                    };
-                    if let Ok(pk) = PublicKey::from_bytes(v) {
-                        d.keys.pre_keys.insert(id, pk);
-                    }
-                }
-            }
-            let skey = iq.child("skey").or_else(|| iq.child("rotate").and_then(|r| r.child("skey")));
-            if let Some(s) = skey
-                && let Some(spk) = parse_skey(s)
-            {
-                d.keys.signed_pre_key = spk;
-            }
-            return Some(self.iq_result(iq));
+            return Some(self.on_prekey_upload(addr, iq));
         }
         Some(self.iq_error(iq, 400, "bad-request"))
     }
@@ -201,8 +179,8 @@ impl World {
         }
         let Some(d) = self.accounts[addr.account].devices.remove(&addr.device) else { return };
         if d.signed_identity.is_some() {
-            // The phone re-signs its companions' key indexes without the removed one.
-            self.refresh_key_index_list(addr.account);
+            // The phone re-signs its key index list without it; the account's peers hear of it.
+            self.device_list_changed(addr.account, crate::device_list::DeviceChange::Removed(addr.device));
         }
         if let Some(conn) = d.conn {
             let err = Node::new("stream:error")
@@ -215,12 +193,4 @@ impl World {
         }
         self.notify_own_devices(addr.account);
     }
-}
-
-fn parse_skey(s: &Node) -> Option<SignedPreKeyPub> {
-    Some(SignedPreKeyPub {
-        id: be_int(child_bytes(s, "id")?)?,
-        public: PublicKey::from_bytes(child_bytes(s, "value")?).ok()?,
-        signature: child_bytes(s, "signature")?.try_into().ok()?,
-    })
 }

@@ -25,6 +25,8 @@ mod appstate;
 mod calls;
 mod clock;
 mod control;
+mod device_list;
+mod fanout;
 mod group_receipts;
 mod groups;
 mod ib;
@@ -38,6 +40,8 @@ mod mediaretry;
 mod notifications;
 mod pairing;
 mod phone;
+mod phone_identity;
+mod prekey_upload;
 mod resend;
 mod routing;
 mod server;
@@ -68,6 +72,8 @@ pub use media::{IMAGE_KEYS_INFO, decrypt_media, encrypt_media};
 pub use mediaretry::{MEDIA_TTL_SECS, media_retry_key};
 pub use notifications::{APP_STATE_COLLECTIONS, TC_TOKEN_BUCKET_SECS};
 pub use phone::{InboxMessage, PhoneReceipt};
+pub use phone_identity::AdvRefusal;
+pub use prekey_upload::UploadRefusal;
 pub use tls::TlsSetupError;
 pub use world::{
     AccountId, AccountOptions, ConnCommand, ConnId, ControlError, DeviceAddr, Fault, MAX_ACKED_IDS,
@@ -756,6 +762,15 @@ impl PhoneHandle<'_> {
             let a = self.account(w)?;
             w.remove_device(DeviceAddr { account: a, device }, "primary_removed");
             Ok(())
+        })
+    }
+
+    /// Reinstalls WhatsApp on the phone: a new identity key and prekeys, its companions
+    /// unlinked, its peers' companions told with `<notification type="encrypt"><identity/>`.
+    pub fn reinstall(&self) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_reinstall(a)
         })
     }
 

@@ -220,11 +220,15 @@ impl World {
             self.send_and_close(conn, Node::new("stream:error").attr("code", "401"));
             return;
         }
+        let mut key_index = None;
         if let Some(d) = self.accounts[addr.account].devices.get_mut(&addr.device) {
             d.signed_identity = Some(signed.to_vec());
+            key_index = Some(d.key_index);
         }
-        // The phone publishes its companions' key indexes anew, this one included.
-        self.refresh_key_index_list(addr.account);
+        // The phone re-signs its key index list, and the account's peers hear of the device.
+        if let Some(k) = key_index {
+            self.device_list_changed(addr.account, crate::device_list::DeviceChange::Added(addr.device, k));
+        }
         self.notify_own_devices(addr.account);
         if let Some(reg) = self.conns.get_mut(&conn).and_then(|c| c.registration.take()) {
             for r in reg.refs {

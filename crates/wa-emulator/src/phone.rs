@@ -387,23 +387,43 @@ impl World {
             let plain = match ty.as_str() {
                 "pkmsg" | "msg" => {
                     let kind = if ty == "pkmsg" { MessageKind::PreKey } else { MessageKind::Whisper };
-                    let World { accounts, rng, .. } = self;
-                    let phone = &mut accounts[account].phone;
-                    let record = phone.sessions.get(&sender).cloned().unwrap_or_default();
-                    match record.decrypt(
-                        &phone.identity,
-                        kind,
-                        bytes,
-                        &phone.pre_keys,
-                        &SessionConfig::default(),
-                        rng,
-                    ) {
+                    let decrypted = {
+                        let World { accounts, rng, .. } = self;
+                        let phone = &accounts[account].phone;
+                        let record = phone.sessions.get(&sender).cloned().unwrap_or_default();
+                        record.decrypt(
+                            &phone.identity,
+                            kind,
+                            bytes,
+                            &phone.pre_keys,
+                            &SessionConfig::default(),
+                            rng,
+                        )
+                    };
+                    match decrypted {
                         Ok((dec, next)) => {
-                            phone.sessions.insert(sender, next);
-                            if let Some(used) = dec.used_pre_key {
-                                phone.pre_keys.remove_one_time(used);
-                            }
-                            Ok(dec.plaintext)
+                            // A new session from a companion is accepted only with a valid ADV
+                            // identity (see `phone_identity`).
+                            let adv = if kind == MessageKind::PreKey && sender.device != 0 {
+                                let device_identity = node.child("device-identity").and_then(content_bytes);
+                                match next.remote_identity() {
+                                    Some(key) => self.verify_device_identity(sender, device_identity, &key),
+                                    None => {
+                                        Err(crate::phone_identity::AdvRefusal::Malformed("no identity key"))
+                                    }
+                                }
+                                .map_err(|e| format!("device-identity: {e}"))
+                            } else {
+                                Ok(())
+                            };
+                            adv.map(|()| {
+                                let phone = &mut self.accounts[account].phone;
+                                phone.sessions.insert(sender, next);
+                                if let Some(used) = dec.used_pre_key {
+                                    phone.pre_keys.remove_one_time(used);
+                                }
+                                dec.plaintext
+                            })
                         }
                         Err(e) => Err(e.to_string()),
                     }
@@ -630,6 +650,21 @@ impl World {
 }
 
 impl Phone {
+    /// WhatsApp reinstalled on this phone: a new identity, registration id and prekeys, no
+    /// sessions or sender keys. The inbox and receipts stay (they are the emulator's log).
+    pub(crate) fn reinstall<R: CryptoRng + ?Sized>(&mut self, rng: &mut R, pre_keys: u32) {
+        let fresh = Self::generate(rng, pre_keys);
+        let inbox = std::mem::take(&mut self.inbox);
+        let receipts = std::mem::take(&mut self.receipts);
+        *self = Self { inbox, receipts, ..fresh };
+    }
+
+    /// Forgets the sessions and sender keys of every device of `account` (its identity changed).
+    pub(crate) fn forget_account(&mut self, account: AccountId) {
+        self.sessions.retain(|d, _| d.account != account);
+        self.sender_keys.retain(|(_, d), _| d.account != account);
+    }
+
     /// Drops our sender key for a group (membership changed: the next send distributes a new one).
     pub(crate) fn forget_group(&mut self, group_jid: &str) {
         self.own_sender_keys.remove(group_jid);

@@ -41,11 +41,14 @@ impl World {
             return;
         }
         let now = self.now();
+        // A stale device list on the sender's side shows as `phash` (see `fanout`).
+        let phash = self.fanout_phash(sender, &to, &msg);
         let ack = Node::new("ack")
             .attr("class", "message")
             .attr("id", id.as_str())
             .attr("from", to.clone())
-            .attr("t", now);
+            .attr("t", now)
+            .opt_attr("phash", phash);
         self.send(conn, ack);
         self.route_message(sender, &to, &msg);
     }

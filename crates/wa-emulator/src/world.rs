@@ -297,6 +297,10 @@ pub enum WorldEvent {
     ReceiptAcked { pn: String, device: u16, id: String, kind: String },
     /// A companion's `<message>` was refused with `<ack error=code>` (see `addressing`).
     MessageRefused { pn: String, device: u16, id: String, code: u16 },
+    /// A companion's 1:1 message left out devices it had to reach (acked with `phash`).
+    FanOutIncomplete { pn: String, device: u16, id: String, missing: Vec<String> },
+    /// WhatsApp was reinstalled on an account's phone (new identity key).
+    PhoneReinstalled { pn: String },
     /// A node the server does not support was answered with an error.
     Unsupported { conn: ConnId, tag: String, xmlns: String },
     /// A companion acknowledged a notification or call delivered to it (`<ack class=…>`);

@@ -310,6 +310,11 @@ async fn handshake_pair_login_and_post_login_iqs() {
                 Node::new("type").bytes(vec![5]),
                 Node::new("identity").bytes(creds.identity.public_key().as_bytes().to_vec()),
                 Node::new("list").children(keys),
+                Node::new("skey").children([
+                    Node::new("id").bytes(creds.signed.id.to_be_bytes()[1..].to_vec()),
+                    Node::new("value").bytes(creds.signed.key_pair.public.as_bytes().to_vec()),
+                    Node::new("signature").bytes(creds.signed.signature.to_vec()),
+                ]),
             ],
         )
         .await;

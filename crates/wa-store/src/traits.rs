@@ -43,6 +43,8 @@ pub trait IdentityStore {
     ) -> impl Future<Output = Result<IdentityChange>> + Send;
     /// Forgets an identity.
     fn delete_identity(&self, addr: &ProtocolAddress) -> impl Future<Output = Result<()>> + Send;
+    /// Forgets the identities of every device of a user (its identity changed).
+    fn delete_user_identities(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Signal sessions as opaque records.
@@ -449,6 +451,9 @@ impl IdentityStore for DeviceStore {
     }
     async fn delete_identity(&self, addr: &ProtocolAddress) -> Result<()> {
         self.write(|t| t.delete(Table::Identities, session_id(addr))).await
+    }
+    async fn delete_user_identities(&self, name: &str) -> Result<()> {
+        self.write(|t| t.delete_scope(Table::Identities, name.to_owned())).await
     }
 }
 

@@ -126,6 +126,17 @@ pub async fn identities(h: &dyn Harness) {
     assert_eq!(d.get_identity(&addr("1@s.whatsapp.net", 1)).await.expect("get"), None);
     d.delete_identity(&a).await.expect("delete");
     assert_eq!(d.get_identity(&a).await.expect("get"), None);
+    // Every device of one user at once; other users keep theirs.
+    let other = addr("2@s.whatsapp.net", 0);
+    for dev_id in [0, 3] {
+        d.save_identity(&addr("1@s.whatsapp.net", dev_id), [5; 32]).await.expect("save");
+    }
+    d.save_identity(&other, [6; 32]).await.expect("save");
+    d.delete_user_identities("1@s.whatsapp.net").await.expect("delete user");
+    for dev_id in [0, 3] {
+        assert_eq!(d.get_identity(&addr("1@s.whatsapp.net", dev_id)).await.expect("get"), None);
+    }
+    assert_eq!(d.get_identity(&other).await.expect("get"), Some([6; 32]));
 }
 
 pub async fn sessions(h: &dyn Harness) {

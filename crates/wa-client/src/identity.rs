@@ -1,0 +1,48 @@
+//! A contact's identity changed (WhatsApp reinstalled, a new phone): `<notification
+//! type="encrypt" from=<user>><identity/></notification>`.
+//!
+//! Every session and identity key of that user is dropped, as whatsmeow does
+//! (`notification.go` `handleEncryptNotification`: `DeleteAllIdentities`,
+//! `DeleteAllSessions`, then `events.IdentityChange`), so the next message to them starts a
+//! session from a freshly fetched prekey bundle instead of ratcheting on the dead one (which
+//! the contact can only answer with retry receipts). Our own prekeys are not involved. A
+//! companion device's identity is not the account's (Baileys `identity-change-handler.ts`
+//! ignores it), nor is our own primary's (we would be logged out).
+
+use tracing::{debug, info};
+use wa_binary::{Jid, Node};
+use wa_store::{IdentityStore, SessionStore};
+
+use crate::client::{Shared, signal_address};
+use crate::error::Result;
+use crate::event::Event;
+
+/// Handles an `encrypt` notification carrying `<identity>`.
+pub(crate) async fn handle_identity_change(shared: &Shared, node: &Node) -> Result<()> {
+    let from = node.attr_jid("from")?;
+    if from.device() != 0 {
+        debug!(%from, "identity change of a companion device; ignored");
+        return Ok(());
+    }
+    if let Ok((own, own_lid)) = shared.own_ids()
+        && (from.user() == own.user() || own_lid.is_some_and(|l| l.user() == from.user()))
+    {
+        debug!(%from, "our own primary's identity changed; ignored");
+        return Ok(());
+    }
+    forget_user(shared, &from).await?;
+    info!(%from, "contact's identity changed; sessions dropped");
+    shared.emit(Event::IdentityChange { jid: from.to_non_ad() });
+    Ok(())
+}
+
+/// Drops every session and identity key of `user`'s devices, and its cached device list.
+pub(crate) async fn forget_user(shared: &Shared, user: &Jid) -> Result<()> {
+    let user = user.to_non_ad();
+    let name = signal_address(&user).name;
+    let _guard = shared.signal_lock.lock().await;
+    shared.store.delete_user_sessions(&name).await?;
+    shared.store.delete_user_identities(&name).await?;
+    crate::send::invalidate_devices(shared, &user).await?;
+    Ok(())
+}
