@@ -36,13 +36,22 @@ pub(crate) async fn handle_identity_change(shared: &Shared, node: &Node) -> Resu
     Ok(())
 }
 
-/// Drops every session and identity key of `user`'s devices, and its cached device list.
+/// Drops every session and identity key of `user`'s devices, and its cached device list, under
+/// both of its names: sessions live under the contact's LID once it is known (see `lid`), while
+/// the notification may name its phone number, or the other way round.
 pub(crate) async fn forget_user(shared: &Shared, user: &Jid) -> Result<()> {
     let user = user.to_non_ad();
-    let name = signal_address(&user).name;
+    let alternate = crate::lid::alternate(shared, &user).await?;
+    let names: Vec<Jid> = std::iter::once(user).chain(alternate).collect();
     let _guard = shared.signal_lock.lock().await;
-    shared.store.delete_user_sessions(&name).await?;
-    shared.store.delete_user_identities(&name).await?;
-    crate::send::invalidate_devices(shared, &user).await?;
+    for jid in &names {
+        let name = signal_address(jid).name;
+        shared.store.delete_user_sessions(&name).await?;
+        shared.store.delete_user_identities(&name).await?;
+    }
+    drop(_guard);
+    for jid in &names {
+        crate::send::invalidate_devices(shared, jid).await?;
+    }
     Ok(())
 }
