@@ -53,7 +53,8 @@ async fn a_phone_reinstalls_and_our_next_message_is_decrypted_on_the_first_try()
     let first = client.send_text(&bob.jid(), "before").await.unwrap();
     let got = bob.wait_message(T, |m| m.id == first.id).await.expect("delivered");
     assert!(got.error.is_none(), "{:?}", got.error);
-    let bob_phone = wa_store::ProtocolAddress::new(bob.jid().user().to_owned(), 0);
+    // The account is LID-migrated (the emulator's default): Bob's session lives under his LID.
+    let bob_phone = wa_store::ProtocolAddress::new(format!("{}_1", bob.lid().user()), 0);
     assert!(
         wa_store::SessionStore::get_sessions(&store, std::slice::from_ref(&bob_phone)).await.unwrap()[0]
             .is_some()
@@ -93,7 +94,7 @@ async fn devices_notifications_keep_the_cached_list_current() {
     pair(&emu, &me, &mut events, "15550142000").await;
     let bob = emu.phone("15550142001").unwrap();
     me.send_text(&bob.jid(), "hi").await.unwrap();
-    assert_eq!(cached_devices(&store, &bob.jid()).await, Some(vec![0]));
+    assert_eq!(cached_devices(&store, &bob.lid()).await, Some(vec![0]));
 
     // Bob links a companion: we hear of it and add it to the cached list.
     let (companion, _) = client_and_store(&emu, &dir.path().join("bob.db"), 3).await;
@@ -107,7 +108,7 @@ async fn devices_notifications_keep_the_cached_list_current() {
     })
     .await;
     assert_eq!((device, added), (bob_dev.clone(), true));
-    assert_eq!(cached_devices(&store, &bob.jid()).await, Some(vec![0, u32::from(bob_dev.device())]));
+    assert_eq!(cached_devices(&store, &bob.lid()).await, Some(vec![0, u32::from(bob_dev.device())]));
 
     // So the next message reaches it without asking usync again, and the fan-out is complete.
     let sent = me.send_text(&bob.jid(), "to both").await.unwrap();
@@ -130,7 +131,7 @@ async fn devices_notifications_keep_the_cached_list_current() {
     })
     .await;
     assert_eq!((device, added), (bob_dev, false));
-    assert_eq!(cached_devices(&store, &bob.jid()).await, Some(vec![0]));
+    assert_eq!(cached_devices(&store, &bob.lid()).await, Some(vec![0]));
     me.disconnect().await;
 }
 
@@ -145,7 +146,7 @@ async fn a_phash_in_the_ack_sends_the_message_to_the_devices_we_missed() {
     let my_jid = pair(&emu, &me, &mut events, "15550143000").await;
     let bob = emu.phone("15550143001").unwrap();
     me.send_text(&bob.jid(), "hi").await.unwrap();
-    assert_eq!(cached_devices(&store, &bob.jid()).await, Some(vec![0]));
+    assert_eq!(cached_devices(&store, &bob.lid()).await, Some(vec![0]));
 
     // The devices notification about Bob's new companion never reaches us: our list is stale.
     let conn = emu.connection_of("15550143000", my_jid.device()).unwrap();
@@ -153,19 +154,26 @@ async fn a_phash_in_the_ack_sends_the_message_to_the_devices_we_missed() {
     let (companion, _) = client_and_store(&emu, &dir.path().join("bob.db"), 5).await;
     let mut bob_events = companion.events();
     let bob_dev = pair(&emu, &companion, &mut bob_events, "15550143001").await;
-    assert_eq!(cached_devices(&store, &bob.jid()).await, Some(vec![0]), "still stale");
+    assert_eq!(cached_devices(&store, &bob.lid()).await, Some(vec![0]), "still stale");
 
     let sent = me.send_text(&bob.jid(), "everyone?").await.unwrap();
+    // On a LID-migrated account (the default) the message names Bob's devices by LID.
+    let bob_lid_dev = format!("{}:{}@lid", bob.lid().user(), bob_dev.device());
     // The server noticed the missing device and said so with phash; we sent it its copy.
-    assert!(emu.events().iter().any(|e| matches!(e,
-        WorldEvent::FanOutIncomplete { id, missing, .. } if *id == sent.id && *missing == vec![bob_dev.to_string()])));
+    assert!(
+        emu.events().iter().any(|e| matches!(e,
+        WorldEvent::FanOutIncomplete { id, missing, .. } if *id == sent.id
+            && (*missing == vec![bob_dev.to_string()] || *missing == vec![bob_lid_dev.clone()]))),
+        "{:?}",
+        emu.events()
+    );
     let m = next_matching(&mut bob_events, "the missed companion's copy", |e| match e {
         Event::Message(m) if m.info.id == sent.id => Some(m.clone()),
         _ => None,
     })
     .await;
     assert_eq!(m.text(), Some("everyone?"));
-    assert_eq!(cached_devices(&store, &bob.jid()).await, Some(vec![0, u32::from(bob_dev.device())]));
+    assert_eq!(cached_devices(&store, &bob.lid()).await, Some(vec![0, u32::from(bob_dev.device())]));
     // The phone got it once, from the first stanza.
     assert_eq!(bob.inbox().iter().filter(|x| x.id == sent.id).count(), 1);
     me.disconnect().await;

@@ -52,6 +52,9 @@ async fn receipt_kind_for_a_message(
     me: &wa_client::Jid,
 ) -> String {
     let friend = emu.phone(FRIEND).unwrap();
+    // Both accounts are LID-migrated (the emulator's default): the receipt may name our device
+    // by its LID.
+    let my_lid = format!("{}:{}@lid", emu.phone(ME).unwrap().lid().user(), me.device());
     let mut sub = emu.subscribe();
     let id = friend.send_text(&me.to_non_ad(), "ping").unwrap();
     next_matching(events, "the text", |e| match e {
@@ -63,7 +66,9 @@ async fn receipt_kind_for_a_message(
     loop {
         // The account's phone answers too; ours is the one from our device.
         let receipts = friend.receipts();
-        if let Some(r) = receipts.iter().find(|r| r.id == id && r.from == me.to_string()) {
+        if let Some(r) =
+            receipts.iter().find(|r| r.id == id && (r.from == me.to_string() || r.from == my_lid))
+        {
             return r.kind.clone();
         }
         if tokio::time::timeout_at(deadline, sub.recv()).await.is_err() {

@@ -258,7 +258,11 @@ pub async fn text_both_ways(
     assert_eq!(got["text"], text_in.as_str(), "{got}");
 
     let text_out = format!("{label}: from the peer");
-    let sent = peer.send_text(&format!("{friend}@s.whatsapp.net"), &text_out).await;
+    // Reply in the chat the peer got the text in: the friend's LID on a LID-migrated account
+    // (a phone-number send would be refused with 463; see the README's third-party notes).
+    let chat = got["from"].as_str().map_or_else(|| format!("{friend}@s.whatsapp.net"), str::to_owned);
+    assert!(names_account(emu, friend, &chat), "{got}");
+    let sent = peer.send_text(&chat, &text_out).await;
     let read = friend_phone
         .wait_message(T, |m| m.id == sent)
         .await
