@@ -98,14 +98,22 @@ async fn key_indexes(shared: &Shared, user: &Jid, signed: &[u8]) -> Result<Vec<u
 /// A cached list is updated when the result hashes to the notification's `device_hash` (or
 /// it carries none) and dropped otherwise, as whatsmeow (`notification.go`
 /// `handleDeviceNotification`) does; an uncached list stays uncached (the next send asks
-/// usync). A removed device's session is deleted (Baileys `messages-recv.ts`). The `lid`
-/// attribute names the same user's LID, whose cached list is updated alike.
+/// usync). A removed device's session is deleted (Baileys `messages-recv.ts`).
+///
+/// A LID-first account hears of a migrated contact by its LID (`from="…@lid"`, devices on the
+/// LID server: the live stanza in whatsapp-rust `wacore/src/stanza/devices.rs`); a legacy one
+/// by phone number with the LID in a `lid` attribute (whatsmeow `handleDeviceNotification`),
+/// which we learn. The user's other name, when known, has its cached list updated alike.
 pub(crate) async fn apply_notification(shared: &Shared, node: &Node) -> Result<()> {
     let from = node.attr_jid("from")?.to_non_ad();
-    let mut users = vec![from.clone()];
     if let Ok(lid) = node.attr_jid("lid") {
-        users.push(lid.to_non_ad());
+        let lid = lid.to_non_ad();
+        let fresh = crate::lid::unknown_jids(shared, std::iter::once((&from, &lid)));
+        crate::lid::store(shared, fresh).await?;
     }
+    let other = crate::lid::alternate(shared, &from).await?;
+    let users: Vec<Jid> = std::iter::once(from.clone()).chain(other.clone()).collect();
+    let (pn, lid) = crate::recv::both_names(&from, other);
     for change in node.child_nodes() {
         match change.tag.as_str() {
             "add" | "remove" => {
@@ -148,7 +156,13 @@ pub(crate) async fn apply_notification(shared: &Shared, node: &Node) -> Result<(
                     let expected = if user == &from { hash.as_deref() } else { None };
                     update_cached(shared, user, dev, added, expected).await?;
                 }
-                shared.emit(Event::DeviceListChanged { user: from.clone(), device, added });
+                shared.emit(Event::DeviceListChanged {
+                    user: from.clone(),
+                    pn: pn.clone(),
+                    lid: lid.clone(),
+                    device,
+                    added,
+                });
             }
             "update" => {
                 for user in &users {

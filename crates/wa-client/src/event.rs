@@ -78,14 +78,24 @@ pub enum Event {
     GroupUpdate(GroupUpdateEvent),
     /// A contact's identity key changed (reinstall or new phone).
     IdentityChange {
-        /// The contact.
+        /// The contact, as the notification (or message) named it: its LID for a LID-first
+        /// account, its phone number for a legacy one.
         jid: Jid,
+        /// The contact's phone-number JID, when known.
+        pn: Option<Jid>,
+        /// The contact's LID, when known.
+        lid: Option<Jid>,
     },
     /// A contact linked or removed a companion device (`<notification type="devices">`); the
     /// cached device list follows it.
     DeviceListChanged {
-        /// The contact.
+        /// The contact, as the notification named it (its LID for a LID-first account, its
+        /// phone number for a legacy one).
         user: Jid,
+        /// The contact's phone-number JID, when known.
+        pn: Option<Jid>,
+        /// The contact's LID, when known.
+        lid: Option<Jid>,
         /// The device linked or removed.
         device: Jid,
         /// `true` when linked, `false` when removed.

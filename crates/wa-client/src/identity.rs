@@ -30,19 +30,29 @@ pub(crate) async fn handle_identity_change(shared: &Shared, node: &Node) -> Resu
         debug!(%from, "our own primary's identity changed; ignored");
         return Ok(());
     }
-    forget_user(shared, &from).await?;
+    // A LID-first account hears of a migrated contact by its LID; a legacy one by its phone
+    // number with the LID in `lid` (see wa-emulator `phone_identity`).
+    let from = from.to_non_ad();
+    if let Ok(lid) = node.attr_jid("lid") {
+        let lid = lid.to_non_ad();
+        let fresh = crate::lid::unknown_jids(shared, std::iter::once((&from, &lid)));
+        crate::lid::store(shared, fresh).await?;
+    }
+    let other = forget_user(shared, &from).await?;
     info!(%from, "contact's identity changed; sessions dropped");
-    shared.emit(Event::IdentityChange { jid: from.to_non_ad() });
+    let (pn, lid) = crate::recv::both_names(&from, other);
+    shared.emit(Event::IdentityChange { jid: from, pn, lid });
     Ok(())
 }
 
 /// Drops every session and identity key of `user`'s devices, and its cached device list, under
 /// both of its names: sessions live under the contact's LID once it is known (see `lid`), while
 /// the notification may name its phone number, or the other way round.
-pub(crate) async fn forget_user(shared: &Shared, user: &Jid) -> Result<()> {
+/// Returns the user's other name, when known.
+pub(crate) async fn forget_user(shared: &Shared, user: &Jid) -> Result<Option<Jid>> {
     let user = user.to_non_ad();
     let alternate = crate::lid::alternate(shared, &user).await?;
-    let names: Vec<Jid> = std::iter::once(user).chain(alternate).collect();
+    let names: Vec<Jid> = std::iter::once(user).chain(alternate.clone()).collect();
     let _guard = shared.signal_lock.lock().await;
     for jid in &names {
         let name = signal_address(jid).name;
@@ -53,5 +63,5 @@ pub(crate) async fn forget_user(shared: &Shared, user: &Jid) -> Result<()> {
     for jid in &names {
         crate::send::invalidate_devices(shared, jid).await?;
     }
-    Ok(())
+    Ok(alternate)
 }

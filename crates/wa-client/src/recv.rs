@@ -255,7 +255,11 @@ pub(crate) async fn handle_message(shared: &Arc<Shared>, conn: &Connection, node
                             tx.put_identity(&sender_addr, *identity.as_bytes());
                         }
                         if let IdentityCheck::Changed { .. } = d.identity {
-                            shared.emit(Event::IdentityChange { jid: info.sender.to_non_ad() });
+                            shared.emit(Event::IdentityChange {
+                                jid: info.sender.to_non_ad(),
+                                pn: info.sender_pn.as_ref().map(Jid::to_non_ad),
+                                lid: info.sender_lid.as_ref().map(Jid::to_non_ad),
+                            });
                         }
                         d.plaintext
                     }

@@ -335,10 +335,12 @@ impl Client {
         };
         let ack = send_for_ack(shared, &conn, &id, &stanza).await?;
         // A stale device list shows as the server's phash (see `fanout`).
-        if let Some(phash) = ack.opt_attr_str("phash")
-            && !to.is_group()
-        {
-            crate::fanout::honour_phash(shared, &conn, &stanza, &message, &phash).await;
+        if let Some(phash) = ack.opt_attr_str("phash") {
+            if to.is_group() {
+                crate::fanout::honour_group_phash(shared, &conn, &stanza, &message, &phash).await;
+            } else {
+                crate::fanout::honour_phash(shared, &conn, &stanza, &message, &phash).await;
+            }
         }
         Ok(SendResult {
             id,
@@ -622,11 +624,14 @@ async fn group_stanza(shared: &Shared, group: &Jid, id: &str, message: &Message)
         members.push(me.to_non_ad());
     }
     // Hosted (Cloud API) devices only take part in 1:1 chats.
-    let devices: Vec<Jid> = get_devices(shared, &members)
+    let all_devices: Vec<Jid> = get_devices(shared, &members)
         .await?
         .into_iter()
-        .filter(|d| *d != own && *d != me && !crate::device_list::is_hosted(d))
+        .filter(|d| !crate::device_list::is_hosted(d))
         .collect();
+    // What we believe the group's devices are, for the server to check (see `fanout`).
+    let phash = crate::fanout::group_phash(&all_devices, &me);
+    let devices: Vec<Jid> = all_devices.into_iter().filter(|d| *d != own && *d != me).collect();
     let g = group.to_string();
     let own_addr = signal_address(&me);
     let _guard = shared.signal_lock.lock().await;
@@ -685,6 +690,7 @@ async fn group_stanza(shared: &Shared, group: &Jid, id: &str, message: &Message)
         .attr("id", id)
         .attr("type", stanza_type(message))
         .opt_attr("addressing_mode", lid_mode.then_some("lid"))
+        .attr("phash", phash)
         .children(children))
 }
 

@@ -28,23 +28,43 @@ pub(crate) enum DeviceChange {
 }
 
 impl World {
-    /// The devices others must encrypt to for `account`: the phone and every linked companion.
+    /// The devices others must encrypt to for `account`: the phone, every linked companion and
+    /// its hosted device (see `hosted`).
     pub(crate) fn linked_devices(&self, account: AccountId) -> Vec<DeviceAddr> {
         self.accounts[account]
             .devices
             .values()
-            .filter(|d| d.id == 0 || d.signed_identity.is_some())
+            .filter(|d| {
+                d.id == 0
+                    || d.signed_identity.is_some()
+                    || self.is_hosted_device(DeviceAddr { account, device: d.id })
+            })
             .map(|d| DeviceAddr { account, device: d.id })
             .collect()
     }
 
     /// A companion of `account` was linked or removed: the phone signs a new key index list,
-    /// and every companion of the account's peers gets `<notification type="devices">`.
+    /// and every companion of the account's peers gets `<notification type="devices">`, naming
+    /// the account as that peer's chats do (see `addressing`): by LID between migrated
+    /// accounts, its devices and `device_hash` on the LID server too (the live stanza
+    /// whatsapp-rust `wacore/src/stanza/devices.rs` documents: `from="…@lid"`, `<device
+    /// jid="…:75@lid">`); otherwise by phone number with the LID in `lid` (whatsmeow
+    /// `handleDeviceNotification` learns the mapping from it).
     pub(crate) fn device_list_changed(&mut self, account: AccountId, change: DeviceChange) {
         self.refresh_key_index_list(account);
-        let user = self.user_jid(account, Server::Pn);
+        let pn_note = self.device_notification(account, change, Server::Pn);
+        let lid_note = self.device_notification(account, change, Server::Lid);
+        for peer in self.contacts_of(account) {
+            let note = if self.delivery_server(account, peer) == Server::Lid { &lid_note } else { &pn_note };
+            self.deliver_to_companions(peer, note);
+        }
+    }
+
+    /// The `devices` notification about `change` with `account` named on `server`.
+    fn device_notification(&mut self, account: AccountId, change: DeviceChange, server: Server) -> Node {
+        let user = self.user_jid(account, server);
         let jids: Vec<Jid> =
-            self.linked_devices(account).into_iter().map(|d| self.device_jid(d, Server::Pn)).collect();
+            self.linked_devices(account).into_iter().map(|d| self.device_jid(d, server)).collect();
         let device_hash = participant_hash(&jids);
         let (ts, signed) = self.accounts[account]
             .key_index_list
@@ -53,26 +73,25 @@ impl World {
             .unwrap_or((self.now(), Vec::new()));
         let child = match change {
             DeviceChange::Added(device, key_index) => {
-                let jid = self.device_jid(DeviceAddr { account, device }, Server::Pn);
+                let jid = self.device_jid(DeviceAddr { account, device }, server);
                 Node::new("add").attr("device_hash", device_hash).children([
                     Node::new("device").attr("jid", jid).attr("key-index", key_index),
                     Node::new("key-index-list").attr("ts", ts).bytes(signed),
                 ])
             }
             DeviceChange::Removed(device) => {
-                let jid = self.device_jid(DeviceAddr { account, device }, Server::Pn);
+                let jid = self.device_jid(DeviceAddr { account, device }, server);
                 Node::new("remove").attr("device_hash", device_hash).children([
                     Node::new("device").attr("jid", jid),
                     Node::new("key-index-list").attr("ts", ts),
                 ])
             }
         };
-        let lid = self.user_jid(account, Server::Lid);
         let mut note = self.notification("devices", user, vec![child]);
-        note.set_attr("lid", lid);
-        for peer in self.contacts_of(account) {
-            self.deliver_to_companions(peer, &note);
+        if server == Server::Pn {
+            note.set_attr("lid", self.user_jid(account, Server::Lid));
         }
+        note
     }
 }
 
@@ -83,6 +102,7 @@ mod tests {
     use base64::engine::general_purpose::STANDARD_NO_PAD;
 
     use super::*;
+    use crate::world::AccountOptions;
     use crate::world::tests::{bare_world, companion};
 
     #[test]
@@ -111,6 +131,13 @@ mod tests {
         d.signed_identity = Some(vec![1]);
         w.accounts[carol].devices.insert(1, d);
         w.traffic.chats.insert((alice, bob));
+        // Dave, a legacy (phone-number) account, has chatted with Alice too.
+        let dave =
+            w.create_account_with("15550001003", "Dave", AccountOptions { lid_migrated: false }).unwrap();
+        let mut d = companion(&w, dave, 1);
+        d.signed_identity = Some(vec![1]);
+        w.accounts[dave].devices.insert(1, d);
+        w.traffic.chats.insert((alice, dave));
         // Alice links device 4.
         let mut d = companion(&w, alice, 4);
         d.signed_identity = Some(vec![1]);
@@ -122,10 +149,20 @@ mod tests {
         assert!(w.accounts[carol].devices[&1].offline.is_empty(), "strangers hear nothing");
         let n = &bob_queue[0];
         assert_eq!(n.opt_attr_str("type").as_deref(), Some("devices"));
-        assert_eq!(n.attr_jid("from").unwrap(), w.user_jid(alice, Server::Pn));
-        assert_eq!(n.attr_jid("lid").unwrap(), w.user_jid(alice, Server::Lid));
+        // Bob's account is migrated like Alice's: she is named by her LID throughout.
+        assert_eq!(n.attr_jid("from").unwrap(), w.user_jid(alice, Server::Lid));
+        assert!(n.get_attr("lid").is_none());
         let add = n.child("add").unwrap();
-        let jids = vec![w.user_jid(alice, Server::Pn), w.user_jid(alice, Server::Pn).with_device(4).unwrap()];
+        let jids =
+            vec![w.user_jid(alice, Server::Lid), w.user_jid(alice, Server::Lid).with_device(4).unwrap()];
+        // Dave's is not: by phone number, the LID beside it.
+        let legacy = w.accounts[dave].devices[&1].offline.back().cloned().unwrap();
+        assert_eq!(legacy.attr_jid("from").unwrap(), w.user_jid(alice, Server::Pn));
+        assert_eq!(legacy.attr_jid("lid").unwrap(), w.user_jid(alice, Server::Lid));
+        let pn_jids = [w.user_jid(alice, Server::Pn), w.user_jid(alice, Server::Pn).with_device(4).unwrap()];
+        let legacy_add = legacy.child("add").unwrap();
+        assert_eq!(legacy_add.child("device").unwrap().attr_jid("jid").unwrap(), pn_jids[1]);
+        assert_eq!(legacy_add.opt_attr_str("device_hash").unwrap(), participant_hash(&pn_jids));
         assert_eq!(add.opt_attr_str("device_hash").unwrap(), participant_hash(&jids));
         let dev = add.child("device").unwrap();
         assert_eq!(dev.attr_jid("jid").unwrap(), jids[1]);

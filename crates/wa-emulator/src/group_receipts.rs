@@ -80,6 +80,7 @@ mod tests {
             id: id.into(),
             chat: chat.into(),
             sender: "15550001000:5@s.whatsapp.net".into(),
+            device: 0,
             text: None,
             kind: "text".into(),
             t: 0,

@@ -29,6 +29,7 @@ mod device_list;
 mod fanout;
 mod group_receipts;
 mod groups;
+mod hosted;
 mod ib;
 mod iq;
 mod keyindex;
@@ -63,6 +64,7 @@ use wa_binary::{Jid, Node};
 use wa_crypto::PublicKey;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use hosted::HOSTED_DEVICE_ID;
 pub use keyindex::{KEY_INDEX_LIST_SIGNATURE_PREFIX, KeyIndexList};
 pub use keys::ServerKeys;
 pub use login::{
@@ -762,6 +764,15 @@ impl PhoneHandle<'_> {
             let a = self.account(w)?;
             w.remove_device(DeviceAddr { account: a, device }, "primary_removed");
             Ok(())
+        })
+    }
+
+    /// Gives the account a hosted (Cloud API) device, device 99 on the `hosted` servers; what it
+    /// receives lands in [`PhoneHandle::inbox`] with `device` 99.
+    pub fn add_hosted_device(&self) -> Result<(), ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.add_hosted_device(a)
         })
     }
 

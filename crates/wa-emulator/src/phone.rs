@@ -26,6 +26,9 @@ pub struct InboxMessage {
     pub chat: String,
     /// The sending device's JID.
     pub sender: String,
+    /// The receiving device: 0 the phone, [`crate::HOSTED_DEVICE_ID`] the account's hosted
+    /// (Cloud API) device.
+    pub device: u16,
     /// Text (conversation, extended text, or a media caption).
     pub text: Option<String>,
     /// `text`, `image`, `reaction`, ... .
@@ -350,9 +353,11 @@ impl World {
     }
 
     /// A stanza reached `account`'s phone.
-    pub(crate) fn phone_receive(&mut self, account: AccountId, node: Node) {
+    /// A stanza for a simulated device of `at.account`: its phone, or its hosted device.
+    pub(crate) fn phone_receive(&mut self, at: DeviceAddr, node: Node) {
+        let account = at.account;
         match node.tag.as_str() {
-            "message" => self.phone_receive_message(account, &node),
+            "message" => self.phone_receive_message(at, &node),
             "receipt" => {
                 let kind = {
                     let t = attr(&node, "type");
@@ -373,7 +378,8 @@ impl World {
         }
     }
 
-    fn phone_receive_message(&mut self, account: AccountId, node: &Node) {
+    fn phone_receive_message(&mut self, at: DeviceAddr, node: &Node) {
+        let account = at.account;
         let from = node.attr_jid("from").ok();
         let participant = node.attr_jid("participant").ok();
         let Some(sender_jid) = participant.clone().or_else(|| from.clone()) else { return };
@@ -389,7 +395,7 @@ impl World {
                     let kind = if ty == "pkmsg" { MessageKind::PreKey } else { MessageKind::Whisper };
                     let decrypted = {
                         let World { accounts, rng, .. } = self;
-                        let phone = &accounts[account].phone;
+                        let phone = accounts[account].endpoint(at.device);
                         let record = phone.sessions.get(&sender).cloned().unwrap_or_default();
                         record.decrypt(
                             &phone.identity,
@@ -417,7 +423,7 @@ impl World {
                                 Ok(())
                             };
                             adv.map(|()| {
-                                let phone = &mut self.accounts[account].phone;
+                                let phone = self.accounts[account].endpoint_mut(at.device);
                                 phone.sessions.insert(sender, next);
                                 if let Some(used) = dec.used_pre_key {
                                     phone.pre_keys.remove_one_time(used);
@@ -430,7 +436,7 @@ impl World {
                 }
                 "skmsg" => {
                     let key = (group.clone().unwrap_or_default(), sender);
-                    let phone = &mut self.accounts[account].phone;
+                    let phone = self.accounts[account].endpoint_mut(at.device);
                     match phone.sender_keys.get_mut(&key) {
                         Some(rec) => rec
                             .decrypt_in_place(bytes, &SenderKeyConfig::default())
@@ -460,7 +466,7 @@ impl World {
                 && let (Some(gid), Some(raw)) =
                     (&skdm.group_id, &skdm.axolotl_sender_key_distribution_message)
             {
-                let phone = &mut self.accounts[account].phone;
+                let phone = self.accounts[account].endpoint_mut(at.device);
                 let rec = phone.sender_keys.entry((gid.clone(), sender)).or_default();
                 if let Err(e) = rec.process_distribution_bytes(raw, &SenderKeyConfig::default()) {
                     tracing::warn!(error = %e, "phone got a bad SKDM");
@@ -489,6 +495,7 @@ impl World {
                 id: id.clone(),
                 chat: chat.clone(),
                 sender: sender_jid.to_string(),
+                device: at.device,
                 text,
                 kind,
                 t,
@@ -515,9 +522,9 @@ impl World {
                     receipt = receipt.attr("recipient", r.clone());
                 }
             }
-            self.route_receipt(DeviceAddr { account, device: 0 }, &receipt);
+            self.route_receipt(at, &receipt);
         }
-        if let Some(request) = peer_request {
+        if let Some(request) = peer_request.filter(|_| at.device == 0) {
             self.phone_answer_peer_request(account, sender, &id, &request);
         }
     }

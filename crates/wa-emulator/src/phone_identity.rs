@@ -80,9 +80,17 @@ impl World {
                 a.phone.forget_account(account);
             }
         }
-        let user = self.user_jid(account, Server::Pn);
-        let note = self.notification("encrypt", user, vec![wa_binary::Node::new("identity")]);
+        // Each peer hears of it under the name its chats use for the account (see
+        // `addressing`): the LID between migrated accounts, else the phone number with the LID
+        // beside it (whatsapp-rust `handlers/notification.rs` `handle_identity_change` takes
+        // `from` as it comes and reads an optional `lid`; whatsmeow drops by `from.User`).
         for peer in self.contacts_of(account) {
+            let server = self.delivery_server(account, peer);
+            let user = self.user_jid(account, server);
+            let mut note = self.notification("encrypt", user, vec![wa_binary::Node::new("identity")]);
+            if server == Server::Pn {
+                note.set_attr("lid", self.user_jid(account, Server::Lid));
+            }
             self.deliver_to_companions(peer, &note);
         }
         self.emit(WorldEvent::PhoneReinstalled { pn });
@@ -280,7 +288,9 @@ mod tests {
             .find(|n| n.opt_attr_str("type").as_deref() == Some("encrypt"))
             .expect("the peer's companion is told");
         assert!(note.child("identity").is_some());
-        assert_eq!(note.attr_jid("from").unwrap(), w.user_jid(a, Server::Pn));
+        // Both migrated (the default): the peer is told by LID.
+        assert_eq!(note.attr_jid("from").unwrap(), w.user_jid(a, Server::Lid));
+        assert!(note.get_attr("lid").is_none());
         assert!(
             queue.iter().any(|n| n.opt_attr_str("type").as_deref() == Some("devices")),
             "and the unlinked companion is announced"

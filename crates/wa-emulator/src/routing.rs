@@ -42,7 +42,11 @@ impl World {
         }
         let now = self.now();
         // A stale device list on the sender's side shows as `phash` (see `fanout`).
-        let phash = self.fanout_phash(sender, &to, &msg);
+        let phash = if to.is_group() {
+            self.group_phash(sender, &to, &msg)
+        } else {
+            self.fanout_phash(sender, &to, &msg)
+        };
         let ack = Node::new("ack")
             .attr("class", "message")
             .attr("id", id.as_str())
@@ -105,7 +109,8 @@ impl World {
                 .flat_map(|&a| {
                     self.accounts[a].devices.keys().map(move |&d| DeviceAddr { account: a, device: d })
                 })
-                .filter(|a| *a != sender && directed.is_none_or(|d| d == *a))
+                // Hosted devices take no part in groups (see `hosted`).
+                .filter(|a| *a != sender && directed.is_none_or(|d| d == *a) && !self.is_hosted_device(*a))
                 .collect();
             for t in targets {
                 let mut children = Vec::new();

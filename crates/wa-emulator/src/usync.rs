@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use wa_binary::{Node, Server};
 
-use crate::world::{World, attr, content_bytes};
+use crate::world::{DeviceAddr, World, attr, content_bytes};
 
 /// The `mode` values clients send: whatsmeow user.go (`query`, `full`), whatsapp-rust 0.7
 /// wacore src/iq/usync.rs `UsyncMode` (also `delta`), Baileys `USyncQuery` (`query`).
@@ -48,10 +48,21 @@ impl World {
                                 self.accounts[a]
                                     .devices
                                     .values()
-                                    .filter(|d| d.id == 0 || d.signed_identity.is_some())
+                                    .filter(|d| {
+                                        d.id == 0
+                                            || d.signed_identity.is_some()
+                                            || self.is_hosted_device(DeviceAddr { account: a, device: d.id })
+                                    })
                                     .map(|d| {
                                         let n = Node::new("device").attr("id", d.id);
-                                        if d.id == 0 { n } else { n.attr("key-index", d.key_index) }
+                                        if self.is_hosted_device(DeviceAddr { account: a, device: d.id }) {
+                                            // whatsmeow `parseDeviceList` reads `is_hosted`.
+                                            n.attr("is_hosted", "true")
+                                        } else if d.id == 0 {
+                                            n
+                                        } else {
+                                            n.attr("key-index", d.key_index)
+                                        }
                                     })
                                     .collect()
                             })

@@ -167,6 +167,9 @@ pub struct Account {
     pub raw_id: u32,
     /// Whether the account's 1:1 chats are LID-addressed (see [`AccountOptions`]).
     pub lid_migrated: bool,
+    /// The Signal state of the account's hosted (Cloud API) device
+    /// ([`crate::HOSTED_DEVICE_ID`]), when it has one (see `hosted`).
+    pub hosted: Option<Phone>,
     /// The phone-signed list of valid companion key indexes, once a companion is linked.
     pub key_index_list: Option<crate::keyindex::KeyIndexList>,
     /// The account's devices' own `<presence>` stanzas, oldest first (the latest
@@ -299,6 +302,9 @@ pub enum WorldEvent {
     MessageRefused { pn: String, device: u16, id: String, code: u16 },
     /// A companion's 1:1 message left out devices it had to reach (acked with `phash`).
     FanOutIncomplete { pn: String, device: u16, id: String, missing: Vec<String> },
+    /// A companion's group message carried a `phash` other than the hash of the group
+    /// members' devices (its device lists were stale; acked with the server's `phash`).
+    GroupDeviceListStale { pn: String, device: u16, id: String, group: String },
     /// WhatsApp was reinstalled on an account's phone (new identity key).
     PhoneReinstalled { pn: String },
     /// A node the server does not support was answered with an error.
@@ -555,6 +561,7 @@ impl World {
             lid_migrated: options.lid_migrated,
             key_index_list: None,
             presences: VecDeque::new(),
+            hosted: None,
         });
         self.by_pn.insert(pn.to_owned(), id);
         self.by_lid.insert(lid, id);
@@ -570,8 +577,8 @@ impl World {
     /// The account a user JID (PN or LID) names.
     pub(crate) fn account_of(&self, jid: &Jid) -> Option<AccountId> {
         match jid.server() {
-            Server::Pn => self.by_pn.get(jid.user()).copied(),
-            Server::Lid => self.by_lid.get(jid.user()).copied(),
+            Server::Pn | Server::Hosted => self.by_pn.get(jid.user()).copied(),
+            Server::Lid | Server::HostedLid => self.by_lid.get(jid.user()).copied(),
             _ => None,
         }
     }
@@ -587,6 +594,12 @@ impl World {
     pub(crate) fn device_jid(&self, addr: DeviceAddr, server: Server) -> Jid {
         let a = &self.accounts[addr.account];
         let user = if server == Server::Lid { &a.lid } else { &a.pn };
+        // A hosted device lives on the hosted server of the namespace (see `hosted`).
+        let server = match server {
+            Server::Pn if self.is_hosted_device(addr) => Server::Hosted,
+            Server::Lid if self.is_hosted_device(addr) => Server::HostedLid,
+            s => s,
+        };
         let base = Jid::new(user, server).unwrap_or_else(|_| server_jid());
         if addr.device == 0 { base } else { base.clone().with_device(addr.device).unwrap_or(base) }
     }
@@ -710,8 +723,8 @@ impl World {
     /// Delivers a stanza to a device: the phone handles it at once; a companion gets it on
     /// its connection when active, otherwise it waits in the offline queue.
     pub(crate) fn deliver(&mut self, to: DeviceAddr, node: Node) {
-        if to.device == 0 {
-            self.phone_receive(to.account, node);
+        if to.device == 0 || self.is_hosted_device(to) {
+            self.phone_receive(to, node);
             return;
         }
         let Some(d) = self.accounts.get_mut(to.account).and_then(|a| a.devices.get_mut(&to.device)) else {
