@@ -653,7 +653,7 @@ impl Db {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     async fn version(db: &Db) -> i64 {
@@ -666,7 +666,7 @@ mod tests {
     }
 
     /// A fresh schema in the PostgreSQL server at `WA_TEST_PG_URL` (scripts/services/10-postgres.sh).
-    async fn pg_url() -> String {
+    pub(crate) async fn pg_url() -> String {
         let admin = std::env::var("WA_TEST_PG_URL").unwrap_or_default();
         assert!(
             !admin.is_empty(),

@@ -238,7 +238,18 @@ mod tests {
 
     #[tokio::test]
     async fn actions_update_their_target_once() {
-        let db = Db::open_in_memory().unwrap();
+        actions_update_their_target_once_on(Db::open_in_memory().unwrap()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn actions_update_their_target_once_on_postgres() {
+        actions_update_their_target_once_on(
+            Db::open_postgres(&crate::db::tests::pg_url().await).await.unwrap(),
+        )
+        .await;
+    }
+
+    async fn actions_update_their_target_once_on(db: Db) {
         db.call(|c| {
             c.execute("INSERT INTO tenants (id, name, created_at) VALUES ('t', 't', 0)", params![])?;
             c.execute(
