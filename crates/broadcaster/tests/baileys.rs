@@ -364,17 +364,25 @@ async fn every_message_kind_both_ways_with_baileys() {
         "{v}"
     );
 
-    // Typing goes out; the emulator does not relay chat states to recipients (yet), so only the
-    // answer is checked here.
-    let (s, v) = call(
-        r.addr,
-        "POST",
-        &format!("/api/v1/accounts/{acc}/chat-state"),
-        &key,
-        Some(json!({ "to": to_baileys, "state": "typing" })),
-    )
-    .await;
-    assert_eq!(s, 204, "{v}");
+    // Typing, then recording: Baileys shows both.
+    for (state, shown) in [("typing", "composing"), ("recording", "recording")] {
+        let (s, v) = call(
+            r.addr,
+            "POST",
+            &format!("/api/v1/accounts/{acc}/chat-state"),
+            &key,
+            Some(json!({ "to": to_baileys, "state": state })),
+        )
+        .await;
+        assert_eq!(s, 204, "{v}");
+        peer.expect(state, |v| {
+            v["event"] == "presence"
+                && v["presences"]
+                    .as_object()
+                    .is_some_and(|p| p.values().any(|p| p["lastKnownPresence"] == shown))
+        })
+        .await;
+    }
 
     // Delete our text for everyone.
     let (s, m) =
