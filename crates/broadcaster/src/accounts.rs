@@ -919,6 +919,8 @@ fn applied_events(
             media,
             timestamp_ms,
             media_info,
+            quoted_id,
+            detail,
         } => {
             let m = messages::Incoming {
                 wa_id: message_id,
@@ -932,7 +934,14 @@ fn applied_events(
                 media: *media,
                 timestamp_ms: *timestamp_ms,
                 media_info: media_info.as_deref(),
+                quoted_id: quoted_id.as_deref(),
+                detail: detail.as_deref(),
             };
+            // A reaction, edit or revoke updates the message it targets.
+            if let Some(applied) = messages::updates::apply_incoming(c, tenant_id, account_id, &m)? {
+                out.extend(applied);
+                return Ok(out);
+            }
             if let Some(stored) = messages::record_incoming(c, tenant_id, account_id, &m, now)? {
                 out.push(("incoming_message", serde_json::to_value(stored).unwrap_or_default()));
                 // Opt-out keywords (STOP…) in a direct chat mark the contact; campaigns skip it.

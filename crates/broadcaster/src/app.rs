@@ -25,6 +25,8 @@ use crate::{accounts, compat, emulator_api, live_ws, messages, metrics, tenants,
         webhooks::create, webhooks::list, webhooks::delete, webhooks::deliveries, webhooks::replay,
         messages::send, messages::history, messages::get_message, messages::download_media,
         messages::check_numbers,
+        messages::actions::react, messages::actions::edit, messages::actions::revoke, messages::actions::read,
+        messages::actions::set_chat_state,
         crate::bulk::bulk_send,
         metrics::metrics, accounts::qr, live_ws::events_ws,
         emulator_api::scan, emulator_api::enter_code, emulator_api::create_phone, emulator_api::phone_send,
@@ -35,6 +37,7 @@ use crate::{accounts, compat, emulator_api, live_ws, messages, metrics, tenants,
     components(schemas(
         crate::outbox::EventEnvelope, crate::live::LiveEvent,
         crate::webhooks::AutoReplyBody, crate::webhooks::AutoReply,
+        crate::messages::updates::MessageUpdateEvent,
     )),
     modifiers(&SecurityAddon)
 )]
@@ -150,7 +153,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/api/v1/accounts/{id}/messages/bulk",
             post(crate::bulk::bulk_send).layer(DefaultBodyLimit::max(send_body_limit)),
         )
-        .route("/api/v1/accounts/{id}/messages/{message_id}", get(messages::get_message))
+        .route(
+            "/api/v1/accounts/{id}/messages/{message_id}",
+            get(messages::get_message).patch(messages::actions::edit).delete(messages::actions::revoke),
+        )
+        .route("/api/v1/accounts/{id}/messages/{message_id}/reaction", post(messages::actions::react))
+        .route("/api/v1/accounts/{id}/messages/read", post(messages::actions::read))
+        .route("/api/v1/accounts/{id}/chat-state", post(messages::actions::set_chat_state))
         .route("/api/v1/accounts/{id}/messages/{message_id}/media", get(messages::download_media))
         .route("/api/v1/accounts/{id}/check-numbers", post(messages::check_numbers))
         .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))

@@ -154,9 +154,10 @@ pub async fn bulk_send(
     let content = content_from_request(&st, req.text, req.media, None).await?;
     let (kind, body, mimetype, file_name, media) = match content {
         OutgoingContent::Text { body, .. } => ("text", Some(body), None, None, None),
-        OutgoingContent::Media { kind, data, mimetype, caption, file_name } => {
+        OutgoingContent::Media { kind, data, mimetype, caption, file_name, .. } => {
             (kind.as_str(), caption, Some(mimetype), file_name, Some(data))
         }
+        _ => return Err(ApiError::bad("invalid_body", "bulk sends carry text or media")),
     };
     let size = media.as_ref().map(|d| d.len() as i64);
     let now = st.clock.now_ms();
@@ -257,6 +258,32 @@ struct Due {
     quoted_wa_id: Option<String>,
     /// The account's state (`None`: the account is gone).
     account_state: Option<String>,
+    /// The typed payload (JSON) of a location, contact card or poll.
+    payload: Option<String>,
+}
+
+impl Due {
+    /// What to send again; `None` when a typed row's payload does not read back.
+    fn content(&mut self) -> Option<OutgoingContent> {
+        fn read<T: serde::de::DeserializeOwned>(p: &Option<String>) -> Option<T> {
+            p.as_deref().and_then(|p| serde_json::from_str(p).ok())
+        }
+        let quoted_id = self.quoted_wa_id.take();
+        Some(match (self.kind.as_str(), MediaKind::parse(&self.kind), self.media.take()) {
+            ("location", ..) => OutgoingContent::Location { location: read(&self.payload)?, quoted_id },
+            ("contact", ..) => OutgoingContent::Contact { card: read(&self.payload)?, quoted_id },
+            ("poll", ..) => OutgoingContent::Poll { poll: read(&self.payload)? },
+            (_, Some(kind), Some(data)) => OutgoingContent::Media {
+                kind,
+                data: data.into(),
+                mimetype: self.mimetype.take().unwrap_or_else(|| "application/octet-stream".into()),
+                caption: self.body.take(),
+                file_name: self.file_name.take(),
+                quoted_id,
+            },
+            _ => OutgoingContent::Text { body: self.body.take().unwrap_or_default(), quoted_id },
+        })
+    }
 }
 
 /// Sends every queued message that is due now (bulk messages at their pace, single sends whose
@@ -270,7 +297,7 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
             let mut stmt = c.prepare(
                 "SELECT m.id, m.tenant_id, m.account_id, m.chat_jid, m.kind, m.body, m.media_mimetype,
                    m.media_file_name, COALESCE(b.media_data, mm.data, tm.data), m.attempts, m.bulk_id IS NULL,
-                   m.created_at, m.quoted_id, a.state
+                   m.created_at, m.quoted_id, a.state, m.payload
                  FROM messages m LEFT JOIN bulk_sends b ON b.id = m.bulk_id
                    LEFT JOIN message_media mm ON mm.message_id = m.id
                    LEFT JOIN template_media tm ON tm.id = m.template_media_id
@@ -296,6 +323,7 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
                         created_at: r.get(11)?,
                         quoted_wa_id: r.get(12)?,
                         account_state: r.get(13)?,
+                        payload: r.get(14)?,
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -303,7 +331,7 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
         })
         .await?;
     let max_age = st.limits.pending_send_max_age_ms;
-    for d in due {
+    for mut d in due {
         if let Some(reason) = unsendable_reason(&d, now, max_age) {
             if let Err(e) = fail_queued(st, &d.tenant_id, &d.account_id, &d.id, reason).await {
                 tracing::warn!(message_id = %d.id, error = %e, "queued message not failed");
@@ -339,17 +367,12 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
             })
             .await?;
         let Some(wa_id) = claimed else { continue };
-        let content = match (MediaKind::parse(&d.kind), d.media) {
-            (Some(kind), Some(data)) => OutgoingContent::Media {
-                kind,
-                data: data.into(),
-                mimetype: d.mimetype.unwrap_or_else(|| "application/octet-stream".into()),
-                caption: d.body,
-                file_name: d.file_name,
-            },
-            _ => OutgoingContent::Text { body: d.body.unwrap_or_default(), quoted_id: d.quoted_wa_id },
+        let result = match d.content() {
+            Some(content) => {
+                runtime.send_with_id(&d.tenant_id, &d.account_id, &d.chat, &wa_id, content).await
+            }
+            None => Err(RuntimeError::Failed("the stored message does not read back".into())),
         };
-        let result = runtime.send_with_id(&d.tenant_id, &d.account_id, &d.chat, &wa_id, content).await;
         if matches!(result, Err(RuntimeError::NotRunning)) && d.attempts + 1 < MAX_ATTEMPTS {
             // Not sent: the session is down for now (reconnecting). Queue it again.
             let (id, at) = (d.id.clone(), st.clock.now_ms() + NOT_RUNNING_RETRY_MS);
@@ -505,6 +528,7 @@ mod tests {
             created_at,
             quoted_wa_id: None,
             account_state: state.map(str::to_owned),
+            payload: None,
         }
     }
 

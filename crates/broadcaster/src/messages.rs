@@ -19,7 +19,12 @@ use crate::auth::{Permission, Principal};
 use crate::clock::new_id;
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::outbox;
-use crate::runtime::{DeliveryStatus, MediaKind, OutgoingContent, RuntimeError};
+use crate::runtime::{
+    ContactCard, DeliveryStatus, Location, MediaKind, MessageDetail, OutgoingContent, Poll, RuntimeError,
+};
+
+pub mod actions;
+pub mod updates;
 use crate::state::AppState;
 
 /// Longest text body accepted.
@@ -59,8 +64,24 @@ pub struct StoredMessage {
     /// Text, or the media caption.
     pub body: Option<String>,
     pub media: Option<MediaMeta>,
-    /// Our id of the message this one replies to.
+    /// Our id of the message this one replies to (when we hold it).
     pub quoted_id: Option<String>,
+    /// WhatsApp's id of the message this one replies to, also when we do not hold it.
+    pub quoted_wa_message_id: Option<String>,
+    /// Kind `location`: the place.
+    pub location: Option<Location>,
+    /// Kind `contact`: the card.
+    pub contact: Option<ContactCard>,
+    /// Kind `poll`: the question and options.
+    pub poll: Option<Poll>,
+    /// Reactions, one per sender (the latest; a removed one is gone).
+    pub reactions: Vec<Reaction>,
+    /// Earlier texts, oldest first, when the sender edited it (`body` is the current one).
+    pub edits: Vec<Edit>,
+    pub edited_at: Option<i64>,
+    /// Deleted for everyone by its sender (`body` and media are kept here).
+    pub revoked: bool,
+    pub revoked_at: Option<i64>,
     /// `pending`, `sent`, `delivered`, `read`, `played`, `failed` (outgoing) or `received`.
     pub status: String,
     pub attempts: i64,
@@ -72,6 +93,25 @@ pub struct StoredMessage {
     pub read_at: Option<i64>,
     pub played_at: Option<i64>,
     pub failed_at: Option<i64>,
+}
+
+/// A reaction to a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Reaction {
+    /// Who reacted: a JID (phone-number one when known), or `me` for this account.
+    pub sender: String,
+    pub emoji: String,
+    /// When (ms since epoch).
+    pub at: i64,
+}
+
+/// An earlier text of an edited message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Edit {
+    /// The text before this edit.
+    pub body: Option<String>,
+    /// When it was replaced (ms since epoch).
+    pub at: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -92,16 +132,30 @@ const COLUMNS: &str =
     (m.media_handle IS NOT NULL OR EXISTS (SELECT 1 FROM message_media d WHERE d.message_id = m.id)
      OR EXISTS (SELECT 1 FROM bulk_sends b WHERE b.id = m.bulk_id AND b.media_data IS NOT NULL)
      OR m.template_media_id IS NOT NULL),
-    m.chat_lid, m.sender_lid";
+    m.chat_lid, m.sender_lid, m.quoted_id, m.payload, m.reactions, m.edits, m.edited_at, m.revoked_at";
 
 /// A JID when it is a phone-number one.
 fn pn_jid(jid: Option<&str>) -> Option<String> {
     jid.filter(|j| j.ends_with("@s.whatsapp.net")).map(str::to_owned)
 }
 
+/// A JSON column's value; a value this server did not write reads as absent (never fails a
+/// history page).
+fn json_col<T: serde::de::DeserializeOwned>(v: Option<String>) -> Option<T> {
+    v.and_then(|s| serde_json::from_str(&s).ok())
+}
+
 fn from_row(r: &Row) -> crate::db::DbResult<StoredMessage> {
     let kind: String = r.get(8)?;
-    let media = (kind != "text").then(|| -> crate::db::DbResult<MediaMeta> {
+    let payload: Option<String> = r.get(28)?;
+    let (location, contact, poll) = match kind.as_str() {
+        "location" => (json_col(payload), None, None),
+        "contact" => (None, json_col(payload), None),
+        "poll" => (None, None, json_col(payload)),
+        _ => (None, None, None),
+    };
+    let revoked_at: Option<i64> = r.get(32)?;
+    let media = MediaKind::parse(&kind).map(|_| -> crate::db::DbResult<MediaMeta> {
         Ok(MediaMeta {
             mimetype: r.get(10)?,
             file_name: r.get(11)?,
@@ -128,6 +182,15 @@ fn from_row(r: &Row) -> crate::db::DbResult<StoredMessage> {
         body: r.get(9)?,
         media: media.transpose()?,
         quoted_id: r.get(13)?,
+        quoted_wa_message_id: r.get(27)?,
+        location,
+        contact,
+        poll,
+        reactions: json_col(r.get(29)?).unwrap_or_default(),
+        edits: json_col(r.get(30)?).unwrap_or_default(),
+        edited_at: r.get(31)?,
+        revoked: revoked_at.is_some(),
+        revoked_at,
         status: r.get(14)?,
         attempts: r.get(15)?,
         error: r.get(16)?,
@@ -230,11 +293,20 @@ pub fn usage_today(
     Ok((sent_since(c, account_id, start)?, received_since(c, account_id, start)?, reset))
 }
 
-fn kind_and_body(content: &OutgoingContent) -> (&'static str, Option<String>) {
-    match content {
-        OutgoingContent::Text { body, .. } => ("text", Some(body.clone())),
-        OutgoingContent::Media { kind, caption, .. } => (kind.as_str(), caption.clone()),
+/// The stored kind, body and typed payload (JSON) of a message to send; `None` for actions on
+/// another message (reactions, edits, revokes), which are not messages of their own.
+fn kind_and_body(content: &OutgoingContent) -> Option<(&'static str, Option<String>, Option<String>)> {
+    fn json<T: Serialize>(v: &T) -> Option<String> {
+        serde_json::to_string(v).ok()
     }
+    Some(match content {
+        OutgoingContent::Text { body, .. } => ("text", Some(body.clone()), None),
+        OutgoingContent::Media { kind, caption, .. } => (kind.as_str(), caption.clone(), None),
+        OutgoingContent::Location { location, .. } => ("location", location.name.clone(), json(location)),
+        OutgoingContent::Contact { card, .. } => ("contact", Some(card.display_name.clone()), json(card)),
+        OutgoingContent::Poll { poll } => ("poll", Some(poll.name.clone()), json(poll)),
+        _ => return None,
+    })
 }
 
 enum Admission {
@@ -285,21 +357,23 @@ pub async fn send_message_as(
     let id = new_id("msg");
     // The WhatsApp id is reserved with the row, so a resend after a crash is the same message.
     let wa_id = wa_message_id.map_or_else(crate::runtime::new_wa_message_id, str::to_owned);
-    let (kind, body) = kind_and_body(&content);
+    let (kind, body, payload) = kind_and_body(&content).ok_or_else(|| {
+        ApiError::bad(
+            "invalid_body",
+            "reactions, edits and deletions act on a message; they are not sent as one",
+        )
+    })?;
     let (mimetype, file_name, size, data) = match &content {
         OutgoingContent::Media { mimetype, file_name, data, .. } => {
             (Some(mimetype.clone()), file_name.clone(), Some(data.len() as i64), Some(data.clone()))
         }
-        OutgoingContent::Text { .. } => (None, None, None, None),
+        _ => (None, None, None, None),
     };
     // A file already stored once (a campaign's template media) is referenced, not copied per
     // recipient: 5,000 recipients of a 1 MB image would otherwise write 5 GB.
     let stored_media_id = stored_media_id.filter(|_| data.is_some()).map(str::to_owned);
     let data = if stored_media_id.is_some() { None } else { data };
-    let quoted_in = match &content {
-        OutgoingContent::Text { quoted_id: Some(q), .. } => Some(q.clone()),
-        _ => None,
-    };
+    let quoted_in = content.quoted_id_mut().and_then(|q| q.clone());
     // A send under the server's own id is leased to this request and resumed by the queue
     // runner if the request never records an outcome (crash); a caller with its own id (the
     // campaign engine) resumes its sends itself.
@@ -344,8 +418,8 @@ pub async fn send_message_as(
             tx.execute(
                 "INSERT INTO messages (id, tenant_id, account_id, direction, chat_jid, kind, body, media_mimetype,
                    media_file_name, media_size, quoted_id, status, attempts, created_at, updated_at,
-                   reserved_wa_id, due_at, template_media_id)
-                 VALUES (?1,?2,?3,'outgoing',?4,?5,?6,?7,?8,?9,?10,'pending',1,?11,?11,?12,?13,?14)",
+                   reserved_wa_id, due_at, template_media_id, payload)
+                 VALUES (?1,?2,?3,'outgoing',?4,?5,?6,?7,?8,?9,?10,'pending',1,?11,?11,?12,?13,?14,?15)",
                 params![
                     i,
                     t,
@@ -360,7 +434,8 @@ pub async fn send_message_as(
                     now,
                     w,
                     lease,
-                    stored_media_id
+                    stored_media_id,
+                    payload
                 ],
             )?;
             if let Some(d) = &data {
@@ -399,7 +474,7 @@ pub async fn send_message_as(
             });
         }
     }
-    if let (Some(w), OutgoingContent::Text { quoted_id, .. }) = (quoted_wa, &mut content) {
+    if let (Some(w), Some(quoted_id)) = (quoted_wa, content.quoted_id_mut()) {
         *quoted_id = Some(w);
     }
     let result = runtime.send_with_id(tenant_id, account_id, &recipient.to, &wa_id, content).await;
@@ -591,6 +666,9 @@ pub struct Incoming<'a> {
     pub media: Option<MediaKind>,
     pub timestamp_ms: i64,
     pub media_info: Option<&'a crate::runtime::IncomingMedia>,
+    /// WhatsApp's id of the quoted message (a reply).
+    pub quoted_id: Option<&'a str>,
+    pub detail: Option<&'a MessageDetail>,
 }
 
 /// Records an incoming message with its `incoming_message` event; `None` for a duplicate
@@ -604,13 +682,21 @@ pub fn record_incoming(
 ) -> crate::db::DbResult<Option<StoredMessage>> {
     let tx = c.transaction()?;
     let id = new_id("msg");
-    let kind = m.media.map_or("text", MediaKind::as_str);
+    fn json<T: Serialize>(v: &T) -> Option<String> {
+        serde_json::to_string(v).ok()
+    }
+    let (kind, payload, text) = match m.detail {
+        Some(MessageDetail::Location(l)) => ("location", json(l), m.text.or(l.name.as_deref())),
+        Some(MessageDetail::Contact(c)) => ("contact", json(c), Some(c.display_name.as_str())),
+        Some(MessageDetail::Poll(p)) => ("poll", json(p), Some(p.name.as_str())),
+        _ => (m.media.map_or("text", MediaKind::as_str), None, m.text),
+    };
     let info = m.media_info.filter(|_| m.media.is_some());
     let n = tx.execute(
         "INSERT INTO messages (id, tenant_id, account_id, direction, chat_jid, sender_jid, sender_phone,
            push_name, wa_message_id, kind, body, status, attempts, created_at, updated_at, media_mimetype,
-           media_file_name, media_size, media_handle, chat_lid, sender_lid)
-         VALUES (?1,?2,?3,'incoming',?4,?5,?6,?7,?8,?9,?10,'received',0,?11,?11,?12,?13,?14,?15,?16,?17)
+           media_file_name, media_size, media_handle, chat_lid, sender_lid, quoted_id, payload)
+         VALUES (?1,?2,?3,'incoming',?4,?5,?6,?7,?8,?9,?10,'received',0,?11,?11,?12,?13,?14,?15,?16,?17,?18,?19)
          ON CONFLICT DO NOTHING",
         params![
             id,
@@ -622,7 +708,7 @@ pub fn record_incoming(
             m.push_name,
             m.wa_id,
             kind,
-            m.text,
+            text,
             now,
             info.and_then(|i| i.mimetype.as_deref()),
             info.and_then(|i| i.file_name.as_deref()),
@@ -630,6 +716,8 @@ pub fn record_incoming(
             info.map(|i| i.handle.as_slice()),
             m.chat_lid,
             m.from_lid,
+            m.quoted_id,
+            payload,
         ],
     )?;
     if n == 0 {
@@ -673,8 +761,42 @@ pub struct SendRequest {
     /// Text to send (exactly one of `text` and `media`).
     pub text: Option<String>,
     pub media: Option<MediaInput>,
-    /// Our id (or WhatsApp's id) of a message to reply to (text only).
+    /// A location to share (instead of `text` or `media`).
+    pub location: Option<Location>,
+    /// A contact card to share (instead of `text` or `media`).
+    pub contact: Option<actions::ContactInput>,
+    /// A poll (instead of `text` or `media`); replies are not supported for polls.
+    pub poll: Option<Poll>,
+    /// Our id (or WhatsApp's id) of a message to reply to (text, media, location, contact).
     pub reply_to: Option<String>,
+}
+
+/// The content of a [`SendRequest`]: exactly one of text, media, location, contact and poll.
+pub async fn content_of_send(st: &AppState, req: SendRequest) -> Result<OutgoingContent, ApiError> {
+    let typed = usize::from(req.location.is_some())
+        + usize::from(req.contact.is_some())
+        + usize::from(req.poll.is_some());
+    if typed == 0 {
+        return content_from_request(st, req.text, req.media, req.reply_to).await;
+    }
+    if typed > 1 || req.text.is_some() || req.media.is_some() {
+        return Err(ApiError::bad(
+            "invalid_body",
+            "exactly one of `text`, `media`, `location`, `contact` and `poll` is required",
+        ));
+    }
+    let quoted_id = req.reply_to;
+    if let Some(l) = req.location {
+        return Ok(OutgoingContent::Location { location: actions::location(l)?, quoted_id });
+    }
+    if let Some(c) = req.contact {
+        return Ok(OutgoingContent::Contact { card: actions::contact(c)?, quoted_id });
+    }
+    let poll = actions::poll(req.poll.ok_or_else(|| ApiError::bad("invalid_body", "nothing to send"))?)?;
+    if quoted_id.is_some() {
+        return Err(ApiError::bad("invalid_body", "reply_to is not supported for polls"));
+    }
+    Ok(OutgoingContent::Poll { poll })
 }
 
 /// Turns a request body into runtime content (fetching media by URL when needed).
@@ -690,9 +812,6 @@ pub async fn content_from_request(
             Ok(OutgoingContent::Text { body, quoted_id: reply_to })
         }
         (None, Some(m)) => {
-            if reply_to.is_some() {
-                return Err(ApiError::bad("invalid_body", "reply_to is supported for text messages only"));
-            }
             let (data, fetched_type) = match (m.url, m.data_base64) {
                 (Some(url), None) => {
                     let f = crate::outbound::fetch::fetch(&st.outbound, &st.limits.fetch, &url).await?;
@@ -711,7 +830,12 @@ pub async fn content_from_request(
                     ));
                 }
             };
-            media_content(st, m.kind, data, m.mimetype.or(fetched_type), m.caption, m.file_name)
+            let mut content =
+                media_content(st, m.kind, data, m.mimetype.or(fetched_type), m.caption, m.file_name)?;
+            if let Some(q) = content.quoted_id_mut() {
+                *q = reply_to;
+            }
+            Ok(content)
         }
         _ => Err(ApiError::bad("invalid_body", "exactly one of `text` and `media` is required")),
     }
@@ -749,7 +873,7 @@ fn media_content(
     {
         return Err(ApiError::bad("invalid_media", "file_name must be 1 to 255 characters without slashes"));
     }
-    Ok(OutgoingContent::Media { kind, data, mimetype, caption, file_name })
+    Ok(OutgoingContent::Media { kind, data, mimetype, caption, file_name, quoted_id: None })
 }
 
 /// The multipart/form-data form of a media send (the OpenAPI schema of that body).
@@ -880,7 +1004,7 @@ pub async fn send(
         let ApiJson(req) = ApiJson::<SendRequest>::from_request(req, &st).await?;
         // Validate the cheap things before fetching anything.
         parse_recipient(&req.to)?;
-        (req.to.clone(), content_from_request(&st, req.text, req.media, req.reply_to).await?)
+        (req.to.clone(), content_of_send(&st, req).await?)
     };
     let m = send_message(&st, &p.tenant_id, &id, &to, content).await?;
     Ok((StatusCode::CREATED, Json(m)))

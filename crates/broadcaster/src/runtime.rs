@@ -30,7 +30,7 @@ pub struct SessionOptions {
 }
 
 /// Something a session reports about its connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum SessionEvent {
     /// A QR to show; `expires_at_ms` when it rotates.
@@ -94,7 +94,107 @@ pub enum SessionEvent {
         /// What the message says about its media file (with `media`).
         /// Boxed: the handle and metadata would make every session event this large.
         media_info: Option<Box<IncomingMedia>>,
+        /// The WhatsApp id of the message this one quotes (a reply).
+        quoted_id: Option<String>,
+        /// What the message is when it is not plain text or media (a reaction, an edit, a
+        /// location, …). Boxed for the same reason as `media_info`.
+        detail: Option<Box<MessageDetail>>,
     },
+}
+
+/// What a message is beyond text and media: either an action on another message (reaction,
+/// edit, revoke), which updates that message instead of becoming one, or a typed payload.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum MessageDetail {
+    /// A reaction to the message `target_id` (WhatsApp id); an empty emoji removes it.
+    Reaction {
+        target_id: String,
+        emoji: String,
+    },
+    /// The sender edited its message `target_id`; `text` is the new text.
+    Edit {
+        target_id: String,
+        text: Option<String>,
+    },
+    /// The sender deleted its message `target_id` for everyone.
+    Revoke {
+        target_id: String,
+    },
+    Location(Location),
+    Contact(ContactCard),
+    Poll(Poll),
+}
+
+/// A shared location.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Location {
+    /// Degrees, -90 to 90.
+    pub latitude: f64,
+    /// Degrees, -180 to 180.
+    pub longitude: f64,
+    /// The place's name.
+    pub name: Option<String>,
+    pub address: Option<String>,
+}
+
+/// A contact card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ContactCard {
+    /// The name shown on the card.
+    pub display_name: String,
+    /// The vCard (3.0) text.
+    pub vcard: String,
+}
+
+/// A poll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Poll {
+    /// The question.
+    pub name: String,
+    /// The options, 2 to 12, each unique.
+    pub options: Vec<String>,
+    /// How many options a voter may pick (0: any number).
+    pub selectable_count: u32,
+}
+
+/// The message an action (reaction, edit, revoke, read) applies to, as WhatsApp keys it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MessageTarget {
+    /// WhatsApp's id of the message.
+    pub id: String,
+    /// Its chat (a group, or the contact's phone-number JID or LID).
+    pub chat: String,
+    /// The 1:1 chat's LID, when known (a LID-migrated chat is keyed by it).
+    pub chat_lid: Option<String>,
+    /// We sent it.
+    pub from_me: bool,
+    /// Its sender in a group (the participant), when not us.
+    pub sender: Option<String>,
+}
+
+impl MessageTarget {
+    pub fn new(
+        id: String,
+        chat: String,
+        chat_lid: Option<String>,
+        from_me: bool,
+        sender: Option<String>,
+    ) -> Self {
+        Self { id, chat, chat_lid, from_me, sender }
+    }
+}
+
+/// A typing indicator state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatState {
+    Typing,
+    /// Recording a voice note.
+    Recording,
+    /// Stopped typing or recording.
+    Paused,
 }
 
 /// The media file of an incoming message: metadata to record, and the runtime's own handle to
@@ -200,7 +300,7 @@ impl MediaKind {
 }
 
 /// What to send. Media bytes are already fetched and validated by the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum OutgoingContent {
     Text {
@@ -214,7 +314,48 @@ pub enum OutgoingContent {
         mimetype: String,
         caption: Option<String>,
         file_name: Option<String>,
+        /// Our id or WhatsApp's id of the message this replies to (resolved to the WhatsApp
+        /// id before the runtime sees it).
+        quoted_id: Option<String>,
     },
+    Location {
+        location: Location,
+        quoted_id: Option<String>,
+    },
+    Contact {
+        card: ContactCard,
+        quoted_id: Option<String>,
+    },
+    Poll {
+        poll: Poll,
+    },
+    /// A reaction to `target` (an empty emoji removes ours).
+    Reaction {
+        target: MessageTarget,
+        emoji: String,
+    },
+    /// New text for our message `target`.
+    Edit {
+        target: MessageTarget,
+        text: String,
+    },
+    /// Deletes our message `target` for everyone.
+    Revoke {
+        target: MessageTarget,
+    },
+}
+
+impl OutgoingContent {
+    /// The message this one replies to, for the kinds that can reply.
+    pub fn quoted_id_mut(&mut self) -> Option<&mut Option<String>> {
+        match self {
+            Self::Text { quoted_id, .. }
+            | Self::Media { quoted_id, .. }
+            | Self::Location { quoted_id, .. }
+            | Self::Contact { quoted_id, .. } => Some(quoted_id),
+            _ => None,
+        }
+    }
 }
 
 /// A message the runtime handed to WhatsApp.
@@ -376,6 +517,29 @@ pub trait AccountRuntime: Send + Sync + 'static {
     fn forget<'a>(&'a self, tenant_id: &'a str, account_id: &'a str) -> RuntimeFuture<'a, ()> {
         let _ = (tenant_id, account_id);
         Box::pin(async { Ok(()) })
+    }
+    /// Sends read receipts for received messages of one chat (`sender`: the participant, in
+    /// groups). Runtimes without receipts keep the default, which refuses.
+    fn mark_read<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        targets: &'a [MessageTarget],
+    ) -> RuntimeFuture<'a, ()> {
+        let _ = (tenant_id, account_id, targets);
+        Box::pin(async { Err(RuntimeError::Failed("this runtime cannot send read receipts".into())) })
+    }
+    /// Shows (or stops showing) typing or recording in the chat `to`. Runtimes without chat
+    /// states keep the default, which refuses.
+    fn send_chat_state<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        to: &'a str,
+        state: ChatState,
+    ) -> RuntimeFuture<'a, ()> {
+        let _ = (tenant_id, account_id, to, state);
+        Box::pin(async { Err(RuntimeError::Failed("this runtime cannot send typing indicators".into())) })
     }
     /// Fetches and decrypts the media file of a received message, given the
     /// [`IncomingMedia::handle`] this runtime reported. Runtimes that never report incoming

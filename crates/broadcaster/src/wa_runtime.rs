@@ -19,9 +19,12 @@ use crate::clock::SharedClock;
 use crate::config::WaVersionSetting;
 use crate::metrics::Metrics;
 use crate::runtime::{
-    AccountRuntime, DeliveryStatus, IncomingMedia, LinkMethod, MediaKind, NumberCheck, OutgoingContent,
-    RuntimeError, RuntimeFuture, SentMessage, SessionEvent, SessionEvents, SessionOptions,
+    AccountRuntime, ChatState, DeliveryStatus, IncomingMedia, LinkMethod, MediaKind, MessageTarget,
+    NumberCheck, OutgoingContent, RuntimeError, RuntimeFuture, SentMessage, SessionEvent, SessionEvents,
+    SessionOptions,
 };
+
+mod kinds;
 
 /// How long a pairing code is valid (WhatsApp's phone UI accepts it for about three minutes).
 const PAIRING_CODE_TTL_MS: i64 = 180_000;
@@ -531,6 +534,11 @@ impl Pump {
                         }
                         r.push_back((m.info.id.clone(), m.info.clone(), m.message.clone()));
                     }
+                    let Ok(detail) = kinds::detail(&m.message) else {
+                        // Protocol housekeeping or a poll vote: nothing to record.
+                        self.mark_handled(&m.info).await;
+                        continue;
+                    };
                     let ts = i64::try_from(m.info.timestamp).unwrap_or(0).saturating_mul(1000);
                     let event = SessionEvent::IncomingMessage {
                         message_id: m.info.id.clone(),
@@ -544,6 +552,8 @@ impl Pump {
                         media: media_kind(&m.message),
                         timestamp_ms: if ts > 0 { ts } else { now },
                         media_info: incoming_media(&m.message).map(Box::new),
+                        quoted_id: kinds::quoted_id(&m.message),
+                        detail: detail.map(Box::new),
                     };
                     // Confirmed only once committed; otherwise the client replays it (next start).
                     if self.events.record(&self.tenant_id, &self.account_id, event).await {
@@ -687,40 +697,14 @@ impl AccountRuntime for WaRuntime {
         Box::pin(async move {
             let (client, recent) = self.session_client(tenant_id, account_id)?;
             let jid = parse_to(to)?;
-            let message = match content {
-                OutgoingContent::Text { body, quoted_id: None } => {
+            let now_ms = self.clock.now_ms();
+            let mut content = content;
+            let quoted = content.quoted_id_mut().and_then(Option::take);
+            let mut message = match content {
+                OutgoingContent::Text { body, .. } => {
                     Message { conversation: Some(body), ..Default::default() }
                 }
-                OutgoingContent::Text { body, quoted_id: Some(q) } => {
-                    let found = lock(&recent)
-                        .iter()
-                        .find(|(id, _, _)| *id == q)
-                        .map(|(_, i, m)| (i.clone(), m.clone()));
-                    let ctx = match found {
-                        Some((info, msg)) => wa_proto::ContextInfo {
-                            stanza_id: Some(info.id.clone()),
-                            participant: Some(info.sender.to_non_ad().to_string()),
-                            quoted_message: Some(Box::new(msg)),
-                            ..Default::default()
-                        },
-                        // Quoting one of our own messages (or one older than the cache): the
-                        // stanza id is enough for WhatsApp to link the reply.
-                        None => wa_proto::ContextInfo {
-                            stanza_id: Some(q),
-                            participant: client.jid().map(|j| j.to_non_ad().to_string()),
-                            ..Default::default()
-                        },
-                    };
-                    Message {
-                        extended_text_message: Some(Box::new(wa_proto::message::ExtendedTextMessage {
-                            text: Some(body),
-                            context_info: Some(Box::new(ctx)),
-                            ..Default::default()
-                        })),
-                        ..Default::default()
-                    }
-                }
-                OutgoingContent::Media { kind, data, mimetype, caption, file_name } => {
+                OutgoingContent::Media { kind, data, mimetype, caption, file_name, .. } => {
                     let mut opts = MediaOptions::new(mimetype);
                     if let Some(c) = caption {
                         opts = opts.caption(c);
@@ -735,9 +719,37 @@ impl AccountRuntime for WaRuntime {
                     // every recipient.
                     let uploaded =
                         client.upload_reusable(&data, media_type(kind)).await.map_err(send_error)?;
-                    uploaded.to_message(&opts, self.clock.now_ms() / 1000).map_err(send_error)?
+                    uploaded.to_message(&opts, now_ms / 1000).map_err(send_error)?
                 }
+                OutgoingContent::Location { location, .. } => kinds::location(&location),
+                OutgoingContent::Contact { card, .. } => kinds::contact(&card),
+                OutgoingContent::Poll { poll } => {
+                    wa_client::poll_message(&poll.name, &poll.options, poll.selectable_count, rand::random())
+                }
+                OutgoingContent::Reaction { target, emoji } => kinds::reaction(&target, &emoji, now_ms),
+                OutgoingContent::Edit { target, text } => kinds::edit(&target, &text, now_ms),
+                OutgoingContent::Revoke { target } => kinds::revoke(&target),
             };
+            if let Some(q) = quoted {
+                let found =
+                    lock(&recent).iter().find(|(id, _, _)| *id == q).map(|(_, i, m)| (i.clone(), m.clone()));
+                let ctx = match found {
+                    Some((info, msg)) => wa_proto::ContextInfo {
+                        stanza_id: Some(info.id.clone()),
+                        participant: Some(info.sender.to_non_ad().to_string()),
+                        quoted_message: Some(Box::new(msg)),
+                        ..Default::default()
+                    },
+                    // Quoting one of our own messages (or one older than the cache): the
+                    // stanza id is enough for WhatsApp to link the reply.
+                    None => wa_proto::ContextInfo {
+                        stanza_id: Some(q),
+                        participant: client.jid().map(|j| j.to_non_ad().to_string()),
+                        ..Default::default()
+                    },
+                };
+                kinds::set_context(&mut message, ctx);
+            }
             let r = client
                 .send_message_with_id(&jid, wa_message_id.to_owned(), message)
                 .await
@@ -787,6 +799,51 @@ impl AccountRuntime for WaRuntime {
                 s.client.disconnect().await;
             }
             self.store.delete_device(&id).await.map_err(failed)
+        })
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        targets: &'a [MessageTarget],
+    ) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            let (client, _) = self.session_client(tenant_id, account_id)?;
+            // One receipt per chat and sender, as WhatsApp groups them.
+            let mut groups: Vec<(Jid, Option<Jid>, Vec<String>)> = Vec::new();
+            for t in targets {
+                let key = kinds::key(t);
+                let chat = parse_to(key.remote_jid.as_deref().unwrap_or(&t.chat))?;
+                let sender = key.participant.as_deref().map(parse_to).transpose()?;
+                match groups.iter_mut().find(|(c, s, _)| *c == chat && *s == sender) {
+                    Some((_, _, ids)) => ids.push(t.id.clone()),
+                    None => groups.push((chat, sender, vec![t.id.clone()])),
+                }
+            }
+            for (chat, sender, ids) in groups {
+                client.mark_read(&chat, sender.as_ref(), &ids).await.map_err(send_error)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn send_chat_state<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        to: &'a str,
+        state: ChatState,
+    ) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            let (client, _) = self.session_client(tenant_id, account_id)?;
+            let jid = parse_to(to)?;
+            let kind = match state {
+                ChatState::Typing => wa_client::ChatStateKind::Typing,
+                ChatState::Recording => wa_client::ChatStateKind::Recording,
+                ChatState::Paused => wa_client::ChatStateKind::Paused,
+            };
+            client.send_chat_state(&jid, kind).await.map_err(send_error)
         })
     }
 

@@ -142,6 +142,19 @@ async fn health_and_openapi_are_public() {
     {
         assert!(doc["paths"].get(path).is_some(), "openapi lacks {path}");
     }
+    // Every message kind (issue 18): actions on a message and their events.
+    for (path, method) in [
+        ("/api/v1/accounts/{id}/messages/{message_id}/reaction", "post"),
+        ("/api/v1/accounts/{id}/messages/{message_id}", "patch"),
+        ("/api/v1/accounts/{id}/messages/{message_id}", "delete"),
+        ("/api/v1/accounts/{id}/messages/read", "post"),
+        ("/api/v1/accounts/{id}/chat-state", "post"),
+    ] {
+        assert!(doc["paths"][path].get(method).is_some(), "openapi lacks {method} {path}");
+    }
+    for schema in ["MessageUpdateEvent", "Location", "ContactCard", "Poll", "Reaction"] {
+        assert!(doc["components"]["schemas"].get(schema).is_some(), "openapi lacks {schema}");
+    }
 }
 
 #[tokio::test]
@@ -355,6 +368,15 @@ async fn tenant_isolation_on_every_endpoint() {
         ),
         ("GET", "/api/v1/accounts/{id}/messages/{message_id}", None),
         ("GET", "/api/v1/accounts/{id}/messages/{message_id}/media", None),
+        ("POST", "/api/v1/accounts/{id}/messages/{message_id}/reaction", Some(json!({ "emoji": "👍" }))),
+        ("PATCH", "/api/v1/accounts/{id}/messages/{message_id}", Some(json!({ "text": "pwned" }))),
+        ("DELETE", "/api/v1/accounts/{id}/messages/{message_id}", None),
+        ("POST", "/api/v1/accounts/{id}/messages/read", Some(json!({ "message_ids": [msg_a] }))),
+        (
+            "POST",
+            "/api/v1/accounts/{id}/chat-state",
+            Some(json!({ "to": "+14155550100", "state": "typing" })),
+        ),
         ("POST", "/api/v1/accounts/{id}/check-numbers", Some(json!({ "phones": ["+14155550100"] }))),
         ("DELETE", "/api/v1/keys/{id}", None),
         ("DELETE", "/api/v1/webhooks/{id}", None),

@@ -57,7 +57,7 @@ pub use media::{
 pub use policy::{Action, DisconnectReason};
 pub use proxy::Proxy;
 pub use qr::QrCode;
-pub use queries::GroupInfo;
+pub use queries::{ChatStateKind, GroupInfo, poll_message};
 pub use send::SendResult;
 pub use version::{SW_JS_URL, VersionFetcher, parse_sw_js};
 pub use wa_binary::Jid;

@@ -22,6 +22,50 @@ pub struct GroupInfo {
     pub participants: Vec<(Jid, bool)>,
 }
 
+/// What [`Client::send_chat_state`] shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChatStateKind {
+    /// Typing.
+    Typing,
+    /// Recording a voice note.
+    Recording,
+    /// Stopped typing or recording.
+    Paused,
+}
+
+/// A poll: `name` with `options`, of which a voter picks up to `selectable` (0: any number).
+/// `secret` (32 random bytes, kept with the message) is the key votes are encrypted under
+/// (Baileys `messages.ts`: `messageContextInfo.messageSecret`; a single-choice poll is a
+/// `pollCreationMessageV3`, others a `pollCreationMessage`).
+pub fn poll_message(name: &str, options: &[String], selectable: u32, secret: [u8; 32]) -> Message {
+    let poll = Box::new(wa_proto::message::PollCreationMessage {
+        name: Some(name.to_owned()),
+        options: options
+            .iter()
+            .map(|o| wa_proto::message::poll_creation_message::Option {
+                option_name: Some(o.clone()),
+                ..Default::default()
+            })
+            .collect(),
+        selectable_options_count: Some(selectable),
+        ..Default::default()
+    });
+    let mut m = Message {
+        message_context_info: Some(wa_proto::MessageContextInfo {
+            message_secret: Some(secret.to_vec()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if selectable == 1 {
+        m.poll_creation_message_v3 = Some(poll);
+    } else {
+        m.poll_creation_message = Some(poll);
+    }
+    m
+}
+
 fn key_of(info: &MessageInfo) -> MessageKey {
     MessageKey {
         remote_jid: Some(info.chat.to_string()),
@@ -263,6 +307,18 @@ impl Client {
             Err(Error::Iq { code: 401 | 404, .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Shows us typing (`composing`), recording a voice note (`composing` with
+    /// `recording`), or stopped (`paused`) in `chat` (whatsmeow `presence.go`
+    /// `SendChatPresence`: `<chatstate to=…><composing media="audio"/></chatstate>`).
+    pub async fn send_chat_state(&self, chat: &Jid, state: ChatStateKind) -> Result<()> {
+        let child = match state {
+            ChatStateKind::Typing => Node::new("composing"),
+            ChatStateKind::Recording => Node::new("composing").attr("media", "audio"),
+            ChatStateKind::Paused => Node::new("paused"),
+        };
+        self.shared.connection()?.send(&Node::new("chatstate").attr("to", chat.to_non_ad()).children([child]))
     }
 
     /// Asks the server to send us this contact's presence updates.

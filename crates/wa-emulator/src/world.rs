@@ -759,7 +759,8 @@ impl World {
                 _ => self.on_stanza_ack(conn, &node),
             },
             "presence" => self.on_presence(conn, &node),
-            "ib" | "chatstate" => {}
+            "chatstate" => self.on_chatstate(conn, &node),
+            "ib" => {}
             "notification" | "call" => {
                 let ack = Node::new("ack")
                     .attr("id", attr(&node, "id"))
@@ -805,6 +806,41 @@ impl World {
         });
         let pn = account.pn.clone();
         self.emit(WorldEvent::PresenceSent { pn, device: addr.device, kind, name });
+    }
+
+    /// A 1:1 chat state (`<chatstate to=…><composing [media="audio"]/>|<paused/></chatstate>`,
+    /// whatsmeow `presence.go` `SendChatPresence`) goes to the recipient's connected companions
+    /// as `<chatstate from=<the sender as the recipient addresses it>>` with the same child
+    /// (whatsmeow `presence.go` `handleChatState` and Baileys `Socket/chats.ts`
+    /// `handlePresenceUpdate` read `from` and the child). Ephemeral: never queued for a device
+    /// that is offline, never acknowledged. Group chat states are not relayed here.
+    fn on_chatstate(&mut self, conn: ConnId, node: &Node) {
+        let Some(from) = self.conns.get(&conn).and_then(|c| c.device) else { return };
+        let Ok(to) = node.attr_jid("to") else { return };
+        if to.is_group() {
+            return;
+        }
+        let Some(account) = self.account_of(&to) else { return };
+        if account == from.account {
+            return;
+        }
+        let Some(state) =
+            node.child_nodes().first().filter(|c| matches!(c.tag.as_str(), "composing" | "paused"))
+        else {
+            return;
+        };
+        let server = self.delivery_server(from.account, account);
+        let sender = self.device_jid(DeviceAddr { account: from.account, device: 0 }, server);
+        let relayed = Node::new("chatstate").attr("from", sender).children([state.clone()]);
+        let conns: Vec<ConnId> = self.accounts[account]
+            .devices
+            .values()
+            .filter_map(|d| d.conn)
+            .filter(|c| self.conns.get(c).is_some_and(|c| c.active && !c.closed))
+            .collect();
+        for c in conns {
+            self.send(c, relayed.clone());
+        }
     }
 
     pub(crate) fn iq_result(&self, req: &Node) -> Node {

@@ -19,7 +19,10 @@
 //     {"b64":".."} values become Buffers (media), "react":{"text":"👍","to":"<id>"}, "edit":"<id>" and
 //     "delete":"<id>" name a message this peer sent or received by id (its key is looked up).
 // Message events also carry "quoted" (contextInfo.stanzaId), "protocol" ({type,id,text} of an
-//   edit/revoke), "media" ({kind,mimetype,fileLength,ptt,fileName,caption}) for every media kind.
+//   edit/revoke), "media" ({kind,mimetype,fileLength,ptt,fileName,caption}) for every media kind,
+//   "location", "contact" ({displayName,vcard}) and "poll" ({name,options,selectable,hasSecret}).
+// Other events: "receipt" (messages.update and message-receipt.update), "presence"
+//   (presence.update: typing and recording).
 // --auth DIR keeps creds + Signal keys (Baileys' useMultiFileAuthState), so a second run logs in without QR.
 // --root-pub: 32-byte hex Curve25519 key Baileys should treat as WhatsApp's noise root (WA_CERT_DETAILS.PUBLIC_KEY).
 // --sw-js URL: the version comes the way Baileys users get it: `const { version } = await
@@ -127,18 +130,25 @@ function start() {
       const media = mediaKind ? msg[mediaKind] : undefined;
       const proto = msg.protocolMessage;
       const edited = proto?.editedMessage;
+      const poll = msg.pollCreationMessage ?? msg.pollCreationMessageV2 ?? msg.pollCreationMessageV3;
       out({ event: 'message', type, id: m.key.id, from: m.key.remoteJid, fromAlt: m.key.remoteJidAlt, participant: m.key.participant, participantAlt: m.key.participantAlt, fromMe: m.key.fromMe,
         kind, stub: m.messageStubType, stubParameters: m.messageStubParameters,
         text: msg.conversation ?? msg.extendedTextMessage?.text ?? media?.caption,
-        quoted: (msg.extendedTextMessage ?? media)?.contextInfo?.stanzaId ?? undefined,
+        quoted: (msg.extendedTextMessage ?? media ?? msg.locationMessage ?? msg.contactMessage)?.contextInfo?.stanzaId ?? undefined,
         media: media ? { kind: mediaKind, mimetype: media.mimetype, fileLength: String(media.fileLength), directPath: media.directPath,
           ptt: media.ptt ?? undefined, fileName: media.fileName ?? undefined, caption: media.caption ?? undefined } : undefined,
         protocol: proto ? { type: proto.type, id: proto.key?.id, text: edited?.conversation ?? edited?.extendedTextMessage?.text } : undefined,
-        reaction: msg.reactionMessage ? { text: msg.reactionMessage.text, key: msg.reactionMessage.key } : undefined });
+        reaction: msg.reactionMessage ? { text: msg.reactionMessage.text, key: msg.reactionMessage.key } : undefined,
+        location: msg.locationMessage ? { latitude: msg.locationMessage.degreesLatitude, longitude: msg.locationMessage.degreesLongitude,
+          name: msg.locationMessage.name ?? undefined, address: msg.locationMessage.address ?? undefined } : undefined,
+        contact: msg.contactMessage ? { displayName: msg.contactMessage.displayName, vcard: msg.contactMessage.vcard } : undefined,
+        poll: poll ? { name: poll.name, options: poll.options.map((o) => o.optionName), selectable: poll.selectableOptionsCount,
+          hasSecret: Boolean(msg.messageContextInfo?.messageSecret?.length) } : undefined });
     }
   });
   sock.ev.on('messages.update', (updates) => { for (const update of updates) out({ event: 'receipt', update }); });
   sock.ev.on('message-receipt.update', (updates) => { for (const update of updates) out({ event: 'receipt', update }); });
+  sock.ev.on('presence.update', ({ id, presences }) => out({ event: 'presence', id, presences }));
   sock.ev.on('groups.upsert', (groups) => { for (const g of groups) out({ event: 'group', id: g.id, subject: g.subject }); });
 }
 start();

@@ -62,6 +62,7 @@ impl CampaignSender for MessagesSender {
                     caption: (crate::template_media::has_caption(m.kind) && !message.text.is_empty())
                         .then(|| message.text.clone()),
                     file_name: m.file_name.clone(),
+                    quoted_id: None,
                 },
             };
             crate::messages::send_message_as(

@@ -581,6 +581,16 @@ ALTER TABLE messages ADD COLUMN chat_lid TEXT;
 ALTER TABLE messages ADD COLUMN sender_lid TEXT;
 CREATE INDEX messages_chat_lid ON messages(tenant_id, account_id, chat_lid, created_at, id) WHERE chat_lid IS NOT NULL;
 "#,
+    // 10: every message kind (issue 18): a typed payload (location, contact card, poll as JSON);
+    // reactions (JSON array of {sender, emoji, at}, one per sender), the edit history (JSON
+    // array of {body, at}, previous texts) and the revoked flag on the message they target
+    r#"
+ALTER TABLE messages ADD COLUMN payload TEXT;
+ALTER TABLE messages ADD COLUMN reactions TEXT;
+ALTER TABLE messages ADD COLUMN edits TEXT;
+ALTER TABLE messages ADD COLUMN edited_at INTEGER;
+ALTER TABLE messages ADD COLUMN revoked_at INTEGER;
+"#,
 ];
 
 /// Schema version this binary writes.
@@ -643,7 +653,7 @@ impl Db {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     async fn version(db: &Db) -> i64 {
@@ -656,7 +666,7 @@ mod tests {
     }
 
     /// A fresh schema in the PostgreSQL server at `WA_TEST_PG_URL` (scripts/services/10-postgres.sh).
-    async fn pg_url() -> String {
+    pub(crate) async fn pg_url() -> String {
         let admin = std::env::var("WA_TEST_PG_URL").unwrap_or_default();
         assert!(
             !admin.is_empty(),

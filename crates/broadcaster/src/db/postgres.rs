@@ -279,6 +279,14 @@ ALTER TABLE messages ADD COLUMN chat_lid TEXT COLLATE "C";
 ALTER TABLE messages ADD COLUMN sender_lid TEXT COLLATE "C";
 CREATE INDEX messages_chat_lid ON messages(tenant_id, account_id, chat_lid, created_at, id) WHERE chat_lid IS NOT NULL;
 "#,
+    // 10: typed payloads, reactions, edit history, revoked flag
+    r#"
+ALTER TABLE messages ADD COLUMN payload TEXT COLLATE "C";
+ALTER TABLE messages ADD COLUMN reactions TEXT COLLATE "C";
+ALTER TABLE messages ADD COLUMN edits TEXT COLLATE "C";
+ALTER TABLE messages ADD COLUMN edited_at BIGINT;
+ALTER TABLE messages ADD COLUMN revoked_at BIGINT;
+"#,
 ];
 
 /// An advisory-lock key so that two servers starting at once migrate one after the other.
