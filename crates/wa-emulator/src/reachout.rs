@@ -209,6 +209,8 @@ impl World {
         let mut token = vec![0u8; 24];
         self.rng.fill_bytes(&mut token);
         self.reachout.tokens.insert((issuer, holder), (token.clone(), now));
+        let (i, h) = (self.accounts[issuer].pn.clone(), self.accounts[holder].pn.clone());
+        self.emit(WorldEvent::TokenGiven { issuer: i, holder: h });
         let tokens = Node::new("tokens")
             .children([Node::new("token").attr("type", "trusted_contact").attr("t", now).bytes(token)]);
         let lid = self.user_jid(issuer, Server::Lid);

@@ -309,6 +309,9 @@ pub enum WorldEvent {
         new_contact: bool,
         refused: bool,
     },
+    /// `issuer`'s account gave its trusted-contact token to `holder` (its phone after a
+    /// message, or a companion's `<iq xmlns="privacy"><tokens>`).
+    TokenGiven { issuer: String, holder: String },
     /// A companion's 1:1 message left out devices it had to reach (acked with `phash`).
     FanOutIncomplete { pn: String, device: u16, id: String, missing: Vec<String> },
     /// WhatsApp was reinstalled on an account's phone (new identity key).
