@@ -37,9 +37,11 @@ pub const TIMELOCK_QUERY_ID: &str = "23983697327930364";
 /// How many new contacts an account may reach out to per window.
 ///
 /// The default is a documented estimate, not a published number: the service publishes no
-/// limit for companion accounts; Meta's WhatsApp Business Platform starts a number at 250
-/// business-initiated conversations with unique customers in a rolling 24 hours
-/// (developers.facebook.com/docs/whatsapp/messaging-limits), which this borrows.
+/// limit for companion accounts. Meta's WhatsApp Business Platform documents tiers of
+/// business-initiated conversations with unique customers per rolling 24 hours
+/// (developers.facebook.com/docs/whatsapp/messaging-limits: 250 for a new number, then 1,000,
+/// 10,000, 100,000); the default is the tier of an established number, 10,000, so that the
+/// emulator's accounts behave like warmed-up ones unless a test sets a new number's limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReachoutLimits {
     /// New contacts allowed per window.
@@ -50,7 +52,7 @@ pub struct ReachoutLimits {
 
 impl Default for ReachoutLimits {
     fn default() -> Self {
-        Self { new_contacts: 250, window_secs: 86_400 }
+        Self { new_contacts: 10_000, window_secs: 86_400 }
     }
 }
 
@@ -105,6 +107,16 @@ impl World {
     /// Sets an account's reach-out limits.
     pub fn set_reachout_limits(&mut self, account: AccountId, limits: ReachoutLimits) {
         self.reachout.limits.insert(account, limits);
+    }
+
+    /// An account's reach-out limits.
+    pub fn reachout_limits(&self, account: AccountId) -> ReachoutLimits {
+        self.reachout.limits.get(&account).copied().unwrap_or_default()
+    }
+
+    /// Whether an account is restricted from every reach-out.
+    pub fn reachout_restricted(&self, account: AccountId) -> bool {
+        self.reachout.restricted.contains(&account)
     }
 
     /// Restricts an account from every reach-out (only messages carrying a valid token go
