@@ -1,8 +1,8 @@
 //! Reach-out limits end to end against wa-emulator's model: a contact's token opens a
 //! restricted account's chat with it (and we give ours back), a first contact beyond the
 //! account's limit is refused once with 463 as `Error::ReachoutRestricted` and never retried,
-//! the NCT salt from history sync turns into valid cs-tokens, and a time-lock arrives as an
-//! event, answers the query, and ends.
+//! history sync brings tokens and the NCT salt (valid cs-tokens), and a time-lock arrives as
+//! an event, answers the query, and ends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -20,6 +20,7 @@ use wa_proto::message::{HistorySyncNotification, ProtocolMessage, protocol_messa
 const ME: &str = "15550016000";
 const BOB: &str = "15550016001";
 const CAROL: &str = "15550016002";
+const DAVE: &str = "15550016003";
 
 async fn emulator(seed: u64, clock: &ManualClock) -> EmulatorHandle {
     init_tracing();
@@ -84,32 +85,59 @@ async fn a_contacts_token_opens_a_restricted_accounts_chat() {
     client.disconnect().await;
 }
 
+/// The token fields of a `HistorySync` (whatsmeow WAWebProtobufsHistorySync.proto numbers),
+/// which wa-proto's subset does not name: what our phone's history sync carries.
+#[derive(Clone, PartialEq, prost::Message)]
+struct TokenHistory {
+    #[prost(int32, optional, tag = "1")]
+    sync_type: Option<i32>,
+    #[prost(message, repeated, tag = "2")]
+    conversations: Vec<TokenConversation>,
+    #[prost(bytes = "vec", optional, tag = "19")]
+    nct_salt: Option<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct TokenConversation {
+    #[prost(string, optional, tag = "1")]
+    id: Option<String>,
+    #[prost(bytes = "vec", optional, tag = "21")]
+    tc_token: Option<Vec<u8>>,
+    #[prost(uint64, optional, tag = "22")]
+    tc_token_timestamp: Option<u64>,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn first_contacts_beyond_the_limit_get_one_463_and_cs_tokens_come_from_history() {
+async fn first_contacts_beyond_the_limit_get_one_463_and_history_brings_tokens_and_the_salt() {
     let clock = ManualClock::new(now());
     let emu = emulator(1602, &clock).await;
-    let (me_id, salt) = emu.with_world(|w| {
+    let (me_id, salt, carols) = emu.with_world(|w| {
         let me = w.create_account(ME, "Me").unwrap();
         w.create_account(BOB, "Bob").unwrap();
-        w.create_account(CAROL, "Carol").unwrap();
+        let carol = w.create_account(CAROL, "Carol").unwrap();
+        w.create_account(DAVE, "Dave").unwrap();
         w.set_reachout_limits(me, ReachoutLimits { new_contacts: 1, window_secs: 86_400 });
-        (me, w.nct_salt(me))
+        // Carol gave us her token before this companion was linked: only history has it.
+        w.give_token(carol, me);
+        (me, w.nct_salt(me), w.token_given(carol, me).unwrap())
     });
     let dir = tempfile::tempdir().unwrap();
     let client = sqlite_client(&emu, &dir.path().join("wa.db"), 16021).await;
     let mut events = client.events();
     let me = pair(&emu, &client, &mut events, ME).await;
-    let (bob, carol) = (emu.phone(BOB).unwrap(), emu.phone(CAROL).unwrap());
+    let (bob, carol, dave) = (emu.phone(BOB).unwrap(), emu.phone(CAROL).unwrap(), emu.phone(DAVE).unwrap());
 
-    // Our phone's history sync carries the account's NCT salt (HistorySync.nctSalt, field 19,
-    // appended by hand: wa-proto's subset does not name it).
-    let mut blob = wa_proto::HistorySync {
+    // Our phone's history sync: the account's NCT salt and Carol's chat with her token.
+    let blob = TokenHistory {
         sync_type: Some(wa_proto::history_sync::HistorySyncType::Recent as i32),
-        ..Default::default()
+        conversations: vec![TokenConversation {
+            id: Some(carol.lid().to_string()),
+            tc_token: Some(carols.0),
+            tc_token_timestamp: Some(carols.1),
+        }],
+        nct_salt: Some(salt.to_vec()),
     }
     .encode_to_vec();
-    blob.extend([0x9a, 0x01, 32]);
-    blob.extend(salt);
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     z.write_all(&blob).unwrap();
     let n = HistorySyncNotification {
@@ -128,17 +156,20 @@ async fn first_contacts_beyond_the_limit_get_one_463_and_cs_tokens_come_from_his
     emu.with_world(|w| w.phone_send(me_id, &me.to_non_ad(), &message)).unwrap();
     next_matching(&mut events, "history sync", |e| matches!(e, Event::HistorySync(_)).then_some(())).await;
 
-    // The first new contact is allowed, with a valid cs-token; the second is over the limit.
+    // The first new contact is allowed, with a valid cs-token; Carol's token opens her chat
+    // beyond the limit; Dave is over it.
     client.send_text(&bob.lid(), "first").await.unwrap();
-    let err = client.send_text(&carol.lid(), "second").await.unwrap_err();
+    client.send_text(&carol.lid(), "to a token holder").await.unwrap();
+    let err = client.send_text(&dave.lid(), "second").await.unwrap_err();
     assert!(matches!(err, Error::ReachoutRestricted { .. }), "{err:?}");
     // Bob again: already counted, allowed. Sent after the refusal on the same connection, so a
-    // retry of Carol's message would have reached the server before it.
+    // retry of Dave's message would have reached the server before it.
     client.send_text(&bob.lid(), "again").await.unwrap();
-    assert_eq!(reach_outs(&emu, CAROL), [(TokenSeen::CsToken, true)], "exactly one 463, no retry");
+    assert_eq!(reach_outs(&emu, DAVE), [(TokenSeen::CsToken, true)], "exactly one 463, no retry");
+    assert_eq!(reach_outs(&emu, CAROL), [(TokenSeen::TcToken, false)]);
     assert_eq!(reach_outs(&emu, BOB), [(TokenSeen::CsToken, false), (TokenSeen::CsToken, false)]);
     assert_eq!(emu.with_world(|w| w.reachouts_in_window(me_id)), 1);
-    assert!(carol.inbox().is_empty(), "a refused message is not delivered");
+    assert!(dave.inbox().is_empty(), "a refused message is not delivered");
     client.disconnect().await;
 }
 

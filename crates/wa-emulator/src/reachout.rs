@@ -213,10 +213,16 @@ impl World {
         Some(self.iq_result(iq).children([Node::new("result").bytes(body.to_string().into_bytes())]))
     }
 
+    /// The token `issuer`'s account gave `holder`, with its time, if any.
+    pub fn token_given(&self, issuer: AccountId, holder: AccountId) -> Option<(Vec<u8>, u64)> {
+        self.reachout.tokens.get(&(issuer, holder)).cloned()
+    }
+
     /// Gives `issuer`'s trusted-contact token to `holder`: stored (for checking `<tctoken>`s
     /// later) and delivered to the holder's companions as `<notification
-    /// type="privacy_token">` (see `notifications::issue_privacy_token`).
-    pub(crate) fn give_token(&mut self, issuer: AccountId, holder: AccountId) {
+    /// type="privacy_token">` (see `notifications::issue_privacy_token`); the holder's phone
+    /// keeps it for history sync (`Conversation.tcToken`).
+    pub fn give_token(&mut self, issuer: AccountId, holder: AccountId) {
         let now = self.now();
         let mut token = vec![0u8; 24];
         self.rng.fill_bytes(&mut token);
