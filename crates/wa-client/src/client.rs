@@ -350,6 +350,7 @@ impl ClientBuilder {
                 media_uploads: Mutex::new(crate::media::UploadCache::default()),
                 version: Mutex::new(version),
                 available: std::sync::atomic::AtomicBool::new(false),
+                issuing: Default::default(),
             }),
         })
     }
@@ -408,6 +409,8 @@ pub(crate) struct Shared {
     pub version: Mutex<[u32; 3]>,
     /// We announced `available` on this connection (delivery receipts then omit `inactive`).
     pub available: std::sync::atomic::AtomicBool,
+    /// Contacts our privacy token is being issued to.
+    pub issuing: crate::privacy_token::Issuing,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -48,6 +48,16 @@ pub enum Error {
         /// How long.
         after: Duration,
     },
+    /// The server refused a message with error 463: the account may not reach out to this
+    /// recipient now (restricted, time-locked, or over its limit of new contacts, and the
+    /// recipient gave it no token). Retrying counts as another reach-out and worsens the
+    /// restriction (Baileys messages-recv.ts), so the library never retries it and callers
+    /// should not either.
+    #[error("reach-out restricted (463): {text}")]
+    ReachoutRestricted {
+        /// The server's text, or a description when it sent none.
+        text: String,
+    },
     /// The operation needs a live, logged-in connection.
     #[error("not connected")]
     NotConnected,

@@ -146,6 +146,19 @@ pub enum Event {
         /// The token's timestamp (unix seconds).
         timestamp: i64,
     },
+    /// The account's reach-out time-lock was set or lifted (`<notification type="mex">`,
+    /// whatsmeow `NotifyAccountReachoutTimelock`, Baileys `reachoutTimeLock`). While active,
+    /// messages to people who gave the account no token are refused
+    /// ([`crate::Error::ReachoutRestricted`]); [`crate::Client::reachout_timelock`] asks for
+    /// the current state.
+    ReachoutTimelock {
+        /// The lock is in force.
+        active: bool,
+        /// When it ends (unix seconds), while active.
+        until: Option<u64>,
+        /// The server's reason (`enforcement_type`, `DEFAULT` when none is named).
+        enforcement_type: String,
+    },
     /// Our phone answered a media retry request (`<notification type="mediaretry">`, still
     /// encrypted); [`crate::Client::download_with_retry`] consumes these itself.
     MediaRetry(MediaRetryEvent),

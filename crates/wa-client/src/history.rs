@@ -25,13 +25,21 @@ pub(crate) fn notification_of(m: &Message) -> Option<&HistorySyncNotification> {
 
 /// Inflates (bounded) and decodes a history blob (wa-appstate's history layer).
 pub fn decode_history(compressed: &[u8]) -> Result<HistorySync> {
-    use wa_appstate::AppStateError as E;
-    let plain = wa_appstate::history::inflate(compressed, MAX_HISTORY_BYTES).map_err(|e| match e {
-        E::Inflate(why) => Error::Media(format!("history blob does not inflate: {why}")),
+    decode_plain(&inflate(compressed)?)
+}
+
+fn inflate(compressed: &[u8]) -> Result<Vec<u8>> {
+    wa_appstate::history::inflate(compressed, MAX_HISTORY_BYTES).map_err(|e| match e {
+        wa_appstate::AppStateError::Inflate(why) => {
+            Error::Media(format!("history blob does not inflate: {why}"))
+        }
         other => Error::Media(other.to_string()),
-    })?;
-    wa_appstate::history::decode_history(&plain).map_err(|e| match e {
-        E::Protobuf { what, source } => Error::Protobuf { what, source },
+    })
+}
+
+fn decode_plain(plain: &[u8]) -> Result<HistorySync> {
+    wa_appstate::history::decode_history(plain).map_err(|e| match e {
+        wa_appstate::AppStateError::Protobuf { what, source } => Error::Protobuf { what, source },
         other => Error::Media(other.to_string()),
     })
 }
@@ -39,8 +47,13 @@ pub fn decode_history(compressed: &[u8]) -> Result<HistorySync> {
 impl Client {
     /// Fetches (or takes inline), inflates and decodes the history a notification announces.
     pub async fn fetch_history_sync(&self, n: &HistorySyncNotification) -> Result<HistorySync> {
+        decode_plain(&self.fetch_history_plain(n).await?)
+    }
+
+    /// The inflated blob a notification announces (inline or downloaded).
+    async fn fetch_history_plain(&self, n: &HistorySyncNotification) -> Result<Vec<u8>> {
         if let Some(inline) = n.initial_hist_bootstrap_inline_payload.as_deref().filter(|p| !p.is_empty()) {
-            return decode_history(inline);
+            return inflate(inline);
         }
         let media_key: [u8; 32] = n
             .media_key
@@ -61,7 +74,7 @@ impl Client {
             file_length: n.file_length,
         };
         let compressed = self.download_ref(&r).await?;
-        decode_history(&compressed)
+        inflate(&compressed)
     }
 }
 
@@ -91,11 +104,21 @@ pub(crate) fn on_message(shared: &Arc<Shared>, info: &MessageInfo, message: &Mes
     let n = n.clone();
     let id = info.id.clone();
     tokio::spawn(async move {
-        match client.fetch_history_sync(&n).await {
-            Ok(h) => {
+        let decoded = client.fetch_history_plain(&n).await.and_then(|plain| {
+            use prost::Message as _;
+            let tokens = crate::privacy_token::HistoryTokens::decode(plain.as_slice())
+                .map_err(crate::error::protobuf("HistorySync tokens"))?;
+            Ok((decode_plain(&plain)?, tokens))
+        });
+        match decoded {
+            Ok((h, tokens)) => {
                 debug!(%id, conversations = h.conversations.len(), "history sync");
                 if let Err(e) = learn_mappings(&client.shared, &h).await {
                     warn!(%id, %e, "history sync: LID mappings not stored");
+                }
+                // After the mappings: tokens are kept under the contacts' LIDs.
+                if let Err(e) = crate::privacy_token::learn_from_history(&client.shared, &tokens).await {
+                    warn!(%id, %e, "history sync: privacy tokens not stored");
                 }
                 client.shared.emit(Event::HistorySync(Arc::new(h)));
             }

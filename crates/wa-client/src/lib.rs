@@ -38,9 +38,11 @@ mod pair;
 mod pair_code;
 mod peer;
 pub mod policy;
+mod privacy_token;
 pub mod proxy;
 pub mod qr;
 pub mod queries;
+pub mod reachout;
 mod recv;
 mod send;
 pub mod version;
@@ -55,9 +57,11 @@ pub use media::{
     EncryptedMedia, MediaOptions, MediaRef, MediaType, UploadedMedia, decrypt_media, encrypt_media,
 };
 pub use policy::{Action, DisconnectReason};
+pub use privacy_token::cs_token;
 pub use proxy::Proxy;
 pub use qr::QrCode;
 pub use queries::{ChatStateKind, GroupInfo, poll_message};
+pub use reachout::ReachoutTimelock;
 pub use send::SendResult;
 pub use version::{SW_JS_URL, VersionFetcher, parse_sw_js};
 pub use wa_binary::Jid;

@@ -1,6 +1,6 @@
 //! Server notifications (`<notification type=…>`): prekey refills, identity changes, device
 //! lists, group changes, pairing-code steps, own-account changes, app-state changes, contacts'
-//! pictures and about texts, trusted-contact tokens, media retry answers. Every one is
+//! pictures and about texts, trusted-contact tokens, reach-out time-locks, media retry answers. Every one is
 //! acknowledged first (whatsmeow `notification.go` `handleNotification`, Baileys
 //! `messages-recv.ts` `handleNotification`), so a failure handling it never makes the server
 //! deliver it again and again.
@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use tracing::{debug, warn};
 use wa_binary::{Jid, Node};
-use wa_store::{PrivacyToken, PrivacyTokenStore};
 
 use crate::client::{Shared, upload_pre_keys};
 use crate::conn::Connection;
@@ -116,7 +115,8 @@ pub(crate) async fn handle_notification(shared: &Arc<Shared>, conn: &Connection,
                 shared.emit(Event::AboutChanged { jid: jid.to_non_ad(), text, timestamp: unix_t(&node) });
             }
         }
-        "privacy_token" => privacy_tokens(shared, &node).await?,
+        "privacy_token" => crate::privacy_token::on_notification(shared, &node).await?,
+        "mex" => crate::reachout::on_mex_notification(shared, &node),
         "mediaretry" => match crate::mediaretry::parse_notification(&node) {
             Ok(ev) => shared.emit(Event::MediaRetry(ev)),
             Err(e) => warn!(%e, "malformed mediaretry notification"),
@@ -157,35 +157,4 @@ fn picture(shared: &Shared, node: &Node) {
             timestamp: unix_t(node),
         }));
     }
-}
-
-/// `<notification type="privacy_token" from [sender_lid]><tokens><token type="trusted_contact"
-/// t>bytes</token></tokens>`: each token is stored under the contact's LID when the server
-/// names it, else under `from` (whatsmeow `handlePrivacyTokenNotification`). A token older than
-/// the one held does not replace it.
-async fn privacy_tokens(shared: &Shared, node: &Node) -> Result<()> {
-    let from = node.attr_jid("from")?.to_non_ad();
-    let key = node.attr_jid("sender_lid").map(|l| l.to_non_ad()).unwrap_or_else(|_| from.clone());
-    let Some(tokens) = node.child("tokens") else {
-        warn!(%from, "privacy_token notification without <tokens>");
-        return Ok(());
-    };
-    for t in tokens.children_by_tag("token") {
-        if t.opt_attr_str("type").as_deref() != Some("trusted_contact") {
-            continue;
-        }
-        let Some(token) = t.content_bytes().filter(|b| !b.is_empty()) else { continue };
-        let timestamp = t.opt_attr_str("t").and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
-        let held = shared.store.get_privacy_token(&key.to_string()).await?;
-        if held.is_some_and(|h| h.timestamp > timestamp) {
-            debug!(%key, "older privacy token ignored");
-            continue;
-        }
-        shared
-            .store
-            .put_privacy_token(&key.to_string(), &PrivacyToken { token: token.to_vec(), timestamp })
-            .await?;
-        shared.emit(Event::PrivacyToken { from: from.clone(), stored_as: key.clone(), timestamp });
-    }
-    Ok(())
 }

@@ -327,13 +327,25 @@ impl Client {
         let shared = &self.shared;
         let conn = shared.connection()?;
         let to = to.to_non_ad();
-        let (stanza, chat_pn, chat_lid) = if to.is_group() {
-            (group_stanza(shared, &to, &id, &message).await?, None, None)
+        let (stanza, chat_pn, chat_lid, dm) = if to.is_group() {
+            (group_stanza(shared, &to, &id, &message).await?, None, None, None)
         } else {
-            let (stanza, addr) = direct_stanza(shared, &to, &id, &message).await?;
-            (stanza, addr.pn, addr.lid)
+            let (mut stanza, addr) = direct_stanza(shared, &to, &id, &message).await?;
+            // The contact's token, else a cs-token (see `privacy_token`).
+            let (token, held) = crate::privacy_token::token_for(shared, &addr.to, addr.lid.as_ref()).await?;
+            if let Some(t) = token {
+                stanza.push_child(t);
+            }
+            (stanza, addr.pn, addr.lid, Some((addr.to, held)))
         };
         let ack = send_for_ack(shared, &conn, &id, &stanza).await?;
+        // Accepted: the contact gets our token once per bucket (not for protocol messages:
+        // WA Web's TcTokenChatAction skips them, Baileys messages-send.ts).
+        if let Some((wire_to, held)) = &dm
+            && message.protocol_message.is_none()
+        {
+            crate::privacy_token::issue_after_send(shared, wire_to, held.as_ref());
+        }
         // A stale device list shows as the server's phash (see `fanout`).
         if let Some(phash) = ack.opt_attr_str("phash") {
             if to.is_group() {
@@ -385,6 +397,14 @@ async fn send_for_ack(shared: &Shared, conn: &Connection, id: &str, stanza: &Nod
         }
     };
     if let Some(code) = ack.opt_attr_str("error") {
+        // 463: a reach-out the account may not make now (Baileys messages-recv.ts
+        // `MessageAccountRestriction`; whatsmeow #1197). Typed, so that nobody retries it.
+        if code == "463" {
+            let text = ack.opt_attr_str("text").map(|t| t.into_owned()).unwrap_or_else(|| {
+                "the account is restricted from messaging this recipient (no privacy token from them)".into()
+            });
+            return Err(Error::ReachoutRestricted { text });
+        }
         return Err(Error::Iq {
             what: format!("message {id}"),
             code: code.parse().unwrap_or(0),

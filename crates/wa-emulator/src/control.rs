@@ -55,6 +55,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/control/phones/{pn}/send-phone-only", post(send_phone_only))
         .route("/control/phones/{pn}/appdata", post(appdata))
         .route("/control/phones/{pn}/dirty", post(dirty))
+        .route("/control/phones/{pn}/reachout", get(reachout_state).post(set_reachout))
         .route("/control/groups/{gid}/receipts", post(group_receipts))
         .route("/control/groups", post(create_group))
         .route("/control/groups/{gid}/add", post(add_to_group))
@@ -148,6 +149,67 @@ async fn lid_migration(
     let a = w.account_by_pn(&pn)?;
     w.set_lid_migrated(a, b.migrated);
     Ok(Json(json!({ "pn": w.accounts[a].pn, "lid_migrated": b.migrated })))
+}
+
+/// `POST /control/phones/{pn}/reachout`: any of `limits` (`{new_contacts, window_secs}`),
+/// `restricted`, `timelock` (`{until, enforcement_type}`, announced at once) or
+/// `lift_timelock`; answers the resulting state like the `GET`.
+#[derive(Deserialize)]
+struct ReachoutChange {
+    #[serde(default)]
+    limits: Option<crate::reachout::ReachoutLimits>,
+    #[serde(default)]
+    restricted: Option<bool>,
+    #[serde(default)]
+    timelock: Option<TimelockChange>,
+    #[serde(default)]
+    lift_timelock: bool,
+}
+
+#[derive(Deserialize)]
+struct TimelockChange {
+    until: u64,
+    #[serde(default)]
+    enforcement_type: Option<String>,
+}
+
+fn reachout_json(w: &mut World, a: crate::world::AccountId) -> serde_json::Value {
+    json!({
+        "pn": w.accounts[a].pn,
+        "limits": w.reachout_limits(a),
+        "restricted": w.reachout_restricted(a),
+        "timelock": w.reachout_timelock(a),
+        "new_contacts_in_window": w.reachouts_in_window(a),
+        "nct_salt": hex::encode(w.nct_salt(a)),
+    })
+}
+
+async fn reachout_state(State(s): State<Arc<Shared>>, Path(pn): Path<String>) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    Ok(Json(reachout_json(&mut w, a)))
+}
+
+async fn set_reachout(
+    State(s): State<Arc<Shared>>,
+    Path(pn): Path<String>,
+    Json(b): Json<ReachoutChange>,
+) -> ApiResult {
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    if let Some(l) = b.limits {
+        w.set_reachout_limits(a, l);
+    }
+    if let Some(r) = b.restricted {
+        w.set_reachout_restricted(a, r);
+    }
+    if b.lift_timelock {
+        w.lift_reachout_timelock(a);
+    }
+    if let Some(t) = b.timelock {
+        w.set_reachout_timelock(a, t.until, t.enforcement_type.as_deref().unwrap_or("DEFAULT"));
+    }
+    Ok(Json(reachout_json(&mut w, a)))
 }
 
 #[derive(Deserialize)]

@@ -17,6 +17,11 @@ impl World {
         let xmlns = attr(&iq, "xmlns");
         let first = iq.child_nodes().first().map(|c| c.tag.to_string()).unwrap_or_default();
         let logged_in = self.conns.get(&conn).and_then(|c| c.device);
+        // `w:mex` queries the emulator answers (see `reachout`); other ids are unsupported.
+        let mex = match (xmlns.as_str(), first.as_str(), logged_in) {
+            ("w:mex", "query", Some(d)) => self.on_mex_query(d.account, &iq),
+            _ => None,
+        };
         let reply = match (xmlns.as_str(), first.as_str()) {
             ("md", "link_code_companion_reg") => self.on_link_code(conn, &iq),
             ("w:p", _) | ("urn:xmpp:ping", _) => Some(self.iq_result(&iq)),
@@ -50,7 +55,8 @@ impl World {
                         .map(|n| Node::new("category").attr("name", n).attr("value", "all")),
                 )]),
             ),
-            ("privacy", "tokens") => Some(self.iq_result(&iq)),
+            ("privacy", "tokens") => logged_in.map(|d| self.on_issue_tokens(d.account, &iq)),
+            ("w:mex", "query") if mex.is_some() => mex,
             ("urn:xmpp:whatsapp:dirty", "clean") => Some(self.on_clean(conn, &iq)),
             ("w:g2", _) => Some(self.on_group_iq(conn, &iq)),
             ("md", "remove-companion-device") => self.on_remove_companion(conn, &iq),

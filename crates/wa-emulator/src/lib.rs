@@ -43,6 +43,7 @@ mod pairing;
 mod phone;
 mod phone_identity;
 mod prekey_upload;
+pub mod reachout;
 mod resend;
 mod routing;
 mod server;

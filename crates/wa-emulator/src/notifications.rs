@@ -125,14 +125,7 @@ impl World {
             return;
         }
         self.traffic.tokens_issued.insert((issuer, contact), now);
-        let mut token = vec![0u8; 24];
-        self.rng.fill_bytes(&mut token);
-        let tokens = Node::new("tokens")
-            .children([Node::new("token").attr("type", "trusted_contact").attr("t", now).bytes(token)]);
-        let lid = self.user_jid(issuer, Server::Lid);
-        let note = self.notification("privacy_token", self.user_jid(issuer, Server::Pn), vec![tokens]);
-        let note = note.attr("sender_lid", lid);
-        self.deliver_to_companions(contact, &note);
+        self.give_token(issuer, contact);
     }
 }
 

@@ -40,6 +40,23 @@ impl World {
             self.emit(WorldEvent::MessageRefused { pn, device: sender.device, id, code });
             return;
         }
+        // Reach-out limits (see `reachout`): refused like an addressing error.
+        if matches!(to.server(), Server::Pn | Server::Lid | Server::Hosted | Server::HostedLid)
+            && let Err(code) = self.check_reachout(sender, &to, &msg)
+        {
+            tracing::debug!(conn, %to, "1:1 reach-out refused");
+            self.send(
+                conn,
+                Node::new("ack")
+                    .attr("class", "message")
+                    .attr("id", id.as_str())
+                    .attr("from", to)
+                    .attr("error", code),
+            );
+            let pn = self.accounts[sender.account].pn.clone();
+            self.emit(WorldEvent::MessageRefused { pn, device: sender.device, id, code });
+            return;
+        }
         let now = self.now();
         // A stale device list on the sender's side shows as `phash` (see `fanout`).
         let phash = if to.is_group() {

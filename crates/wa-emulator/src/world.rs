@@ -300,6 +300,21 @@ pub enum WorldEvent {
     ReceiptAcked { pn: String, device: u16, id: String, kind: String },
     /// A companion's `<message>` was refused with `<ack error=code>` (see `addressing`).
     MessageRefused { pn: String, device: u16, id: String, code: u16 },
+    /// A companion's 1:1 message was judged against the reach-out rules (see `reachout`):
+    /// the token it carried, whether it started a new contact (counted against the limit),
+    /// and whether it was refused with 463.
+    ReachOut {
+        pn: String,
+        device: u16,
+        id: String,
+        to: String,
+        token: crate::reachout::TokenSeen,
+        new_contact: bool,
+        refused: bool,
+    },
+    /// `issuer`'s account gave its trusted-contact token to `holder` (its phone after a
+    /// message, or a companion's `<iq xmlns="privacy"><tokens>`).
+    TokenGiven { issuer: String, holder: String },
     /// A companion's 1:1 message left out devices it had to reach (acked with `phash`).
     FanOutIncomplete { pn: String, device: u16, id: String, missing: Vec<String> },
     /// A companion's group message carried a `phash` other than the hash of the group
@@ -362,6 +377,8 @@ pub struct World {
     pub(crate) phone_pre_keys: u32,
     /// State of the server-initiated traffic (dirty bits, media ages, tokens, calls, …).
     pub(crate) traffic: crate::traffic::Traffic,
+    /// Reach-out limits, tokens and time-locks (see `reachout`).
+    pub(crate) reachout: crate::reachout::Reachout,
 }
 
 /// Errors of control operations (bad arguments, unknown names).
@@ -483,6 +500,7 @@ impl World {
             min_client_version: wa_noise::payload::DEFAULT_APP_VERSION,
             phone_pre_keys: crate::phone::PHONE_PRE_KEYS,
             traffic: crate::traffic::Traffic::default(),
+            reachout: crate::reachout::Reachout::default(),
         }
     }
 

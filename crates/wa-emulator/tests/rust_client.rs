@@ -655,3 +655,47 @@ async fn companion_key_bundle_carries_its_device_identity() {
     let sig: [u8; 64] = adv.device_signature.as_deref().unwrap().try_into().unwrap();
     assert!(identity.verify(&msg, &sig), "device signature by the fetched identity");
 }
+
+/// `/control/phones/{pn}/reachout`: the reach-out model is configurable over HTTP (limits,
+/// restricted mode, a time-lock) and reports its state.
+#[tokio::test]
+async fn reachout_model_is_configured_through_the_control_api() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn call(emu: &EmulatorHandle, method: &str, body: &str) -> serde_json::Value {
+        let mut s = TcpStream::connect(emu.local_addr()).await.unwrap();
+        let req = format!(
+            "{method} /control/phones/{PN}/reachout HTTP/1.1\r\nHost: emu\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut resp = String::new();
+        tokio::time::timeout(T, s.read_to_string(&mut resp)).await.unwrap().unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    }
+    let emu = emulator().await;
+    let state = call(&emu, "GET", "").await;
+    assert_eq!(state["limits"], serde_json::json!({"new_contacts": 10000, "window_secs": 86400}));
+    assert_eq!(
+        (state["restricted"].clone(), state["timelock"].clone()),
+        (false.into(), serde_json::Value::Null)
+    );
+    let until = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    let body = serde_json::json!({
+        "limits": {"new_contacts": 5, "window_secs": 3600},
+        "restricted": true,
+        "timelock": {"until": until, "enforcement_type": "RESTRICT_ALL_COMPANIONS"},
+    });
+    let state = call(&emu, "POST", &body.to_string()).await;
+    assert_eq!(state["limits"]["new_contacts"], 5);
+    assert_eq!(state["restricted"], true);
+    assert_eq!(
+        state["timelock"],
+        serde_json::json!({"until": until, "enforcement_type": "RESTRICT_ALL_COMPANIONS"})
+    );
+    let state = call(&emu, "POST", r#"{"lift_timelock": true, "restricted": false}"#).await;
+    assert_eq!(
+        (state["restricted"].clone(), state["timelock"].clone()),
+        (false.into(), serde_json::Value::Null)
+    );
+}

@@ -62,7 +62,8 @@ pub use seal::{Argon2Params, EncryptionKey};
 pub use store::{Clock, DeviceStore, ManualClock, Store, StoreOptions, SystemClock, Transaction};
 pub use traits::{
     AppStateStore, AppVersionStore, CredentialStore, DeviceListStore, IdentityStore, InboundStore, LidStore,
-    PreKeyStore, PrivacyTokenStore, SenderKeyStore, SentMessageStore, SessionStore, SignedPreKeyStore,
+    NctSaltStore, PreKeyStore, PrivacyTokenStore, SenderKeyStore, SentMessageStore, SessionStore,
+    SignedPreKeyStore,
 };
 pub use types::{
     AppStateSyncKey, AppStateVersion, CachedAppVersion, Credentials, DeviceId, DeviceList, IdentityChange,

@@ -259,10 +259,20 @@ pub trait PrivacyTokenStore {
     fn put_privacy_token(&self, jid: &str, token: &PrivacyToken) -> impl Future<Output = Result<()>> + Send;
 }
 
+/// The account's NCT salt, the key of cs-tokens (whatsmeow `store.NCTSaltStore`; it comes from
+/// history sync's `nctSalt` and app state's `nct_salt_sync`).
+pub trait NctSaltStore {
+    /// The salt, `None` when none is known.
+    fn load_nct_salt(&self) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+    /// Replaces the salt; an empty one forgets it (the phone cleared it).
+    fn save_nct_salt(&self, salt: &[u8]) -> impl Future<Output = Result<()>> + Send;
+}
+
 // ---- row layout ---------------------------------------------------------------------------
 
 const CREDENTIALS: &str = "credentials";
 const APP_VERSION: &str = "app-version";
+const NCT_SALT: &str = "nct-salt";
 const NEXT_PRE_KEY_ID: &str = "next-pre-key-id";
 /// Signal prekey ids are 24-bit and never 0.
 const MAX_PRE_KEY_ID: u32 = 0xFF_FFFF;
@@ -826,6 +836,19 @@ impl InboundStore for DeviceStore {
             t.mark_inbound_handled(chat, sender, id);
         })
         .await
+    }
+}
+
+impl NctSaltStore for DeviceStore {
+    async fn load_nct_salt(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_row(Table::Device, rk(NCT_SALT)).await?.map(|r| r.value).filter(|v| !v.is_empty()))
+    }
+    async fn save_nct_salt(&self, salt: &[u8]) -> Result<()> {
+        if salt.is_empty() {
+            self.write(|t| t.delete(Table::Device, rk(NCT_SALT))).await
+        } else {
+            self.write(|t| t.put(Table::Device, rk(NCT_SALT), salt.to_vec(), 0, None)).await
+        }
     }
 }
 

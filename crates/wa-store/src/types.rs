@@ -229,13 +229,16 @@ pub struct InboundMessage {
     pub payload: Vec<u8>,
 }
 
-/// A privacy (trusted-contact) token.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A contact's privacy (trusted-contact) token, and when we last issued ours to it (whatsmeow
+/// `store.PrivacyToken`: `Token`, `Timestamp`, `SenderTimestamp`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PrivacyToken {
-    /// Token bytes.
+    /// The contact's token bytes; empty while we hold none (only our issuance is recorded).
     pub token: Vec<u8>,
-    /// Token timestamp, unix seconds.
+    /// The contact's token timestamp, unix seconds (0: none).
     pub timestamp: i64,
+    /// When we last issued our own token to the contact, unix seconds (0: never).
+    pub sender_timestamp: i64,
 }
 
 /// The WhatsApp Web version last fetched (from `sw.js`) for this device, and when, so a restart
@@ -253,6 +256,8 @@ pub struct CachedAppVersion {
 const V1: u8 = 1;
 /// Credentials format 2 appends `lid_migrated`; format 1 (stored by older binaries) still reads.
 const CREDENTIALS_V2: u8 = 2;
+/// Privacy-token format 2 appends `sender_timestamp`; format 1 still reads (as never issued).
+const PRIVACY_TOKEN_V2: u8 = 2;
 
 fn put_key_pair(e: &mut Enc, k: &KeyPair) {
     e.raw(&k.public).raw(&k.private);
@@ -429,13 +434,16 @@ impl CachedAppVersion {
 
 impl PrivacyToken {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut e = Enc::new(V1);
-        e.bytes(&self.token).i64(self.timestamp);
+        let mut e = Enc::new(PRIVACY_TOKEN_V2);
+        e.bytes(&self.token).i64(self.timestamp).i64(self.sender_timestamp);
         e.finish()
     }
     pub(crate) fn decode(b: &[u8], table: &'static str) -> Result<Self> {
-        let mut d = Dec::new(b, table, V1)?;
-        let t = PrivacyToken { token: d.bytes()?, timestamp: d.i64()? };
+        let (mut d, version) = Dec::new_upto(b, table, PRIVACY_TOKEN_V2)?;
+        let mut t = PrivacyToken { token: d.bytes()?, timestamp: d.i64()?, sender_timestamp: 0 };
+        if version >= PRIVACY_TOKEN_V2 {
+            t.sender_timestamp = d.i64()?;
+        }
         d.finish()?;
         Ok(t)
     }
@@ -480,5 +488,19 @@ mod tests {
         let mut future = c.encode();
         future[0] = 3;
         assert!(matches!(Credentials::decode(&future, "t"), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn privacy_tokens_stored_by_an_older_binary_still_load() {
+        // Format 1 is the token and its timestamp, without our issuance time.
+        let mut e = Enc::new(V1);
+        e.bytes(&[7; 5]).i64(1_700_000_000);
+        let old = PrivacyToken::decode(&e.finish(), "t").expect("format 1 decodes");
+        assert_eq!(old, PrivacyToken { token: vec![7; 5], timestamp: 1_700_000_000, sender_timestamp: 0 });
+        let t = PrivacyToken { token: vec![], timestamp: 0, sender_timestamp: 1_700_000_500 };
+        assert_eq!(PrivacyToken::decode(&t.encode(), "t").expect("round trip"), t);
+        let mut future = t.encode();
+        future[0] = 3;
+        assert!(matches!(PrivacyToken::decode(&future, "t"), Err(Error::Corrupt { .. })));
     }
 }

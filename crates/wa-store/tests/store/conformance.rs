@@ -408,10 +408,17 @@ pub async fn inbound_messages(h: &dyn Harness) {
 pub async fn privacy_tokens(h: &dyn Harness) {
     let (s, _) = fresh(h).await;
     let d = s.device(&dev("a"));
-    let t = PrivacyToken { token: vec![9; 20], timestamp: T0 };
+    let t = PrivacyToken { token: vec![9; 20], timestamp: T0, sender_timestamp: T0 + 5 };
     assert_eq!(d.get_privacy_token("x@s.whatsapp.net").await.expect("get"), None);
     d.put_privacy_token("x@s.whatsapp.net", &t).await.expect("put");
     assert_eq!(d.get_privacy_token("x@s.whatsapp.net").await.expect("get"), Some(t));
+    // The NCT salt: one per device, an empty save forgets it.
+    assert_eq!(d.load_nct_salt().await.expect("salt"), None);
+    d.save_nct_salt(&[3; 32]).await.expect("save salt");
+    assert_eq!(d.load_nct_salt().await.expect("salt"), Some(vec![3; 32]));
+    assert_eq!(s.device(&dev("b")).load_nct_salt().await.expect("other device"), None);
+    d.save_nct_salt(&[]).await.expect("clear salt");
+    assert_eq!(d.load_nct_salt().await.expect("salt"), None);
 }
 
 pub async fn many_devices(h: &dyn Harness) {
