@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
@@ -92,7 +92,7 @@ pub async fn readyz(State(st): State<AppState>) -> Result<Json<Ready>, ApiError>
 }
 
 async fn openapi_json() -> impl IntoResponse {
-    Json(ApiDoc::openapi().merge_from(crate::campaigns::CampaignsApi::openapi()))
+    Json(crate::api_docs::openapi())
 }
 
 async fn not_found() -> ApiError {
@@ -144,11 +144,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/emulator/phones/{phone}/read", post(emulator_api::phone_read))
         .route(
             "/api/v1/accounts/{id}/messages",
-            post(messages::send).layer(DefaultBodyLimit::max(send_body_limit)).get(messages::history),
+            post(messages::send).layer(crate::body_limit::max(send_body_limit)).get(messages::history),
         )
         .route(
             "/api/v1/accounts/{id}/messages/bulk",
-            post(crate::bulk::bulk_send).layer(DefaultBodyLimit::max(send_body_limit)),
+            post(crate::bulk::bulk_send).layer(crate::body_limit::max(send_body_limit)),
         )
         .route("/api/v1/accounts/{id}/messages/{message_id}", get(messages::get_message))
         .route("/api/v1/accounts/{id}/messages/{message_id}/media", get(messages::download_media))
@@ -159,9 +159,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/webhooks/deliveries/{id}/replay", post(webhooks::replay))
         .merge(crate::campaigns::routes(send_body_limit))
         .merge(crate::dashboard::routes())
+        .merge(crate::api_docs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(crate::body_limit::max(max_body_bytes))
         .layer(crate::live_socketio::layer(state.clone()))
         .with_state(state)
 }

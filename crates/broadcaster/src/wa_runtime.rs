@@ -575,6 +575,7 @@ fn redact_url(text: &str, url: &str) -> String {
 fn send_error(e: wa_client::Error) -> RuntimeError {
     match e {
         wa_client::Error::NotConnected => RuntimeError::NotRunning,
+        wa_client::Error::NotOnWhatsApp(who) => RuntimeError::NotOnWhatsApp(who),
         e => failed(e),
     }
 }

@@ -216,12 +216,34 @@ async fn pair_send_read_reply_webhook_and_resume_after_restart() {
         "POST",
         &format!("/api/v1/accounts/{acc}/check-numbers"),
         &key,
-        Some(json!({ "phones": ["+15550002222", "+15550009999"] })),
+        Some(json!({ "phones": ["+15550002222", "+15550009999", "+1 555 CALL NOW"] })),
     )
     .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v[0]["on_whatsapp"], true, "{v}");
     assert_eq!(v[1]["on_whatsapp"], false, "{v}");
+    // One entry that is no phone number answers for itself; the others are still checked.
+    assert_eq!(
+        (v[2]["input"].as_str(), v[2]["phone"].as_str(), v[2]["error"]["code"].as_str()),
+        (Some("+1 555 CALL NOW"), None, Some("invalid_phone")),
+        "{v}"
+    );
+    assert!(v[0]["error"].is_null() && v[0]["phone"] == "+15550002222", "{v}");
+
+    // A number without WhatsApp: 422, and no failed row is kept (a repeat piles nothing up).
+    for _ in 0..2 {
+        let (s, v) = call(
+            a,
+            "POST",
+            &format!("/api/v1/accounts/{acc}/messages"),
+            &key,
+            Some(json!({ "to": "+15550009999", "text": "anyone there?" })),
+        )
+        .await;
+        assert_eq!((s, v["error"]["code"].as_str()), (422, Some("not_on_whatsapp")), "{v}");
+    }
+    let (_, page) = call(a, "GET", &format!("/api/v1/accounts/{acc}/messages"), &key, None).await;
+    assert_eq!(page["messages"], json!([]), "{page}");
 
     // Send a text; Bob's phone receives it.
     let (s, sent) = call(
