@@ -31,6 +31,7 @@ use crate::{accounts, compat, emulator_api, live_ws, messages, metrics, tenants,
         emulator_api::phone_inbox, emulator_api::phone_read,
         compat::start_session, compat::sessions, compat::session, compat::session_qr, compat::send_message,
         compat::delete_session,
+        crate::chats::http::list,
     ),
     components(schemas(
         crate::outbox::EventEnvelope, crate::live::LiveEvent,
@@ -153,6 +154,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/accounts/{id}/messages/{message_id}", get(messages::get_message))
         .route("/api/v1/accounts/{id}/messages/{message_id}/media", get(messages::download_media))
         .route("/api/v1/accounts/{id}/check-numbers", post(messages::check_numbers))
+        .route("/api/v1/accounts/{id}/chats", get(crate::chats::http::list))
         .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/api/v1/webhooks/{id}", delete(webhooks::delete))
         .route("/api/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))

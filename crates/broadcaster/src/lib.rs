@@ -14,6 +14,7 @@ pub mod auth;
 pub mod body_limit;
 pub mod bulk;
 pub mod campaigns;
+pub mod chats;
 pub mod clock;
 pub mod compat;
 pub mod config;

@@ -356,6 +356,7 @@ async fn tenant_isolation_on_every_endpoint() {
         ("GET", "/api/v1/accounts/{id}/messages/{message_id}", None),
         ("GET", "/api/v1/accounts/{id}/messages/{message_id}/media", None),
         ("POST", "/api/v1/accounts/{id}/check-numbers", Some(json!({ "phones": ["+14155550100"] }))),
+        ("GET", "/api/v1/accounts/{id}/chats", None),
         ("DELETE", "/api/v1/keys/{id}", None),
         ("DELETE", "/api/v1/webhooks/{id}", None),
         ("GET", "/api/v1/webhooks/{id}/deliveries", None),
@@ -973,4 +974,89 @@ async fn docs_serve_swagger_ui_for_the_servers_openapi() {
     let (s, js) = get("/docs/swagger-ui-bundle.js").await;
     assert_eq!(s, StatusCode::OK);
     assert!(js.len() > 100_000, "the bundle is served from the binary");
+}
+
+/// Chats: newest activity first, the last message, and unread = incoming since the account's
+/// last message in the chat.
+#[tokio::test]
+async fn chats_list_the_last_message_and_unread_counts() {
+    let h = harness_with(scripted).await;
+    let k = h.admin.clone();
+    let acc = h.account(&k, "a").await;
+    h.call("POST", &format!("/api/v1/accounts/{acc}/connect"), &k, None).await;
+    let tenant: String = {
+        let a = acc.clone();
+        h.db.call(move |c| c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [a], |r| r.get(0)))
+            .await
+            .unwrap()
+    };
+    let events = DbSessionEvents::new(
+        h.db.clone(),
+        h.clock.clone(),
+        h.notify.clone(),
+        broadcaster::live::LiveBus::new(),
+        Arc::new(broadcaster::metrics::Metrics::default()),
+    );
+    let incoming = |n: u32, from: &str, text: &str| SessionEvent::IncomingMessage {
+        message_id: format!("IN{n}"),
+        chat: format!("{from}@s.whatsapp.net"),
+        chat_lid: None,
+        from: format!("{from}@s.whatsapp.net"),
+        from_lid: None,
+        from_phone: Some(format!("+{from}")),
+        push_name: None,
+        text: Some(text.into()),
+        media: None,
+        timestamp_ms: 1_700_000_000_000,
+        media_info: None,
+    };
+    let (bob, carol) = ("14155550101", "14155550102");
+    for (n, from, text) in [(1, bob, "hi"), (2, bob, "are you there?"), (3, carol, "hello")] {
+        h.clock.advance_ms(1_000);
+        events.emit(&tenant, &acc, incoming(n, from, text)).await;
+    }
+    h.clock.advance_ms(1_000);
+    let (s, v) = h
+        .call(
+            "POST",
+            &format!("/api/v1/accounts/{acc}/messages"),
+            &k,
+            Some(json!({ "to": format!("+{bob}"), "text": "yes" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    h.clock.advance_ms(1_000);
+    events.emit(&tenant, &acc, incoming(4, bob, "great")).await;
+
+    let (s, v) = h.call("GET", &format!("/api/v1/accounts/{acc}/chats"), &k, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let chats = v["chats"].as_array().unwrap();
+    let summary: Vec<(&str, i64, i64, &str)> = chats
+        .iter()
+        .map(|c| {
+            (
+                c["chat"].as_str().unwrap(),
+                c["unread_count"].as_i64().unwrap(),
+                c["message_count"].as_i64().unwrap(),
+                c["last_message"]["body"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [("14155550101@s.whatsapp.net", 1, 4, "great"), ("14155550102@s.whatsapp.net", 1, 1, "hello")],
+        "{v}"
+    );
+    assert_eq!(chats[0]["kind"], "direct");
+    assert!(v["next_cursor"].is_null(), "{v}");
+    // Pages of one follow the same order.
+    let (_, p1) = h.call("GET", &format!("/api/v1/accounts/{acc}/chats?limit=1"), &k, None).await;
+    assert_eq!(p1["chats"][0]["chat"], "14155550101@s.whatsapp.net", "{p1}");
+    let cursor = p1["next_cursor"].as_str().unwrap();
+    let (_, p2) =
+        h.call("GET", &format!("/api/v1/accounts/{acc}/chats?limit=1&cursor={cursor}"), &k, None).await;
+    assert_eq!(p2["chats"][0]["chat"], "14155550102@s.whatsapp.net", "{p2}");
+    assert!(p2["next_cursor"].is_null(), "{p2}");
+    let (s, v) = h.call("GET", &format!("/api/v1/accounts/{acc}/chats?cursor=zz"), &k, None).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_cursor");
 }
