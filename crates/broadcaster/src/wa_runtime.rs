@@ -453,6 +453,8 @@ impl Pump {
 
     async fn run(self, mut stream: wa_client::EventStream) {
         let mut pairing_requested = false;
+        // Logged in once in this session: before that, a restart request is part of linking.
+        let mut logged_in = false;
         while let Some(ev) = stream.recv().await {
             let now = self.clock.now_ms();
             match ev {
@@ -491,6 +493,7 @@ impl Pump {
                     tracing::warn!(account_id = %self.account_id, %error, "pairing refused");
                 }
                 Event::Connected { jid, .. } => {
+                    logged_in = true;
                     self.emit(SessionEvent::Connected {
                         phone: Some(format!("+{}", jid.user())),
                         push_name: None,
@@ -499,6 +502,12 @@ impl Pump {
                 }
                 Event::Disconnected { reason, reconnect_in } => match (reason, reconnect_in) {
                     (DisconnectReason::Requested, _) => {}
+                    // WhatsApp closes every new link with 515 and the client logs in again at
+                    // once (whatsmeow connectionevents.go, stream error 515): not a drop to report, and
+                    // `qr_ready -> reconnecting` is no transition of the account.
+                    (DisconnectReason::RestartRequired, Some(_)) if !logged_in => {
+                        tracing::debug!(account_id = %self.account_id, "linked; logging in");
+                    }
                     (reason, Some(_)) => {
                         self.emit(SessionEvent::Reconnecting { reason: reason.to_string() }).await
                     }
