@@ -5,8 +5,13 @@
 // A screenshot of every step goes to BROADCASTER_BROWSER_ARTIFACTS. Any console error, page
 // error, failed request or HTTP error response fails the walk.
 //
+// Last, the API docs (Swagger UI at /docs) render the server's OpenAPI document. The dashboard
+// and the docs are opened at the URLs the start banner prints; any request that leaves the server
+// (a CDN, an online validator) fails the walk: both pages work offline.
+//
 // Environment: BROADCASTER_URL (http://127.0.0.1:PORT), BROADCASTER_KEY (admin API key),
-// BROADCASTER_CHROMIUM (the browser binary), BROADCASTER_BROWSER_ARTIFACTS (a directory).
+// BROADCASTER_CHROMIUM (the browser binary), BROADCASTER_BROWSER_ARTIFACTS (a directory),
+// BROADCASTER_DASHBOARD_URL and BROADCASTER_DOCS_URL (from the start banner).
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -20,6 +25,8 @@ const base = need("BROADCASTER_URL");
 const key = need("BROADCASTER_KEY");
 const executablePath = need("BROADCASTER_CHROMIUM");
 const artifacts = need("BROADCASTER_BROWSER_ARTIFACTS");
+const dashboardUrl = need("BROADCASTER_DASHBOARD_URL");
+const docsUrl = need("BROADCASTER_DOCS_URL");
 mkdirSync(artifacts, { recursive: true });
 
 // Generous: CI runs this on two loaded cores.
@@ -38,6 +45,13 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
 });
 const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+// Only the server under test may be reached.
+await context.route("**/*", (route) => {
+  const url = route.request().url();
+  if (url.startsWith(base + "/") || url.startsWith("data:")) return route.continue();
+  problems.push(`request outside the server: ${url}`);
+  return route.abort();
+});
 const page = await context.newPage();
 page.setDefaultTimeout(T);
 page.on("console", (m) => { if (m.type() === "error") problems.push(`console error: ${m.text()} (${m.location().url})`); });
@@ -75,7 +89,7 @@ async function createPhone(phone, name) {
 
 try {
   await step("open", async () => {
-    await page.goto(base + "/dashboard");
+    await page.goto(dashboardUrl);
     await page.locator("#nav-phone").waitFor({ state: "visible" });
   });
 
@@ -217,6 +231,16 @@ try {
     await row.first().waitFor();
     await row.first().locator("button").click();
     await page.locator("#toast").filter({ hasText: "replay queued" }).waitFor();
+  });
+
+  await step("api-docs", async () => {
+    await page.goto(docsUrl);
+    await page.locator(".swagger-ui .info .title").filter({ hasText: "Broadcaster API" }).waitFor();
+    // Every tag's operations are listed (expanded), the new error semantics among them.
+    await page.locator('.opblock-summary-path[data-path="/api/v1/accounts/{id}/check-numbers"]').first().waitFor();
+    const operations = await page.locator(".opblock").count();
+    if (operations < 40) throw new Error(`Swagger UI lists ${operations} operations`);
+    await page.locator(".swagger-ui .info").filter({ hasText: "not_on_whatsapp" }).waitFor();
   });
 } catch (e) {
   await page.screenshot({ path: join(artifacts, "failure.png"), fullPage: true }).catch(() => {});

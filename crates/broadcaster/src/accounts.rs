@@ -705,7 +705,7 @@ fn load_link(
 const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[utoipa::path(post, path = "/api/v1/accounts/{id}/connect", tag = "accounts", params(("id" = String, Path)),
-    request_body = ConnectRequest,
+    request_body = Option<ConnectRequest>,
     responses((status = 202, body = ConnectResponse), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
@@ -33,6 +33,7 @@ use crate::{accounts, compat, emulator_api, live_ws, messages, metrics, tenants,
         emulator_api::phone_inbox, emulator_api::phone_read,
         compat::start_session, compat::sessions, compat::session, compat::session_qr, compat::send_message,
         compat::delete_session,
+        crate::chats::http::list,
     ),
     components(schemas(
         crate::outbox::EventEnvelope, crate::live::LiveEvent,
@@ -95,7 +96,7 @@ pub async fn readyz(State(st): State<AppState>) -> Result<Json<Ready>, ApiError>
 }
 
 async fn openapi_json() -> impl IntoResponse {
-    Json(ApiDoc::openapi().merge_from(crate::campaigns::CampaignsApi::openapi()))
+    Json(crate::api_docs::openapi())
 }
 
 async fn not_found() -> ApiError {
@@ -147,11 +148,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/emulator/phones/{phone}/read", post(emulator_api::phone_read))
         .route(
             "/api/v1/accounts/{id}/messages",
-            post(messages::send).layer(DefaultBodyLimit::max(send_body_limit)).get(messages::history),
+            post(messages::send).layer(crate::body_limit::max(send_body_limit)).get(messages::history),
         )
         .route(
             "/api/v1/accounts/{id}/messages/bulk",
-            post(crate::bulk::bulk_send).layer(DefaultBodyLimit::max(send_body_limit)),
+            post(crate::bulk::bulk_send).layer(crate::body_limit::max(send_body_limit)),
         )
         .route(
             "/api/v1/accounts/{id}/messages/{message_id}",
@@ -162,15 +163,17 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/accounts/{id}/chat-state", post(messages::actions::set_chat_state))
         .route("/api/v1/accounts/{id}/messages/{message_id}/media", get(messages::download_media))
         .route("/api/v1/accounts/{id}/check-numbers", post(messages::check_numbers))
+        .route("/api/v1/accounts/{id}/chats", get(crate::chats::http::list))
         .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/api/v1/webhooks/{id}", delete(webhooks::delete))
         .route("/api/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/api/v1/webhooks/deliveries/{id}/replay", post(webhooks::replay))
         .merge(crate::campaigns::routes(send_body_limit))
         .merge(crate::dashboard::routes())
+        .merge(crate::api_docs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(crate::body_limit::max(max_body_bytes))
         .layer(crate::live_socketio::layer(state.clone()))
         .with_state(state)
 }

@@ -88,7 +88,7 @@ async fn link_target(
 }
 
 #[utoipa::path(post, path = "/api/v1/emulator/accounts/{id}/scan", tag = "emulator", params(("id" = String, Path)),
-    request_body = LinkRequest,
+    request_body = Option<LinkRequest>,
     responses((status = 200, body = LinkResult), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
@@ -107,7 +107,7 @@ pub async fn scan(
 }
 
 #[utoipa::path(post, path = "/api/v1/emulator/accounts/{id}/enter-code", tag = "emulator",
-    params(("id" = String, Path)), request_body = LinkRequest,
+    params(("id" = String, Path)), request_body = Option<LinkRequest>,
     responses((status = 200, body = LinkResult), (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]

@@ -113,6 +113,41 @@ impl From<axum::extract::multipart::MultipartRejection> for ApiError {
     }
 }
 
+/// Reads a `multipart/form-data` body: 413 (before reading) when it declares a length past
+/// the route's limit, 400 `invalid_multipart` when it has no boundary.
+pub async fn multipart<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<axum::extract::Multipart, ApiError> {
+    if crate::body_limit::declared_too_large(&req) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    Ok(axum::extract::Multipart::from_request(req, state).await?)
+}
+
+/// Checks what a body's headers say before anything else is done with the request: 413 when it
+/// declares a length past the route's limit, 415 unless it is JSON (or `multipart/form-data`
+/// with `multipart`). For handlers that look something up before reading their body.
+pub fn check_body_headers(req: &Request, multipart: bool) -> Result<(), ApiError> {
+    if crate::body_limit::declared_too_large(req) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let essence = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some(t) if t == "application/json" || t.ends_with("+json") => Ok(()),
+        Some("multipart/form-data") if multipart => Ok(()),
+        _ => Err(ApiError::UnsupportedMediaType(if multipart {
+            "expected `Content-Type: application/json` or `multipart/form-data`".into()
+        } else {
+            "expected `Content-Type: application/json`".into()
+        })),
+    }
+}
+
 /// Whether a request's body is `multipart/form-data` (for endpoints that also take JSON).
 pub fn is_multipart(req: &Request) -> bool {
     req.headers()
@@ -167,6 +202,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if crate::body_limit::declared_too_large(&req) {
+            return Err(ApiError::PayloadTooLarge);
+        }
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(rejection) => Err(match rejection {

@@ -8,10 +8,13 @@
 
 pub mod account_state;
 pub mod accounts;
+pub mod api_docs;
 pub mod app;
 pub mod auth;
+pub mod body_limit;
 pub mod bulk;
 pub mod campaigns;
+pub mod chats;
 pub mod clock;
 pub mod compat;
 pub mod config;
@@ -151,7 +154,8 @@ pub fn start_banner(listen: std::net::SocketAddr, admin: &AdminKeyNotice) -> Str
         }
     };
     format!(
-        "\nBroadcaster is running.\n\n  Dashboard:   {base}/dashboard\n  API docs:    {base}/openapi.json (OpenAPI 3.1)\n  Admin key:   {key}\n"
+        "\nBroadcaster is running.\n\n  Dashboard:   {base}/dashboard\n  API docs:    {base}{docs} (OpenAPI 3.1: {base}/openapi.json)\n  Admin key:   {key}\n",
+        docs = api_docs::DOCS_PATH
     )
 }
 
@@ -441,6 +445,7 @@ mod banner_tests {
         );
         assert!(b.contains("http://localhost:8080/dashboard"), "{b}");
         assert!(b.contains("http://localhost:8080/openapi.json"), "{b}");
+        assert!(b.contains("API docs:    http://localhost:8080/docs "), "{b}");
         assert!(b.contains("bk_admin_1") && b.contains(&path.display().to_string()), "{b}");
         let b = start_banner("[::1]:9000".parse().unwrap(), &AdminKeyNotice::Existing { file: Some(path) });
         assert!(b.contains("http://[::1]:9000/dashboard") && !b.contains("bk_admin_1"), "{b}");

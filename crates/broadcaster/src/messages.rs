@@ -485,6 +485,12 @@ pub async fn send_message_as(
             "the server is stopping; the message is sent again when it starts".into(),
         ));
     }
+    if let Err(RuntimeError::NotOnWhatsApp(who)) = &result {
+        // Refused before anything went out: no row is kept (a client repeating the request
+        // must not pile up failed rows), like any other refused request.
+        discard_unsent(st, tenant_id, &id).await?;
+        return Err(not_on_whatsapp(who));
+    }
     let (result, stored) = record_outcome(st, tenant_id, account_id, &id, result).await?;
     match result {
         Ok(_) => stored.ok_or(ApiError::NotFound("message")),
@@ -494,6 +500,32 @@ pub async fn send_message_as(
         }),
         Err(e) => Err(ApiError::Unavailable(format!("send failed: {e}"))),
     }
+}
+
+/// 422 `not_on_whatsapp` for the recipient `who` (a JID, number or LID).
+pub(crate) fn not_on_whatsapp(who: &str) -> ApiError {
+    let who = who.split('@').next().unwrap_or(who);
+    ApiError::unprocessable(
+        "not_on_whatsapp",
+        format!("{who} is not on WhatsApp; nothing was sent or stored"),
+    )
+}
+
+/// Deletes the admitted `pending` row `id` of a send that never reached WhatsApp.
+async fn discard_unsent(st: &AppState, tenant_id: &str, id: &str) -> Result<(), ApiError> {
+    let (t, i) = (tenant_id.to_owned(), id.to_owned());
+    st.db
+        .call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM message_media WHERE message_id = ?1", params![i])?;
+            tx.execute(
+                "DELETE FROM messages WHERE tenant_id = ?1 AND id = ?2 AND status = 'pending'",
+                params![t, i],
+            )?;
+            tx.commit()
+        })
+        .await?;
+    Ok(())
 }
 
 /// Records what the runtime answered for the admitted `pending` row `id` (sent under the
@@ -986,6 +1018,7 @@ pub(crate) fn check_mimetype(t: &str) -> Result<String, ApiError> {
     responses((status = 201, body = StoredMessage), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
               (status = 413, body = crate::error::ErrorBody),
+              (status = 422, description = "`not_on_whatsapp`: the recipient has no WhatsApp account; nothing was sent and no message is stored (do not repeat). `url_refused`: the media URL is refused by the outbound policy", body = crate::error::ErrorBody),
               (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn send(
@@ -998,7 +1031,7 @@ pub async fn send(
     p.require(Permission::Send)?;
     let multipart = crate::error::is_multipart(&req);
     let (to, content) = if multipart {
-        let form = axum::extract::Multipart::from_request(req, &st).await?;
+        let form = crate::error::multipart(req, &st).await?;
         read_upload(&st, form).await?
     } else {
         let ApiJson(req) = ApiJson::<SendRequest>::from_request(req, &st).await?;
@@ -1199,18 +1232,29 @@ pub struct CheckNumbersRequest {
     pub phones: Vec<String>,
 }
 
+/// The answer for one entry of `phones`, in request order. An entry that is not a phone number
+/// gets `error` and does not fail the others.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct NumberStatus {
-    /// E.164.
-    pub phone: String,
+    /// The entry as given.
+    pub input: String,
+    /// E.164; absent when the entry is not a phone number.
+    pub phone: Option<String>,
     pub on_whatsapp: bool,
     pub jid: Option<String>,
+    /// Why this entry was not checked (`invalid_phone`); absent when it was.
+    pub error: Option<crate::error::ErrorDetail>,
 }
 
 #[utoipa::path(post, path = "/api/v1/accounts/{id}/check-numbers", tag = "messages", params(("id" = String, Path)),
     request_body = CheckNumbersRequest,
-    responses((status = 200, body = Vec<NumberStatus>), (status = 400, body = crate::error::ErrorBody),
-              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)),
+    responses((status = 200, description = "one result per entry, in request order; an entry that is not a phone number carries `error` and the others are still checked",
+               body = Vec<NumberStatus>),
+              (status = 400, description = "`phones` is empty or longer than 50", body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+              (status = 413, description = "body over the size limit", body = crate::error::ErrorBody),
+              (status = 415, description = "not `Content-Type: application/json`", body = crate::error::ErrorBody),
+              (status = 503, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn check_numbers(
     State(st): State<AppState>,
@@ -1225,11 +1269,11 @@ pub async fn check_numbers(
             format!("phones must list 1 to {MAX_CHECK_NUMBERS} numbers"),
         ));
     }
-    let digits = req
-        .phones
-        .iter()
-        .map(|p| crate::accounts::parse_phone(p).map(|e| e.digits().to_owned()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let parsed: Vec<Result<String, ApiError>> =
+        req.phones.iter().map(|p| crate::accounts::parse_phone(p).map(|e| e.digits().to_owned())).collect();
+    let mut digits: Vec<String> = parsed.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    digits.sort_unstable();
+    digits.dedup();
     let runtime = st.runtime.clone().ok_or_else(|| {
         ApiError::Unavailable("no WhatsApp runtime is configured; checking numbers is not available".into())
     })?;
@@ -1252,26 +1296,44 @@ pub async fn check_numbers(
             message: format!("account is {state}; connect it first"),
         });
     }
-    let checks = runtime.check_numbers(&p.tenant_id, &id, &digits).await.map_err(|e| match e {
-        RuntimeError::NotRunning => ApiError::Conflict {
-            code: "account_not_connected",
-            message: "the account's session is not running; reconnect it".into(),
+    let checks = if digits.is_empty() {
+        Vec::new()
+    } else {
+        runtime.check_numbers(&p.tenant_id, &id, &digits).await.map_err(|e| match e {
+            RuntimeError::NotRunning => ApiError::Conflict {
+                code: "account_not_connected",
+                message: "the account's session is not running; reconnect it".into(),
+            },
+            e => ApiError::Unavailable(format!("check failed: {e}")),
+        })?
+    };
+    Ok(Json(req.phones.into_iter().zip(parsed).map(|(input, r)| number_status(input, r, &checks)).collect()))
+}
+
+fn number_status(
+    input: String,
+    parsed: Result<String, ApiError>,
+    checks: &[crate::runtime::NumberCheck],
+) -> NumberStatus {
+    match parsed {
+        Ok(d) => {
+            let hit = checks.iter().find(|c| c.phone == d);
+            NumberStatus {
+                input,
+                phone: Some(format!("+{d}")),
+                on_whatsapp: hit.is_some_and(|c| c.on_whatsapp),
+                jid: hit.and_then(|c| c.jid.clone()),
+                error: None,
+            }
+        }
+        Err(e) => NumberStatus {
+            input,
+            phone: None,
+            on_whatsapp: false,
+            jid: None,
+            error: Some(crate::error::ErrorDetail { code: e.code().to_owned(), message: e.to_string() }),
         },
-        e => ApiError::Unavailable(format!("check failed: {e}")),
-    })?;
-    Ok(Json(
-        digits
-            .iter()
-            .map(|d| {
-                let hit = checks.iter().find(|c| c.phone == *d);
-                NumberStatus {
-                    phone: format!("+{d}"),
-                    on_whatsapp: hit.is_some_and(|c| c.on_whatsapp),
-                    jid: hit.and_then(|c| c.jid.clone()),
-                }
-            })
-            .collect(),
-    ))
+    }
 }
 
 #[cfg(test)]

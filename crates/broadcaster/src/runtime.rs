@@ -402,6 +402,10 @@ impl NumberCheck {
 pub enum RuntimeError {
     #[error("account is not running")]
     NotRunning,
+    /// The recipient has no WhatsApp account; the message did not go out (a repeat fails the
+    /// same way).
+    #[error("{0} is not on WhatsApp")]
+    NotOnWhatsApp(String),
     #[error("{0}")]
     Failed(String),
 }

@@ -210,18 +210,17 @@ pub fn required(segments: &[Segment], declared: &[Variable]) -> Vec<String> {
 /// The template routes, merged into the main router. `upload_limit` bounds the bodies that may
 /// carry a media file (inline base64 or an upload).
 pub fn routes(upload_limit: usize) -> axum::Router<AppState> {
-    use axum::extract::DefaultBodyLimit;
     use axum::routing::{get, post, put};
     axum::Router::new()
-        .route("/api/v1/templates", post(create).layer(DefaultBodyLimit::max(upload_limit)).get(list))
+        .route("/api/v1/templates", post(create).layer(crate::body_limit::max(upload_limit)).get(list))
         .route("/api/v1/templates/preview", post(preview))
         .route(
             "/api/v1/templates/{id}",
-            get(self::get).put(replace).layer(DefaultBodyLimit::max(upload_limit)).delete(self::delete),
+            get(self::get).put(replace).layer(crate::body_limit::max(upload_limit)).delete(self::delete),
         )
         .route(
             "/api/v1/templates/{id}/media",
-            put(put_media).layer(DefaultBodyLimit::max(upload_limit)).delete(delete_media),
+            put(put_media).layer(crate::body_limit::max(upload_limit)).delete(delete_media),
         )
 }
 
@@ -480,6 +479,7 @@ pub async fn put_media(
 ) -> Result<Json<Template>, ApiError> {
     use axum::extract::FromRequest as _;
     p.require(Permission::Send)?;
+    crate::error::check_body_headers(&req, true)?;
     // Nothing is fetched or read for a template that does not exist.
     let (t, i) = (p.tenant_id.clone(), id.clone());
     if st.db.call(move |c| load(c, &t, &i)).await?.is_none() {
@@ -487,7 +487,7 @@ pub async fn put_media(
     }
     let multipart = crate::error::is_multipart(&req);
     let media = if multipart {
-        let form = axum::extract::Multipart::from_request(req, &st).await?;
+        let form = crate::error::multipart(req, &st).await?;
         template_media::read_upload(&st, form).await?
     } else {
         let ApiJson(input) = ApiJson::<TemplateMediaInput>::from_request(req, &st).await?;

@@ -456,6 +456,8 @@ impl Pump {
 
     async fn run(self, mut stream: wa_client::EventStream) {
         let mut pairing_requested = false;
+        // Logged in once in this session: before that, a restart request is part of linking.
+        let mut logged_in = false;
         while let Some(ev) = stream.recv().await {
             let now = self.clock.now_ms();
             match ev {
@@ -494,6 +496,7 @@ impl Pump {
                     tracing::warn!(account_id = %self.account_id, %error, "pairing refused");
                 }
                 Event::Connected { jid, .. } => {
+                    logged_in = true;
                     self.emit(SessionEvent::Connected {
                         phone: Some(format!("+{}", jid.user())),
                         push_name: None,
@@ -502,6 +505,12 @@ impl Pump {
                 }
                 Event::Disconnected { reason, reconnect_in } => match (reason, reconnect_in) {
                     (DisconnectReason::Requested, _) => {}
+                    // WhatsApp closes every new link with 515 and the client logs in again at
+                    // once (whatsmeow connectionevents.go, stream error 515): not a drop to report, and
+                    // `qr_ready -> reconnecting` is no transition of the account.
+                    (DisconnectReason::RestartRequired, Some(_)) if !logged_in => {
+                        tracing::debug!(account_id = %self.account_id, "linked; logging in");
+                    }
                     (reason, Some(_)) => {
                         self.emit(SessionEvent::Reconnecting { reason: reason.to_string() }).await
                     }
@@ -585,6 +594,7 @@ fn redact_url(text: &str, url: &str) -> String {
 fn send_error(e: wa_client::Error) -> RuntimeError {
     match e {
         wa_client::Error::NotConnected => RuntimeError::NotRunning,
+        wa_client::Error::NotOnWhatsApp(who) => RuntimeError::NotOnWhatsApp(who),
         e => failed(e),
     }
 }

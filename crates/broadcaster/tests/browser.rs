@@ -1,8 +1,9 @@
 //! The dashboard in a real browser: starts the server in emulator mode on a loopback port (temp
 //! data dir, known admin key) and runs `tests/browser/walk.mjs`, which drives headless Chromium
 //! (Debian's `chromium`, through npm `playwright-core`) through connect → scan the QR in the
-//! phone panel → send → CSV import → template → campaign to 100% → webhook log and replay,
-//! failing on any console error. Screenshots of every step are kept as artefacts.
+//! phone panel → send → CSV import → template → campaign to 100% → webhook log and replay →
+//! the API docs (Swagger UI at `/docs`), failing on any console error or any request that
+//! leaves the server. It opens the dashboard and the docs at the URLs the start banner prints. Screenshots of every step are kept as artefacts.
 //!
 //! `scripts/services/40-browser.sh` installs both and exports `BROADCASTER_CHROMIUM` and
 //! `BROADCASTER_BROWSER_DIR`; without them this test fails (it never skips).
@@ -80,6 +81,16 @@ async fn dashboard_walk_in_headless_chromium() {
         .unwrap();
     });
 
+    // The walk opens the dashboard and the API docs where the start banner says they are.
+    let banner = broadcaster::start_banner(addr, &broadcaster::AdminKeyNotice::Existing { file: None });
+    let url_after = |label: &str| -> String {
+        let line = banner.lines().find(|l| l.trim_start().starts_with(label)).expect(label);
+        line.split_whitespace().find(|w| w.starts_with("http://")).expect("a URL").to_owned()
+    };
+    let (dashboard_url, docs_url) = (url_after("Dashboard:"), url_after("API docs:"));
+    assert_eq!(dashboard_url, format!("http://{addr}/dashboard"), "{banner}");
+    assert_eq!(docs_url, format!("http://{addr}/docs"), "{banner}");
+
     println!("browser artefacts (screenshots): {}", artifacts.display());
     let child = tokio::process::Command::new("node")
         .arg(dir.join("walk.mjs"))
@@ -88,6 +99,8 @@ async fn dashboard_walk_in_headless_chromium() {
         .env("BROADCASTER_KEY", &key)
         .env("BROADCASTER_CHROMIUM", &chromium)
         .env("BROADCASTER_BROWSER_ARTIFACTS", &artifacts)
+        .env("BROADCASTER_DASHBOARD_URL", &dashboard_url)
+        .env("BROADCASTER_DOCS_URL", &docs_url)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)

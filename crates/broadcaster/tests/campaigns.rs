@@ -2095,3 +2095,55 @@ async fn template_media_by_url_is_fetched_once_at_save_time() {
     h.ok("POST", "/api/v1/templates/preview", &key, Some(json!({ "template_id": t["id"] }))).await;
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
 }
+
+/// A receipt synced in the tick that completes the campaign: its counts go out once, before
+/// `completed`, and no `campaign_progress` follows a second later.
+#[tokio::test]
+async fn no_progress_event_follows_completed_when_a_receipt_lands_in_the_last_tick() {
+    use broadcaster::campaigns::engine::CampaignStatus;
+    let h = harness().await;
+    let key = h.tenant("late").await;
+    let acc = h.active_account(&key, "Line").await;
+    let v = h
+        .ok(
+            "POST",
+            "/api/v1/campaigns",
+            &key,
+            Some(json!({ "name": "one", "body": "hi", "account_ids": [acc],
+            "audience": { "phones": ["+447700900111"] }, "rate_per_minute": 60, "jitter_pct": 0 })),
+        )
+        .await;
+    let cid = v["campaign"]["id"].as_str().unwrap().to_owned();
+    let sender = ScriptedSender::new(h.clock.clone());
+    let engine = Engine::new(h.db.clone(), h.clock.clone(), sender.clone());
+    let mut events = engine.subscribe();
+    drive(&engine, &h.clock, 100, || sender.log().len() == 1).await;
+    // The phone's delivery receipt is recorded before the next tick.
+    let (msg, acc2) = (sender.log()[0].3.clone(), acc.clone());
+    h.db.call(move |c| {
+        c.execute(
+            "INSERT INTO messages (id, tenant_id, account_id, direction, chat_jid, kind, status, created_at, updated_at, delivered_at)
+             SELECT ?1, tenant_id, id, 'outgoing', 'x@s.whatsapp.net', 'text', 'delivered', 1, 1, 5 FROM accounts WHERE id = ?2",
+            broadcaster::db::params![msg, acc2],
+        )
+    })
+    .await
+    .unwrap();
+    h.clock.advance_ms(10_000);
+    engine.tick().await.unwrap();
+    assert_eq!(campaign(&h, &key, &cid).await["status"], "completed");
+    for _ in 0..3 {
+        h.clock.advance_ms(1_000);
+        engine.tick().await.unwrap();
+    }
+    let seen: Vec<CampaignEvent> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+    let done = seen
+        .iter()
+        .position(|e| matches!(e, CampaignEvent::Status { status: CampaignStatus::Completed, .. }))
+        .expect("completed was published");
+    assert_eq!(done, seen.len() - 1, "events after completed: {:?}", &seen[done..]);
+    let CampaignEvent::Progress { progress, .. } = &seen[done - 1] else {
+        panic!("counts before completed: {:?}", &seen[done - 1])
+    };
+    assert_eq!((progress.delivered, progress.pending), (1, 0), "{progress:?}");
+}

@@ -216,12 +216,34 @@ async fn pair_send_read_reply_webhook_and_resume_after_restart() {
         "POST",
         &format!("/api/v1/accounts/{acc}/check-numbers"),
         &key,
-        Some(json!({ "phones": ["+15550002222", "+15550009999"] })),
+        Some(json!({ "phones": ["+15550002222", "+15550009999", "+1 555 CALL NOW"] })),
     )
     .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v[0]["on_whatsapp"], true, "{v}");
     assert_eq!(v[1]["on_whatsapp"], false, "{v}");
+    // One entry that is no phone number answers for itself; the others are still checked.
+    assert_eq!(
+        (v[2]["input"].as_str(), v[2]["phone"].as_str(), v[2]["error"]["code"].as_str()),
+        (Some("+1 555 CALL NOW"), None, Some("invalid_phone")),
+        "{v}"
+    );
+    assert!(v[0]["error"].is_null() && v[0]["phone"] == "+15550002222", "{v}");
+
+    // A number without WhatsApp: 422, and no failed row is kept (a repeat piles nothing up).
+    for _ in 0..2 {
+        let (s, v) = call(
+            a,
+            "POST",
+            &format!("/api/v1/accounts/{acc}/messages"),
+            &key,
+            Some(json!({ "to": "+15550009999", "text": "anyone there?" })),
+        )
+        .await;
+        assert_eq!((s, v["error"]["code"].as_str()), (422, Some("not_on_whatsapp")), "{v}");
+    }
+    let (_, page) = call(a, "GET", &format!("/api/v1/accounts/{acc}/messages"), &key, None).await;
+    assert_eq!(page["messages"], json!([]), "{page}");
 
     // Send a text; Bob's phone receives it.
     let (s, sent) = call(
@@ -2052,4 +2074,43 @@ async fn an_outdated_version_stops_the_account_as_client_outdated_and_auto_fetch
     assert_eq!(v["wa_version_source"], "configured", "{v}");
     wait_active(a, &key, &acc).await.close(None).await.ok();
     srv.stop().await;
+}
+
+/// What the server logs at WARN and above, captured in memory.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Linking by QR logs no warning (the restart WhatsApp asks for after pairing is part of
+/// linking, not an out-of-order reconnect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linking_by_qr_logs_no_warning() {
+    let logs = LogCapture::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(23), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, admin) = start(dir.path(), &emu, None).await;
+    let (key, acc, _ws) = linked_account(srv.addr, &admin.unwrap(), "+15550007171").await;
+    let (_, v) = call(srv.addr, "GET", &format!("/api/v1/accounts/{acc}/activity"), &key, None).await;
+    srv.stop().await;
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    // The test configuration's own notice (loopback targets allowed) aside.
+    let warnings: Vec<&str> =
+        text.lines().filter(|l| l.contains("WARN") && !l.contains("TEST SETTING")).collect();
+    assert!(warnings.is_empty(), "warnings while linking: {warnings:#?}\nactivity: {v}");
 }

@@ -378,6 +378,7 @@ async fn tenant_isolation_on_every_endpoint() {
             Some(json!({ "to": "+14155550100", "state": "typing" })),
         ),
         ("POST", "/api/v1/accounts/{id}/check-numbers", Some(json!({ "phones": ["+14155550100"] }))),
+        ("GET", "/api/v1/accounts/{id}/chats", None),
         ("DELETE", "/api/v1/keys/{id}", None),
         ("DELETE", "/api/v1/webhooks/{id}", None),
         ("GET", "/api/v1/webhooks/{id}/deliveries", None),
@@ -915,4 +916,169 @@ async fn the_root_redirects_to_the_dashboard() {
     assert_eq!(resp.headers()["location"], "/dashboard");
     let resp = h.app.clone().oneshot(Request::get("/dashboard").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// Every operation the OpenAPI document lists with a body: 415 for a body that is not JSON (or
+/// no content type), and 413 for a body declared larger than the route's limit, answered without
+/// reading it (the body here never yields a byte: a server that waited for it would hang).
+#[tokio::test]
+async fn every_endpoint_with_a_body_answers_415_and_413_without_reading_an_oversized_body() {
+    let h = harness().await;
+    let (_, doc) = h.raw("GET", "/openapi.json", None, None).await;
+    let mut checked = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in ["post", "put", "patch"] {
+            if item.get(method).and_then(|op| op.get("requestBody")).is_none() {
+                continue;
+            }
+            let uri = path.replace(['{', '}'], "");
+            let m = method.to_ascii_uppercase();
+            // A body the endpoint may go without (`required: false`) is absent without a type.
+            let required = item[method]["requestBody"]["required"] == true;
+            for content_type in [Some("text/plain"), None].into_iter().filter(|t| t.is_some() || required) {
+                let mut req = Request::builder()
+                    .method(m.as_str())
+                    .uri(&uri)
+                    .header("authorization", format!("Bearer {}", h.admin));
+                if let Some(t) = content_type {
+                    req = req.header("content-type", t);
+                }
+                let resp = h.app.clone().oneshot(req.body(Body::from("x")).unwrap()).await.unwrap();
+                assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{m} {path} {content_type:?}");
+            }
+            let never = futures::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+            let req = Request::builder()
+                .method(m.as_str())
+                .uri(&uri)
+                .header("authorization", format!("Bearer {}", h.admin))
+                .header("content-type", "application/json")
+                .header("content-length", (1u64 << 30).to_string())
+                .body(Body::from_stream(never))
+                .unwrap();
+            let resp = tokio::time::timeout(Duration::from_secs(10), h.app.clone().oneshot(req))
+                .await
+                .unwrap_or_else(|_| panic!("{m} {path} waited for an oversized body"))
+                .unwrap();
+            let status = resp.status();
+            let v: Value =
+                serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            assert_error(status, &v, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+            let documented = &doc["paths"][path][method]["responses"];
+            assert!(documented.get("413").is_some() && documented.get("415").is_some(), "{m} {path}");
+            checked.push(format!("{m} {path}"));
+        }
+    }
+    assert!(checked.iter().any(|c| c == "POST /api/v1/contacts/import"), "{checked:?}");
+    assert!(checked.len() > 20, "{checked:?}");
+}
+
+/// Swagger UI is served from the binary at `/docs`, pointed at the server's own document.
+#[tokio::test]
+async fn docs_serve_swagger_ui_for_the_servers_openapi() {
+    let h = harness().await;
+    let get = |path: &'static str| {
+        let app = h.app.clone();
+        async move {
+            let resp = app.oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (s, _) = get("/docs").await;
+    assert!(s.is_redirection(), "{s}");
+    let (s, page) = get("/docs/").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(page.contains("swagger-ui") && !page.contains("cdn"), "{page}");
+    let (s, init) = get("/docs/swagger-initializer.js").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(init.contains("/openapi.json") && !init.contains("petstore"), "{init}");
+    let (s, js) = get("/docs/swagger-ui-bundle.js").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(js.len() > 100_000, "the bundle is served from the binary");
+}
+
+/// Chats: newest activity first, the last message, and unread = incoming since the account's
+/// last message in the chat.
+#[tokio::test]
+async fn chats_list_the_last_message_and_unread_counts() {
+    let h = harness_with(scripted).await;
+    let k = h.admin.clone();
+    let acc = h.account(&k, "a").await;
+    h.call("POST", &format!("/api/v1/accounts/{acc}/connect"), &k, None).await;
+    let tenant: String = {
+        let a = acc.clone();
+        h.db.call(move |c| c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [a], |r| r.get(0)))
+            .await
+            .unwrap()
+    };
+    let events = DbSessionEvents::new(
+        h.db.clone(),
+        h.clock.clone(),
+        h.notify.clone(),
+        broadcaster::live::LiveBus::new(),
+        Arc::new(broadcaster::metrics::Metrics::default()),
+    );
+    let incoming = |n: u32, from: &str, text: &str| SessionEvent::IncomingMessage {
+        message_id: format!("IN{n}"),
+        chat: format!("{from}@s.whatsapp.net"),
+        chat_lid: None,
+        from: format!("{from}@s.whatsapp.net"),
+        from_lid: None,
+        from_phone: Some(format!("+{from}")),
+        push_name: None,
+        text: Some(text.into()),
+        media: None,
+        timestamp_ms: 1_700_000_000_000,
+        media_info: None,
+    };
+    let (bob, carol) = ("14155550101", "14155550102");
+    for (n, from, text) in [(1, bob, "hi"), (2, bob, "are you there?"), (3, carol, "hello")] {
+        h.clock.advance_ms(1_000);
+        events.emit(&tenant, &acc, incoming(n, from, text)).await;
+    }
+    h.clock.advance_ms(1_000);
+    let (s, v) = h
+        .call(
+            "POST",
+            &format!("/api/v1/accounts/{acc}/messages"),
+            &k,
+            Some(json!({ "to": format!("+{bob}"), "text": "yes" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    h.clock.advance_ms(1_000);
+    events.emit(&tenant, &acc, incoming(4, bob, "great")).await;
+
+    let (s, v) = h.call("GET", &format!("/api/v1/accounts/{acc}/chats"), &k, None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let chats = v["chats"].as_array().unwrap();
+    let summary: Vec<(&str, i64, i64, &str)> = chats
+        .iter()
+        .map(|c| {
+            (
+                c["chat"].as_str().unwrap(),
+                c["unread_count"].as_i64().unwrap(),
+                c["message_count"].as_i64().unwrap(),
+                c["last_message"]["body"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [("14155550101@s.whatsapp.net", 1, 4, "great"), ("14155550102@s.whatsapp.net", 1, 1, "hello")],
+        "{v}"
+    );
+    assert_eq!(chats[0]["kind"], "direct");
+    assert!(v["next_cursor"].is_null(), "{v}");
+    // Pages of one follow the same order.
+    let (_, p1) = h.call("GET", &format!("/api/v1/accounts/{acc}/chats?limit=1"), &k, None).await;
+    assert_eq!(p1["chats"][0]["chat"], "14155550101@s.whatsapp.net", "{p1}");
+    let cursor = p1["next_cursor"].as_str().unwrap();
+    let (_, p2) =
+        h.call("GET", &format!("/api/v1/accounts/{acc}/chats?limit=1&cursor={cursor}"), &k, None).await;
+    assert_eq!(p2["chats"][0]["chat"], "14155550102@s.whatsapp.net", "{p2}");
+    assert!(p2["next_cursor"].is_null(), "{p2}");
+    let (s, v) = h.call("GET", &format!("/api/v1/accounts/{acc}/chats?cursor=zz"), &k, None).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_cursor");
 }

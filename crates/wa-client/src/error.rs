@@ -98,6 +98,10 @@ pub enum Error {
     /// The caller passed an invalid argument.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The recipient has no WhatsApp account: a usync query found no LID (LID-addressed
+    /// accounts) or no device for it. Sending to it again fails the same way.
+    #[error("{0} is not on WhatsApp")]
+    NotOnWhatsApp(String),
     /// The current WhatsApp Web version could not be fetched (network, HTTP status, or no
     /// `client_revision` in `sw.js`).
     #[error("fetching the current WhatsApp Web version: {0}")]

@@ -528,7 +528,7 @@ pub(crate) async fn dm_address(shared: &Shared, to: &Jid) -> Result<DmAddress> {
         _ => return Ok(DmAddress { to, pn: None, lid: None, me }),
     };
     let wire = if me.is_lid() {
-        lid.clone().ok_or_else(|| Error::InvalidInput(format!("{to} has no LID: it is not on WhatsApp")))?
+        lid.clone().ok_or_else(|| Error::NotOnWhatsApp(to.to_string()))?
     } else {
         pn.clone().ok_or_else(|| {
             Error::InvalidInput(format!(
@@ -584,6 +584,10 @@ async fn direct_stanza(shared: &Shared, to: &Jid, id: &str, message: &Message) -
     let dsm_plain = pad(shared, dsm(to, message).encode_to_vec());
     let mediatype = media_type(message);
     let _guard = shared.signal_lock.lock().await;
+    if !devices.iter().any(|d| d.user() == to.user()) {
+        // usync lists no device for the user: no WhatsApp account behind the number.
+        return Err(Error::NotOnWhatsApp(to.to_string()));
+    }
     let sessions = sessions_for(shared, &devices).await?;
     if !sessions.iter().any(|(j, _, _)| j.user() == to.user()) {
         return Err(Error::InvalidInput(format!("{to} has no reachable device")));

@@ -642,10 +642,17 @@ impl Engine {
                 i.sent_today.insert(a.clone(), (today, info.sent_today));
             }
         });
+        let mut announced = std::collections::HashSet::new();
         for (e, counts) in status_events {
+            if let CampaignEvent::Status { campaign_id, .. } = &e {
+                announced.insert(campaign_id.clone());
+            }
             self.publish_status(e, counts, now);
         }
+        // A status change carried the counts after this tick's delivery sync: announcing them
+        // again would put a `campaign_progress` a second after `completed`.
         let mut touched: Vec<(String, String)> = synced;
+        touched.retain(|(_, id)| !announced.contains(id));
         let mut next_wake: Option<i64> = None;
         // Accounts send concurrently (each has its own session); one account's sends stay in
         // order. Deterministic order of results: accounts by id.

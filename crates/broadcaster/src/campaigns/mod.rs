@@ -82,14 +82,13 @@ pub struct CampaignsApi;
 /// Contacts, templates and campaigns routes, merged into the main router. `upload_limit` bounds
 /// the requests that may carry a media file (templates, inline campaigns, direct sends).
 pub fn routes(upload_limit: usize) -> axum::Router<AppState> {
-    use axum::extract::DefaultBodyLimit;
     use axum::routing::{get, post};
     axum::Router::new()
         .route(
             "/api/v1/campaigns",
             // An audience CSV and an inline media file may come together.
             post(create)
-                .layer(DefaultBodyLimit::max(contacts::IMPORT_BODY_LIMIT.saturating_add(upload_limit)))
+                .layer(crate::body_limit::max(contacts::IMPORT_BODY_LIMIT.saturating_add(upload_limit)))
                 .get(list),
         )
         .route("/api/v1/campaigns/{id}", get(self::get).delete(self::delete))
@@ -98,7 +97,7 @@ pub fn routes(upload_limit: usize) -> axum::Router<AppState> {
         .route("/api/v1/campaigns/{id}/pause", post(pause))
         .route("/api/v1/campaigns/{id}/resume", post(resume))
         .route("/api/v1/campaigns/{id}/cancel", post(cancel))
-        .route("/api/v1/broadcast/direct", post(direct).layer(DefaultBodyLimit::max(upload_limit)))
+        .route("/api/v1/broadcast/direct", post(direct).layer(crate::body_limit::max(upload_limit)))
         .merge(contacts::routes())
         .merge(templates::routes(upload_limit))
 }

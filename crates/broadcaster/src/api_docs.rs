@@ -1,0 +1,146 @@
+//! The OpenAPI document broadcaster serves at `/openapi.json`: the annotated paths, plus what
+//! holds for every endpoint (the error envelope, body limits, content types), written once here
+//! instead of on each path.
+
+use utoipa::OpenApi as _;
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
+
+/// What every endpoint shares, in the document's description (Markdown).
+const API_GUIDE: &str = r#"Connect WhatsApp accounts; send, track and receive messages.
+
+## Errors
+
+Every error answers `{"error": {"code": "...", "message": "..."}}`. `code` is stable and
+machine-readable; `message` is for people.
+
+| status | codes | meaning |
+| --- | --- | --- |
+| 400 | `invalid_body`, `malformed_json`, `invalid_phone`, ... | the request is malformed or breaks a rule `code` names |
+| 401 / 403 | `unauthorized` / `forbidden` | missing or invalid API key / the key lacks the permission |
+| 404 | `not_found` | no such resource (in this tenant) |
+| 409 | `account_not_active`, `account_not_connected`, ... | the account is not in a state that allows it |
+| 413 | `payload_too_large`, `media_too_large` | the body (or a file fetched for it) is over its limit |
+| 415 | `unsupported_media_type` | the body is not `application/json` (or, where allowed, `multipart/form-data`) |
+| 422 | `not_on_whatsapp`, `url_refused` | well-formed, refused on its meaning (see below) |
+| 429 | `rate_limited`, `daily_limit_reached` | slow down; `Retry-After` says for how long |
+| 503 | `unavailable` | a dependency (database, WhatsApp) is unavailable; retry later |
+
+**Body limits.** Every endpoint has one: 1 MiB by default (`max_body_bytes`); message sends,
+bulk sends, templates and direct broadcasts allow a media file (`media_max_bytes`, plus a
+third for base64); `POST /api/v1/contacts/import` 12 MiB; campaigns with an audience CSV the
+import limit plus a media file. A body that declares a longer `Content-Length` is refused with
+413 before it is read; a chunked body once it crosses the limit.
+
+**Content types.** Endpoints with a body read `application/json`; sending a message and a
+template's media also take `multipart/form-data`. Anything else, or no `Content-Type`, is 415.
+
+**Numbers not on WhatsApp.** Sending to a number without a WhatsApp account answers 422
+`not_on_whatsapp`, and nothing is kept: no message row, no event, nothing counted against the
+daily limit (so a client that repeats the request does not pile up failed rows; it should not
+repeat it). Bulk sends, already accepted (202) when the number is tried, record that message as
+`failed` with the reason; campaigns that check numbers skip such recipients (`skipped`,
+`not_on_whatsapp`), and one found at send time fails with the reason. `POST /api/v1/accounts/{id}/check-numbers` answers per number:
+an entry that is not a phone number carries its own `error` and the others are still checked.
+
+## Webhook signatures
+
+Every delivery is a `POST` of the event envelope (`EventEnvelope`) with the headers
+`X-Broadcaster-Timestamp` (Unix seconds), `X-Broadcaster-Signature` (`v1=` + hex
+HMAC-SHA256 keyed with the webhook's `whsec_...` secret, its UTF-8 bytes, over
+`<timestamp>.<raw body>`) and `X-Broadcaster-Event-Id` (the envelope's `id`, the same on every
+retry: drop duplicates). Verify over the raw bytes before parsing, compare in constant time,
+and refuse timestamps more than five minutes off. Python:
+
+```python
+import hmac, hashlib, time
+def verify(secret, headers, body: bytes, tolerance_s=300):
+    ts, sig = headers["X-Broadcaster-Timestamp"], headers["X-Broadcaster-Signature"]
+    if abs(time.time() - int(ts)) > tolerance_s:
+        return False
+    want = "v1=" + hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(want, sig)
+```
+
+Example: secret `whsec_test`, timestamp `1700000000`, body `{"id":"evt_1"}` give
+`v1=c89214b5b5da833daed6f0b8c5bb6bd58cea9022bd80ccc78230f3942d632925`.
+"#;
+
+/// Where Swagger UI is served.
+pub const DOCS_PATH: &str = "/docs";
+
+/// Swagger UI at [`DOCS_PATH`], rendering `/openapi.json`. Its files are in the binary: the page
+/// works without internet access.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
+    // No online validator badge: the page makes no request outside this server.
+    let config =
+        utoipa_swagger_ui::Config::from("/openapi.json").persist_authorization(true).validator_url("none");
+    utoipa_swagger_ui::SwaggerUi::new(DOCS_PATH).config(config).into()
+}
+
+/// The complete document: [`crate::app::ApiDoc`] and the campaign API, with the shared error
+/// responses on every path.
+pub fn openapi() -> OpenApi {
+    let mut doc = crate::app::ApiDoc::openapi().merge_from(crate::campaigns::CampaignsApi::openapi());
+    doc.info.description = Some(API_GUIDE.to_owned());
+    add_shared_errors(&mut doc);
+    doc
+}
+
+/// 413 and 415 on every operation that takes a body, unless the path documents them itself.
+fn add_shared_errors(doc: &mut OpenApi) {
+    let error = |what: &str| {
+        ResponseBuilder::new()
+            .description(what)
+            .content(
+                "application/json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+            )
+            .build()
+    };
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.post, &mut item.put, &mut item.patch, &mut item.delete].into_iter().flatten() {
+            if op.request_body.is_none() {
+                continue;
+            }
+            let responses = &mut op.responses.responses;
+            responses.entry("413".into()).or_insert_with(|| {
+                error("`payload_too_large`: the body is over this endpoint's limit").into()
+            });
+            responses.entry("415".into()).or_insert_with(|| {
+                error("`unsupported_media_type`: the body is not of a type this endpoint reads").into()
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_with_a_body_documents_413_and_415() {
+        let doc = openapi();
+        let mut with_body = 0;
+        for (path, item) in &doc.paths.paths {
+            for op in [&item.post, &item.put, &item.patch].into_iter().flatten() {
+                if op.request_body.is_some() {
+                    with_body += 1;
+                    for status in ["413", "415"] {
+                        assert!(op.responses.responses.contains_key(status), "{path} lacks {status}");
+                    }
+                }
+            }
+        }
+        assert!(with_body > 20, "{with_body}");
+        let send = doc.paths.paths["/api/v1/accounts/{id}/messages"].post.as_ref().unwrap();
+        assert!(send.responses.responses.contains_key("422"));
+    }
+
+    #[test]
+    fn the_documented_webhook_signature_is_the_one_the_server_computes() {
+        let example = crate::webhooks::sign("whsec_test", 1_700_000_000, br#"{"id":"evt_1"}"#);
+        assert!(API_GUIDE.contains(&example), "{example}");
+        let readme = include_str!("../README.md");
+        assert!(readme.contains(&example) && readme.contains("X-Broadcaster-Signature"));
+    }
+}

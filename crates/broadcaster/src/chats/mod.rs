@@ -1,0 +1,126 @@
+//! Chats of an account: every chat it has messages in, newest activity first, with the last
+//! message and how many incoming messages came since the account last wrote there.
+//!
+//! A chat is what history calls one (`chat` of a stored message: a group, or a contact's
+//! phone-number JID, else its LID). `unread_count` counts incoming messages newer than the
+//! account's last outgoing message in the chat: replying is what reads a chat here.
+
+pub mod http;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::db::{Conn, DbResult, params};
+use crate::messages::StoredMessage;
+
+/// One chat with its latest message.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChatSummary {
+    /// The chat JID (as `chat` in history: pass it as `?chat=` to list its messages).
+    pub chat: String,
+    /// The 1:1 chat's LID, when known.
+    pub chat_lid: Option<String>,
+    /// `group` (`…@g.us`) or `direct`.
+    pub kind: String,
+    /// When the last message was recorded (ms).
+    pub last_message_at: i64,
+    /// Incoming messages since the account's last outgoing message in this chat.
+    pub unread_count: i64,
+    /// All messages recorded in the chat.
+    pub message_count: i64,
+    pub last_message: StoredMessage,
+}
+
+/// A page of chats, newest activity first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChatPage {
+    pub chats: Vec<ChatSummary>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Where a page starts: after the chat with this last activity and JID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatCursor {
+    pub last_at: i64,
+    pub chat: String,
+}
+
+impl ChatCursor {
+    pub fn encode(&self) -> String {
+        hex::encode(format!("{}|{}", self.last_at, self.chat))
+    }
+
+    /// `None` for a cursor this server did not issue.
+    pub fn decode(s: &str) -> Option<Self> {
+        let raw = String::from_utf8(hex::decode(s).ok()?).ok()?;
+        let (t, chat) = raw.split_once('|')?;
+        Some(Self { last_at: t.parse().ok()?, chat: chat.to_owned() })
+    }
+}
+
+/// Up to `limit` chats of the account (which the caller checked exists in the tenant).
+pub fn list(
+    c: &Conn,
+    tenant_id: &str,
+    account_id: &str,
+    limit: u32,
+    cursor: Option<&ChatCursor>,
+) -> DbResult<ChatPage> {
+    let (ct, cc) = match cursor {
+        Some(k) => (Some(k.last_at), Some(k.chat.clone())),
+        None => (None, None),
+    };
+    let mut stmt = c.prepare(
+        "SELECT g.chat_jid, g.last_at, g.n,
+           (SELECT COUNT(*) FROM messages u WHERE u.tenant_id = ?1 AND u.account_id = ?2
+              AND u.chat_jid = g.chat_jid AND u.direction = 'incoming'
+              AND u.created_at > COALESCE((SELECT MAX(o.created_at) FROM messages o
+                   WHERE o.tenant_id = ?1 AND o.account_id = ?2 AND o.chat_jid = g.chat_jid
+                     AND o.direction = 'outgoing'), -1)),
+           (SELECT l.id FROM messages l WHERE l.tenant_id = ?1 AND l.account_id = ?2 AND l.chat_jid = g.chat_jid
+              ORDER BY l.created_at DESC, l.id DESC LIMIT 1)
+         FROM (SELECT chat_jid, MAX(created_at) AS last_at, COUNT(*) AS n FROM messages
+                WHERE tenant_id = ?1 AND account_id = ?2 GROUP BY chat_jid) g
+         WHERE CAST(?3 AS BIGINT) IS NULL OR g.last_at < ?3 OR (g.last_at = ?3 AND g.chat_jid < ?4)
+         ORDER BY g.last_at DESC, g.chat_jid DESC LIMIT ?5",
+    )?;
+    let rows: Vec<(String, i64, i64, i64, String)> = stmt
+        .query_map(params![tenant_id, account_id, ct, cc, i64::from(limit) + 1], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let more = rows.len() > limit as usize;
+    let mut chats = Vec::with_capacity(rows.len().min(limit as usize));
+    for (chat, last_at, n, unread, last_id) in rows.into_iter().take(limit as usize) {
+        let Some(last) = crate::messages::load(c, tenant_id, &last_id)? else { continue };
+        chats.push(ChatSummary {
+            kind: if chat.ends_with("@g.us") { "group" } else { "direct" }.to_owned(),
+            chat_lid: last.chat_lid.clone(),
+            chat,
+            last_message_at: last_at,
+            unread_count: unread,
+            message_count: n,
+            last_message: last,
+        });
+    }
+    let next_cursor = if more {
+        chats.last().map(|c| ChatCursor { last_at: c.last_message_at, chat: c.chat.clone() }.encode())
+    } else {
+        None
+    };
+    Ok(ChatPage { chats, next_cursor })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let k = ChatCursor { last_at: 1700, chat: "15550001111@s.whatsapp.net".into() };
+        assert_eq!(ChatCursor::decode(&k.encode()), Some(k));
+        assert_eq!(ChatCursor::decode("zz"), None);
+        assert_eq!(ChatCursor::decode(&hex::encode("x|y")), None);
+    }
+}
