@@ -1031,6 +1031,8 @@ async fn chats_list_the_last_message_and_unread_counts() {
         media: None,
         timestamp_ms: 1_700_000_000_000,
         media_info: None,
+        quoted_id: None,
+        detail: None,
     };
     let (bob, carol) = ("14155550101", "14155550102");
     for (n, from, text) in [(1, bob, "hi"), (2, bob, "are you there?"), (3, carol, "hello")] {
