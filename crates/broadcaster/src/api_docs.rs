@@ -21,7 +21,7 @@ machine-readable; `message` is for people.
 | 409 | `account_not_active`, `account_not_connected`, ... | the account is not in a state that allows it |
 | 413 | `payload_too_large`, `media_too_large` | the body (or a file fetched for it) is over its limit |
 | 415 | `unsupported_media_type` | the body is not `application/json` (or, where allowed, `multipart/form-data`) |
-| 422 | `not_on_whatsapp`, `url_refused` | well-formed, refused on its meaning (see below) |
+| 422 | `not_on_whatsapp`, `reachout_restricted`, `url_refused` | well-formed, refused on its meaning (see below) |
 | 429 | `rate_limited`, `daily_limit_reached` | slow down; `Retry-After` says for how long |
 | 503 | `unavailable` | a dependency (database, WhatsApp) is unavailable; retry later |
 
@@ -41,6 +41,12 @@ repeat it). Bulk sends, already accepted (202) when the number is tried, record 
 `failed` with the reason; campaigns that check numbers skip such recipients (`skipped`,
 `not_on_whatsapp`), and one found at send time fails with the reason. `POST /api/v1/accounts/{id}/check-numbers` answers per number:
 an entry that is not a phone number carries its own `error` and the others are still checked.
+
+**First contacts WhatsApp restricts.** When WhatsApp refuses a message as a first contact the
+account may not make now (error 463), the send answers 422 `reachout_restricted` with WhatsApp's
+text. Unlike `not_on_whatsapp` the attempt reached WhatsApp, so its row is kept as `failed` (reason
+starting `restricted:`). Nothing retries it, neither bulk sends nor campaigns (each retry would be
+another reach-out); the campaign recipient fails with that reason.
 
 ## Webhook signatures
 

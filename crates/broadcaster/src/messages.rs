@@ -498,6 +498,12 @@ pub async fn send_message_as(
             code: "account_not_connected",
             message: "the account's session is not running; reconnect it".into(),
         }),
+        // The attempt reached WhatsApp and counts as a reach-out, so its failed row stays;
+        // 422 (not 503) tells clients that repeating it cannot help.
+        Err(e @ RuntimeError::ReachoutRestricted(_)) => Err(ApiError::unprocessable(
+            "reachout_restricted",
+            format!("{e}; the message is stored as failed; do not repeat it"),
+        )),
         Err(e) => Err(ApiError::Unavailable(format!("send failed: {e}"))),
     }
 }
@@ -1018,7 +1024,7 @@ pub(crate) fn check_mimetype(t: &str) -> Result<String, ApiError> {
     responses((status = 201, body = StoredMessage), (status = 400, body = crate::error::ErrorBody),
               (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
               (status = 413, body = crate::error::ErrorBody),
-              (status = 422, description = "`not_on_whatsapp`: the recipient has no WhatsApp account; nothing was sent and no message is stored (do not repeat). `url_refused`: the media URL is refused by the outbound policy", body = crate::error::ErrorBody),
+              (status = 422, description = "`not_on_whatsapp`: the recipient has no WhatsApp account; nothing was sent and no message is stored (do not repeat). `reachout_restricted`: WhatsApp refused a first contact (463); the message is stored as failed and must not be repeated. `url_refused`: the media URL is refused by the outbound policy", body = crate::error::ErrorBody),
               (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn send(

@@ -406,6 +406,11 @@ pub enum RuntimeError {
     /// same way).
     #[error("{0} is not on WhatsApp")]
     NotOnWhatsApp(String),
+    /// WhatsApp refused a first contact (error 463, with the server's text): the account may
+    /// not reach out to this recipient now. A retry would be another reach-out, so nothing
+    /// here retries it.
+    #[error("restricted: WhatsApp refused this first contact (463): {0}")]
+    ReachoutRestricted(String),
     #[error("{0}")]
     Failed(String),
 }

@@ -595,6 +595,7 @@ fn send_error(e: wa_client::Error) -> RuntimeError {
     match e {
         wa_client::Error::NotConnected => RuntimeError::NotRunning,
         wa_client::Error::NotOnWhatsApp(who) => RuntimeError::NotOnWhatsApp(who),
+        wa_client::Error::ReachoutRestricted { text } => RuntimeError::ReachoutRestricted(text),
         e => failed(e),
     }
 }

@@ -2114,3 +2114,46 @@ async fn linking_by_qr_logs_no_warning() {
         text.lines().filter(|l| l.contains("WARN") && !l.contains("TEST SETTING")).collect();
     assert!(warnings.is_empty(), "warnings while linking: {warnings:#?}\nactivity: {v}");
 }
+
+/// A first contact WhatsApp refuses (463, the account is restricted): the send answers 422
+/// `reachout_restricted` once, the message is kept as failed with the reason, and the emulator
+/// saw exactly one attempt (nothing retried it, neither wa-client nor broadcaster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restricted_first_contact_fails_once_as_restricted_and_is_not_retried() {
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(463), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, admin) = start(dir.path(), &emu, None).await;
+    let a = srv.addr;
+    let (key, acc, _ws) = linked_account(a, &admin.unwrap(), "+15550046300").await;
+    emu.create_account("15550046301", "Fay").unwrap();
+    let me = emu.with_world(|w| w.account_by_pn("15550046300")).unwrap();
+    emu.with_world(|w| w.set_reachout_restricted(me, true));
+
+    let (s, v) = call(
+        a,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/messages"),
+        &key,
+        Some(json!({ "to": "+15550046301", "text": "hello" })),
+    )
+    .await;
+    assert_eq!((s, v["error"]["code"].as_str()), (422, Some("reachout_restricted")), "{v}");
+
+    let id = only_message(a, &key, &acc, "15550046301").await;
+    let (s, m) = call(a, "GET", &format!("/api/v1/accounts/{acc}/messages/{id}"), &key, None).await;
+    assert_eq!(s, 200, "{m}");
+    assert_eq!(m["status"].as_str(), Some("failed"), "{m}");
+    assert!(m["error"].as_str().is_some_and(|r| r.starts_with("restricted:")), "{m}");
+
+    let attempts: Vec<bool> = emu
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            wa_emulator::WorldEvent::ReachOut { pn, refused, .. } if pn == "15550046300" => Some(refused),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, [true], "exactly one attempt, refused");
+    srv.stop().await;
+}

@@ -586,7 +586,8 @@ impl World {
         Ok(id)
     }
 
-    pub(crate) fn account_by_pn(&self, pn: &str) -> Result<AccountId, ControlError> {
+    /// The account with phone number `pn` (digits, `+digits` or a PN JID).
+    pub fn account_by_pn(&self, pn: &str) -> Result<AccountId, ControlError> {
         let digits = pn.trim_start_matches('+');
         let digits = digits.split('@').next().unwrap_or(digits);
         self.by_pn.get(digits).copied().ok_or_else(|| ControlError::UnknownAccount(pn.to_owned()))

@@ -25,7 +25,8 @@ fn classify(e: ApiError) -> SendError {
         ApiError::Conflict { message, .. } => SendError::AccountUnavailable(message),
         ApiError::RateLimited { reset_at, .. } => SendError::DailyLimit { reset_at_ms: reset_at },
         ApiError::BadRequest { message, .. } => SendError::Rejected(message),
-        // Not on WhatsApp (checked since the audience was): no retry can deliver it.
+        // Not on WhatsApp (checked since the audience was), or a first contact WhatsApp
+        // restricted (463, where each retry is another reach-out): no retry can deliver it.
         ApiError::Unprocessable { message, .. } => SendError::Rejected(message),
         ApiError::NotFound(what) => SendError::AccountUnavailable(format!("{what} not found")),
         other => SendError::Transient(other.to_string()),
