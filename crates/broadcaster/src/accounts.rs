@@ -76,7 +76,9 @@ pub enum HealthStatus {
 ///   failed in the last hour.
 /// - `warning`: any state other than `active` (inactive, linking, connecting, reconnecting,
 ///   disconnected); or 80% or more of the daily limit used; or 1 to 4 sends failed in the last
-///   hour.
+///   hour; or WhatsApp restricted a first contact (error 463) in the last hour (such failures
+///   also count as failed sends, and get their own reason: the account is reaching out faster
+///   than WhatsApp allows).
 /// - `healthy`: `active`, under 80% of the daily limit, no failed send in the last hour.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
@@ -93,7 +95,12 @@ pub const CRITICAL_FAILURES: i64 = 5;
 const HOUR_MS: i64 = 3_600_000;
 
 /// The health rules of [`Health`].
-pub fn health(state: AccountState, usage_percent: f64, failures_last_hour: i64) -> Health {
+pub fn health(
+    state: AccountState,
+    usage_percent: f64,
+    failures_last_hour: i64,
+    restricted_last_hour: i64,
+) -> Health {
     let mut reasons = Vec::new();
     let mut status = HealthStatus::Healthy;
     let mut raise = |s: HealthStatus, why: String| {
@@ -119,21 +126,32 @@ pub fn health(state: AccountState, usage_percent: f64, failures_last_hour: i64) 
     } else if failures_last_hour > 0 {
         raise(HealthStatus::Warning, format!("{failures_last_hour} send(s) failed in the last hour"));
     }
+    if restricted_last_hour > 0 {
+        raise(
+            HealthStatus::Warning,
+            format!(
+                "WhatsApp restricted {restricted_last_hour} first contact(s) in the last hour (error 463)"
+            ),
+        );
+    }
     Health { status, reasons }
 }
 
 /// Fills `today` and `health` of an account read from the database.
 fn with_usage(c: &crate::db::Conn, mut a: Account, now: i64) -> crate::db::DbResult<Account> {
     let (sent, received, resets_at) = crate::messages::usage_today(c, &a.id, &a.time_zone, now)?;
-    let failures: i64 = c.query_row(
-        "SELECT COUNT(*) FROM messages WHERE account_id = ?1 AND direction = 'outgoing' AND status = 'failed'
+    // Restricted first contacts are failed rows whose reason starts `restricted:` (see
+    // `RuntimeError::ReachoutRestricted`).
+    let (failures, restricted): (i64, i64) = c.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN error LIKE 'restricted:%' THEN 1 ELSE 0 END), 0)
+           FROM messages WHERE account_id = ?1 AND direction = 'outgoing' AND status = 'failed'
            AND failed_at >= ?2",
         params![a.id, now - HOUR_MS],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let usage_percent =
         if a.daily_limit > 0 { (sent as f64 * 1000.0 / a.daily_limit as f64).round() / 10.0 } else { 100.0 };
-    a.health = Some(health(a.state, usage_percent, failures));
+    a.health = Some(health(a.state, usage_percent, failures, restricted));
     a.today = Some(DailyUsage { sent, received, daily_limit: a.daily_limit, usage_percent, resets_at });
     Ok(a)
 }
@@ -1108,7 +1126,7 @@ mod tests {
 
     #[test]
     fn health_rules() {
-        let h = |s, u, f| health(s, u, f);
+        let h = |s, u, f| health(s, u, f, 0);
         let active = AccountState::Active;
         assert_eq!(h(active, 0.0, 0).status, HealthStatus::Healthy);
         assert!(h(active, 79.9, 0).reasons.is_empty());
@@ -1129,6 +1147,16 @@ mod tests {
         assert_eq!(
             worst.reasons,
             ["account is reconnecting", "daily limit reached", "2 send(s) failed in the last hour"]
+        );
+        // A restricted first contact warns with its own reason, beside the failure count.
+        let r = health(active, 0.0, 1, 1);
+        assert_eq!(r.status, HealthStatus::Warning);
+        assert_eq!(
+            r.reasons,
+            [
+                "1 send(s) failed in the last hour",
+                "WhatsApp restricted 1 first contact(s) in the last hour (error 463)"
+            ]
         );
         // A warning after a critical rule does not lower the status.
         assert_eq!(h(AccountState::Error, 85.0, 0).status, HealthStatus::Critical);

@@ -2155,5 +2155,18 @@ async fn a_restricted_first_contact_fails_once_as_restricted_and_is_not_retried(
         })
         .collect();
     assert_eq!(attempts, [true], "exactly one attempt, refused");
+
+    // The account's health names it.
+    let (s, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}"), &key, None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["health"]["status"].as_str(), Some("warning"), "{v}");
+    assert!(
+        v["health"]["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().is_some_and(|r| r.contains("restricted 1 first contact"))),
+        "{v}"
+    );
     srv.stop().await;
 }
