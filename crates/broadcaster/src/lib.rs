@@ -28,6 +28,7 @@ pub mod live_socketio;
 pub mod live_ws;
 pub mod messages;
 pub mod metrics;
+pub mod ops;
 pub mod outbound;
 pub mod outbox;
 pub mod phone;

@@ -27,6 +27,11 @@ pub mod actions;
 pub mod updates;
 use crate::state::AppState;
 
+/// How long the request that wrote a single send owns its row before the bulk sender's `tick`
+/// may send it again (the request was dropped without recording an outcome). Longer than any
+/// send takes.
+pub const SINGLE_SEND_LEASE_MS: i64 = 600_000;
+
 /// Longest text body accepted.
 pub const MAX_TEXT_CHARS: usize = 65_536;
 /// Most numbers in one is-on-WhatsApp request.
@@ -241,7 +246,7 @@ pub fn parse_recipient(input: &str) -> Result<Recipient, ApiError> {
         }
         return Ok(Recipient { to: input.to_owned(), chat: input.to_owned() });
     }
-    let e164 = crate::accounts::parse_phone(input)?;
+    let e164 = crate::phone::E164::parse(input)?;
     Ok(Recipient { to: e164.digits().to_owned(), chat: format!("{}@s.whatsapp.net", e164.digits()) })
 }
 
@@ -377,7 +382,7 @@ pub async fn send_message_as(
     // A send under the server's own id is leased to this request and resumed by the queue
     // runner if the request never records an outcome (crash); a caller with its own id (the
     // campaign engine) resumes its sends itself.
-    let lease = wa_message_id.is_none().then_some(now + crate::bulk::SINGLE_SEND_LEASE_MS);
+    let lease = wa_message_id.is_none().then_some(now + SINGLE_SEND_LEASE_MS);
     let (t, a, i, chat, w) =
         (tenant_id.to_owned(), account_id.to_owned(), id.clone(), recipient.chat.clone(), wa_id.clone());
     let (admission, quoted_wa) = st
@@ -1276,7 +1281,7 @@ pub async fn check_numbers(
         ));
     }
     let parsed: Vec<Result<String, ApiError>> =
-        req.phones.iter().map(|p| crate::accounts::parse_phone(p).map(|e| e.digits().to_owned())).collect();
+        req.phones.iter().map(|p| Ok(crate::phone::E164::parse(p)?.digits().to_owned())).collect();
     let mut digits: Vec<String> = parsed.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
     digits.sort_unstable();
     digits.dedup();
