@@ -90,5 +90,6 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(crate::body_limit::max(max_body_bytes))
         .layer(crate::live_socketio::layer(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::live_socketio::limit_new_sessions))
         .with_state(state)
 }

@@ -44,10 +44,17 @@ pub async fn readyz(State(st): State<AppState>) -> Result<Json<Ready>, ApiError>
     }))
 }
 
-/// Prometheus text format: gauges from the database plus the process counters.
+/// Prometheus text format: gauges from the database plus the process counters. The counts span
+/// every tenant, so reading them takes an admin key, the scrape token
+/// (`BROADCASTER_METRICS_TOKEN`) or `--metrics-public` (see [`crate::access::MetricsAccess`]).
 #[utoipa::path(get, path = "/metrics", tag = "ops",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+              (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn metrics(
+    State(st): State<AppState>,
+    _: crate::access::MetricsReader,
+) -> Result<impl IntoResponse, ApiError> {
     let gauges = st.db.call(metrics::read_gauges).await?;
     let version = st.wa_version.as_ref().map(|v| {
         let (version, source) = v.in_use();
