@@ -10,7 +10,6 @@ use axum::http::request::Parts;
 use tokio::sync::watch;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// Everything here, shared by the handlers (one field of [`AppState`]).
 #[derive(Debug)]
@@ -192,33 +191,6 @@ impl std::fmt::Debug for MetricsAccess {
             Self::Public => "Public",
         })
     }
-}
-
-/// An extractor that lets a request through to `/metrics` per [`MetricsAccess`].
-pub struct MetricsReader;
-
-impl FromRequestParts<AppState> for MetricsReader {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
-        let presented = crate::auth::request_key(parts).map(str::to_owned);
-        match &st.access.metrics {
-            MetricsAccess::Public => return Ok(Self),
-            MetricsAccess::AdminKeyOrToken(token)
-                if presented.as_deref().is_some_and(|k| constant_time_eq(k.as_bytes(), token.as_bytes())) =>
-            {
-                return Ok(Self);
-            }
-            _ => {}
-        }
-        let p = crate::auth::Principal::from_request_parts(parts, st).await?;
-        p.require_admin()?;
-        Ok(Self)
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

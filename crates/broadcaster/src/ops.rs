@@ -1,7 +1,7 @@
 //! Operations endpoints: liveness, readiness and the Prometheus scrape.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 
@@ -51,10 +51,7 @@ pub async fn readyz(State(st): State<AppState>) -> Result<Json<Ready>, ApiError>
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
               (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
-pub async fn metrics(
-    State(st): State<AppState>,
-    _: crate::access::MetricsReader,
-) -> Result<impl IntoResponse, ApiError> {
+pub async fn metrics(State(st): State<AppState>, _: MetricsReader) -> Result<impl IntoResponse, ApiError> {
     let gauges = st.db.call(metrics::read_gauges).await?;
     let version = st.wa_version.as_ref().map(|v| {
         let (version, source) = v.in_use();
@@ -62,4 +59,34 @@ pub async fn metrics(
     });
     let out = metrics::render(&gauges, version.as_ref().map(|(v, s)| (v.as_str(), *s)), &st.metrics);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+}
+
+/// An extractor that lets a request through to `/metrics` per [`crate::access::MetricsAccess`].
+pub struct MetricsReader;
+
+impl FromRequestParts<AppState> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        st: &AppState,
+    ) -> Result<Self, ApiError> {
+        let presented = crate::auth::request_key(parts).map(str::to_owned);
+        match &st.access.metrics {
+            crate::access::MetricsAccess::Public => return Ok(Self),
+            crate::access::MetricsAccess::AdminKeyOrToken(token)
+                if presented.as_deref().is_some_and(|k| constant_time_eq(k.as_bytes(), token.as_bytes())) =>
+            {
+                return Ok(Self);
+            }
+            _ => {}
+        }
+        let p = crate::auth::Principal::from_request_parts(parts, st).await?;
+        p.require_admin()?;
+        Ok(Self)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
