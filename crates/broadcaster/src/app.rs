@@ -38,7 +38,7 @@ use crate::{accounts, compat, emulator_api, live_ws, messages, metrics, tenants,
     components(schemas(
         crate::outbox::EventEnvelope, crate::live::LiveEvent,
         crate::webhooks::AutoReplyBody, crate::webhooks::AutoReply,
-        crate::messages::updates::MessageUpdateEvent,
+        crate::messages::updates::MessageUpdateEvent, crate::accounts::timelock::Timelock,
     )),
     modifiers(&SecurityAddon)
 )]
