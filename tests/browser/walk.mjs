@@ -231,13 +231,14 @@ try {
     }
   });
 
+  let secondWave;
   await step("campaign-paused-by-timelock", async () => {
     const until = Math.floor(Date.now() / 1000) + 3600;
     await control(`/phones/${OWNER.slice(1)}/reachout`, { timelock: { until, enforcement_type: "RESTRICT_ALL_COMPANIONS" } });
     // The account card says so (it lives in the accounts tab, hidden now).
     await page.locator(`[data-account] [data-timelock-until="${until * 1000}"]`).waitFor({ state: "attached" });
     const [account] = await api("GET", "/api/v1/accounts");
-    await api("POST", "/api/v1/campaigns", { name: "Second wave", body: "Round two", account_ids: [account.id], audience: { tags: ["launch"] } });
+    secondWave = (await api("POST", "/api/v1/campaigns", { name: "Second wave", body: "Round two", account_ids: [account.id], audience: { tags: ["launch"] } })).campaign.id;
     const row = page.locator('tr[data-campaign][data-status="paused"]').filter({ hasText: "Second wave" });
     await row.locator('.cmp-reason[data-reason="reachout_timelock"]').filter({ hasText: "Paused: WhatsApp time-locked first contacts; resumes by itself at" }).waitFor();
   });
@@ -246,6 +247,16 @@ try {
     await control(`/phones/${OWNER.slice(1)}/reachout`, { lift_timelock: true });
     await page.locator('tr[data-campaign][data-percent="100"]').filter({ hasText: "Second wave" }).waitFor();
     await page.locator(`[data-account] [data-timelock-until]`).waitFor({ state: "detached" });
+    // Its receipts reach the row (copied every 2 s): no campaign event is still on its way
+    // when the walk moves on.
+    const deadline = Date.now() + T;
+    let p;
+    do {
+      if (Date.now() > deadline) throw new Error(`Second wave not delivered: ${JSON.stringify(p)}`);
+      await new Promise((r) => setTimeout(r, 200));
+      p = (await api("GET", `/api/v1/campaigns/${secondWave}`)).progress;
+    } while (p.delivered + p.read < 2);
+    await page.locator("tr[data-campaign]").filter({ hasText: "Second wave" }).filter({ hasText: `delivered ${p.delivered}, read ${p.read}` }).waitFor();
   });
 
   await step("webhook-log-and-replay", async () => {
