@@ -2303,6 +2303,21 @@ async fn a_reachout_timelock_pauses_the_campaign_until_it_ends_or_is_lifted() {
     );
     assert_eq!(c["paused_until"], until_s * 1000, "{c}");
     assert!(reach_outs(&emu, "15550046500").is_empty(), "nothing reached out while locked");
+    // A bulk send accepted meanwhile starts when the lock ends.
+    emu.create_account("15550046503", "Bulk").unwrap();
+    let (s, v) = call(
+        a,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/messages/bulk"),
+        &key,
+        Some(json!({ "recipients": ["+15550046503"], "text": "bulk hello", "per_minute": 60 })),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    assert!(v["messages"][0]["scheduled_at"].as_i64().unwrap() >= until_s * 1000, "{v}");
+    // The campaign's first contacts, apart from the bulk message's.
+    let campaign_reach_outs =
+        || reach_outs(&emu, "15550046500").into_iter().filter(|r| r.0 != "15550046503").collect::<Vec<_>>();
 
     // The lock's end (one clock for the server and WhatsApp): the campaign resumes by itself
     // and sends its first message.
@@ -2313,7 +2328,7 @@ async fn a_reachout_timelock_pauses_the_campaign_until_it_ends_or_is_lifted() {
         v["event"] == "message_sent" && v["data"]["chat"] == "15550046501@s.whatsapp.net"
     })
     .await;
-    assert_eq!(reach_outs(&emu, "15550046500"), [("15550046501".to_owned(), false)]);
+    assert_eq!(campaign_reach_outs(), [("15550046501".to_owned(), false)]);
 
     // A second lock, lifted early by WhatsApp's notification: the campaign resumes at once,
     // without the clock moving to the lock's end.
@@ -2329,10 +2344,15 @@ async fn a_reachout_timelock_pauses_the_campaign_until_it_ends_or_is_lifted() {
     // The pace (one a second) lets the second message go one clock second later.
     clock.advance_ms(1000);
     next_ws(&mut ws, "completed", is_status("completed", None)).await;
-    assert_eq!(
-        reach_outs(&emu, "15550046500"),
-        [("15550046501".to_owned(), false), ("15550046502".to_owned(), false)]
-    );
+    assert_eq!(campaign_reach_outs(), [("15550046501".to_owned(), false), ("15550046502".to_owned(), false)]);
+    // The bulk message goes out too, the lock being over (its runner looks every few seconds).
+    tokio::time::timeout(T, async {
+        while !reach_outs(&emu, "15550046500").contains(&("15550046503".to_owned(), false)) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the bulk message was sent after the lock");
     let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}"), &key, None).await;
     assert_eq!(v["reachout_timelock"], Value::Null, "{v}");
     // Webhooks got every change: set, set again, lifted (a lock that ran out needs no notice).
