@@ -126,6 +126,56 @@ pub fn undo_unsent_first(c: &Conn, account_id: &str, message_id: &str) -> DbResu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::Db;
+
+    const DAY: i64 = 86_400_000;
+
+    #[tokio::test]
+    async fn first_contacts_are_counted_once_a_day_up_to_the_limit() {
+        let db = Db::open_in_memory().unwrap();
+        db.call(|c| {
+            c.execute("INSERT INTO tenants (id, name, created_at) VALUES ('t','t',0)", [])?;
+            c.execute(
+                "INSERT INTO accounts (id, tenant_id, name, state, daily_limit, time_zone, created_at, updated_at, new_contact_limit)
+                 VALUES ('a','t','a','active',1000,'UTC',0,0,2)",
+                [],
+            )?;
+            let day1 = (DAY, 2 * DAY);
+            let jid = |n: u32| format!("1555000000{n}@s.whatsapp.net");
+            assert_eq!(admit(c, "a", &jid(1), "m1", day1, DAY + 1)?, FirstContact::Counted);
+            // The same person again, and a group: not first contacts.
+            assert_eq!(admit(c, "a", &jid(1), "m2", day1, DAY + 2)?, FirstContact::Known);
+            assert_eq!(admit(c, "a", "123-456@g.us", "m3", day1, DAY + 3)?, FirstContact::Known);
+            // Someone who wrote first is known.
+            note_incoming(c, "a", &jid(2), DAY + 4)?;
+            assert_eq!(admit(c, "a", &jid(2), "m4", day1, DAY + 5)?, FirstContact::Known);
+            assert_eq!(admit(c, "a", &jid(3), "m5", day1, DAY + 6)?, FirstContact::Counted);
+            assert_eq!(
+                admit(c, "a", &jid(4), "m6", day1, DAY + 7)?,
+                FirstContact::LimitReached { limit: 2, reset_at: 2 * DAY }
+            );
+            // A first message that never left gives its count back; one that failed keeps it
+            // but the person stays new.
+            undo_unsent_first(c, "a", "m5")?;
+            assert!(!is_known(c, "a", &jid(3))?);
+            assert_eq!(admit(c, "a", &jid(4), "m7", day1, DAY + 8)?, FirstContact::Counted);
+            forget_failed_first(c, "a", "m7")?;
+            assert!(!is_known(c, "a", &jid(4))?);
+            assert!(matches!(admit(c, "a", &jid(4), "m8", day1, DAY + 9)?, FirstContact::LimitReached { .. }));
+            // The next day starts from zero.
+            let day2 = (2 * DAY, 3 * DAY);
+            assert_eq!(admit(c, "a", &jid(4), "m9", day2, 2 * DAY + 1)?, FirstContact::Counted);
+            let (day, count): (i64, i64) = c.query_row(
+                "SELECT new_contacts_day, new_contacts_today FROM accounts WHERE id = 'a'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            assert_eq!((day, count), (2 * DAY, 1));
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
 
     #[test]
     fn a_count_from_another_day_is_zero() {
