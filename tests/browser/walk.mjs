@@ -1,7 +1,9 @@
 // Walks the Broadcaster dashboard in headless Chromium against a server in emulator mode:
 // API key → account → connect → the simulated phone scans the QR → active → send a message
 // (the phone's inbox has it) → the phone replies (chat history shows it) → CSV import with an
-// invalid row reported → template with preview → a small campaign that reaches 100%.
+// invalid row reported → template with preview → a small campaign that reaches 100% → WhatsApp
+// time-locks the account's first contacts (the emulator's control API): a new campaign shows
+// as paused with the reason, and completes once the lock is lifted.
 // A screenshot of every step goes to BROADCASTER_BROWSER_ARTIFACTS. Any console error, page
 // error, failed request or HTTP error response fails the walk.
 //
@@ -11,7 +13,8 @@
 //
 // Environment: BROADCASTER_URL (http://127.0.0.1:PORT), BROADCASTER_KEY (admin API key),
 // BROADCASTER_CHROMIUM (the browser binary), BROADCASTER_BROWSER_ARTIFACTS (a directory),
-// BROADCASTER_DASHBOARD_URL and BROADCASTER_DOCS_URL (from the start banner).
+// BROADCASTER_DASHBOARD_URL and BROADCASTER_DOCS_URL (from the start banner),
+// BROADCASTER_EMULATOR_CONTROL (the in-process emulator's control API base URL).
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -27,6 +30,7 @@ const executablePath = need("BROADCASTER_CHROMIUM");
 const artifacts = need("BROADCASTER_BROWSER_ARTIFACTS");
 const dashboardUrl = need("BROADCASTER_DASHBOARD_URL");
 const docsUrl = need("BROADCASTER_DOCS_URL");
+const controlUrl = need("BROADCASTER_EMULATOR_CONTROL");
 mkdirSync(artifacts, { recursive: true });
 
 // Generous: CI runs this on two loaded cores.
@@ -78,6 +82,16 @@ async function api(method, path, body) {
     body: body ? JSON.stringify(body) : undefined,
   });
   if (!r.ok) throw new Error(`${method} ${path}: HTTP ${r.status} ${await r.text()}`);
+  return r.json();
+}
+// The emulator's control API: what WhatsApp decides (here, reach-out time-locks).
+async function control(path, body) {
+  const r = await fetch(controlUrl + path, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  if (!r.ok) throw new Error(`control ${path}: HTTP ${r.status} ${await r.text()}`);
   return r.json();
 }
 async function createPhone(phone, name) {
@@ -215,6 +229,34 @@ try {
       const inbox = await api("GET", `/api/v1/emulator/phones/${encodeURIComponent(phone)}/inbox`);
       if (!inbox.some((m) => m.kind === "image" && m.text === `Hi ${name}, the launch is on!`)) throw new Error(`${phone} inbox: ${JSON.stringify(inbox)}`);
     }
+  });
+
+  let secondWave;
+  await step("campaign-paused-by-timelock", async () => {
+    const until = Math.floor(Date.now() / 1000) + 3600;
+    await control(`/phones/${OWNER.slice(1)}/reachout`, { timelock: { until, enforcement_type: "RESTRICT_ALL_COMPANIONS" } });
+    // The account card says so (it lives in the accounts tab, hidden now).
+    await page.locator(`[data-account] [data-timelock-until="${until * 1000}"]`).waitFor({ state: "attached" });
+    const [account] = await api("GET", "/api/v1/accounts");
+    secondWave = (await api("POST", "/api/v1/campaigns", { name: "Second wave", body: "Round two", account_ids: [account.id], audience: { tags: ["launch"] } })).campaign.id;
+    const row = page.locator('tr[data-campaign][data-status="paused"]').filter({ hasText: "Second wave" });
+    await row.locator('.cmp-reason[data-reason="reachout_timelock"]').filter({ hasText: "Paused: WhatsApp time-locked first contacts; resumes by itself at" }).waitFor();
+  });
+
+  await step("campaign-resumes-after-lift", async () => {
+    await control(`/phones/${OWNER.slice(1)}/reachout`, { lift_timelock: true });
+    await page.locator('tr[data-campaign][data-percent="100"]').filter({ hasText: "Second wave" }).waitFor();
+    await page.locator(`[data-account] [data-timelock-until]`).waitFor({ state: "detached" });
+    // Its receipts reach the row (copied every 2 s): no campaign event is still on its way
+    // when the walk moves on.
+    const deadline = Date.now() + T;
+    let p;
+    do {
+      if (Date.now() > deadline) throw new Error(`Second wave not delivered: ${JSON.stringify(p)}`);
+      await new Promise((r) => setTimeout(r, 200));
+      p = (await api("GET", `/api/v1/campaigns/${secondWave}`)).progress;
+    } while (p.delivered + p.read < 2);
+    await page.locator("tr[data-campaign]").filter({ hasText: "Second wave" }).filter({ hasText: `delivered ${p.delivered}, read ${p.read}` }).waitFor();
   });
 
   await step("webhook-log-and-replay", async () => {

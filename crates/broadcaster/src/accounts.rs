@@ -1,5 +1,9 @@
 //! `/api/v1/accounts`: create, list, get, update, delete, activity log, connect/disconnect/logout.
 
+pub mod new_contacts;
+pub mod schema;
+pub mod timelock;
+
 use crate::db::{OptionalExtension, Row, params};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -36,6 +40,13 @@ pub struct Account {
     /// version as outdated (state `error`; see `--wa-version`).
     pub state_reason_code: Option<String>,
     pub daily_limit: i64,
+    /// First contacts (people the account never exchanged a message with) allowed a day,
+    /// counted separately within `daily_limit`; see `new_contacts` of `today`.
+    pub new_contact_limit: i64,
+    /// WhatsApp's reach-out time-lock, while in force: the account may not message new
+    /// contacts until `until`; its campaigns are paused (`reachout_timelock`) and its bulk
+    /// messages postponed until then.
+    pub reachout_timelock: Option<timelock::Timelock>,
     /// IANA time zone in which the daily counters reset.
     pub time_zone: String,
     pub last_connected_at: Option<i64>,
@@ -54,6 +65,9 @@ pub struct DailyUsage {
     pub sent: i64,
     pub received: i64,
     pub daily_limit: i64,
+    /// First contacts made today (messages to people the account never exchanged one with).
+    pub new_contacts: i64,
+    pub new_contact_limit: i64,
     /// `sent / daily_limit` in percent, one decimal.
     pub usage_percent: f64,
     /// Next local midnight (ms since epoch), when the counters reset.
@@ -79,6 +93,8 @@ pub enum HealthStatus {
 ///   hour; or WhatsApp restricted a first contact (error 463) in the last hour (such failures
 ///   also count as failed sends, and get their own reason: the account is reaching out faster
 ///   than WhatsApp allows).
+///   Also `warning`: WhatsApp time-locked reaching out (campaigns paused until the lock ends),
+///   or today's new-contact limit is used up (first contacts wait until local midnight).
 /// - `healthy`: `active`, under 80% of the daily limit, no failed send in the last hour.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
@@ -100,6 +116,32 @@ pub fn health(
     usage_percent: f64,
     failures_last_hour: i64,
     restricted_last_hour: i64,
+) -> Health {
+    health_with_limits(
+        state,
+        usage_percent,
+        failures_last_hour,
+        restricted_last_hour,
+        &ReachLimits::default(),
+    )
+}
+
+/// What [`health_with_limits`] weighs beside usage and failures.
+#[derive(Debug, Default)]
+pub struct ReachLimits {
+    /// A reach-out time-lock in force until then.
+    pub timelock_until: Option<i64>,
+    /// Today's new-contact limit is used up (first contacts wait until this reset).
+    pub new_contacts_full_until: Option<i64>,
+}
+
+/// The health rules of [`Health`], with the reach-out ones.
+pub fn health_with_limits(
+    state: AccountState,
+    usage_percent: f64,
+    failures_last_hour: i64,
+    restricted_last_hour: i64,
+    limits: &ReachLimits,
 ) -> Health {
     let mut reasons = Vec::new();
     let mut status = HealthStatus::Healthy;
@@ -134,6 +176,17 @@ pub fn health(
             ),
         );
     }
+    if let Some(until) = limits.timelock_until {
+        raise(
+            HealthStatus::Warning,
+            format!(
+                "WhatsApp time-locked new contacts until {until}; campaigns and bulk sends are paused until then"
+            ),
+        );
+    }
+    if let Some(reset) = limits.new_contacts_full_until {
+        raise(HealthStatus::Warning, format!("new-contact limit reached; first contacts wait until {reset}"));
+    }
     Health { status, reasons }
 }
 
@@ -151,12 +204,37 @@ fn with_usage(c: &crate::db::Conn, mut a: Account, now: i64) -> crate::db::DbRes
     )?;
     let usage_percent =
         if a.daily_limit > 0 { (sent as f64 * 1000.0 / a.daily_limit as f64).round() / 10.0 } else { 100.0 };
-    a.health = Some(health(a.state, usage_percent, failures, restricted));
-    a.today = Some(DailyUsage { sent, received, daily_limit: a.daily_limit, usage_percent, resets_at });
+    let (day_start, _) = crate::messages::day_window(now, &a.time_zone);
+    let (day, count): (i64, i64) = c.query_row(
+        "SELECT new_contacts_day, new_contacts_today FROM accounts WHERE id = ?1",
+        params![a.id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let new_contacts = new_contacts::today(day, count, day_start);
+    a.reachout_timelock = timelock::in_force(c, &a.id, now)?.map(|(until, kind)| timelock::Timelock {
+        account_id: a.id.clone(),
+        active: true,
+        until: Some(until),
+        enforcement_type: kind,
+    });
+    let limits = ReachLimits {
+        timelock_until: a.reachout_timelock.as_ref().and_then(|l| l.until),
+        new_contacts_full_until: (new_contacts >= a.new_contact_limit).then_some(resets_at),
+    };
+    a.health = Some(health_with_limits(a.state, usage_percent, failures, restricted, &limits));
+    a.today = Some(DailyUsage {
+        sent,
+        received,
+        daily_limit: a.daily_limit,
+        new_contacts,
+        new_contact_limit: a.new_contact_limit,
+        usage_percent,
+        resets_at,
+    });
     Ok(a)
 }
 
-const ACCOUNT_COLUMNS: &str = "id, name, phone, push_name, state, state_reason, daily_limit, time_zone, last_connected_at, created_at, updated_at, push_name_override, state_reason_code";
+const ACCOUNT_COLUMNS: &str = "id, name, phone, push_name, state, state_reason, daily_limit, time_zone, last_connected_at, created_at, updated_at, push_name_override, state_reason_code, new_contact_limit";
 
 fn account_from_row(r: &Row) -> crate::db::DbResult<Account> {
     let state: String = r.get(4)?;
@@ -175,6 +253,8 @@ fn account_from_row(r: &Row) -> crate::db::DbResult<Account> {
         updated_at: r.get(10)?,
         push_name_override: r.get(11)?,
         state_reason_code: r.get(12)?,
+        new_contact_limit: r.get(13)?,
+        reachout_timelock: None,
         today: None,
         health: None,
     })
@@ -296,7 +376,9 @@ pub fn apply_session_event(
             (AccountState::Error, Some(message.as_str()))
         }
         // Message events are not connection transitions; the messages module records them.
-        SessionEvent::MessageStatus { .. } | SessionEvent::IncomingMessage { .. } => return Ok(()),
+        SessionEvent::MessageStatus { .. }
+        | SessionEvent::IncomingMessage { .. }
+        | SessionEvent::ReachoutTimelock { .. } => return Ok(()),
     };
     match transition_with_code(c, tenant_id, account_id, to, reason, code, now) {
         Ok(_) => Ok(()),
@@ -321,6 +403,9 @@ pub struct CreateAccount {
     /// Optional phone number (any common format; stored as E.164).
     pub phone: Option<String>,
     pub daily_limit: Option<i64>,
+    /// First contacts allowed a day (people the account never exchanged a message with),
+    /// 0 to 100000; default 50 (see the README, "How sending limits work").
+    pub new_contact_limit: Option<i64>,
     /// IANA time zone for the daily counters (default UTC); also accepted as `timezone`.
     #[serde(alias = "timezone")]
     pub time_zone: Option<String>,
@@ -334,6 +419,8 @@ pub struct CreateAccount {
 pub struct UpdateAccount {
     pub name: Option<String>,
     pub daily_limit: Option<i64>,
+    /// First contacts allowed a day, 0 to 100000.
+    pub new_contact_limit: Option<i64>,
     /// IANA time zone name; also accepted as `timezone`.
     #[serde(alias = "timezone")]
     pub time_zone: Option<String>,
@@ -370,6 +457,16 @@ fn check_push_name(name: &str) -> Result<String, ApiError> {
 fn check_name(name: &str) -> Result<(), ApiError> {
     if name.trim().is_empty() || name.len() > 100 {
         return Err(ApiError::bad("invalid_name", "name must be 1 to 100 characters"));
+    }
+    Ok(())
+}
+
+fn check_new_contact_limit(limit: i64) -> Result<(), ApiError> {
+    if !(0..=100_000).contains(&limit) {
+        return Err(ApiError::bad(
+            "invalid_new_contact_limit",
+            "new_contact_limit must be between 0 and 100000",
+        ));
     }
     Ok(())
 }
@@ -417,6 +514,8 @@ pub async fn create(
     let phone = req.phone.as_deref().map(parse_phone).transpose()?.map(|p| p.to_string());
     let limit = req.daily_limit.unwrap_or(DEFAULT_DAILY_LIMIT);
     check_limit(limit)?;
+    let new_contact_limit = req.new_contact_limit.unwrap_or(new_contacts::DEFAULT_NEW_CONTACT_LIMIT);
+    check_new_contact_limit(new_contact_limit)?;
     let tz = check_time_zone(req.time_zone.as_deref().unwrap_or("UTC"))?;
     let push_name = req.push_name_override.as_deref().map(check_push_name).transpose()?;
     let now = st.clock.now_ms();
@@ -427,9 +526,10 @@ pub async fn create(
             let id = new_id("acc");
             let tx = c.transaction()?;
             let r = tx.execute(
-                "INSERT INTO accounts (id, tenant_id, name, phone, state, daily_limit, time_zone, created_at, updated_at, push_name_override)
-                 VALUES (?1,?2,?3,?4,'inactive',?5,?6,?7,?7,?8)",
-                params![id, tenant, req.name.trim(), phone, limit, tz, now, push_name],
+                "INSERT INTO accounts (id, tenant_id, name, phone, state, daily_limit, time_zone, created_at, updated_at,
+                   push_name_override, new_contact_limit)
+                 VALUES (?1,?2,?3,?4,'inactive',?5,?6,?7,?7,?8,?9)",
+                params![id, tenant, req.name.trim(), phone, limit, tz, now, push_name, new_contact_limit],
             );
             if let Err(e) = &r
                 && e.is_constraint_violation()
@@ -522,6 +622,9 @@ pub async fn update(
     if let Some(l) = req.daily_limit {
         check_limit(l)?;
     }
+    if let Some(l) = req.new_contact_limit {
+        check_new_contact_limit(l)?;
+    }
     let time_zone = req.time_zone.as_deref().map(check_time_zone).transpose()?;
     // (set it?, the new value): an explicit null clears it.
     let push_name = match &req.push_name_override {
@@ -536,7 +639,8 @@ pub async fn update(
             let n = c.execute(
                 "UPDATE accounts SET name = COALESCE(?3, name), daily_limit = COALESCE(?4, daily_limit),
                    time_zone = COALESCE(?5, time_zone), updated_at = ?6,
-                   push_name_override = CASE WHEN ?7 = 1 THEN CAST(?8 AS TEXT) ELSE push_name_override END
+                   push_name_override = CASE WHEN ?7 = 1 THEN CAST(?8 AS TEXT) ELSE push_name_override END,
+                   new_contact_limit = COALESCE(?9, new_contact_limit)
                  WHERE tenant_id = ?1 AND id = ?2",
                 params![
                     tenant,
@@ -546,7 +650,8 @@ pub async fn update(
                     time_zone,
                     now,
                     i64::from(push_name.0),
-                    push_name.1
+                    push_name.1,
+                    req.new_contact_limit
                 ],
             )?;
             if n == 0 {
@@ -887,6 +992,8 @@ pub struct DbSessionEvents {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Woken when an account becomes active: its queued sends may go now.
     pub send_wake: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// The campaign engine's, woken when an account's reach-out time-lock changes.
+    pub campaign_wake: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl DbSessionEvents {
@@ -898,13 +1005,20 @@ impl DbSessionEvents {
         live: crate::live::LiveBus,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Self {
-        Self { db, clock, notify, live, metrics, send_wake: None }
+        Self { db, clock, notify, live, metrics, send_wake: None, campaign_wake: None }
     }
 
     /// Wakes `wake` (the queue runner's, [`crate::bulk::run`]) whenever an account becomes
     /// active, so messages queued while it was down are sent without waiting for a retry.
     pub fn with_send_wake(mut self, wake: std::sync::Arc<tokio::sync::Notify>) -> Self {
         self.send_wake = Some(wake);
+        self
+    }
+
+    /// Wakes `wake` (the campaign engine's) whenever an account's reach-out time-lock is set or
+    /// lifted, so its campaigns pause or resume at once.
+    pub fn with_campaign_wake(mut self, wake: std::sync::Arc<tokio::sync::Notify>) -> Self {
+        self.campaign_wake = Some(wake);
         self
     }
 }
@@ -923,6 +1037,13 @@ fn applied_events(
         SessionEvent::MessageStatus { message_id, status, at_ms } => {
             if let Some(d) = messages::apply_status(c, tenant_id, account_id, message_id, *status, *at_ms)? {
                 out.push(("message_status_update", d));
+            }
+            return Ok(out);
+        }
+        SessionEvent::ReachoutTimelock { active, until_ms, enforcement_type } => {
+            let until = until_ms.filter(|_| *active);
+            if let Some(lock) = timelock::apply(c, tenant_id, account_id, until, enforcement_type, now)? {
+                out.push(("reachout_timelock", serde_json::to_value(lock).unwrap_or_default()));
             }
             return Ok(out);
         }
@@ -1043,6 +1164,7 @@ impl crate::runtime::SessionEvents for DbSessionEvents {
             let now = self.clock.now_ms();
             let incoming = matches!(event, SessionEvent::IncomingMessage { .. });
             let connected = matches!(event, SessionEvent::Connected { .. });
+            let timelock = matches!(event, SessionEvent::ReachoutTimelock { .. });
             let (t, a) = (tenant_id.to_owned(), account_id.to_owned());
             let durable = match self.db.call(move |c| Ok(applied_events(c, &t, &a, &event, now))).await {
                 Ok(Ok(events)) => {
@@ -1065,6 +1187,13 @@ impl crate::runtime::SessionEvents for DbSessionEvents {
                 }
             };
             self.notify.notify_one();
+            if timelock {
+                // Campaigns pause or resume at once, and bulk messages moved earlier by a lift
+                // go when due, not at the runners' next look.
+                for wake in [&self.campaign_wake, &self.send_wake].into_iter().flatten() {
+                    wake.notify_one();
+                }
+            }
             if connected
                 && durable
                 && let Some(wake) = &self.send_wake

@@ -23,7 +23,7 @@ machine-readable; `message` is for people.
 | 413 | `payload_too_large`, `media_too_large` | the body (or a file fetched for it) is over its limit |
 | 415 | `unsupported_media_type` | the body is not `application/json` (or, where allowed, `multipart/form-data`) |
 | 422 | `not_on_whatsapp`, `reachout_restricted`, `url_refused` | well-formed, refused on its meaning (see below) |
-| 429 | `rate_limited`, `daily_limit_reached` | slow down; `Retry-After` says for how long |
+| 429 | `rate_limited`, `daily_limit_reached`, `new_contact_limit_reached` | slow down; `Retry-After` says for how long |
 | 503 | `unavailable` | a dependency (database, WhatsApp) is unavailable; retry later |
 
 **Body limits.** Every endpoint has one: 1 MiB by default (`max_body_bytes`); message sends,
@@ -48,6 +48,18 @@ account may not make now (error 463), the send answers 422 `reachout_restricted`
 text. Unlike `not_on_whatsapp` the attempt reached WhatsApp, so its row is kept as `failed` (reason
 starting `restricted:`). Nothing retries it, neither bulk sends nor campaigns (each retry would be
 another reach-out); the campaign recipient fails with that reason.
+
+**New contacts a day.** Besides `daily_limit`, each account has `new_contact_limit`: messages
+to people it never exchanged a message with (default 50 a day, in its time zone). A single send
+over it answers 429 `new_contact_limit_reached` (`X-RateLimit-Reset`); messages to people it
+already chatted with still go. Campaigns hold such recipients (`pending`, reason
+`new_contact_limit`, `held_until` the reset) and send them after the reset.
+
+**Reach-out time-lock.** When WhatsApp time-locks an account's first contacts, the
+`reachout_timelock` event (webhook and live, `data`: `Timelock`) says until when; the
+account's `reachout_timelock` shows it, its campaigns pause with the reason
+`reachout_timelock` and `paused_until`, its bulk messages move back by the lock's length, and
+both resume by themselves when the lock ends or WhatsApp lifts it.
 
 ## Webhook signatures
 
@@ -146,7 +158,7 @@ fn add_shared_errors(doc: &mut OpenApi) {
     components(schemas(
         crate::outbox::EventEnvelope, crate::live::LiveEvent,
         crate::webhooks::AutoReplyBody, crate::webhooks::AutoReply,
-        crate::messages::updates::MessageUpdateEvent,
+        crate::messages::updates::MessageUpdateEvent, crate::accounts::timelock::Timelock,
     )),
     modifiers(&SecurityAddon)
 )]

@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::account_state::AccountState;
+use crate::accounts::new_contacts::{self, FirstContact};
 use crate::auth::{Permission, Principal};
 use crate::clock::new_id;
 use crate::db::DbError;
@@ -101,10 +102,22 @@ pub struct BulkAccepted {
 }
 
 enum Admission {
-    Admitted,
+    /// Queued, each message `delay` ms after the pace asked (a reach-out time-lock in force).
+    Admitted {
+        delay: i64,
+    },
     NotFound,
     NotActive(AccountState),
-    LimitReached { limit: i64, remaining: i64, reset_at: i64 },
+    LimitReached {
+        limit: i64,
+        remaining: i64,
+        reset_at: i64,
+    },
+    /// The batch's first contacts do not fit in today's new-contact limit.
+    NewContactLimitReached {
+        limit: i64,
+        reset_at: i64,
+    },
 }
 
 #[utoipa::path(post, path = "/api/v1/accounts/{id}/messages/bulk", tag = "messages", params(("id" = String, Path)),
@@ -194,6 +207,8 @@ pub async fn bulk_send(
             if used + rows.len() as i64 > limit {
                 return Ok(Admission::LimitReached { limit, remaining: (limit - used).max(0), reset_at });
             }
+            // Under a reach-out time-lock the batch starts when it ends, at its pace.
+            let delay = crate::accounts::timelock::bulk_start(&tx, &acc, now)? - now;
             tx.execute(
                 "INSERT INTO bulk_sends (id, tenant_id, account_id, per_minute, media_data, created_at)
                  VALUES (?1,?2,?3,?4,?5,?6)",
@@ -205,20 +220,43 @@ pub async fn bulk_send(
                  VALUES (?1,?2,?3,'outgoing',?4,?5,?6,?7,?8,?9,'pending',0,?10,?10,?11,?12)",
             )?;
             for (mid, chat, due) in &rows {
-                ins.execute(params![mid, tenant, acc, chat, kind, body, mimetype, file_name, size, now, b, due])?;
+                // Whole batches only, as for the daily limit: a batch that does not fit is
+                // refused and the transaction (with what it counted) rolled back.
+                if let FirstContact::LimitReached { limit, reset_at } =
+                    new_contacts::admit(&tx, &acc, chat, mid, (start, reset_at), now)?
+                {
+                    return Ok(Admission::NewContactLimitReached { limit, reset_at });
+                }
+                ins.execute(params![mid, tenant, acc, chat, kind, body, mimetype, file_name, size, now, b, due + delay])?;
             }
             drop(ins);
             tx.commit()?;
-            Ok(Admission::Admitted)
+            Ok(Admission::Admitted { delay })
         })
         .await?;
+    let mut items = items;
     match admission {
-        Admission::Admitted => {}
+        Admission::Admitted { delay } => {
+            for i in &mut items {
+                i.scheduled_at += delay;
+            }
+        }
         Admission::NotFound => return Err(ApiError::NotFound("account")),
         Admission::NotActive(s) => {
             return Err(ApiError::Conflict {
                 code: "account_not_active",
                 message: format!("account is {}; connect it before sending", s.as_str()),
+            });
+        }
+        Admission::NewContactLimitReached { limit, reset_at } => {
+            return Err(ApiError::RateLimited {
+                code: crate::messages::NEW_CONTACT_LIMIT_REACHED,
+                message: format!(
+                    "the batch's first contacts do not fit in the account's limit of {limit} new contacts a day; \
+                     resets at {reset_at} (ms since epoch)"
+                ),
+                retry_after_secs: ((reset_at - now) / 1000).max(1) as u64,
+                reset_at: Some(reset_at),
             });
         }
         Admission::LimitReached { limit, remaining, reset_at } => {

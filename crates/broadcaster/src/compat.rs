@@ -91,6 +91,7 @@ pub async fn start_session(
                 name: phone.clone(),
                 phone: Some(phone),
                 daily_limit: None,
+                new_contact_limit: None,
                 time_zone: None,
                 push_name_override: None,
             };

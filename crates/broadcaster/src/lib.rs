@@ -258,7 +258,8 @@ pub async fn build_server_with_clock(
     }
     let store = WaRuntime::open_store(&config.auth_store, &config.data_dir).await?;
     let sink = DbSessionEvents::new(db, clock.clone(), notify, state.live.clone(), state.metrics.clone())
-        .with_send_wake(state.bulk_wake.clone());
+        .with_send_wake(state.bulk_wake.clone())
+        .with_campaign_wake(state.campaign_wake.clone());
     let runtime = Arc::new(
         WaRuntime::new(store, upstream, Arc::new(sink), clock, state.metrics.clone())
             .with_version(version.clone()),
@@ -369,11 +370,13 @@ pub async fn serve_with(
     if resumed > 0 {
         tracing::info!(resumed, "resumed WhatsApp sessions");
     }
-    let engine = campaigns::Engine::with_live(
+    let engine = campaigns::Engine::with_options(
         state.db.clone(),
         state.clock.clone(),
         Arc::new(campaigns::sender::MessagesSender::new(state.clone())),
-        Some(state.live.clone()),
+        campaigns::engine::EngineOptions::default()
+            .live(state.live.clone())
+            .wake(state.campaign_wake.clone()),
     );
     let waker = campaigns::EngineWaker(engine.waker());
     let mut engine_rx = stop_rx.clone();

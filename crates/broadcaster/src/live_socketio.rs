@@ -30,7 +30,7 @@
 //! - any other bus event under its own name as `{ channelId, timestamp, data }`, e.g.
 //!   `campaign_status` and `campaign_progress` (`data`: `CampaignStatusData` /
 //!   `CampaignProgressData` in `/openapi.json`; tenant-wide, so `channelId` is null and sockets
-//!   subscribed to channels do not get them).
+//!   subscribed to channels do not get them), and `reachout_timelock` (`data`: `Timelock`).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::account_state::AccountState;
+use crate::accounts::new_contacts::{self, FirstContact};
 use crate::auth::{Permission, Principal};
 use crate::clock::new_id;
 use crate::error::{ApiError, ApiJson, ApiQuery};
@@ -319,8 +320,13 @@ enum Admission {
     NotFound,
     NotActive(AccountState),
     LimitReached { limit: i64, reset_at: i64 },
+    NewContactLimitReached { limit: i64, reset_at: i64 },
     UnknownReplyTarget,
 }
+
+/// The 429 code of a first contact over the account's new-contact limit
+/// ([`crate::accounts::new_contacts`]).
+pub const NEW_CONTACT_LIMIT_REACHED: &str = "new_contact_limit_reached";
 
 /// Sends `content` to `to` from the account: checks that the account is active and under its daily
 /// limit, records a `pending` row, hands the message to the runtime, then records `sent` (with
@@ -405,6 +411,12 @@ pub async fn send_message_as(
             if sent_since(&tx, &a, start)? >= limit {
                 return Ok((Admission::LimitReached { limit, reset_at }, None));
             }
+            match new_contacts::admit(&tx, &a, &chat, &i, (start, reset_at), now)? {
+                FirstContact::Known | FirstContact::Counted => {}
+                FirstContact::LimitReached { limit, reset_at } => {
+                    return Ok((Admission::NewContactLimitReached { limit, reset_at }, None));
+                }
+            }
             // Ok(None): not a reply; Err(()): the reply target is unknown.
             let quoted_wa: Result<Option<String>, ()> = match &quoted_in {
                 None => Ok(None),
@@ -468,6 +480,17 @@ pub async fn send_message_as(
                 "reply_to names no sent or received message of this account",
             ));
         }
+        Admission::NewContactLimitReached { limit, reset_at } => {
+            return Err(ApiError::RateLimited {
+                code: NEW_CONTACT_LIMIT_REACHED,
+                message: format!(
+                    "this would be a first contact and the account's limit of {limit} new contacts a day is reached; \
+                     resets at {reset_at} (ms since epoch); messages to people it already chatted with still go"
+                ),
+                retry_after_secs: ((reset_at - now) / 1000).max(1) as u64,
+                reset_at: Some(reset_at),
+            });
+        }
         Admission::LimitReached { limit, reset_at } => {
             return Err(ApiError::RateLimited {
                 code: "daily_limit_reached",
@@ -493,7 +516,7 @@ pub async fn send_message_as(
     if let Err(RuntimeError::NotOnWhatsApp(who)) = &result {
         // Refused before anything went out: no row is kept (a client repeating the request
         // must not pile up failed rows), like any other refused request.
-        discard_unsent(st, tenant_id, &id).await?;
+        discard_unsent(st, tenant_id, account_id, &id).await?;
         return Err(not_on_whatsapp(who));
     }
     let (result, stored) = record_outcome(st, tenant_id, account_id, &id, result).await?;
@@ -523,11 +546,12 @@ pub(crate) fn not_on_whatsapp(who: &str) -> ApiError {
 }
 
 /// Deletes the admitted `pending` row `id` of a send that never reached WhatsApp.
-async fn discard_unsent(st: &AppState, tenant_id: &str, id: &str) -> Result<(), ApiError> {
-    let (t, i) = (tenant_id.to_owned(), id.to_owned());
+async fn discard_unsent(st: &AppState, tenant_id: &str, account_id: &str, id: &str) -> Result<(), ApiError> {
+    let (t, a, i) = (tenant_id.to_owned(), account_id.to_owned(), id.to_owned());
     st.db
         .call(move |c| {
             let tx = c.transaction()?;
+            new_contacts::undo_unsent_first(&tx, &a, &i)?;
             tx.execute("DELETE FROM message_media WHERE message_id = ?1", params![i])?;
             tx.execute(
                 "DELETE FROM messages WHERE tenant_id = ?1 AND id = ?2 AND status = 'pending'",
@@ -600,6 +624,7 @@ pub(crate) async fn record_outcome(
                          WHERE tenant_id = ?1 AND id = ?2",
                         params![t, i, err, now],
                     )?;
+                    new_contacts::forget_failed_first(&tx, &a, &i)?;
                     let data = serde_json::json!({ "message_id": i, "status": "failed", "error": err, "at": now });
                     outbox::enqueue(&tx, &t, Some(&a), "message_status_update", data.clone(), now)?;
                     events.push(("message_status_update", data));
@@ -766,6 +791,7 @@ pub fn record_incoming(
     if n == 0 {
         return Ok(None);
     }
+    new_contacts::note_incoming(&tx, account_id, m.chat, now)?;
     let msg = load(&tx, tenant_id, &id)?;
     if let Some(msg) = &msg {
         let mut data = serde_json::to_value(msg).unwrap_or_default();

@@ -66,6 +66,17 @@ pub enum SessionEvent {
     ClientOutdated {
         message: String,
     },
+    /// WhatsApp set or lifted the account's reach-out time-lock (wa-client
+    /// `Event::ReachoutTimelock`): while it is in force, messages to people who never gave the
+    /// account a token are refused (463), so campaigns and bulk sends wait for its end.
+    ReachoutTimelock {
+        /// The lock is in force.
+        active: bool,
+        /// When it ends (ms since epoch), while active.
+        until_ms: Option<i64>,
+        /// WhatsApp's reason (`enforcement_type`, e.g. `RESTRICT_ALL_COMPANIONS`).
+        enforcement_type: String,
+    },
     /// A sent message's delivery status changed (from a receipt).
     MessageStatus {
         message_id: String,

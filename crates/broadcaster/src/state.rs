@@ -53,6 +53,8 @@ pub struct AppState {
     pub emulator: Option<Arc<wa_emulator::EmulatorHandle>>,
     /// Wakes the bulk-send runner when new bulk messages were queued (or the clock was moved).
     pub bulk_wake: Arc<Notify>,
+    /// Wakes the campaign engine (its own waker: API changes and reach-out time-locks).
+    pub campaign_wake: Arc<Notify>,
     /// Set when the server stops: a send the closing sessions cut short stays queued for the
     /// next start instead of being recorded as failed.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
@@ -87,6 +89,7 @@ impl AppState {
             rate: Arc::new(crate::ratelimit::RateLimiter::default()),
             emulator: None,
             bulk_wake: Arc::new(Notify::new()),
+            campaign_wake: Arc::new(Notify::new()),
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             wa_version: None,
             access: Arc::default(),

@@ -382,6 +382,13 @@ fn media_type(kind: MediaKind) -> MediaType {
 
 /// A 1:1 chat keyed by the contact's phone number when known, so one contact is one chat
 /// whether WhatsApp addressed the message by number or by LID; groups as they are.
+/// The session event of a reach-out time-lock state (`until` in unix seconds).
+fn timelock_event(active: bool, until: Option<u64>, enforcement_type: String) -> SessionEvent {
+    let until_ms =
+        until.filter(|_| active).map(|s| i64::try_from(s).unwrap_or(i64::MAX / 1000).saturating_mul(1000));
+    SessionEvent::ReachoutTimelock { active, until_ms, enforcement_type }
+}
+
 fn chat_of(info: &wa_client::MessageInfo) -> String {
     if info.is_group {
         return info.chat.to_string();
@@ -502,6 +509,24 @@ impl Pump {
                         push_name: None,
                     })
                     .await;
+                    // A lock set or lifted while we were away was announced to nobody: ask.
+                    let (client, events) = (self.client.clone(), self.events.clone());
+                    let (t, a) = (self.tenant_id.clone(), self.account_id.clone());
+                    tokio::spawn(async move {
+                        match client.reachout_timelock().await {
+                            Ok(l) => {
+                                events
+                                    .emit(&t, &a, timelock_event(l.active, l.until, l.enforcement_type))
+                                    .await
+                            }
+                            Err(e) => {
+                                tracing::info!(account_id = %a, error = %e, "reach-out time-lock not queried")
+                            }
+                        }
+                    });
+                }
+                Event::ReachoutTimelock { active, until, enforcement_type, .. } => {
+                    self.emit(timelock_event(active, until, enforcement_type)).await;
                 }
                 Event::Disconnected { reason, reconnect_in } => match (reason, reconnect_in) {
                     (DisconnectReason::Requested, _) => {}

@@ -1,7 +1,9 @@
 //! The dashboard in a real browser: starts the server in emulator mode on a loopback port (temp
 //! data dir, known admin key) and runs `tests/browser/walk.mjs`, which drives headless Chromium
 //! (Debian's `chromium`, through npm `playwright-core`) through connect → scan the QR in the
-//! phone panel → send → CSV import → template → campaign to 100% → webhook log and replay →
+//! phone panel → send → CSV import → template → campaign to 100% → a campaign paused by a
+//! reach-out time-lock (set through the emulator's control API), shown with its reason, and
+//! resumed when the lock is lifted → webhook log and replay →
 //! the API docs (Swagger UI at `/docs`), failing on any console error or any request that
 //! leaves the server. It opens the dashboard and the docs at the URLs the start banner prints. Screenshots of every step are kept as artefacts.
 //!
@@ -69,6 +71,8 @@ async fn dashboard_walk_in_headless_chromium() {
     let key = format!("bk_browser_test_{}", std::process::id());
     let (db, _) = broadcaster::open_database(&config, Some(key.clone())).await.unwrap();
     let server = broadcaster::build_server(&config, db).await.unwrap();
+    // The walk time-locks the account through the emulator's control API (as WhatsApp would).
+    let control_url = server.state.emulator.as_ref().expect("emulator mode").control_url();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -101,6 +105,7 @@ async fn dashboard_walk_in_headless_chromium() {
         .env("BROADCASTER_BROWSER_ARTIFACTS", &artifacts)
         .env("BROADCASTER_DASHBOARD_URL", &dashboard_url)
         .env("BROADCASTER_DOCS_URL", &docs_url)
+        .env("BROADCASTER_EMULATOR_CONTROL", &control_url)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)

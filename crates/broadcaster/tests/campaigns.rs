@@ -854,6 +854,48 @@ async fn pacing_holds_the_rate_and_the_daily_limit_resumes_next_day() {
     assert_eq!(c["media"], Value::Null, "a text campaign sends no file: {c}");
 }
 
+/// The pauses a seeded engine leaves between the sends of a 30-a-minute campaign with
+/// `jitter_pct` 25, driven to each send's due time exactly.
+async fn jittered_gaps(seed: u64) -> Vec<i64> {
+    let h = harness().await;
+    let key = h.tenant("a").await;
+    let acc = h.active_account(&key, "one").await;
+    let phones: Vec<String> = (0..25).map(|i| format!("+4477009{i:05}")).collect();
+    let v = h
+        .ok(
+            "POST",
+            "/api/v1/campaigns",
+            &key,
+            Some(json!({ "name": "jittered", "body": "hello", "account_ids": [acc],
+            "audience": { "phones": phones }, "rate_per_minute": 30, "jitter_pct": 25 })),
+        )
+        .await;
+    let cid = v["campaign"]["id"].as_str().unwrap().to_owned();
+    let sender = ScriptedSender::new(h.clock.clone());
+    let engine = Engine::with_options(
+        h.db.clone(),
+        h.clock.clone(),
+        sender.clone(),
+        broadcaster::campaigns::engine::EngineOptions::default().jitter_seed(seed),
+    );
+    drive_until_complete(&engine, &h, &cid, 1_000).await;
+    let times: Vec<i64> = sender.log().iter().map(|e| e.4).collect();
+    assert_eq!(times.len(), 25);
+    times.windows(2).map(|w| w[1] - w[0]).collect()
+}
+
+#[tokio::test]
+async fn pacing_is_jittered_within_its_documented_bounds() {
+    let gaps = jittered_gaps(16).await;
+    // 60000 / 30 = 2000 ms, stretched by up to 25%: 2000 to 2500 ms, never faster than the rate.
+    assert!(gaps.iter().all(|g| (2000..=2500).contains(g)), "{gaps:?}");
+    let distinct: HashSet<i64> = gaps.iter().copied().collect();
+    assert!(distinct.len() > gaps.len() / 2, "pauses vary, not one fixed interval: {gaps:?}");
+    // The seed decides them: the same seed, the same pauses; another, others.
+    assert_eq!(jittered_gaps(16).await, gaps);
+    assert_ne!(jittered_gaps(17).await, gaps);
+}
+
 #[tokio::test]
 async fn retries_failures_opt_out_midway_and_delivery_statuses() {
     let h = harness().await;
@@ -1334,7 +1376,12 @@ async fn five_thousand_real_sends_over_the_emulator_survive_a_kill() {
             .await;
         let acc = v["id"].as_str().unwrap().to_owned();
         server
-            .ok("PATCH", &format!("/api/v1/accounts/{acc}"), &key, Some(json!({ "daily_limit": 100000 })))
+            .ok(
+                "PATCH",
+                &format!("/api/v1/accounts/{acc}"),
+                &key,
+                Some(json!({ "daily_limit": 100000, "new_contact_limit": 100000 })),
+            )
             .await;
         let v = server.ok("POST", &format!("/api/v1/accounts/{acc}/connect"), &key, None).await;
         assert_eq!(v["state"], "qr_ready", "{v}");

@@ -764,7 +764,7 @@ async fn start_clocked(
 async fn start_clocked_with(
     dir: &std::path::Path,
     emu: &Arc<EmulatorHandle>,
-    clock: Arc<broadcaster::clock::ManualClock>,
+    clock: broadcaster::clock::SharedClock,
     tweak: impl FnOnce(&mut Config),
 ) -> (Running, Option<String>, broadcaster::state::AppState) {
     let mut config = config(dir);
@@ -2171,5 +2171,301 @@ async fn a_restricted_first_contact_fails_once_as_restricted_and_is_not_retried(
             .any(|r| r.as_str().is_some_and(|r| r.contains("restricted 1 first contact"))),
         "{v}"
     );
+    srv.stop().await;
+}
+
+/// One clock for the server and the emulator (WhatsApp), moved by the test: a reach-out
+/// time-lock ends for both at the same instant.
+#[derive(Debug)]
+struct WorldClock(std::sync::atomic::AtomicI64);
+
+impl WorldClock {
+    fn starting_now() -> Arc<Self> {
+        use broadcaster::clock::Clock as _;
+        Arc::new(Self(std::sync::atomic::AtomicI64::new(broadcaster::clock::SystemClock.now_ms())))
+    }
+    fn advance_ms(&self, ms: i64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl broadcaster::clock::Clock for WorldClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl wa_emulator::Clock for WorldClock {
+    fn now_unix(&self) -> u64 {
+        (self.0.load(std::sync::atomic::Ordering::SeqCst) / 1000) as u64
+    }
+}
+
+/// `POST /control/phones/{pn}/reachout` on the emulator's control API.
+async fn reachout_control(emu: &EmulatorHandle, pn: &str, body: Value) -> Value {
+    let url = emu.control_url();
+    let addr: SocketAddr = url.trim_start_matches("http://").trim_end_matches("/control").parse().unwrap();
+    let (s, v) = call(addr, "POST", &format!("/control/phones/{pn}/reachout"), "", Some(body)).await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+/// The emulator's reach-out attempts by `pn`: (recipient, refused).
+fn reach_outs(emu: &EmulatorHandle, pn: &str) -> Vec<(String, bool)> {
+    emu.events()
+        .into_iter()
+        .filter_map(|e| match e {
+            wa_emulator::WorldEvent::ReachOut { pn: from, to, refused, .. } if from == pn => {
+                Some((to, refused))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reachout_timelock_pauses_the_campaign_until_it_ends_or_is_lifted() {
+    let clock = WorldClock::starting_now();
+    let emu = Arc::new(
+        Emulator::start(EmulatorConfig { seed: Some(465), clock: clock.clone(), ..Default::default() })
+            .await
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, admin, state) = start_clocked_with(dir.path(), &emu, clock.clone(), |_| {}).await;
+    let a = srv.addr;
+    let (key, acc, mut ws) = linked_account(a, &admin.unwrap(), "+15550046500").await;
+    let (s, v) = call(
+        a,
+        "POST",
+        "/api/v1/webhooks",
+        &key,
+        Some(json!({ "url": "http://127.0.0.1:9/hook", "events": ["reachout_timelock"] })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let recipients = ["+15550046501", "+15550046502"];
+    for r in recipients {
+        emu.create_account(r.trim_start_matches('+'), "Customer").unwrap();
+    }
+    use broadcaster::clock::Clock as _;
+    let now_s = clock.now_ms() / 1000;
+
+    // WhatsApp time-locks the account's first contacts for an hour.
+    let until_s = now_s + 3600;
+    reachout_control(
+        &emu,
+        "15550046500",
+        json!({ "timelock": { "until": until_s, "enforcement_type": "RESTRICT_ALL_COMPANIONS" } }),
+    )
+    .await;
+    let ev = next_ws(&mut ws, "reachout_timelock", |v| v["event"] == "reachout_timelock").await;
+    assert_eq!(ev["data"]["active"], true, "{ev}");
+    assert_eq!(ev["data"]["until"], until_s * 1000, "{ev}");
+    assert_eq!(ev["data"]["enforcement_type"], "RESTRICT_ALL_COMPANIONS", "{ev}");
+    let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}"), &key, None).await;
+    assert_eq!(v["reachout_timelock"]["until"], until_s * 1000, "{v}");
+    assert_eq!(v["health"]["status"], "warning", "{v}");
+    assert!(
+        v["health"]["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("time-locked")),
+        "{v}"
+    );
+
+    // A campaign started meanwhile pauses with the reason and the lock's end, sending nothing.
+    let (s, v) = call(
+        a,
+        "POST",
+        "/api/v1/campaigns",
+        &key,
+        Some(json!({ "name": "locked", "body": "hello", "account_ids": [acc],
+            "audience": { "phones": recipients }, "rate_per_minute": 60, "jitter_pct": 0 })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["campaign"]["check_numbers"], true, "numbers are checked by default: {v}");
+    let cid = v["campaign"]["id"].as_str().unwrap().to_owned();
+    let is_status = |st: &'static str, reason: Option<&'static str>| {
+        let cid = cid.clone();
+        move |v: &Value| {
+            v["event"] == "campaign_status"
+                && v["data"]["campaign_id"] == cid.as_str()
+                && v["data"]["status"] == st
+                && reason.is_none_or(|r| v["data"]["reason"] == r)
+        }
+    };
+    let ev = next_ws(&mut ws, "paused for the lock", is_status("paused", Some("reachout_timelock"))).await;
+    assert_eq!(ev["data"]["until"], until_s * 1000, "{ev}");
+    let (_, c) = call(a, "GET", &format!("/api/v1/campaigns/{cid}"), &key, None).await;
+    assert_eq!(
+        (c["status"].as_str(), c["status_reason"].as_str()),
+        (Some("paused"), Some("reachout_timelock"))
+    );
+    assert_eq!(c["paused_until"], until_s * 1000, "{c}");
+    assert!(reach_outs(&emu, "15550046500").is_empty(), "nothing reached out while locked");
+    // A bulk send accepted meanwhile starts when the lock ends.
+    emu.create_account("15550046503", "Bulk").unwrap();
+    let (s, v) = call(
+        a,
+        "POST",
+        &format!("/api/v1/accounts/{acc}/messages/bulk"),
+        &key,
+        Some(json!({ "recipients": ["+15550046503"], "text": "bulk hello", "per_minute": 60 })),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    assert!(v["messages"][0]["scheduled_at"].as_i64().unwrap() >= until_s * 1000, "{v}");
+    // The campaign's first contacts, apart from the bulk message's.
+    let campaign_reach_outs =
+        || reach_outs(&emu, "15550046500").into_iter().filter(|r| r.0 != "15550046503").collect::<Vec<_>>();
+
+    // The lock's end (one clock for the server and WhatsApp): the campaign resumes by itself
+    // and sends its first message.
+    clock.advance_ms(3600 * 1000 + 1000);
+    next_ws(&mut ws, "resumed at the lock's end", is_status("running", None)).await;
+    // (Progress events wait for a clock second; the message's own event does not.)
+    next_ws(&mut ws, "first message", |v| {
+        v["event"] == "message_sent" && v["data"]["chat"] == "15550046501@s.whatsapp.net"
+    })
+    .await;
+    assert_eq!(campaign_reach_outs(), [("15550046501".to_owned(), false)]);
+
+    // A second lock, lifted early by WhatsApp's notification: the campaign resumes at once,
+    // without the clock moving to the lock's end.
+    let now_s = clock.now_ms() / 1000;
+    reachout_control(&emu, "15550046500", json!({ "timelock": { "until": now_s + 7200 } })).await;
+    let ev = next_ws(&mut ws, "paused again", is_status("paused", Some("reachout_timelock"))).await;
+    assert_eq!(ev["data"]["until"], (now_s + 7200) * 1000, "{ev}");
+    reachout_control(&emu, "15550046500", json!({ "lift_timelock": true })).await;
+    let ev =
+        next_ws(&mut ws, "lift", |v| v["event"] == "reachout_timelock" && v["data"]["active"] == false).await;
+    assert_eq!(ev["data"]["until"], Value::Null, "{ev}");
+    next_ws(&mut ws, "resumed after the lift", is_status("running", None)).await;
+    // The pace (one a second) lets the second message go one clock second later.
+    clock.advance_ms(1000);
+    next_ws(&mut ws, "completed", is_status("completed", None)).await;
+    assert_eq!(campaign_reach_outs(), [("15550046501".to_owned(), false), ("15550046502".to_owned(), false)]);
+    // The bulk message goes out too, the lock being over (its runner looks every few seconds).
+    tokio::time::timeout(T, async {
+        while !reach_outs(&emu, "15550046500").contains(&("15550046503".to_owned(), false)) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the bulk message was sent after the lock");
+    let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}"), &key, None).await;
+    assert_eq!(v["reachout_timelock"], Value::Null, "{v}");
+    // Webhooks got every change: set, set again, lifted (a lock that ran out needs no notice).
+    let hooks: i64 = state
+        .db
+        .call(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM webhook_outbox WHERE event_type = 'reachout_timelock'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
+        .unwrap();
+    assert!(hooks >= 3, "{hooks} reachout_timelock webhook events");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_recipients_with_200_new_contacts_a_day_send_200_and_hold_the_rest() {
+    let emu = Arc::new(
+        Emulator::start(EmulatorConfig { seed: Some(466), phone_pre_keys: 10, ..Default::default() })
+            .await
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, admin) = start(dir.path(), &emu, None).await;
+    let a = srv.addr;
+    let (key, acc, mut ws) = linked_account(a, &admin.unwrap(), "+15550046600").await;
+    let phones: Vec<String> = (0..1000).map(|i| format!("+1555100{i:04}")).collect();
+    for p in &phones {
+        emu.create_account(p.trim_start_matches('+'), "Customer").unwrap();
+    }
+    // WhatsApp lets this account reach 195 new people; the account allows itself 200 a day.
+    reachout_control(&emu, "15550046600", json!({ "limits": { "new_contacts": 195, "window_secs": 86400 } }))
+        .await;
+    let (s, v) = call(
+        a,
+        "PATCH",
+        &format!("/api/v1/accounts/{acc}"),
+        &key,
+        Some(json!({ "daily_limit": 100000, "new_contact_limit": 200 })),
+    )
+    .await;
+    assert_eq!((s, v["new_contact_limit"].as_i64()), (200, Some(200)), "{v}");
+
+    let (s, v) = call(
+        a,
+        "POST",
+        "/api/v1/campaigns",
+        &key,
+        Some(json!({ "name": "thousand", "body": "hello", "account_ids": [acc],
+            "audience": { "phones": phones }, "rate_per_minute": 60000, "jitter_pct": 0 })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let cid = v["campaign"]["id"].as_str().unwrap().to_owned();
+    let done = |p: &Value| {
+        ["sent", "delivered", "read", "failed"].iter().map(|k| p[k].as_i64().unwrap()).sum::<i64>()
+    };
+    next_ws(&mut ws, "200 first contacts out, 800 held", |v| {
+        v["event"] == "campaign_progress"
+            && v["data"]["campaign_id"] == cid.as_str()
+            && done(&v["data"]["progress"]) == 200
+            && v["data"]["progress"]["held_new_contacts"] == 800
+    })
+    .await;
+
+    let (_, account) = call(a, "GET", &format!("/api/v1/accounts/{acc}"), &key, None).await;
+    assert_eq!(account["today"]["new_contacts"], 200, "{account}");
+    let reset = account["today"]["resets_at"].as_i64().unwrap();
+    let (_, c) = call(a, "GET", &format!("/api/v1/campaigns/{cid}"), &key, None).await;
+    assert_eq!(c["status"], "running", "held, not paused or failed: {c}");
+    assert_eq!(c["status_reason"], format!("new-contact limit reached; first contacts resume at {reset}"));
+    assert_eq!(c["progress"]["failed"], 5, "{c}");
+    let mut items = Vec::new();
+    let mut after = 0;
+    loop {
+        let (_, page) = call(
+            a,
+            "GET",
+            &format!("/api/v1/campaigns/{cid}/recipients?limit=1000&after={after}"),
+            &key,
+            None,
+        )
+        .await;
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_after"].as_i64() {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    let held: Vec<&Value> = items.iter().filter(|r| r["status"] == "pending").collect();
+    assert_eq!(held.len(), 800);
+    assert!(
+        held.iter()
+            .all(|r| r["reason"] == "new_contact_limit" && r["held_until"] == reset && r["attempts"] == 0),
+        "{:?}",
+        held.first()
+    );
+    // The five WhatsApp refused (463) failed once as restricted; nobody was tried twice.
+    let failed: Vec<&Value> = items.iter().filter(|r| r["status"] == "failed").collect();
+    assert!(
+        failed.iter().all(|r| r["attempts"] == 1 && r["reason"].as_str().unwrap().starts_with("restricted:")),
+        "{failed:?}"
+    );
+    let attempts = reach_outs(&emu, "15550046600");
+    assert_eq!(attempts.len(), 200, "200 first contacts, none repeated");
+    assert_eq!(attempts.iter().filter(|(_, refused)| *refused).count(), 5);
+    let distinct: std::collections::HashSet<&String> = attempts.iter().map(|(to, _)| to).collect();
+    assert_eq!(distinct.len(), 200);
     srv.stop().await;
 }

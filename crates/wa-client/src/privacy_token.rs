@@ -187,12 +187,20 @@ pub(crate) async fn token_for(
         Some(l) => l.to_non_ad(),
         None => storage_jid(shared, to).await?,
     };
-    let held = shared.store.get_privacy_token(&key.to_string()).await?;
+    let mut held = shared.store.get_privacy_token(&key.to_string()).await?;
     if let Some(h) = &held
         && !h.token.is_empty()
-        && !is_expired(h.timestamp, shared.now())
     {
-        return Ok((Some(Node::new("tctoken").bytes(h.token.clone())), held));
+        if !is_expired(h.timestamp, shared.now()) {
+            return Ok((Some(Node::new("tctoken").bytes(h.token.clone())), held));
+        }
+        // An expired token may never be sent again: it is dropped here, when first found
+        // stale, keeping when we last issued ours so that is not repeated early (Baileys
+        // tc-token-utils.ts `buildTcTokenFromJid`, which clears expired entries the same way).
+        let cleared = PrivacyToken { token: Vec::new(), timestamp: 0, sender_timestamp: h.sender_timestamp };
+        shared.store.put_privacy_token(&key.to_string(), &cleared).await?;
+        debug!(%key, "expired privacy token dropped");
+        held = Some(cleared);
     }
     let node = match (shared.store.load_nct_salt().await?, key.is_lid()) {
         (Some(salt), true) => Some(Node::new("cstoken").bytes(cs_token(&salt, &key).to_vec())),

@@ -215,3 +215,58 @@ async fn a_time_lock_is_announced_queried_and_ends() {
     client.send_text(&bob.lid(), "hello again").await.unwrap();
     client.disconnect().await;
 }
+
+/// The client's clock reading the emulator's, so a token ages for both at once.
+struct SameClock(ManualClock);
+
+impl wa_store::Clock for SameClock {
+    fn now(&self) -> i64 {
+        use wa_emulator::Clock as _;
+        self.0.now_unix() as i64
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_dropped_from_the_store_and_never_sent() {
+    let clock = ManualClock::new(now());
+    let emu = emulator(1604, &clock).await;
+    emu.with_world(|w| {
+        w.create_account(ME, "Me").unwrap();
+        w.create_account(BOB, "Bob").unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wa.db");
+    let client = common::sqlite_builder(&emu, &path, 16041)
+        .await
+        .clock(Arc::new(SameClock(clock.clone())))
+        .build()
+        .unwrap();
+    let mut events = client.events();
+    let me = pair(&emu, &client, &mut events, ME).await;
+    let bob = emu.phone(BOB).unwrap();
+    bob.send_text(&me.to_non_ad(), "hi").unwrap();
+    next_matching(&mut events, "bob's token", |e| matches!(e, Event::PrivacyToken { .. }).then_some(()))
+        .await;
+    client.send_text(&bob.lid(), "fresh").await.unwrap();
+
+    // Five weeks on, past the four weekly buckets a token lives.
+    clock.advance(5 * 7 * 86_400);
+    client.send_text(&bob.lid(), "later").await.unwrap();
+    let seen = reach_outs(&emu, BOB);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0], (TokenSeen::TcToken, false));
+    assert!(!matches!(seen[1].0, TokenSeen::TcToken | TokenSeen::BadTcToken), "{seen:?}");
+
+    // The stale token is gone from the store; when we issued ours is kept.
+    use wa_store::PrivacyTokenStore as _;
+    let store = wa_store::Store::open_sqlite(&path, Default::default()).await.unwrap();
+    let held = store
+        .device(&wa_store::DeviceId::new("acct").unwrap())
+        .get_privacy_token(&bob.lid().to_string())
+        .await
+        .unwrap()
+        .expect("the record stays");
+    assert!(held.token.is_empty(), "{held:?}");
+    assert_eq!(held.timestamp, 0);
+    client.disconnect().await;
+}

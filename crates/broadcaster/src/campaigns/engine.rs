@@ -16,10 +16,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use crate::db::{Conn, OptionalExtension, params};
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 use utoipa::ToSchema;
 
+use crate::accounts::timelock;
 use crate::clock::SharedClock;
 use crate::db::{Db, DbError};
 use crate::templates::{self, ContactValues, Variable};
@@ -36,6 +39,11 @@ pub enum SendError {
     /// The account's daily limit is reached; retry after `reset_at_ms` (or the next UTC day).
     #[error("daily limit reached")]
     DailyLimit { reset_at_ms: Option<i64> },
+    /// The recipient would be a new contact and the account's new-contact limit for the day is
+    /// reached: it (and the account's other new contacts) are held until `reset_at_ms`; the
+    /// account keeps sending to people it knows.
+    #[error("new-contact limit reached")]
+    NewContactLimit { reset_at_ms: i64 },
     /// This recipient can never get this message (e.g. bad number). No retry.
     #[error("{0}")]
     Rejected(String),
@@ -188,6 +196,9 @@ pub struct Progress {
     pub total: i64,
     /// Waiting or being sent.
     pub pending: i64,
+    /// Of `pending`: first contacts held by the account's new-contact limit until it resets
+    /// (each recipient's `held_until`).
+    pub held_new_contacts: i64,
     /// Sent, not yet delivered.
     pub sent: i64,
     pub delivered: i64,
@@ -207,8 +218,19 @@ pub struct Progress {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum CampaignEvent {
-    Progress { tenant_id: String, campaign_id: String, progress: Progress },
-    Status { tenant_id: String, campaign_id: String, status: CampaignStatus, reason: Option<String> },
+    Progress {
+        tenant_id: String,
+        campaign_id: String,
+        progress: Progress,
+    },
+    Status {
+        tenant_id: String,
+        campaign_id: String,
+        status: CampaignStatus,
+        reason: Option<String>,
+        /// With the reason `reachout_timelock`: when the lock ends and the campaign resumes.
+        until: Option<i64>,
+    },
 }
 
 /// `data` of a `campaign_progress` event (WebSocket, Socket.IO, webhooks): a campaign's counts.
@@ -224,8 +246,11 @@ pub struct CampaignProgressData {
 pub struct CampaignStatusData {
     pub campaign_id: String,
     pub status: CampaignStatus,
-    /// Why (paused by user, the account logged out, …).
+    /// Why (paused by user, the account logged out, `reachout_timelock`, …).
     pub reason: Option<String>,
+    /// With the reason `reachout_timelock`: when WhatsApp's lock ends (ms since epoch); the
+    /// campaign resumes by itself then (or earlier, when WhatsApp lifts the lock).
+    pub until: Option<i64>,
 }
 
 /// The order of a status change and the counts published with it: a campaign that becomes
@@ -248,23 +273,27 @@ pub(crate) fn status_json(
     campaign_id: &str,
     status: CampaignStatus,
     reason: Option<&str>,
+    until: Option<i64>,
 ) -> serde_json::Value {
     serde_json::to_value(CampaignStatusData {
         campaign_id: campaign_id.to_owned(),
         status,
         reason: reason.map(str::to_owned),
+        until,
     })
     .unwrap_or(serde_json::Value::Null)
 }
 
 /// Writes `campaign_status` and `campaign_progress` webhook events for a status change, in the
 /// order of [`status_before_progress`].
+#[allow(clippy::too_many_arguments)]
 pub fn enqueue_status_events(
     tx: &crate::db::Conn,
     tenant_id: &str,
     campaign_id: &str,
     status: CampaignStatus,
     reason: Option<&str>,
+    until: Option<i64>,
     progress: &Progress,
     now: i64,
 ) -> crate::db::DbResult<()> {
@@ -274,7 +303,7 @@ pub fn enqueue_status_events(
             tenant_id,
             None,
             "campaign_status",
-            status_json(campaign_id, status, reason),
+            status_json(campaign_id, status, reason, until),
             now,
         )
     };
@@ -370,7 +399,13 @@ enum Outcome {
     Retry(String),
     /// Back to the queue without using an attempt.
     Requeue,
+    /// A first contact over the account's new-contact limit: back to the queue without using
+    /// an attempt, held until the limit resets then.
+    Hold(i64),
 }
+
+/// The reason of a recipient held by its account's new-contact limit.
+pub const HELD_NEW_CONTACT: &str = "new_contact_limit";
 
 /// The engine. Cheap to share; [`Engine::tick`] and [`Engine::run`] drive it.
 pub struct Engine {
@@ -381,7 +416,39 @@ pub struct Engine {
     events: broadcast::Sender<CampaignEvent>,
     /// Where progress and status changes are published for WebSocket and Socket.IO clients.
     live: Option<crate::live::LiveBus>,
+    /// Draws the random part of each pause between sends ([`pacing_interval_ms`]).
+    jitter: Mutex<StdRng>,
     inner: Mutex<Inner>,
+}
+
+/// How an [`Engine`] is built beyond its database, clock and sender.
+#[derive(Default)]
+#[non_exhaustive]
+pub struct EngineOptions {
+    /// Where progress and status changes are published for WebSocket and Socket.IO clients.
+    pub live: Option<crate::live::LiveBus>,
+    /// The run loop's waker (default: its own); the server shares it with the session events,
+    /// so a reach-out time-lock pauses campaigns at once.
+    pub wake: Option<Arc<Notify>>,
+    /// Seeds the pacing jitter (tests); default: seeded from the operating system.
+    pub jitter_seed: Option<u64>,
+}
+
+impl EngineOptions {
+    pub fn live(mut self, live: crate::live::LiveBus) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    pub fn wake(mut self, wake: Arc<Notify>) -> Self {
+        self.wake = Some(wake);
+        self
+    }
+
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = Some(seed);
+        self
+    }
 }
 
 #[derive(Default)]
@@ -432,14 +499,18 @@ fn to_sql_err(e: serde_json::Error) -> DbError {
 pub fn progress(c: &Conn, campaign_id: &str, now: i64) -> crate::db::DbResult<Progress> {
     let mut p = Progress::default();
     let mut stmt = c.prepare_cached(
-        "SELECT status, reason, COUNT(*) FROM campaign_recipients WHERE campaign_id = ?1 GROUP BY status, reason",
+        "SELECT status, reason, CASE WHEN next_attempt_at > ?2 THEN 1 ELSE 0 END, COUNT(*) FROM campaign_recipients
+         WHERE campaign_id = ?1 GROUP BY 1, 2, 3",
     )?;
-    let rows = stmt.query_map(params![campaign_id], |r| {
-        Ok((r.get::<String>(0)?, r.get::<Option<String>>(1)?, r.get::<i64>(2)?))
+    let rows = stmt.query_map(params![campaign_id, now], |r| {
+        Ok((r.get::<String>(0)?, r.get::<Option<String>>(1)?, r.get::<i64>(2)?, r.get::<i64>(3)?))
     })?;
     for row in rows {
-        let (status, reason, n) = row?;
+        let (status, reason, later, n) = row?;
         p.total += n;
+        if status == "pending" && later == 1 && reason.as_deref() == Some(HELD_NEW_CONTACT) {
+            p.held_new_contacts += n;
+        }
         match (status.as_str(), reason.as_deref()) {
             ("pending" | "sending", _) => p.pending += n,
             ("sent", _) => p.sent += n,
@@ -470,13 +541,26 @@ pub fn set_status(
     reason: Option<&str>,
     now: i64,
 ) -> crate::db::DbResult<Progress> {
+    set_status_until(c, tenant_id, campaign_id, status, reason, None, now)
+}
+
+/// [`set_status`] with the time a pause ends by itself (`until`, for `reachout_timelock`).
+pub fn set_status_until(
+    c: &mut Conn,
+    tenant_id: &str,
+    campaign_id: &str,
+    status: CampaignStatus,
+    reason: Option<&str>,
+    until: Option<i64>,
+    now: i64,
+) -> crate::db::DbResult<Progress> {
     let tx = c.transaction()?;
     tx.execute(
-        "UPDATE campaigns SET status = ?3, status_reason = ?4, updated_at = ?5,
+        "UPDATE campaigns SET status = ?3, status_reason = ?4, updated_at = ?5, paused_until = ?6,
            started_at = CASE WHEN ?3 = 'running' THEN COALESCE(started_at, ?5) ELSE started_at END,
            completed_at = CASE WHEN ?3 IN ('completed','cancelled') THEN ?5 ELSE completed_at END
          WHERE tenant_id = ?1 AND id = ?2",
-        params![tenant_id, campaign_id, status.as_str(), reason, now],
+        params![tenant_id, campaign_id, status.as_str(), reason, now, until],
     )?;
     if status == CampaignStatus::Cancelled {
         tx.execute(
@@ -486,7 +570,7 @@ pub fn set_status(
         )?;
     }
     let counts = progress(&tx, campaign_id, now)?;
-    enqueue_status_events(&tx, tenant_id, campaign_id, status, reason, &counts, now)?;
+    enqueue_status_events(&tx, tenant_id, campaign_id, status, reason, until, &counts, now)?;
     tx.commit()?;
     Ok(counts)
 }
@@ -503,14 +587,29 @@ impl Engine {
         sender: Arc<dyn CampaignSender>,
         live: Option<crate::live::LiveBus>,
     ) -> Arc<Self> {
+        Self::with_options(db, clock, sender, EngineOptions { live, ..EngineOptions::default() })
+    }
+
+    /// An engine with everything of [`EngineOptions`] chosen.
+    pub fn with_options(
+        db: Db,
+        clock: SharedClock,
+        sender: Arc<dyn CampaignSender>,
+        options: EngineOptions,
+    ) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
+        let jitter = match options.jitter_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => rand::make_rng(),
+        };
         Arc::new(Self {
             db,
             clock,
             sender,
-            wake: Arc::new(Notify::new()),
+            wake: options.wake.unwrap_or_default(),
             events,
-            live,
+            live: options.live,
+            jitter: Mutex::new(jitter),
             inner: Mutex::new(Inner::default()),
         })
     }
@@ -679,8 +778,10 @@ impl Engine {
                        SELECT MIN(r.next_attempt_at) AS t FROM campaign_recipients r JOIN campaigns c ON c.id = r.campaign_id
                         WHERE c.status = 'running' AND r.status = 'pending' AND r.next_attempt_at > ?1
                        UNION ALL
-                       SELECT MIN(scheduled_at) FROM campaigns WHERE status = 'scheduled') AS due",
-                    params![now],
+                       SELECT MIN(scheduled_at) FROM campaigns WHERE status = 'scheduled'
+                       UNION ALL
+                       SELECT MIN(paused_until) FROM campaigns WHERE status = 'paused' AND status_reason = ?2) AS due",
+                    params![now, timelock::REASON],
                     |r| r.get::<Option<i64>>(0),
                 )
             })
@@ -764,9 +865,11 @@ impl Engine {
                 CampaignEvent::Progress { tenant_id, campaign_id, progress } => {
                     (tenant_id, "campaign_progress", progress_json(campaign_id, progress))
                 }
-                CampaignEvent::Status { tenant_id, campaign_id, status, reason } => {
-                    (tenant_id, "campaign_status", status_json(campaign_id, *status, reason.as_deref()))
-                }
+                CampaignEvent::Status { tenant_id, campaign_id, status, reason, until } => (
+                    tenant_id,
+                    "campaign_status",
+                    status_json(campaign_id, *status, reason.as_deref(), *until),
+                ),
             };
             live.publish(tenant, None, name, data, now);
         }
@@ -836,6 +939,10 @@ impl Engine {
                 let outcome = self.attempt(camp, account, &claimed).await;
                 let after = self.clock.now_ms();
                 let requeue = matches!(outcome, Outcome::Requeue);
+                let held = match &outcome {
+                    Outcome::Hold(until) => Some(*until),
+                    _ => None,
+                };
                 if matches!(outcome, Outcome::Sent(_)) {
                     sent_today += 1;
                     let day = day_start(after);
@@ -848,8 +955,17 @@ impl Engine {
                         }
                     });
                 }
+                if let Some(until) = held {
+                    // Nothing went out: no pause; the account goes on with people it knows.
+                    self.record(camp, &claimed, outcome, after).await?;
+                    for camp in &mine {
+                        self.hold_new_contacts(camp, account, until, after).await?;
+                    }
+                    sent_one = true;
+                    break;
+                }
                 if !requeue {
-                    let random: u64 = rand::random();
+                    let random = self.jitter.lock().unwrap_or_else(|p| p.into_inner()).next_u64();
                     let t = after + pacing_interval_ms(camp.rate, camp.jitter, random);
                     self.with_inner(|i| i.next_send_at.insert(account.to_owned(), t));
                     next_wake = Some(t);
@@ -988,6 +1104,48 @@ impl Engine {
         Ok(Window::Taken)
     }
 
+    /// Holds until `until` the pending recipients of `camp` that would be first contacts of
+    /// `account`, whose new-contact limit is reached: those assigned to it and, when it is the
+    /// campaign's only account, the unassigned ones too. Notes it on the campaign.
+    async fn hold_new_contacts(
+        &self,
+        camp: &RunningCampaign,
+        account: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<(), DbError> {
+        let (tenant, id, acc) = (camp.tenant_id.clone(), camp.id.clone(), account.to_owned());
+        let only_account = i64::from(camp.accounts.len() == 1);
+        let note = format!("new-contact limit reached; first contacts resume at {until}");
+        self.db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                // Recipients are E.164 (`+` and digits); 1:1 chats are `digits@s.whatsapp.net`.
+                let held = tx.execute(
+                    "UPDATE campaign_recipients SET next_attempt_at = ?3, reason = ?4, account_id = NULL, updated_at = ?5
+                     WHERE campaign_id = ?1 AND status = 'pending' AND next_attempt_at < ?3
+                       AND (account_id = ?2 OR (account_id IS NULL AND ?6 = 1))
+                       AND NOT EXISTS (SELECT 1 FROM account_contacts k WHERE k.account_id = ?2
+                                         AND k.chat_jid = substr(campaign_recipients.phone, 2) || '@s.whatsapp.net')",
+                    params![id, acc, until, HELD_NEW_CONTACT, now, only_account],
+                )?;
+                let any: bool = tx.query_row(
+                    "SELECT EXISTS(SELECT 1 FROM campaign_recipients WHERE campaign_id = ?1 AND status = 'pending'
+                       AND reason = ?2 AND next_attempt_at > ?3)",
+                    params![id, HELD_NEW_CONTACT, now],
+                    |r| r.get(0),
+                )?;
+                if held > 0 || any {
+                    tx.execute(
+                        "UPDATE campaigns SET status_reason = ?3 WHERE tenant_id = ?1 AND id = ?2 AND status = 'running'",
+                        params![tenant, id, note],
+                    )?;
+                }
+                tx.commit()
+            })
+            .await
+    }
+
     async fn note_daily_limit(&self, camp: &RunningCampaign, reset: i64) -> Result<(), DbError> {
         let (tenant, id) = (camp.tenant_id.clone(), camp.id.clone());
         let reason = format!("daily limit reached; sending resumes at {reset}");
@@ -1034,6 +1192,7 @@ impl Engine {
                 tracing::info!(account, %reason, "account cannot send; recipient requeued");
                 Outcome::Requeue
             }
+            Err(SendError::NewContactLimit { reset_at_ms }) => Outcome::Hold(reset_at_ms),
             Err(SendError::DailyLimit { reset_at_ms }) => {
                 let reset = reset_at_ms.unwrap_or_else(|| day_start(self.clock.now_ms()) + DAY_MS);
                 self.with_inner(|i| i.limited_until.insert(account.to_owned(), reset));
@@ -1065,6 +1224,13 @@ impl Engine {
                             "UPDATE campaigns SET status_reason = NULL WHERE id = ?1 AND status_reason LIKE 'daily limit%'",
                             params![cid],
                         )?;
+                        // The note on held first contacts goes with the last of them.
+                        c.execute(
+                            "UPDATE campaigns SET status_reason = NULL WHERE id = ?1 AND status_reason LIKE 'new-contact limit%'
+                               AND NOT EXISTS (SELECT 1 FROM campaign_recipients WHERE campaign_id = ?1 AND status = 'pending'
+                                                 AND reason = ?2 AND next_attempt_at > ?3)",
+                            params![cid, HELD_NEW_CONTACT, now],
+                        )?;
                     }
                     Outcome::Failed(reason) => {
                         c.execute(
@@ -1078,6 +1244,14 @@ impl Engine {
                             "UPDATE campaign_recipients SET status = 'pending', reason = ?2, next_attempt_at = ?3, sending_since = NULL, updated_at = ?4
                              WHERE id = ?1",
                             params![id, reason, now + retry_delay_ms(attempts), now],
+                        )?;
+                    }
+                    Outcome::Hold(until) => {
+                        c.execute(
+                            "UPDATE campaign_recipients SET status = 'pending', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
+                               reason = ?3, next_attempt_at = ?2, account_id = NULL, sending_since = NULL, updated_at = ?4
+                             WHERE id = ?1",
+                            params![id, until, HELD_NEW_CONTACT, now],
                         )?;
                     }
                     Outcome::Requeue => {
@@ -1116,6 +1290,33 @@ fn housekeeping(
                 campaign_id: id,
                 status: CampaignStatus::Running,
                 reason: None,
+                until: None,
+            },
+            counts,
+        ));
+    }
+    // Campaigns paused for a reach-out time-lock resume once none of their accounts is locked
+    // (the lock ended, or WhatsApp lifted it); a lock moved later moves their end.
+    let locked: Vec<(String, String, String, Option<i64>)> = c
+        .prepare("SELECT tenant_id, id, account_ids, paused_until FROM campaigns WHERE status = 'paused' AND status_reason = ?1")?
+        .query_map(params![timelock::REASON], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    for (tenant, id, account_ids, paused_until) in locked {
+        let accounts: Vec<String> = serde_json::from_str(&account_ids).map_err(corrupt)?;
+        let until = lock_end(c, &accounts, now)?;
+        let (status, reason) = match until {
+            None => (CampaignStatus::Running, None),
+            Some(u) if Some(u) != paused_until => (CampaignStatus::Paused, Some(timelock::REASON)),
+            Some(_) => continue,
+        };
+        let counts = set_status_until(c, &tenant, &id, status, reason, until, now)?;
+        events.push((
+            CampaignEvent::Status {
+                tenant_id: tenant,
+                campaign_id: id,
+                status,
+                reason: reason.map(str::to_owned),
+                until,
             },
             counts,
         ));
@@ -1217,15 +1418,29 @@ fn housekeeping(
                 }
             }
         }
+        // No first contact while WhatsApp time-locks one of the accounts (each would be refused
+        // and count against it): the campaign waits for the lock's end.
+        let lock_until = if pause.is_none() { lock_end(c, &camp.accounts, now)? } else { None };
+        if lock_until.is_some() {
+            pause = Some(timelock::REASON.to_owned());
+        }
         if let Some(reason) = pause {
-            let counts =
-                set_status(c, &camp.tenant_id, &camp.id, CampaignStatus::Paused, Some(&reason), now)?;
+            let counts = set_status_until(
+                c,
+                &camp.tenant_id,
+                &camp.id,
+                CampaignStatus::Paused,
+                Some(&reason),
+                lock_until,
+                now,
+            )?;
             events.push((
                 CampaignEvent::Status {
                     tenant_id: camp.tenant_id.clone(),
                     campaign_id: camp.id.clone(),
                     status: CampaignStatus::Paused,
                     reason: Some(reason),
+                    until: lock_until,
                 },
                 counts,
             ));
@@ -1244,6 +1459,7 @@ fn housekeeping(
                     campaign_id: camp.id.clone(),
                     status: CampaignStatus::Completed,
                     reason: None,
+                    until: None,
                 },
                 counts,
             ));
@@ -1263,6 +1479,17 @@ fn housekeeping(
         }
     }
     Ok(Housekeeping { campaigns, accounts, events, synced })
+}
+
+/// When the last of `accounts`' reach-out time-locks in force at `now` ends, if any is.
+fn lock_end(c: &Conn, accounts: &[String], now: i64) -> Result<Option<i64>, DbError> {
+    let mut end: Option<i64> = None;
+    for a in accounts {
+        if let Some((until, _)) = timelock::in_force(c, a, now)? {
+            end = Some(end.map_or(until, |e| e.max(until)));
+        }
+    }
+    Ok(end)
 }
 
 /// What [`housekeeping`] found.

@@ -111,8 +111,12 @@ pub struct Campaign {
     pub body: String,
     pub account_ids: Vec<String>,
     pub status: CampaignStatus,
-    /// Why it is paused (e.g. the account logged out), or a note such as a reached daily limit.
+    /// Why it is paused (e.g. the account logged out, `reachout_timelock`), or a note such as
+    /// a reached daily or new-contact limit.
     pub status_reason: Option<String>,
+    /// Paused for `reachout_timelock`: when WhatsApp's lock ends and the campaign resumes by
+    /// itself (ms since epoch).
+    pub paused_until: Option<i64>,
     pub rate_per_minute: i64,
     pub jitter_pct: i64,
     pub check_numbers: bool,
@@ -129,7 +133,7 @@ pub struct Campaign {
 
 const COLUMNS: &str =
     "id, name, kind, template_id, body, account_ids, status, status_reason, rate_per_minute, jitter_pct,
-    check_numbers, max_attempts, scheduled_at, started_at, completed_at, created_at";
+    check_numbers, max_attempts, scheduled_at, started_at, completed_at, created_at, paused_until";
 
 fn from_row(r: &Row) -> crate::db::DbResult<Campaign> {
     let conv = |i: usize, e: String| crate::db::DbError::Corrupt(format!("campaign column {i}: {e}"));
@@ -152,6 +156,7 @@ fn from_row(r: &Row) -> crate::db::DbResult<Campaign> {
         started_at: r.get(13)?,
         completed_at: r.get(14)?,
         created_at: r.get(15)?,
+        paused_until: r.get(16)?,
         progress: Progress::default(),
         media: None,
     })
@@ -226,8 +231,10 @@ pub struct CreateCampaign {
     pub rate_per_minute: Option<i64>,
     /// Random extra delay between sends, in percent of the interval; default 25.
     pub jitter_pct: Option<i64>,
-    /// Check each number is on WhatsApp before sending; default false.
-    #[serde(default)]
+    /// Check each number is on WhatsApp before the first message (numbers found not on
+    /// WhatsApp are skipped, never messaged: a message to a number without WhatsApp is a
+    /// reach-out WhatsApp holds against the account); default true.
+    #[serde(default = "default_true")]
     pub check_numbers: bool,
     /// Attempts per recipient for temporary failures; default 3.
     pub max_attempts: Option<i64>,
@@ -235,6 +242,10 @@ pub struct CreateCampaign {
     pub scheduled_at: Option<i64>,
     /// `false` saves a draft to start later; default true.
     pub start: Option<bool>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -468,7 +479,7 @@ fn insert_campaign(
         }
     }
     let counts = engine::progress(&tx, &id, now)?;
-    engine::enqueue_status_events(&tx, tenant, &id, new.status, None, &counts, now)?;
+    engine::enqueue_status_events(&tx, tenant, &id, new.status, None, None, &counts, now)?;
     tx.commit()?;
     let campaign =
         load(c, tenant, &id, now)?.ok_or_else(|| crate::db::DbError::Corrupt("campaign vanished".into()))?;
@@ -824,6 +835,9 @@ pub struct Recipient {
     pub delivered_at: Option<i64>,
     pub read_at: Option<i64>,
     pub failed_at: Option<i64>,
+    /// A first contact held by the account's new-contact limit (`reason`
+    /// `new_contact_limit`): when the limit resets and it may go (ms since epoch).
+    pub held_until: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -865,6 +879,7 @@ pub async fn recipients(
         return Err(ApiError::bad("invalid_query", format!("unknown status `{s}`")));
     }
     let tenant = p.tenant_id.clone();
+    let now = st.clock.now_ms();
     let page = st
         .db
         .call(move |c| {
@@ -877,12 +892,15 @@ pub async fn recipients(
                 return Ok(None);
             }
             let mut stmt = c.prepare(
-                "SELECT id, phone, contact_id, account_id, status, reason, attempts, message_id, sent_at, delivered_at, read_at, failed_at
+                "SELECT id, phone, contact_id, account_id, status, reason, attempts, message_id, sent_at, delivered_at, read_at, failed_at,
+                   CASE WHEN status = 'pending' AND reason = ?7 AND next_attempt_at > ?6 THEN next_attempt_at END
                  FROM campaign_recipients WHERE campaign_id = ?1 AND tenant_id = ?2 AND id > ?3 AND (CAST(?4 AS TEXT) IS NULL OR status = ?4)
                  ORDER BY id LIMIT ?5",
             )?;
             let items = stmt
-                .query_map(params![id, tenant, q.after.unwrap_or(0), q.status, limit + 1], |r| {
+                .query_map(
+                    params![id, tenant, q.after.unwrap_or(0), q.status, limit + 1, now, engine::HELD_NEW_CONTACT],
+                    |r| {
                     Ok(Recipient {
                         id: r.get(0)?,
                         phone: r.get(1)?,
@@ -896,8 +914,10 @@ pub async fn recipients(
                         delivered_at: r.get(9)?,
                         read_at: r.get(10)?,
                         failed_at: r.get(11)?,
+                        held_until: r.get(12)?,
                     })
-                })?
+                    },
+                )?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Some(items))
         })
@@ -969,7 +989,7 @@ fn publish_status(st: &AppState, tenant_id: &str, camp: &Campaign, now: i64) {
             tenant_id,
             None,
             "campaign_status",
-            engine::status_json(&camp.id, camp.status, camp.status_reason.as_deref()),
+            engine::status_json(&camp.id, camp.status, camp.status_reason.as_deref(), camp.paused_until),
             now,
         )
     };

@@ -23,6 +23,9 @@ impl MessagesSender {
 fn classify(e: ApiError) -> SendError {
     match e {
         ApiError::Conflict { message, .. } => SendError::AccountUnavailable(message),
+        ApiError::RateLimited {
+            code: crate::messages::NEW_CONTACT_LIMIT_REACHED, reset_at: Some(r), ..
+        } => SendError::NewContactLimit { reset_at_ms: r },
         ApiError::RateLimited { reset_at, .. } => SendError::DailyLimit { reset_at_ms: reset_at },
         ApiError::BadRequest { message, .. } => SendError::Rejected(message),
         // Not on WhatsApp (checked since the audience was), or a first contact WhatsApp

@@ -691,6 +691,9 @@ ALTER TABLE messages ADD COLUMN edits TEXT;
 ALTER TABLE messages ADD COLUMN edited_at INTEGER;
 ALTER TABLE messages ADD COLUMN revoked_at INTEGER;
 "#,
+    // 11: sending limits (issue 16): new contacts a day, the contacts an account knows, the
+    // reach-out time-lock and a campaign's pause for it
+    crate::accounts::schema::MIGRATION_SQLITE,
 ];
 
 /// Schema version this binary writes.

@@ -287,6 +287,8 @@ ALTER TABLE messages ADD COLUMN edits TEXT COLLATE "C";
 ALTER TABLE messages ADD COLUMN edited_at BIGINT;
 ALTER TABLE messages ADD COLUMN revoked_at BIGINT;
 "#,
+    // 11: sending limits (the twin of `crate::accounts::schema::MIGRATION_SQLITE`)
+    crate::accounts::schema::MIGRATION_POSTGRES,
 ];
 
 /// An advisory-lock key so that two servers starting at once migrate one after the other.

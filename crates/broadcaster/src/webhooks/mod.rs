@@ -40,6 +40,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "message_sent",
     "campaign_status",
     "campaign_progress",
+    "reachout_timelock",
 ];
 
 // ---------------------------------------------------------------- API
