@@ -157,3 +157,81 @@ async fn a_key_the_phone_did_not_share_is_requested() {
     assert_eq!(client.chat_settings(&chat).await.unwrap().muted_until, Some(4_102_444_800_000));
     client.disconnect().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_client_continues_from_its_stored_version() {
+    let emu = emulator(154).await;
+    let me = emu.with_world(|w| w.create_account("15550015401", "Me")).unwrap();
+    let chat: Jid = "15550015402@s.whatsapp.net".parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wa.db");
+    let client = sqlite_client(&emu, &path, 1541).await;
+    let mut events = client.events();
+    pair(&emu, &client, &mut events, "15550015401").await;
+    emu.with_world(|w| w.phone_app_state_mutation(me, &[action::pin(&chat.to_string(), true, 1_000)]))
+        .unwrap();
+    next_action(&mut events, "the pin", |a| matches!(a, SyncAction::Pin { .. }).then_some(())).await;
+    client.disconnect().await;
+    drop(client);
+
+    // Changed while no client runs; a new client on the same store logs in and fetches only
+    // the patch after the version it stored (no snapshot).
+    emu.with_world(|w| {
+        w.phone_app_state_mutation(me, &[action::archive(&chat.to_string(), true, &[], 2_000)])
+    })
+    .unwrap();
+    let client = sqlite_client(&emu, &path, 1542).await;
+    let mut events = client.events();
+    client.connect().await.unwrap();
+    let from_snapshot = next_matching(&mut events, "the archive", |e| match e {
+        Event::AppState(a) if matches!(a.action, SyncAction::Archive { .. }) => Some(a.from_snapshot),
+        Event::AppStateSyncFailed { collection, error } => panic!("{collection} failed: {error}"),
+        _ => None,
+    })
+    .await;
+    assert!(!from_snapshot, "the stored state at version 1 was continued");
+    let settings = client.chat_settings(&chat).await.unwrap();
+    assert!(settings.pinned && settings.archived);
+    client.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_nobody_has_ends_in_sync_failed_without_a_loop() {
+    let emu = emulator(155).await;
+    let me = emu.with_world(|w| w.create_account("15550015501", "Me")).unwrap();
+    let chat: Jid = "15550015502@s.whatsapp.net".parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = sqlite_client(&emu, &dir.path().join("wa.db"), 1551).await;
+    let mut events = client.events();
+    pair(&emu, &client, &mut events, "15550015501").await;
+    next_matching(&mut events, "first sync", |e| {
+        matches!(e, Event::AppStateSynced { collection: Collection::RegularHigh, .. }).then_some(())
+    })
+    .await;
+
+    // A patch under a key the phone then loses: the key request is answered without it, a
+    // snapshot needs it too, and the collection is reported failed, once.
+    emu.with_world(|w| {
+        let key = w.phone_rotate_app_state_key_unshared(me);
+        w.phone_app_state_mutation(me, &[action::mute(&chat.to_string(), None, 1_000)])?;
+        assert!(w.phone_forget_app_state_key(me, &key));
+        Ok::<_, wa_emulator::ControlError>(())
+    })
+    .unwrap();
+    let failed = next_matching(&mut events, "the failure", |e| match e {
+        Event::AppStateSyncFailed { collection, error } => Some((*collection, error.clone())),
+        Event::AppState(a) => panic!("applied a patch it cannot verify: {a:?}"),
+        _ => None,
+    })
+    .await;
+    assert_eq!(failed.0, Collection::RegularHigh);
+    assert!(failed.1.contains("no app-state key"), "{}", failed.1);
+    assert_eq!(client.chat_settings(&chat).await.unwrap().muted_until, None);
+    // An explicit sync tries once more and ends (no loop): the same failure, then Ok.
+    client.sync_app_state(false).await.unwrap();
+    next_matching(&mut events, "the failure again", |e| {
+        matches!(e, Event::AppStateSyncFailed { collection: Collection::RegularHigh, .. }).then_some(())
+    })
+    .await;
+    client.disconnect().await;
+}

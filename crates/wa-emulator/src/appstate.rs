@@ -305,6 +305,20 @@ impl World {
         key.id
     }
 
+    /// Test-only misbehaviour: the phone loses a sync key (its patches stay on the server), so
+    /// a companion that asks for it gets a share without it. Returns whether it held the key.
+    pub fn phone_forget_app_state_key(&mut self, account: AccountId, key: &KeyId) -> bool {
+        let s = self.app_state_mut(account);
+        let before = s.keys.len();
+        s.keys.retain(|k| k.id != *key);
+        let mut ring = KeyRing::new();
+        for k in &s.keys {
+            ring.insert(&k.id, &k.data);
+        }
+        s.ring = ring;
+        s.keys.len() != before
+    }
+
     /// A companion's key request reached the phone: it answers with the keys it holds.
     pub(crate) fn phone_answer_key_request(&mut self, account: AccountId, device: u16, ids: &[Vec<u8>]) {
         if let Err(e) = self.phone_share_app_state_keys(account, device, Some(ids)) {

@@ -38,7 +38,10 @@ pub(crate) fn on_message(shared: &Arc<Shared>, info: &MessageInfo, message: &Mes
             Ok(n) => {
                 info!(keys = n, "app-state keys received");
                 shared.app_state.keys_arrived.notify_waiters();
-                super::spawn_sync(shared, Collection::ALL.to_vec(), false);
+                // A share without keys (the phone lacks those asked for) changes nothing.
+                if n > 0 {
+                    super::spawn_sync(shared, Collection::ALL.to_vec(), false);
+                }
             }
             Err(e) => warn!(%e, "app-state key share not stored"),
         }
