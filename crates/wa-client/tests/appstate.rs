@@ -91,6 +91,10 @@ async fn keys_arrive_after_pairing_and_both_sides_see_each_others_changes() {
     assert_eq!(bob_chat.marked_read, Some(true));
     assert!(!bob_chat.archived);
     assert_eq!(emu.with_world(|w| w.app_state_version(me, "regular_low")), 4);
+    // A label on the chat (collection `regular`) reaches the phone too.
+    client.label_chat("3", &bob, true).await.unwrap();
+    let labeled = emu.with_world(|w| w.app_state_value(me, &["label_jid", "3", &bob.to_string()]));
+    assert_eq!(labeled.unwrap().label_association_action.unwrap().labeled, Some(true));
     client.disconnect().await;
 }
 

@@ -1,4 +1,4 @@
-//! Our own app-state changes: mark a chat read, archive, pin, mute (whatsmeow `appstate.go`
+//! Our own app-state changes: mark a chat read, archive, pin, mute, label (whatsmeow `appstate.go`
 //! `sendAppState`, Baileys `chats.ts` `appPatch`).
 //!
 //! The collection is first brought up to date, the patch is encoded on the stored state
@@ -41,6 +41,12 @@ impl Client {
     /// Mutes a chat until `until_ms` (ms since the epoch), or unmutes it with `None`.
     pub async fn mute_chat(&self, chat: &Jid, until_ms: Option<i64>) -> Result<()> {
         let m = build::mute(&chat.to_non_ad().to_string(), until_ms, self.now_ms());
+        self.send_app_state(m).await
+    }
+
+    /// Adds a label (by id, as `label_edit` created it) to a chat (`labeled`) or removes it.
+    pub async fn label_chat(&self, label_id: &str, chat: &Jid, labeled: bool) -> Result<()> {
+        let m = build::label_chat(label_id, &chat.to_non_ad().to_string(), labeled, self.now_ms());
         self.send_app_state(m).await
     }
 
