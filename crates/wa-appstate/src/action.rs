@@ -578,3 +578,55 @@ pub fn label_message(
         },
     )
 }
+
+/// Names a contact in the address book (what the phone writes when a contact is saved).
+pub fn contact(jid: &str, full_name: &str, first_name: Option<&str>, timestamp_ms: i64) -> MutationInput {
+    input(
+        Collection::CriticalUnblockLow,
+        vec!["contact".into(), jid.into()],
+        2,
+        timestamp_ms,
+        SyncActionValue {
+            contact_action: Some(sav::ContactAction {
+                full_name: Some(full_name.into()),
+                first_name: first_name.map(str::to_owned),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+}
+
+/// Sets our own push name.
+pub fn push_name(name: &str, timestamp_ms: i64) -> MutationInput {
+    input(
+        Collection::CriticalBlock,
+        vec!["setting_pushName".into()],
+        1,
+        timestamp_ms,
+        SyncActionValue {
+            push_name_setting: Some(sav::PushNameSetting { name: Some(name.into()) }),
+            ..Default::default()
+        },
+    )
+}
+
+/// Stars or unstars a message.
+pub fn star(message: &MessageRef, starred: bool, timestamp_ms: i64) -> MutationInput {
+    input(
+        Collection::RegularHigh,
+        vec![
+            "star".into(),
+            message.chat.clone(),
+            message.id.clone(),
+            if message.from_me { "1" } else { "0" }.into(),
+            message.participant.clone().unwrap_or_else(|| "0".into()),
+        ],
+        2,
+        timestamp_ms,
+        SyncActionValue {
+            star_action: Some(sav::StarAction { starred: Some(starred) }),
+            ..Default::default()
+        },
+    )
+}

@@ -351,6 +351,7 @@ impl ClientBuilder {
                 version: Mutex::new(version),
                 available: std::sync::atomic::AtomicBool::new(false),
                 issuing: Default::default(),
+                app_state: Default::default(),
             }),
         })
     }
@@ -411,6 +412,8 @@ pub(crate) struct Shared {
     pub available: std::sync::atomic::AtomicBool,
     /// Contacts our privacy token is being issued to.
     pub issuing: crate::privacy_token::Issuing,
+    /// App-state sync: one sync or send at a time, and the key-share wake-up.
+    pub app_state: crate::appstate::SyncState,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1082,6 +1085,9 @@ impl Session {
         let (jid, lid) = shared.own_ids()?;
         info!(%jid, "logged in");
         shared.emit(Event::Connected { jid, lid });
+        // Catch up with changes made while we were away (whatsmeow fetches app state on
+        // connect; without the phone's keys this waits for its key share).
+        crate::appstate::spawn_sync(shared.clone(), wa_appstate::Collection::ALL.to_vec(), false);
         Ok(())
     }
 
@@ -1111,6 +1117,15 @@ impl Session {
                     }
                 }
                 "dirty" => {
+                    // App state changed while we were away (Baileys `messages-recv.ts`
+                    // `handleDirty`... and whatsmeow `handleIB` fetch it on this bit).
+                    if child.opt_attr_str("type").as_deref() == Some("syncd_app_state") {
+                        crate::appstate::spawn_sync(
+                            self.shared.clone(),
+                            wa_appstate::Collection::ALL.to_vec(),
+                            false,
+                        );
+                    }
                     let clean = Node::new("iq")
                         .attr("xmlns", "urn:xmpp:whatsapp:dirty")
                         .attr("type", "set")

@@ -110,6 +110,17 @@ pub enum Error {
     /// [`crate::ClientBuilder::push_name`] (whatsmeow refuses the same way, `ErrNoPushName`).
     #[error("no push name to send with the presence (set ClientBuilder::push_name)")]
     NoPushName,
+    /// App-state sync failed: a MAC or LTHash mismatch, a missing key, a malformed patch.
+    #[error("app state: {0}")]
+    AppState(#[from] wa_appstate::AppStateError),
+    /// The server refused an app-state patch or fetch for a collection (`<error code>`).
+    #[error("app state {collection}: the server answered {code}")]
+    AppStateRefused {
+        /// The collection.
+        collection: String,
+        /// The error code (409: the patch was built on a stale version).
+        code: String,
+    },
 }
 
 /// The client's result type.

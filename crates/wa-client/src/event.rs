@@ -120,11 +120,29 @@ pub enum Event {
         /// Every device of the account, the phone first.
         devices: Vec<Jid>,
     },
-    /// App-state collections changed on the server (another device wrote to them). Fetching
-    /// them is the application's business; the client keeps no app state.
+    /// App-state collections changed on the server (another device wrote to them); the
+    /// client fetches them, and each change follows as [`Event::AppState`].
     AppStateChanged {
         /// Each changed collection with its new version.
         collections: Vec<AppStateVersion>,
+    },
+    /// One app-state change, applied and stored: a contact's name, a chat archived, pinned,
+    /// muted or marked read, a message starred, a label, a setting.
+    AppState(Arc<crate::appstate::AppStateEvent>),
+    /// A collection is up to date at `version`.
+    AppStateSynced {
+        /// The collection.
+        collection: crate::appstate::Collection,
+        /// The version reached.
+        version: u64,
+    },
+    /// A collection could not be synced even after a full resync and a key request; its
+    /// stored state is the last one that verified. The next `server_sync` tries again.
+    AppStateSyncFailed {
+        /// The collection.
+        collection: crate::appstate::Collection,
+        /// What failed last.
+        error: String,
     },
     /// A contact's (or our own) profile picture changed.
     Picture(PictureEvent),

@@ -19,6 +19,7 @@
 //! ```
 
 mod account_sync;
+pub mod appstate;
 mod call;
 mod client;
 mod conn;

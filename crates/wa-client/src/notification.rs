@@ -91,8 +91,8 @@ pub(crate) async fn handle_notification(shared: &Arc<Shared>, conn: &Connection,
         }
         "account_sync" => crate::account_sync::handle(shared, &node).await?,
         "server_sync" => {
-            // whatsmeow fetches the collections here (`handleAppStateNotification`); we keep no
-            // app state, so naming them is the whole application.
+            // Another device wrote to these collections: fetch them (whatsmeow
+            // `notification.go` `handleAppStateNotification`, Baileys `messages-recv.ts`).
             let collections = node
                 .children_by_tag("collection")
                 .filter_map(|c| {
@@ -100,10 +100,15 @@ pub(crate) async fn handle_notification(shared: &Arc<Shared>, conn: &Connection,
                     Some(AppStateVersion { name, version: c.opt_attr_str("version")?.parse().ok()? })
                 })
                 .collect::<Vec<_>>();
+            let known: Vec<wa_appstate::Collection> =
+                collections.iter().filter_map(|c| c.name.parse().ok()).collect();
             if collections.is_empty() {
                 warn!("server_sync notification names no usable collection");
             } else {
                 shared.emit(Event::AppStateChanged { collections });
+            }
+            if !known.is_empty() {
+                crate::appstate::spawn_sync(shared.clone(), known, false);
             }
         }
         "picture" => picture(shared, &node),

@@ -401,6 +401,7 @@ pub(crate) async fn handle_message(shared: &Arc<Shared>, conn: &Connection, node
             let (chat, sender, id) = (info.chat.to_string(), info.sender.to_string(), info.id.clone());
             crate::history::on_message(shared, &info, &message);
             crate::peer::on_message(shared, &info, &message);
+            crate::appstate::on_message(shared, &info, &message);
             shared.emit(Event::Message(Arc::new(MessageEvent {
                 info,
                 message: *message,

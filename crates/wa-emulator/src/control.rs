@@ -50,6 +50,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/control/phones/{pn}/picture", post(picture))
         .route("/control/phones/{pn}/about", post(about))
         .route("/control/phones/{pn}/app-state", post(app_state))
+        .route("/control/phones/{pn}/app-state/action", post(app_state_action))
         .route("/control/phones/{pn}/call", post(call))
         .route("/control/phones/{pn}/end-call", post(end_call))
         .route("/control/phones/{pn}/send-phone-only", post(send_phone_only))
@@ -390,6 +391,45 @@ async fn app_state(
     let versions = w.phone_change_app_state(a, &names)?;
     let versions: Vec<_> = versions.into_iter().map(|(n, v)| json!({"name": n, "version": v})).collect();
     Ok(Json(json!({ "collections": versions })))
+}
+
+/// One change the phone makes to its app state (see `appstate`).
+#[derive(Deserialize)]
+struct AppStateAction {
+    /// `archive`, `pin`, `mute`, `mark_read` or `contact`.
+    action: String,
+    /// The chat (or, for `contact`, the contact's JID).
+    chat: String,
+    /// On or off (archived, pinned, muted, read); ignored by `contact`.
+    #[serde(default)]
+    value: bool,
+    /// `mute`: until when (ms since the epoch; absent: always).
+    until_ms: Option<i64>,
+    /// `contact`: the full name.
+    name: Option<String>,
+}
+
+async fn app_state_action(
+    State(s): State<Arc<Shared>>,
+    Path(pn): Path<String>,
+    Json(b): Json<AppStateAction>,
+) -> ApiResult {
+    use wa_appstate::action as build;
+    let mut w = s.world();
+    let a = w.account_by_pn(&pn)?;
+    let now_ms = i64::try_from(w.now()).unwrap_or(i64::MAX).saturating_mul(1000);
+    let chat = b.chat.as_str();
+    let m = match b.action.as_str() {
+        "archive" => build::archive(chat, b.value, &[], now_ms),
+        "pin" => build::pin(chat, b.value, now_ms),
+        "mute" => build::mute(chat, b.value.then_some(b.until_ms.unwrap_or(-1)), now_ms),
+        "mark_read" => build::mark_read(chat, b.value, &[], now_ms),
+        "contact" => build::contact(chat, b.name.as_deref().unwrap_or_default(), None, now_ms),
+        other => return Err(ControlError::BadAppState(format!("unknown action {other:?}")).into()),
+    };
+    let collection = m.collection.as_str();
+    let version = w.phone_app_state_mutation(a, &[m])?;
+    Ok(Json(json!({ "collection": collection, "version": version })))
 }
 
 #[derive(Deserialize)]

@@ -60,7 +60,7 @@ impl World {
             ("urn:xmpp:whatsapp:dirty", "clean") => Some(self.on_clean(conn, &iq)),
             ("w:g2", _) => Some(self.on_group_iq(conn, &iq)),
             ("md", "remove-companion-device") => self.on_remove_companion(conn, &iq),
-            ("w:sync:app:state", "sync") => Some(self.on_app_state_sync(&iq)),
+            ("w:sync:app:state", "sync") => logged_in.map(|d| self.on_app_state_sync(d, &iq)),
             ("w:stats", _) | ("status", _) | ("w:profile:picture", _) => Some(self.iq_result(&iq)),
             _ => {
                 tracing::warn!(conn, xmlns, child = first, "unsupported iq answered with 501");

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use rand_core::Rng;
 use wa_binary::{Jid, Node, Server};
 
-use crate::world::{AccountId, ControlError, DeviceAddr, World, server_jid};
+use crate::world::{AccountId, DeviceAddr, World};
 
 /// Length of a trusted-contact bucket: a phone issues its token to a contact again once per
 /// bucket (whatsmeow `tctoken.go` `tcTokenBucketDuration`, the AB prop `tctoken_duration`).
@@ -50,32 +50,6 @@ impl World {
         let own = self.user_jid(account, Server::Pn);
         let note = self.notification("account_sync", own, vec![list]);
         self.deliver_to_companions(account, &note);
-    }
-
-    /// The account's phone changed app state (settings, contacts, chats): every companion gets
-    /// `<notification type="server_sync"><collection name version/>…</notification>` naming
-    /// the collections and their new versions (whatsmeow `notification.go`
-    /// `handleAppStateNotification`, Baileys `messages-recv.ts` `server_sync`).
-    pub fn phone_change_app_state(
-        &mut self,
-        account: AccountId,
-        collections: &[&str],
-    ) -> Result<Vec<(String, u64)>, ControlError> {
-        if let Some(bad) = collections.iter().find(|c| !APP_STATE_COLLECTIONS.contains(c)) {
-            return Err(ControlError::UnknownCollection((*bad).to_owned()));
-        }
-        let versions = self.traffic.app_state.entry(account).or_default();
-        let mut changed = Vec::new();
-        for &c in collections {
-            let v = versions.entry(c.to_owned()).or_insert(0);
-            *v += 1;
-            changed.push((c.to_owned(), *v));
-        }
-        let children =
-            changed.iter().map(|(c, v)| Node::new("collection").attr("name", c.as_str()).attr("version", *v));
-        let note = self.notification("server_sync", server_jid(), children.collect());
-        self.deliver_to_companions(account, &note);
-        Ok(changed)
     }
 
     /// The account's phone set (`Some` returns the new picture id) or removed its profile
@@ -134,7 +108,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::testutil::{add_companion, login, of, sent, world};
-    use crate::world::attr;
+    use crate::world::{ControlError, attr};
 
     #[test]
     fn removing_a_companion_tells_the_others_the_new_device_list() {

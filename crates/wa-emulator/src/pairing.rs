@@ -230,6 +230,11 @@ impl World {
             self.device_list_changed(addr.account, crate::device_list::DeviceChange::Added(addr.device, k));
         }
         self.notify_own_devices(addr.account);
+        // The phone hands the new companion its app-state keys at once; the peer message waits
+        // in the offline queue for the companion's first login (see `appstate`).
+        if let Err(e) = self.phone_share_app_state_keys(addr.account, addr.device, None) {
+            tracing::warn!(error = %e, "phone could not share its app-state keys");
+        }
         if let Some(reg) = self.conns.get_mut(&conn).and_then(|c| c.registration.take()) {
             for r in reg.refs {
                 self.refs.remove(&r);

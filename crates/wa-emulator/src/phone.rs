@@ -485,6 +485,11 @@ impl World {
         };
         let (kind, text) = result.as_ref().map(describe).unwrap_or(("undecryptable".into(), None));
         let peer_request = result.as_ref().and_then(crate::resend::peer_request_of);
+        let key_request: Option<Vec<Vec<u8>>> = result
+            .as_ref()
+            .and_then(|m| m.protocol_message.as_ref())
+            .and_then(|p| p.app_state_sync_key_request.as_ref())
+            .map(|r| r.key_ids.iter().filter_map(|k| k.key_id.clone()).collect());
         // The inbox is a log of every message that arrived, repeats under the same id included
         // (a real phone shows one copy per message key; tests count distinct ids for that).
         if kind == "skdm" && error.is_none() {
@@ -526,6 +531,11 @@ impl World {
         }
         if let Some(request) = peer_request.filter(|_| at.device == 0) {
             self.phone_answer_peer_request(account, sender, &id, &request);
+        }
+        if let Some(ids) =
+            key_request.filter(|_| at.device == 0 && sender.account == account && sender.device != 0)
+        {
+            self.phone_answer_key_request(account, sender.device, &ids);
         }
     }
 

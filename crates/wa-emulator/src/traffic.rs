@@ -21,8 +21,8 @@ pub(crate) struct Traffic {
     pub phone_media: HashMap<(AccountId, String), wa_proto::Message>,
     /// Re-uploads phones made for media retries.
     pub reuploads: u64,
-    /// App-state collection versions per account.
-    pub app_state: HashMap<AccountId, BTreeMap<String, u64>>,
+    /// Each account's app state: the phone's keys, the server's patches (see `appstate`).
+    pub app_state: HashMap<AccountId, crate::appstate::AccountAppState>,
     /// When a phone last issued a trusted-contact token to a contact: (issuer, contact) → t.
     pub tokens_issued: HashMap<(AccountId, AccountId), u64>,
     /// Pairs of accounts that exchanged a direct message (smaller id first).

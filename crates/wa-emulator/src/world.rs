@@ -338,6 +338,12 @@ pub enum WorldEvent {
     /// A phone answered a placeholder resend request for message `id` from its companion
     /// `device` (`found`: it had the message).
     PlaceholderResent { pn: String, device: u16, id: String, found: bool },
+    /// A phone shared `keys` app-state sync keys with its companion `device`.
+    AppStateKeysShared { pn: String, device: u16, keys: usize },
+    /// The server stored a companion's app-state patch at `version`.
+    AppStatePatchAccepted { pn: String, device: u16, collection: String, version: u64 },
+    /// The server refused a companion's app-state patch (`code` 409: built on a stale version).
+    AppStatePatchRefused { pn: String, device: u16, collection: String, code: u16 },
 }
 
 /// Emulator-wide behaviour switches and counters.
@@ -436,6 +442,9 @@ pub enum ControlError {
     /// Not an app-state collection name.
     #[error("no app-state collection {0:?}")]
     UnknownCollection(String),
+    /// An app-state change could not be encoded.
+    #[error("app-state change refused: {0}")]
+    BadAppState(String),
     /// No call with this id is ringing.
     #[error("no call {0:?} is ringing")]
     UnknownCall(String),

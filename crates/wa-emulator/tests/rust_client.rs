@@ -324,13 +324,15 @@ async fn handshake_pair_login_and_post_login_iqs() {
     let active = c.iq("passive", "set", "4", vec![Node::new("active")]).await;
     assert_eq!(active.attr_str("type").unwrap(), "result");
     // Activation: edge routing, a preview of the queue (the device list notification the
-    // pairing queued), the queue, then the end-of-queue marker.
+    // pairing queued and the phone's app-state key share), the queue, then the end-of-queue
+    // marker.
     let routing = c.recv().await.unwrap();
     assert!(routing.child_path(&["edge_routing", "routing_info"]).is_some(), "{routing:?}");
     let preview = c.recv().await.unwrap();
     let preview = preview.child("offline_preview").unwrap();
-    assert_eq!(preview.attr_str("count").unwrap(), "1");
+    assert_eq!(preview.attr_str("count").unwrap(), "2");
     assert_eq!(preview.attr_str("notification").unwrap(), "1");
+    assert_eq!(preview.attr_str("message").unwrap(), "1");
     let sync = c.recv().await.unwrap();
     assert_eq!(
         (sync.tag.as_str(), sync.attr_str("type").unwrap().as_ref()),
@@ -347,9 +349,27 @@ async fn handshake_pair_login_and_post_login_iqs() {
             .attr("type", "account_sync"),
     )
     .await;
+    // The phone's key share: a peer message from device 0 (not decrypted here).
+    let keys = c.recv().await.unwrap();
+    assert_eq!(
+        (
+            keys.tag.as_str(),
+            keys.attr_str("category").unwrap().as_ref(),
+            keys.attr_str("type").unwrap().as_ref()
+        ),
+        ("message", "peer", "protocol")
+    );
+    assert_eq!(keys.attr_jid("from").unwrap().device(), 0);
+    c.send(
+        &Node::new("ack")
+            .attr("class", "message")
+            .attr("id", keys.attr_str("id").unwrap().as_ref())
+            .attr("to", keys.attr_jid("from").unwrap()),
+    )
+    .await;
     let offline = c.recv().await.unwrap();
     assert_eq!(offline.tag, "ib");
-    assert_eq!(offline.child("offline").unwrap().attr_str("count").unwrap(), "1");
+    assert_eq!(offline.child("offline").unwrap().attr_str("count").unwrap(), "2");
     let digest = c.iq("encrypt", "get", "5", vec![Node::new("digest")]).await;
     assert!(digest.child("digest").is_some());
     let ping = c.iq("w:p", "get", "6", vec![Node::new("ping")]).await;
@@ -698,4 +718,38 @@ async fn reachout_model_is_configured_through_the_control_api() {
         (state["restricted"].clone(), state["timelock"].clone()),
         (false.into(), serde_json::Value::Null)
     );
+}
+
+/// `/control/phones/{pn}/app-state/action`: the phone makes a real app-state change (a
+/// patch under its key) over HTTP; an unknown action is a 400.
+#[tokio::test]
+async fn app_state_actions_are_made_through_the_control_api() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn post(emu: &EmulatorHandle, body: &str) -> (String, serde_json::Value) {
+        let mut s = TcpStream::connect(emu.local_addr()).await.unwrap();
+        let req = format!(
+            "POST /control/phones/{PN}/app-state/action HTTP/1.1\r\nHost: emu\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut resp = String::new();
+        tokio::time::timeout(T, s.read_to_string(&mut resp)).await.unwrap().unwrap();
+        let status = resp.split("\r\n").next().unwrap().to_owned();
+        (status, serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap()).unwrap())
+    }
+    let emu = emulator().await;
+    let chat = "15550002222@s.whatsapp.net";
+    let (status, r) =
+        post(&emu, &format!(r#"{{"action": "archive", "chat": "{chat}", "value": true}}"#)).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(r, serde_json::json!({"collection": "regular_low", "version": 1}));
+    let (_, r) = post(&emu, &format!(r#"{{"action": "contact", "chat": "{chat}", "name": "Ana"}}"#)).await;
+    assert_eq!(r, serde_json::json!({"collection": "critical_unblock_low", "version": 1}));
+    let archived = emu.with_world(|w| {
+        let a = w.account_by_pn(PN).unwrap();
+        w.app_state_value(a, &["archive", chat]).and_then(|v| v.archive_chat_action).and_then(|a| a.archived)
+    });
+    assert_eq!(archived, Some(true));
+    let (status, _) = post(&emu, &format!(r#"{{"action": "explode", "chat": "{chat}"}}"#)).await;
+    assert!(status.starts_with("HTTP/1.1 400"), "{status}");
 }

@@ -184,6 +184,20 @@ pub trait AppStateStore {
         collection: &str,
         index_macs: &[Vec<u8>],
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Every app-state sync key with its id.
+    fn app_state_sync_keys(&self) -> impl Future<Output = Result<Vec<(Vec<u8>, AppStateSyncKey)>>> + Send;
+    /// Every `(index MAC, value MAC)` pair of a collection, ordered by index MAC.
+    fn app_state_macs(
+        &self,
+        collection: &str,
+    ) -> impl Future<Output = Result<Vec<(Vec<u8>, Vec<u8>)>>> + Send;
+    /// The value last applied at an index of a collection (see
+    /// [`Transaction::put_app_state_value`]).
+    fn app_state_value(
+        &self,
+        collection: &str,
+        index: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
 }
 
 /// LID <-> phone-number mappings (user parts, e.g. `123456` and `5511999999999`).
@@ -281,6 +295,14 @@ const PK_FRESH: i64 = 0;
 const PK_UPLOADED: i64 = 1;
 const PK_CONSUMED: i64 = 2;
 
+/// App-state values live beside the MACs, in a scope of their own per collection, so a
+/// collection's reset drops both and a patch writes both in one transaction.
+fn values_scope(collection: &str) -> String {
+    format!("{collection}/values")
+}
+fn values_key(collection: &str, index: &str) -> RowKey {
+    RowKey::new(values_scope(collection), index)
+}
 fn rk(key: impl Into<String>) -> RowKey {
     RowKey::new("", key)
 }
@@ -389,6 +411,25 @@ impl Transaction {
         for index in index_macs {
             self.delete(Table::AppStateMacs, RowKey::new(collection, hex::encode(index)));
         }
+        self
+    }
+    /// Buffers keeping the value now live at an app-state index (the index JSON), so the
+    /// effect of a patch (a chat archived, a contact's name) commits with its MACs.
+    pub fn put_app_state_value(&mut self, collection: &str, index: &str, value: &[u8]) -> &mut Self {
+        self.put(Table::AppStateMacs, values_key(collection, index), value.to_vec(), 0, None);
+        self
+    }
+    /// Buffers forgetting the value at an app-state index (a REMOVE).
+    pub fn delete_app_state_value(&mut self, collection: &str, index: &str) -> &mut Self {
+        self.delete(Table::AppStateMacs, values_key(collection, index));
+        self
+    }
+    /// Buffers forgetting a collection entirely (version, MACs and values), as before a
+    /// snapshot replaces it.
+    pub fn reset_app_state(&mut self, collection: &str) -> &mut Self {
+        self.delete(Table::AppStateVersions, rk(collection));
+        self.delete_scope(Table::AppStateMacs, collection.to_owned());
+        self.delete_scope(Table::AppStateMacs, values_scope(collection));
         self
     }
     /// Buffers keeping a sent message.
@@ -684,10 +725,33 @@ impl AppStateStore for DeviceStore {
     }
     async fn reset_app_state(&self, collection: &str) -> Result<()> {
         self.write(|t| {
-            t.delete(Table::AppStateVersions, rk(collection));
-            t.delete_scope(Table::AppStateMacs, collection.to_owned());
+            t.reset_app_state(collection);
         })
         .await
+    }
+    async fn app_state_sync_keys(&self) -> Result<Vec<(Vec<u8>, AppStateSyncKey)>> {
+        let rows = self.scan_rows(Table::AppStateKeys, Scan::default()).await?;
+        rows.into_iter()
+            .map(|r| {
+                let id =
+                    hex::decode(&r.id.key).map_err(|_| corrupt(Table::AppStateKeys, "key id is not hex"))?;
+                Ok((id, AppStateSyncKey::decode(&r.value, Table::AppStateKeys.name())?))
+            })
+            .collect()
+    }
+    async fn app_state_macs(&self, collection: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let scan = Scan { scope: Some(collection.to_owned()), ..Default::default() };
+        let rows = self.scan_rows(Table::AppStateMacs, scan).await?;
+        rows.into_iter()
+            .map(|r| {
+                let index = hex::decode(&r.id.key)
+                    .map_err(|_| corrupt(Table::AppStateMacs, "index MAC is not hex"))?;
+                Ok((index, r.value))
+            })
+            .collect()
+    }
+    async fn app_state_value(&self, collection: &str, index: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_row(Table::AppStateMacs, values_key(collection, index)).await?.map(|r| r.value))
     }
     async fn put_mutation_macs(&self, collection: &str, macs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         self.write(|t| {
