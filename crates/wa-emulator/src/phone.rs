@@ -539,7 +539,7 @@ impl World {
         self.phone_send_receipt(account, ids, "played")
     }
 
-    fn inbox_message(&self, account: AccountId, id: &str) -> Result<InboxMessage, ControlError> {
+    pub(crate) fn inbox_message(&self, account: AccountId, id: &str) -> Result<InboxMessage, ControlError> {
         self.accounts[account]
             .phone
             .inbox
