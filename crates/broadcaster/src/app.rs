@@ -38,7 +38,7 @@ use crate::{accounts, compat, emulator_api, live_ws, messages, metrics, tenants,
     components(schemas(
         crate::outbox::EventEnvelope, crate::live::LiveEvent,
         crate::webhooks::AutoReplyBody, crate::webhooks::AutoReply,
-        crate::messages::updates::MessageUpdateEvent,
+        crate::messages::updates::MessageUpdateEvent, crate::messages::polls::PollVoteEvent,
     )),
     modifiers(&SecurityAddon)
 )]
@@ -169,6 +169,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/api/v1/webhooks/deliveries/{id}/replay", post(webhooks::replay))
         .merge(crate::campaigns::routes(send_body_limit))
+        .merge(crate::groups::http::routes())
         .merge(crate::dashboard::routes())
         .merge(crate::api_docs::routes())
         .fallback(not_found)

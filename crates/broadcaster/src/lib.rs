@@ -23,6 +23,7 @@ pub mod dashboard;
 pub mod db;
 pub mod emulator_api;
 pub mod error;
+pub mod groups;
 pub mod live;
 pub mod live_socketio;
 pub mod live_ws;

@@ -14,7 +14,7 @@ pub const LIVE_CAPACITY: usize = 4096;
 pub struct LiveEvent {
     /// `qr_code`, `pairing_code`, `connection_update`, `incoming_message`, `message_sent`,
     /// `message_status_update`, `message_reaction`, `message_edited`, `message_revoked` (`data`:
-    /// `MessageUpdateEvent`), `campaign_status` (`data`:
+    /// `MessageUpdateEvent`), `poll_vote` (`data`: `PollVoteEvent`), `campaign_status` (`data`:
     /// `CampaignStatusData`), `campaign_progress` (`data`: `CampaignProgressData`).
     pub event: String,
     #[serde(skip)]

@@ -226,6 +226,18 @@ pub fn apply_incoming(
             (target_id, Some("incoming"), Action::Edit(text.clone().unwrap_or_default()))
         }
         Some(MessageDetail::Revoke { target_id }) => (target_id, Some("incoming"), Action::Revoke),
+        // A vote updates its poll's results.
+        Some(MessageDetail::PollVote(v)) => {
+            use super::polls::VoteOutcome;
+            return Ok(Some(match super::polls::record_vote(c, tenant_id, account_id, v, &actor)? {
+                VoteOutcome::Recorded(name, data) => Some((name, data)),
+                VoteOutcome::Repeat | VoteOutcome::UnknownPoll => None,
+                VoteOutcome::Invalid(why) => {
+                    tracing::warn!(poll = %v.target_id, %why, "a poll vote was not recorded");
+                    None
+                }
+            }));
+        }
         _ => return Ok(None),
     };
     apply(c, tenant_id, account_id, target, direction, &actor, &action).map(Some)
