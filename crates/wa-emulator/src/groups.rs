@@ -340,8 +340,8 @@ impl World {
         let code = attr(invite, "code");
         let found = self.groups.values().find(|g| g.invite_code == code).map(|g| g.id.clone());
         let Some(gid) = found else {
-            let revoked = !code.is_empty()
-                && self.groups.values().any(|g| g.revoked_invite_codes.iter().any(|c| *c == code));
+            let revoked =
+                !code.is_empty() && self.groups.values().any(|g| g.revoked_invite_codes.contains(&code));
             return if revoked {
                 self.iq_error(iq, 410, "gone")
             } else {
