@@ -398,8 +398,9 @@ fn check_time_zone(tz: &str) -> Result<String, ApiError> {
     }
 }
 
+/// [`E164::parse`] with the API's error (400 `invalid_phone`).
 pub fn parse_phone(input: &str) -> Result<E164, ApiError> {
-    E164::parse(input).map_err(|e| ApiError::bad("invalid_phone", format!("invalid phone number: {e}")))
+    Ok(E164::parse(input)?)
 }
 
 #[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts", request_body = CreateAccount,

@@ -3,6 +3,7 @@
 //! instead of on each path.
 
 use utoipa::OpenApi as _;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, ResponseBuilder};
 
 /// What every endpoint shares, in the document's description (Markdown).
@@ -84,10 +85,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
     utoipa_swagger_ui::SwaggerUi::new(DOCS_PATH).config(config).into()
 }
 
-/// The complete document: [`crate::app::ApiDoc`], the campaign and group APIs, with the shared error
+/// The complete document: [`ApiDoc`], the campaign and group APIs, with the shared error
 /// responses on every path.
 pub fn openapi() -> OpenApi {
-    let mut doc = crate::app::ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi()
         .merge_from(crate::campaigns::CampaignsApi::openapi())
         .merge_from(crate::groups::http::GroupsApi::openapi());
     doc.info.description = Some(API_GUIDE.to_owned());
@@ -119,6 +120,54 @@ fn add_shared_errors(doc: &mut OpenApi) {
                 error("`unsupported_media_type`: the body is not of a type this endpoint reads").into()
             });
         }
+    }
+}
+
+/// The annotated paths and shared schemas (the campaign API is merged in [`openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Broadcaster API", description = "Connect WhatsApp accounts; send, track and receive messages."),
+    paths(
+        crate::ops::healthz, crate::ops::readyz,
+        crate::tenants::create_tenant, crate::tenants::list_tenants,
+        crate::tenants::create_key, crate::tenants::list_keys, crate::tenants::revoke_key,
+        crate::accounts::create, crate::accounts::list, crate::accounts::get, crate::accounts::update, crate::accounts::delete,
+        crate::accounts::activity, crate::accounts::connect, crate::accounts::disconnect, crate::accounts::logout,
+        crate::webhooks::create, crate::webhooks::list, crate::webhooks::delete, crate::webhooks::deliveries, crate::webhooks::replay,
+        crate::messages::send, crate::messages::history, crate::messages::get_message, crate::messages::download_media,
+        crate::messages::check_numbers,
+        crate::messages::actions::react, crate::messages::actions::edit, crate::messages::actions::revoke, crate::messages::actions::read,
+        crate::messages::actions::set_chat_state,
+        crate::bulk::bulk_send,
+        crate::ops::metrics, crate::accounts::qr, crate::live_ws::events_ws,
+        crate::emulator_api::scan, crate::emulator_api::enter_code, crate::emulator_api::create_phone, crate::emulator_api::phone_send,
+        crate::emulator_api::phone_inbox, crate::emulator_api::phone_read,
+        crate::compat::start_session, crate::compat::sessions, crate::compat::session, crate::compat::session_qr, crate::compat::send_message,
+        crate::compat::delete_session,
+        crate::chats::http::list,
+    ),
+    components(schemas(
+        crate::outbox::EventEnvelope, crate::live::LiveEvent,
+        crate::webhooks::AutoReplyBody, crate::webhooks::AutoReply,
+        crate::messages::updates::MessageUpdateEvent, crate::messages::polls::PollVoteEvent,
+    )),
+    modifiers(&SecurityAddon)
+)]
+pub struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "x_api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
     }
 }
 

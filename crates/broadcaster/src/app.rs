@@ -1,99 +1,14 @@
-//! The HTTP router, health endpoints and the OpenAPI document.
+//! The HTTP router: every route, the fallbacks and the layers around them.
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
-use utoipa::OpenApi;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{accounts, compat, emulator_api, live_ws, messages, metrics, tenants, webhooks};
-
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "Broadcaster API", description = "Connect WhatsApp accounts; send, track and receive messages."),
-    paths(
-        healthz, readyz,
-        tenants::create_tenant, tenants::list_tenants,
-        tenants::create_key, tenants::list_keys, tenants::revoke_key,
-        accounts::create, accounts::list, accounts::get, accounts::update, accounts::delete,
-        accounts::activity, accounts::connect, accounts::disconnect, accounts::logout,
-        webhooks::create, webhooks::list, webhooks::delete, webhooks::deliveries, webhooks::replay,
-        messages::send, messages::history, messages::get_message, messages::download_media,
-        messages::check_numbers,
-        messages::actions::react, messages::actions::edit, messages::actions::revoke, messages::actions::read,
-        messages::actions::set_chat_state,
-        crate::bulk::bulk_send,
-        metrics::metrics, accounts::qr, live_ws::events_ws,
-        emulator_api::scan, emulator_api::enter_code, emulator_api::create_phone, emulator_api::phone_send,
-        emulator_api::phone_inbox, emulator_api::phone_read,
-        compat::start_session, compat::sessions, compat::session, compat::session_qr, compat::send_message,
-        compat::delete_session,
-        crate::chats::http::list,
-    ),
-    components(schemas(
-        crate::outbox::EventEnvelope, crate::live::LiveEvent,
-        crate::webhooks::AutoReplyBody, crate::webhooks::AutoReply,
-        crate::messages::updates::MessageUpdateEvent, crate::messages::polls::PollVoteEvent,
-    )),
-    modifiers(&SecurityAddon)
-)]
-pub struct ApiDoc;
-
-struct SecurityAddon;
-
-impl utoipa::Modify for SecurityAddon {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-        components.add_security_scheme(
-            "x_api_key",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
-        );
-    }
-}
-
-/// Liveness: the process is serving.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "alive")))]
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
-}
-
-/// `/readyz`: the server can serve, and which WhatsApp Web version its sessions report.
-#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct Ready {
-    /// Always `ready` (a server that is not answers 503).
-    pub status: String,
-    /// The WhatsApp Web version the sessions report now, e.g. `2.3000.1045649367` (absent
-    /// without a WhatsApp runtime).
-    pub wa_version: Option<String>,
-    /// Where it came from: `configured` (`--wa-version`), `fetched` (`auto`, from sw.js) or
-    /// `built_in` (`auto` before or without a successful fetch).
-    pub wa_version_source: Option<String>,
-}
-
-/// Readiness: the database answers.
-#[utoipa::path(get, path = "/readyz", tag = "ops",
-    responses((status = 200, description = "ready", body = Ready), (status = 503, body = crate::error::ErrorBody)))]
-pub async fn readyz(State(st): State<AppState>) -> Result<Json<Ready>, ApiError> {
-    st.db
-        .call(|c| c.query_row("SELECT 1", [], |r| r.get::<i64>(0)))
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("database not ready: {e}")))?;
-    let in_use = st.wa_version.as_ref().map(|v| v.in_use());
-    Ok(Json(Ready {
-        status: "ready".into(),
-        wa_version: in_use.map(|(v, _)| wa_client::version::format_app_version(v)),
-        wa_version_source: in_use.map(|(_, s)| s.as_str().to_owned()),
-    }))
-}
+use crate::{accounts, compat, emulator_api, live_ws, messages, ops, tenants, webhooks};
 
 async fn openapi_json() -> impl IntoResponse {
     Json(crate::api_docs::openapi())
@@ -120,8 +35,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         // A browser opening the server's address lands on the dashboard.
         .route("/", get(|| async { axum::response::Redirect::temporary("/dashboard") }))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .route("/openapi.json", get(openapi_json))
         .route("/api/v1/tenants", post(tenants::create_tenant).get(tenants::list_tenants))
         .route("/api/v1/keys", post(tenants::create_key).get(tenants::list_keys))
@@ -132,7 +47,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/accounts/{id}/connect", post(accounts::connect))
         .route("/api/v1/accounts/{id}/disconnect", post(accounts::disconnect))
         .route("/api/v1/accounts/{id}/logout", post(accounts::logout))
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", get(ops::metrics))
         .route("/api/v1/accounts/{id}/qr", get(accounts::qr))
         .route("/api/v1/whatsapp/start-session", post(compat::start_session))
         .route("/api/v1/whatsapp/sessions", get(compat::sessions))
@@ -176,5 +91,6 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(crate::body_limit::max(max_body_bytes))
         .layer(crate::live_socketio::layer(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::live_socketio::limit_new_sessions))
         .with_state(state)
 }

@@ -130,8 +130,27 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let key = presented_key(parts).ok_or(ApiError::Unauthorized)?;
-        authenticate(state, key).await
+        authenticate_from(state, key, crate::access::client_ip(parts)).await
     }
+}
+
+/// [`authenticate`] for a request from `client`: a client with too many failed authentications
+/// gets 429 `auth_throttled` (with `Retry-After`) before its key is looked at, and an unknown key
+/// counts as a failure (see [`crate::access::AddressBuckets`]).
+pub async fn authenticate_from(
+    state: &AppState,
+    key: &str,
+    client: Option<std::net::IpAddr>,
+) -> Result<Principal, ApiError> {
+    let throttle = &state.access.auth_failures;
+    if let Some(ip) = client {
+        throttle.check(ip, state.clock.now_ms()).map_err(|secs| throttle.auth_error(secs))?;
+    }
+    let r = authenticate(state, key).await;
+    if let (Some(ip), Err(ApiError::Unauthorized)) = (client, &r) {
+        throttle.take(ip, state.clock.now_ms());
+    }
+    r
 }
 
 /// The principal of a clear-text API key (checked by hash), after the per-key rate limit.

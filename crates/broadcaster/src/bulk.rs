@@ -64,9 +64,7 @@ const TICK_BATCH: usize = 100;
 pub const NOT_RUNNING_RETRY_MS: i64 = 5_000;
 /// Claims of one message at most; then it fails (its account never came back).
 pub const MAX_ATTEMPTS: i64 = 120;
-/// How long the request that wrote a single send owns it before [`tick`] may send it again
-/// (it was dropped without recording an outcome). Longer than any send takes.
-pub const SINGLE_SEND_LEASE_MS: i64 = 600_000;
+pub use crate::messages::SINGLE_SEND_LEASE_MS;
 /// The failure reason of a single send that was not sent within the configured age.
 pub const EXPIRED: &str = "expired";
 /// The failure reason of a queued send whose account is logged out.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::webhooks::RetryPolicy;
+use crate::webhooks::retry::RetryPolicy;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -24,7 +24,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
         DATABASE_URL           postgres://user:password@host:port/db to keep the server's own database\n                         \
         in PostgreSQL instead of the embedded SQLite file in the data dir.\n  \
         BROADCASTER_AUTH_STORE_URL  connection URL of the WhatsApp auth store when --auth-store is\n                         \
-        postgres (postgres://user:pass@host/db) or mongodb (mongodb://host:27017/).\n\n\
+        postgres (postgres://user:pass@host/db) or mongodb (mongodb://host:27017/).\n  \
+        BROADCASTER_METRICS_TOKEN  a token that may read /metrics (Authorization: Bearer), for a\n                         \
+        Prometheus scraper that should hold no API key.\n\n\
         Test only (never set in production): BROADCASTER_TEST_LOOPBACK_TARGETS=any|PORT[,PORT…] lets\n\
         webhooks and media URLs reach 127.0.0.1/::1 on those ports, which the SSRF policy refuses\n\
         otherwise; private ranges and the metadata address stay refused.\n\n\
@@ -35,7 +37,8 @@ pub struct Cli {
     /// webhook_max_attempts, webhook_base_delay_ms, webhook_max_delay_ms, webhook_timeout_secs, log,
     /// emulator, rate_limit_per_minute, media_max_bytes, auth_store, auth_store_database,
     /// emulator_url, emulator_root_key, emulator_media_ca, pending_send_max_age_secs, wa_version,
-    /// wa_version_url, outbound_ca_file).
+    /// wa_version_url, outbound_ca_file, outbound_allow, metrics_public, header_read_timeout_secs,
+    /// max_connections, max_connections_per_ip, auth_failures_per_minute).
     #[arg(long, short = 'c', env = "BROADCASTER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -116,6 +119,29 @@ pub struct Cli {
     /// the Mozilla roots (e.g. your company's internal CA).
     #[arg(long, env = "BROADCASTER_OUTBOUND_CA_FILE", value_name = "FILE")]
     pub outbound_ca_file: Option<PathBuf>,
+    /// Non-public address ranges webhooks and media URLs may reach anyway, e.g. an internal
+    /// webhook receiver: `10.0.0.0/8,fd00::/8,192.168.1.5`. Everything not public is refused
+    /// otherwise (loopback, private, link-local, CGNAT, the cloud metadata address) [default: none].
+    #[arg(long, env = "BROADCASTER_OUTBOUND_ALLOW", value_name = "CIDR,…", value_delimiter = ',')]
+    pub outbound_allow: Vec<String>,
+    /// Serve `/metrics` to anyone who can reach the listen address. Without it `/metrics` needs
+    /// an admin key or the token in BROADCASTER_METRICS_TOKEN (its counts span every tenant).
+    #[arg(long, env = "BROADCASTER_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+    /// Seconds a client has to send a request's headers; a connection that sends them slower
+    /// (or stays silent) is closed [default: 10].
+    #[arg(long, env = "BROADCASTER_HEADER_READ_TIMEOUT_SECS", value_name = "SECS")]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Open client connections at most; more wait in the listen backlog [default: 1024].
+    #[arg(long, env = "BROADCASTER_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Open connections at most per client address; more are closed at once [default: 256].
+    #[arg(long, env = "BROADCASTER_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Failed authentications (unknown or revoked keys) per client address and minute before it
+    /// gets 429 with Retry-After; 0 disables the throttle [default: 30].
+    #[arg(long, env = "BROADCASTER_AUTH_FAILURES_PER_MINUTE", value_name = "N")]
+    pub auth_failures_per_minute: Option<u32>,
 }
 
 /// Which WhatsApp Web version the accounts report (`--wa-version`).
@@ -219,6 +245,12 @@ struct FileConfig {
     wa_version: Option<String>,
     wa_version_url: Option<String>,
     outbound_ca_file: Option<PathBuf>,
+    outbound_allow: Option<Vec<String>>,
+    metrics_public: Option<bool>,
+    header_read_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    auth_failures_per_minute: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -256,7 +288,34 @@ pub struct Config {
     pub database_url: Option<DatabaseUrl>,
     /// The outbound HTTP client: extra CA, and the test-only loopback allowance.
     pub outbound: crate::outbound::OutboundConfig,
+    /// Who may read `/metrics`.
+    pub metrics_access: crate::access::MetricsAccess,
+    /// Connection limits of the listener.
+    pub connections: ConnectionLimits,
+    /// Failed authentications per client address and minute (0: unlimited).
+    pub auth_failures_per_minute: u32,
 }
+
+/// How many connections the server holds and how long a client may take to send headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            max_connections_per_ip: 256,
+        }
+    }
+}
+
+/// The environment variable of the `/metrics` scrape token (a secret: never a flag or file key).
+pub const METRICS_TOKEN_VAR: &str = "BROADCASTER_METRICS_TOKEN";
 
 /// A PostgreSQL URL (validated); its `Debug` hides it, as it may hold a password.
 #[derive(Clone, PartialEq, Eq)]
@@ -375,9 +434,22 @@ impl Config {
                 Some(pem)
             }
         };
+        let allow = if cli.outbound_allow.is_empty() {
+            file.outbound_allow.unwrap_or_default()
+        } else {
+            cli.outbound_allow
+        };
+        let allow = allow
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().map_err(|e: crate::outbound::guard::IpNetError| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::Invalid("outbound_allow", e))?;
         let outbound = crate::outbound::OutboundConfig {
             extra_ca_pem,
             test_loopback: parse_test_loopback(env(TEST_LOOPBACK_TARGETS_VAR).as_deref())?,
+            allow,
         };
         // A CA file that does not parse stops the start here, not at the first webhook.
         crate::outbound::OutboundClient::new(&outbound)
@@ -396,7 +468,48 @@ impl Config {
             cli.wa_version.or(file.wa_version),
             cli.wa_version_url.or(file.wa_version_url),
         )?;
+        let metrics_access = match env(METRICS_TOKEN_VAR)
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+        {
+            _ if cli.metrics_public || file.metrics_public.unwrap_or(false) => {
+                crate::access::MetricsAccess::Public
+            }
+            Some(t) if t.len() < 16 => {
+                return Err(ConfigError::Invalid(METRICS_TOKEN_VAR, "must be at least 16 characters".into()));
+            }
+            Some(t) => crate::access::MetricsAccess::AdminKeyOrToken(t),
+            None => crate::access::MetricsAccess::AdminKey,
+        };
+        let defaults = ConnectionLimits::default();
+        let connections = ConnectionLimits {
+            header_read_timeout: cli
+                .header_read_timeout_secs
+                .or(file.header_read_timeout_secs)
+                .map_or(defaults.header_read_timeout, Duration::from_secs),
+            max_connections: cli.max_connections.or(file.max_connections).unwrap_or(defaults.max_connections),
+            max_connections_per_ip: cli
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(defaults.max_connections_per_ip),
+        };
+        if connections.header_read_timeout.is_zero() {
+            return Err(ConfigError::Invalid("header_read_timeout_secs", "must be at least 1".into()));
+        }
+        if !(1..=1_000_000).contains(&connections.max_connections) || connections.max_connections_per_ip == 0
+        {
+            return Err(ConfigError::Invalid(
+                "max_connections",
+                "max_connections must be 1 to 1000000 and max_connections_per_ip at least 1".into(),
+            ));
+        }
         Ok(Self {
+            metrics_access,
+            connections,
+            auth_failures_per_minute: cli
+                .auth_failures_per_minute
+                .or(file.auth_failures_per_minute)
+                .unwrap_or(crate::access::DEFAULT_AUTH_FAILURES_PER_MINUTE),
             wa_version,
             outbound,
             database_url,
@@ -776,6 +889,28 @@ mod tests {
     }
 
     #[test]
+    fn the_outbound_allow_list_comes_from_flags_or_the_file_and_must_parse() {
+        let c = Config::resolve_with_env(Cli::default(), |_| None).unwrap();
+        assert!(c.outbound.allow.is_empty(), "nothing private is allowed by default");
+        let cli = Cli { outbound_allow: vec!["10.0.0.0/8".into(), " fd00::/8".into()], ..Cli::default() };
+        let c = Config::resolve_with_env(cli, |_| None).unwrap();
+        assert_eq!(
+            c.outbound.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["10.0.0.0/8", "fd00::/8"]
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, "outbound_allow = [\"192.168.1.5\"]\n").unwrap();
+        let c = Config::resolve_with_env(Cli { config: Some(path), ..Cli::default() }, |_| None).unwrap();
+        assert_eq!(c.outbound.allow.len(), 1);
+        for bad in ["0.0.0.0/0", "intranet"] {
+            let cli = Cli { outbound_allow: vec![bad.into()], ..Cli::default() };
+            let err = Config::resolve_with_env(cli, |_| None).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid("outbound_allow", _)), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn a_bad_outbound_ca_file_stops_the_start() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.pem");
@@ -807,6 +942,13 @@ mod tests {
             "--wa-version-url",
             "--outbound-ca-file",
             "BROADCASTER_TEST_LOOPBACK_TARGETS",
+            "--outbound-allow",
+            "--metrics-public",
+            "BROADCASTER_METRICS_TOKEN",
+            "--header-read-timeout-secs",
+            "--max-connections",
+            "--max-connections-per-ip",
+            "--auth-failures-per-minute",
         ] {
             assert!(help.contains(needle), "help lacks {needle}");
         }

@@ -95,6 +95,26 @@ impl From<DbError> for ApiError {
     }
 }
 
+/// A phone number that is not one: 400 `invalid_phone`, saying what is wrong.
+impl From<crate::phone::PhoneError> for ApiError {
+    fn from(e: crate::phone::PhoneError) -> Self {
+        Self::bad("invalid_phone", format!("invalid phone number: {e}"))
+    }
+}
+
+/// A media URL that gave no file: 422 `url_refused` (SSRF policy, bad URL), 413
+/// `media_too_large`, 422 `media_fetch_failed` otherwise.
+impl From<crate::outbound::fetch::MediaFetchError> for ApiError {
+    fn from(e: crate::outbound::fetch::MediaFetchError) -> Self {
+        use crate::outbound::fetch::MediaFetchError as E;
+        match e {
+            E::Refused(_) => Self::unprocessable("url_refused", e.to_string()),
+            E::TooLarge { .. } => Self::TooLarge { code: "media_too_large", message: e.to_string() },
+            E::Failed(_) => Self::unprocessable("media_fetch_failed", e.to_string()),
+        }
+    }
+}
+
 /// A malformed or oversized multipart body: 413 when it exceeds the route's limit, else 400
 /// `invalid_multipart` with what is wrong.
 impl From<axum::extract::multipart::MultipartError> for ApiError {

@@ -6,6 +6,7 @@
 //! [`webhooks`] (API + delivery worker), [`outbox`] (events written with state changes),
 //! [`runtime`] (the seam to live WhatsApp sessions), [`app`] (router and OpenAPI).
 
+pub mod access;
 pub mod account_state;
 pub mod accounts;
 pub mod api_docs;
@@ -24,11 +25,13 @@ pub mod db;
 pub mod emulator_api;
 pub mod error;
 pub mod groups;
+pub mod http_listener;
 pub mod live;
 pub mod live_socketio;
 pub mod live_ws;
 pub mod messages;
 pub mod metrics;
+pub mod ops;
 pub mod outbound;
 pub mod outbox;
 pub mod phone;
@@ -211,6 +214,18 @@ pub async fn build_server_with_clock(
             crate::config::TEST_LOOPBACK_TARGETS_VAR
         );
     }
+    if !config.outbound.allow.is_empty() {
+        let ranges: Vec<String> = config.outbound.allow.iter().map(ToString::to_string).collect();
+        tracing::warn!(
+            ranges = %ranges.join(","),
+            "outbound allow-list: webhooks and media URLs may reach these non-public ranges"
+        );
+    }
+    state.access = Arc::new(crate::access::Access {
+        metrics: config.metrics_access.clone(),
+        auth_failures: crate::access::AddressBuckets::new(config.auth_failures_per_minute),
+        ..Default::default()
+    });
     state.limits = Arc::new(Limits {
         fetch: FetchPolicy { max_bytes: config.media_max_bytes, ..FetchPolicy::default() },
         requests_per_minute: config.rate_limit_per_minute,
@@ -374,7 +389,7 @@ pub async fn serve_with(
     let stopping = state.stopping.clone();
     let app = app::router(state, config.max_body_bytes).layer(axum::Extension(waker));
     tracing::info!(addr = %listener.local_addr()?, "broadcaster listening");
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = http_listener::serve(listener, app, config.connections, async move {
         shutdown.await;
         tracing::info!("shutting down: draining requests");
         let _ = stop_tx.send(true);
@@ -382,7 +397,7 @@ pub async fn serve_with(
     let mut drain_rx = stop_rx;
     let timeout = config.shutdown_timeout;
     tokio::select! {
-        r = std::future::IntoFuture::into_future(server) => r?,
+        r = server => r?,
         _ = async {
             let _ = drain_rx.wait_for(|s| *s).await;
             tokio::time::sleep(timeout).await;

@@ -9,7 +9,12 @@
 //! - after connecting: `socket.emit('authenticate', { apiKey })`, answered with `authenticated`
 //!   (or `unauthorized`).
 //!
-//! Nothing is delivered before authentication. An authenticated socket receives every event of its
+//! Nothing is delivered before authentication, and an unauthenticated session is cheap and
+//! short-lived: new sessions are limited per client address (429 past
+//! [`crate::access::DEFAULT_SOCKETIO_SESSIONS_PER_MINUTE`] a minute), a session must join the
+//! namespace within [`NAMESPACE_CONNECT_TIMEOUT`] and authenticate within
+//! [`AUTHENTICATE_TIMEOUT`] or it is closed. Revoking the key closes its sockets.
+//! An authenticated socket receives every event of its
 //! key's tenant; after `subscribe_channel` `{ channelId }` (an account id of that tenant) only the
 //! events of the subscribed channels (`unsubscribe_channel` undoes it). Events published after the
 //! `authenticated` / `subscribed` answer are never missed; a socket that falls too far behind gets
@@ -29,6 +34,11 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -37,7 +47,8 @@ use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler as _;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::auth::{Permission, Principal, authenticate, request_key};
+use crate::access::client_ip;
+use crate::auth::{Permission, Principal, authenticate_from, request_key};
 use crate::error::ApiError;
 use crate::live::LiveEvent;
 use crate::state::AppState;
@@ -95,9 +106,14 @@ fn lock(f: &SharedFilter) -> std::sync::MutexGuard<'_, Filter> {
     f.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// How long a new engine.io session may take to join the namespace (a client does it at once).
+pub const NAMESPACE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a socket may stay connected without a valid key.
+pub const AUTHENTICATE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Builds the Socket.IO layer (serves `/socket.io/`, passes every other request through).
 pub fn layer(state: AppState) -> socketioxide::layer::SocketIoLayer {
-    let (layer, io) = SocketIo::builder().build_layer();
+    let (layer, io) = SocketIo::builder().connect_timeout(NAMESPACE_CONNECT_TIMEOUT).build_layer();
     let on_connect = {
         let st = state.clone();
         move |s: SocketRef| connected(s, st.clone())
@@ -119,7 +135,8 @@ async fn handshake(s: SocketRef, st: AppState, auth: Option<KeyPayload>) -> Resu
         .or_else(|| request_key(parts).map(str::to_owned))
         .or_else(|| query_key(parts.uri.query()));
     let Some(key) = key else { return Ok(()) };
-    let p = principal(&st, &key).await.map_err(|e| SocketAuthError::Refused(e.to_string()))?;
+    let client = client_ip(parts);
+    let p = principal(&st, &key, client).await.map_err(|e| SocketAuthError::Refused(e.to_string()))?;
     s.extensions.insert(p);
     Ok(())
 }
@@ -128,8 +145,39 @@ fn query_key(query: Option<&str>) -> Option<String> {
     query?.split('&').find_map(|kv| kv.strip_prefix("api_key=")).filter(|k| !k.is_empty()).map(str::to_owned)
 }
 
-async fn principal(st: &AppState, key: &str) -> Result<Principal, ApiError> {
-    let p = authenticate(st, key).await?;
+/// Middleware before the Socket.IO layer: a request that opens a new engine.io session (no
+/// `sid`) takes one of its client address's session tokens, or is answered 429.
+pub async fn limit_new_sessions(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let new_session = req.uri().path().starts_with("/socket.io")
+        && !req.uri().query().unwrap_or_default().split('&').any(|kv| kv.starts_with("sid="));
+    if new_session
+        && let Some(ip) =
+            req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())
+    {
+        let (buckets, now) = (&st.access.socketio_sessions, st.clock.now_ms());
+        if let Err(retry_after_secs) = buckets.check(ip, now) {
+            return ApiError::RateLimited {
+                code: "too_many_sessions",
+                message: format!(
+                    "too many new Socket.IO sessions from this address (at most {} a minute); retry in {retry_after_secs} s",
+                    buckets.per_minute()
+                ),
+                retry_after_secs,
+                reset_at: None,
+            }
+            .into_response();
+        }
+        buckets.take(ip, now);
+    }
+    next.run(req).await
+}
+
+async fn principal(
+    st: &AppState,
+    key: &str,
+    client: Option<std::net::IpAddr>,
+) -> Result<Principal, ApiError> {
+    let p = authenticate_from(st, key, client).await?;
     p.require(Permission::Read)?;
     Ok(p)
 }
@@ -138,7 +186,7 @@ async fn connected(s: SocketRef, st: AppState) {
     let filter: SharedFilter = Arc::default();
     // Subscribe before anything is answered, so nothing published after an answer is missed.
     let rx = st.live.subscribe();
-    let forwarder = tokio::spawn(forward(s.clone(), rx, filter.clone()));
+    let forwarder = tokio::spawn(forward(s.clone(), rx, filter.clone(), st.access.clone()));
     let abort = forwarder.abort_handle();
     s.on_disconnect(move || {
         abort.abort();
@@ -156,7 +204,7 @@ async fn connected(s: SocketRef, st: AppState) {
             async move {
                 let answer = match d.ok().and_then(KeyPayload::into_key) {
                     None => Err(ApiError::Unauthorized),
-                    Some(key) => principal(&st, &key).await,
+                    Some(key) => principal(&st, &key, client_ip(s.req_parts())).await,
                 };
                 let (event, body) = match answer {
                     Ok(p) => {
@@ -234,9 +282,46 @@ fn error_body(e: &ApiError) -> Value {
     json!({ "code": e.code(), "message": e.to_string() })
 }
 
-async fn forward(s: SocketRef, mut rx: tokio::sync::broadcast::Receiver<LiveEvent>, filter: SharedFilter) {
+/// Forwards the bus to the socket; disconnects it when its key is revoked, or when it has not
+/// authenticated within [`AUTHENTICATE_TIMEOUT`].
+async fn forward(
+    s: SocketRef,
+    mut rx: tokio::sync::broadcast::Receiver<LiveEvent>,
+    filter: SharedFilter,
+    access: Arc<crate::access::Access>,
+) {
+    let mut revoked = access.revocations.watch();
+    let deadline = tokio::time::sleep(AUTHENTICATE_TIMEOUT);
+    tokio::pin!(deadline);
+    let (mut authenticated_once, mut watching) = (false, true);
     loop {
-        let sent = match rx.recv().await {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            changed = revoked.changed(), if watching => {
+                // The sender lives as long as the server's state; stop watching if it is gone.
+                watching = changed.is_ok();
+                let key = lock(&filter).principal.as_ref().map(|p| p.key_id.clone());
+                if key.is_some_and(|k| revoked.borrow_and_update().contains(&k)) {
+                    let _ = s.emit("unauthorized", &json!({ "code": "key_revoked", "message": "api key revoked" }));
+                    let _ = s.clone().disconnect();
+                    return;
+                }
+                continue;
+            }
+            () = &mut deadline, if !authenticated_once => {
+                if lock(&filter).principal.is_none() {
+                    let _ = s.emit("unauthorized", &json!({
+                        "code": "authentication_timeout",
+                        "message": "no valid API key within the time allowed",
+                    }));
+                    let _ = s.clone().disconnect();
+                    return;
+                }
+                authenticated_once = true;
+                continue;
+            }
+        };
+        let sent = match ev {
             Ok(ev) => {
                 if !lock(&filter).admits(&ev) {
                     continue;

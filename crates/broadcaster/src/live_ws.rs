@@ -4,9 +4,10 @@
 //!
 //! The first frame is `{"event":"ready"}`, sent once the subscription is active (nothing that
 //! happens after it is missed). A subscriber that falls too far behind gets
-//! `{"event":"lagged","data":{"missed":N}}` and should re-read history.
+//! `{"event":"lagged","data":{"missed":N}}` and should re-read history. Revoking the key closes
+//! the socket (close code 1008, reason `api key revoked`).
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::response::Response;
@@ -14,7 +15,8 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::IntoParams;
 
-use crate::auth::{Permission, Principal, authenticate, request_key};
+use crate::access::ClientIp;
+use crate::auth::{Permission, Principal, authenticate_from, request_key};
 use crate::error::{ApiError, ApiQuery};
 use crate::state::AppState;
 
@@ -37,15 +39,17 @@ pub async fn events_ws(
     ApiQuery(q): ApiQuery<WsQuery>,
     ws: WsUpgrade,
     KeyFromHeaders(header_key): KeyFromHeaders,
+    ClientIp(client): ClientIp,
 ) -> Result<Response, ApiError> {
     let key = header_key.or(q.api_key).ok_or(ApiError::Unauthorized)?;
-    let p = authenticate(&st, &key).await?;
+    let p = authenticate_from(&st, &key, client).await?;
     p.require(Permission::Read)?;
     if let Some(acc) = &q.account_id {
         crate::accounts::require_in_tenant(&st, p.tenant_id.clone(), acc.clone()).await?;
     }
     let rx = st.live.subscribe();
-    Ok(ws.0.on_upgrade(move |socket| stream(socket, rx, p, q.account_id)))
+    let access = st.access.clone();
+    Ok(ws.0.on_upgrade(move |socket| stream(socket, rx, p, q.account_id, access)))
 }
 
 async fn stream(
@@ -53,12 +57,21 @@ async fn stream(
     mut rx: tokio::sync::broadcast::Receiver<crate::live::LiveEvent>,
     p: Principal,
     account: Option<String>,
+    access: std::sync::Arc<crate::access::Access>,
 ) {
     if socket.send(Message::Text(r#"{"event":"ready"}"#.into())).await.is_err() {
         return;
     }
+    let revoked = access.revocations.revoked(&p.key_id);
+    tokio::pin!(revoked);
     loop {
         tokio::select! {
+            () = &mut revoked => {
+                // 1008: policy violation (RFC 6455); the key no longer grants this stream.
+                let frame = CloseFrame { code: 1008, reason: "api key revoked".into() };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                break;
+            }
             ev = rx.recv() => {
                 let text = match ev {
                     Ok(ev) => {

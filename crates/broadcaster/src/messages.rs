@@ -28,6 +28,11 @@ pub mod polls;
 pub mod updates;
 use crate::state::AppState;
 
+/// How long the request that wrote a single send owns its row before the bulk sender's `tick`
+/// may send it again (the request was dropped without recording an outcome). Longer than any
+/// send takes.
+pub const SINGLE_SEND_LEASE_MS: i64 = 600_000;
+
 /// Longest text body accepted.
 pub const MAX_TEXT_CHARS: usize = 65_536;
 /// Most numbers in one is-on-WhatsApp request.
@@ -247,7 +252,7 @@ pub fn parse_recipient(input: &str) -> Result<Recipient, ApiError> {
         }
         return Ok(Recipient { to: input.to_owned(), chat: input.to_owned() });
     }
-    let e164 = crate::accounts::parse_phone(input)?;
+    let e164 = crate::phone::E164::parse(input)?;
     Ok(Recipient { to: e164.digits().to_owned(), chat: format!("{}@s.whatsapp.net", e164.digits()) })
 }
 
@@ -387,7 +392,7 @@ pub async fn send_message_as(
     // A send under the server's own id is leased to this request and resumed by the queue
     // runner if the request never records an outcome (crash); a caller with its own id (the
     // campaign engine) resumes its sends itself.
-    let lease = wa_message_id.is_none().then_some(now + crate::bulk::SINGLE_SEND_LEASE_MS);
+    let lease = wa_message_id.is_none().then_some(now + SINGLE_SEND_LEASE_MS);
     let (t, a, i, chat, w) =
         (tenant_id.to_owned(), account_id.to_owned(), id.clone(), recipient.chat.clone(), wa_id.clone());
     let (admission, quoted_wa) = st
@@ -1231,17 +1236,61 @@ pub async fn download_media(
         }
         (None, None) => return Err(ApiError::NotFound("media")),
     };
-    let mimetype = mimetype.unwrap_or_else(|| "application/octet-stream".into());
-    let mut resp = ([(header::CONTENT_TYPE, mimetype)], data).into_response();
-    if let Some(f) = file_name
-        && let Ok(v) = header::HeaderValue::from_str(&format!(
-            "attachment; filename=\"{}\"",
-            f.chars().filter(|c| (c.is_ascii_graphic() && *c != '"') || *c == ' ').collect::<String>()
-        ))
-    {
-        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    Ok((media_headers(mimetype.as_deref(), file_name.as_deref()), data).into_response())
+}
+
+/// Media types a browser may show inline on our origin: images, video and audio it renders
+/// itself, none able to run script (SVG can, so it is not here).
+const INLINE_MEDIA_TYPES: &[&str] = &[
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/webp",
+    "video/mp4",
+    "video/3gpp",
+    "video/webm",
+    "video/quicktime",
+    "audio/ogg",
+    "audio/mpeg",
+    "audio/mp4",
+    "audio/aac",
+    "audio/amr",
+    "audio/webm",
+    "audio/wav",
+];
+
+/// The headers of a media download. The type is the sender's, so anything but a safe image,
+/// video or audio type is an attachment (an HTML file must not render on the dashboard's
+/// origin), and `nosniff` stops the browser from guessing a different type from the bytes.
+pub fn media_headers(mimetype: Option<&str>, file_name: Option<&str>) -> header::HeaderMap {
+    let mut h = header::HeaderMap::new();
+    let content_type = mimetype
+        .and_then(|m| header::HeaderValue::from_str(m).ok())
+        .unwrap_or(header::HeaderValue::from_static("application/octet-stream"));
+    let essence = content_type
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let inline = INLINE_MEDIA_TYPES.contains(&essence.as_str());
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    let name: Option<String> = file_name.map(|f| {
+        f.chars().filter(|c| (c.is_ascii_graphic() && !matches!(c, '"' | '\\')) || *c == ' ').collect()
+    });
+    // A named file (a document) downloads under its name, whatever its type.
+    let disposition = match (inline, name.filter(|n| !n.trim().is_empty())) {
+        (true, None) => None,
+        (false, None) => Some("attachment".to_owned()),
+        (_, Some(n)) => Some(format!("attachment; filename=\"{n}\"")),
+    };
+    if let Some(v) = disposition.and_then(|d| header::HeaderValue::from_str(&d).ok()) {
+        h.insert(header::CONTENT_DISPOSITION, v);
     }
-    Ok(resp)
+    h
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -1289,7 +1338,7 @@ pub async fn check_numbers(
         ));
     }
     let parsed: Vec<Result<String, ApiError>> =
-        req.phones.iter().map(|p| crate::accounts::parse_phone(p).map(|e| e.digits().to_owned())).collect();
+        req.phones.iter().map(|p| Ok(crate::phone::E164::parse(p)?.digits().to_owned())).collect();
     let mut digits: Vec<String> = parsed.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
     digits.sort_unstable();
     digits.dedup();
@@ -1358,6 +1407,33 @@ fn number_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_downloads_render_inline_only_for_safe_types() {
+        let h = |m: Option<&str>, f: Option<&str>| {
+            let h = media_headers(m, f);
+            assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+            (
+                h[header::CONTENT_TYPE].to_str().unwrap().to_owned(),
+                h.get(header::CONTENT_DISPOSITION).map(|v| v.to_str().unwrap().to_owned()),
+            )
+        };
+        assert_eq!(h(Some("image/jpeg"), None), ("image/jpeg".into(), None));
+        assert_eq!(h(Some("audio/ogg; codecs=opus"), None).1, None);
+        assert_eq!(h(Some("VIDEO/MP4"), None).1, None);
+        for unsafe_type in
+            ["text/html", "image/svg+xml", "application/xhtml+xml", "application/pdf", "text/javascript"]
+        {
+            assert_eq!(h(Some(unsafe_type), None), (unsafe_type.into(), Some("attachment".into())));
+        }
+        assert_eq!(h(None, None), ("application/octet-stream".into(), Some("attachment".into())));
+        assert_eq!(h(Some("bad\nvalue"), None).0, "application/octet-stream");
+        assert_eq!(
+            h(Some("text/html"), Some("a\"b\\c.html")).1.as_deref(),
+            Some("attachment; filename=\"abc.html\"")
+        );
+        assert_eq!(h(Some("image/png"), Some("x.png")).1.as_deref(), Some("attachment; filename=\"x.png\""));
+    }
 
     #[test]
     fn recipients_are_normalised_or_refused() {

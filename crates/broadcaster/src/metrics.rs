@@ -1,16 +1,12 @@
-//! Prometheus text exposition at `/metrics`: gauges read from the database at scrape time
-//! (sessions by state, messages by status, webhook queue depth) plus process counters.
+//! Prometheus text exposition (served at `/metrics` by [`crate::ops`]): gauges read from the
+//! database at scrape time (sessions by state, messages by status, webhook queue depth) plus
+//! process counters.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
-
 use crate::account_state::AccountState;
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::db::{Conn, DbResult};
 
 /// Counters the process increments as things happen.
 #[derive(Debug, Default)]
@@ -26,29 +22,38 @@ impl Metrics {
     }
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "ops",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let (states, statuses, queue) = st
-        .db
-        .call(|c| {
-            let states: Vec<(String, i64)> = c
-                .prepare("SELECT state, COUNT(*) FROM accounts GROUP BY state")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            let statuses: Vec<(String, String, i64)> = c
-                .prepare("SELECT direction, status, COUNT(*) FROM messages GROUP BY direction, status")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, _>>()?;
-            let queue: Vec<(String, i64)> = c
-                .prepare(
-                    "SELECT status, COUNT(*) FROM webhook_outbox WHERE status != 'delivered' GROUP BY status",
-                )?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            Ok((states, statuses, queue))
-        })
-        .await?;
+/// The gauges read from the database at scrape time.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// Accounts by state.
+    states: Vec<(String, i64)>,
+    /// Messages by direction and status.
+    statuses: Vec<(String, String, i64)>,
+    /// Undelivered webhook deliveries by status.
+    queue: Vec<(String, i64)>,
+}
+
+/// Reads the gauges (one connection, three grouped counts).
+pub fn read_gauges(c: &mut Conn) -> DbResult<Gauges> {
+    let states: Vec<(String, i64)> = c
+        .prepare("SELECT state, COUNT(*) FROM accounts GROUP BY state")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let statuses: Vec<(String, String, i64)> = c
+        .prepare("SELECT direction, status, COUNT(*) FROM messages GROUP BY direction, status")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let queue: Vec<(String, i64)> = c
+        .prepare("SELECT status, COUNT(*) FROM webhook_outbox WHERE status != 'delivered' GROUP BY status")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(Gauges { states, statuses, queue })
+}
+
+/// The Prometheus text document for `gauges`, the WhatsApp Web version in use (the version and
+/// where it came from) and the counters.
+pub fn render(gauges: &Gauges, wa_version: Option<(&str, &str)>, m: &Metrics) -> String {
+    let Gauges { states, statuses, queue } = gauges;
     let mut out = String::with_capacity(2048);
     out.push_str(
         "# HELP broadcaster_sessions Accounts by connection state.\n# TYPE broadcaster_sessions gauge\n",
@@ -58,7 +63,7 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
         let _ = writeln!(out, "broadcaster_sessions{{state=\"{}\"}} {n}", s.as_str());
     }
     out.push_str("# HELP broadcaster_messages Recorded messages by direction and status.\n# TYPE broadcaster_messages gauge\n");
-    for (d, s, n) in &statuses {
+    for (d, s, n) in statuses {
         let _ = writeln!(out, "broadcaster_messages{{direction=\"{d}\",status=\"{s}\"}} {n}");
     }
     out.push_str("# HELP broadcaster_webhook_queue Undelivered webhook deliveries.\n# TYPE broadcaster_webhook_queue gauge\n");
@@ -66,18 +71,14 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
         let n = queue.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
         let _ = writeln!(out, "broadcaster_webhook_queue{{status=\"{s}\"}} {n}");
     }
-    if let Some(v) = &st.wa_version {
-        let (version, source) = v.in_use();
+    if let Some((version, source)) = wa_version {
         let _ = writeln!(
             out,
             "# HELP broadcaster_wa_version_info The WhatsApp Web version the sessions report.\n\
              # TYPE broadcaster_wa_version_info gauge\n\
-             broadcaster_wa_version_info{{version=\"{}\",source=\"{}\"}} 1",
-            wa_client::version::format_app_version(version),
-            source.as_str()
+             broadcaster_wa_version_info{{version=\"{version}\",source=\"{source}\"}} 1"
         );
     }
-    let m = &st.metrics;
     for (name, help, v) in [
         (
             "broadcaster_decrypt_failures_total",
@@ -97,5 +98,5 @@ pub async fn metrics(State(st): State<AppState>) -> Result<impl IntoResponse, Ap
             v.load(Ordering::Relaxed)
         );
     }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+    out
 }

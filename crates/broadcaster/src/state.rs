@@ -58,6 +58,8 @@ pub struct AppState {
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
     /// Which WhatsApp Web version the sessions report (`None` without a WhatsApp runtime).
     pub wa_version: Option<Arc<crate::wa_runtime::WaVersion>>,
+    /// Key revocations for open streams, failed-auth throttling, `/metrics` access.
+    pub access: Arc<crate::access::Access>,
 }
 
 impl AppState {
@@ -87,6 +89,7 @@ impl AppState {
             bulk_wake: Arc::new(Notify::new()),
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             wa_version: None,
+            access: Arc::default(),
         }
     }
 }

@@ -23,25 +23,6 @@ use crate::error::ApiError;
 use crate::runtime::MediaKind;
 use crate::state::AppState;
 
-/// Migration 6: template media files, and which media a template and a campaign use.
-pub const MIGRATION: &str = r#"
-CREATE TABLE template_media (
-    id          TEXT PRIMARY KEY,
-    tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
-    kind        TEXT NOT NULL,
-    mimetype    TEXT NOT NULL,
-    file_name   TEXT,
-    size        INTEGER NOT NULL,
-    sha256      TEXT NOT NULL,
-    source_url  TEXT,
-    data        BLOB NOT NULL,
-    created_at  INTEGER NOT NULL
-);
-CREATE INDEX template_media_tenant ON template_media(tenant_id);
-ALTER TABLE templates ADD COLUMN media_id TEXT;
-ALTER TABLE campaigns ADD COLUMN media_id TEXT;
-"#;
-
 /// What a template's media file is (the file itself is not returned).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TemplateMedia {

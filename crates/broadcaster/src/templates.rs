@@ -23,6 +23,11 @@ use crate::state::AppState;
 use crate::template_media::{self, NewMedia, TemplateMedia, TemplateMediaInput};
 
 pub const MAX_BODY_CHARS: usize = 4096;
+/// Longest rendered text: WhatsApp's own limit on a text message. A body of placeholders
+/// repeating one large value would otherwise multiply the request many times over.
+pub const MAX_RENDERED_CHARS: usize = 65_536;
+/// The rendered text's byte bound while it grows (4 bytes per character at most).
+const MAX_RENDERED_BYTES: usize = MAX_RENDERED_CHARS * 4;
 
 /// Why a template body is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +57,8 @@ pub enum TemplateError {
 pub enum RenderError {
     #[error("missing value for variable `{0}`")]
     Missing(String),
+    #[error("the rendered text is longer than {MAX_RENDERED_CHARS} characters (WhatsApp's limit)")]
+    TooLong,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +172,7 @@ pub fn render(
     let mut out = String::new();
     for s in segments {
         match s {
-            Segment::Text(t) => out.push_str(t),
+            Segment::Text(t) => push_bounded(&mut out, t)?,
             Segment::Var { name, fallback } => {
                 let non_empty =
                     |v: Option<&String>| v.map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_owned);
@@ -183,11 +190,24 @@ pub fn render(
                     .or_else(|| fallback.clone())
                     .or_else(|| declared.iter().find(|v| &v.name == name).and_then(|v| v.fallback.clone()))
                     .ok_or_else(|| RenderError::Missing(name.clone()))?;
-                out.push_str(&value);
+                push_bounded(&mut out, &value)?;
             }
         }
     }
+    if out.len() > MAX_RENDERED_CHARS && out.chars().count() > MAX_RENDERED_CHARS {
+        return Err(RenderError::TooLong);
+    }
     Ok(out)
+}
+
+/// Appends `s`, refusing before the text outgrows [`MAX_RENDERED_BYTES`] (so memory stays
+/// bounded whatever the values).
+fn push_bounded(out: &mut String, s: &str) -> Result<(), RenderError> {
+    if out.len() + s.len() > MAX_RENDERED_BYTES {
+        return Err(RenderError::TooLong);
+    }
+    out.push_str(s);
+    Ok(())
 }
 
 /// Per-send variables that have no fallback and so must be given.
@@ -572,7 +592,9 @@ pub struct Preview {
 
 #[utoipa::path(post, path = "/api/v1/templates/preview", tag = "templates", request_body = PreviewRequest,
     responses((status = 200, body = Preview), (status = 400, body = crate::error::ErrorBody),
-              (status = 404, body = crate::error::ErrorBody)),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 422, description = "`rendered_too_long`: the text would exceed 65,536 characters",
+               body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn preview(
     State(st): State<AppState>,
@@ -611,14 +633,33 @@ pub async fn preview(
             fields: BTreeMap::new(),
         },
     };
-    let text = render(&segs, &declared, &values, &req.values)
-        .map_err(|e| ApiError::bad("missing_variable", e.to_string()))?;
+    let text = render(&segs, &declared, &values, &req.values).map_err(|e| match e {
+        RenderError::Missing(_) => ApiError::bad("missing_variable", e.to_string()),
+        RenderError::TooLong => ApiError::unprocessable("rendered_too_long", e.to_string()),
+    })?;
     Ok(Json(Preview { text, required: required(&segs, &declared), media }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rendering_is_bounded_whatever_the_values() {
+        let body = "{{x}}".repeat(800);
+        let segs = parse(&body).unwrap();
+        let declared = [Variable { name: "x".into(), fallback: None }];
+        let big = BTreeMap::from([("x".to_owned(), "a".repeat(1_000_000))]);
+        let c = ContactValues::default();
+        assert_eq!(render(&segs, &declared, &c, &big), Err(RenderError::TooLong));
+        let fits = BTreeMap::from([("x".to_owned(), "a".repeat(MAX_RENDERED_CHARS / 800))]);
+        assert!(render(&segs, &declared, &c, &fits).is_ok());
+        // Characters, not bytes, are the limit: four-byte characters fit as many.
+        let wide = BTreeMap::from([("x".to_owned(), "\u{1F600}".repeat(MAX_RENDERED_CHARS / 800))]);
+        assert!(render(&segs, &declared, &c, &wide).is_ok());
+        let one_more = BTreeMap::from([("x".to_owned(), "a".repeat(MAX_RENDERED_CHARS / 800 + 1))]);
+        assert_eq!(render(&segs, &declared, &c, &one_more), Err(RenderError::TooLong));
+    }
 
     fn var(name: &str, fallback: Option<&str>) -> Variable {
         Variable { name: name.into(), fallback: fallback.map(Into::into) }

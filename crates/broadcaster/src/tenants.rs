@@ -1,6 +1,6 @@
 //! `/api/v1/tenants` (platform admin) and `/api/v1/keys` (a tenant's own keys).
 
-use crate::db::params;
+use crate::db::{OptionalExtension as _, params};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -185,8 +185,13 @@ pub async fn list_keys(State(st): State<AppState>, p: Principal) -> Result<Json<
     Ok(Json(rows))
 }
 
+/// Revokes a key. An `admin` key can be revoked by an admin key only, and never the last active
+/// one (409 `last_admin_key`): the platform must keep a way in. Live streams (WebSocket,
+/// Socket.IO) opened with the key are closed at once.
 #[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys", params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = crate::error::ErrorBody)), security(("api_key" = [])))]
+    responses((status = 204), (status = 403, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn revoke_key(
     State(st): State<AppState>,
     p: Principal,
@@ -195,14 +200,55 @@ pub async fn revoke_key(
     p.require(Permission::Manage)?;
     let tenant = p.tenant_id.clone();
     let now = st.clock.now_ms();
-    let n = st
+    let key_id = id.clone();
+    let caller_is_admin = p.role == Role::Admin;
+    let outcome = st
         .db
         .call(move |c| {
-            c.execute(
-                "UPDATE api_keys SET revoked_at = ?3 WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+            let role: Option<String> = c
+                .query_row(
+                    "SELECT role FROM api_keys WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+                    params![tenant, id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(role) = role else { return Ok(Revoke::NotFound) };
+            if role != Role::Admin.as_str() {
+                c.execute(
+                    "UPDATE api_keys SET revoked_at = ?3 WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+                    params![tenant, id, now],
+                )?;
+                return Ok(Revoke::Done);
+            }
+            if !caller_is_admin {
+                return Ok(Revoke::AdminOnly);
+            }
+            // One statement, so two revocations at once cannot both take the last two keys.
+            let n = c.execute(
+                "UPDATE api_keys SET revoked_at = ?3 WHERE tenant_id = ?1 AND id = ?2 AND revoked_at IS NULL
+                 AND (SELECT COUNT(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL) > 1",
                 params![tenant, id, now],
-            )
+            )?;
+            Ok(if n == 0 { Revoke::LastAdmin } else { Revoke::Done })
         })
         .await?;
-    if n == 0 { Err(ApiError::NotFound("api key")) } else { Ok(StatusCode::NO_CONTENT) }
+    match outcome {
+        Revoke::NotFound => Err(ApiError::NotFound("api key")),
+        Revoke::AdminOnly => Err(ApiError::Forbidden("admin")),
+        Revoke::LastAdmin => Err(ApiError::Conflict {
+            code: "last_admin_key",
+            message: "this is the last active admin key; create another admin key before revoking it".into(),
+        }),
+        Revoke::Done => {
+            st.access.revocations.revoke(&key_id);
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
+}
+
+enum Revoke {
+    NotFound,
+    AdminOnly,
+    LastAdmin,
+    Done,
 }

@@ -345,17 +345,20 @@ async fn pair_send_read_reply_webhook_and_resume_after_restart() {
     assert_eq!(s, 201, "{v}");
     let wa3 = v["wa_message_id"].as_str().unwrap().to_owned();
     assert!(bob.wait_message(T, |m| m.id == wa3).await.is_some());
-    let (s, text) = call_text(a, "/metrics").await;
+    let (s, text) = call_text(a, "/metrics", &admin).await;
     assert_eq!(s, 200);
     assert!(text.contains("broadcaster_sessions{state=\"active\"} 1"), "{text}");
     ws.close(None).await.ok();
     srv.stop().await;
 }
 
-async fn call_text(addr: SocketAddr, path: &str) -> (u16, String) {
+async fn call_text(addr: SocketAddr, path: &str, key: &str) -> (u16, String) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
-    let req = hyper::Request::get(format!("http://{addr}{path}")).body(Full::new(Bytes::new())).unwrap();
+    let req = hyper::Request::get(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let resp = tokio::time::timeout(T, client.request(req)).await.unwrap().unwrap();
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -2013,7 +2016,7 @@ async fn an_outdated_version_stops_the_account_as_client_outdated_and_auto_fetch
     let (_, v) = call(a, "GET", "/readyz", "", None).await;
     assert_eq!(v["wa_version"], wa_client::version::format_app_version(built_in), "{v}");
     assert_eq!(v["wa_version_source"], "built_in", "{v}");
-    let (s, text) = call_text(a, "/metrics").await;
+    let (s, text) = call_text(a, "/metrics", &admin).await;
     assert_eq!(s, 200);
     let info = format!(
         "broadcaster_wa_version_info{{version=\"{}\",source=\"built_in\"}} 1",

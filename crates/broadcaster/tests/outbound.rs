@@ -245,7 +245,7 @@ impl Site {
 }
 
 fn config(ca: Option<&TestCa>, loopback: TestLoopback) -> OutboundConfig {
-    OutboundConfig { extra_ca_pem: ca.map(|c| c.ca_pem.clone()), test_loopback: loopback }
+    OutboundConfig { extra_ca_pem: ca.map(|c| c.ca_pem.clone()), test_loopback: loopback, allow: vec![] }
 }
 
 fn assert_refused(s: StatusCode, v: &Value, what: &str) {
@@ -353,6 +353,9 @@ async fn loopback_private_and_metadata_targets_are_refused_over_http_and_https()
         format!("http://[::1]:{}/hook", plain.port()),
         format!("https://[::1]:{}/hook", tls.port()),
         format!("http://[::ffff:127.0.0.1]:{}/hook", plain.port()),
+        // IPv4-compatible and IPv4-translated spellings of 127.0.0.1.
+        format!("http://[::127.0.0.1]:{}/hook", plain.port()),
+        format!("http://[::ffff:0:7f00:1]:{}/hook", plain.port()),
         format!("http://0.0.0.0:{}/hook", plain.port()),
         "http://10.0.0.1/hook".into(),
         "https://10.20.30.40/hook".into(),
@@ -363,6 +366,8 @@ async fn loopback_private_and_metadata_targets_are_refused_over_http_and_https()
         "http://[fe80::1]/hook".into(),
         "http://169.254.169.254/latest/meta-data".into(),
         "https://169.254.169.254/latest/meta-data".into(),
+        "http://[::ffff:169.254.169.254]/latest/meta-data".into(),
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data".into(),
     ];
     for url in &targets {
         let (s, v) = h.register_webhook(url).await;
@@ -439,4 +444,30 @@ async fn redirects_are_followed_a_bounded_number_of_times_each_target_checked_ag
     ));
     assert_refused_at_connect(&h.deliveries(bad["id"].as_str().unwrap()).await, "redirect to loopback");
     assert_eq!((back.hits(), back_tls.hits()), (0, 0), "nothing reached the refused receivers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_allow_list_lets_a_private_receiver_in_and_nothing_else() {
+    let (receiver, other) = (site(None).await, site(None).await);
+    // The production policy plus the operator's range: here the receiver's own address.
+    let mut outbound = config(None, TestLoopback::Refused);
+    outbound.allow = vec!["127.0.0.1/32".parse().unwrap()];
+    let h = harness(outbound).await;
+    let (s, hook) = h.register_webhook(&receiver.url("/hook")).await;
+    assert_eq!(s, StatusCode::CREATED, "{hook}");
+    // The range is the address, not loopback in general, nor other private ranges.
+    for url in [
+        format!("http://[::1]:{}/hook", other.port()),
+        "http://10.0.0.1/hook".into(),
+        "http://169.254.169.254/latest/meta-data".into(),
+    ] {
+        let (s, v) = h.register_webhook(&url).await;
+        assert_refused(s, &v, &url);
+    }
+    h.emit_event().await;
+    assert_eq!(h.worker(h.state.outbound.clone()).run_once().await.unwrap(), 1);
+    let (headers, _) = receiver.next_hook().await.expect("the allowed receiver got the delivery");
+    assert!(headers.contains_key("x-broadcaster-signature"));
+    assert_eq!(h.deliveries(hook["id"].as_str().unwrap()).await[0]["status"], "delivered");
+    assert_eq!(other.hits(), 0);
 }

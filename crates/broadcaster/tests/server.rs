@@ -209,6 +209,35 @@ async fn keys_are_stored_hashed_shown_once_and_revocable() {
     assert_eq!(h.call("GET", "/api/v1/accounts", &viewer, None).await.0, StatusCode::UNAUTHORIZED);
 }
 
+/// On both databases: the last active admin key stays, and only admins revoke admin keys.
+#[tokio::test]
+async fn the_last_admin_key_cannot_be_revoked_and_managers_cannot_revoke_admin_keys() {
+    let h = harness().await;
+    let (_, keys) = h.call("GET", "/api/v1/keys", &h.admin, None).await;
+    let first = keys.as_array().unwrap().iter().find(|k| k["role"] == "admin").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, v) = h.call("DELETE", &format!("/api/v1/keys/{first}"), &h.admin, None).await;
+    assert_error(s, &v, StatusCode::CONFLICT, "last_admin_key");
+    let (s, mgr) =
+        h.call("POST", "/api/v1/keys", &h.admin, Some(json!({ "name": "m", "role": "manager" }))).await;
+    assert_eq!(s, StatusCode::CREATED, "{mgr}");
+    let (s, v) = h.call("DELETE", &format!("/api/v1/keys/{first}"), mgr["key"].as_str().unwrap(), None).await;
+    assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
+    let (s, second) =
+        h.call("POST", "/api/v1/keys", &h.admin, Some(json!({ "name": "a2", "role": "admin" }))).await;
+    assert_eq!(s, StatusCode::CREATED, "{second}");
+    let second_key = second["key"].as_str().unwrap();
+    assert_eq!(
+        h.call("DELETE", &format!("/api/v1/keys/{first}"), second_key, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let (s, v) =
+        h.call("DELETE", &format!("/api/v1/keys/{}", second["id"].as_str().unwrap()), second_key, None).await;
+    assert_error(s, &v, StatusCode::CONFLICT, "last_admin_key");
+}
+
 #[tokio::test]
 async fn bad_input_gets_clear_4xx_json_errors() {
     let h = harness().await;

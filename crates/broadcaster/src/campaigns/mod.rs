@@ -5,7 +5,6 @@
 //! campaign, so it shares the engine's pacing, limits, retries and status tracking.
 
 pub mod engine;
-pub mod schema;
 pub mod sender;
 
 use std::collections::{BTreeMap, BTreeSet};

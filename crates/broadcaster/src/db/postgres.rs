@@ -245,7 +245,7 @@ CREATE INDEX campaign_recipients_account_sent ON campaign_recipients(account_id,
     "",
     "",
     "",
-    // 6: template media (the twin of `crate::template_media::MIGRATION`)
+    // 6: template media (the twin of the SQLite entry 6)
     r#"
 CREATE TABLE template_media (
     id          TEXT COLLATE "C" PRIMARY KEY,

@@ -275,7 +275,7 @@ pub fn contact(c: ContactInput) -> Result<ContactCard, ApiError> {
             v
         }
         (None, Some(p)) => {
-            let e164 = crate::accounts::parse_phone(&p)?;
+            let e164 = crate::phone::E164::parse(&p)?;
             let d = e164.digits();
             // The `waid` parameter is how WhatsApp's apps link a card's number to the account
             // (whatsmeow and Baileys examples build cards this way).

@@ -7,7 +7,6 @@ use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue, USER_AGENT};
 
 use super::{Limits, OutboundClient, OutboundError};
-use crate::error::ApiError;
 
 /// Limits for [`fetch`].
 #[derive(Debug, Clone)]
@@ -28,34 +27,50 @@ pub struct Fetched {
     pub content_type: Option<String>,
 }
 
-/// The API error for a media URL that could not be fetched: 422 `url_refused` for the SSRF
-/// policy and bad URLs, 413 `media_too_large`, 422 `media_fetch_failed` otherwise.
-pub fn media_error(url: &str, e: OutboundError, max_bytes: usize) -> ApiError {
-    match e {
-        OutboundError::InvalidUrl(m) | OutboundError::Refused(m) => {
-            ApiError::unprocessable("url_refused", format!("media URL refused: {m}"))
+/// Why a media URL gave no file. The API answers 422 `url_refused` for [`Self::Refused`], 413
+/// `media_too_large` for [`Self::TooLarge`] and 422 `media_fetch_failed` otherwise.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaFetchError {
+    /// A malformed URL, or one the SSRF policy refuses (before or after a redirect).
+    #[error("media URL refused: {0}")]
+    Refused(String),
+    /// The file is over the limit.
+    #[error("media is larger than {max_bytes} bytes")]
+    TooLarge { max_bytes: usize },
+    /// The server could not be reached or did not send the file.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl MediaFetchError {
+    fn from_outbound(url: &str, e: OutboundError, max_bytes: usize) -> Self {
+        match e {
+            OutboundError::InvalidUrl(m) | OutboundError::Refused(m) => Self::Refused(m),
+            OutboundError::TooLarge(_) => Self::TooLarge { max_bytes },
+            other => Self::Failed(format!("fetching `{url}` failed: {other}")),
         }
-        OutboundError::TooLarge(_) => ApiError::TooLarge {
-            code: "media_too_large",
-            message: format!("media is larger than {max_bytes} bytes"),
-        },
-        other => ApiError::unprocessable("media_fetch_failed", format!("fetching `{url}` failed: {other}")),
     }
 }
 
 /// Fetches `url` under `policy`.
-pub async fn fetch(client: &OutboundClient, policy: &FetchPolicy, url: &str) -> Result<Fetched, ApiError> {
+pub async fn fetch(
+    client: &OutboundClient,
+    policy: &FetchPolicy,
+    url: &str,
+) -> Result<Fetched, MediaFetchError> {
     let limits = Limits { timeout: policy.timeout, max_body: policy.max_bytes, truncate: false };
     let headers = [(USER_AGENT, HeaderValue::from_static("broadcaster-media-fetch/1"))];
     let resp = client
         .get(url, &headers as &[(HeaderName, HeaderValue)], limits)
         .await
-        .map_err(|e| media_error(url, e, policy.max_bytes))?;
+        .map_err(|e| MediaFetchError::from_outbound(url, e, policy.max_bytes))?;
     if !resp.status.is_success() {
-        return Err(ApiError::unprocessable(
-            "media_fetch_failed",
-            format!("`{}` answered HTTP {}", resp.url, resp.status.as_u16()),
-        ));
+        return Err(MediaFetchError::Failed(format!(
+            "`{}` answered HTTP {}",
+            resp.url,
+            resp.status.as_u16()
+        )));
     }
     let content_type = resp
         .headers
@@ -100,7 +115,7 @@ mod tests {
             "not a url",
         ] {
             match fetch(&c, &p, url).await {
-                Err(ApiError::Unprocessable { code, .. }) => assert_eq!(code, "url_refused", "{url}"),
+                Err(MediaFetchError::Refused(_)) => {}
                 other => panic!("{url}: {other:?}"),
             }
         }

@@ -21,7 +21,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-pub use guard::{GuardError, TargetPolicy, TestLoopback, is_public};
+pub use guard::{GuardError, IpNet, TargetPolicy, TestLoopback, is_public};
 
 /// Redirects followed per request.
 pub const MAX_REDIRECTS: usize = 5;
@@ -36,6 +36,8 @@ pub struct OutboundConfig {
     pub extra_ca_pem: Option<String>,
     /// TEST ONLY (see [`TestLoopback`]).
     pub test_loopback: TestLoopback,
+    /// The operator's allow-list of non-public ranges (see [`TargetPolicy::allow`]).
+    pub allow: Vec<IpNet>,
 }
 
 /// What went wrong with an outbound request.
@@ -185,7 +187,10 @@ fn transport_error(e: &(dyn std::error::Error + 'static)) -> OutboundError {
 
 impl OutboundClient {
     pub fn new(config: &OutboundConfig) -> Result<Self, OutboundError> {
-        let policy = Arc::new(TargetPolicy { test_loopback: config.test_loopback.clone() });
+        let policy = Arc::new(TargetPolicy {
+            test_loopback: config.test_loopback.clone(),
+            allow: config.allow.clone(),
+        });
         let tcp = guard::GuardedConnector { policy: policy.clone(), connect_timeout: CONNECT_TIMEOUT };
         let https = HttpsConnector::from((tcp, tls_config(config.extra_ca_pem.as_deref())?));
         let client = Client::builder(TokioExecutor::new())
@@ -426,6 +431,10 @@ mod tests {
             "http://[::1]/x",
             "https://10.0.0.5/a",
             "http://[::ffff:192.168.0.1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::127.0.0.1]/",
+            "http://[::ffff:0:7f00:1]/",
+            "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",
         ] {
             match c.get(url, &[], limits).await {
                 Err(OutboundError::Refused(_)) => {}

@@ -8,6 +8,7 @@
 //! policy of [`crate::outbound`] is checked at registration and again at every connection.
 
 pub mod delivery;
+pub mod retry;
 pub mod signature;
 
 use crate::db::params;

@@ -31,6 +31,11 @@ pub struct Running {
 
 impl Running {
     pub async fn start(seed: u64) -> Self {
+        Self::start_with(seed, |_| {}).await
+    }
+
+    /// [`Running::start`] with `configure` applied to the configuration last.
+    pub async fn start_with(seed: u64, configure: impl FnOnce(&mut Config)) -> Self {
         let emu = Arc::new(
             Emulator::start(EmulatorConfig { seed: Some(seed), ..Default::default() }).await.unwrap(),
         );
@@ -44,6 +49,7 @@ impl Running {
         config.outbound.test_loopback = broadcaster::outbound::TestLoopback::AnyPort;
         // Fuzzers and event tests send bursts; the limiter has its own tests.
         config.rate_limit_per_minute = 0;
+        configure(&mut config);
         let (db, boot) = broadcaster::open_database(&config, None).await.unwrap();
         let Bootstrap::Generated(admin) = boot else { panic!("a fresh database generates the admin key") };
         let server = broadcaster::build_server_with(&config, db, Some(emu.clone())).await.unwrap();
