@@ -18,11 +18,12 @@ machine-readable; `message` is for people.
 | --- | --- | --- |
 | 400 | `invalid_body`, `malformed_json`, `invalid_phone`, ... | the request is malformed or breaks a rule `code` names |
 | 401 / 403 | `unauthorized` / `forbidden` | missing or invalid API key / the key lacks the permission |
-| 404 | `not_found` | no such resource (in this tenant) |
-| 409 | `account_not_active`, `account_not_connected`, ... | the account is not in a state that allows it |
+| 403 | `not_group_admin`, `not_allowed_in_group` | WhatsApp refused the account a group change: admins only, or the account is not in the group |
+| 404 | `not_found` | no such resource (in this tenant; for groups: WhatsApp knows no such group) |
+| 409 | `account_not_active`, `account_not_connected`, `description_changed`, ... | the account is not in a state that allows it; a group description changed meanwhile |
 | 413 | `payload_too_large`, `media_too_large` | the body (or a file fetched for it) is over its limit |
 | 415 | `unsupported_media_type` | the body is not `application/json` (or, where allowed, `multipart/form-data`) |
-| 422 | `not_on_whatsapp`, `reachout_restricted`, `url_refused` | well-formed, refused on its meaning (see below) |
+| 422 | `not_on_whatsapp`, `reachout_restricted`, `url_refused`, `invalid_invite_link`, `invite_link_revoked` | well-formed, refused on its meaning (see below) |
 | 429 | `rate_limited`, `daily_limit_reached`, `new_contact_limit_reached` | slow down; `Retry-After` says for how long |
 | 503 | `unavailable` | a dependency (database, WhatsApp) is unavailable; retry later |
 
@@ -96,10 +97,12 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
     utoipa_swagger_ui::SwaggerUi::new(DOCS_PATH).config(config).into()
 }
 
-/// The complete document: [`ApiDoc`] and the campaign API, with the shared error
+/// The complete document: [`ApiDoc`], the campaign and group APIs, with the shared error
 /// responses on every path.
 pub fn openapi() -> OpenApi {
-    let mut doc = ApiDoc::openapi().merge_from(crate::campaigns::CampaignsApi::openapi());
+    let mut doc = ApiDoc::openapi()
+        .merge_from(crate::campaigns::CampaignsApi::openapi())
+        .merge_from(crate::groups::http::GroupsApi::openapi());
     doc.info.description = Some(API_GUIDE.to_owned());
     add_shared_errors(&mut doc);
     doc
@@ -159,6 +162,7 @@ fn add_shared_errors(doc: &mut OpenApi) {
         crate::outbox::EventEnvelope, crate::live::LiveEvent,
         crate::webhooks::AutoReplyBody, crate::webhooks::AutoReply,
         crate::messages::updates::MessageUpdateEvent, crate::accounts::timelock::Timelock,
+        crate::messages::polls::PollVoteEvent,
     )),
     modifiers(&SecurityAddon)
 )]

@@ -84,6 +84,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/api/v1/webhooks/deliveries/{id}/replay", post(webhooks::replay))
         .merge(crate::campaigns::routes(send_body_limit))
+        .merge(crate::groups::http::routes())
         .merge(crate::dashboard::routes())
         .merge(crate::api_docs::routes())
         .fallback(not_found)

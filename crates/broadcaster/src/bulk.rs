@@ -308,7 +308,12 @@ impl Due {
         Some(match (self.kind.as_str(), MediaKind::parse(&self.kind), self.media.take()) {
             ("location", ..) => OutgoingContent::Location { location: read(&self.payload)?, quoted_id },
             ("contact", ..) => OutgoingContent::Contact { card: read(&self.payload)?, quoted_id },
-            ("poll", ..) => OutgoingContent::Poll { poll: read(&self.payload)? },
+            ("poll", ..) => {
+                let record: crate::messages::polls::PollRecord = read(&self.payload)?;
+                // A resend keeps the stored secret: votes on either copy open with it.
+                let secret = record.secret().unwrap_or_else(rand::random);
+                OutgoingContent::Poll { poll: record.poll, secret }
+            }
             (_, Some(kind), Some(data)) => OutgoingContent::Media {
                 kind,
                 data: data.into(),

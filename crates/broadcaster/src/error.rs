@@ -20,6 +20,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("this API key lacks the `{0}` permission")]
     Forbidden(&'static str),
+    /// The key may act, but WhatsApp refused the account this (e.g. a group change for admins
+    /// only): 403 with `code`.
+    #[error("{message}")]
+    Denied { code: &'static str, message: String },
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{message}")]
@@ -65,6 +69,7 @@ impl ApiError {
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Denied { code, .. } => (StatusCode::FORBIDDEN, code),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),

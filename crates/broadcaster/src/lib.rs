@@ -24,6 +24,7 @@ pub mod dashboard;
 pub mod db;
 pub mod emulator_api;
 pub mod error;
+pub mod groups;
 pub mod http_listener;
 pub mod live;
 pub mod live_socketio;

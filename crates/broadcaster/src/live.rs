@@ -14,7 +14,7 @@ pub const LIVE_CAPACITY: usize = 4096;
 pub struct LiveEvent {
     /// `qr_code`, `pairing_code`, `connection_update`, `incoming_message`, `message_sent`,
     /// `message_status_update`, `message_reaction`, `message_edited`, `message_revoked` (`data`:
-    /// `MessageUpdateEvent`), `campaign_status` (`data`:
+    /// `MessageUpdateEvent`), `poll_vote` (`data`: `PollVoteEvent`), `campaign_status` (`data`:
     /// `CampaignStatusData`), `campaign_progress` (`data`: `CampaignProgressData`),
     /// `reachout_timelock` (`data`: `Timelock`: WhatsApp set or lifted the account's reach-out
     /// time-lock; its campaigns pause or resume).

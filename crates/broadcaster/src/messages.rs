@@ -25,6 +25,8 @@ use crate::runtime::{
 };
 
 pub mod actions;
+pub mod actor;
+pub mod polls;
 pub mod updates;
 use crate::state::AppState;
 
@@ -80,6 +82,8 @@ pub struct StoredMessage {
     pub contact: Option<ContactCard>,
     /// Kind `poll`: the question and options.
     pub poll: Option<Poll>,
+    /// Kind `poll`: the votes so far, counted per option, and each voter's current vote.
+    pub poll_results: Option<polls::PollResults>,
     /// Reactions, one per sender (the latest; a removed one is gone).
     pub reactions: Vec<Reaction>,
     /// Earlier texts, oldest first, when the sender edited it (`body` is the current one).
@@ -157,9 +161,11 @@ fn from_row(r: &Row) -> crate::db::DbResult<StoredMessage> {
     let (location, contact, poll) = match kind.as_str() {
         "location" => (json_col(payload), None, None),
         "contact" => (None, json_col(payload), None),
-        "poll" => (None, None, json_col(payload)),
+        "poll" => (None, None, json_col::<polls::PollRecord>(payload)),
         _ => (None, None, None),
     };
+    let poll_results = poll.as_ref().map(polls::PollRecord::results);
+    let poll = poll.map(|p| p.poll);
     let revoked_at: Option<i64> = r.get(32)?;
     let media = MediaKind::parse(&kind).map(|_| -> crate::db::DbResult<MediaMeta> {
         Ok(MediaMeta {
@@ -192,6 +198,7 @@ fn from_row(r: &Row) -> crate::db::DbResult<StoredMessage> {
         location,
         contact,
         poll,
+        poll_results,
         reactions: json_col(r.get(29)?).unwrap_or_default(),
         edits: json_col(r.get(30)?).unwrap_or_default(),
         edited_at: r.get(31)?,
@@ -310,7 +317,11 @@ fn kind_and_body(content: &OutgoingContent) -> Option<(&'static str, Option<Stri
         OutgoingContent::Media { kind, caption, .. } => (kind.as_str(), caption.clone(), None),
         OutgoingContent::Location { location, .. } => ("location", location.name.clone(), json(location)),
         OutgoingContent::Contact { card, .. } => ("contact", Some(card.display_name.clone()), json(card)),
-        OutgoingContent::Poll { poll } => ("poll", Some(poll.name.clone()), json(poll)),
+        OutgoingContent::Poll { poll, secret } => (
+            "poll",
+            Some(poll.name.clone()),
+            json(&polls::PollRecord::new(poll.clone(), Some(secret.as_slice()))),
+        ),
         _ => return None,
     })
 }
@@ -756,7 +767,9 @@ pub fn record_incoming(
     let (kind, payload, text) = match m.detail {
         Some(MessageDetail::Location(l)) => ("location", json(l), m.text.or(l.name.as_deref())),
         Some(MessageDetail::Contact(c)) => ("contact", json(c), Some(c.display_name.as_str())),
-        Some(MessageDetail::Poll(p)) => ("poll", json(p), Some(p.name.as_str())),
+        Some(MessageDetail::Poll { poll, secret }) => {
+            ("poll", json(&polls::PollRecord::new(poll.clone(), secret.as_deref())), Some(poll.name.as_str()))
+        }
         _ => (m.media.map_or("text", MediaKind::as_str), None, m.text),
     };
     let info = m.media_info.filter(|_| m.media.is_some());
@@ -865,7 +878,8 @@ pub async fn content_of_send(st: &AppState, req: SendRequest) -> Result<Outgoing
     if quoted_id.is_some() {
         return Err(ApiError::bad("invalid_body", "reply_to is not supported for polls"));
     }
-    Ok(OutgoingContent::Poll { poll })
+    // The secret its votes are sealed under: kept with the message to open them.
+    Ok(OutgoingContent::Poll { poll, secret: rand::random() })
 }
 
 /// Turns a request body into runtime content (fetching media by URL when needed).

@@ -134,7 +134,39 @@ pub enum MessageDetail {
     },
     Location(Location),
     Contact(ContactCard),
-    Poll(Poll),
+    /// A poll, with the secret its votes are sealed under (when it carries one).
+    Poll {
+        poll: Poll,
+        secret: Option<Vec<u8>>,
+    },
+    /// A vote in the poll `target_id`, still sealed (opened by the server, which holds the
+    /// poll's secret).
+    PollVote(PollVoteCipher),
+}
+
+/// A sealed poll vote and what opens it besides the poll's secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PollVoteCipher {
+    /// WhatsApp's id of the poll.
+    pub target_id: String,
+    /// The poll's creator and the voter, non-device JIDs in the chat's namespace.
+    pub creator: String,
+    pub voter: String,
+    pub enc_payload: Vec<u8>,
+    pub enc_iv: Vec<u8>,
+}
+
+impl PollVoteCipher {
+    pub fn new(
+        target_id: String,
+        creator: String,
+        voter: String,
+        enc_payload: Vec<u8>,
+        enc_iv: Vec<u8>,
+    ) -> Self {
+        Self { target_id, creator, voter, enc_payload, enc_iv }
+    }
 }
 
 /// A shared location.
@@ -337,18 +369,22 @@ pub enum OutgoingContent {
         card: ContactCard,
         quoted_id: Option<String>,
     },
+    /// A poll; `secret` (32 random bytes, stored with it) seals its votes.
     Poll {
         poll: Poll,
+        secret: [u8; 32],
     },
     /// A reaction to `target` (an empty emoji removes ours).
     Reaction {
         target: MessageTarget,
         emoji: String,
     },
-    /// New text for our message `target`.
+    /// New text for our message `target`, or its new caption when `media` names the kind of
+    /// media message it is (image, video or document).
     Edit {
         target: MessageTarget,
         text: String,
+        media: Option<MediaKind>,
     },
     /// Deletes our message `target` for everyone.
     Revoke {
@@ -422,8 +458,152 @@ pub enum RuntimeError {
     /// here retries it.
     #[error("restricted: WhatsApp refused this first contact (463): {0}")]
     ReachoutRestricted(String),
+    /// WhatsApp refused a group request.
+    #[error("{0}")]
+    Group(GroupRefusal),
     #[error("{0}")]
     Failed(String),
+}
+
+/// Why WhatsApp refused a group request (its error codes, as whatsmeow maps them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupRefusal {
+    /// No such group (404).
+    #[error("group not found")]
+    NotFound,
+    /// The account is not in the group, or the change is for admins only (403).
+    #[error("the account is not a participant of the group, or the change is for admins only")]
+    Forbidden,
+    /// Only admins may do this (401).
+    #[error("only group admins may do this")]
+    NotAdmin,
+    /// The invite link opens no group (406).
+    #[error("the invite link is not valid")]
+    InviteInvalid,
+    /// The invite link was revoked (410).
+    #[error("the invite link was revoked")]
+    InviteRevoked,
+    /// The description changed meanwhile (409).
+    #[error("the group description changed meanwhile; retry")]
+    Conflict,
+}
+
+/// A group member's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupRole {
+    Member,
+    Admin,
+    /// The creator.
+    Superadmin,
+}
+
+/// A group member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GroupMember {
+    /// As the group names the member: a phone-number JID, or a LID in LID-addressed groups.
+    pub jid: String,
+    /// E.164 (`+15550001111`), when WhatsApp gives it.
+    pub phone: Option<String>,
+    /// The member's LID, when WhatsApp gives it.
+    pub lid: Option<String>,
+    pub role: GroupRole,
+}
+
+/// A group as WhatsApp describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GroupInfo {
+    /// The group JID (`…@g.us`): the `to` of a send, the `chat` in history.
+    pub jid: String,
+    pub subject: String,
+    pub description: Option<String>,
+    /// The creator's JID, when known.
+    pub creator: Option<String>,
+    /// Creation time (ms since the epoch).
+    pub created_at: i64,
+    /// `lid` when WhatsApp names members by LID, else `pn`.
+    pub addressing_mode: String,
+    pub participants: Vec<GroupMember>,
+}
+
+/// A participant change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantAction {
+    Add,
+    Remove,
+    /// Make admin.
+    Promote,
+    /// Take admin away.
+    Demote,
+}
+
+/// The outcome of a participant change for one participant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ParticipantOutcome {
+    /// The participant as WhatsApp named it in its answer.
+    pub jid: String,
+    /// `ok`, or why WhatsApp refused this one participant.
+    pub status: String,
+    /// WhatsApp's code for a refused participant (e.g. 404: not on WhatsApp, 403: their
+    /// privacy settings, 409: already a member).
+    pub error_code: Option<u16>,
+}
+
+/// A group request to a runtime. Groups are named by JID (`…@g.us`), people by JID or E.164
+/// digits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GroupCommand {
+    /// The groups the account is in.
+    List,
+    Create {
+        subject: String,
+        participants: Vec<String>,
+    },
+    Info {
+        group: String,
+    },
+    Participants {
+        group: String,
+        action: ParticipantAction,
+        participants: Vec<String>,
+    },
+    Subject {
+        group: String,
+        subject: String,
+    },
+    /// `None` deletes the description.
+    Description {
+        group: String,
+        description: Option<String>,
+    },
+    /// The invite link; `reset` revokes the current one first.
+    InviteLink {
+        group: String,
+        reset: bool,
+    },
+    /// Join by an invite link or code.
+    Join {
+        link: String,
+    },
+    Leave {
+        group: String,
+    },
+}
+
+/// A runtime's answer to a [`GroupCommand`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GroupReply {
+    Groups(Vec<GroupInfo>),
+    Group(GroupInfo),
+    Participants(Vec<ParticipantOutcome>),
+    InviteLink(String),
+    /// Joined: the group's JID.
+    Joined(String),
+    Done,
 }
 
 /// A new WhatsApp message id in WhatsApp Web's format (`3EB0` + 18 hex digits, 72 random bits).
@@ -560,6 +740,16 @@ pub trait AccountRuntime: Send + Sync + 'static {
     ) -> RuntimeFuture<'a, ()> {
         let _ = (tenant_id, account_id, to, state);
         Box::pin(async { Err(RuntimeError::Failed("this runtime cannot send typing indicators".into())) })
+    }
+    /// Carries out a group request. Runtimes without groups keep the default, which refuses.
+    fn group<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        command: GroupCommand,
+    ) -> RuntimeFuture<'a, GroupReply> {
+        let _ = (tenant_id, account_id, command);
+        Box::pin(async { Err(RuntimeError::Failed("this runtime cannot manage groups".into())) })
     }
     /// Fetches and decrypts the media file of a received message, given the
     /// [`IncomingMedia::handle`] this runtime reported. Runtimes that never report incoming

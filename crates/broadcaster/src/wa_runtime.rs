@@ -19,11 +19,12 @@ use crate::clock::SharedClock;
 use crate::config::WaVersionSetting;
 use crate::metrics::Metrics;
 use crate::runtime::{
-    AccountRuntime, ChatState, DeliveryStatus, IncomingMedia, LinkMethod, MediaKind, MessageTarget,
-    NumberCheck, OutgoingContent, RuntimeError, RuntimeFuture, SentMessage, SessionEvent, SessionEvents,
-    SessionOptions,
+    AccountRuntime, ChatState, DeliveryStatus, IncomingMedia, LinkMethod, MediaKind, MessageDetail,
+    MessageTarget, NumberCheck, OutgoingContent, PollVoteCipher, RuntimeError, RuntimeFuture, SentMessage,
+    SessionEvent, SessionEvents, SessionOptions,
 };
 
+mod groups;
 mod kinds;
 
 /// How long a pairing code is valid (WhatsApp's phone UI accepts it for about three minutes).
@@ -461,6 +462,19 @@ impl Pump {
         }
     }
 
+    /// Names the vote's voter (its sender) and, for a poll of ours, its creator: this account
+    /// in the voter's namespace (whatsmeow and Baileys name both as the chat does).
+    fn vote_parties(&self, mut v: PollVoteCipher, info: &wa_client::MessageInfo) -> Option<PollVoteCipher> {
+        let voter = info.sender.to_non_ad();
+        if v.creator.is_empty() {
+            let own =
+                if voter.server() == wa_binary::Server::Lid { self.client.lid() } else { self.client.jid() };
+            v.creator = own?.to_non_ad().to_string();
+        }
+        v.voter = voter.to_string();
+        Some(v)
+    }
+
     async fn run(self, mut stream: wa_client::EventStream) {
         let mut pairing_requested = false;
         // Logged in once in this session: before that, a restart request is part of linking.
@@ -569,9 +583,20 @@ impl Pump {
                         r.push_back((m.info.id.clone(), m.info.clone(), m.message.clone()));
                     }
                     let Ok(detail) = kinds::detail(&m.message) else {
-                        // Protocol housekeeping or a poll vote: nothing to record.
+                        // Protocol housekeeping: nothing to record.
                         self.mark_handled(&m.info).await;
                         continue;
+                    };
+                    let detail = match detail {
+                        Some(MessageDetail::PollVote(v)) => match self.vote_parties(v, &m.info) {
+                            Some(v) => Some(MessageDetail::PollVote(v)),
+                            None => {
+                                // Our own JID is not known yet: the vote cannot be opened.
+                                self.mark_handled(&m.info).await;
+                                continue;
+                            }
+                        },
+                        d => d,
                     };
                     let ts = i64::try_from(m.info.timestamp).unwrap_or(0).saturating_mul(1000);
                     let event = SessionEvent::IncomingMessage {
@@ -759,11 +784,11 @@ impl AccountRuntime for WaRuntime {
                 }
                 OutgoingContent::Location { location, .. } => kinds::location(&location),
                 OutgoingContent::Contact { card, .. } => kinds::contact(&card),
-                OutgoingContent::Poll { poll } => {
-                    wa_client::poll_message(&poll.name, &poll.options, poll.selectable_count, rand::random())
+                OutgoingContent::Poll { poll, secret } => {
+                    wa_client::poll_message(&poll.name, &poll.options, poll.selectable_count, secret)
                 }
                 OutgoingContent::Reaction { target, emoji } => kinds::reaction(&target, &emoji, now_ms),
-                OutgoingContent::Edit { target, text } => kinds::edit(&target, &text, now_ms),
+                OutgoingContent::Edit { target, text, media } => kinds::edit(&target, &text, media, now_ms),
                 OutgoingContent::Revoke { target } => kinds::revoke(&target),
             };
             if let Some(q) = quoted {
@@ -880,6 +905,18 @@ impl AccountRuntime for WaRuntime {
                 ChatState::Paused => wa_client::ChatStateKind::Paused,
             };
             client.send_chat_state(&jid, kind).await.map_err(send_error)
+        })
+    }
+
+    fn group<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        command: crate::runtime::GroupCommand,
+    ) -> RuntimeFuture<'a, crate::runtime::GroupReply> {
+        Box::pin(async move {
+            let (client, _) = self.session_client(tenant_id, account_id)?;
+            groups::run(&client, command).await
         })
     }
 

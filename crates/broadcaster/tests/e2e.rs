@@ -663,6 +663,23 @@ async fn media_by_base64_and_upload_reaches_the_phone_and_incoming_media_downloa
     assert_eq!(h["content-type"], "image/png");
     assert_eq!(body.as_ref(), png.as_slice());
 
+    // Its caption edited: history has the new caption (the old one in the edits), and Dave's
+    // phone gets an edit carrying an image message with it.
+    let (s, v) =
+        call(a, "PATCH", &format!("{send}/{img_id}"), &key, Some(json!({ "text": "a better chart" }))).await;
+    assert_eq!((s, v["body"].as_str()), (200, Some("a better chart")), "{v}");
+    assert_eq!(v["edits"][0]["body"], "a chart", "{v}");
+    let edit = dave
+        .wait_message(T, |m| {
+            decode_message(m)
+                .protocol_message
+                .is_some_and(|p| p.key.as_ref().and_then(|k| k.id.as_deref()) == Some(wa.as_str()))
+        })
+        .await
+        .expect("Dave received the caption edit");
+    let edited = decode_message(&edit).protocol_message.unwrap().edited_message.unwrap();
+    assert_eq!(edited.image_message.and_then(|i| i.caption).as_deref(), Some("a better chart"));
+
     // A document as a multipart upload: type and file name from the part.
     let pdf = b"%PDF-1.4 a small document".repeat(40);
     let (s, _, body) = call_raw(

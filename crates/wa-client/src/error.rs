@@ -30,6 +30,9 @@ pub enum Error {
         /// The decoder's error.
         source: prost::DecodeError,
     },
+    /// The server refused a group request.
+    #[error("group: {0}")]
+    Group(#[from] crate::groups::GroupError),
     /// The server answered an IQ with an error.
     #[error("server returned error {code} ({text}) to {what}")]
     Iq {

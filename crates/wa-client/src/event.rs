@@ -494,6 +494,8 @@ pub struct GroupUpdateEvent {
     pub participants: Vec<Jid>,
     /// The new subject, for `subject`.
     pub subject: Option<String>,
+    /// The new description, for `description` (`None` when it was deleted).
+    pub description: Option<String>,
 }
 
 /// The event stream of a client (one per [`crate::Client::events`] call; every stream gets

@@ -28,6 +28,7 @@ mod device_list;
 pub mod error;
 pub mod event;
 mod fanout;
+pub mod groups;
 pub mod history;
 mod http;
 mod identity;
@@ -39,6 +40,7 @@ mod pair;
 mod pair_code;
 mod peer;
 pub mod policy;
+pub mod polls;
 mod privacy_token;
 pub mod proxy;
 pub mod qr;
@@ -54,6 +56,10 @@ pub use event::{
     AppStateVersion, CallEvent, Event, EventStream, MediaRetryAnswer, MediaRetryEvent, MessageEvent,
     MessageInfo, OfflinePreview, PictureEvent, ReceiptAck, ReceiptEvent, ReceiptKind, UnavailableEvent,
 };
+pub use groups::{
+    GroupDescription, GroupError, GroupInfo, GroupParticipant, INVITE_LINK_PREFIX, ParticipantAction,
+    ParticipantChange,
+};
 pub use media::{
     EncryptedMedia, MediaOptions, MediaRef, MediaType, UploadedMedia, decrypt_media, encrypt_media,
 };
@@ -61,7 +67,7 @@ pub use policy::{Action, DisconnectReason};
 pub use privacy_token::cs_token;
 pub use proxy::Proxy;
 pub use qr::QrCode;
-pub use queries::{ChatStateKind, GroupInfo, poll_message};
+pub use queries::{ChatStateKind, poll_message};
 pub use reachout::ReachoutTimelock;
 pub use send::SendResult;
 pub use version::{SW_JS_URL, VersionFetcher, parse_sw_js};

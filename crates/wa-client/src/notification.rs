@@ -80,6 +80,11 @@ pub(crate) async fn handle_notification(shared: &Arc<Shared>, conn: &Connection,
                     action: child.tag.to_string(),
                     participants,
                     subject: child.opt_attr_str("subject").map(|s| s.into_owned()),
+                    description: child.child("body").and_then(|b| {
+                        b.content_str()
+                            .map(str::to_owned)
+                            .or_else(|| b.content_bytes().map(|x| String::from_utf8_lossy(x).into_owned()))
+                    }),
                 }));
             }
         }

@@ -1,5 +1,5 @@
 //! Message builders (reply, reaction, edit, revoke) and account queries (is-on-WhatsApp,
-//! groups, profile picture, presence, block list, read receipts).
+//! profile picture, presence, block list, read receipts). Groups are in [`crate::groups`].
 
 use wa_binary::{Jid, Node};
 use wa_proto::message::{ExtendedTextMessage, ProtocolMessage, ReactionMessage, protocol_message};
@@ -10,17 +10,6 @@ use crate::conn::server_jid;
 use crate::error::{Error, Result};
 use crate::event::MessageInfo;
 use crate::send::SendResult;
-
-/// Group metadata.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GroupInfo {
-    /// The group JID.
-    pub jid: Jid,
-    /// Subject.
-    pub subject: String,
-    /// Participants with their admin flag.
-    pub participants: Vec<(Jid, bool)>,
-}
 
 /// What [`Client::send_chat_state`] shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,21 +62,6 @@ fn key_of(info: &MessageInfo) -> MessageKey {
         id: Some(info.id.clone()),
         participant: info.is_group.then(|| info.sender.to_non_ad().to_string()),
     }
-}
-
-fn parse_group(g: &Node) -> Result<GroupInfo> {
-    let id = g.attr_str("id")?;
-    let jid = if id.contains('@') { id.parse()? } else { Jid::group(&id)? };
-    Ok(GroupInfo {
-        jid,
-        subject: g.opt_attr_str("subject").map(|s| s.into_owned()).unwrap_or_default(),
-        participants: g
-            .children_by_tag("participant")
-            .filter_map(|p| {
-                Some((p.attr_jid("jid").ok()?, p.opt_attr_str("type").is_some_and(|t| t.contains("admin"))))
-            })
-            .collect(),
-    })
 }
 
 impl Client {
@@ -232,66 +206,6 @@ impl Client {
             ));
         }
         Ok(out)
-    }
-
-    /// Creates a group.
-    pub async fn create_group(&self, subject: &str, participants: &[Jid]) -> Result<GroupInfo> {
-        let iq = Node::new("iq")
-            .attr("xmlns", "w:g2")
-            .attr("type", "set")
-            .attr("to", Jid::server_jid(wa_binary::Server::Group))
-            .children([Node::new("create")
-                .attr("subject", subject)
-                .attr("key", crate::send::new_message_id(&self.shared, "g"))
-                .children(participants.iter().map(|p| Node::new("participant").attr("jid", p.to_non_ad())))]);
-        let reply = self.shared.iq(iq).await?;
-        parse_group(
-            reply.child("group").ok_or_else(|| Error::Malformed("create reply without <group>".into()))?,
-        )
-    }
-
-    /// Group metadata.
-    pub async fn group_info(&self, group: &Jid) -> Result<GroupInfo> {
-        let iq = Node::new("iq")
-            .attr("xmlns", "w:g2")
-            .attr("type", "get")
-            .attr("to", group.clone())
-            .children([Node::new("query").attr("request", "interactive")]);
-        let reply = self.shared.iq(iq).await?;
-        parse_group(
-            reply.child("group").ok_or_else(|| Error::Malformed("group reply without <group>".into()))?,
-        )
-    }
-
-    /// Adds (`"add"`), removes, promotes or demotes participants.
-    pub async fn update_group_participants(
-        &self,
-        group: &Jid,
-        action: &str,
-        participants: &[Jid],
-    ) -> Result<()> {
-        if !matches!(action, "add" | "remove" | "promote" | "demote") {
-            return Err(Error::InvalidInput(format!("unknown participant action {action:?}")));
-        }
-        let iq = Node::new("iq")
-            .attr("xmlns", "w:g2")
-            .attr("type", "set")
-            .attr("to", group.clone())
-            .children([Node::new(action.to_owned())
-                .children(participants.iter().map(|p| Node::new("participant").attr("jid", p.to_non_ad())))]);
-        self.shared.iq(iq).await?;
-        Ok(())
-    }
-
-    /// Changes a group's subject.
-    pub async fn set_group_subject(&self, group: &Jid, subject: &str) -> Result<()> {
-        let iq = Node::new("iq")
-            .attr("xmlns", "w:g2")
-            .attr("type", "set")
-            .attr("to", group.clone())
-            .children([Node::new("subject").text(subject.to_owned())]);
-        self.shared.iq(iq).await?;
-        Ok(())
     }
 
     /// The URL of a user's or group's profile picture, if visible.

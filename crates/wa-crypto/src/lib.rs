@@ -8,6 +8,7 @@
 //! - [`aead`]: AES-256-GCM; [`cbc`]: AES-256-CBC with PKCS#7 padding.
 //! - [`ct_eq`]: constant-time comparison of MACs and tags.
 //! - [`media`]: WhatsApp media encryption (attachments, history-sync and app-state blobs).
+//! - [`msg_secret`]: modifications sealed under a message's secret (poll votes).
 //!
 //! Everything here is sans-I/O and allocation-light; randomness is always passed in.
 
@@ -17,6 +18,7 @@ mod error;
 mod hash;
 mod keys;
 pub mod media;
+pub mod msg_secret;
 
 pub use error::CryptoError;
 pub use hash::{HmacSha256Key, ct_eq, hkdf_sha256, hkdf_sha256_array, hmac_sha256, md5, sha256, sha512};

@@ -1,11 +1,18 @@
-//! Groups (`w:g2`): create, metadata, participants, subject, and the `w:gp2` notifications
-//! members receive.
+//! Groups (`w:g2`): create, list, metadata, participants, subject, description, invite
+//! links, leave, and the `w:gp2` notifications members receive.
+//!
+//! Request shapes: whatsmeow `group.go` (`CreateGroup`, `GetJoinedGroups`, `SetGroupTopic`,
+//! `GetGroupInviteLink`, `JoinGroupWithLink`, `LeaveGroup`), Baileys `src/Socket/groups.ts`
+//! (`groupFetchAllParticipating`, `groupUpdateDescription`, `groupInviteCode`,
+//! `groupRevokeInvite`, `groupAcceptInvite`, `groupLeave`).
 
 use std::collections::BTreeMap;
 
 use wa_binary::{Jid, Node, Server};
 
-use crate::world::{AccountId, ConnId, ControlError, DeviceAddr, Group, World, attr, server_jid};
+use crate::world::{
+    AccountId, ConnId, ControlError, DeviceAddr, Group, GroupDescription, World, attr, server_jid,
+};
 
 impl World {
     /// Creates a group owned by `creator` with `members`, addressed by phone number.
@@ -36,6 +43,7 @@ impl World {
         for &m in members {
             participants.entry(m).or_insert(false);
         }
+        let invite_code = self.new_invite_code();
         let group = Group {
             id: id.clone(),
             subject: subject.to_owned(),
@@ -43,12 +51,20 @@ impl World {
             creation: self.now(),
             participants,
             lid_addressed,
+            description: None,
+            invite_code,
+            revoked_invite_codes: Vec::new(),
         };
         self.groups.insert(id.clone(), group);
         let jid = Jid::group(&id).unwrap_or_else(|_| server_jid());
         let added: Vec<AccountId> = self.groups[&id].participants.keys().copied().collect();
         self.notify_group(&id, creator, "create", &added);
         jid
+    }
+
+    /// A fresh invite code: 22 characters, as in `https://chat.whatsapp.com/<code>` links.
+    fn new_invite_code(&mut self) -> String {
+        self.random_hex(11)
     }
 
     /// A member as a `<participant>`: PN groups name the PN and give the LID beside it,
@@ -80,14 +96,30 @@ impl World {
             let pn = self.user_jid(g.creator, Server::Pn);
             node = node.attr("creator_pn", pn.clone()).attr("s_o_pn", pn);
         }
-        node.children(g.participants.iter().map(|(&a, &admin)| {
-            let n = self.participant_node(g, a);
-            match (admin, a == g.creator) {
-                (_, true) => n.attr("type", "superadmin"),
-                (true, false) => n.attr("type", "admin"),
-                _ => n,
-            }
-        }))
+        let mut children: Vec<Node> = g
+            .participants
+            .iter()
+            .map(|(&a, &admin)| {
+                let n = self.participant_node(g, a);
+                // A creator who left and came back is a plain member.
+                match (admin, a == g.creator) {
+                    (true, true) => n.attr("type", "superadmin"),
+                    (true, false) => n.attr("type", "admin"),
+                    _ => n,
+                }
+            })
+            .collect();
+        // whatsmeow `parseGroupNode`: `<description id participant t><body>text</body>`.
+        if let Some(d) = &g.description {
+            children.push(
+                Node::new("description")
+                    .attr("id", d.id.as_str())
+                    .attr("participant", self.user_jid(d.set_by, g.addressing()))
+                    .attr("t", d.set_at)
+                    .children([Node::new("body").bytes(d.body.clone().into_bytes())]),
+            );
+        }
+        node.children(children)
     }
 
     /// Sends `<notification type="w:gp2">` about a change to every member's devices.
@@ -99,6 +131,14 @@ impl World {
             Node::new("create").children([self.group_node(&g)])
         } else if action == "subject" {
             Node::new("subject").attr("subject", g.subject.as_str()).attr("s_t", now)
+        } else if action == "description" {
+            // whatsmeow `parseGroupChange`: `<description id><body>…</body>` or `<delete/>`.
+            match &g.description {
+                Some(d) => Node::new("description")
+                    .attr("id", d.id.as_str())
+                    .children([Node::new("body").bytes(d.body.clone().into_bytes())]),
+                None => Node::new("description").children([Node::new("delete")]),
+            }
         } else {
             Node::new(action).children(subjects.iter().map(|&a| self.participant_node(&g, a)))
         };
@@ -166,7 +206,8 @@ impl World {
         let to = iq.attr_jid("to").ok();
         let first = iq.child_nodes().first().cloned();
         let Some(first) = first else { return self.iq_error(iq, 400, "bad-request") };
-        let gid = to.as_ref().filter(|j| j.is_group()).map(|j| j.user().to_owned());
+        // `g.us` itself (no user) addresses the group server: list, leave, invite codes.
+        let gid = to.as_ref().filter(|j| j.is_group() && !j.user().is_empty()).map(|j| j.user().to_owned());
         match (first.tag.as_str(), gid) {
             ("create", _) => {
                 let subject = attr(&first, "subject");
@@ -180,7 +221,7 @@ impl World {
                 let node = self.group_node(&g);
                 self.iq_result(iq).children([node])
             }
-            ("participating", _) => {
+            ("participating", None) => {
                 let mine: Vec<Group> = self
                     .groups
                     .values()
@@ -190,6 +231,8 @@ impl World {
                 let nodes: Vec<Node> = mine.iter().map(|g| self.group_node(g)).collect();
                 self.iq_result(iq).children([Node::new("groups").children(nodes)])
             }
+            ("leave", None) => self.on_leave(iq, &first, me.account),
+            ("invite", None) => self.on_invite_code(iq, &first, me.account),
             (_, None) => self.iq_error(iq, 400, "bad-request"),
             (tag, Some(gid)) => {
                 let Some(g) = self.groups.get(&gid).cloned() else {
@@ -235,14 +278,120 @@ impl World {
                         });
                         self.iq_result(iq).children([Node::new(tag).children(list)])
                     }
-                    "leave" => {
-                        let _ = self.group_participants(me.account, &gid, "remove", &[me.account]);
-                        self.iq_result(iq)
+                    "description" => self.on_description(iq, &first, &gid, me.account),
+                    "invite" => {
+                        // Only admins see or reset the link: whatsmeow `GetGroupInviteLink`
+                        // maps 401 to `ErrGroupInviteLinkUnauthorized`.
+                        if !g.participants.get(&me.account).copied().unwrap_or(false) {
+                            return self.iq_error(iq, 401, "not-authorized");
+                        }
+                        // `type="set"` revokes the link and answers the new one (Baileys
+                        // `groupRevokeInvite` reads `<invite code>` from the answer).
+                        if attr(iq, "type") == "set" {
+                            let code = self.new_invite_code();
+                            if let Some(g) = self.groups.get_mut(&gid) {
+                                let old = std::mem::replace(&mut g.invite_code, code);
+                                g.revoked_invite_codes.push(old);
+                            }
+                        }
+                        let code = self.groups[&gid].invite_code.clone();
+                        self.iq_result(iq).children([Node::new("invite").attr("code", code)])
                     }
                     _ => self.iq_error(iq, 501, "feature-not-implemented"),
                 }
             }
         }
+    }
+}
+
+impl World {
+    /// `<leave><group id=…/>…</leave>` to `g.us` (whatsmeow `LeaveGroup`, Baileys
+    /// `groupLeave`): each named group must exist (404) and hold us (403); then we are
+    /// removed and the members (us included) get the `remove` notification. Nothing changes
+    /// when one group is refused.
+    fn on_leave(&mut self, iq: &Node, leave: &Node, me: AccountId) -> Node {
+        let mut gids = Vec::new();
+        for g in leave.children_by_tag("group") {
+            let Ok(jid) = g.attr_jid("id") else { return self.iq_error(iq, 400, "bad-request") };
+            let gid = jid.user().to_owned();
+            match self.groups.get(&gid) {
+                None => return self.iq_error(iq, 404, "item-not-found"),
+                Some(g) if !g.participants.contains_key(&me) => return self.iq_error(iq, 403, "forbidden"),
+                Some(_) => gids.push(gid),
+            }
+        }
+        if gids.is_empty() {
+            return self.iq_error(iq, 400, "bad-request");
+        }
+        for gid in &gids {
+            // Checked above: the group exists.
+            let _ = self.group_participants(me, gid, "remove", &[me]);
+        }
+        self.iq_result(iq)
+    }
+
+    /// `<invite code/>` to `g.us`: `type="get"` describes the group the code opens, `set`
+    /// joins it (whatsmeow `GetGroupInfoFromLink` / `JoinGroupWithLink`, Baileys
+    /// `groupGetInviteInfo` / `groupAcceptInvite`). A revoked code is `410 gone`, an unknown
+    /// one `406 not-acceptable` (whatsmeow maps these to `ErrInviteLinkRevoked` and
+    /// `ErrInviteLinkInvalid`). Joining answers `<group jid>`; members get an `add`
+    /// notification. A member joining again is answered the same and changes nothing.
+    fn on_invite_code(&mut self, iq: &Node, invite: &Node, me: AccountId) -> Node {
+        let code = attr(invite, "code");
+        let found = self.groups.values().find(|g| g.invite_code == code).map(|g| g.id.clone());
+        let Some(gid) = found else {
+            let revoked =
+                !code.is_empty() && self.groups.values().any(|g| g.revoked_invite_codes.contains(&code));
+            return if revoked {
+                self.iq_error(iq, 410, "gone")
+            } else {
+                self.iq_error(iq, 406, "not-acceptable")
+            };
+        };
+        let jid = Jid::group(&gid).unwrap_or_else(|_| server_jid());
+        if attr(iq, "type") != "set" {
+            let node = self.group_node(&self.groups[&gid]);
+            return self.iq_result(iq).children([node]);
+        }
+        if !self.groups[&gid].participants.contains_key(&me) {
+            let _ = self.group_participants(me, &gid, "add", &[me]);
+        }
+        self.iq_result(iq).children([Node::new("group").attr("jid", jid)])
+    }
+
+    /// `<description id prev><body>text</body></description>`, or `delete="true"` without a
+    /// body (whatsmeow `SetGroupTopic`, Baileys `groupUpdateDescription`). Both clients read
+    /// the current description id first and send it as `prev`; the emulator refuses a `prev`
+    /// that is not the current id (absent when there is none) with `409 conflict`, the
+    /// emulator's reading of why they do (the code itself is not documented). Members get
+    /// a `description` notification.
+    fn on_description(&mut self, iq: &Node, d: &Node, gid: &str, me: AccountId) -> Node {
+        let current = self.groups[gid].description.as_ref().map(|d| d.id.clone());
+        let prev = d.opt_attr_str("prev").map(|p| p.into_owned());
+        if prev != current {
+            return self.iq_error(iq, 409, "conflict");
+        }
+        let delete = attr(d, "delete") == "true";
+        let body = d
+            .child("body")
+            .and_then(crate::world::content_bytes)
+            .map(|b| String::from_utf8_lossy(b).into_owned());
+        let new = match (delete, body) {
+            (true, _) => None,
+            (false, Some(body)) if !body.is_empty() => {
+                let id = attr(d, "id");
+                if id.is_empty() {
+                    return self.iq_error(iq, 400, "bad-request");
+                }
+                Some(GroupDescription { id, body, set_by: me, set_at: self.now() })
+            }
+            _ => return self.iq_error(iq, 400, "bad-request"),
+        };
+        if let Some(g) = self.groups.get_mut(gid) {
+            g.description = new;
+        }
+        self.notify_group(gid, me, "description", &[]);
+        self.iq_result(iq)
     }
 }
 

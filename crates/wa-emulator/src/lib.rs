@@ -42,6 +42,7 @@ mod notifications;
 mod pairing;
 mod phone;
 mod phone_identity;
+mod polls;
 mod prekey_upload;
 pub mod reachout;
 mod resend;
@@ -677,6 +678,15 @@ impl PhoneHandle<'_> {
         self.emu.with_world(|w| {
             let a = self.account(w)?;
             w.phone_react(a, chat, id, emoji)
+        })
+    }
+
+    /// Votes for `options` (by name; none retracts the vote) in the poll `poll_id` this phone
+    /// received in `chat`; returns the vote's message id.
+    pub fn vote(&self, chat: &Jid, poll_id: &str, options: &[&str]) -> Result<String, ControlError> {
+        self.emu.with_world(|w| {
+            let a = self.account(w)?;
+            w.phone_vote(a, chat, poll_id, options)
         })
     }
 

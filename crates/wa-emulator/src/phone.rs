@@ -549,7 +549,7 @@ impl World {
         self.phone_send_receipt(account, ids, "played")
     }
 
-    fn inbox_message(&self, account: AccountId, id: &str) -> Result<InboxMessage, ControlError> {
+    pub(crate) fn inbox_message(&self, account: AccountId, id: &str) -> Result<InboxMessage, ControlError> {
         self.accounts[account]
             .phone
             .inbox

@@ -224,6 +224,22 @@ pub struct Group {
     /// `addressing_mode="lid"`: members are named by LID (with `phone_number` beside it)
     /// in metadata, notifications, messages and receipts.
     pub lid_addressed: bool,
+    /// The description (topic), when one is set.
+    pub description: Option<GroupDescription>,
+    /// The current invite code (`https://chat.whatsapp.com/<code>`).
+    pub invite_code: String,
+    /// Codes an admin revoked: joining with one is `410 gone`.
+    pub revoked_invite_codes: Vec<String>,
+}
+
+/// A group's description: its text, its id (the next change names it as `prev`), who set it
+/// and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub id: String,
+    pub body: String,
+    pub set_by: AccountId,
+    pub set_at: u64,
 }
 
 impl Group {
@@ -841,29 +857,47 @@ impl World {
     /// as `<chatstate from=<the sender as the recipient addresses it>>` with the same child
     /// (whatsmeow `presence.go` `handleChatState` and Baileys `Socket/chats.ts`
     /// `handlePresenceUpdate` read `from` and the child). Ephemeral: never queued for a device
-    /// that is offline, never acknowledged. Group chat states are not relayed here.
+    /// that is offline, never acknowledged.
+    ///
+    /// A chat state to a group the sender is in goes to every other member's connected
+    /// companions as `<chatstate from=<group> participant=<sender>>`, the sender named as the
+    /// group addresses members (whatsmeow `presence.go` `handleChatState` parses it with
+    /// `parseMessageSource(node, true)`: group `from`, sender in `participant`; Baileys
+    /// `Socket/chats.ts` `handlePresenceUpdate` takes `participant` over `from`). A state to a
+    /// group the sender is not in is dropped.
     fn on_chatstate(&mut self, conn: ConnId, node: &Node) {
         let Some(from) = self.conns.get(&conn).and_then(|c| c.device) else { return };
         let Ok(to) = node.attr_jid("to") else { return };
-        if to.is_group() {
-            return;
-        }
-        let Some(account) = self.account_of(&to) else { return };
-        if account == from.account {
-            return;
-        }
         let Some(state) =
             node.child_nodes().first().filter(|c| matches!(c.tag.as_str(), "composing" | "paused"))
         else {
             return;
         };
-        let server = self.delivery_server(from.account, account);
-        let sender = self.device_jid(DeviceAddr { account: from.account, device: 0 }, server);
-        let relayed = Node::new("chatstate").attr("from", sender).children([state.clone()]);
-        let conns: Vec<ConnId> = self.accounts[account]
-            .devices
-            .values()
-            .filter_map(|d| d.conn)
+        let (relayed, audience) = if to.is_group() {
+            let Some(g) = self.groups.get(to.user()) else { return };
+            if !g.participants.contains_key(&from.account) {
+                return;
+            }
+            let participant = self.user_jid(from.account, g.addressing());
+            let audience: Vec<AccountId> =
+                g.participants.keys().copied().filter(|a| *a != from.account).collect();
+            let relayed = Node::new("chatstate")
+                .attr("from", to.to_non_ad())
+                .attr("participant", participant)
+                .children([state.clone()]);
+            (relayed, audience)
+        } else {
+            let Some(account) = self.account_of(&to) else { return };
+            if account == from.account {
+                return;
+            }
+            let server = self.delivery_server(from.account, account);
+            let sender = self.device_jid(DeviceAddr { account: from.account, device: 0 }, server);
+            (Node::new("chatstate").attr("from", sender).children([state.clone()]), vec![account])
+        };
+        let conns: Vec<ConnId> = audience
+            .iter()
+            .flat_map(|&a| self.accounts[a].devices.values().filter_map(|d| d.conn))
             .filter(|c| self.conns.get(c).is_some_and(|c| c.active && !c.closed))
             .collect();
         for c in conns {

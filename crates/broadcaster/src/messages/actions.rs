@@ -15,7 +15,9 @@ use crate::account_state::AccountState;
 use crate::auth::{Permission, Principal};
 use crate::db::{OptionalExtension, params};
 use crate::error::{ApiError, ApiJson};
-use crate::runtime::{ChatState, ContactCard, Location, MessageTarget, OutgoingContent, Poll, RuntimeError};
+use crate::runtime::{
+    ChatState, ContactCard, Location, MediaKind, MessageTarget, OutgoingContent, Poll, RuntimeError,
+};
 use crate::state::AppState;
 
 /// Most options in a poll (WhatsApp's own limit).
@@ -38,7 +40,7 @@ fn runtime_error(e: RuntimeError) -> ApiError {
 }
 
 /// 404 for an unknown account, 409 for one that is not active.
-async fn require_active(st: &AppState, tenant_id: &str, account_id: &str) -> Result<(), ApiError> {
+pub(crate) async fn require_active(st: &AppState, tenant_id: &str, account_id: &str) -> Result<(), ApiError> {
     let (t, a) = (tenant_id.to_owned(), account_id.to_owned());
     let state = st
         .db
@@ -137,13 +139,19 @@ pub async fn act(
         }
         Action::Edit(text) => {
             super::check_text(text)?;
-            if t.message.kind != "text" {
-                return Err(ApiError::Conflict {
-                    code: "not_editable",
-                    message: "only text messages can be edited".into(),
-                });
-            }
-            OutgoingContent::Edit { target: t.key.clone(), text: text.clone() }
+            // Text, and the captions of the media kinds that carry one.
+            let media = match MediaKind::parse(&t.message.kind) {
+                None if t.message.kind == "text" => None,
+                Some(k @ (MediaKind::Image | MediaKind::Video | MediaKind::Document)) => Some(k),
+                _ => {
+                    return Err(ApiError::Conflict {
+                        code: "not_editable",
+                        message: "only text messages and image, video and document captions can be edited"
+                            .into(),
+                    });
+                }
+            };
+            OutgoingContent::Edit { target: t.key.clone(), text: text.clone(), media }
         }
         Action::Revoke => OutgoingContent::Revoke { target: t.key.clone() },
     };
@@ -316,7 +324,7 @@ pub struct ReactRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditRequest {
-    /// The new text.
+    /// The new text, or for an image, video or document the new caption.
     pub text: String,
 }
 
@@ -353,7 +361,8 @@ pub async fn react(
     act(&st, &p.tenant_id, &id, &message_id, Action::React(req.emoji)).await.map(Json)
 }
 
-/// Edits a text message this account sent; `message_edited` follows.
+/// Edits a text message this account sent, or the caption of its image, video or document
+/// (other kinds: 409 `not_editable`); `message_edited` follows.
 #[utoipa::path(patch, path = "/api/v1/accounts/{id}/messages/{message_id}", tag = "messages",
     params(("id" = String, Path), ("message_id" = String, Path, description = "our id or WhatsApp's")),
     request_body = EditRequest,

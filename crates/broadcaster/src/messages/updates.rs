@@ -14,28 +14,7 @@ use super::{Edit, Reaction, StoredMessage, load};
 use crate::db::{Conn, DbError, DbResult, OptionalExtension, params};
 use crate::outbox;
 
-/// Who acted and where.
-#[derive(Debug, Clone)]
-pub struct Actor<'a> {
-    /// The chat the action came in (as history records chats).
-    pub chat: &'a str,
-    /// A JID, or `me` for this account.
-    pub sender: &'a str,
-    pub sender_phone: Option<&'a str>,
-    pub push_name: Option<&'a str>,
-    /// When (ms since epoch).
-    pub at: i64,
-}
-
-impl Actor<'_> {
-    /// This account, acting through the API.
-    pub fn me(chat: &str, at: i64) -> Actor<'_> {
-        Actor { chat, sender: ME, sender_phone: None, push_name: None, at }
-    }
-}
-
-/// The sender name of this account's own reactions.
-pub const ME: &str = "me";
+pub use super::actor::{Actor, ME};
 
 /// The `data` of `message_reaction`, `message_edited` and `message_revoked` events.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -226,6 +205,18 @@ pub fn apply_incoming(
             (target_id, Some("incoming"), Action::Edit(text.clone().unwrap_or_default()))
         }
         Some(MessageDetail::Revoke { target_id }) => (target_id, Some("incoming"), Action::Revoke),
+        // A vote updates its poll's results.
+        Some(MessageDetail::PollVote(v)) => {
+            use super::polls::VoteOutcome;
+            return Ok(Some(match super::polls::record_vote(c, tenant_id, account_id, v, &actor)? {
+                VoteOutcome::Recorded(name, data) => Some((name, data)),
+                VoteOutcome::Repeat | VoteOutcome::UnknownPoll => None,
+                VoteOutcome::Invalid(why) => {
+                    tracing::warn!(poll = %v.target_id, %why, "a poll vote was not recorded");
+                    None
+                }
+            }));
+        }
         _ => return Ok(None),
     };
     apply(c, tenant_id, account_id, target, direction, &actor, &action).map(Some)

@@ -3,11 +3,12 @@
 //! message it quotes) and the protobuf of each kind the server sends.
 
 use wa_proto::message::{
-    ContactMessage, ExtendedTextMessage, LocationMessage, ProtocolMessage, ReactionMessage, protocol_message,
+    ContactMessage, DocumentMessage, ExtendedTextMessage, ImageMessage, LocationMessage, ProtocolMessage,
+    ReactionMessage, VideoMessage, protocol_message,
 };
 use wa_proto::{ContextInfo, Message, MessageKey};
 
-use crate::runtime::{ContactCard, Location, MessageDetail, MessageTarget, Poll};
+use crate::runtime::{ContactCard, Location, MediaKind, MessageDetail, MessageTarget, Poll, PollVoteCipher};
 
 /// The protocol message, also when it arrives wrapped as an `editedMessage` future-proof message
 /// (Baileys and WhatsApp Web send edits both ways).
@@ -46,7 +47,7 @@ pub(super) fn detail(m: &Message) -> Result<Option<MessageDetail>, ()> {
             _ => Err(()),
         };
     }
-    if m.protocol_message.is_some() || m.poll_update_message.is_some() {
+    if m.protocol_message.is_some() {
         return Err(());
     }
     if let Some(l) = &m.location_message {
@@ -74,11 +75,31 @@ pub(super) fn detail(m: &Message) -> Result<Option<MessageDetail>, ()> {
         .or(m.poll_creation_message_v3.as_ref())
         .or(m.poll_creation_message_v2.as_ref());
     if let Some(p) = poll {
-        return Ok(Some(MessageDetail::Poll(Poll {
-            name: p.name.clone().unwrap_or_default(),
-            options: p.options.iter().filter_map(|o| o.option_name.clone()).collect(),
-            selectable_count: p.selectable_options_count.unwrap_or(0),
-        })));
+        return Ok(Some(MessageDetail::Poll {
+            poll: Poll {
+                name: p.name.clone().unwrap_or_default(),
+                options: p.options.iter().filter_map(|o| o.option_name.clone()).collect(),
+                selectable_count: p.selectable_options_count.unwrap_or(0),
+            },
+            secret: m.message_context_info.as_ref().and_then(|c| c.message_secret.clone()),
+        }));
+    }
+    if let Some(u) = &m.poll_update_message {
+        // The voter (and, for our own polls, the creator) is named by the session.
+        let key = u.poll_creation_message_key.as_ref().ok_or(())?;
+        let vote = u.vote.as_ref().ok_or(())?;
+        let creator = if key.from_me == Some(true) {
+            String::new()
+        } else {
+            key.participant.clone().or_else(|| key.remote_jid.clone()).unwrap_or_default()
+        };
+        return Ok(Some(MessageDetail::PollVote(PollVoteCipher::new(
+            key.id.clone().ok_or(())?,
+            creator,
+            String::new(),
+            vote.enc_payload.clone().ok_or(())?,
+            vote.enc_iv.clone().ok_or(())?,
+        ))));
     }
     Ok(None)
 }
@@ -151,15 +172,31 @@ pub(super) fn reaction(target: &MessageTarget, emoji: &str, now_ms: i64) -> Mess
     }
 }
 
-pub(super) fn edit(target: &MessageTarget, text: &str, now_ms: i64) -> Message {
+/// An edit of our message `target`: new text, or for a media message (`media`) its new caption,
+/// carried in a message of the same kind that holds only the caption (whatsmeow `BuildEdit`
+/// takes whatever content replaces the old; `text_of` reads captions back the same way).
+pub(super) fn edit(target: &MessageTarget, text: &str, media: Option<MediaKind>, now_ms: i64) -> Message {
+    let caption = Some(text.to_owned());
+    let edited = match media {
+        Some(MediaKind::Image) => Message {
+            image_message: Some(Box::new(ImageMessage { caption, ..Default::default() })),
+            ..Default::default()
+        },
+        Some(MediaKind::Video) => Message {
+            video_message: Some(Box::new(VideoMessage { caption, ..Default::default() })),
+            ..Default::default()
+        },
+        Some(MediaKind::Document) => Message {
+            document_message: Some(Box::new(DocumentMessage { caption, ..Default::default() })),
+            ..Default::default()
+        },
+        _ => Message { conversation: caption, ..Default::default() },
+    };
     Message {
         protocol_message: Some(Box::new(ProtocolMessage {
             key: Some(key(target)),
             r#type: Some(protocol_message::Type::MessageEdit as i32),
-            edited_message: Some(Box::new(Message {
-                conversation: Some(text.to_owned()),
-                ..Default::default()
-            })),
+            edited_message: Some(Box::new(edited)),
             timestamp_ms: Some(now_ms),
             ..Default::default()
         })),
@@ -221,8 +258,19 @@ mod tests {
         let t = target("1555@s.whatsapp.net", false);
         let r = detail(&reaction(&t, "👍", 1)).unwrap();
         assert_eq!(r, Some(MessageDetail::Reaction { target_id: "ABC".into(), emoji: "👍".into() }));
-        let e = detail(&edit(&t, "new", 1)).unwrap();
+        let e = detail(&edit(&t, "new", None, 1)).unwrap();
         assert_eq!(e, Some(MessageDetail::Edit { target_id: "ABC".into(), text: Some("new".into()) }));
+        // A caption edit carries a message of the media's kind, read back as the new text.
+        for kind in [MediaKind::Image, MediaKind::Video, MediaKind::Document] {
+            let m = edit(&t, "new caption", Some(kind), 1);
+            let inner = m.protocol_message.as_ref().and_then(|p| p.edited_message.as_deref()).unwrap();
+            assert!(inner.conversation.is_none(), "{kind:?}");
+            let e = detail(&m).unwrap();
+            assert_eq!(
+                e,
+                Some(MessageDetail::Edit { target_id: "ABC".into(), text: Some("new caption".into()) })
+            );
+        }
         assert_eq!(detail(&revoke(&t)).unwrap(), Some(MessageDetail::Revoke { target_id: "ABC".into() }));
         let l = Location { latitude: 52.5, longitude: 13.4, name: Some("Berlin".into()), address: None };
         assert_eq!(detail(&location(&l)).unwrap(), Some(MessageDetail::Location(l)));

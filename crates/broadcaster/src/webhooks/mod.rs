@@ -36,6 +36,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "message_reaction",
     "message_edited",
     "message_revoked",
+    "poll_vote",
     "account_health",
     "message_sent",
     "campaign_status",
