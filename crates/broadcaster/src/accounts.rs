@@ -1,7 +1,6 @@
 //! `/api/v1/accounts`: create, list, get, update, delete, activity log, connect/disconnect/logout.
 
 pub mod new_contacts;
-pub mod schema;
 pub mod timelock;
 
 use crate::db::{OptionalExtension, Row, params};

@@ -692,8 +692,28 @@ ALTER TABLE messages ADD COLUMN edited_at INTEGER;
 ALTER TABLE messages ADD COLUMN revoked_at INTEGER;
 "#,
     // 11: sending limits (issue 16): new contacts a day, the contacts an account knows, the
-    // reach-out time-lock and a campaign's pause for it
-    crate::accounts::schema::MIGRATION_SQLITE,
+    // reach-out time-lock and a campaign's pause for it. Existing chats count as known (anyone
+    // who wrote to the account, anyone it reached).
+    r#"
+ALTER TABLE accounts ADD COLUMN new_contact_limit INTEGER NOT NULL DEFAULT 50;
+ALTER TABLE accounts ADD COLUMN new_contacts_day INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE accounts ADD COLUMN new_contacts_today INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE accounts ADD COLUMN reachout_locked_until INTEGER;
+ALTER TABLE accounts ADD COLUMN reachout_lock_type TEXT;
+ALTER TABLE campaigns ADD COLUMN paused_until INTEGER;
+CREATE TABLE account_contacts (
+    account_id        TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    chat_jid          TEXT NOT NULL,
+    first_message_id  TEXT,
+    first_at          INTEGER NOT NULL,
+    PRIMARY KEY (account_id, chat_jid)
+);
+INSERT INTO account_contacts (account_id, chat_jid, first_message_id, first_at)
+    SELECT account_id, chat_jid, NULL, MIN(created_at) FROM messages
+     WHERE chat_jid NOT LIKE '%@g.us' AND account_id IN (SELECT id FROM accounts)
+       AND (direction = 'incoming' OR status IN ('sent','delivered','read','played'))
+     GROUP BY account_id, chat_jid;
+"#,
 ];
 
 /// Schema version this binary writes.

@@ -287,8 +287,27 @@ ALTER TABLE messages ADD COLUMN edits TEXT COLLATE "C";
 ALTER TABLE messages ADD COLUMN edited_at BIGINT;
 ALTER TABLE messages ADD COLUMN revoked_at BIGINT;
 "#,
-    // 11: sending limits (the twin of `crate::accounts::schema::MIGRATION_SQLITE`)
-    crate::accounts::schema::MIGRATION_POSTGRES,
+    // 11: sending limits (the twin of the SQLite entry 11)
+    r#"
+ALTER TABLE accounts ADD COLUMN new_contact_limit BIGINT NOT NULL DEFAULT 50;
+ALTER TABLE accounts ADD COLUMN new_contacts_day BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE accounts ADD COLUMN new_contacts_today BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE accounts ADD COLUMN reachout_locked_until BIGINT;
+ALTER TABLE accounts ADD COLUMN reachout_lock_type TEXT COLLATE "C";
+ALTER TABLE campaigns ADD COLUMN paused_until BIGINT;
+CREATE TABLE account_contacts (
+    account_id        TEXT COLLATE "C" NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    chat_jid          TEXT COLLATE "C" NOT NULL,
+    first_message_id  TEXT COLLATE "C",
+    first_at          BIGINT NOT NULL,
+    PRIMARY KEY (account_id, chat_jid)
+);
+INSERT INTO account_contacts (account_id, chat_jid, first_message_id, first_at)
+    SELECT account_id, chat_jid, NULL, MIN(created_at) FROM messages
+     WHERE chat_jid NOT LIKE '%@g.us' AND account_id IN (SELECT id FROM accounts)
+       AND (direction = 'incoming' OR status IN ('sent','delivered','read','played'))
+     GROUP BY account_id, chat_jid;
+"#,
 ];
 
 /// An advisory-lock key so that two servers starting at once migrate one after the other.
