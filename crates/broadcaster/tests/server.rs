@@ -408,6 +408,28 @@ async fn tenant_isolation_on_every_endpoint() {
         ),
         ("POST", "/api/v1/accounts/{id}/check-numbers", Some(json!({ "phones": ["+14155550100"] }))),
         ("GET", "/api/v1/accounts/{id}/chats", None),
+        ("GET", "/api/v1/accounts/{id}/groups", None),
+        (
+            "POST",
+            "/api/v1/accounts/{id}/groups",
+            Some(json!({ "subject": "pwned", "participants": ["+14155550100"] })),
+        ),
+        (
+            "POST",
+            "/api/v1/accounts/{id}/groups/join",
+            Some(json!({ "link": "https://chat.whatsapp.com/AbCdEf123" })),
+        ),
+        ("GET", "/api/v1/accounts/{id}/groups/{group}", None),
+        ("PUT", "/api/v1/accounts/{id}/groups/{group}/description", Some(json!({ "description": "pwned" }))),
+        ("PUT", "/api/v1/accounts/{id}/groups/{group}/subject", Some(json!({ "subject": "pwned" }))),
+        ("GET", "/api/v1/accounts/{id}/groups/{group}/invite-link", None),
+        ("POST", "/api/v1/accounts/{id}/groups/{group}/invite-link/revoke", None),
+        ("POST", "/api/v1/accounts/{id}/groups/{group}/leave", None),
+        (
+            "POST",
+            "/api/v1/accounts/{id}/groups/{group}/participants",
+            Some(json!({ "action": "add", "participants": ["+14155550100"] })),
+        ),
         ("DELETE", "/api/v1/keys/{id}", None),
         ("DELETE", "/api/v1/webhooks/{id}", None),
         ("GET", "/api/v1/webhooks/{id}/deliveries", None),
@@ -428,7 +450,11 @@ async fn tenant_isolation_on_every_endpoint() {
         } else {
             account
         };
-        template.replace("{id}", id).replace("{account_id}", account).replace("{message_id}", &msg_a)
+        template
+            .replace("{id}", id)
+            .replace("{account_id}", account)
+            .replace("{message_id}", &msg_a)
+            .replace("{group}", "120363000000000001@g.us")
     };
     for (m, template, body) in &cases {
         let path = fill(template, &acc_a);
