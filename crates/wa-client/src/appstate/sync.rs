@@ -65,8 +65,12 @@ pub(crate) fn spawn_sync(shared: Arc<Shared>, collections: Vec<Collection>, full
             }
             Ok(_) => {}
         }
-        if let Err(e) = sync(&shared, &collections, full).await {
-            warn!(%e, "app-state sync failed");
+        match sync(&shared, &collections, full).await {
+            Ok(()) => {}
+            // The connection ended mid-sync (a disconnect, a shutdown): nothing is wrong with
+            // the state, and the next login fetches every collection again.
+            Err(e @ (Error::NotConnected | Error::Closed)) => debug!(%e, "app-state sync stopped"),
+            Err(e) => warn!(%e, "app-state sync failed"),
         }
     });
 }
