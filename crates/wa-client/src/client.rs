@@ -630,6 +630,13 @@ impl Client {
         self.shared.connection().is_ok()
     }
 
+    /// The process-unique number of the live logged-in connection, if any (a reconnect gets a
+    /// new one): tells whether an [`Event::OfflineSyncCompleted`] is about the connection that
+    /// is live now.
+    pub fn connection_number(&self) -> Option<u64> {
+        self.shared.connection().ok().map(|c| c.number())
+    }
+
     /// Starts pairing by phone number instead of QR: returns the 8-character code to type on
     /// the phone (also emitted as [`Event::PairingCode`]). Call after [`Client::connect`],
     /// once the first [`Event::Qr`] arrived (the registration connection is up).
@@ -1096,7 +1103,7 @@ impl Session {
             match child.tag.as_str() {
                 "offline" => {
                     let count = child.opt_attr_str("count").and_then(|c| c.parse().ok()).unwrap_or(0);
-                    self.shared.emit(Event::OfflineSyncCompleted { count });
+                    self.shared.emit(Event::OfflineSyncCompleted { count, connection: self.conn.number() });
                 }
                 "offline_preview" => {
                     let n = |k: &str| child.opt_attr_str(k).and_then(|v| v.parse().ok()).unwrap_or(0);

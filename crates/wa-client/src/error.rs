@@ -64,6 +64,18 @@ pub enum Error {
     /// The operation needs a live, logged-in connection.
     #[error("not connected")]
     NotConnected,
+    /// A message stanza was handed to the connection but the server's ack never came (the
+    /// connection ended, or the ack timed out): the message may have reached WhatsApp or not.
+    /// Unlike [`Error::NotConnected`] this is no proof that nothing went out, so it must not
+    /// be reported as a failure; send it again under the same `id` (recipients keep one copy
+    /// per message id) or wait for a receipt naming `id`.
+    #[error("message {id} went out but {cause}; it may have reached WhatsApp")]
+    Unacknowledged {
+        /// The message id, to resend under or to match receipts against.
+        id: String,
+        /// What happened instead of the ack.
+        cause: AckLoss,
+    },
     /// The operation needs a paired account.
     #[error("not logged in (no paired account in the store)")]
     NotLoggedIn,
@@ -149,4 +161,16 @@ impl From<wa_crypto::CryptoError> for Error {
 
 pub(crate) fn protobuf(what: &'static str) -> impl FnOnce(prost::DecodeError) -> Error {
     move |source| Error::Protobuf { what, source }
+}
+
+/// Why a message's server ack never came ([`Error::Unacknowledged`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AckLoss {
+    /// The connection ended before the ack arrived.
+    #[error("the connection ended before the server's ack")]
+    ConnectionEnded,
+    /// No ack within the wait.
+    #[error("no server ack came within {0:?}")]
+    TimedOut(std::time::Duration),
 }

@@ -51,6 +51,9 @@ pub enum Event {
     OfflineSyncCompleted {
         /// How many stanzas the server said it delivered.
         count: u64,
+        /// The connection it came on ([`crate::Client::connection_number`]): events before
+        /// it in the stream carry that connection's offline queue.
+        connection: u64,
     },
     /// The connection ended.
     Disconnected {

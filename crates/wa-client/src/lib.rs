@@ -51,7 +51,7 @@ mod send;
 pub mod version;
 
 pub use client::{BoxRng, Client, ClientBuilder, WHATSAPP_URL};
-pub use error::{Error, Result};
+pub use error::{AckLoss, Error, Result};
 pub use event::{
     AppStateVersion, CallEvent, Event, EventStream, MediaRetryAnswer, MediaRetryEvent, MessageEvent,
     MessageInfo, OfflinePreview, PictureEvent, ReceiptAck, ReceiptEvent, ReceiptKind, UnavailableEvent,

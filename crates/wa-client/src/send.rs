@@ -20,7 +20,7 @@ use wa_store::{DeviceListStore, ProtocolAddress, SenderKeyStore, SentMessageStor
 use crate::client::{Client, Shared, lock, signal_address};
 use crate::conn::{Connection, server_jid};
 use crate::creds::CredentialsExt;
-use crate::error::{Error, Result};
+use crate::error::{AckLoss, Error, Result};
 
 /// How long device lists stay cached.
 pub(crate) const DEVICE_LIST_TTL: i64 = 3600;
@@ -390,10 +390,11 @@ async fn send_for_ack(shared: &Shared, conn: &Connection, id: &str, stanza: &Nod
     }
     let ack = match tokio::time::timeout(SERVER_ACK_TIMEOUT, rx).await {
         Ok(Ok(ack)) => ack,
-        Ok(Err(_)) => return Err(Error::NotConnected),
+        // Queued for the socket, so it may have gone out: not a `NotConnected`.
+        Ok(Err(_)) => return Err(Error::Unacknowledged { id, cause: AckLoss::ConnectionEnded }),
         Err(_) => {
             lock(&shared.state.acks).remove(&id);
-            return Err(Error::Timeout { what: format!("server ack of {id}"), after: SERVER_ACK_TIMEOUT });
+            return Err(Error::Unacknowledged { id, cause: AckLoss::TimedOut(SERVER_ACK_TIMEOUT) });
         }
     };
     if let Some(code) = ack.opt_attr_str("error") {

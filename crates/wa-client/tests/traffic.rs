@@ -189,7 +189,7 @@ async fn offline_traffic_is_previewed_routed_and_an_unacked_notification_comes_b
     // The first login's queue: the device list the pairing left and the phone's app-state
     // keys (a peer message).
     next_matching(&mut events, "first offline sync", |e| {
-        matches!(e, Event::OfflineSyncCompleted { count: 2 }).then_some(())
+        matches!(e, Event::OfflineSyncCompleted { count: 2, .. }).then_some(())
     })
     .await;
     acked(&emu, ME, dev, "notification", "account_sync").await;
@@ -229,7 +229,7 @@ async fn offline_traffic_is_previewed_routed_and_an_unacked_notification_comes_b
     .await;
     assert!(end.offline && end.reason.as_deref() == Some("timeout"));
     next_matching(&mut events, "offline done", |e| {
-        matches!(e, Event::OfflineSyncCompleted { count: 5 }).then_some(())
+        matches!(e, Event::OfflineSyncCompleted { count: 5, .. }).then_some(())
     })
     .await;
     acked(&emu, ME, dev, "call", "terminate").await;
