@@ -13,7 +13,10 @@
 //! the shutdown timeout): [`recover_interrupted`] queues it again and it is resent under the
 //! same WhatsApp id, so the recipient's devices keep one copy even if the first attempt had
 //! reached WhatsApp. A row whose session is not running (reconnecting after a restart) waits
-//! [`NOT_RUNNING_RETRY_MS`] and is tried again, up to [`MAX_ATTEMPTS`] claims.
+//! [`NOT_RUNNING_RETRY_MS`] and is tried again, up to [`MAX_ATTEMPTS`] claims. So does a row
+//! whose attempt went out unconfirmed (the connection dropped before WhatsApp's ack): it may
+//! have arrived, so it is neither `failed` nor `sent`; a receipt naming its id settles it
+//! (`messages::apply_status_tx`), else it goes again under the same id.
 //!
 //! Single sends (`POST …/messages`, the compatibility API, webhook auto-replies) share this
 //! resume path. Their row is written `pending` with its reserved WhatsApp id and a *lease*: a
@@ -63,6 +66,9 @@ const TICK_BATCH: usize = 100;
 /// How long a message waits when its account's session is not running (e.g. still reconnecting
 /// after a restart) before it is tried again.
 pub const NOT_RUNNING_RETRY_MS: i64 = 5_000;
+/// How often the runner looks again while a due message waits for its session to read
+/// WhatsApp's offline queue ([`crate::runtime::AccountRuntime::caught_up`]).
+const CATCH_UP_POLL_MS: i64 = 250;
 /// Claims of one message at most; then it fails (its account never came back).
 pub const MAX_ATTEMPTS: i64 = 120;
 pub use crate::messages::SINGLE_SEND_LEASE_MS;
@@ -372,11 +378,19 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
         })
         .await?;
     let max_age = st.limits.pending_send_max_age_ms;
+    let mut awaiting_catch_up = false;
     for mut d in due {
         if let Some(reason) = unsendable_reason(&d, now, max_age) {
             if let Err(e) = fail_queued(st, &d.tenant_id, &d.account_id, &d.id, reason).await {
                 tracing::warn!(message_id = %d.id, error = %e, "queued message not failed");
             }
+            continue;
+        }
+        if !runtime.caught_up(&d.tenant_id, &d.account_id) {
+            // Logged in again, but WhatsApp's offline queue is not read yet: a receipt in it
+            // may settle this row (an unconfirmed or interrupted attempt). Left as it is, so
+            // the phone does not get a second copy; looked at again shortly.
+            awaiting_catch_up = true;
             continue;
         }
         // Claim the row so a concurrent tick cannot send it twice, and fix the WhatsApp id it
@@ -414,8 +428,12 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
             }
             None => Err(RuntimeError::Failed("the stored message does not read back".into())),
         };
-        if matches!(result, Err(RuntimeError::NotRunning)) && d.attempts + 1 < MAX_ATTEMPTS {
-            // Not sent: the session is down for now (reconnecting). Queue it again.
+        if matches!(result, Err(RuntimeError::NotRunning | RuntimeError::Unconfirmed(_)))
+            && d.attempts + 1 < MAX_ATTEMPTS
+        {
+            // Not sent: the session is down for now (reconnecting). Or unconfirmed: it went out
+            // but no ack came, so it may have arrived; it goes again under the same id unless a
+            // receipt settles the row first. Either way, queue it again.
             let (id, at) = (d.id.clone(), st.clock.now_ms() + NOT_RUNNING_RETRY_MS);
             st.db
                 .call(move |c| {
@@ -430,6 +448,9 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
         if let Err(e) = record_outcome(st, &d.tenant_id, &d.account_id, &d.id, result).await {
             tracing::warn!(message_id = %d.id, error = %e, "queued message not recorded");
         }
+    }
+    if awaiting_catch_up {
+        return Ok(Some(st.clock.now_ms() + CATCH_UP_POLL_MS));
     }
     st.db
         .call(|c| {

@@ -34,6 +34,9 @@ use crate::state::AppState;
 /// may send it again (the request was dropped without recording an outcome). Longer than any
 /// send takes.
 pub const SINGLE_SEND_LEASE_MS: i64 = 600_000;
+/// How soon a send whose outcome is unknown ([`RuntimeError::Unconfirmed`]) goes out again
+/// under its WhatsApp id, unless a receipt settles it first.
+pub const UNCONFIRMED_RETRY_MS: i64 = 5_000;
 
 /// Longest text body accepted.
 pub const MAX_TEXT_CHARS: usize = 65_536;
@@ -524,6 +527,26 @@ pub async fn send_message_as(
             "the server is stopping; the message is sent again when it starts".into(),
         ));
     }
+    if let Err(RuntimeError::Unconfirmed(why)) = &result {
+        // It may have reached WhatsApp: neither `failed` (a client would send it again under
+        // a new id) nor `sent`. The row stays `pending` under its reserved id and falls due
+        // shortly; the queue runner sends it again under that id unless a receipt naming it
+        // settles the row first (`apply_status_tx`).
+        tracing::info!(message_id = %id, reason = %why, "send unconfirmed; it stays pending and is retried");
+        return requeue_unconfirmed(st, tenant_id, &id).await;
+    }
+    if let Err(RuntimeError::NotRunning) = &result {
+        // No session to send on: nothing went out (a send cut off after it left is
+        // `Unconfirmed`). No row is kept, so a client repeating the request once the account
+        // is back does not pile up failed rows.
+        discard_unsent(st, tenant_id, account_id, &id).await?;
+        return Err(ApiError::Conflict {
+            code: "account_not_connected",
+            message:
+                "the account's session is not running; nothing was sent or stored; repeat once it is active"
+                    .into(),
+        });
+    }
     if let Err(RuntimeError::NotOnWhatsApp(who)) = &result {
         // Refused before anything went out: no row is kept (a client repeating the request
         // must not pile up failed rows), like any other refused request.
@@ -533,10 +556,6 @@ pub async fn send_message_as(
     let (result, stored) = record_outcome(st, tenant_id, account_id, &id, result).await?;
     match result {
         Ok(_) => stored.ok_or(ApiError::NotFound("message")),
-        Err(RuntimeError::NotRunning) => Err(ApiError::Conflict {
-            code: "account_not_connected",
-            message: "the account's session is not running; reconnect it".into(),
-        }),
         // The attempt reached WhatsApp and counts as a reach-out, so its failed row stays;
         // 422 (not 503) tells clients that repeating it cannot help.
         Err(e @ RuntimeError::ReachoutRestricted(_)) => Err(ApiError::unprocessable(
@@ -545,6 +564,22 @@ pub async fn send_message_as(
         )),
         Err(e) => Err(ApiError::Unavailable(format!("send failed: {e}"))),
     }
+}
+
+/// Makes the admitted `pending` row `id`, whose send went out unconfirmed, due again in
+/// [`UNCONFIRMED_RETRY_MS`] (for the queue runner) and returns it.
+async fn requeue_unconfirmed(st: &AppState, tenant_id: &str, id: &str) -> Result<StoredMessage, ApiError> {
+    let (t, i, due) = (tenant_id.to_owned(), id.to_owned(), st.clock.now_ms() + UNCONFIRMED_RETRY_MS);
+    st.db
+        .call(move |c| {
+            c.execute(
+                "UPDATE messages SET due_at = ?3 WHERE tenant_id = ?1 AND id = ?2 AND status = 'pending'",
+                params![t, i, due],
+            )?;
+            load(c, &t, &i)
+        })
+        .await?
+        .ok_or(ApiError::NotFound("message"))
 }
 
 /// 422 `not_on_whatsapp` for the recipient `who` (a JID, number or LID).
@@ -599,6 +634,16 @@ pub(crate) async fn record_outcome(
             let mut events = Vec::new();
             match &outcome {
                 Ok((wa_id, chat_lid)) => {
+                    // A receipt may have settled the row first (`apply_status_tx`): it already
+                    // announced `message_sent`.
+                    let settled: bool = tx
+                        .query_row(
+                            "SELECT sent_at IS NOT NULL FROM messages WHERE tenant_id = ?1 AND id = ?2",
+                            params![t, i],
+                            |r| r.get(0),
+                        )
+                        .optional()?
+                        .unwrap_or(false);
                     // A receipt can be recorded before this (it matches the row by the WhatsApp id
                     // stored before sending): `sent` never replaces a later status.
                     tx.execute(
@@ -608,10 +653,12 @@ pub(crate) async fn record_outcome(
                          WHERE tenant_id = ?1 AND id = ?2",
                         params![t, i, wa_id, now, chat_lid],
                     )?;
-                    let msg = load(&tx, &t, &i)?;
-                    let data = serde_json::to_value(&msg).unwrap_or_default();
-                    outbox::enqueue(&tx, &t, Some(&a), "message_sent", data.clone(), now)?;
-                    events.push(("message_sent", data));
+                    if !settled {
+                        let msg = load(&tx, &t, &i)?;
+                        let data = serde_json::to_value(&msg).unwrap_or_default();
+                        outbox::enqueue(&tx, &t, Some(&a), "message_sent", data.clone(), now)?;
+                        events.push(("message_sent", data));
+                    }
                     let early: Vec<(String, i64)> = tx
                         .prepare("SELECT status, at FROM early_receipts WHERE account_id = ?1 AND wa_message_id = ?2")?
                         .query_map(params![a, wa_id], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -629,16 +676,21 @@ pub(crate) async fn record_outcome(
                     }
                 }
                 Err(err) => {
-                    tx.execute(
+                    // Only a row still `pending`: a receipt may have proved it reached WhatsApp
+                    // meanwhile (see `apply_status_tx`), and that is never undone.
+                    let n = tx.execute(
                         "UPDATE messages SET status = 'failed', error = ?3, failed_at = ?4, updated_at = ?4,
                            due_at = NULL
-                         WHERE tenant_id = ?1 AND id = ?2",
+                         WHERE tenant_id = ?1 AND id = ?2 AND status = 'pending'",
                         params![t, i, err, now],
                     )?;
-                    new_contacts::forget_failed_first(&tx, &a, &i)?;
-                    let data = serde_json::json!({ "message_id": i, "status": "failed", "error": err, "at": now });
-                    outbox::enqueue(&tx, &t, Some(&a), "message_status_update", data.clone(), now)?;
-                    events.push(("message_status_update", data));
+                    if n == 1 {
+                        new_contacts::forget_failed_first(&tx, &a, &i)?;
+                        let data =
+                            serde_json::json!({ "message_id": i, "status": "failed", "error": err, "at": now });
+                        outbox::enqueue(&tx, &t, Some(&a), "message_status_update", data.clone(), now)?;
+                        events.push(("message_status_update", data));
+                    }
                 }
             }
             tx.commit()?;
@@ -683,6 +735,10 @@ fn apply_status_tx(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
+    let row = match row {
+        Some(r) => Some(r),
+        None => settle_by_receipt(tx, tenant_id, account_id, wa_id, at)?,
+    };
     let Some((id, current)) = row else {
         tx.execute(
             "INSERT INTO early_receipts (account_id, wa_message_id, status, at) VALUES (?1,?2,?3,?4)
@@ -699,14 +755,20 @@ fn apply_status_tx(
     if !advances {
         return Ok(None);
     }
-    // Each status implies the earlier ones: fill timestamps a skipped receipt left empty.
+    // Each status implies the earlier ones: fill timestamps a skipped receipt left empty. A
+    // receipt's time (the phone's clock) is never before the step it follows: timestamps stay
+    // in order sent <= delivered <= read <= played.
     tx.execute(
         "UPDATE messages SET status = ?3, updated_at = ?4,
            sent_at = COALESCE(sent_at, ?4),
-           delivered_at = CASE WHEN ?3 IN ('delivered','read','played') THEN COALESCE(delivered_at, ?4)
-                          ELSE delivered_at END,
-           read_at = CASE WHEN ?3 IN ('read','played') THEN COALESCE(read_at, ?4) ELSE read_at END,
-           played_at = CASE WHEN ?3 = 'played' THEN COALESCE(played_at, ?4) ELSE played_at END
+           delivered_at = CASE WHEN ?3 IN ('delivered','read','played') THEN COALESCE(delivered_at,
+                            CASE WHEN sent_at > ?4 THEN sent_at ELSE ?4 END) ELSE delivered_at END,
+           read_at = CASE WHEN ?3 IN ('read','played') THEN COALESCE(read_at,
+                       CASE WHEN COALESCE(delivered_at, sent_at) > ?4 THEN COALESCE(delivered_at, sent_at)
+                       ELSE ?4 END) ELSE read_at END,
+           played_at = CASE WHEN ?3 = 'played' THEN COALESCE(played_at,
+                         CASE WHEN COALESCE(read_at, delivered_at, sent_at) > ?4
+                         THEN COALESCE(read_at, delivered_at, sent_at) ELSE ?4 END) ELSE played_at END
          WHERE tenant_id = ?1 AND id = ?2",
         params![tenant_id, id, status.as_str(), at],
     )?;
@@ -714,6 +776,42 @@ fn apply_status_tx(
         serde_json::json!({ "message_id": id, "wa_message_id": wa_id, "status": status.as_str(), "at": at });
     outbox::enqueue(tx, tenant_id, Some(account_id), "message_status_update", data.clone(), at)?;
     Ok(Some(data))
+}
+
+/// A receipt naming `wa_id` for a row reserved under it but not recorded as sent (its send is
+/// unconfirmed, still waiting for the server's ack, or was failed as `expired` after an
+/// interrupted attempt): the message reached WhatsApp, so the row is settled as `sent` under
+/// that id, off the queue (nothing resends it), with its `message_sent` event; a `failed` mark
+/// is undone, as a receipt proves delivery. Returns the row as [`apply_status_tx`] looks it up,
+/// or `None` when no such row exists.
+fn settle_by_receipt(
+    tx: &crate::db::Conn,
+    tenant_id: &str,
+    account_id: &str,
+    wa_id: &str,
+    at: i64,
+) -> crate::db::DbResult<Option<(String, String)>> {
+    let id: Option<String> = tx
+        .query_row(
+            "SELECT id FROM messages WHERE account_id = ?1 AND reserved_wa_id = ?2
+               AND wa_message_id IS NULL AND reserved_wa_id IS NOT NULL AND tenant_id = ?3
+               AND direction = 'outgoing' AND status IN ('pending', 'failed')",
+            params![account_id, wa_id, tenant_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(id) = id else { return Ok(None) };
+    tx.execute(
+        "UPDATE messages SET status = 'sent', wa_message_id = ?3, sent_at = COALESCE(sent_at, ?4),
+           updated_at = ?4, due_at = NULL, error = NULL, failed_at = NULL
+         WHERE tenant_id = ?1 AND id = ?2",
+        params![tenant_id, id, wa_id, at],
+    )?;
+    if let Some(msg) = load(tx, tenant_id, &id)? {
+        let data = serde_json::to_value(&msg).unwrap_or_default();
+        outbox::enqueue(tx, tenant_id, Some(account_id), "message_sent", data, at)?;
+    }
+    Ok(Some((id, DeliveryStatus::Sent.as_str().to_owned())))
 }
 
 /// Records a receipt (from [`crate::runtime::SessionEvent::MessageStatus`]).
@@ -1066,8 +1164,10 @@ pub(crate) fn check_mimetype(t: &str) -> Result<String, ApiError> {
         (SendRequest = "application/json"),
         (MultipartSend = "multipart/form-data"),
     )),
-    responses((status = 201, body = StoredMessage), (status = 400, body = crate::error::ErrorBody),
-              (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+    responses((status = 201, description = "Sent: WhatsApp acknowledged the message", body = StoredMessage),
+              (status = 202, description = "Outcome unknown: the message went out but WhatsApp's acknowledgement did not come (the connection dropped). It stays `pending`, is never reported `failed`, and is sent again under the same WhatsApp id (recipients keep one copy) unless a receipt settles it first; follow its status instead of repeating the request", body = StoredMessage),
+              (status = 400, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 409, description = "`account_not_connected`: nothing went out (safe to repeat); `account_not_active`", body = crate::error::ErrorBody),
               (status = 413, body = crate::error::ErrorBody),
               (status = 422, description = "`not_on_whatsapp`: the recipient has no WhatsApp account; nothing was sent and no message is stored (do not repeat). `reachout_restricted`: WhatsApp refused a first contact (463); the message is stored as failed and must not be repeated. `url_refused`: the media URL is refused by the outbound policy", body = crate::error::ErrorBody),
               (status = 429, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)),
@@ -1091,7 +1191,10 @@ pub async fn send(
         (req.to.clone(), content_of_send(&st, req).await?)
     };
     let m = send_message(&st, &p.tenant_id, &id, &to, content).await?;
-    Ok((StatusCode::CREATED, Json(m)))
+    // Still `pending` after the attempt: its outcome is unknown and the queue owns it now.
+    let code =
+        if m.status == DeliveryStatus::Pending.as_str() { StatusCode::ACCEPTED } else { StatusCode::CREATED };
+    Ok((code, Json(m)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -449,6 +449,12 @@ impl NumberCheck {
 pub enum RuntimeError {
     #[error("account is not running")]
     NotRunning,
+    /// The message went out but WhatsApp's ack never came (the connection ended under it, or
+    /// the ack timed out): it may have reached the recipient. Not a failure: the row stays
+    /// `pending`, due again shortly, and is sent again under the same WhatsApp id (recipients
+    /// keep one copy per id) unless a receipt naming that id settles it first.
+    #[error("unconfirmed: {0}")]
+    Unconfirmed(String),
     /// The recipient has no WhatsApp account; the message did not go out (a repeat fails the
     /// same way).
     #[error("{0} is not on WhatsApp")]
@@ -728,6 +734,15 @@ pub trait AccountRuntime: Send + Sync + 'static {
     ) -> RuntimeFuture<'a, ()> {
         let _ = (tenant_id, account_id, targets);
         Box::pin(async { Err(RuntimeError::Failed("this runtime cannot send read receipts".into())) })
+    }
+    /// Whether the account's session has taken in what WhatsApp queued for it while it was
+    /// away (receipts among it), so that a queued message whose earlier attempt is unconfirmed
+    /// is not sent again before the receipt that would settle it is read. `true` when there is
+    /// no session (the send then reports [`RuntimeError::NotRunning`]) and for runtimes without
+    /// such a queue (the default).
+    fn caught_up(&self, tenant_id: &str, account_id: &str) -> bool {
+        let _ = (tenant_id, account_id);
+        true
     }
     /// Shows (or stops showing) typing or recording in the chat `to`. Runtimes without chat
     /// states keep the default, which refuses.

@@ -189,6 +189,39 @@ struct Session {
     client: Client,
     pump: tokio::task::JoinHandle<()>,
     recent: Recent,
+    catch_up: Arc<CatchUp>,
+}
+
+/// Whether a session has taken in WhatsApp's offline queue on the connection that is live now:
+/// the pump saw that connection's `<ib><offline>` ([`Event::OfflineSyncCompleted`]), so every
+/// stanza before it is recorded; or [`CATCH_UP_GRACE`] passed since the pump saw the login of
+/// the live connection, for a server that never says so. Tied to connection numbers, not to
+/// the pump's view of connects and drops, which lags behind a quick reconnect.
+#[derive(Default)]
+struct CatchUp {
+    /// The connection whose offline queue the pump finished.
+    done_on: Mutex<Option<u64>>,
+    /// The connection live when the pump saw a login, and when.
+    login_seen: Mutex<Option<(u64, std::time::Instant)>>,
+}
+
+/// How long after a login a session counts as caught up without `<ib><offline>`.
+const CATCH_UP_GRACE: Duration = Duration::from_secs(10);
+
+impl CatchUp {
+    fn logged_in(&self, live: Option<u64>) {
+        *lock(&self.login_seen) = live.map(|c| (c, std::time::Instant::now()));
+    }
+
+    fn completed(&self, connection: u64) {
+        *lock(&self.done_on) = Some(connection);
+    }
+
+    fn is_caught_up(&self, live: Option<u64>) -> bool {
+        let Some(live) = live else { return true };
+        *lock(&self.done_on) == Some(live)
+            || lock(&self.login_seen).is_some_and(|(c, at)| c == live && at.elapsed() >= CATCH_UP_GRACE)
+    }
 }
 
 /// Sessions on `wa-client`.
@@ -418,6 +451,7 @@ struct Pump {
     method: LinkMethod,
     recent: Recent,
     version: Arc<WaVersion>,
+    catch_up: Arc<CatchUp>,
 }
 
 impl Pump {
@@ -518,6 +552,7 @@ impl Pump {
                 }
                 Event::Connected { jid, .. } => {
                     logged_in = true;
+                    self.catch_up.logged_in(self.client.connection_number());
                     self.emit(SessionEvent::Connected {
                         phone: Some(format!("+{}", jid.user())),
                         push_name: None,
@@ -542,6 +577,7 @@ impl Pump {
                 Event::ReachoutTimelock { active, until, enforcement_type, .. } => {
                     self.emit(timelock_event(active, until, enforcement_type)).await;
                 }
+                Event::OfflineSyncCompleted { connection, .. } => self.catch_up.completed(connection),
                 Event::Disconnected { reason, reconnect_in } => match (reason, reconnect_in) {
                     (DisconnectReason::Requested, _) => {}
                     // WhatsApp closes every new link with 515 and the client logs in again at
@@ -644,6 +680,7 @@ fn redact_url(text: &str, url: &str) -> String {
 fn send_error(e: wa_client::Error) -> RuntimeError {
     match e {
         wa_client::Error::NotConnected => RuntimeError::NotRunning,
+        e @ wa_client::Error::Unacknowledged { .. } => RuntimeError::Unconfirmed(e.to_string()),
         wa_client::Error::NotOnWhatsApp(who) => RuntimeError::NotOnWhatsApp(who),
         wa_client::Error::ReachoutRestricted { text } => RuntimeError::ReachoutRestricted(text),
         e => failed(e),
@@ -660,6 +697,13 @@ fn parse_to(to: &str) -> Result<Jid, RuntimeError> {
 }
 
 impl AccountRuntime for WaRuntime {
+    fn caught_up(&self, tenant_id: &str, account_id: &str) -> bool {
+        let s = lock(&self.sessions);
+        s.get(account_id)
+            .filter(|s| s.tenant_id == tenant_id)
+            .is_none_or(|s| s.catch_up.is_caught_up(s.client.connection_number()))
+    }
+
     fn connect<'a>(
         &'a self,
         tenant_id: &'a str,
@@ -684,6 +728,7 @@ impl AccountRuntime for WaRuntime {
             let client = self.client_for(account_id, &options)?;
             let stream = client.events();
             let recent: Recent = Arc::default();
+            let catch_up: Arc<CatchUp> = Arc::default();
             let pump = Pump {
                 tenant_id: tenant_id.to_owned(),
                 account_id: account_id.to_owned(),
@@ -694,12 +739,13 @@ impl AccountRuntime for WaRuntime {
                 method,
                 recent: recent.clone(),
                 version: self.version.clone(),
+                catch_up: catch_up.clone(),
             };
             let pump = tokio::spawn(pump.run(stream));
             client.connect().await.map_err(failed)?;
             lock(&self.sessions).insert(
                 account_id.to_owned(),
-                Session { tenant_id: tenant_id.to_owned(), client, pump, recent },
+                Session { tenant_id: tenant_id.to_owned(), client, pump, recent, catch_up },
             );
             Ok(())
         })

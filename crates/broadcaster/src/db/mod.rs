@@ -714,6 +714,13 @@ INSERT INTO account_contacts (account_id, chat_jid, first_message_id, first_at)
        AND (direction = 'incoming' OR status IN ('sent','delivered','read','played'))
      GROUP BY account_id, chat_jid;
 "#,
+    // 12: a receipt for a message not recorded as sent (its send unconfirmed, still in hand,
+    // or failed as expired) finds the row by its reserved WhatsApp id
+    // (`messages::settle_by_receipt`).
+    r#"
+CREATE INDEX messages_unsettled_reserved ON messages(account_id, reserved_wa_id)
+    WHERE wa_message_id IS NULL AND reserved_wa_id IS NOT NULL;
+"#,
 ];
 
 /// Schema version this binary writes.
