@@ -3,7 +3,11 @@
 //!
 //! - A client must send each request's headers within `header_read_timeout`, the first one and
 //!   each later one on a kept-alive connection alike (hyper's header timer), or it is closed.
-//! - At most `max_connections` are open; past that, new ones wait in the listen backlog.
+//! - At most `max_connections` are open. When all are taken, a newcomer takes the slot of the
+//!   oldest connection that has not yet sent one complete request (a half-sent request holds
+//!   nothing worth keeping), so thousands of slow clients cannot keep `/healthz` or a real
+//!   client waiting; only when every open connection has sent a request do newcomers wait in
+//!   the listen backlog.
 //! - At most `max_connections_per_ip` come from one client address; more are closed at once, so
 //!   one client cannot take every slot.
 //!
@@ -11,9 +15,10 @@
 //! A connection upgraded to a WebSocket leaves hyper and these counts; live streams are bounded
 //! by authentication instead (see [`crate::live_ws`], [`crate::live_socketio`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -22,7 +27,7 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, TryAcquireError, oneshot, watch};
 use tower::ServiceExt as _;
 
 use crate::config::ConnectionLimits;
@@ -61,6 +66,32 @@ impl Drop for AddressSlot {
     }
 }
 
+/// Open connections that have not yet sent a complete request (headers), oldest first, each
+/// with the sender that ends it.
+#[derive(Default)]
+struct Unproven(Mutex<BTreeMap<u64, oneshot::Sender<()>>>);
+
+impl Unproven {
+    fn insert(&self, id: u64, end: oneshot::Sender<()>) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(id, end);
+    }
+
+    fn remove(&self, id: u64) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+    }
+
+    /// Ends the oldest one still open; `false` when there is none.
+    fn end_oldest(&self) -> bool {
+        loop {
+            let oldest = self.0.lock().unwrap_or_else(PoisonError::into_inner).pop_first();
+            let Some((_, end)) = oldest else { return false };
+            if end.send(()).is_ok() {
+                return true;
+            }
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then lets open connections finish
 /// their requests (closing them when idle) and returns once they have.
 pub async fn serve(
@@ -74,15 +105,10 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    let unproven = Arc::new(Unproven::default());
+    let mut next_id: u64 = 0;
     tokio::pin!(shutdown);
     loop {
-        let slot = tokio::select! {
-            s = slots.clone().acquire_owned() => match s {
-                Ok(s) => s,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
         let (tcp, remote) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -99,14 +125,46 @@ pub async fn serve(
             tracing::debug!(client = %remote.ip(), "connection refused: too many from this address");
             continue;
         };
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(s) => s,
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => {
+                if unproven.end_oldest() {
+                    tracing::debug!(
+                        "connection limit reached: ended the oldest connection without a request"
+                    );
+                }
+                tokio::select! {
+                    s = slots.clone().acquire_owned() => match s {
+                        Ok(s) => s,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let _ = tcp.set_nodelay(true);
+        let id = next_id;
+        next_id += 1;
+        let (end_tx, end_rx) = oneshot::channel::<()>();
+        unproven.insert(id, end_tx);
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(remote));
-            app.clone().oneshot(req)
-        });
+        let proven = Arc::new(AtomicBool::new(false));
+        let service = {
+            let (unproven, proven) = (unproven.clone(), proven.clone());
+            hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                // Its headers are complete: no longer the first to go when slots run out.
+                if !proven.swap(true, Ordering::Relaxed) {
+                    unproven.remove(id);
+                }
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(remote));
+                app.clone().oneshot(req)
+            })
+        };
         let conn = http.serve_connection(TokioIo::new(tcp), service).with_upgrades();
         let mut stop = stop_rx.clone();
+        let unproven = unproven.clone();
+        let proven_here = proven.clone();
         tokio::spawn(async move {
             tokio::pin!(conn);
             tokio::select! {
@@ -115,10 +173,20 @@ pub async fn serve(
                         tracing::trace!(error = %e, "connection ended");
                     }
                 }
+                // Ended for a newcomer while it had sent no complete request: dropped unanswered.
+                // (Its first request may have come in the meantime: then it stays.)
+                () = async {
+                    if end_rx.await.is_err() || proven_here.load(Ordering::Relaxed) {
+                        std::future::pending::<()>().await;
+                    }
+                } => {}
                 () = async { let _ = stop.wait_for(|s| *s).await; } => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
+            }
+            if !proven.load(Ordering::Relaxed) {
+                unproven.remove(id);
             }
             drop((slot, address_slot));
         });
