@@ -38,7 +38,7 @@ pub struct Cli {
     /// emulator, rate_limit_per_minute, media_max_bytes, auth_store, auth_store_database,
     /// emulator_url, emulator_root_key, emulator_media_ca, pending_send_max_age_secs, wa_version,
     /// wa_version_url, outbound_ca_file, outbound_allow, metrics_public, header_read_timeout_secs,
-    /// max_connections, max_connections_per_ip, auth_failures_per_minute).
+    /// max_connections, max_connections_per_ip, auth_failures_per_minute, master_key_file).
     #[arg(long, short = 'c', env = "BROADCASTER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -142,6 +142,10 @@ pub struct Cli {
     /// gets 429 with Retry-After; 0 disables the throttle [default: 30].
     #[arg(long, env = "BROADCASTER_AUTH_FAILURES_PER_MINUTE", value_name = "N")]
     pub auth_failures_per_minute: Option<u32>,
+    /// The master key file (64 hex digits), used when BROADCASTER_MASTER_KEY is not set; created
+    /// with a new random key when missing and nothing is encrypted yet [default: DATA_DIR/master-key].
+    #[arg(long, env = "BROADCASTER_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// Which WhatsApp Web version the accounts report (`--wa-version`).
@@ -251,6 +255,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     auth_failures_per_minute: Option<u32>,
+    master_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -294,6 +299,9 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// Failed authentications per client address and minute (0: unlimited).
     pub auth_failures_per_minute: u32,
+    /// The master key encrypting secrets at rest (`BROADCASTER_MASTER_KEY`, `--master-key-file`,
+    /// `BROADCASTER_MASTER_KEY_PREVIOUS`).
+    pub master_key: crate::secrets::MasterKeySettings,
 }
 
 /// How many connections the server holds and how long a client may take to send headers.
@@ -503,7 +511,11 @@ impl Config {
                 "max_connections must be 1 to 1000000 and max_connections_per_ip at least 1".into(),
             ));
         }
+        let master_key =
+            crate::secrets::MasterKeySettings::from_env(&env, cli.master_key_file.or(file.master_key_file))
+                .map_err(|e| ConfigError::Invalid("master_key", e.to_string()))?;
         Ok(Self {
+            master_key,
             metrics_access,
             connections,
             auth_failures_per_minute: cli

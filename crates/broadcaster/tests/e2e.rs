@@ -1094,7 +1094,7 @@ async fn daily_counters_reset_at_local_midnight_health_and_delete_purges_auth() 
     assert_eq!(v["health"]["reasons"][0], "account is disconnected", "{v}");
     let store = wa_store::Store::open_sqlite(
         dir.path().join(broadcaster::wa_runtime::SQLITE_AUTH_FILE),
-        wa_store::StoreOptions::default(),
+        wa_store::StoreOptions::with_key(data_dir_key(dir.path()).auth_store_key()),
     )
     .await
     .unwrap();
@@ -1206,6 +1206,7 @@ async fn session_that_crashes_before_writing(
     use broadcaster::runtime::AccountRuntime as _;
     let store = broadcaster::wa_runtime::WaRuntime::open_sqlite_store(
         &dir.join(broadcaster::wa_runtime::SQLITE_AUTH_FILE),
+        Some(data_dir_key(dir).auth_store_key()),
     )
     .await
     .unwrap();
@@ -1424,10 +1425,20 @@ async fn linked_account_via_control(
 /// How long linking may take in the process-level tests (see [`linked_account_via_control`]).
 const LINK_T: Duration = Duration::from_secs(300);
 
+/// The master key the server generated in its data dir `dir` at its first start.
+fn data_dir_key(dir: &std::path::Path) -> broadcaster::secrets::MasterKey {
+    broadcaster::secrets::MasterKey::read_file(&dir.join(broadcaster::secrets::MASTER_KEY_FILE)).unwrap()
+}
+
 /// Process level, with the auth store in `env`: link by QR, send, stop the process, check the
 /// device is in that store (and no SQLite auth file was made), start the process again: the
-/// account is active without pairing and sends. Returns the account (device) id.
-async fn auth_store_survives_a_process_restart(seed: u64, phone: &str, env: &[(&str, String)]) -> String {
+/// account is active without pairing and sends. Returns the account (device) id and the master
+/// key the server generated.
+async fn auth_store_survives_a_process_restart(
+    seed: u64,
+    phone: &str,
+    env: &[(&str, String)],
+) -> (String, broadcaster::secrets::MasterKey) {
     let emu =
         Arc::new(Emulator::start(EmulatorConfig { seed: Some(seed), ..Default::default() }).await.unwrap());
     let dir = tempfile::tempdir().unwrap();
@@ -1461,7 +1472,7 @@ async fn auth_store_survives_a_process_restart(seed: u64, phone: &str, env: &[(&
     assert!(friend.wait_message(T, |m| m.text.as_deref() == Some("after restart")).await.is_some());
     drop(ws);
     srv.stop().await;
-    acc
+    (acc, data_dir_key(dir.path()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1470,8 +1481,10 @@ async fn postgres_auth_store_keeps_the_device_across_a_process_restart() {
     let url = process::fresh_postgres_database(&admin_url).await;
     let env =
         [("BROADCASTER_AUTH_STORE", "postgres".to_owned()), ("BROADCASTER_AUTH_STORE_URL", url.clone())];
-    let acc = auth_store_survives_a_process_restart(21, "+15550011100", &env).await;
-    let store = wa_store::Store::open_postgres(&url, wa_store::StoreOptions::default()).await.unwrap();
+    let (acc, key) = auth_store_survives_a_process_restart(21, "+15550011100", &env).await;
+    let store = wa_store::Store::open_postgres(&url, wa_store::StoreOptions::with_key(key.auth_store_key()))
+        .await
+        .unwrap();
     assert!(store.devices().await.unwrap().iter().any(|d| d.as_str() == acc), "the device is in PostgreSQL");
 }
 
@@ -1484,9 +1497,9 @@ async fn mongodb_auth_store_keeps_the_device_across_a_process_restart() {
         ("BROADCASTER_AUTH_STORE_URL", url.clone()),
         ("BROADCASTER_AUTH_STORE_DATABASE", database.clone()),
     ];
-    let acc = auth_store_survives_a_process_restart(22, "+15550011200", &env).await;
-    let store =
-        wa_store::Store::open_mongodb(&url, &database, wa_store::StoreOptions::default()).await.unwrap();
+    let (acc, key) = auth_store_survives_a_process_restart(22, "+15550011200", &env).await;
+    let options = wa_store::StoreOptions::with_key(key.auth_store_key());
+    let store = wa_store::Store::open_mongodb(&url, &database, options).await.unwrap();
     assert!(store.devices().await.unwrap().iter().any(|d| d.as_str() == acc), "the device is in MongoDB");
 }
 
