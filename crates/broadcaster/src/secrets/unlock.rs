@@ -141,23 +141,47 @@ pub async fn unlock(
     // Then the writes, one transaction per store.
     let store = match auth_state {
         Auth::Ready(s) => s,
-        Auth::Clear => {
-            let s = open(None).await.map_err(open_error)?;
+        Auth::Clear | Auth::Previous(_) => {
+            let s = match auth_state {
+                Auth::Previous(s) => s,
+                _ => open(None).await.map_err(open_error)?,
+            };
             s.rotate_key(Some(key.auth_store_key())).await.map_err(open_error)?;
-            tracing::warn!(store = %store_name(), "auth store was in clear: now sealed with the master key");
-            s
-        }
-        Auth::Previous(s) => {
-            s.rotate_key(Some(key.auth_store_key())).await.map_err(open_error)?;
-            tracing::warn!(store = %store_name(), "auth store re-sealed from the previous master key");
-            s
+            tracing::warn!(store = %store_name(), "auth store sealed with the master key (it was in clear or under the previous key)");
+            if let AuthStore::Sqlite = auth {
+                drop(s);
+                scrub_sqlite_file(data_dir.join(crate::wa_runtime::SQLITE_AUTH_FILE)).await?;
+                open(Some(&key)).await.map_err(open_error)?
+            } else {
+                s
+            }
         }
     };
     let resealed = reseal_server_secrets(db, boxes.0.clone(), boxes.1).await?;
     if resealed > 0 {
         tracing::warn!(rows = resealed, "webhook secrets sealed with the master key");
+        if db.backend() == crate::db::Backend::Sqlite {
+            db.call(|c| c.execute_batch(SCRUB_SQL)).await?;
+        }
     }
     Ok(Unlocked { store, secrets: Arc::new(boxes.0), key_id: configured, source })
+}
+
+/// Rewrites a SQLite database and empties its WAL. Rows rewritten sealed leave their old bytes
+/// (in clear, or under the old key) in freed pages, cell gaps and old WAL frames until SQLite
+/// reuses the space; VACUUM writes every page anew and the TRUNCATE checkpoint cuts the WAL to
+/// nothing.
+const SCRUB_SQL: &str = "VACUUM; PRAGMA wal_checkpoint(TRUNCATE);";
+
+/// [`SCRUB_SQL`] on a SQLite file no one else holds open.
+async fn scrub_sqlite_file(path: PathBuf) -> Result<(), DbError> {
+    tokio::task::spawn_blocking(move || {
+        let c = rusqlite::Connection::open(&path)?;
+        c.execute_batch(SCRUB_SQL)?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| DbError::Join(e.to_string()))?
 }
 
 /// Seals every `webhooks.secret` in clear and re-seals those under `previous`, in one
