@@ -146,8 +146,12 @@ pub async fn unlock(
                 Auth::Previous(s) => s,
                 _ => open(None).await.map_err(open_error)?,
             };
+            // A store just made (first start) has nothing to migrate: no notice then.
+            let devices = s.devices().await.map_err(open_error)?.len();
             s.rotate_key(Some(key.auth_store_key())).await.map_err(open_error)?;
-            tracing::warn!(store = %store_name(), "auth store sealed with the master key (it was in clear or under the previous key)");
+            if devices > 0 {
+                tracing::warn!(store = %store_name(), devices, "auth store sealed with the master key (it was in clear or under the previous key)");
+            }
             if let AuthStore::Sqlite = auth {
                 drop(s);
                 scrub_sqlite_file(data_dir.join(crate::wa_runtime::SQLITE_AUTH_FILE)).await?;
