@@ -26,7 +26,12 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
         BROADCASTER_AUTH_STORE_URL  connection URL of the WhatsApp auth store when --auth-store is\n                         \
         postgres (postgres://user:pass@host/db) or mongodb (mongodb://host:27017/).\n  \
         BROADCASTER_METRICS_TOKEN  a token that may read /metrics (Authorization: Bearer), for a\n                         \
-        Prometheus scraper that should hold no API key.\n\n\
+        Prometheus scraper that should hold no API key.\n  \
+        BROADCASTER_MASTER_KEY  the master key sealing WhatsApp sessions and webhook secrets at rest:\n                         \
+        32 bytes as 64 hex digits or base64 (openssl rand -hex 32); if unset, the key file\n                         \
+        (--master-key-file, default DATA_DIR/master-key) is used or created.\n  \
+        BROADCASTER_MASTER_KEY_PREVIOUS  the key being rotated away from: what it sealed is re-sealed\n                         \
+        with the master key at start.\n\n\
         Test only (never set in production): BROADCASTER_TEST_LOOPBACK_TARGETS=any|PORT[,PORT…] lets\n\
         webhooks and media URLs reach 127.0.0.1/::1 on those ports, which the SSRF policy refuses\n\
         otherwise; private ranges and the metadata address stay refused.\n\n\
