@@ -493,6 +493,37 @@ async fn a_store_in_clear_from_the_previous_release_is_sealed_at_start_and_the_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_sealing_and_scrubbing_a_sqlite_store_is_finished_at_the_next_start() {
+    let emu =
+        Arc::new(Emulator::start(EmulatorConfig { seed: Some(1737), ..Default::default() }).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::sqlite(dir.path());
+    let srv = start(&setup, &emu).await;
+    let mut l = link_with_webhook(srv.addr, "+15550173700").await;
+    srv.stop().await;
+    let secrets = secrets_of(&setup.auth_store().await, &l).await;
+    make_previous_release_data_dir(&setup, &l).await;
+    // What a start killed right after sealing the auth store leaves: the marker it wrote before
+    // the rewrite, the key file, the store sealed, its old clear bytes still in free pages.
+    let marker = dir.path().join(format!("{SQLITE_AUTH_FILE}.scrub-pending"));
+    std::fs::write(&marker, b"").unwrap();
+    let key = MasterKey::generate();
+    key.write_new_file(&dir.path().join(MASTER_KEY_FILE)).unwrap();
+    let clear =
+        wa_store::Store::open_sqlite(dir.path().join(SQLITE_AUTH_FILE), Default::default()).await.unwrap();
+    clear.rotate_key(Some(key.auth_store_key())).await.unwrap();
+    drop(clear);
+    let found = found_in_files(dir.path(), &secrets);
+    assert!(found.iter().any(|f| f.starts_with("identity private key in wa-auth")), "{found:?}");
+
+    let srv = start(&setup, &emu).await;
+    assert!(!marker.exists(), "the owed scrub was done");
+    still_works(srv.addr, &emu, &mut l, "155501737001", "after the interrupted scrub").await;
+    srv.stop().await;
+    assert_eq!(found_in_files(dir.path(), &secrets), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_keeps_the_account_and_webhook_working_and_the_old_key_then_fails() {
     let emu =
         Arc::new(Emulator::start(EmulatorConfig { seed: Some(1734), ..Default::default() }).await.unwrap());

@@ -138,9 +138,19 @@ pub async fn unlock(
         Err(e) => return Err(open_error(e)),
     };
 
-    // Then the writes, one transaction per store.
+    // Then the writes, one transaction per store. On SQLite a marker file owes the scrub from
+    // before the rewrite until after it, so a crash in between is scrubbed at the next start.
+    let auth_file =
+        matches!(auth, AuthStore::Sqlite).then(|| data_dir.join(crate::wa_runtime::SQLITE_AUTH_FILE));
     let store = match auth_state {
-        Auth::Ready(s) => s,
+        Auth::Ready(s) => match &auth_file {
+            Some(f) if scrub_owed(f) => {
+                drop(s);
+                scrub_sqlite_file(f).await?;
+                open(Some(&key)).await.map_err(open_error)?
+            }
+            _ => s,
+        },
         Auth::Clear | Auth::Previous(_) => {
             let s = match auth_state {
                 Auth::Previous(s) => s,
@@ -148,25 +158,36 @@ pub async fn unlock(
             };
             // A store just made (first start) has nothing to migrate: no notice then.
             let devices = s.devices().await.map_err(open_error)?.len();
+            if let Some(f) = &auth_file {
+                owe_scrub(f)?;
+            }
             s.rotate_key(Some(key.auth_store_key())).await.map_err(open_error)?;
             if devices > 0 {
                 tracing::warn!(store = %store_name(), devices, "auth store sealed with the master key (it was in clear or under the previous key)");
             }
-            if let AuthStore::Sqlite = auth {
-                drop(s);
-                scrub_sqlite_file(data_dir.join(crate::wa_runtime::SQLITE_AUTH_FILE)).await?;
-                open(Some(&key)).await.map_err(open_error)?
-            } else {
-                s
+            match &auth_file {
+                Some(f) => {
+                    drop(s);
+                    scrub_sqlite_file(f).await?;
+                    open(Some(&key)).await.map_err(open_error)?
+                }
+                None => s,
             }
         }
     };
+    let server_file =
+        (db.backend() == crate::db::Backend::Sqlite).then(|| data_dir.join(crate::db::SQLITE_FILE));
+    let must_reseal = rows.iter().any(|(_, s)| classify(s) != Stored::Sealed { key_id: boxes.0.key_id() });
+    if let Some(f) = server_file.as_ref().filter(|_| must_reseal) {
+        owe_scrub(f)?;
+    }
     let resealed = reseal_server_secrets(db, boxes.0.clone(), boxes.1).await?;
     if resealed > 0 {
         tracing::warn!(rows = resealed, "webhook secrets sealed with the master key");
-        if db.backend() == crate::db::Backend::Sqlite {
-            db.call(|c| c.execute_batch(SCRUB_SQL)).await?;
-        }
+    }
+    if let Some(f) = server_file.filter(|f| scrub_owed(f)) {
+        db.call(|c| c.execute_batch(SCRUB_SQL)).await?;
+        scrub_paid(&f)?;
     }
     Ok(Unlocked { store, secrets: Arc::new(boxes.0), key_id: configured, source })
 }
@@ -177,15 +198,46 @@ pub async fn unlock(
 /// nothing.
 const SCRUB_SQL: &str = "VACUUM; PRAGMA wal_checkpoint(TRUNCATE);";
 
-/// [`SCRUB_SQL`] on a SQLite file no one else holds open.
-async fn scrub_sqlite_file(path: PathBuf) -> Result<(), DbError> {
+/// [`SCRUB_SQL`] on a SQLite file no one else holds open; then the marker goes.
+async fn scrub_sqlite_file(path: &Path) -> Result<(), crate::ServeError> {
+    let p = path.to_owned();
     tokio::task::spawn_blocking(move || {
-        let c = rusqlite::Connection::open(&path)?;
+        let c = rusqlite::Connection::open(&p)?;
         c.execute_batch(SCRUB_SQL)?;
-        Ok(())
+        Ok::<_, DbError>(())
     })
     .await
-    .map_err(|e| DbError::Join(e.to_string()))?
+    .map_err(|e| DbError::Join(e.to_string()))??;
+    Ok(scrub_paid(path)?)
+}
+
+/// The marker next to a SQLite file saying its scrub is owed.
+fn scrub_marker(db_file: &Path) -> PathBuf {
+    let mut name = db_file.as_os_str().to_owned();
+    name.push(".scrub-pending");
+    PathBuf::from(name)
+}
+
+fn scrub_owed(db_file: &Path) -> bool {
+    scrub_marker(db_file).exists()
+}
+
+/// Creates the marker durably (file and directory synced) before the rewrite it covers.
+fn owe_scrub(db_file: &Path) -> std::io::Result<()> {
+    let marker = scrub_marker(db_file);
+    std::fs::File::create(&marker)?.sync_all()?;
+    #[cfg(unix)]
+    if let Some(dir) = marker.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn scrub_paid(db_file: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(scrub_marker(db_file)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Seals every `webhooks.secret` in clear and re-seals those under `previous`, in one
