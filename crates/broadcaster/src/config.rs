@@ -882,6 +882,34 @@ mod tests {
     }
 
     #[test]
+    fn the_master_key_comes_from_the_environment_or_a_key_file_and_a_bad_one_is_refused() {
+        let hex = "ab".repeat(32);
+        let env = |vars: Vec<(&'static str, String)>| {
+            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        };
+        let c = Config::resolve_with_env(Cli::default(), env(vec![])).unwrap();
+        assert!(c.master_key.key.is_none() && c.master_key.previous.is_none());
+        assert_eq!(c.master_key.file_in(std::path::Path::new("/d")), PathBuf::from("/d/master-key"));
+        let vars = vec![
+            ("BROADCASTER_MASTER_KEY", hex.clone()),
+            ("BROADCASTER_MASTER_KEY_PREVIOUS", "cd".repeat(32)),
+        ];
+        let cli = Cli { master_key_file: Some("/keys/k".into()), ..Cli::default() };
+        let c = Config::resolve_with_env(cli, env(vars)).unwrap();
+        assert_eq!(c.master_key.key.as_ref().map(|k| k.to_hex()), Some(hex.clone()));
+        assert_eq!(c.master_key.previous.as_ref().map(|k| k.to_hex()), Some("cd".repeat(32)));
+        assert_eq!(c.master_key.file_in(std::path::Path::new("/d")), PathBuf::from("/keys/k"));
+        assert!(!format!("{c:?}").contains(&hex), "Debug never shows the key");
+        let err = Config::resolve_with_env(
+            Cli::default(),
+            env(vec![("BROADCASTER_MASTER_KEY_PREVIOUS", "oops".into())]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("BROADCASTER_MASTER_KEY_PREVIOUS is not a master key"), "{err}");
+    }
+
+    #[test]
     fn the_test_loopback_allowance_comes_from_the_environment_only() {
         use crate::outbound::TestLoopback;
         assert_eq!(
