@@ -26,7 +26,12 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
         BROADCASTER_AUTH_STORE_URL  connection URL of the WhatsApp auth store when --auth-store is\n                         \
         postgres (postgres://user:pass@host/db) or mongodb (mongodb://host:27017/).\n  \
         BROADCASTER_METRICS_TOKEN  a token that may read /metrics (Authorization: Bearer), for a\n                         \
-        Prometheus scraper that should hold no API key.\n\n\
+        Prometheus scraper that should hold no API key.\n  \
+        BROADCASTER_MASTER_KEY  the master key sealing WhatsApp sessions and webhook secrets at rest:\n                         \
+        32 bytes as 64 hex digits or base64 (openssl rand -hex 32); if unset, the key file\n                         \
+        (--master-key-file, default DATA_DIR/master-key) is used or created.\n  \
+        BROADCASTER_MASTER_KEY_PREVIOUS  the key being rotated away from: what it sealed is re-sealed\n                         \
+        with the master key at start.\n\n\
         Test only (never set in production): BROADCASTER_TEST_LOOPBACK_TARGETS=any|PORT[,PORT…] lets\n\
         webhooks and media URLs reach 127.0.0.1/::1 on those ports, which the SSRF policy refuses\n\
         otherwise; private ranges and the metadata address stay refused.\n\n\
@@ -38,7 +43,7 @@ pub struct Cli {
     /// emulator, rate_limit_per_minute, media_max_bytes, auth_store, auth_store_database,
     /// emulator_url, emulator_root_key, emulator_media_ca, pending_send_max_age_secs, wa_version,
     /// wa_version_url, outbound_ca_file, outbound_allow, metrics_public, header_read_timeout_secs,
-    /// max_connections, max_connections_per_ip, auth_failures_per_minute).
+    /// max_connections, max_connections_per_ip, auth_failures_per_minute, master_key_file).
     #[arg(long, short = 'c', env = "BROADCASTER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -142,6 +147,10 @@ pub struct Cli {
     /// gets 429 with Retry-After; 0 disables the throttle [default: 30].
     #[arg(long, env = "BROADCASTER_AUTH_FAILURES_PER_MINUTE", value_name = "N")]
     pub auth_failures_per_minute: Option<u32>,
+    /// The master key file (64 hex digits), used when BROADCASTER_MASTER_KEY is not set; created
+    /// with a new random key when missing and nothing is encrypted yet [default: DATA_DIR/master-key].
+    #[arg(long, env = "BROADCASTER_MASTER_KEY_FILE", value_name = "FILE")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// Which WhatsApp Web version the accounts report (`--wa-version`).
@@ -251,6 +260,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     auth_failures_per_minute: Option<u32>,
+    master_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -294,6 +304,9 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// Failed authentications per client address and minute (0: unlimited).
     pub auth_failures_per_minute: u32,
+    /// The master key encrypting secrets at rest (`BROADCASTER_MASTER_KEY`, `--master-key-file`,
+    /// `BROADCASTER_MASTER_KEY_PREVIOUS`).
+    pub master_key: crate::secrets::MasterKeySettings,
 }
 
 /// How many connections the server holds and how long a client may take to send headers.
@@ -503,7 +516,11 @@ impl Config {
                 "max_connections must be 1 to 1000000 and max_connections_per_ip at least 1".into(),
             ));
         }
+        let master_key =
+            crate::secrets::MasterKeySettings::from_env(&env, cli.master_key_file.or(file.master_key_file))
+                .map_err(|e| ConfigError::Invalid("master_key", e.to_string()))?;
         Ok(Self {
+            master_key,
             metrics_access,
             connections,
             auth_failures_per_minute: cli
@@ -862,6 +879,34 @@ mod tests {
         std::fs::write(&path, "wa_version = \"2.3000.7\"\n").unwrap();
         let c = Config::resolve_with_env(Cli { config: Some(path), ..Cli::default() }, |_| None).unwrap();
         assert_eq!(c.wa_version, WaVersionSetting::Fixed([2, 3000, 7]));
+    }
+
+    #[test]
+    fn the_master_key_comes_from_the_environment_or_a_key_file_and_a_bad_one_is_refused() {
+        let hex = "ab".repeat(32);
+        let env = |vars: Vec<(&'static str, String)>| {
+            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        };
+        let c = Config::resolve_with_env(Cli::default(), env(vec![])).unwrap();
+        assert!(c.master_key.key.is_none() && c.master_key.previous.is_none());
+        assert_eq!(c.master_key.file_in(std::path::Path::new("/d")), PathBuf::from("/d/master-key"));
+        let vars = vec![
+            ("BROADCASTER_MASTER_KEY", hex.clone()),
+            ("BROADCASTER_MASTER_KEY_PREVIOUS", "cd".repeat(32)),
+        ];
+        let cli = Cli { master_key_file: Some("/keys/k".into()), ..Cli::default() };
+        let c = Config::resolve_with_env(cli, env(vars)).unwrap();
+        assert_eq!(c.master_key.key.as_ref().map(|k| k.to_hex()), Some(hex.clone()));
+        assert_eq!(c.master_key.previous.as_ref().map(|k| k.to_hex()), Some("cd".repeat(32)));
+        assert_eq!(c.master_key.file_in(std::path::Path::new("/d")), PathBuf::from("/keys/k"));
+        assert!(!format!("{c:?}").contains(&hex), "Debug never shows the key");
+        let err = Config::resolve_with_env(
+            Cli::default(),
+            env(vec![("BROADCASTER_MASTER_KEY_PREVIOUS", "oops".into())]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("BROADCASTER_MASTER_KEY_PREVIOUS is not a master key"), "{err}");
     }
 
     #[test]

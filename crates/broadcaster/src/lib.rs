@@ -37,6 +37,7 @@ pub mod outbox;
 pub mod phone;
 pub mod ratelimit;
 pub mod runtime;
+pub mod secrets;
 pub mod state;
 pub mod template_media;
 pub mod templates;
@@ -85,6 +86,9 @@ pub enum ServeError {
     /// schema). `reason` never contains the URL or its password.
     #[error("cannot open the WhatsApp auth store ({backend}): {reason}")]
     AuthStoreOpen { backend: &'static str, reason: String },
+    /// The master key is unusable or does not match the stored data (nothing was changed).
+    #[error("{0}")]
+    MasterKey(#[from] secrets::KeyError),
 }
 
 /// Opens the database (PostgreSQL when `config.database_url` is set, else SQLite in
@@ -95,7 +99,7 @@ pub async fn open_database(
     env_admin_key: Option<String>,
 ) -> Result<(Db, Bootstrap), ServeError> {
     let dir = config.data_dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|source| ServeError::DataDir { path: dir.clone(), source })?;
+    create_private_dir(&dir).map_err(|source| ServeError::DataDir { path: dir.clone(), source })?;
     let db = match &config.database_url {
         Some(url) => Db::open_postgres(url.as_str()).await?,
         None => tokio::task::spawn_blocking(move || Db::open_in_dir(&dir))
@@ -105,6 +109,22 @@ pub async fn open_database(
     let now = SystemClock.now_ms();
     let boot = db.call(move |c| auth::bootstrap_admin(c, env_admin_key.as_deref(), now)).await?;
     Ok((db, boot))
+}
+
+/// Creates the data dir owner-only (0700) and tightens an existing one that others can enter:
+/// it holds the master key file and the databases.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            tracing::info!(dir = %dir.display(), old_mode = format!("{:o}", mode & 0o777), "data dir set to mode 0700");
+        }
+    }
+    Ok(())
 }
 
 /// The file in the data dir holding the bootstrap admin key, written when it is generated.
@@ -163,6 +183,22 @@ pub fn start_banner(listen: std::net::SocketAddr, admin: &AdminKeyNotice) -> Str
     )
 }
 
+/// The start banner's master-key line: where the key is and, when it was generated at this
+/// start, the request to back it up.
+pub fn master_key_banner(source: &secrets::KeySource, key_id: &str) -> String {
+    match source {
+        secrets::KeySource::Environment => {
+            format!("  Master key:  from {} (id {key_id})\n", secrets::MASTER_KEY_VAR)
+        }
+        secrets::KeySource::File(f) => format!("  Master key:  {} (id {key_id})\n", f.display()),
+        secrets::KeySource::Created(f) => format!(
+            "  Master key:  {} (id {key_id}), GENERATED NOW: back this file up and keep it apart from\n               \
+             database backups; without it the WhatsApp sessions and webhook secrets cannot be read\n",
+            f.display()
+        ),
+    }
+}
+
 /// What the start banner says about the admin key.
 #[derive(Debug, Clone)]
 pub enum AdminKeyNotice {
@@ -177,6 +213,8 @@ pub enum AdminKeyNotice {
 pub struct Server {
     pub state: AppState,
     pub runtime: Arc<WaRuntime>,
+    /// Where the master key came from and its id (for the start banner).
+    pub master_key: (secrets::KeySource, String),
 }
 
 /// Builds the server's state: live bus, metrics, limits, the `wa-client` runtime over the auth
@@ -257,7 +295,19 @@ pub async fn build_server_with_clock(
         }
         None => tracing::info!(version = ?version.in_use(), "WhatsApp Web version"),
     }
-    let store = WaRuntime::open_store(&config.auth_store, &config.data_dir).await?;
+    let unlocked = secrets::unlock(&config.master_key, &config.data_dir, &config.auth_store, &db).await?;
+    match &unlocked.source {
+        secrets::KeySource::Created(file) => tracing::warn!(
+            file = %file.display(),
+            key_id = %unlocked.key_id,
+            "generated the master key that encrypts WhatsApp sessions and webhook secrets: BACK UP THIS FILE \
+             (without it they cannot be read); keep it apart from database backups"
+        ),
+        _ => tracing::info!(key_id = %unlocked.key_id, "secrets at rest sealed with the master key"),
+    }
+    let master_key = (unlocked.source, unlocked.key_id);
+    state.secrets = unlocked.secrets;
+    let store = unlocked.store;
     let sink = DbSessionEvents::new(db, clock.clone(), notify, state.live.clone(), state.metrics.clone())
         .with_send_wake(state.bulk_wake.clone())
         .with_campaign_wake(state.campaign_wake.clone());
@@ -267,7 +317,7 @@ pub async fn build_server_with_clock(
     );
     state.wa_version = Some(version);
     state.runtime = Some(runtime.clone() as Arc<dyn AccountRuntime>);
-    Ok(Server { state, runtime })
+    Ok(Server { state, runtime, master_key })
 }
 
 /// Reconnects every account that was active (or reconnecting) when the server last stopped.
@@ -338,7 +388,7 @@ pub async fn serve_with(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let Server { state, runtime } = server;
+    let Server { state, runtime, .. } = server;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Receivers may answer `incoming_message` with a reply; it goes out through the send path.
     let (reply_tx, mut reply_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -348,6 +398,7 @@ pub async fn serve_with(
         config.webhook.clone(),
         state.outbox_notify.clone(),
         state.outbound.clone(),
+        state.secrets.clone(),
     )
     .with_auto_replies(reply_tx);
     let reply_state = state.clone();

@@ -44,6 +44,14 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The master key step runs before the port opens: a wrong key stops the start here.
+    let server = match broadcaster::build_server(&config, db).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("broadcaster: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -53,9 +61,14 @@ async fn main() -> ExitCode {
     };
     // To the terminal only (never through the log pipeline): the key is a secret.
     if let Ok(addr) = listener.local_addr() {
-        println!("{}", broadcaster::start_banner(addr, &admin_notice));
+        let (source, id) = &server.master_key;
+        println!(
+            "{}{}",
+            broadcaster::start_banner(addr, &admin_notice),
+            broadcaster::master_key_banner(source, id)
+        );
     }
-    match broadcaster::serve(&config, db, listener, shutdown_signal()).await {
+    match broadcaster::serve_with(&config, server, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("broadcaster: {e}");

@@ -62,6 +62,9 @@ pub struct AppState {
     pub wa_version: Option<Arc<crate::wa_runtime::WaVersion>>,
     /// Key revocations for open streams, failed-auth throttling, `/metrics` access.
     pub access: Arc<crate::access::Access>,
+    /// Seals secret columns (webhook secrets) with the master key; [`AppState::new`] puts an
+    /// ephemeral key here, the server the master key's box ([`crate::secrets::unlock`]).
+    pub secrets: Arc<crate::secrets::SecretBox>,
 }
 
 impl AppState {
@@ -93,6 +96,7 @@ impl AppState {
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             wa_version: None,
             access: Arc::default(),
+            secrets: Arc::new(crate::secrets::SecretBox::ephemeral()),
         }
     }
 }

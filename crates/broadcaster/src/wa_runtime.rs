@@ -274,32 +274,60 @@ impl WaRuntime {
         &self.version
     }
 
-    /// Opens the SQLite auth store at `path`.
-    pub async fn open_sqlite_store(path: &std::path::Path) -> Result<Store, wa_store::Error> {
-        Store::open_sqlite(path, wa_store::StoreOptions::default()).await
+    /// Opens the SQLite auth store at `path`, sealed with `key` (`None`: a store in clear, as
+    /// releases before encryption at rest wrote it).
+    pub async fn open_sqlite_store(
+        path: &std::path::Path,
+        key: Option<wa_store::EncryptionKey>,
+    ) -> Result<Store, wa_store::Error> {
+        Store::open_sqlite(path, wa_store::StoreOptions { key, ..Default::default() }).await
     }
 
-    /// Opens the configured auth store: SQLite in `data_dir` ([`SQLITE_AUTH_FILE`]),
-    /// PostgreSQL or MongoDB. Errors never carry the URL (it may hold a password).
+    /// Opens the configured auth store (SQLite in `data_dir` ([`SQLITE_AUTH_FILE`]), PostgreSQL
+    /// or MongoDB) with `key`, returning wa-store's own error so the caller can tell a wrong
+    /// key or a store in clear from the rest ([`crate::secrets::unlock`] does; turn other
+    /// errors into a start error with [`WaRuntime::open_error`]).
     pub async fn open_store(
         config: &crate::config::AuthStore,
         data_dir: &std::path::Path,
-    ) -> Result<Store, crate::ServeError> {
+        key: Option<wa_store::EncryptionKey>,
+    ) -> Result<Store, wa_store::Error> {
         use crate::config::AuthStore;
-        let options = wa_store::StoreOptions::default();
-        let (backend, url, r) = match config {
-            AuthStore::Sqlite => {
-                ("sqlite", None, Self::open_sqlite_store(&data_dir.join(SQLITE_AUTH_FILE)).await)
-            }
-            AuthStore::Postgres { url } => ("postgres", Some(url), Store::open_postgres(url, options).await),
-            AuthStore::Mongodb { url, database } => {
-                ("mongodb", Some(url), Store::open_mongodb(url, database, options).await)
-            }
+        let options = wa_store::StoreOptions { key, ..Default::default() };
+        match config {
+            AuthStore::Sqlite => Store::open_sqlite(data_dir.join(SQLITE_AUTH_FILE), options).await,
+            AuthStore::Postgres { url } => Store::open_postgres(url, options).await,
+            AuthStore::Mongodb { url, database } => Store::open_mongodb(url, database, options).await,
+        }
+    }
+
+    /// A start error for an auth store that cannot be opened; never carries the URL (it may
+    /// hold a password).
+    pub fn open_error(config: &crate::config::AuthStore, e: &wa_store::Error) -> crate::ServeError {
+        use crate::config::AuthStore;
+        let (backend, url) = match config {
+            AuthStore::Sqlite => ("sqlite", None),
+            AuthStore::Postgres { url } => ("postgres", Some(url)),
+            AuthStore::Mongodb { url, .. } => ("mongodb", Some(url)),
         };
-        r.map_err(|e| crate::ServeError::AuthStoreOpen {
+        crate::ServeError::AuthStoreOpen {
             backend,
             reason: url.map_or_else(|| e.to_string(), |u| redact_url(&e.to_string(), u)),
-        })
+        }
+    }
+
+    /// Where the auth store is, for messages (no URL).
+    pub fn describe_store(config: &crate::config::AuthStore, data_dir: &std::path::Path) -> String {
+        use crate::config::AuthStore;
+        match config {
+            AuthStore::Sqlite => {
+                format!("the WhatsApp auth store {}", data_dir.join(SQLITE_AUTH_FILE).display())
+            }
+            AuthStore::Postgres { .. } => "the WhatsApp auth store in PostgreSQL (wa_* tables)".into(),
+            AuthStore::Mongodb { database, .. } => {
+                format!("the WhatsApp auth store in MongoDB (database {database})")
+            }
+        }
     }
 
     fn client_for(&self, account_id: &str, options: &SessionOptions) -> Result<Client, RuntimeError> {
@@ -1040,9 +1068,9 @@ mod tests {
             ),
         ];
         for (want, cfg) in cases {
-            let err = match WaRuntime::open_store(&cfg, dir.path()).await {
+            let err = match WaRuntime::open_store(&cfg, dir.path(), None).await {
                 Ok(_) => panic!("{want}: opened an unreachable store"),
-                Err(e) => e,
+                Err(e) => WaRuntime::open_error(&cfg, &e),
             };
             let crate::ServeError::AuthStoreOpen { backend, .. } = &err else { panic!("{err:?}") };
             assert_eq!(*backend, want);

@@ -1,7 +1,8 @@
 //! The `broadcaster` binary itself with `DATABASE_URL` (PostgreSQL at `WA_TEST_PG_URL`, a fresh
 //! schema): `broadcaster --emulator` starts, migrates, serves; a tenant key, an account linked
 //! by the simulated phone's QR scan, a send that the phone receives and reads; SIGTERM; a second
-//! process with a *new, empty* data dir finds every record in PostgreSQL. The URL's password
+//! process with a *new, empty* data dir finds every record in PostgreSQL (the master key comes
+//! from `BROADCASTER_MASTER_KEY`, as it must when the data dir is not kept). The URL's password
 //! never reaches the process's output.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -23,6 +24,8 @@ use serde_json::{Value, json};
 
 const ADMIN: &str = "bc_admin_from_env_for_the_pg_binary_test";
 const PASSWORD: &str = "pw-never-logged-7431";
+/// The master key both processes get (a throwaway data dir cannot keep a key file).
+const MASTER_KEY: &str = "9f1c3a5e7b2d4f6081a3c5e7092b4d6f8a1c3e5f7b9d2f4a6c8e0b1d3f5a7c9e";
 
 struct Proc {
     child: Child,
@@ -57,8 +60,11 @@ impl Proc {
             .arg(data_dir)
             .env("DATABASE_URL", url)
             .env("BROADCASTER_ADMIN_KEY", ADMIN)
+            .env("BROADCASTER_MASTER_KEY", MASTER_KEY)
             .env("NO_COLOR", "1")
             .env_remove("BROADCASTER_CONFIG")
+            .env_remove("BROADCASTER_MASTER_KEY_FILE")
+            .env_remove("BROADCASTER_MASTER_KEY_PREVIOUS")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -224,6 +230,7 @@ async fn the_binary_keeps_everything_in_postgres_across_a_restart_with_a_new_dat
 
     for line in first_output.iter().chain(&second_output) {
         assert!(!line.contains(PASSWORD), "the DATABASE_URL password was printed: {line}");
+        assert!(!line.contains(MASTER_KEY), "the master key was printed: {line}");
     }
     assert!(
         first_output.iter().any(|l| l.contains("using PostgreSQL database")),
@@ -283,6 +290,7 @@ async fn the_binary_reaches_postgres_over_verified_tls() {
     let output = p.stop();
     for line in &output {
         assert!(!line.contains(PASSWORD), "the DATABASE_URL password was printed: {line}");
+        assert!(!line.contains(MASTER_KEY), "the master key was printed: {line}");
     }
     assert!(
         output.iter().any(|l| l.contains("using PostgreSQL database") && l.contains("sslmode=verify-full")),

@@ -1726,6 +1726,7 @@ async fn campaign_events_are_ordered_on_the_websocket_and_signed_at_webhooks() {
         broadcaster::webhooks::RetryPolicy::default(),
         Arc::new(Notify::new()),
         h.state.outbound.clone(),
+        h.state.secrets.clone(),
     );
     // A delivery is answered before `run_once` returns, so the receiver already has it.
     let attempted = worker.run_once().await.unwrap();

@@ -1094,7 +1094,7 @@ async fn daily_counters_reset_at_local_midnight_health_and_delete_purges_auth() 
     assert_eq!(v["health"]["reasons"][0], "account is disconnected", "{v}");
     let store = wa_store::Store::open_sqlite(
         dir.path().join(broadcaster::wa_runtime::SQLITE_AUTH_FILE),
-        wa_store::StoreOptions::default(),
+        wa_store::StoreOptions::with_key(data_dir_key(dir.path()).auth_store_key()),
     )
     .await
     .unwrap();
@@ -1200,6 +1200,7 @@ async fn session_that_crashes_before_writing(
     use broadcaster::runtime::AccountRuntime as _;
     let store = broadcaster::wa_runtime::WaRuntime::open_sqlite_store(
         &dir.join(broadcaster::wa_runtime::SQLITE_AUTH_FILE),
+        Some(data_dir_key(dir).auth_store_key()),
     )
     .await
     .unwrap();
@@ -1418,10 +1419,20 @@ async fn linked_account_via_control(
 /// How long linking may take in the process-level tests (see [`linked_account_via_control`]).
 const LINK_T: Duration = Duration::from_secs(300);
 
+/// The master key the server generated in its data dir `dir` at its first start.
+fn data_dir_key(dir: &std::path::Path) -> broadcaster::secrets::MasterKey {
+    broadcaster::secrets::MasterKey::read_file(&dir.join(broadcaster::secrets::MASTER_KEY_FILE)).unwrap()
+}
+
 /// Process level, with the auth store in `env`: link by QR, send, stop the process, check the
 /// device is in that store (and no SQLite auth file was made), start the process again: the
-/// account is active without pairing and sends. Returns the account (device) id.
-async fn auth_store_survives_a_process_restart(seed: u64, phone: &str, env: &[(&str, String)]) -> String {
+/// account is active without pairing and sends. Returns the account (device) id and the master
+/// key the server generated.
+async fn auth_store_survives_a_process_restart(
+    seed: u64,
+    phone: &str,
+    env: &[(&str, String)],
+) -> (String, broadcaster::secrets::MasterKey) {
     let emu =
         Arc::new(Emulator::start(EmulatorConfig { seed: Some(seed), ..Default::default() }).await.unwrap());
     let dir = tempfile::tempdir().unwrap();
@@ -1455,7 +1466,7 @@ async fn auth_store_survives_a_process_restart(seed: u64, phone: &str, env: &[(&
     assert!(friend.wait_message(T, |m| m.text.as_deref() == Some("after restart")).await.is_some());
     drop(ws);
     srv.stop().await;
-    acc
+    (acc, data_dir_key(dir.path()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1464,8 +1475,10 @@ async fn postgres_auth_store_keeps_the_device_across_a_process_restart() {
     let url = process::fresh_postgres_database(&admin_url).await;
     let env =
         [("BROADCASTER_AUTH_STORE", "postgres".to_owned()), ("BROADCASTER_AUTH_STORE_URL", url.clone())];
-    let acc = auth_store_survives_a_process_restart(21, "+15550011100", &env).await;
-    let store = wa_store::Store::open_postgres(&url, wa_store::StoreOptions::default()).await.unwrap();
+    let (acc, key) = auth_store_survives_a_process_restart(21, "+15550011100", &env).await;
+    let store = wa_store::Store::open_postgres(&url, wa_store::StoreOptions::with_key(key.auth_store_key()))
+        .await
+        .unwrap();
     assert!(store.devices().await.unwrap().iter().any(|d| d.as_str() == acc), "the device is in PostgreSQL");
 }
 
@@ -1478,9 +1491,9 @@ async fn mongodb_auth_store_keeps_the_device_across_a_process_restart() {
         ("BROADCASTER_AUTH_STORE_URL", url.clone()),
         ("BROADCASTER_AUTH_STORE_DATABASE", database.clone()),
     ];
-    let acc = auth_store_survives_a_process_restart(22, "+15550011200", &env).await;
-    let store =
-        wa_store::Store::open_mongodb(&url, &database, wa_store::StoreOptions::default()).await.unwrap();
+    let (acc, key) = auth_store_survives_a_process_restart(22, "+15550011200", &env).await;
+    let options = wa_store::StoreOptions::with_key(key.auth_store_key());
+    let store = wa_store::Store::open_mongodb(&url, &database, options).await.unwrap();
     assert!(store.devices().await.unwrap().iter().any(|d| d.as_str() == acc), "the device is in MongoDB");
 }
 
@@ -2122,9 +2135,12 @@ async fn linking_by_qr_logs_no_warning() {
     let (_, v) = call(srv.addr, "GET", &format!("/api/v1/accounts/{acc}/activity"), &key, None).await;
     srv.stop().await;
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    // The test configuration's own notice (loopback targets allowed) aside.
-    let warnings: Vec<&str> =
-        text.lines().filter(|l| l.contains("WARN") && !l.contains("TEST SETTING")).collect();
+    // The test configuration's own notice (loopback targets allowed) and the first start's
+    // request to back up the master key it generated aside.
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("WARN") && !l.contains("TEST SETTING") && !l.contains("BACK UP THIS FILE"))
+        .collect();
     assert!(warnings.is_empty(), "warnings while linking: {warnings:#?}\nactivity: {v}");
 }
 

@@ -119,7 +119,14 @@ impl Harness {
             max_delay_ms: 10_000,
             request_timeout: Duration::from_secs(20),
         };
-        WebhookWorker::new(self.db.clone(), self.clock.clone(), policy, Arc::new(Notify::new()), client)
+        WebhookWorker::new(
+            self.db.clone(),
+            self.clock.clone(),
+            policy,
+            Arc::new(Notify::new()),
+            client,
+            self.state.secrets.clone(),
+        )
     }
 
     /// Every delivery of the webhook `id`.
@@ -135,14 +142,16 @@ impl Harness {
         let (id, url) = (format!("whk_direct_{}", rand::random::<u32>()), url.to_owned());
         let i = id.clone();
         let now = self.clock.now_ms();
+        let secret =
+            self.state.secrets.seal(broadcaster::secrets::SecretColumn::WebhookSecret, &id, "whsec_x");
         self.db
             .call(move |c| {
                 let tenant: String =
                     c.query_row("SELECT tenant_id FROM api_keys LIMIT 1", [], |r| r.get(0))?;
                 c.execute(
                     "INSERT INTO webhooks (id, tenant_id, account_id, url, secret, events, enabled, created_at)
-                     VALUES (?1,?2,NULL,?3,'whsec_x','connection_update',1,?4)",
-                    params![i, tenant, url, now],
+                     VALUES (?1,?2,NULL,?3,?4,'connection_update',1,?5)",
+                    params![i, tenant, url, secret, now],
                 )
             })
             .await

@@ -40,6 +40,8 @@ struct Harness {
     clock: Arc<ManualClock>,
     notify: Arc<Notify>,
     admin: String,
+    /// The state's webhook-secret box (the worker opens what the API sealed).
+    secrets: Arc<broadcaster::secrets::SecretBox>,
 }
 
 async fn harness_with(runtime: impl FnOnce(DbSessionEvents) -> Option<Arc<dyn AccountRuntime>>) -> Harness {
@@ -75,7 +77,8 @@ async fn harness_full(
     state.limits = Arc::new(broadcaster::state::Limits { requests_per_minute, ..Default::default() });
     state.emulator = emulator;
     state.outbound = loopback_client();
-    Harness { app: broadcaster::app::router(state, MAX_BODY), db, clock, notify, admin }
+    let secrets = state.secrets.clone();
+    Harness { app: broadcaster::app::router(state, MAX_BODY), db, clock, notify, admin, secrets }
 }
 
 async fn harness() -> Harness {
@@ -727,7 +730,14 @@ fn worker(h: &Harness, max_attempts: u32) -> WebhookWorker {
         max_delay_ms: 60_000,
         request_timeout: Duration::from_secs(5),
     };
-    WebhookWorker::new(h.db.clone(), h.clock.clone(), policy, h.notify.clone(), loopback_client())
+    WebhookWorker::new(
+        h.db.clone(),
+        h.clock.clone(),
+        policy,
+        h.notify.clone(),
+        loopback_client(),
+        h.secrets.clone(),
+    )
 }
 
 /// The tests' receivers listen on loopback, which the production SSRF policy refuses.

@@ -45,6 +45,7 @@ pub mod postgres;
 mod sqlite;
 mod value;
 
+pub use sqlite::FILE_NAME as SQLITE_FILE;
 pub use value::{FromValue, FromValueError, ToValue, Value, ValueRef};
 
 /// Result of a database operation.

@@ -15,6 +15,7 @@ use super::signature::{EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 use crate::clock::SharedClock;
 use crate::db::{Db, DbError, OptionalExtension, params};
 use crate::outbound::{Limits, OutboundClient, OutboundError};
+use crate::secrets::{SecretBox, SecretColumn};
 use crate::state::AppState;
 
 pub use super::retry::RetryPolicy;
@@ -24,7 +25,9 @@ struct Due {
     tenant_id: String,
     event_type: String,
     url: String,
-    secret: String,
+    /// The webhook's secret opened with the master key, or why it cannot be (the delivery then
+    /// fails like a refused request and is retried, then dead-lettered).
+    secret: Result<String, String>,
     payload: String,
     attempts: u32,
 }
@@ -101,18 +104,21 @@ pub struct WebhookWorker {
     client: OutboundClient,
     notify: Arc<Notify>,
     replies: Option<tokio::sync::mpsc::UnboundedSender<AutoReplyJob>>,
+    secrets: Arc<SecretBox>,
 }
 
 impl WebhookWorker {
-    /// `client` carries the SSRF policy and trusted roots (the server's [`AppState::outbound`]).
+    /// `client` carries the SSRF policy and trusted roots (the server's [`AppState::outbound`]);
+    /// `secrets` opens the webhooks' secrets (the server's [`AppState::secrets`]).
     pub fn new(
         db: Db,
         clock: SharedClock,
         policy: RetryPolicy,
         notify: Arc<Notify>,
         client: OutboundClient,
+        secrets: Arc<SecretBox>,
     ) -> Self {
-        Self { db, clock, policy, client, notify, replies: None }
+        Self { db, clock, policy, client, notify, replies: None, secrets }
     }
 
     /// Hands auto-replies (see [`AutoReplyBody`]) to `tx`; without it answers are ignored.
@@ -124,11 +130,12 @@ impl WebhookWorker {
     /// Attempts every delivery due now; returns how many were attempted.
     pub async fn run_once(&self) -> Result<usize, DbError> {
         let now = self.clock.now_ms();
+        let secrets = self.secrets.clone();
         let due = self
             .db
             .call(move |c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT o.id, w.url, w.secret, o.payload, o.attempts, o.tenant_id, o.event_type
+                    "SELECT o.id, w.url, w.secret, o.payload, o.attempts, o.tenant_id, o.event_type, w.id
                      FROM webhook_outbox o
                      JOIN webhooks w ON w.id = o.webhook_id AND w.tenant_id = o.tenant_id
                      WHERE o.status = 'pending' AND o.next_attempt_at <= ?1 AND w.enabled = 1
@@ -139,7 +146,9 @@ impl WebhookWorker {
                         Ok(Due {
                             id: r.get(0)?,
                             url: r.get(1)?,
-                            secret: r.get(2)?,
+                            secret: secrets
+                                .open(SecretColumn::WebhookSecret, &r.get::<String>(7)?, &r.get::<String>(2)?)
+                                .map_err(|e| format!("webhook secret cannot be used: {e}")),
                             payload: r.get(3)?,
                             attempts: r.get(4)?,
                             tenant_id: r.get(5)?,
@@ -213,7 +222,7 @@ impl WebhookWorker {
     /// Posts one delivery; the status and (for `incoming_message`, bounded) the answer's body.
     async fn post(&self, d: &Due, now_ms: i64) -> Result<(u16, Bytes), String> {
         let ts = now_ms.div_euclid(1000);
-        let sig = sign(&d.secret, ts, d.payload.as_bytes());
+        let sig = sign(d.secret.as_deref().map_err(|e| e.clone())?, ts, d.payload.as_bytes());
         let event_id = serde_json::from_str::<serde_json::Value>(&d.payload)
             .ok()
             .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
@@ -291,7 +300,7 @@ mod tests {
             tenant_id: "t".into(),
             event_type: event_type.into(),
             url: "http://x".into(),
-            secret: "s".into(),
+            secret: Ok("s".into()),
             payload: payload.to_string(),
             attempts: 0,
         }

@@ -129,6 +129,8 @@ pub async fn create(
         created_at: now,
         secret: Some(secret.clone()),
     };
+    // Stored sealed with the master key; the clear secret is answered once, here.
+    let sealed = st.secrets.seal(crate::secrets::SecretColumn::WebhookSecret, &id, &secret);
     let ok = st
         .db
         .call(move |c| {
@@ -145,7 +147,7 @@ pub async fn create(
             c.execute(
                 "INSERT INTO webhooks (id, tenant_id, account_id, url, secret, events, enabled, created_at)
                  VALUES (?1,?2,?3,?4,?5,?6,1,?7)",
-                params![id, tenant, req.account_id, req.url, secret, events, now],
+                params![id, tenant, req.account_id, req.url, sealed, events, now],
             )?;
             Ok(true)
         })

@@ -65,6 +65,9 @@ impl ServerProcess {
             "BROADCASTER_AUTH_STORE_URL",
             "BROADCASTER_AUTH_STORE_DATABASE",
             "BROADCASTER_EMULATOR",
+            "BROADCASTER_MASTER_KEY",
+            "BROADCASTER_MASTER_KEY_PREVIOUS",
+            "BROADCASTER_MASTER_KEY_FILE",
         ] {
             cmd.env_remove(var);
         }
