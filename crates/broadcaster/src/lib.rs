@@ -23,6 +23,7 @@ pub mod contacts;
 pub mod dashboard;
 pub mod db;
 pub mod emulator_api;
+pub mod emulator_world;
 pub mod error;
 pub mod groups;
 pub mod http_listener;
@@ -85,6 +86,12 @@ pub enum ServeError {
     /// schema). `reason` never contains the URL or its password.
     #[error("cannot open the WhatsApp auth store ({backend}): {reason}")]
     AuthStoreOpen { backend: &'static str, reason: String },
+    /// `--emulator`'s saved world cannot be used; it is left as it is.
+    #[error(
+        "the in-process emulator's saved world {path} cannot be used: {source} (move the file away to start a new \
+         emulator world; every account then links again)"
+    )]
+    EmulatorState { path: std::path::PathBuf, source: wa_emulator::StateError },
 }
 
 /// Opens the database (PostgreSQL when `config.database_url` is set, else SQLite in
@@ -177,6 +184,8 @@ pub enum AdminKeyNotice {
 pub struct Server {
     pub state: AppState,
     pub runtime: Arc<WaRuntime>,
+    /// Keeps `--emulator`'s world in the data directory.
+    pub emulator_saver: Option<emulator_world::EmulatorSaver>,
 }
 
 /// Builds the server's state: live bus, metrics, limits, the `wa-client` runtime over the auth
@@ -231,15 +240,16 @@ pub async fn build_server_with_clock(
         requests_per_minute: config.rate_limit_per_minute,
         pending_send_max_age_ms: i64::try_from(config.pending_send_max_age.as_millis()).unwrap_or(i64::MAX),
     });
+    let mut emulator_saver = None;
     let upstream = if let Some(emu) = emulator {
         let up = Upstream::emulator(&emu);
         state.emulator = Some(emu);
         up
     } else if config.emulator {
-        let emu = wa_emulator::Emulator::start(wa_emulator::EmulatorConfig::default()).await?;
-        tracing::info!(url = %emu.ws_url(), "in-process WhatsApp emulator started");
+        let (emu, saver) = emulator_world::start(&config.data_dir).await?;
+        emulator_saver = Some(saver);
         let up = Upstream::emulator(&emu);
-        state.emulator = Some(Arc::new(emu));
+        state.emulator = Some(emu);
         up
     } else if let Some(ext) = &config.external_emulator {
         tracing::info!(url = %ext.url, "connecting to an external WhatsApp emulator");
@@ -267,7 +277,7 @@ pub async fn build_server_with_clock(
     );
     state.wa_version = Some(version);
     state.runtime = Some(runtime.clone() as Arc<dyn AccountRuntime>);
-    Ok(Server { state, runtime })
+    Ok(Server { state, runtime, emulator_saver })
 }
 
 /// Reconnects every account that was active (or reconnecting) when the server last stopped.
@@ -338,7 +348,7 @@ pub async fn serve_with(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let Server { state, runtime } = server;
+    let Server { state, runtime, emulator_saver } = server;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Receivers may answer `incoming_message` with a reply; it goes out through the send path.
     let (reply_tx, mut reply_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -435,6 +445,10 @@ pub async fn serve_with(
     // The worker is gone, so the reply channel is closed: replies already asked for go out.
     if tokio::time::timeout(timeout, reply_task).await.is_err() {
         tracing::warn!("auto-replies did not finish in time");
+    }
+    // After the sessions closed: what they left unacknowledged is kept as undelivered.
+    if let Some(saver) = emulator_saver {
+        saver.finish().await;
     }
     if let Some(emu) = emulator
         && let Ok(emu) = Arc::try_unwrap(emu)
