@@ -36,6 +36,7 @@ pub mod ops;
 pub mod outbound;
 pub mod outbox;
 pub mod phone;
+pub mod proxy;
 pub mod ratelimit;
 pub mod runtime;
 pub mod state;
@@ -285,18 +286,16 @@ pub async fn build_server_with_clock(
 /// ends `logged_out` through the normal event path.
 pub async fn resume_sessions(st: &AppState) -> Result<usize, ServeError> {
     let Some(runtime) = st.runtime.clone() else { return Ok(0) };
-    let rows: Vec<(String, String, String, Option<String>)> = st
+    let rows: Vec<(String, String, String)> = st
         .db
         .call(|c| {
-            c.prepare(
-                "SELECT tenant_id, id, state, push_name_override FROM accounts WHERE state IN ('active','reconnecting')",
-            )?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-            .collect::<Result<Vec<_>, _>>()
+            c.prepare("SELECT tenant_id, id, state FROM accounts WHERE state IN ('active','reconnecting')")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<Vec<_>, _>>()
         })
         .await?;
     let mut n = 0;
-    for (tenant, id, state, push_name) in rows {
+    for (tenant, id, state) in rows {
         if state == "active" {
             let now = st.clock.now_ms();
             let (t, a) = (tenant.clone(), id.clone());
@@ -318,7 +317,13 @@ pub async fn resume_sessions(st: &AppState) -> Result<usize, ServeError> {
                 continue;
             }
         }
-        let options = runtime::SessionOptions { push_name };
+        let options = match accounts::session_options(st, &tenant, &id).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(account_id = %id, error = %e, "not resumed");
+                continue;
+            }
+        };
         match runtime.connect_with(&tenant, &id, LinkMethod::Qr, options).await {
             Ok(()) => n += 1,
             Err(e) => tracing::warn!(account_id = %id, error = %e, "resume failed"),

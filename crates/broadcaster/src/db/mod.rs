@@ -714,6 +714,11 @@ INSERT INTO account_contacts (account_id, chat_jid, first_message_id, first_at)
        AND (direction = 'incoming' OR status IN ('sent','delivered','read','played'))
      GROUP BY account_id, chat_jid;
 "#,
+    // 12: a per-account proxy (issue 18): the URL with its credentials, in a column of its own so
+    // it can be sealed with the other secrets at rest.
+    r#"
+ALTER TABLE accounts ADD COLUMN proxy_url TEXT;
+"#,
 ];
 
 /// Schema version this binary writes.

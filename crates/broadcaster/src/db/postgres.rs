@@ -308,6 +308,10 @@ INSERT INTO account_contacts (account_id, chat_jid, first_message_id, first_at)
        AND (direction = 'incoming' OR status IN ('sent','delivered','read','played'))
      GROUP BY account_id, chat_jid;
 "#,
+    // 12: a per-account proxy (the twin of the SQLite entry 12)
+    r#"
+ALTER TABLE accounts ADD COLUMN proxy_url TEXT COLLATE "C";
+"#,
 ];
 
 /// An advisory-lock key so that two servers starting at once migrate one after the other.
