@@ -452,9 +452,8 @@ impl WorldState {
     }
 
     /// Serializes the state.
-    pub fn to_json(&self) -> Vec<u8> {
-        // Every field is a plain value; serializing to a Vec cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+    pub fn to_json(&self) -> Result<Vec<u8>, StateError> {
+        Ok(serde_json::to_vec(self)?)
     }
 
     /// Parses a state [`Self::to_json`] wrote; another format version is refused.
@@ -487,7 +486,7 @@ impl WorldState {
         let tmp = path.with_extension("json.tmp");
         {
             let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&self.to_json()).map_err(io)?;
+            f.write_all(&self.to_json()?).map_err(io)?;
             f.sync_all().map_err(io)?;
         }
         std::fs::rename(&tmp, path).map_err(io)?;
@@ -894,10 +893,10 @@ mod tests {
     fn a_saved_world_restores_to_the_same_state() {
         let w = busy_world();
         assert!(!w.accounts[0].devices[&1].offline.is_empty(), "the fixture queues stanzas");
-        let json = WorldState::capture(&w).unwrap().to_json();
+        let json = WorldState::capture(&w).unwrap().to_json().unwrap();
         let back = restored(WorldState::from_json(&json).unwrap()).unwrap();
         assert_eq!(
-            WorldState::capture(&back).unwrap().to_json(),
+            WorldState::capture(&back).unwrap().to_json().unwrap(),
             json,
             "saving the restored world changes nothing"
         );
@@ -936,7 +935,7 @@ mod tests {
 
     #[test]
     fn a_state_that_does_not_hold_together_is_refused() {
-        let json = WorldState::capture(&busy_world()).unwrap().to_json();
+        let json = WorldState::capture(&busy_world()).unwrap().to_json().unwrap();
         let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
 
         let mut other_format = v.clone();
@@ -973,7 +972,7 @@ mod tests {
         state.save(&path).unwrap();
         assert!(!path.with_extension("json.tmp").exists());
         let back = WorldState::load(&path).unwrap().unwrap();
-        assert_eq!(back.to_json(), state.to_json());
+        assert_eq!(back.to_json().unwrap(), state.to_json().unwrap());
         std::fs::write(&path, b"{\"format\":1").unwrap();
         assert!(matches!(WorldState::load(&path), Err(StateError::Json(_))));
         std::fs::remove_dir_all(&dir).unwrap();
