@@ -74,11 +74,13 @@ pub struct EmulatorSaver {
     path: PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    saved: tokio::sync::watch::Receiver<Option<u64>>,
 }
 
 impl EmulatorSaver {
     fn start(emu: Arc<EmulatorHandle>, path: PathBuf) -> Self {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (saved_tx, saved) = tokio::sync::watch::channel(None);
         let (e, p) = (emu.clone(), path.clone());
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(SAVE_EVERY);
@@ -94,12 +96,22 @@ impl EmulatorSaver {
                     continue;
                 }
                 match save(&e, &p).await {
-                    Ok(()) => saved_at = Some(changes),
+                    Ok(()) => {
+                        saved_at = Some(changes);
+                        saved_tx.send_replace(saved_at);
+                    }
                     Err(err) => tracing::warn!(error = %err, "cannot save the emulator's world; retrying"),
                 }
             }
         });
-        Self { emu, path, stop, task }
+        Self { emu, path, stop, task, saved }
+    }
+
+    /// The emulator's change counter ([`EmulatorHandle::changes`]) as of the last periodic save
+    /// (`None` before the first): the file holds at least every change up to it, which is what
+    /// a crash leaves.
+    pub fn saved(&self) -> tokio::sync::watch::Receiver<Option<u64>> {
+        self.saved.clone()
     }
 
     /// Stops the periodic saves and saves once more (call after the sessions closed, so what
@@ -120,4 +132,30 @@ async fn save(emu: &Arc<EmulatorHandle>, path: &Path) -> Result<(), StateError> 
     tokio::task::spawn_blocking(move || emu.state()?.save(&file))
         .await
         .map_err(|e| StateError::Io { path: path.display().to_string(), source: std::io::Error::other(e) })?
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// What a crash leaves: without the final save, the file already holds every change up to
+    /// the last periodic save, and an emulator restored from it has the account.
+    #[tokio::test]
+    async fn a_change_is_on_disk_within_a_save_period_without_a_clean_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (emu, saver) = start(dir.path()).await.unwrap();
+        emu.create_account("15550003131", "Cid").unwrap();
+        let changed = emu.changes();
+        let mut saved = saver.saved();
+        tokio::time::timeout(Duration::from_secs(60), saved.wait_for(|s| s.is_some_and(|n| n >= changed)))
+            .await
+            .expect("saved within the period")
+            .unwrap();
+        let state = WorldState::load(&world_file(dir.path())).unwrap().expect("a saved world");
+        let back = Emulator::restore(EmulatorConfig::default(), state).await.unwrap();
+        assert!(back.phone("15550003131").is_ok(), "the account is in the saved world");
+        back.shutdown().await;
+        drop(saver);
+    }
 }
