@@ -65,12 +65,15 @@ impl AccountState {
         matches!(
             (self, to),
             (Inactive | Disconnected | LoggedOut | Error | Reconnecting, Connecting)
-                | (Connecting, QrReady | PairingCodeReady | Active | Disconnected)
+                // The first attempt can fail too (no network, a proxy that refuses): the client
+                // retries, and the reason is worth showing.
+                | (Connecting, QrReady | PairingCodeReady | Active | Disconnected | Reconnecting)
                 // QR codes rotate and a pairing attempt can fall back to QR.
                 | (QrReady, QrReady | PairingCodeReady | Active | Disconnected)
                 | (PairingCodeReady, PairingCodeReady | QrReady | Active | Disconnected)
                 | (Active, Disconnected | Reconnecting)
-                | (Reconnecting, Active | Disconnected)
+                // A retry that reaches WhatsApp for an account not linked yet shows a code.
+                | (Reconnecting, Active | Disconnected | QrReady | PairingCodeReady)
                 | (Disconnected, Reconnecting | Inactive)
         )
     }
@@ -89,6 +92,11 @@ mod tests {
         }
         assert!(PairingCodeReady.can_become(Active));
         assert!(Active.can_become(LoggedOut));
+        // A first attempt that fails is retried, and the retry may show a QR.
+        let retried = [Inactive, Connecting, Reconnecting, QrReady, Active];
+        for w in retried.windows(2) {
+            assert!(w[0].can_become(w[1]), "{:?} -> {:?}", w[0], w[1]);
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::db::DbError;
 use crate::error::{ApiError, ApiJson, ApiQuery};
 use crate::outbox;
 use crate::phone::E164;
+use crate::proxy::{ProxyError, ProxyUrl};
 use crate::runtime::{LinkMethod, SessionEvent};
 use crate::state::AppState;
 
@@ -32,6 +33,10 @@ pub struct Account {
     /// The name WhatsApp shows to others for this account, announced at every login. `null`
     /// (the default): nothing is announced and the name the owner chose on the phone stays.
     pub push_name_override: Option<String>,
+    /// The HTTP CONNECT proxy the account connects through, its password shown as `***`
+    /// (never returned); `null`: direct.
+    #[schema(example = "http://user:***@proxy.example:3128")]
+    pub proxy: Option<String>,
     pub state: AccountState,
     /// Why the account is in its state, in plain words.
     pub state_reason: Option<String>,
@@ -233,7 +238,7 @@ fn with_usage(c: &crate::db::Conn, mut a: Account, now: i64) -> crate::db::DbRes
     Ok(a)
 }
 
-const ACCOUNT_COLUMNS: &str = "id, name, phone, push_name, state, state_reason, daily_limit, time_zone, last_connected_at, created_at, updated_at, push_name_override, state_reason_code, new_contact_limit";
+const ACCOUNT_COLUMNS: &str = "id, name, phone, push_name, state, state_reason, daily_limit, time_zone, last_connected_at, created_at, updated_at, push_name_override, state_reason_code, new_contact_limit, proxy_url";
 
 fn account_from_row(r: &Row) -> crate::db::DbResult<Account> {
     let state: String = r.get(4)?;
@@ -253,6 +258,7 @@ fn account_from_row(r: &Row) -> crate::db::DbResult<Account> {
         push_name_override: r.get(11)?,
         state_reason_code: r.get(12)?,
         new_contact_limit: r.get(13)?,
+        proxy: r.get::<Option<String>>(14)?.map(|u| redacted_proxy(&u)),
         reachout_timelock: None,
         today: None,
         health: None,
@@ -411,6 +417,11 @@ pub struct CreateAccount {
     /// The name WhatsApp shows to others for this account (1 to 25 characters), announced at
     /// every login. Omit it to keep the name the owner chose on the phone.
     pub push_name_override: Option<String>,
+    /// An HTTP CONNECT proxy for the account's connections to WhatsApp,
+    /// `http://[user:password@]host[:port]` (port 8080 when absent). SOCKS proxies are refused
+    /// (422 `proxy_scheme_unsupported`). The password is stored, never returned nor logged.
+    #[schema(example = "http://user:password@proxy.example:3128")]
+    pub proxy: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -428,6 +439,11 @@ pub struct UpdateAccount {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub push_name_override: Option<Option<String>>,
+    /// A new proxy (as in account creation), or `null` to connect directly; omitted: unchanged.
+    /// Takes effect at the account's next connection.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "http://user:password@proxy.example:3128")]
+    pub proxy: Option<Option<String>>,
 }
 
 /// `Some(None)` for an explicit `null`, `Some(Some(v))` for a value; absent stays `None`
@@ -451,6 +467,22 @@ fn check_push_name(name: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(n.to_owned())
+}
+
+/// A proxy URL wa-client can use: 400 `invalid_proxy` when it is no proxy URL, 422
+/// `proxy_scheme_unsupported` for a kind of proxy it cannot tunnel through (SOCKS).
+fn check_proxy(url: &str) -> Result<ProxyUrl, ApiError> {
+    ProxyUrl::parse(url).map_err(|e| match e {
+        ProxyError::UnsupportedScheme(_) => {
+            ApiError::unprocessable("proxy_scheme_unsupported", e.to_string())
+        }
+        ProxyError::Malformed(_) => ApiError::bad("invalid_proxy", e.to_string()),
+    })
+}
+
+/// A stored proxy URL as the API shows it (only URLs [`check_proxy`] took are stored).
+fn redacted_proxy(url: &str) -> String {
+    ProxyUrl::parse(url).map_or_else(|_| "***".to_owned(), |p| p.redacted().to_owned())
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -501,7 +533,8 @@ pub fn parse_phone(input: &str) -> Result<E164, ApiError> {
 
 #[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts", request_body = CreateAccount,
     responses((status = 201, body = Account), (status = 400, body = crate::error::ErrorBody),
-              (status = 409, body = crate::error::ErrorBody)),
+              (status = 409, body = crate::error::ErrorBody),
+              (status = 422, description = "`proxy_scheme_unsupported`: a proxy other than HTTP CONNECT", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn create(
     State(st): State<AppState>,
@@ -517,6 +550,7 @@ pub async fn create(
     check_new_contact_limit(new_contact_limit)?;
     let tz = check_time_zone(req.time_zone.as_deref().unwrap_or("UTC"))?;
     let push_name = req.push_name_override.as_deref().map(check_push_name).transpose()?;
+    let proxy = req.proxy.as_deref().map(check_proxy).transpose()?.map(|p| p.expose().to_owned());
     let now = st.clock.now_ms();
     let tenant = p.tenant_id.clone();
     let out = st
@@ -526,9 +560,9 @@ pub async fn create(
             let tx = c.transaction()?;
             let r = tx.execute(
                 "INSERT INTO accounts (id, tenant_id, name, phone, state, daily_limit, time_zone, created_at, updated_at,
-                   push_name_override, new_contact_limit)
-                 VALUES (?1,?2,?3,?4,'inactive',?5,?6,?7,?7,?8,?9)",
-                params![id, tenant, req.name.trim(), phone, limit, tz, now, push_name, new_contact_limit],
+                   push_name_override, new_contact_limit, proxy_url)
+                 VALUES (?1,?2,?3,?4,'inactive',?5,?6,?7,?7,?8,?9,?10)",
+                params![id, tenant, req.name.trim(), phone, limit, tz, now, push_name, new_contact_limit, proxy],
             );
             if let Err(e) = &r
                 && e.is_constraint_violation()
@@ -606,7 +640,9 @@ pub async fn get(
 
 #[utoipa::path(patch, path = "/api/v1/accounts/{id}", tag = "accounts", params(("id" = String, Path)),
     request_body = UpdateAccount,
-    responses((status = 200, body = Account), (status = 404, body = crate::error::ErrorBody)),
+    responses((status = 200, body = Account), (status = 400, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody),
+              (status = 422, description = "`proxy_scheme_unsupported`: a proxy other than HTTP CONNECT", body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn update(
     State(st): State<AppState>,
@@ -631,6 +667,11 @@ pub async fn update(
         Some(None) => (true, None),
         Some(Some(n)) => (true, Some(check_push_name(n)?)),
     };
+    let proxy = match &req.proxy {
+        None => (false, None),
+        Some(None) => (true, None),
+        Some(Some(u)) => (true, Some(check_proxy(u)?.expose().to_owned())),
+    };
     let now = st.clock.now_ms();
     let tenant = p.tenant_id.clone();
     st.db
@@ -639,7 +680,8 @@ pub async fn update(
                 "UPDATE accounts SET name = COALESCE(?3, name), daily_limit = COALESCE(?4, daily_limit),
                    time_zone = COALESCE(?5, time_zone), updated_at = ?6,
                    push_name_override = CASE WHEN ?7 = 1 THEN CAST(?8 AS TEXT) ELSE push_name_override END,
-                   new_contact_limit = COALESCE(?9, new_contact_limit)
+                   new_contact_limit = COALESCE(?9, new_contact_limit),
+                   proxy_url = CASE WHEN ?10 = 1 THEN CAST(?11 AS TEXT) ELSE proxy_url END
                  WHERE tenant_id = ?1 AND id = ?2",
                 params![
                     tenant,
@@ -650,7 +692,9 @@ pub async fn update(
                     now,
                     i64::from(push_name.0),
                     push_name.1,
-                    req.new_contact_limit
+                    req.new_contact_limit,
+                    i64::from(proxy.0),
+                    proxy.1
                 ],
             )?;
             if n == 0 {
@@ -1207,26 +1251,27 @@ impl crate::runtime::SessionEvents for DbSessionEvents {
     }
 }
 
-/// What the account's session starts with (its push name to announce, if any).
+/// What the account's session starts with (its push name to announce and its proxy, if any).
 pub(crate) async fn session_options(
     st: &AppState,
     tenant_id: &str,
     account_id: &str,
 ) -> Result<crate::runtime::SessionOptions, ApiError> {
     let (tenant_id, account_id) = (tenant_id.to_owned(), account_id.to_owned());
-    let push_name: Option<Option<String>> = st
+    let row: Option<(Option<String>, Option<String>)> = st
         .db
         .call(move |c| {
             c.query_row(
-                "SELECT push_name_override FROM accounts WHERE tenant_id = ?1 AND id = ?2",
+                "SELECT push_name_override, proxy_url FROM accounts WHERE tenant_id = ?1 AND id = ?2",
                 params![tenant_id, account_id],
-                |r| r.get::<Option<String>>(0),
+                |r| Ok((r.get::<Option<String>>(0)?, r.get::<Option<String>>(1)?)),
             )
             .optional()
         })
         .await?;
-    let push_name = push_name.ok_or(ApiError::NotFound("account"))?;
-    Ok(crate::runtime::SessionOptions { push_name })
+    let (push_name, proxy) = row.ok_or(ApiError::NotFound("account"))?;
+    let proxy = proxy.as_deref().map(check_proxy).transpose()?;
+    Ok(crate::runtime::SessionOptions { push_name, proxy })
 }
 
 /// `NotFound("account")` unless `account_id` belongs to `tenant_id` (another tenant's account

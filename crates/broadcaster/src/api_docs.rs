@@ -23,7 +23,7 @@ machine-readable; `message` is for people.
 | 409 | `account_not_active`, `account_not_connected`, `description_changed`, ... | the account is not in a state that allows it; a group description changed meanwhile |
 | 413 | `payload_too_large`, `media_too_large` | the body (or a file fetched for it) is over its limit |
 | 415 | `unsupported_media_type` | the body is not `application/json` (or, where allowed, `multipart/form-data`) |
-| 422 | `not_on_whatsapp`, `reachout_restricted`, `url_refused`, `invalid_invite_link`, `invite_link_revoked` | well-formed, refused on its meaning (see below) |
+| 422 | `not_on_whatsapp`, `reachout_restricted`, `url_refused`, `invalid_invite_link`, `invite_link_revoked`, `proxy_scheme_unsupported` | well-formed, refused on its meaning (see below) |
 | 429 | `rate_limited`, `daily_limit_reached`, `new_contact_limit_reached` | slow down; `Retry-After` says for how long |
 | 503 | `unavailable` | a dependency (database, WhatsApp) is unavailable; retry later |
 
@@ -61,6 +61,14 @@ already chatted with still go. Campaigns hold such recipients (`pending`, reason
 account's `reachout_timelock` shows it, its campaigns pause with the reason
 `reachout_timelock` and `paused_until`, its bulk messages move back by the lock's length, and
 both resume by themselves when the lock ends or WhatsApp lifts it.
+
+**Per-account proxy.** An account's `proxy` (set at creation or with `PATCH`) sends its
+connections to WhatsApp through an HTTP CONNECT proxy, `http://[user:password@]host[:port]`;
+SOCKS and other schemes answer 422 `proxy_scheme_unsupported`, a malformed URL 400
+`invalid_proxy` (the message never repeats the URL). It takes effect at the next connection. The
+password is stored but never returned nor logged: answers show `http://user:***@host:port`. A
+proxy that cannot be reached or refuses the tunnel leaves the account `reconnecting` with the
+proxy's error as its `state_reason`.
 
 ## Webhook signatures
 

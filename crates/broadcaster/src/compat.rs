@@ -94,6 +94,7 @@ pub async fn start_session(
                 new_contact_limit: None,
                 time_zone: None,
                 push_name_override: None,
+                proxy: None,
             };
             let (_, Json(a)) = accounts::create(State(st.clone()), p.clone(), ApiJson(create)).await?;
             a.id

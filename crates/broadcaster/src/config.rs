@@ -74,7 +74,8 @@ pub struct Cli {
     #[arg(long, env = "BROADCASTER_LOG", value_name = "LEVEL")]
     pub log: Option<String>,
     /// Run against an in-process WhatsApp emulator instead of WhatsApp (offline demo and tests);
-    /// enables the `/api/v1/emulator/...` endpoints that play the phone's part.
+    /// enables the `/api/v1/emulator/...` endpoints that play the phone's part. Its world is
+    /// kept in `<data dir>/emulator/`, so a restart finds the linked accounts.
     #[arg(long, env = "BROADCASTER_EMULATOR")]
     pub emulator: bool,
     /// Requests per minute per API key; 0 disables the limit [default: 600].

@@ -23,6 +23,7 @@ pub mod contacts;
 pub mod dashboard;
 pub mod db;
 pub mod emulator_api;
+pub mod emulator_world;
 pub mod error;
 pub mod groups;
 pub mod http_listener;
@@ -35,6 +36,7 @@ pub mod ops;
 pub mod outbound;
 pub mod outbox;
 pub mod phone;
+pub mod proxy;
 pub mod ratelimit;
 pub mod runtime;
 pub mod secrets;
@@ -89,6 +91,12 @@ pub enum ServeError {
     /// The master key is unusable or does not match the stored data (nothing was changed).
     #[error("{0}")]
     MasterKey(#[from] secrets::KeyError),
+    /// `--emulator`'s saved world cannot be used; it is left as it is.
+    #[error(
+        "the in-process emulator's saved world {path} cannot be used: {source} (move the file away to start a new \
+         emulator world; every account then links again)"
+    )]
+    EmulatorState { path: std::path::PathBuf, source: wa_emulator::StateError },
 }
 
 /// Opens the database (PostgreSQL when `config.database_url` is set, else SQLite in
@@ -215,6 +223,8 @@ pub struct Server {
     pub runtime: Arc<WaRuntime>,
     /// Where the master key came from and its id (for the start banner).
     pub master_key: (secrets::KeySource, String),
+    /// Keeps `--emulator`'s world in the data directory.
+    pub emulator_saver: Option<emulator_world::EmulatorSaver>,
 }
 
 /// Builds the server's state: live bus, metrics, limits, the `wa-client` runtime over the auth
@@ -269,15 +279,16 @@ pub async fn build_server_with_clock(
         requests_per_minute: config.rate_limit_per_minute,
         pending_send_max_age_ms: i64::try_from(config.pending_send_max_age.as_millis()).unwrap_or(i64::MAX),
     });
+    let mut emulator_saver = None;
     let upstream = if let Some(emu) = emulator {
         let up = Upstream::emulator(&emu);
         state.emulator = Some(emu);
         up
     } else if config.emulator {
-        let emu = wa_emulator::Emulator::start(wa_emulator::EmulatorConfig::default()).await?;
-        tracing::info!(url = %emu.ws_url(), "in-process WhatsApp emulator started");
+        let (emu, saver) = emulator_world::start(&config.data_dir).await?;
+        emulator_saver = Some(saver);
         let up = Upstream::emulator(&emu);
-        state.emulator = Some(Arc::new(emu));
+        state.emulator = Some(emu);
         up
     } else if let Some(ext) = &config.external_emulator {
         tracing::info!(url = %ext.url, "connecting to an external WhatsApp emulator");
@@ -317,7 +328,7 @@ pub async fn build_server_with_clock(
     );
     state.wa_version = Some(version);
     state.runtime = Some(runtime.clone() as Arc<dyn AccountRuntime>);
-    Ok(Server { state, runtime, master_key })
+    Ok(Server { state, runtime, master_key, emulator_saver })
 }
 
 /// Reconnects every account that was active (or reconnecting) when the server last stopped.
@@ -325,18 +336,16 @@ pub async fn build_server_with_clock(
 /// ends `logged_out` through the normal event path.
 pub async fn resume_sessions(st: &AppState) -> Result<usize, ServeError> {
     let Some(runtime) = st.runtime.clone() else { return Ok(0) };
-    let rows: Vec<(String, String, String, Option<String>)> = st
+    let rows: Vec<(String, String, String)> = st
         .db
         .call(|c| {
-            c.prepare(
-                "SELECT tenant_id, id, state, push_name_override FROM accounts WHERE state IN ('active','reconnecting')",
-            )?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-            .collect::<Result<Vec<_>, _>>()
+            c.prepare("SELECT tenant_id, id, state FROM accounts WHERE state IN ('active','reconnecting')")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<Vec<_>, _>>()
         })
         .await?;
     let mut n = 0;
-    for (tenant, id, state, push_name) in rows {
+    for (tenant, id, state) in rows {
         if state == "active" {
             let now = st.clock.now_ms();
             let (t, a) = (tenant.clone(), id.clone());
@@ -358,7 +367,13 @@ pub async fn resume_sessions(st: &AppState) -> Result<usize, ServeError> {
                 continue;
             }
         }
-        let options = runtime::SessionOptions { push_name };
+        let options = match accounts::session_options(st, &tenant, &id).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(account_id = %id, error = %e, "not resumed");
+                continue;
+            }
+        };
         match runtime.connect_with(&tenant, &id, LinkMethod::Qr, options).await {
             Ok(()) => n += 1,
             Err(e) => tracing::warn!(account_id = %id, error = %e, "resume failed"),
@@ -388,7 +403,7 @@ pub async fn serve_with(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let Server { state, runtime, .. } = server;
+    let Server { state, runtime, emulator_saver, .. } = server;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Receivers may answer `incoming_message` with a reply; it goes out through the send path.
     let (reply_tx, mut reply_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -486,6 +501,10 @@ pub async fn serve_with(
     // The worker is gone, so the reply channel is closed: replies already asked for go out.
     if tokio::time::timeout(timeout, reply_task).await.is_err() {
         tracing::warn!("auto-replies did not finish in time");
+    }
+    // After the sessions closed: what they left unacknowledged is kept as undelivered.
+    if let Some(saver) = emulator_saver {
+        saver.finish().await;
     }
     if let Some(emu) = emulator
         && let Ok(emu) = Arc::try_unwrap(emu)

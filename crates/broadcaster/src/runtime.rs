@@ -27,6 +27,8 @@ pub struct SessionOptions {
     /// The push name to announce for the account (`None`: the name the owner chose on the phone
     /// stays; nothing is announced).
     pub push_name: Option<String>,
+    /// The HTTP CONNECT proxy the account's connections go through (`None`: direct).
+    pub proxy: Option<crate::proxy::ProxyUrl>,
 }
 
 /// Something a session reports about its connection.

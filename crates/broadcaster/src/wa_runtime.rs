@@ -352,6 +352,9 @@ impl WaRuntime {
         if let Some(name) = &options.push_name {
             b = b.push_name(name.clone());
         }
+        if let Some(proxy) = &options.proxy {
+            b = b.proxy(proxy.expose());
+        }
         self.version.apply(b).build().map_err(failed)
     }
 

@@ -35,6 +35,23 @@ impl ServerKeys {
         Self { root, responder: Arc::new(ResponderConfig { static_key, cert_chain: chain }) }
     }
 
+    /// Keys saved earlier (see `persist`): the root, the Noise static key and the chain
+    /// certifying it, which must verify against the two at `now`.
+    pub(crate) fn from_parts(
+        root: KeyPair,
+        static_key: KeyPair,
+        cert_chain: Vec<u8>,
+        now: u64,
+    ) -> Result<Self, wa_noise::Error> {
+        wa_noise::CertVerifier::new(root.public).verify(&cert_chain, &static_key.public, now)?;
+        Ok(Self { root, responder: Arc::new(ResponderConfig { static_key, cert_chain }) })
+    }
+
+    /// The root key pair and the responder configuration (for `persist`).
+    pub(crate) fn parts(&self) -> (&KeyPair, &ResponderConfig) {
+        (&self.root, &self.responder)
+    }
+
     /// The root public key clients must trust.
     pub fn root_public_key(&self) -> PublicKey {
         self.root.public

@@ -40,6 +40,7 @@ mod media;
 mod mediaretry;
 mod notifications;
 mod pairing;
+mod persist;
 mod phone;
 mod phone_identity;
 mod polls;
@@ -75,6 +76,7 @@ pub use login::{
 pub use media::{IMAGE_KEYS_INFO, decrypt_media, encrypt_media};
 pub use mediaretry::{MEDIA_TTL_SECS, media_retry_key};
 pub use notifications::{APP_STATE_COLLECTIONS, TC_TOKEN_BUCKET_SECS};
+pub use persist::{STATE_FORMAT, StateError, WorldState};
 pub use phone::{InboxMessage, PhoneReceipt};
 pub use phone_identity::AdvRefusal;
 pub use prekey_upload::UploadRefusal;
@@ -139,14 +141,47 @@ impl Default for EmulatorConfig {
 #[derive(Debug)]
 pub struct Emulator;
 
+/// Why [`Emulator::restore`] did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The saved state cannot be restored.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The listeners could not be set up.
+    #[error("emulator cannot start: {0}")]
+    Start(#[from] std::io::Error),
+}
+
 impl Emulator {
     /// Binds the listener and serves in a background task of the current tokio runtime.
     pub async fn start(config: EmulatorConfig) -> std::io::Result<EmulatorHandle> {
+        match Self::start_with(config, None).await {
+            Ok(h) => Ok(h),
+            Err(RestoreError::Start(e)) => Err(e),
+            // Nothing to restore, so nothing to refuse.
+            Err(RestoreError::State(e)) => Err(std::io::Error::other(e)),
+        }
+    }
+
+    /// [`Emulator::start`] resuming a state an earlier emulator saved
+    /// ([`EmulatorHandle::state`]): its keys, accounts, devices, queued stanzas and the rest
+    /// (see [`WorldState`]). A state that does not hold together is refused.
+    pub async fn restore(config: EmulatorConfig, state: WorldState) -> Result<EmulatorHandle, RestoreError> {
+        Self::start_with(config, Some(state)).await
+    }
+
+    async fn start_with(
+        config: EmulatorConfig,
+        saved: Option<WorldState>,
+    ) -> Result<EmulatorHandle, RestoreError> {
         let mut rng = match config.seed {
             Some(s) => StdRng::seed_from_u64(s),
             None => rand::make_rng(),
         };
-        let keys = ServerKeys::generate(&mut rng, config.clock.now_unix());
+        let keys = match &saved {
+            Some(s) => s.server_keys(config.clock.now_unix())?,
+            None => ServerKeys::generate(&mut rng, config.clock.now_unix()),
+        };
         let responder = keys.responder();
         let root = keys.root_public_key();
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
@@ -160,6 +195,9 @@ impl Emulator {
             None
         };
         let mut world = World::new(rng, config.clock.clone(), keys, config.refs_per_pairing);
+        if let Some(saved) = saved {
+            saved.restore_into(&mut world)?;
+        }
         world.media_base = match &media {
             Some((l, _)) => format!("https://{}", axum::serve::Listener::local_addr(l)?),
             None => format!("http://{addr}"),
@@ -174,6 +212,7 @@ impl Emulator {
             world: std::sync::Mutex::new(world),
             responder,
             require_origin: config.require_origin,
+            changes: std::sync::atomic::AtomicU64::new(0),
         });
         let app = server::router(shared.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -298,6 +337,19 @@ impl EmulatorHandle {
     /// The events so far, oldest first (the most recent [`world::MAX_EVENT_LOG`]).
     pub fn events(&self) -> Vec<WorldEvent> {
         self.with_world(|w| w.events.iter().cloned().collect())
+    }
+
+    /// The durable state now (see [`WorldState`]), for [`Emulator::restore`] after a restart.
+    /// Stanzas in flight count as undelivered: a restart ends their connections.
+    pub fn state(&self) -> Result<WorldState, StateError> {
+        let w = self.shared.world_unchanged();
+        WorldState::capture(&w)
+    }
+
+    /// A counter that moves whenever the world may have changed: a saver compares it with the
+    /// value it last saved at to skip saving an unchanged world.
+    pub fn changes(&self) -> u64 {
+        self.shared.changes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs `f` with the world locked (do not block inside).

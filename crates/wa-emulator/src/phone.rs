@@ -43,7 +43,7 @@ pub struct InboxMessage {
 }
 
 /// A receipt a phone received for a message it sent.
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct PhoneReceipt {
     /// Message id.
     pub id: String,
@@ -56,12 +56,12 @@ pub struct PhoneReceipt {
 /// The phone's Signal state.
 #[derive(Debug)]
 pub struct Phone {
-    identity: LocalIdentity,
-    pre_keys: PreKeySet,
-    sessions: HashMap<DeviceAddr, SessionRecord>,
-    sender_keys: HashMap<(String, DeviceAddr), SenderKeyRecord>,
-    own_sender_keys: HashMap<String, SenderKeyRecord>,
-    skdm_sent: HashMap<String, HashSet<DeviceAddr>>,
+    pub(crate) identity: LocalIdentity,
+    pub(crate) pre_keys: PreKeySet,
+    pub(crate) sessions: HashMap<DeviceAddr, SessionRecord>,
+    pub(crate) sender_keys: HashMap<(String, DeviceAddr), SenderKeyRecord>,
+    pub(crate) own_sender_keys: HashMap<String, SenderKeyRecord>,
+    pub(crate) skdm_sent: HashMap<String, HashSet<DeviceAddr>>,
     /// Messages received, oldest first.
     pub inbox: Vec<InboxMessage>,
     /// Receipts received, oldest first.

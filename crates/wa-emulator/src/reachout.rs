@@ -57,7 +57,7 @@ impl Default for ReachoutLimits {
 }
 
 /// A reach-out time-lock in force.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timelock {
     /// When it ends, unix seconds.
     pub until: u64,

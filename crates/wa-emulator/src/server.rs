@@ -27,10 +27,19 @@ pub(crate) struct Shared {
     pub world: Mutex<World>,
     pub responder: Arc<ResponderConfig>,
     pub require_origin: bool,
+    /// Bumped each time the world is locked for a change (see `EmulatorHandle::changes`).
+    pub changes: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
+    /// The world, locked for whatever the caller does (counted as a change).
     pub fn world(&self) -> MutexGuard<'_, World> {
+        self.changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.world_unchanged()
+    }
+
+    /// The world, locked by a caller that only reads it (not counted as a change).
+    pub fn world_unchanged(&self) -> MutexGuard<'_, World> {
         // A panic while holding the lock is a bug in the emulator; keep serving anyway.
         self.world.lock().unwrap_or_else(|p| p.into_inner())
     }

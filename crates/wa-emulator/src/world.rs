@@ -23,7 +23,7 @@ pub type ConnId = u64;
 pub type AccountId = usize;
 
 /// One device of one account (device 0 is the account's phone).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct DeviceAddr {
     /// The account.
     pub account: AccountId,
@@ -196,7 +196,7 @@ impl Default for AccountOptions {
 pub const MAX_PRESENCE_LOG: usize = 1000;
 
 /// A `<presence>` a device of the account sent about itself.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PresenceRecord {
     /// The sending device.
     pub device: u16,
@@ -390,7 +390,7 @@ pub struct World {
     pub(crate) events: VecDeque<WorldEvent>,
     pub(crate) event_tx: Option<tokio::sync::broadcast::Sender<WorldEvent>>,
     next_conn: ConnId,
-    next_iq: u64,
+    pub(crate) next_iq: u64,
     pub(crate) refs_per_pairing: usize,
     pub(crate) lid_in_usync: bool,
     /// Registration and login payloads reporting an older WA Web version get 405.

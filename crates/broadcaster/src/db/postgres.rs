@@ -315,6 +315,10 @@ INSERT INTO account_contacts (account_id, chat_jid, first_message_id, first_at)
 CREATE INDEX messages_unsettled_reserved ON messages(account_id, reserved_wa_id)
     WHERE wa_message_id IS NULL AND reserved_wa_id IS NOT NULL;
 "#,
+    // 13: a per-account proxy (the twin of the SQLite entry 13)
+    r#"
+ALTER TABLE accounts ADD COLUMN proxy_url TEXT COLLATE "C";
+"#,
 ];
 
 /// An advisory-lock key so that two servers starting at once migrate one after the other.
