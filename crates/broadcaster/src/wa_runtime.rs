@@ -19,9 +19,9 @@ use crate::clock::SharedClock;
 use crate::config::WaVersionSetting;
 use crate::metrics::Metrics;
 use crate::runtime::{
-    AccountRuntime, ChatChange, ChatState, DeliveryStatus, IncomingMedia, LinkMethod, MediaKind, MessageDetail,
-    MessageTarget, NumberCheck, OutgoingContent, PollVoteCipher, RuntimeError, RuntimeFuture, SentMessage,
-    SessionEvent, SessionEvents, SessionOptions,
+    AccountRuntime, ChatChange, ChatState, DeliveryStatus, IncomingMedia, LinkMethod, MediaKind,
+    MessageDetail, MessageTarget, NumberCheck, OutgoingContent, PollVoteCipher, RuntimeError, RuntimeFuture,
+    SentMessage, SessionEvent, SessionEvents, SessionOptions,
 };
 
 mod groups;

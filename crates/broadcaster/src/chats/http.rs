@@ -6,13 +6,13 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::settings::{self, ChatSettings, Changes};
+use super::settings::{self, Changes, ChatSettings};
 use super::{ChatCursor, ChatPage};
-use crate::error::ApiJson;
-use crate::runtime::ChatChange;
 use crate::auth::{Permission, Principal};
 use crate::db::params;
+use crate::error::ApiJson;
 use crate::error::{ApiError, ApiQuery};
+use crate::runtime::ChatChange;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -108,7 +108,10 @@ impl ChatUpdate {
             (None, None) => {}
         }
         if out.is_empty() {
-            return Err(ApiError::bad("invalid_body", "nothing to change: give read, archived, pinned or muted"));
+            return Err(ApiError::bad(
+                "invalid_body",
+                "nothing to change: give read, archived, pinned or muted",
+            ));
         }
         Ok(Changes(out))
     }

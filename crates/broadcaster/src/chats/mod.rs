@@ -115,7 +115,8 @@ pub fn list(
     let mut chats = Vec::with_capacity(rows.len().min(limit as usize));
     for (chat, last_at, n, unread, last_id, marks) in rows.into_iter().take(limit as usize) {
         let Some(mut last) = crate::messages::load(c, tenant_id, &last_id)? else { continue };
-        let name = if chat.ends_with("@g.us") { None } else { chat_name(c, tenant_id, account_id, &chat, &last)? };
+        let name =
+            if chat.ends_with("@g.us") { None } else { chat_name(c, tenant_id, account_id, &chat, &last)? };
         crate::messages::fill_sender_names(c, tenant_id, account_id, std::slice::from_mut(&mut last))?;
         let (archived, pinned, muted_until, marked_read) = marks;
         chats.push(ChatSummary {

@@ -62,7 +62,12 @@ impl ChatSettings {
 }
 
 /// The chat's settings and the name app state gives it, if anything was ever recorded.
-pub fn load(c: &Conn, tenant_id: &str, account_id: &str, chat: &str) -> DbResult<Option<(ChatSettings, String)>> {
+pub fn load(
+    c: &Conn,
+    tenant_id: &str,
+    account_id: &str,
+    chat: &str,
+) -> DbResult<Option<(ChatSettings, String)>> {
     c.query_row(
         "SELECT archived, pinned, muted_until, marked_read, updated_at, wa_chat FROM chat_settings
           WHERE tenant_id = ?1 AND account_id = ?2 AND chat_jid = ?3",
