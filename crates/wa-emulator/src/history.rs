@@ -289,7 +289,7 @@ mod tests {
         assert_eq!(again.len(), 1);
         let second = attr(again[0], "id");
         assert_ne!(second, ids[1]);
-        assert_eq!(w.unacknowledged_history(0, 1), [second.clone()]);
+        assert_eq!(w.unacknowledged_history(0, 1), std::slice::from_ref(&second));
 
         // Unanswered, it is sent MAX_HISTORY_SENDS times in all, then the phone gives up.
         clock.advance(HIST_SYNC_RESEND_SECS);
