@@ -96,6 +96,44 @@ pub fn for_phone(c: &Conn, tenant_id: &str, phone: &str) -> DbResult<Vec<WhatsAp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::Db;
+
+    #[tokio::test]
+    async fn the_saved_name_wins_over_the_push_name_and_is_found_by_lid() {
+        let db = Db::open_in_memory().unwrap();
+        db.call(|c| {
+            c.execute("INSERT INTO tenants (id, name, created_at) VALUES ('t', 't', 0)", params![])?;
+            c.execute(
+                "INSERT INTO accounts (id, tenant_id, name, state, daily_limit, time_zone, created_at, updated_at)
+                 VALUES ('a', 't', 'a', 'active', 10, 'UTC', 0, 0)",
+                params![],
+            )?;
+            let ann = "15550001111@s.whatsapp.net";
+            let names = [(ann.to_owned(), "Annie".to_owned()), ("777@lid".to_owned(), "Lidia".to_owned())];
+            apply_push_names(c, "t", "a", &names, 1)?;
+            assert_eq!(display_name(c, "t", "a", ann)?.as_deref(), Some("Annie"));
+            assert_eq!(display_name(c, "t", "a", "777@lid")?.as_deref(), Some("Lidia"));
+            apply_saved_name(c, "t", "a", ann, Some("888@lid"), Some("Ann Smith"), Some("Ann"), 2)?;
+            assert_eq!(display_name(c, "t", "a", ann)?.as_deref(), Some("Ann Smith"));
+            assert_eq!(display_name(c, "t", "a", "888@lid")?.as_deref(), Some("Ann Smith"), "by its LID");
+            let listed = for_phone(c, "t", "+15550001111")?;
+            let want = WhatsAppName {
+                account_id: "a".into(),
+                saved_name: Some("Ann Smith".into()),
+                push_name: Some("Annie".into()),
+            };
+            assert_eq!(listed, [want]);
+            // Removed from the address book: the push name shows again.
+            apply_saved_name(c, "t", "a", ann, None, None, None, 3)?;
+            assert_eq!(display_name(c, "t", "a", ann)?.as_deref(), Some("Annie"));
+            // Another tenant sees nothing.
+            assert_eq!(display_name(c, "other", "a", ann)?, None);
+            assert!(for_phone(c, "other", "+15550001111")?.is_empty());
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
 
     #[test]
     fn only_phone_number_jids_have_a_phone() {
