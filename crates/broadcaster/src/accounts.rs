@@ -383,7 +383,10 @@ pub fn apply_session_event(
         // Message events are not connection transitions; the messages module records them.
         SessionEvent::MessageStatus { .. }
         | SessionEvent::IncomingMessage { .. }
-        | SessionEvent::ReachoutTimelock { .. } => return Ok(()),
+        | SessionEvent::ReachoutTimelock { .. }
+        | SessionEvent::ChatSettingChanged { .. }
+        | SessionEvent::ContactName { .. }
+        | SessionEvent::PushNames { .. } => return Ok(()),
     };
     match transition_with_code(c, tenant_id, account_id, to, reason, code, now) {
         Ok(_) => Ok(()),
@@ -1088,6 +1091,31 @@ fn applied_events(
             if let Some(lock) = timelock::apply(c, tenant_id, account_id, until, enforcement_type, now)? {
                 out.push(("reachout_timelock", serde_json::to_value(lock).unwrap_or_default()));
             }
+            return Ok(out);
+        }
+        SessionEvent::ChatSettingChanged { chat, wa_chat, change, at_ms } => {
+            let applied =
+                crate::chats::settings::apply(c, tenant_id, account_id, chat, wa_chat, *change, *at_ms, now)?;
+            if let Some(s) = applied {
+                out.push((crate::chats::settings::EVENT, serde_json::to_value(s).unwrap_or_default()));
+            }
+            return Ok(out);
+        }
+        SessionEvent::ContactName { jid, lid, full_name, first_name } => {
+            crate::contacts::names::apply_saved_name(
+                c,
+                tenant_id,
+                account_id,
+                jid,
+                lid.as_deref(),
+                full_name.as_deref(),
+                first_name.as_deref(),
+                now,
+            )?;
+            return Ok(out);
+        }
+        SessionEvent::PushNames { names } => {
+            crate::contacts::names::apply_push_names(c, tenant_id, account_id, names, now)?;
             return Ok(out);
         }
         SessionEvent::IncomingMessage {

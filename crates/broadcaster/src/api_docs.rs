@@ -70,6 +70,13 @@ password is stored but never returned nor logged: answers show `http://user:***@
 proxy that cannot be reached or refuses the tunnel leaves the account `reconnecting` with the
 proxy's error as its `state_reason`.
 
+**Chats from the phone.** A linked account's chats carry what its devices share through app
+state: `archived`, `pinned`, `muted_until` and `marked_read` (set on the phone or here with
+`PATCH /api/v1/accounts/{id}/chats/{chat}`, which the phone then shows), and the `name` the
+phone's address book (else the contact's push name) gives a direct chat. Each change is a
+`chat_update` event (webhook and live, `data`: `ChatSettings`). Contacts list those names per
+account in `whatsapp_names`; history gives incoming messages a `sender_name`.
+
 ## Webhook signatures
 
 Every delivery is a `POST` of the event envelope (`EventEnvelope`) with the headers
@@ -164,13 +171,13 @@ fn add_shared_errors(doc: &mut OpenApi) {
         crate::emulator_api::phone_inbox, crate::emulator_api::phone_read,
         crate::compat::start_session, crate::compat::sessions, crate::compat::session, crate::compat::session_qr, crate::compat::send_message,
         crate::compat::delete_session,
-        crate::chats::http::list,
+        crate::chats::http::list, crate::chats::http::get, crate::chats::http::update,
     ),
     components(schemas(
         crate::outbox::EventEnvelope, crate::live::LiveEvent,
         crate::webhooks::AutoReplyBody, crate::webhooks::AutoReply,
         crate::messages::updates::MessageUpdateEvent, crate::accounts::timelock::Timelock,
-        crate::messages::polls::PollVoteEvent,
+        crate::messages::polls::PollVoteEvent, crate::chats::settings::ChatSettings,
     )),
     modifiers(&SecurityAddon)
 )]

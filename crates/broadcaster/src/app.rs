@@ -79,6 +79,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/accounts/{id}/messages/{message_id}/media", get(messages::download_media))
         .route("/api/v1/accounts/{id}/check-numbers", post(messages::check_numbers))
         .route("/api/v1/accounts/{id}/chats", get(crate::chats::http::list))
+        .route(
+            "/api/v1/accounts/{id}/chats/{chat}",
+            get(crate::chats::http::get).patch(crate::chats::http::update),
+        )
         .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/api/v1/webhooks/{id}", delete(webhooks::delete))
         .route("/api/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))

@@ -68,6 +68,11 @@ pub struct StoredMessage {
     /// Sender phone in E.164 (incoming, when known).
     pub sender_phone: Option<String>,
     pub push_name: Option<String>,
+    /// The name the account's phone shows for the sender (incoming): saved in its address
+    /// book, else its push name as history sync carried it. Filled in history and chat
+    /// listings.
+    #[serde(default)]
+    pub sender_name: Option<String>,
     /// WhatsApp's message id once sent or received.
     pub wa_message_id: Option<String>,
     /// `text` or a media kind.
@@ -192,6 +197,7 @@ fn from_row(r: &Row) -> crate::db::DbResult<StoredMessage> {
         sender,
         sender_phone: r.get(5)?,
         push_name: r.get(6)?,
+        sender_name: None,
         wa_message_id: r.get(7)?,
         kind,
         body: r.get(9)?,
@@ -238,6 +244,36 @@ pub(crate) fn load(
 pub struct Recipient {
     pub to: String,
     pub chat: String,
+}
+
+/// Sets [`StoredMessage::sender_name`] on incoming messages whose sender the account's phone
+/// names (by JID, else by LID); one look-up per sender.
+pub fn fill_sender_names(
+    c: &crate::db::Conn,
+    tenant_id: &str,
+    account_id: &str,
+    messages: &mut [StoredMessage],
+) -> crate::db::DbResult<()> {
+    use crate::contacts::names::display_name;
+    let mut known: std::collections::HashMap<String, Option<String>> = std::collections::HashMap::new();
+    for m in messages.iter_mut().filter(|m| m.direction == "incoming") {
+        let Some(sender) = m.sender.clone() else { continue };
+        let name = match known.get(&sender) {
+            Some(n) => n.clone(),
+            None => {
+                let mut n = display_name(c, tenant_id, account_id, &sender)?;
+                if n.is_none()
+                    && let Some(lid) = &m.sender_lid
+                {
+                    n = display_name(c, tenant_id, account_id, lid)?;
+                }
+                known.insert(sender, n.clone());
+                n
+            }
+        };
+        m.sender_name = name;
+    }
+    Ok(())
 }
 
 /// Parses a phone number (any common format, normalised to E.164) or a user/group JID.
@@ -1287,6 +1323,7 @@ pub async fn history(
                 .collect::<Result<Vec<_>, _>>()?;
             let more = rows.len() > limit as usize;
             rows.truncate(limit as usize);
+            fill_sender_names(c, &tenant, &id, &mut rows)?;
             let next_cursor = if more { rows.last().map(make_cursor) } else { None };
             Ok(Some(MessagePage { messages: rows, next_cursor }))
         })

@@ -79,6 +79,32 @@ pub enum SessionEvent {
         /// WhatsApp's reason (`enforcement_type`, e.g. `RESTRICT_ALL_COMPANIONS`).
         enforcement_type: String,
     },
+    /// The account's phone (or another of its devices) changed a chat's settings: archived,
+    /// pinned, muted, marked read or unread (wa-client `Event::AppState`). `wa_chat` is the chat
+    /// as WhatsApp's app state names it; `chat` as history does (its phone-number JID when
+    /// known, else its LID).
+    ChatSettingChanged {
+        chat: String,
+        wa_chat: String,
+        change: ChatChange,
+        /// When the device made the change (ms), as it said.
+        at_ms: i64,
+    },
+    /// A contact's name in the phone's address book (app-state `contact` action); both names
+    /// `None`: the entry was removed.
+    ContactName {
+        /// The contact's JID (its phone-number JID when known, else its LID).
+        jid: String,
+        /// Its LID, when known.
+        lid: Option<String>,
+        full_name: Option<String>,
+        first_name: Option<String>,
+    },
+    /// Names the contacts chose for themselves (push names), as history sync carries them:
+    /// `(JID, name)`, the JID its phone-number JID when known, else its LID.
+    PushNames {
+        names: Vec<(String, String)>,
+    },
     /// A sent message's delivery status changed (from a receipt).
     MessageStatus {
         message_id: String,
@@ -229,6 +255,17 @@ impl MessageTarget {
     ) -> Self {
         Self { id, chat, chat_lid, from_me, sender }
     }
+}
+
+/// One change to a chat's settings, as the account's app state carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatChange {
+    Archived(bool),
+    Pinned(bool),
+    /// Muted until (ms since the epoch; `-1`: always), or unmuted (`None`).
+    Muted(Option<i64>),
+    /// Marked read (`true`) or unread.
+    Read(bool),
 }
 
 /// A typing indicator state.
@@ -757,6 +794,19 @@ pub trait AccountRuntime: Send + Sync + 'static {
     ) -> RuntimeFuture<'a, ()> {
         let _ = (tenant_id, account_id, to, state);
         Box::pin(async { Err(RuntimeError::Failed("this runtime cannot send typing indicators".into())) })
+    }
+    /// Changes a chat's settings on every device of the account (an app-state patch the
+    /// phone applies). `chat` is the chat as WhatsApp's app state names it. Runtimes without
+    /// app state keep the default, which refuses.
+    fn change_chat<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        chat: &'a str,
+        change: ChatChange,
+    ) -> RuntimeFuture<'a, ()> {
+        let _ = (tenant_id, account_id, chat, change);
+        Box::pin(async { Err(RuntimeError::Failed("this runtime cannot change chat settings".into())) })
     }
     /// Carries out a group request. Runtimes without groups keep the default, which refuses.
     fn group<'a>(

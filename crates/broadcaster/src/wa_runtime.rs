@@ -19,9 +19,9 @@ use crate::clock::SharedClock;
 use crate::config::WaVersionSetting;
 use crate::metrics::Metrics;
 use crate::runtime::{
-    AccountRuntime, ChatState, DeliveryStatus, IncomingMedia, LinkMethod, MediaKind, MessageDetail,
-    MessageTarget, NumberCheck, OutgoingContent, PollVoteCipher, RuntimeError, RuntimeFuture, SentMessage,
-    SessionEvent, SessionEvents, SessionOptions,
+    AccountRuntime, ChatChange, ChatState, DeliveryStatus, IncomingMedia, LinkMethod, MediaKind,
+    MessageDetail, MessageTarget, NumberCheck, OutgoingContent, PollVoteCipher, RuntimeError, RuntimeFuture,
+    SentMessage, SessionEvent, SessionEvents, SessionOptions,
 };
 
 mod groups;
@@ -540,6 +540,81 @@ impl Pump {
         Some(v)
     }
 
+    /// The chat as history keys it for a JID app state names: a LID whose phone number the
+    /// client knows becomes the phone-number JID (one chat per contact, as messages do).
+    async fn history_chat(&self, jid: &str) -> String {
+        let Ok(parsed) = jid.parse::<Jid>() else { return jid.to_owned() };
+        let parsed = parsed.to_non_ad();
+        if parsed.server() == wa_binary::Server::Lid
+            && let Ok(Some(pn)) = self.client.alternate_jid(&parsed).await
+        {
+            return pn.to_string();
+        }
+        parsed.to_string()
+    }
+
+    /// Records what an app-state change means to the server: a chat's archive, pin, mute or
+    /// read mark, a contact's saved name. Other actions (stars, labels, settings) are not kept.
+    async fn record_app_state(&self, ev: &wa_client::appstate::AppStateEvent, now: i64) {
+        use wa_client::appstate::{Operation, SyncAction};
+        let removed = ev.operation == Operation::Remove;
+        let (chat, change) = match &ev.action {
+            SyncAction::Archive { chat, archived, .. } => (chat, ChatChange::Archived(*archived && !removed)),
+            SyncAction::Pin { chat, pinned } => (chat, ChatChange::Pinned(*pinned && !removed)),
+            SyncAction::Mute { chat, muted, end_timestamp_ms } => {
+                (chat, ChatChange::Muted((*muted && !removed).then(|| end_timestamp_ms.unwrap_or(-1))))
+            }
+            // A removed read mark says nothing about the chat being read or not.
+            SyncAction::MarkRead { chat, read, .. } if !removed => (chat, ChatChange::Read(*read)),
+            SyncAction::Contact { jid, full_name, first_name, lid_jid, .. } => {
+                let named = !removed;
+                let event = SessionEvent::ContactName {
+                    jid: self.history_chat(jid).await,
+                    lid: lid_jid.clone().or_else(|| jid.ends_with("@lid").then(|| jid.clone())),
+                    full_name: full_name.clone().filter(|_| named),
+                    first_name: first_name.clone().filter(|_| named),
+                };
+                self.events.record(&self.tenant_id, &self.account_id, event).await;
+                return;
+            }
+            SyncAction::LidContact { lid, full_name, first_name, .. } => {
+                let named = !removed;
+                let event = SessionEvent::ContactName {
+                    jid: self.history_chat(lid).await,
+                    lid: Some(lid.clone()),
+                    full_name: full_name.clone().filter(|_| named),
+                    first_name: first_name.clone().filter(|_| named),
+                };
+                self.events.record(&self.tenant_id, &self.account_id, event).await;
+                return;
+            }
+            _ => return,
+        };
+        let event = SessionEvent::ChatSettingChanged {
+            chat: self.history_chat(chat).await,
+            wa_chat: chat.clone(),
+            change,
+            at_ms: ev.timestamp_ms.unwrap_or(now),
+        };
+        self.events.record(&self.tenant_id, &self.account_id, event).await;
+    }
+
+    /// Records the push names a history blob carries (the client stored its LID mappings
+    /// first, so a LID whose number is known is recorded under the number).
+    async fn record_push_names(&self, h: &wa_proto::HistorySync) {
+        let mut names = Vec::with_capacity(h.pushnames.len());
+        for p in &h.pushnames {
+            let (Some(id), Some(name)) = (p.id.as_deref(), p.pushname.as_deref()) else { continue };
+            if name.is_empty() {
+                continue;
+            }
+            names.push((self.history_chat(id).await, name.to_owned()));
+        }
+        if !names.is_empty() {
+            self.events.record(&self.tenant_id, &self.account_id, SessionEvent::PushNames { names }).await;
+        }
+    }
+
     async fn run(self, mut stream: wa_client::EventStream) {
         let mut pairing_requested = false;
         // Logged in once in this session: before that, a restart request is part of linking.
@@ -688,6 +763,8 @@ impl Pump {
                 }
                 Event::Receipt(r) => self.record_receipt(r, now).await,
                 Event::UndecryptableMessage(_) => Metrics::inc(&self.metrics.decrypt_failures),
+                Event::AppState(change) => self.record_app_state(&change, now).await,
+                Event::HistorySync(h) => self.record_push_names(&h).await,
                 _ => {}
             }
         }
@@ -982,6 +1059,26 @@ impl AccountRuntime for WaRuntime {
                 ChatState::Paused => wa_client::ChatStateKind::Paused,
             };
             client.send_chat_state(&jid, kind).await.map_err(send_error)
+        })
+    }
+
+    fn change_chat<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        chat: &'a str,
+        change: ChatChange,
+    ) -> RuntimeFuture<'a, ()> {
+        Box::pin(async move {
+            let (client, _) = self.session_client(tenant_id, account_id)?;
+            let jid = parse_to(chat)?;
+            let sent = match change {
+                ChatChange::Archived(on) => client.archive_chat(&jid, on).await,
+                ChatChange::Pinned(on) => client.pin_chat(&jid, on).await,
+                ChatChange::Muted(until) => client.mute_chat(&jid, until).await,
+                ChatChange::Read(read) => client.mark_chat_read(&jid, read).await,
+            };
+            sent.map_err(send_error)
         })
     }
 

@@ -1333,6 +1333,12 @@ async fn read_receipt_survives_a_crash_between_the_client_and_the_database_write
     let wa_id = sent["wa_message_id"].as_str().unwrap().to_owned();
     let delivered = wait_message_state(a, &key, &acc, &mut ws, &msg_id, |v| v["status"] == "delivered").await;
     let delivered_at = delivered["delivered_at"].as_i64().expect("delivered_at set");
+    // The delivery receipt is acknowledged right after it is recorded: stopping before the ack
+    // went out would have WhatsApp deliver it again (a race, not what this test is about).
+    let acked = emu
+        .wait_for(T, |e| matches!(e, wa_emulator::WorldEvent::ReceiptAcked { id, .. } if *id == wa_id))
+        .await;
+    assert!(acked.is_some(), "the delivery receipt acknowledged");
     drop(ws);
     srv.stop().await;
 

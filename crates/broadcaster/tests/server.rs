@@ -411,6 +411,8 @@ async fn tenant_isolation_on_every_endpoint() {
         ),
         ("POST", "/api/v1/accounts/{id}/check-numbers", Some(json!({ "phones": ["+14155550100"] }))),
         ("GET", "/api/v1/accounts/{id}/chats", None),
+        ("GET", "/api/v1/accounts/{id}/chats/{chat}", None),
+        ("PATCH", "/api/v1/accounts/{id}/chats/{chat}", Some(json!({ "read": true }))),
         ("GET", "/api/v1/accounts/{id}/groups", None),
         (
             "POST",
@@ -458,6 +460,7 @@ async fn tenant_isolation_on_every_endpoint() {
             .replace("{account_id}", account)
             .replace("{message_id}", &msg_a)
             .replace("{group}", "120363000000000001@g.us")
+            .replace("{chat}", "%2B14155550100")
     };
     for (m, template, body) in &cases {
         let path = fill(template, &acc_a);

@@ -52,6 +52,15 @@ pub fn inflate(compressed: &[u8], limit: u64) -> Result<Vec<u8>, AppStateError> 
     Ok(plain)
 }
 
+/// Compresses a blob as the phone does before sending it (zlib, the inverse of [`inflate`]).
+pub fn deflate(plain: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = z.write_all(plain);
+    z.finish().unwrap_or_default()
+}
+
 /// Decodes inflated `HistorySync` bytes.
 pub fn decode_history(inflated: &[u8]) -> Result<HistorySync, AppStateError> {
     HistorySync::decode(inflated).map_err(protobuf("HistorySync"))

@@ -1,6 +1,8 @@
 //! History sync from the own primary phone: an uploaded blob and an inline bootstrap are
 //! downloaded, verified, inflated and surfaced as `Event::HistorySync`; the same
-//! notification from another account is ignored.
+//! notification from another account is ignored. After pairing the phone sends its history
+//! by itself (bootstrap with chats, push names and PN ↔ LID pairs, then the recent messages);
+//! each chunk is acknowledged with `hist_sync` at once, so the phone sends none again.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -51,6 +53,14 @@ async fn history_sync_from_own_phone_only() {
     let client = sqlite_client(&emu, &dir.path().join("wa.db"), 911).await;
     let mut events = client.events();
     let me = pair(&emu, &client, &mut events, "15550009101").await;
+    // The phone's own history after pairing (two chunks; see the test below) comes first.
+    for chunk in 1..=2 {
+        next_matching(&mut events, "the pairing history", |e| match e {
+            Event::HistorySync(h) if h.chunk_order == Some(chunk) => Some(()),
+            _ => None,
+        })
+        .await;
+    }
 
     // The blob goes to the media host (md-msg-hist keys) the way the phone uploads it.
     let blob = zlib(&history("from the phone"));
@@ -108,5 +118,75 @@ async fn history_sync_from_own_phone_only() {
     assert_eq!(h.conversations[0].name.as_deref(), Some("inline"));
     let pn: wa_client::Jid = "15550009999@s.whatsapp.net".parse().unwrap();
     assert_eq!(client.alternate_jid(&pn).await.unwrap(), Some("777000111222@lid".parse().unwrap()));
+    client.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phone_sends_its_history_after_pairing_and_the_receipts_stop_resends() {
+    let emu = emulator(92).await;
+    let own = emu.with_world(|w| w.create_account("15550009201", "Me")).unwrap();
+    let ann = emu.create_account("15550009202", "Annie").unwrap();
+    let (ann_pn, ann_lid) = (ann.jid(), ann.lid());
+    let me: wa_client::Jid = "15550009201@s.whatsapp.net".parse().unwrap();
+    // Before this device exists, Ann writes to the phone.
+    let hello = ann.send_text(&me, "hello from before").unwrap();
+    emu.wait_for(
+        common::T,
+        |e| matches!(e, wa_emulator::WorldEvent::PhoneReceived { id, .. } if *id == hello),
+    )
+    .await
+    .expect("the phone received Ann's message");
+
+    let dir = tempfile::tempdir().unwrap();
+    let client = sqlite_client(&emu, &dir.path().join("wa.db"), 921).await;
+    let mut events = client.events();
+    pair(&emu, &client, &mut events, "15550009201").await;
+    let mut chunks = Vec::new();
+    while chunks.len() < 2 {
+        chunks.push(
+            next_matching(&mut events, "a history chunk", |e| match e {
+                Event::HistorySync(h) => Some(h.clone()),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    chunks.sort_by_key(|h| h.chunk_order);
+    let (bootstrap, recent) = (&chunks[0], &chunks[1]);
+    use wa_proto::history_sync::HistorySyncType;
+    assert_eq!(bootstrap.sync_type, Some(HistorySyncType::InitialBootstrap as i32));
+    assert_eq!(recent.sync_type, Some(HistorySyncType::Recent as i32));
+    for h in [bootstrap, recent] {
+        let texts: Vec<_> = h
+            .conversations
+            .iter()
+            .flat_map(|c| &c.messages)
+            .filter_map(|m| m.message.as_ref()?.message.as_ref()?.conversation.clone())
+            .collect();
+        assert_eq!(texts, ["hello from before"], "{h:?}");
+    }
+    let names: Vec<_> = bootstrap.pushnames.iter().map(|p| (p.id.clone(), p.pushname.clone())).collect();
+    assert_eq!(names, [(Some(ann_pn.to_string()), Some("Annie".to_owned()))]);
+    // Its PN ↔ LID pair is learned from the history alone (the client never saw Ann before).
+    assert_eq!(client.alternate_jid(&ann_pn).await.unwrap(), Some(ann_lid.clone()));
+
+    // Both chunks were acknowledged with hist_sync; once past the resend bound, the phone
+    // still has nothing to send again.
+    let device = client.jid().unwrap().device();
+    for _ in 0..2 {
+        emu.wait_for(
+            common::T,
+            |e| matches!(e, wa_emulator::WorldEvent::PhoneReceipt { kind, .. } if kind == "hist_sync"),
+        )
+        .await
+        .expect("hist_sync receipts");
+    }
+    let pending = emu.with_world(|w| w.unacknowledged_history(own, device));
+    assert!(pending.is_empty(), "{pending:?}");
+    let resent = emu
+        .events()
+        .iter()
+        .any(|e| matches!(e, wa_emulator::WorldEvent::HistorySyncSent { sends, .. } if *sends > 1));
+    assert!(!resent);
     client.disconnect().await;
 }

@@ -29,6 +29,7 @@ mod device_list;
 mod fanout;
 mod group_receipts;
 mod groups;
+mod history;
 mod hosted;
 mod ib;
 mod iq;

@@ -235,6 +235,10 @@ impl World {
         if let Err(e) = self.phone_share_app_state_keys(addr.account, addr.device, None) {
             tracing::warn!(error = %e, "phone could not share its app-state keys");
         }
+        // Then its history: a bootstrap chunk and the recent messages (see `history`).
+        if let Err(e) = self.phone_send_history(addr.account, addr.device) {
+            tracing::warn!(error = %e, "phone could not send its history");
+        }
         if let Some(reg) = self.conns.get_mut(&conn).and_then(|c| c.registration.take()) {
             for r in reg.refs {
                 self.refs.remove(&r);

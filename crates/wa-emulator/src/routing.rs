@@ -194,6 +194,10 @@ impl World {
             self.on_media_retry_receipt(sender, &r);
             return;
         }
+        if ty == "hist_sync" {
+            // The phone counts the history chunk delivered (see `history`).
+            self.phone_history_acknowledged(sender, &id);
+        }
         let mut ids = vec![id];
         if let Some(list) = r.child("list") {
             ids.extend(list.children_by_tag("item").map(|i| attr(i, "id")));

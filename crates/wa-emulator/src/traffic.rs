@@ -31,6 +31,8 @@ pub(crate) struct Traffic {
     pub calls: HashMap<String, Call>,
     /// The edge routing info last given to each device.
     pub routing_info: HashMap<DeviceAddr, Vec<u8>>,
+    /// History chunks each companion has not acknowledged with `hist_sync` (see `history`).
+    pub history: HashMap<DeviceAddr, Vec<crate::history::PendingHistory>>,
 }
 
 /// A call a phone placed.

@@ -356,6 +356,8 @@ pub enum WorldEvent {
     PlaceholderResent { pn: String, device: u16, id: String, found: bool },
     /// A phone shared `keys` app-state sync keys with its companion `device`.
     AppStateKeysShared { pn: String, device: u16, keys: usize },
+    /// The phone sent a companion a history-sync chunk (`sends`: how many times so far).
+    HistorySyncSent { pn: String, device: u16, id: String, sends: u32 },
     /// The server stored a companion's app-state patch at `version`.
     AppStatePatchAccepted { pn: String, device: u16, collection: String, version: u64 },
     /// The server refused a companion's app-state patch (`code` 409: built on a stale version).
@@ -816,6 +818,13 @@ impl World {
                 tracing::warn!(conn, tag = other, "unsupported stanza");
                 self.emit(WorldEvent::Unsupported { conn, tag: other.to_owned(), xmlns: String::new() });
             }
+        }
+        // A companion that speaks is online: history chunks it left unacknowledged too long go
+        // again (see `history`).
+        if !self.traffic.history.is_empty()
+            && let Some(addr) = self.conns.get(&conn).and_then(|c| c.device)
+        {
+            self.resend_due_history(addr);
         }
     }
 

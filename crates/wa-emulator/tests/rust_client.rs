@@ -324,15 +324,15 @@ async fn handshake_pair_login_and_post_login_iqs() {
     let active = c.iq("passive", "set", "4", vec![Node::new("active")]).await;
     assert_eq!(active.attr_str("type").unwrap(), "result");
     // Activation: edge routing, a preview of the queue (the device list notification the
-    // pairing queued and the phone's app-state key share), the queue, then the end-of-queue
-    // marker.
+    // pairing queued, the phone's app-state key share and its two history chunks), the queue,
+    // then the end-of-queue marker.
     let routing = c.recv().await.unwrap();
     assert!(routing.child_path(&["edge_routing", "routing_info"]).is_some(), "{routing:?}");
     let preview = c.recv().await.unwrap();
     let preview = preview.child("offline_preview").unwrap();
-    assert_eq!(preview.attr_str("count").unwrap(), "2");
+    assert_eq!(preview.attr_str("count").unwrap(), "4");
     assert_eq!(preview.attr_str("notification").unwrap(), "1");
-    assert_eq!(preview.attr_str("message").unwrap(), "1");
+    assert_eq!(preview.attr_str("message").unwrap(), "3");
     let sync = c.recv().await.unwrap();
     assert_eq!(
         (sync.tag.as_str(), sync.attr_str("type").unwrap().as_ref()),
@@ -349,27 +349,30 @@ async fn handshake_pair_login_and_post_login_iqs() {
             .attr("type", "account_sync"),
     )
     .await;
-    // The phone's key share: a peer message from device 0 (not decrypted here).
-    let keys = c.recv().await.unwrap();
-    assert_eq!(
-        (
-            keys.tag.as_str(),
-            keys.attr_str("category").unwrap().as_ref(),
-            keys.attr_str("type").unwrap().as_ref()
-        ),
-        ("message", "peer", "protocol")
-    );
-    assert_eq!(keys.attr_jid("from").unwrap().device(), 0);
-    c.send(
-        &Node::new("ack")
-            .attr("class", "message")
-            .attr("id", keys.attr_str("id").unwrap().as_ref())
-            .attr("to", keys.attr_jid("from").unwrap()),
-    )
-    .await;
+    // The phone's key share, then its two history chunks: peer messages from device 0 (not
+    // decrypted here).
+    for _ in 0..3 {
+        let peer = c.recv().await.unwrap();
+        assert_eq!(
+            (
+                peer.tag.as_str(),
+                peer.attr_str("category").unwrap().as_ref(),
+                peer.attr_str("type").unwrap().as_ref()
+            ),
+            ("message", "peer", "protocol")
+        );
+        assert_eq!(peer.attr_jid("from").unwrap().device(), 0);
+        c.send(
+            &Node::new("ack")
+                .attr("class", "message")
+                .attr("id", peer.attr_str("id").unwrap().as_ref())
+                .attr("to", peer.attr_jid("from").unwrap()),
+        )
+        .await;
+    }
     let offline = c.recv().await.unwrap();
     assert_eq!(offline.tag, "ib");
-    assert_eq!(offline.child("offline").unwrap().attr_str("count").unwrap(), "2");
+    assert_eq!(offline.child("offline").unwrap().attr_str("count").unwrap(), "4");
     let digest = c.iq("encrypt", "get", "5", vec![Node::new("digest")]).await;
     assert!(digest.child("digest").is_some());
     let ping = c.iq("w:p", "get", "6", vec![Node::new("ping")]).await;

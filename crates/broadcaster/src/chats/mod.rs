@@ -4,13 +4,18 @@
 //! A chat is what history calls one (`chat` of a stored message: a group, or a contact's
 //! phone-number JID, else its LID). `unread_count` counts incoming messages newer than the
 //! account's last outgoing message in the chat: replying is what reads a chat here.
+//!
+//! Beside that, each chat carries what the account's app state says of it ([`settings`]:
+//! archived, pinned, muted, marked read or unread on a device) and the name the phone shows
+//! for it ([`crate::contacts::names`]).
 
 pub mod http;
+pub mod settings;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::db::{Conn, DbResult, params};
+use crate::db::{Conn, DbResult, OptionalExtension, params};
 use crate::messages::StoredMessage;
 
 /// One chat with its latest message.
@@ -29,6 +34,18 @@ pub struct ChatSummary {
     /// All messages recorded in the chat.
     pub message_count: i64,
     pub last_message: StoredMessage,
+    /// The name the account's phone shows for a direct chat: saved in its address book, else
+    /// the contact's push name.
+    pub name: Option<String>,
+    /// Archived on the account's devices.
+    pub archived: bool,
+    /// Pinned on the account's devices.
+    pub pinned: bool,
+    /// Muted until (ms since the epoch; `-1`: always); absent when not muted.
+    pub muted_until: Option<i64>,
+    /// Marked read (`true`) or unread (`false`) on one of the account's devices; absent when
+    /// never marked.
+    pub marked_read: Option<bool>,
 }
 
 /// A page of chats, newest activity first.
@@ -79,22 +96,35 @@ pub fn list(
                    WHERE o.tenant_id = ?1 AND o.account_id = ?2 AND o.chat_jid = g.chat_jid
                      AND o.direction = 'outgoing'), -1)),
            (SELECT l.id FROM messages l WHERE l.tenant_id = ?1 AND l.account_id = ?2 AND l.chat_jid = g.chat_jid
-              ORDER BY l.created_at DESC, l.id DESC LIMIT 1)
+              ORDER BY l.created_at DESC, l.id DESC LIMIT 1),
+           COALESCE(s.archived, 0), COALESCE(s.pinned, 0), s.muted_until, s.marked_read
          FROM (SELECT chat_jid, MAX(created_at) AS last_at, COUNT(*) AS n FROM messages
                 WHERE tenant_id = ?1 AND account_id = ?2 GROUP BY chat_jid) g
+         LEFT JOIN chat_settings s ON s.account_id = ?2 AND s.chat_jid = g.chat_jid
          WHERE CAST(?3 AS BIGINT) IS NULL OR g.last_at < ?3 OR (g.last_at = ?3 AND g.chat_jid < ?4)
          ORDER BY g.last_at DESC, g.chat_jid DESC LIMIT ?5",
     )?;
-    let rows: Vec<(String, i64, i64, i64, String)> = stmt
+    type Marks = (bool, bool, Option<i64>, Option<bool>);
+    let rows: Vec<(String, i64, i64, i64, String, Marks)> = stmt
         .query_map(params![tenant_id, account_id, ct, cc, i64::from(limit) + 1], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            let marks = (r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?);
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, marks))
         })?
         .collect::<Result<_, _>>()?;
     let more = rows.len() > limit as usize;
     let mut chats = Vec::with_capacity(rows.len().min(limit as usize));
-    for (chat, last_at, n, unread, last_id) in rows.into_iter().take(limit as usize) {
-        let Some(last) = crate::messages::load(c, tenant_id, &last_id)? else { continue };
+    for (chat, last_at, n, unread, last_id, marks) in rows.into_iter().take(limit as usize) {
+        let Some(mut last) = crate::messages::load(c, tenant_id, &last_id)? else { continue };
+        let name =
+            if chat.ends_with("@g.us") { None } else { chat_name(c, tenant_id, account_id, &chat, &last)? };
+        crate::messages::fill_sender_names(c, tenant_id, account_id, std::slice::from_mut(&mut last))?;
+        let (archived, pinned, muted_until, marked_read) = marks;
         chats.push(ChatSummary {
+            name,
+            archived,
+            pinned,
+            muted_until,
+            marked_read,
             kind: if chat.ends_with("@g.us") { "group" } else { "direct" }.to_owned(),
             chat_lid: last.chat_lid.clone(),
             chat,
@@ -110,6 +140,45 @@ pub fn list(
         None
     };
     Ok(ChatPage { chats, next_cursor })
+}
+
+/// The name the phone shows for a direct chat (by its JID, else its LID), else the push name
+/// its last incoming message carried.
+fn chat_name(
+    c: &Conn,
+    tenant_id: &str,
+    account_id: &str,
+    chat: &str,
+    last: &StoredMessage,
+) -> DbResult<Option<String>> {
+    use crate::contacts::names::display_name;
+    if let Some(n) = display_name(c, tenant_id, account_id, chat)? {
+        return Ok(Some(n));
+    }
+    if let Some(lid) = &last.chat_lid
+        && let Some(n) = display_name(c, tenant_id, account_id, lid)?
+    {
+        return Ok(Some(n));
+    }
+    Ok(last.push_name.clone().filter(|_| last.direction == "incoming"))
+}
+
+/// The chat as history keys it for `chat` as an API caller named it (a LID the account's
+/// history or app state knows under a phone-number JID becomes that JID).
+pub fn resolve(c: &Conn, tenant_id: &str, account_id: &str, chat: &str) -> DbResult<String> {
+    if !chat.ends_with("@lid") {
+        return Ok(chat.to_owned());
+    }
+    let known: Option<String> = c
+        .query_row(
+            "SELECT chat_jid FROM messages WHERE tenant_id = ?1 AND account_id = ?2 AND chat_lid = ?3
+             UNION SELECT chat_jid FROM chat_settings WHERE tenant_id = ?1 AND account_id = ?2 AND wa_chat = ?3
+             LIMIT 1",
+            params![tenant_id, account_id, chat],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(known.unwrap_or_else(|| chat.to_owned()))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! skip opted-out contacts ([`apply_incoming_opt_out`], [`is_opted_out`]).
 
 pub mod csv;
+pub mod names;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -42,6 +43,10 @@ pub struct Contact {
     pub opted_out: bool,
     pub opted_out_at: Option<i64>,
     pub opt_out_reason: Option<String>,
+    /// What the tenant's linked accounts' phones call this number (their address book, the
+    /// contact's push name), one entry per account that knows it.
+    #[serde(default)]
+    pub whatsapp_names: Vec<names::WhatsAppName>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -172,6 +177,7 @@ fn contact_from_row(r: &Row) -> crate::db::DbResult<Contact> {
         opted_out: opted_out_at.is_some(),
         opted_out_at,
         opt_out_reason: r.get(5)?,
+        whatsapp_names: Vec::new(),
         created_at: r.get(6)?,
         updated_at: r.get(7)?,
     })
@@ -194,6 +200,7 @@ pub fn load(c: &Conn, tenant_id: &str, id: &str) -> crate::db::DbResult<Option<C
     found
         .map(|mut ct| {
             ct.tags = tags_of(c, &ct.id)?;
+            ct.whatsapp_names = names::for_phone(c, tenant_id, &ct.phone)?;
             Ok(ct)
         })
         .transpose()
@@ -452,6 +459,7 @@ pub async fn list(
                 .collect::<Result<Vec<_>, _>>()?;
             for ct in &mut items {
                 ct.tags = tags_of(c, &ct.id)?;
+                ct.whatsapp_names = names::for_phone(c, &tenant, &ct.phone)?;
             }
             Ok(ContactPage { items, total })
         })

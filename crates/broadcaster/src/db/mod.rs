@@ -727,6 +727,36 @@ CREATE INDEX messages_unsettled_reserved ON messages(account_id, reserved_wa_id)
     r#"
 ALTER TABLE accounts ADD COLUMN proxy_url TEXT;
 "#,
+    // 14: what the account's phone says through app state (issue 15): each chat's archive,
+    // pin, mute and read marks (`wa_chat`: the chat as app state names it), and contacts'
+    // names (the phone's address book, push names from history sync)
+    r#"
+CREATE TABLE chat_settings (
+    tenant_id    TEXT NOT NULL,
+    account_id   TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    chat_jid     TEXT NOT NULL,
+    wa_chat      TEXT NOT NULL,
+    archived     INTEGER NOT NULL DEFAULT 0,
+    pinned       INTEGER NOT NULL DEFAULT 0,
+    muted_until  INTEGER,
+    marked_read  INTEGER,
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (account_id, chat_jid)
+);
+CREATE TABLE contact_names (
+    tenant_id    TEXT NOT NULL,
+    account_id   TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    jid          TEXT NOT NULL,
+    phone        TEXT,
+    lid          TEXT,
+    full_name    TEXT,
+    first_name   TEXT,
+    push_name    TEXT,
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (account_id, jid)
+);
+CREATE INDEX contact_names_phone ON contact_names(tenant_id, phone) WHERE phone IS NOT NULL;
+"#,
 ];
 
 /// Schema version this binary writes.

@@ -319,6 +319,34 @@ CREATE INDEX messages_unsettled_reserved ON messages(account_id, reserved_wa_id)
     r#"
 ALTER TABLE accounts ADD COLUMN proxy_url TEXT COLLATE "C";
 "#,
+    // 14: chat settings and contact names from app state (the twin of the SQLite entry 14)
+    r#"
+CREATE TABLE chat_settings (
+    tenant_id    TEXT COLLATE "C" NOT NULL,
+    account_id   TEXT COLLATE "C" NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    chat_jid     TEXT COLLATE "C" NOT NULL,
+    wa_chat      TEXT COLLATE "C" NOT NULL,
+    archived     BIGINT NOT NULL DEFAULT 0,
+    pinned       BIGINT NOT NULL DEFAULT 0,
+    muted_until  BIGINT,
+    marked_read  BIGINT,
+    updated_at   BIGINT NOT NULL,
+    PRIMARY KEY (account_id, chat_jid)
+);
+CREATE TABLE contact_names (
+    tenant_id    TEXT COLLATE "C" NOT NULL,
+    account_id   TEXT COLLATE "C" NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    jid          TEXT COLLATE "C" NOT NULL,
+    phone        TEXT COLLATE "C",
+    lid          TEXT COLLATE "C",
+    full_name    TEXT COLLATE "C",
+    first_name   TEXT COLLATE "C",
+    push_name    TEXT COLLATE "C",
+    updated_at   BIGINT NOT NULL,
+    PRIMARY KEY (account_id, jid)
+);
+CREATE INDEX contact_names_phone ON contact_names(tenant_id, phone) WHERE phone IS NOT NULL;
+"#,
 ];
 
 /// An advisory-lock key so that two servers starting at once migrate one after the other.

@@ -42,6 +42,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "campaign_status",
     "campaign_progress",
     "reachout_timelock",
+    "chat_update",
 ];
 
 // ---------------------------------------------------------------- API
