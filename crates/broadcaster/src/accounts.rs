@@ -238,7 +238,7 @@ fn with_usage(c: &crate::db::Conn, mut a: Account, now: i64) -> crate::db::DbRes
     Ok(a)
 }
 
-const ACCOUNT_COLUMNS: &str = "id, name, phone, push_name, state, state_reason, daily_limit, time_zone, last_connected_at, created_at, updated_at, push_name_override, state_reason_code, new_contact_limit, proxy_url";
+const ACCOUNT_COLUMNS: &str = "id, name, phone, push_name, state, state_reason, daily_limit, time_zone, last_connected_at, created_at, updated_at, push_name_override, state_reason_code, new_contact_limit, proxy_display";
 
 fn account_from_row(r: &Row) -> crate::db::DbResult<Account> {
     let state: String = r.get(4)?;
@@ -258,7 +258,7 @@ fn account_from_row(r: &Row) -> crate::db::DbResult<Account> {
         push_name_override: r.get(11)?,
         state_reason_code: r.get(12)?,
         new_contact_limit: r.get(13)?,
-        proxy: r.get::<Option<String>>(14)?.map(|u| redacted_proxy(&u)),
+        proxy: r.get(14)?,
         reachout_timelock: None,
         today: None,
         health: None,
@@ -483,9 +483,10 @@ fn check_proxy(url: &str) -> Result<ProxyUrl, ApiError> {
     })
 }
 
-/// A stored proxy URL as the API shows it (only URLs [`check_proxy`] took are stored).
-fn redacted_proxy(url: &str) -> String {
-    ProxyUrl::parse(url).map_or_else(|_| "***".to_owned(), |p| p.redacted().to_owned())
+/// A proxy as stored: the URL sealed for the account's row, and the form the API shows.
+fn stored_proxy(st: &AppState, account_id: &str, proxy: &ProxyUrl) -> (String, String) {
+    let sealed = st.secrets.seal(crate::secrets::SecretColumn::AccountProxy, account_id, proxy.expose());
+    (sealed, proxy.redacted().to_owned())
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -553,19 +554,32 @@ pub async fn create(
     check_new_contact_limit(new_contact_limit)?;
     let tz = check_time_zone(req.time_zone.as_deref().unwrap_or("UTC"))?;
     let push_name = req.push_name_override.as_deref().map(check_push_name).transpose()?;
-    let proxy = req.proxy.as_deref().map(check_proxy).transpose()?.map(|p| p.expose().to_owned());
+    let id = new_id("acc");
+    let proxy = req.proxy.as_deref().map(check_proxy).transpose()?.map(|p| stored_proxy(&st, &id, &p));
+    let (proxy_url, proxy_display) = proxy.unzip();
     let now = st.clock.now_ms();
     let tenant = p.tenant_id.clone();
     let out = st
         .db
         .call(move |c| {
-            let id = new_id("acc");
             let tx = c.transaction()?;
             let r = tx.execute(
                 "INSERT INTO accounts (id, tenant_id, name, phone, state, daily_limit, time_zone, created_at, updated_at,
-                   push_name_override, new_contact_limit, proxy_url)
-                 VALUES (?1,?2,?3,?4,'inactive',?5,?6,?7,?7,?8,?9,?10)",
-                params![id, tenant, req.name.trim(), phone, limit, tz, now, push_name, new_contact_limit, proxy],
+                   push_name_override, new_contact_limit, proxy_url, proxy_display)
+                 VALUES (?1,?2,?3,?4,'inactive',?5,?6,?7,?7,?8,?9,?10,?11)",
+                params![
+                    id,
+                    tenant,
+                    req.name.trim(),
+                    phone,
+                    limit,
+                    tz,
+                    now,
+                    push_name,
+                    new_contact_limit,
+                    proxy_url,
+                    proxy_display
+                ],
             );
             if let Err(e) = &r
                 && e.is_constraint_violation()
@@ -673,8 +687,10 @@ pub async fn update(
     let proxy = match &req.proxy {
         None => (false, None),
         Some(None) => (true, None),
-        Some(Some(u)) => (true, Some(check_proxy(u)?.expose().to_owned())),
+        Some(Some(u)) => (true, Some(stored_proxy(&st, &id, &check_proxy(u)?))),
     };
+    let (proxy_url, proxy_display) = proxy.1.unzip();
+    let proxy_set = proxy.0;
     let now = st.clock.now_ms();
     let tenant = p.tenant_id.clone();
     st.db
@@ -684,7 +700,8 @@ pub async fn update(
                    time_zone = COALESCE(?5, time_zone), updated_at = ?6,
                    push_name_override = CASE WHEN ?7 = 1 THEN CAST(?8 AS TEXT) ELSE push_name_override END,
                    new_contact_limit = COALESCE(?9, new_contact_limit),
-                   proxy_url = CASE WHEN ?10 = 1 THEN CAST(?11 AS TEXT) ELSE proxy_url END
+                   proxy_url = CASE WHEN ?10 = 1 THEN CAST(?11 AS TEXT) ELSE proxy_url END,
+                   proxy_display = CASE WHEN ?10 = 1 THEN CAST(?12 AS TEXT) ELSE proxy_display END
                  WHERE tenant_id = ?1 AND id = ?2",
                 params![
                     tenant,
@@ -696,8 +713,9 @@ pub async fn update(
                     i64::from(push_name.0),
                     push_name.1,
                     req.new_contact_limit,
-                    i64::from(proxy.0),
-                    proxy.1
+                    i64::from(proxy_set),
+                    proxy_url,
+                    proxy_display
                 ],
             )?;
             if n == 0 {
@@ -1285,20 +1303,29 @@ pub(crate) async fn session_options(
     tenant_id: &str,
     account_id: &str,
 ) -> Result<crate::runtime::SessionOptions, ApiError> {
-    let (tenant_id, account_id) = (tenant_id.to_owned(), account_id.to_owned());
+    let (t, a) = (tenant_id.to_owned(), account_id.to_owned());
     let row: Option<(Option<String>, Option<String>)> = st
         .db
         .call(move |c| {
             c.query_row(
                 "SELECT push_name_override, proxy_url FROM accounts WHERE tenant_id = ?1 AND id = ?2",
-                params![tenant_id, account_id],
+                params![t, a],
                 |r| Ok((r.get::<Option<String>>(0)?, r.get::<Option<String>>(1)?)),
             )
             .optional()
         })
         .await?;
     let (push_name, proxy) = row.ok_or(ApiError::NotFound("account"))?;
-    let proxy = proxy.as_deref().map(check_proxy).transpose()?;
+    let proxy = match proxy {
+        None => None,
+        Some(sealed) => {
+            let url = st
+                .secrets
+                .open(crate::secrets::SecretColumn::AccountProxy, account_id, &sealed)
+                .map_err(|e| ApiError::Unavailable(format!("the account's proxy cannot be read: {e}")))?;
+            Some(check_proxy(&url)?)
+        }
+    };
     Ok(crate::runtime::SessionOptions { push_name, proxy })
 }
 

@@ -315,9 +315,21 @@ async fn sqlite_files_wal_and_shm_included_hold_no_private_key_or_webhook_secret
         assert_eq!(mode(&dir.path().join(MASTER_KEY_FILE)), 0o600);
         assert_eq!(mode(dir.path()), 0o700);
     }
+    // A second account behind a proxy with a password: the password is sealed too.
+    let (s, v) = call(
+        srv.addr,
+        "POST",
+        "/api/v1/accounts",
+        &l.key,
+        Some(json!({ "name": "Proxied", "proxy": "http://proxyuser:Pr0xyPassw0rd-at-rest@127.0.0.1:3128" })),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["proxy"], "http://proxyuser:***@127.0.0.1:3128", "{v}");
     let store = setup.auth_store().await;
     assert!(store.key_id().await.is_some(), "the auth store is sealed");
-    let secrets = secrets_of(&store, &l).await;
+    let mut secrets = secrets_of(&store, &l).await;
+    secrets.push(("proxy password".into(), b"Pr0xyPassw0rd-at-rest".to_vec()));
     drop(store);
     // While the server runs, the WAL holds the latest writes.
     let names = sqlite_files(dir.path());

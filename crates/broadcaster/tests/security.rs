@@ -334,8 +334,12 @@ fn open_files_limit() -> u64 {
 async fn three_thousand_slowloris_connections_do_not_stop_healthz() {
     const SLOW: usize = 3000;
     let limit = open_files_limit();
-    assert!(limit >= 8192, "this test opens ~4,100 sockets; raise the open-files limit (ulimit -n 8192), as scripts/test does; it is {limit}");
-    let srv = Running::start_with(1712, |c| c.connections.header_read_timeout = Duration::from_secs(300)).await;
+    assert!(
+        limit >= 8192,
+        "this test opens ~4,100 sockets; raise the open-files limit (ulimit -n 8192), as scripts/test does; it is {limit}"
+    );
+    let srv =
+        Running::start_with(1712, |c| c.connections.header_read_timeout = Duration::from_secs(300)).await;
     let defaults = broadcaster::config::ConnectionLimits::default();
     assert_eq!((defaults.max_connections, defaults.max_connections_per_ip), (1024, 256));
     let a = srv.addr;
@@ -410,7 +414,8 @@ async fn fifty_thousand_unauthenticated_socketio_handshakes_cost_under_50_mib() 
     // Warm up the paths (first allocations of the router, the session store, the buckets).
     socketio_handshakes("127.0.2.100".into(), a, 10).await;
     let before = peak_rss();
-    let runs = (0..ADDRESSES).map(|i| tokio::spawn(socketio_handshakes(format!("127.0.2.{}", i + 1), a, EACH)));
+    let runs =
+        (0..ADDRESSES).map(|i| tokio::spawn(socketio_handshakes(format!("127.0.2.{}", i + 1), a, EACH)));
     let (mut opened, mut refused) = (0, 0);
     for r in futures::future::join_all(runs).await {
         let (o, f) = r.unwrap();
@@ -421,7 +426,11 @@ async fn fifty_thousand_unauthenticated_socketio_handshakes_cost_under_50_mib() 
     let per_address = broadcaster::access::DEFAULT_SOCKETIO_SESSIONS_PER_MINUTE as usize;
     assert!(opened <= ADDRESSES * (per_address + 5), "{opened} sessions opened");
     let grew = peak_rss().saturating_sub(before);
-    eprintln!("{} handshakes: {opened} sessions, {refused} refused; peak memory grew {} KiB", ADDRESSES * EACH, grew / 1024);
+    eprintln!(
+        "{} handshakes: {opened} sessions, {refused} refused; peak memory grew {} KiB",
+        ADDRESSES * EACH,
+        grew / 1024
+    );
     assert!(grew < 50 * 1024 * 1024, "peak memory grew by {grew} bytes");
     srv.stop().await;
 }

@@ -801,6 +801,9 @@ fn restore_traffic(
             .map(|(a, b)| Ok((account(a)?, account(b)?)))
             .collect::<Result<_, StateError>>()?,
         calls: HashMap::new(),
+        // Not kept, like ringing calls: a history chunk still waiting for its `hist_sync`
+        // receipt is not sent again after a restart (the companion has it, or asks the phone).
+        history: HashMap::new(),
         routing_info: t
             .routing_info
             .into_iter()

@@ -722,10 +722,11 @@ INSERT INTO account_contacts (account_id, chat_jid, first_message_id, first_at)
 CREATE INDEX messages_unsettled_reserved ON messages(account_id, reserved_wa_id)
     WHERE wa_message_id IS NULL AND reserved_wa_id IS NOT NULL;
 "#,
-    // 13: a per-account proxy (issue 18): the URL with its credentials, in a column of its own so
-    // it can be sealed with the other secrets at rest.
+    // 13: a per-account proxy (issue 18): the URL with its credentials, sealed with the master
+    // key (`secrets`), and the form the API shows (password as `***`).
     r#"
 ALTER TABLE accounts ADD COLUMN proxy_url TEXT;
+ALTER TABLE accounts ADD COLUMN proxy_display TEXT;
 "#,
     // 14: what the account's phone says through app state (issue 15): each chat's archive,
     // pin, mute and read marks (`wa_chat`: the chat as app state names it), and contacts'

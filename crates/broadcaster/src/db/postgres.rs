@@ -318,6 +318,7 @@ CREATE INDEX messages_unsettled_reserved ON messages(account_id, reserved_wa_id)
     // 13: a per-account proxy (the twin of the SQLite entry 13)
     r#"
 ALTER TABLE accounts ADD COLUMN proxy_url TEXT COLLATE "C";
+ALTER TABLE accounts ADD COLUMN proxy_display TEXT COLLATE "C";
 "#,
     // 14: chat settings and contact names from app state (the twin of the SQLite entry 14)
     r#"

@@ -22,12 +22,15 @@ const AAD_LABEL: &[u8] = b"broadcaster/secret-column/v1";
 pub enum SecretColumn {
     /// `webhooks.secret`: the HMAC key deliveries are signed with.
     WebhookSecret,
+    /// `accounts.proxy_url`: the account's proxy URL, its password included.
+    AccountProxy,
 }
 
 impl SecretColumn {
     pub fn name(self) -> &'static str {
         match self {
             Self::WebhookSecret => "webhooks.secret",
+            Self::AccountProxy => "accounts.proxy_url",
         }
     }
 }

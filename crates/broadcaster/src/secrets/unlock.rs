@@ -60,12 +60,33 @@ pub struct Unlocked {
     pub source: KeySource,
 }
 
-/// `webhooks.secret` rows as (id, stored value).
-async fn webhook_secrets(db: &Db) -> Result<Vec<(String, String)>, DbError> {
-    db.call(|c| c.query_all("SELECT id, secret FROM webhooks", [], |r| Ok((r.get(0)?, r.get(1)?)))).await
+/// Every secret column: how to list its rows as (id, stored value), and how to write one.
+const COLUMNS: [(SecretColumn, &str, &str); 2] = [
+    (
+        SecretColumn::WebhookSecret,
+        "SELECT id, secret FROM webhooks",
+        "UPDATE webhooks SET secret = ?1 WHERE id = ?2",
+    ),
+    (
+        SecretColumn::AccountProxy,
+        "SELECT id, proxy_url FROM accounts WHERE proxy_url IS NOT NULL",
+        "UPDATE accounts SET proxy_url = ?1 WHERE id = ?2",
+    ),
+];
+
+/// The stored values of every secret column, as (id, stored value).
+async fn server_secrets(db: &Db) -> Result<Vec<(String, String)>, DbError> {
+    db.call(|c| {
+        let mut all = Vec::new();
+        for (_, select, _) in COLUMNS {
+            all.extend(c.query_all(select, [], |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)))?);
+        }
+        Ok(all)
+    })
+    .await
 }
 
-const SERVER_DB: &str = "the server database (webhooks.secret)";
+const SERVER_DB: &str = "the server database (webhooks.secret, accounts.proxy_url)";
 
 /// Runs the key step; see the module docs. `data_dir` holds the default key file and the
 /// SQLite auth store.
@@ -79,7 +100,7 @@ pub async fn unlock(
         |key: Option<&MasterKey>| WaRuntime::open_store(auth, data_dir, key.map(MasterKey::auth_store_key));
     let open_error = |e: wa_store::Error| WaRuntime::open_error(auth, &e);
     let store_name = || WaRuntime::describe_store(auth, data_dir);
-    let rows = webhook_secrets(db).await?;
+    let rows = server_secrets(db).await?;
 
     let file = settings.file_in(data_dir);
     let (key, source) = match &settings.key {
@@ -183,7 +204,7 @@ pub async fn unlock(
     }
     let resealed = reseal_server_secrets(db, boxes.0.clone(), boxes.1).await?;
     if resealed > 0 {
-        tracing::warn!(rows = resealed, "webhook secrets sealed with the master key");
+        tracing::warn!(rows = resealed, "webhook secrets and proxy URLs sealed with the master key");
     }
     if let Some(f) = server_file.filter(|f| scrub_owed(f)) {
         db.call(|c| c.execute_batch(SCRUB_SQL)).await?;
@@ -240,35 +261,36 @@ fn scrub_paid(db_file: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Seals every `webhooks.secret` in clear and re-seals those under `previous`, in one
+/// Seals every secret column's value in clear and re-seals those under `previous`, in one
 /// transaction; returns how many rows changed.
 async fn reseal_server_secrets(
     db: &Db,
     current: SecretBox,
     previous: Option<SecretBox>,
 ) -> Result<usize, DbError> {
-    const COL: SecretColumn = SecretColumn::WebhookSecret;
     db.call(move |c| {
         let tx = c.transaction()?;
-        let rows: Vec<(String, String)> =
-            tx.query_all("SELECT id, secret FROM webhooks", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let mut changed = 0;
-        for (id, stored) in rows {
-            let plain = match (classify(&stored), &previous) {
-                (Stored::Clear, _) => stored,
-                (Stored::Sealed { key_id }, _) if key_id == current.key_id() => continue,
-                (Stored::Sealed { .. }, Some(p)) => {
-                    p.open(COL, &id, &stored).map_err(|e| DbError::Corrupt(e.to_string()))?
-                }
-                (Stored::Sealed { .. }, None) => {
-                    return Err(DbError::Corrupt(format!("webhook {id}: sealed with another master key")));
-                }
-            };
-            tx.execute(
-                "UPDATE webhooks SET secret = ?1 WHERE id = ?2",
-                params![current.seal(COL, &id, &plain), id],
-            )?;
-            changed += 1;
+        for (col, select, update) in COLUMNS {
+            let rows: Vec<(String, String)> =
+                tx.query_all(select, [], |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)))?;
+            for (id, stored) in rows {
+                let plain = match (classify(&stored), &previous) {
+                    (Stored::Clear, _) => stored,
+                    (Stored::Sealed { key_id }, _) if key_id == current.key_id() => continue,
+                    (Stored::Sealed { .. }, Some(p)) => {
+                        p.open(col, &id, &stored).map_err(|e| DbError::Corrupt(e.to_string()))?
+                    }
+                    (Stored::Sealed { .. }, None) => {
+                        return Err(DbError::Corrupt(format!(
+                            "{} of {id}: sealed with another master key",
+                            col.name()
+                        )));
+                    }
+                };
+                tx.execute(update, params![current.seal(col, &id, &plain), id])?;
+                changed += 1;
+            }
         }
         tx.commit()?;
         Ok(changed)
