@@ -122,6 +122,11 @@ pub(crate) fn on_message(shared: &Arc<Shared>, info: &MessageInfo, message: &Mes
                 }
                 client.shared.emit(Event::HistorySync(Arc::new(h)));
             }
+            // Cut short by the connection ending (its media host query, or the download):
+            // not a fault of the data; the notification stays available all the same.
+            Err(e) if !client.is_connected() => {
+                debug!(%id, %e, "history sync stopped with the connection; the notification stays available as a message")
+            }
             Err(e) => warn!(%id, %e, "history sync failed; the notification stays available as a message"),
         }
     });
