@@ -7,12 +7,14 @@
 
 #[path = "common/harness.rs"]
 mod harness;
+#[path = "common/ws.rs"]
+mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use ws::{next_ws, open_ws};
 
 use base64::Engine as _;
-use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -64,32 +66,6 @@ async fn connect_proxy() -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
         }
     });
     (addr, rx)
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn open_ws(addr: SocketAddr, key: &str) -> Ws {
-    let url = format!("ws://{addr}/api/v1/events/ws?api_key={key}");
-    let (mut ws, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url)).await.unwrap().unwrap();
-    next_ws(&mut ws, "ready", |v| v["event"] == "ready").await;
-    ws
-}
-
-async fn next_ws(ws: &mut Ws, what: &str, mut f: impl FnMut(&Value) -> bool) -> Value {
-    tokio::time::timeout(T, async {
-        loop {
-            let msg = ws.next().await.expect("websocket open").expect("websocket frame");
-            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
-                assert!(!t.as_str().contains(PASSWORD), "the proxy password in a live event: {t}");
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                if f(&v) {
-                    return v;
-                }
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what} on the websocket"))
 }
 
 /// [`call`], checking the answer never holds the password.

@@ -7,11 +7,13 @@
 
 #[path = "common/harness.rs"]
 mod harness;
+#[path = "common/ws.rs"]
+mod ws;
 
 use std::net::SocketAddr;
+use ws::next_ws;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use harness::{Running, T, call};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -20,24 +22,6 @@ const ME: &str = "15550191000";
 const ANN: &str = "15550191001";
 /// 2100-01-01, in ms.
 const MUTED_UNTIL: i64 = 4_102_444_800_000;
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn next_ws(ws: &mut Ws, what: &str, mut f: impl FnMut(&Value) -> bool) -> Value {
-    tokio::time::timeout(T, async {
-        loop {
-            let msg = ws.next().await.expect("websocket open").expect("websocket frame");
-            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                if f(&v) {
-                    return v;
-                }
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what} on the websocket"))
-}
 
 /// A webhook receiver: every POST's body, answered 200.
 async fn webhook_receiver() -> (SocketAddr, mpsc::UnboundedReceiver<Value>) {

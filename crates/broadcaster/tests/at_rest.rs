@@ -10,25 +10,25 @@
 mod harness;
 #[path = "common/process.rs"]
 mod process;
+#[path = "common/ws.rs"]
+mod ws;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use ws::{next_ws, open_ws};
 
 use broadcaster::config::{AuthStore, Cli, Config, DatabaseUrl};
 use broadcaster::secrets::{KeyError, MASTER_KEY_FILE, MasterKey};
 use broadcaster::wa_runtime::SQLITE_AUTH_FILE;
 use bytes::Bytes;
-use futures::StreamExt as _;
 use harness::{T, call};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use wa_emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use wa_store::CredentialStore as _;
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Where a test server keeps its data, and with which master key settings it starts.
 #[derive(Clone)]
@@ -118,29 +118,6 @@ async fn start(setup: &Setup, emu: &Arc<EmulatorHandle>) -> Running {
         .unwrap();
     });
     Running { addr, stop: Some(tx), task }
-}
-
-async fn open_ws(addr: SocketAddr, key: &str) -> Ws {
-    let url = format!("ws://{addr}/api/v1/events/ws?api_key={key}");
-    let (mut ws, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url)).await.unwrap().unwrap();
-    next_ws(&mut ws, "ready", |v| v["event"] == "ready").await;
-    ws
-}
-
-async fn next_ws(ws: &mut Ws, what: &str, mut f: impl FnMut(&Value) -> bool) -> Value {
-    tokio::time::timeout(T, async {
-        loop {
-            let msg = ws.next().await.expect("websocket open").expect("websocket frame");
-            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                if f(&v) {
-                    return v;
-                }
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what} on the websocket"))
 }
 
 type Hooks = mpsc::UnboundedReceiver<(axum::http::HeaderMap, Bytes)>;

@@ -15,6 +15,8 @@ mod socketio;
 mod testdb;
 #[path = "common/tls.rs"]
 mod tls;
+#[path = "common/ws.rs"]
+mod ws;
 
 /// SQLite here; `e2e_pg.rs` runs these tests with `DATABASE_URL` on PostgreSQL.
 #[allow(dead_code)]
@@ -23,6 +25,7 @@ const TEST_ON_POSTGRES: bool = false;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use ws::{Ws, next_ws, open_ws};
 
 use broadcaster::auth::Bootstrap;
 use broadcaster::config::{Cli, Config};
@@ -99,32 +102,6 @@ async fn start_with(
         .unwrap();
     });
     (Running { addr, stop: Some(tx), task }, key)
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn open_ws(addr: SocketAddr, key: &str) -> Ws {
-    let url = format!("ws://{addr}/api/v1/events/ws?api_key={key}");
-    let (mut ws, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url)).await.unwrap().unwrap();
-    let ready = next_ws(&mut ws, "ready", |v| v["event"] == "ready").await;
-    assert_eq!(ready["event"], "ready");
-    ws
-}
-
-async fn next_ws(ws: &mut Ws, what: &str, mut f: impl FnMut(&Value) -> bool) -> Value {
-    tokio::time::timeout(T, async {
-        loop {
-            let msg = ws.next().await.expect("websocket open").expect("websocket frame");
-            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                if f(&v) {
-                    return v;
-                }
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what} on the websocket"))
 }
 
 /// A webhook receiver: every POST's headers and body, answered 200.

@@ -6,16 +6,18 @@
 
 #[path = "common/harness.rs"]
 mod harness;
+#[path = "common/ws.rs"]
+mod ws;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use ws::{Ws, next_ws};
 
 use broadcaster::auth::Bootstrap;
 use broadcaster::config::{Cli, Config};
-use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::oneshot;
 use wa_emulator::EmulatorHandle;
 
@@ -69,24 +71,6 @@ async fn start(dir: &Path) -> Result<(Running, Option<String>), broadcaster::Ser
         _ => None,
     };
     Ok((Running { addr, emu, stop, task }, key))
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn next_ws(ws: &mut Ws, what: &str, mut f: impl FnMut(&Value) -> bool) -> Value {
-    tokio::time::timeout(T, async {
-        loop {
-            let msg = ws.next().await.expect("websocket open").expect("websocket frame");
-            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                if f(&v) {
-                    return v;
-                }
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what} on the websocket"))
 }
 
 /// A WebSocket on the live events, once the account is active (never asked to pair again).

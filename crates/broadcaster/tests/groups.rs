@@ -6,32 +6,16 @@
 
 #[path = "common/harness.rs"]
 mod harness;
+#[path = "common/ws.rs"]
+mod ws;
 
-use futures::StreamExt;
 use harness::{Running, T, call};
 use serde_json::{Value, json};
+use ws::next_ws;
 
 const ME: &str = "15550183000";
 const ERIN: &str = "15550183001";
 const FRANK: &str = "15550183002";
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn next_ws(ws: &mut Ws, what: &str, mut f: impl FnMut(&Value) -> bool) -> Value {
-    tokio::time::timeout(T, async {
-        loop {
-            let msg = ws.next().await.expect("websocket open").expect("websocket frame");
-            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                if f(&v) {
-                    return v;
-                }
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what} on the websocket"))
-}
 
 /// A tenant key and an active account linked by the emulator's phone `ME`.
 async fn linked(srv: &Running) -> (String, String) {
