@@ -8,6 +8,8 @@
 
 #[path = "common/harness.rs"]
 mod harness;
+#[path = "common/linking.rs"]
+mod linking;
 #[path = "common/process.rs"]
 mod process;
 #[path = "common/ws.rs"]
@@ -319,40 +321,14 @@ async fn sqlite_files_wal_and_shm_included_hold_no_private_key_or_webhook_secret
 /// Like [`link_with_webhook`] against a server process on an external emulator: the phone
 /// scans the QR (read from the server's API) through the emulator's control API.
 async fn link_with_webhook_via_control(a: SocketAddr, emu: &EmulatorHandle, phone: &str) -> Linked {
-    let (s, v) =
-        call(a, "POST", "/api/v1/tenants", ADMIN, Some(json!({ "name": format!("t{phone}") }))).await;
-    assert_eq!(s, 201, "{v}");
-    let key = v["api_key"]["key"].as_str().unwrap().to_owned();
-    let (s, v) =
-        call(a, "POST", "/api/v1/accounts", &key, Some(json!({ "name": "At rest", "phone": phone }))).await;
-    assert_eq!(s, 201, "{v}");
-    let acc = v["id"].as_str().unwrap().to_owned();
-    let mut ws = open_ws(a, &key).await;
-    let (s, v) = call(a, "POST", &format!("/api/v1/accounts/{acc}/connect"), &key, None).await;
-    assert_eq!(s, 202, "{v}");
-    let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}/qr"), &key, None).await;
-    if v["qr"].as_str().is_none() {
-        next_ws(&mut ws, "qr_code", |v| v["event"] == "qr_code").await;
-    }
-    let (s, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}/qr"), &key, None).await;
-    assert_eq!(s, 200, "{v}");
-    let qr = v["qr"].as_str().expect("a QR").to_owned();
-    let digits = phone.trim_start_matches('+');
-    let control = emu.local_addr();
-    let (s, v) =
-        call(control, "POST", "/control/accounts", "", Some(json!({ "pn": digits, "name": "Owner" }))).await;
-    assert_eq!(s, 200, "{v}");
-    let (s, v) =
-        call(control, "POST", &format!("/control/phones/{digits}/scan"), "", Some(json!({ "qr": qr }))).await;
-    assert_eq!(s, 200, "{v}");
-    next_ws(&mut ws, "active", |v| v["event"] == "connection_update" && v["data"]["state"] == "active").await;
+    let (key, acc, mut ws) = linking::link_via_control(a, ADMIN, emu, phone, "At rest").await;
     let (hook_addr, hooks) = webhook_receiver().await;
     let body = json!({ "url": format!("http://{hook_addr}/hook"), "events": ["incoming_message"] });
     let (s, v) = call(a, "POST", "/api/v1/webhooks", &key, Some(body)).await;
     assert_eq!(s, 201, "{v}");
     let secret = v["secret"].as_str().unwrap().to_owned();
     ws.close(None).await.ok();
-    Linked { key, acc, phone: digits.to_owned(), secret, hooks }
+    Linked { key, acc, phone: phone.trim_start_matches('+').to_owned(), secret, hooks }
 }
 
 /// Runs the binary on `dir` with `env` until it exits by itself; its exit code and output.

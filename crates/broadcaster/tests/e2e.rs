@@ -7,6 +7,8 @@
 
 #[path = "common/harness.rs"]
 mod harness;
+#[path = "common/linking.rs"]
+mod linking;
 #[path = "common/process.rs"]
 mod process;
 #[path = "common/socketio.rs"]
@@ -1355,52 +1357,8 @@ async fn linked_account_via_control(
     emu: &EmulatorHandle,
     phone: &str,
 ) -> (String, String, Ws) {
-    let (s, v) =
-        call(a, "POST", "/api/v1/tenants", PROCESS_ADMIN, Some(json!({ "name": format!("t{phone}") }))).await;
-    assert_eq!(s, 201, "{v}");
-    let key = v["api_key"]["key"].as_str().unwrap().to_owned();
-    let (s, v) =
-        call(a, "POST", "/api/v1/accounts", &key, Some(json!({ "name": "Process", "phone": phone }))).await;
-    assert_eq!(s, 201, "{v}");
-    let acc = v["id"].as_str().unwrap().to_owned();
-    let mut ws = open_ws(a, &key).await;
-    let (s, v) = call(a, "POST", &format!("/api/v1/accounts/{acc}/connect"), &key, None).await;
-    assert_eq!(s, 202, "{v}");
-    let (_, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}/qr"), &key, None).await;
-    if v["qr"].as_str().is_none() {
-        next_ws(&mut ws, "qr_code", |v| v["event"] == "qr_code").await;
-    }
-    let (s, v) = call(a, "GET", &format!("/api/v1/accounts/{acc}/qr"), &key, None).await;
-    assert_eq!(s, 200, "{v}");
-    let qr = v["qr"].as_str().expect("a QR").to_owned();
-    let digits = phone.trim_start_matches('+');
-    let control = emu.local_addr();
-    let (s, v) =
-        call(control, "POST", "/control/accounts", "", Some(json!({ "pn": digits, "name": "Owner" }))).await;
-    assert_eq!(s, 200, "{v}");
-    let (s, v) =
-        call(control, "POST", &format!("/control/phones/{digits}/scan"), "", Some(json!({ "qr": qr }))).await;
-    assert_eq!(s, 200, "{v}");
-    // Linking stores the device's first 812 prekeys; the MongoDB-wire test server takes tens of
-    // seconds for that on a loaded machine, so this step gets more than `T`.
-    tokio::time::timeout(LINK_T, async {
-        loop {
-            let msg = ws.next().await.expect("websocket open").expect("websocket frame");
-            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                if v["event"] == "connection_update" && v["data"]["state"] == "active" {
-                    return;
-                }
-            }
-        }
-    })
-    .await
-    .expect("active after the scan");
-    (key, acc, ws)
+    linking::link_via_control(a, PROCESS_ADMIN, emu, phone, "Process").await
 }
-
-/// How long linking may take in the process-level tests (see [`linked_account_via_control`]).
-const LINK_T: Duration = Duration::from_secs(300);
 
 /// The master key the server generated in its data dir `dir` at its first start.
 fn data_dir_key(dir: &std::path::Path) -> broadcaster::secrets::MasterKey {
@@ -2664,7 +2622,7 @@ async fn a_thousand_sends_under_dropped_acks_closes_515_and_503_reach_each_phone
             }
         }
     };
-    let settled = tokio::time::timeout(LINK_T, async {
+    let settled = tokio::time::timeout(linking::LINK_T, async {
         loop {
             let got = all_rows().await;
             let pending = got.iter().filter(|m| m["status"] == "pending").count();

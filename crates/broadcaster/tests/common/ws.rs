@@ -25,8 +25,18 @@ pub async fn open_ws(addr: SocketAddr, key: &str) -> Ws {
 }
 
 /// The next event on `ws` that `f` accepts (`what` names it in the timeout's panic).
-pub async fn next_ws(ws: &mut Ws, what: &str, mut f: impl FnMut(&Value) -> bool) -> Value {
-    tokio::time::timeout(T, async {
+pub async fn next_ws(ws: &mut Ws, what: &str, f: impl FnMut(&Value) -> bool) -> Value {
+    next_ws_within(ws, T, what, f).await
+}
+
+/// [`next_ws`] waiting up to `within`.
+pub async fn next_ws_within(
+    ws: &mut Ws,
+    within: Duration,
+    what: &str,
+    mut f: impl FnMut(&Value) -> bool,
+) -> Value {
+    tokio::time::timeout(within, async {
         loop {
             let msg = ws.next().await.expect("websocket open").expect("websocket frame");
             if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
