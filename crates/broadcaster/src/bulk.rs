@@ -424,10 +424,25 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
         let Some(wa_id) = claimed else { continue };
         let result = match d.content() {
             Some(content) => {
-                runtime.send_with_id(&d.tenant_id, &d.account_id, &d.chat, &wa_id, content).await
+                runtime.send_with_id_caught_up(&d.tenant_id, &d.account_id, &d.chat, &wa_id, content).await
             }
             None => Err(RuntimeError::Failed("the stored message does not read back".into())),
         };
+        if matches!(result, Err(RuntimeError::AwaitingCatchUp)) {
+            // A connection came up since the look above and has not read WhatsApp's offline
+            // queue yet: nothing went out. The claim is given back (not an attempt).
+            let (id, at) = (d.id.clone(), st.clock.now_ms() + CATCH_UP_POLL_MS);
+            st.db
+                .call(move |c| {
+                    c.execute(
+                        "UPDATE messages SET due_at = ?2, attempts = attempts - 1 WHERE id = ?1 AND status = 'pending'",
+                        params![id, at],
+                    )
+                })
+                .await?;
+            awaiting_catch_up = true;
+            continue;
+        }
         if matches!(result, Err(RuntimeError::NotRunning | RuntimeError::Unconfirmed(_)))
             && d.attempts + 1 < MAX_ATTEMPTS
         {

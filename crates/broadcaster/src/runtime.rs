@@ -494,6 +494,10 @@ pub enum RuntimeError {
     /// keep one copy per id) unless a receipt naming that id settles it first.
     #[error("unconfirmed: {0}")]
     Unconfirmed(String),
+    /// Nothing went out: the session's live connection has not read WhatsApp's offline queue
+    /// yet ([`AccountRuntime::send_with_id_caught_up`]); ask again shortly.
+    #[error("the session has not read WhatsApp's offline queue yet")]
+    AwaitingCatchUp,
     /// The recipient has no WhatsApp account; the message did not go out (a repeat fails the
     /// same way).
     #[error("{0} is not on WhatsApp")]
@@ -737,6 +741,22 @@ pub trait AccountRuntime: Send + Sync + 'static {
     ) -> RuntimeFuture<'a, SentMessage> {
         let _ = wa_message_id;
         self.send(tenant_id, account_id, to, content)
+    }
+    /// [`AccountRuntime::send_with_id`] for the queue, whose rows may have gone out before
+    /// unconfirmed: it goes out only on a connection whose offline queue the session has read
+    /// ([`AccountRuntime::caught_up`]), checked where the stanza is written, so a connection
+    /// that comes up between a look at `caught_up` and the send cannot carry it before the
+    /// receipt that would settle the row. Otherwise [`RuntimeError::AwaitingCatchUp`] and
+    /// nothing goes out. Runtimes without such a queue keep the default (a plain send).
+    fn send_with_id_caught_up<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        to: &'a str,
+        wa_message_id: &'a str,
+        content: OutgoingContent,
+    ) -> RuntimeFuture<'a, SentMessage> {
+        self.send_with_id(tenant_id, account_id, to, wa_message_id, content)
     }
     /// Gets the session ready to send to all of `to` (JIDs or E.164 digits) soon, in batched
     /// queries. Best effort; the default does nothing.

@@ -367,6 +367,78 @@ impl WaRuntime {
         Ok((s.client.clone(), s.recent.clone()))
     }
 
+    /// Sends `content` under `wa_message_id`; with `connection`, only on that connection
+    /// (`wa_client::Client::send_message_with_id_on`).
+    async fn send_under_id(
+        &self,
+        tenant_id: &str,
+        account_id: &str,
+        to: &str,
+        wa_message_id: &str,
+        content: OutgoingContent,
+        connection: Option<u64>,
+    ) -> Result<SentMessage, RuntimeError> {
+        let (client, recent) = self.session_client(tenant_id, account_id)?;
+        let jid = parse_to(to)?;
+        let now_ms = self.clock.now_ms();
+        let mut content = content;
+        let quoted = content.quoted_id_mut().and_then(Option::take);
+        let mut message = match content {
+            OutgoingContent::Text { body, .. } => Message { conversation: Some(body), ..Default::default() },
+            OutgoingContent::Media { kind, data, mimetype, caption, file_name, .. } => {
+                let mut opts = MediaOptions::new(mimetype);
+                if let Some(c) = caption {
+                    opts = opts.caption(c);
+                }
+                if let Some(f) = file_name {
+                    opts = opts.file_name(f);
+                }
+                if kind == MediaKind::Voice {
+                    opts = opts.voice_note();
+                }
+                // One upload per file and account: a campaign sends the same bytes to
+                // every recipient.
+                let uploaded = client.upload_reusable(&data, media_type(kind)).await.map_err(send_error)?;
+                uploaded.to_message(&opts, now_ms / 1000).map_err(send_error)?
+            }
+            OutgoingContent::Location { location, .. } => kinds::location(&location),
+            OutgoingContent::Contact { card, .. } => kinds::contact(&card),
+            OutgoingContent::Poll { poll, secret } => {
+                wa_client::poll_message(&poll.name, &poll.options, poll.selectable_count, secret)
+            }
+            OutgoingContent::Reaction { target, emoji } => kinds::reaction(&target, &emoji, now_ms),
+            OutgoingContent::Edit { target, text, media } => kinds::edit(&target, &text, media, now_ms),
+            OutgoingContent::Revoke { target } => kinds::revoke(&target),
+        };
+        if let Some(q) = quoted {
+            let found =
+                lock(&recent).iter().find(|(id, _, _)| *id == q).map(|(_, i, m)| (i.clone(), m.clone()));
+            let ctx = match found {
+                Some((info, msg)) => wa_proto::ContextInfo {
+                    stanza_id: Some(info.id.clone()),
+                    participant: Some(info.sender.to_non_ad().to_string()),
+                    quoted_message: Some(Box::new(msg)),
+                    ..Default::default()
+                },
+                // Quoting one of our own messages (or one older than the cache): the
+                // stanza id is enough for WhatsApp to link the reply.
+                None => wa_proto::ContextInfo {
+                    stanza_id: Some(q),
+                    participant: client.jid().map(|j| j.to_non_ad().to_string()),
+                    ..Default::default()
+                },
+            };
+            kinds::set_context(&mut message, ctx);
+        }
+        let r = match connection {
+            Some(n) => client.send_message_with_id_on(n, &jid, wa_message_id.to_owned(), message).await,
+            None => client.send_message_with_id(&jid, wa_message_id.to_owned(), message).await,
+        }
+        .map_err(send_error)?;
+        let at = i64::try_from(r.timestamp).unwrap_or(0).saturating_mul(1000);
+        Ok(SentMessage::new(r.id, at).with_chat_lid(r.chat_lid.map(|l| l.to_string())))
+    }
+
     fn take(&self, tenant_id: &str, account_id: &str) -> Option<Session> {
         let mut s = lock(&self.sessions);
         if s.get(account_id).is_some_and(|s| s.tenant_id == tenant_id) { s.remove(account_id) } else { None }
@@ -909,68 +981,31 @@ impl AccountRuntime for WaRuntime {
         wa_message_id: &'a str,
         content: OutgoingContent,
     ) -> RuntimeFuture<'a, SentMessage> {
+        Box::pin(self.send_under_id(tenant_id, account_id, to, wa_message_id, content, None))
+    }
+
+    fn send_with_id_caught_up<'a>(
+        &'a self,
+        tenant_id: &'a str,
+        account_id: &'a str,
+        to: &'a str,
+        wa_message_id: &'a str,
+        content: OutgoingContent,
+    ) -> RuntimeFuture<'a, SentMessage> {
         Box::pin(async move {
-            let (client, recent) = self.session_client(tenant_id, account_id)?;
-            let jid = parse_to(to)?;
-            let now_ms = self.clock.now_ms();
-            let mut content = content;
-            let quoted = content.quoted_id_mut().and_then(Option::take);
-            let mut message = match content {
-                OutgoingContent::Text { body, .. } => {
-                    Message { conversation: Some(body), ..Default::default() }
+            let connection = {
+                let sessions = lock(&self.sessions);
+                let s = sessions
+                    .get(account_id)
+                    .filter(|s| s.tenant_id == tenant_id)
+                    .ok_or(RuntimeError::NotRunning)?;
+                let live = s.client.connection_number().ok_or(RuntimeError::NotRunning)?;
+                if !s.catch_up.is_caught_up(Some(live)) {
+                    return Err(RuntimeError::AwaitingCatchUp);
                 }
-                OutgoingContent::Media { kind, data, mimetype, caption, file_name, .. } => {
-                    let mut opts = MediaOptions::new(mimetype);
-                    if let Some(c) = caption {
-                        opts = opts.caption(c);
-                    }
-                    if let Some(f) = file_name {
-                        opts = opts.file_name(f);
-                    }
-                    if kind == MediaKind::Voice {
-                        opts = opts.voice_note();
-                    }
-                    // One upload per file and account: a campaign sends the same bytes to
-                    // every recipient.
-                    let uploaded =
-                        client.upload_reusable(&data, media_type(kind)).await.map_err(send_error)?;
-                    uploaded.to_message(&opts, now_ms / 1000).map_err(send_error)?
-                }
-                OutgoingContent::Location { location, .. } => kinds::location(&location),
-                OutgoingContent::Contact { card, .. } => kinds::contact(&card),
-                OutgoingContent::Poll { poll, secret } => {
-                    wa_client::poll_message(&poll.name, &poll.options, poll.selectable_count, secret)
-                }
-                OutgoingContent::Reaction { target, emoji } => kinds::reaction(&target, &emoji, now_ms),
-                OutgoingContent::Edit { target, text, media } => kinds::edit(&target, &text, media, now_ms),
-                OutgoingContent::Revoke { target } => kinds::revoke(&target),
+                live
             };
-            if let Some(q) = quoted {
-                let found =
-                    lock(&recent).iter().find(|(id, _, _)| *id == q).map(|(_, i, m)| (i.clone(), m.clone()));
-                let ctx = match found {
-                    Some((info, msg)) => wa_proto::ContextInfo {
-                        stanza_id: Some(info.id.clone()),
-                        participant: Some(info.sender.to_non_ad().to_string()),
-                        quoted_message: Some(Box::new(msg)),
-                        ..Default::default()
-                    },
-                    // Quoting one of our own messages (or one older than the cache): the
-                    // stanza id is enough for WhatsApp to link the reply.
-                    None => wa_proto::ContextInfo {
-                        stanza_id: Some(q),
-                        participant: client.jid().map(|j| j.to_non_ad().to_string()),
-                        ..Default::default()
-                    },
-                };
-                kinds::set_context(&mut message, ctx);
-            }
-            let r = client
-                .send_message_with_id(&jid, wa_message_id.to_owned(), message)
-                .await
-                .map_err(send_error)?;
-            let at = i64::try_from(r.timestamp).unwrap_or(0).saturating_mul(1000);
-            Ok(SentMessage::new(r.id, at).with_chat_lid(r.chat_lid.map(|l| l.to_string())))
+            self.send_under_id(tenant_id, account_id, to, wa_message_id, content, Some(connection)).await
         })
     }
 

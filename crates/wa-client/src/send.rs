@@ -324,8 +324,37 @@ impl Client {
 
     /// [`Client::send_message`] with a caller-chosen id (for idempotent re-sends).
     pub async fn send_message_with_id(&self, to: &Jid, id: String, message: Message) -> Result<SendResult> {
+        let conn = self.shared.connection()?;
+        self.send_with_id_on(conn, to, id, message).await
+    }
+
+    /// [`Client::send_message_with_id`] only on the connection numbered `connection` (see
+    /// [`Client::connection_number`]): when another connection, or none, is live, nothing goes
+    /// out and the answer is [`Error::NotConnected`]. For a re-send that must not leave before
+    /// the caller has read what the server queued on that connection (a receipt there may show
+    /// the first attempt arrived): the stanza goes out on that connection or not at all.
+    pub async fn send_message_with_id_on(
+        &self,
+        connection: u64,
+        to: &Jid,
+        id: String,
+        message: Message,
+    ) -> Result<SendResult> {
+        let conn = self.shared.connection()?;
+        if conn.number() != connection {
+            return Err(Error::NotConnected);
+        }
+        self.send_with_id_on(conn, to, id, message).await
+    }
+
+    async fn send_with_id_on(
+        &self,
+        conn: Connection,
+        to: &Jid,
+        id: String,
+        message: Message,
+    ) -> Result<SendResult> {
         let shared = &self.shared;
-        let conn = shared.connection()?;
         let to = to.to_non_ad();
         let (stanza, chat_pn, chat_lid, dm) = if to.is_group() {
             (group_stanza(shared, &to, &id, &message).await?, None, None, None)

@@ -792,6 +792,17 @@ impl World {
     /// Handles one node a client sent.
     pub fn on_node(&mut self, conn: ConnId, node: Node) {
         tracing::trace!(conn, node = %NodeDisplay(&node), "recv");
+        // The server closed this connection (a stream error, a replaced login, a fault): what
+        // the client wrote after that is read only to finish the close (`server`'s drain, which
+        // exists so the close is not lost to a TCP reset), never acted on. A server that closes
+        // its socket reads nothing more from it; no public source says more about WhatsApp's
+        // (a modelling choice, README "Rules"). Before this, which of a late frame and the close
+        // won depended on task scheduling, and a `<message>` written just before a 515 could be
+        // delivered after the device had logged in again and read its offline queue.
+        if self.conns.get(&conn).is_some_and(|c| c.closed) {
+            tracing::debug!(conn, tag = %node.tag, "stanza on a closed connection not acted on");
+            return;
+        }
         match node.tag.as_str() {
             "iq" => self.on_iq(conn, node),
             "message" => self.on_message(conn, node),
@@ -958,6 +969,20 @@ pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn stanzas_on_a_connection_the_server_closed_are_not_acted_on() {
+        use crate::testutil::{add_companion, login, world};
+        let (mut w, _) = world(1);
+        let addr = add_companion(&mut w, 0, 3);
+        let (conn, _rx) = login(&mut w, addr);
+        let presence = |name: &str| Node::new("presence").attr("type", "available").attr("name", name);
+        w.on_node(conn, presence("Open"));
+        assert_eq!(w.accounts[0].push_name, "Open", "acted on while open");
+        w.close(conn);
+        w.on_node(conn, presence("Late"));
+        assert_eq!(w.accounts[0].push_name, "Open", "a closed connection's stanza changes nothing");
+    }
 
     /// A world without accounts on a manual clock.
     pub(crate) fn bare_world() -> World {
