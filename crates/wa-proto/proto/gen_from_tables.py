@@ -4,12 +4,12 @@
 The tables are facts of WhatsApp's schema (names, numbers, types); this script only
 writes them as proto2. Run from the workspace root:
 
-    python3 proto/gen_from_tables.py ../shared/protocol/proto-subset.md proto/tables-*.md
+    python3 crates/wa-proto/proto/gen_from_tables.py ../shared/protocol/proto-subset.md crates/wa-proto/proto/tables-*.md
 
 Every file after the first adds tables in the same layout (proto/tables-*.md); a section
 whose name is already known adds only the fields whose numbers it lacks. Merged fields are
 placed in field-number order among the existing ones: prost, like protobufjs, writes fields
-in declaration order. Output: proto/wa.proto,
+in declaration order. Output: crates/wa-proto/proto/wa.proto,
 or the path after -o. Hand edits belong in proto/extra.proto or a tables file, not in the
 generated file.
 """
@@ -17,7 +17,7 @@ import re
 import sys
 
 args = sys.argv[1:]
-out_path = "proto/wa.proto"
+out_path = "crates/wa-proto/proto/wa.proto"
 if "-o" in args:
     i = args.index("-o")
     out_path = args[i + 1]
