@@ -277,6 +277,13 @@ impl World {
             .map_or(0, |c| c.state.version)
     }
 
+    /// The phone's LTHash of a collection at its current version: what a companion's stored
+    /// state must hash to once it reached that version (`None`: never written).
+    pub fn app_state_hash(&self, account: AccountId, collection: &str) -> Option<[u8; 128]> {
+        let c = collection.parse::<Collection>().ok()?;
+        self.traffic.app_state.get(&account)?.collections.get(&c).map(|c| c.state.hash.0)
+    }
+
     /// Test-only misbehaviour (not a leniency): the next patch the server serves of
     /// `collection` has one byte of its first record's value flipped, so its MACs fail on
     /// every client. Clients must recover by fetching a snapshot.
