@@ -84,6 +84,9 @@ pub(crate) struct AccountAppState {
     pub shared_with: BTreeSet<u16>,
     /// Test-only misbehaviour: the next patch served of these collections is corrupted.
     pub tamper_next: BTreeSet<Collection>,
+    /// Test-only race: the phone's changes made just before a companion's next upload to
+    /// their collection lands (see [`World::phone_change_before_next_upload`]).
+    pub race_next_upload: Vec<Vec<MutationInput>>,
 }
 
 impl AccountAppState {
@@ -297,6 +300,22 @@ impl World {
         Ok(())
     }
 
+    /// Test-only race (not a leniency): the phone makes `mutations` (one patch) just before
+    /// the next patch a companion uploads to their collection reaches the server, so that
+    /// upload builds on a version that is no longer the newest and is refused with 409, as
+    /// when two devices change the same collection at once. Clients must fetch and send again.
+    pub fn phone_change_before_next_upload(
+        &mut self,
+        account: AccountId,
+        mutations: Vec<MutationInput>,
+    ) -> Result<(), ControlError> {
+        if mutations.is_empty() {
+            return Err(ControlError::BadAppState("a patch needs at least one mutation".into()));
+        }
+        self.app_state_mut(account).race_next_upload.push(mutations);
+        Ok(())
+    }
+
     /// The phone makes a new sync key that it does not share (the way a companion ends up
     /// missing a key: whatsmeow `appstate.go` `requestMissingAppStateKeys`); later patches use
     /// it, and a companion must ask for it with `APP_STATE_SYNC_KEY_REQUEST`.
@@ -432,6 +451,14 @@ impl World {
     ) -> Node {
         let node = Node::new("collection").attr("name", collection.as_str());
         let pn = self.accounts[from.account].pn.clone();
+        let s = self.app_state_mut(from.account);
+        let raced = s.race_next_upload.iter().position(|m| m.first().is_some_and(|m| m.collection == collection));
+        if let Some(i) = raced {
+            let mutations = s.race_next_upload.remove(i);
+            if let Err(e) = self.phone_app_state_mutation(from.account, &mutations) {
+                tracing::warn!(error = %e, "the phone's racing change failed");
+            }
+        }
         let s = self.app_state_mut(from.account);
         let current = s.collection(collection).state.version;
         if version != current {
