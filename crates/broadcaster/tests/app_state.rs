@@ -243,7 +243,8 @@ async fn a_chat_marked_without_messages_is_listed_and_history_push_names_reach_c
     });
 
     let key = srv.tenant("marked").await;
-    let (s, v) = call(a, "POST", "/api/v1/contacts", &key, Some(json!({ "phone": format!("+{CAROL}") }))).await;
+    let (s, v) =
+        call(a, "POST", "/api/v1/contacts", &key, Some(json!({ "phone": format!("+{CAROL}") }))).await;
     assert_eq!(s, 201, "{v}");
     let carol_contact = v["id"].as_str().unwrap().to_owned();
     let (s, v) =

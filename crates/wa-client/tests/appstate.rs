@@ -257,7 +257,10 @@ async fn a_patch_on_a_stale_version_is_refused_with_409_and_sent_again_after_a_f
 
     // The phone mutes Carol just before our mute of Bob lands: ours builds on a stale version.
     emu.with_world(|w| {
-        w.phone_change_before_next_upload(me, vec![action::mute(&carol.to_string(), Some(4_102_444_800_000), 1_000)])
+        w.phone_change_before_next_upload(
+            me,
+            vec![action::mute(&carol.to_string(), Some(4_102_444_800_000), 1_000)],
+        )
     })
     .unwrap();
     client.mute_chat(&bob, Some(4_102_444_900_000)).await.unwrap();
@@ -267,7 +270,9 @@ async fn a_patch_on_a_stale_version_is_refused_with_409_and_sent_again_after_a_f
         .events()
         .iter()
         .filter_map(|e| match e {
-            wa_emulator::WorldEvent::AppStatePatchRefused { collection, code, .. } if collection == "regular_high" => {
+            wa_emulator::WorldEvent::AppStatePatchRefused { collection, code, .. }
+                if collection == "regular_high" =>
+            {
                 Some((false, u64::from(*code)))
             }
             wa_emulator::WorldEvent::AppStatePatchAccepted { collection, version, .. }

@@ -452,7 +452,8 @@ impl World {
         let node = Node::new("collection").attr("name", collection.as_str());
         let pn = self.accounts[from.account].pn.clone();
         let s = self.app_state_mut(from.account);
-        let raced = s.race_next_upload.iter().position(|m| m.first().is_some_and(|m| m.collection == collection));
+        let raced =
+            s.race_next_upload.iter().position(|m| m.first().is_some_and(|m| m.collection == collection));
         if let Some(i) = raced {
             let mutations = s.race_next_upload.remove(i);
             if let Err(e) = self.phone_app_state_mutation(from.account, &mutations) {
