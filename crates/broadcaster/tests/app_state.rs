@@ -2,7 +2,9 @@
 //! emulator: the phone's address-book names and chat marks (pin, mute) made before linking
 //! arrive with the first sync and show in the chats, contacts and history APIs; the phone
 //! archiving a chat afterwards is a `chat_update` event (live and webhook); marking a chat read
-//! (and unarchiving, unmuting) through the API reaches the phone's own collections.
+//! (and unarchiving, unmuting) through the API reaches the phone's own collections. A chat
+//! the phone marked without any messages is listed too, and the push names of the phone's
+//! history reach the contacts API.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "common/harness.rs"]
@@ -20,6 +22,8 @@ use tokio::sync::mpsc;
 
 const ME: &str = "15550191000";
 const ANN: &str = "15550191001";
+const BOB: &str = "15550191002";
+const CAROL: &str = "15550191003";
 /// 2100-01-01, in ms.
 const MUTED_UNTIL: i64 = 4_102_444_800_000;
 
@@ -217,6 +221,84 @@ async fn the_phones_names_and_chat_marks_reach_the_api_and_ours_reach_the_phone(
     )
     .await;
     assert_eq!(s, 400, "{v}");
+    ws.close(None).await.ok();
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_marked_without_messages_is_listed_and_history_push_names_reach_contacts() {
+    let srv = Running::start(192).await;
+    let a = srv.addr;
+    srv.emu.create_account(ME, "Me").unwrap();
+    srv.emu.create_account(BOB, "Bobby").unwrap();
+    srv.emu.create_account(CAROL, "Caroline").unwrap();
+    let bob_jid = format!("{BOB}@s.whatsapp.net");
+    // Before linking: the phone pins and archives Bob's chat, which has no messages; Carol
+    // gave the account her privacy token, so her push name is in the phone's history.
+    phone_action(&srv, json!({ "action": "pin", "chat": bob_jid, "value": true })).await;
+    phone_action(&srv, json!({ "action": "archive", "chat": bob_jid, "value": true })).await;
+    srv.emu.with_world(|w| {
+        let (me, carol) = (w.account_by_pn(ME).unwrap(), w.account_by_pn(CAROL).unwrap());
+        w.give_token(carol, me);
+    });
+
+    let key = srv.tenant("marked").await;
+    let (s, v) =
+        call(a, "POST", "/api/v1/contacts", &key, Some(json!({ "phone": format!("+{CAROL}") }))).await;
+    assert_eq!(s, 201, "{v}");
+    let carol_contact = v["id"].as_str().unwrap().to_owned();
+    let (s, v) =
+        call(a, "POST", "/api/v1/accounts", &key, Some(json!({ "name": "Me", "phone": format!("+{ME}") })))
+            .await;
+    assert_eq!(s, 201, "{v}");
+    let acc = v["id"].as_str().unwrap().to_owned();
+    let url = format!("ws://{a}/api/v1/events/ws?api_key={key}");
+    let (mut ws, _) = tokio::time::timeout(T, tokio_tungstenite::connect_async(url)).await.unwrap().unwrap();
+    next_ws(&mut ws, "ready", |v| v["event"] == "ready").await;
+    let (s, v) = call(a, "POST", &format!("/api/v1/accounts/{acc}/connect"), &key, None).await;
+    assert_eq!(s, 202, "{v}");
+    let (s, v) = call(a, "POST", &format!("/api/v1/emulator/accounts/{acc}/scan"), &key, None).await;
+    assert_eq!(s, 200, "{v}");
+    next_ws(&mut ws, "Bob's marks", |v| {
+        v["event"] == "chat_update"
+            && v["data"]["chat"] == bob_jid.as_str()
+            && v["data"]["pinned"] == true
+            && v["data"]["archived"] == true
+    })
+    .await;
+
+    // Listed with its marks, though no message was ever recorded in it.
+    let (s, page) = call(a, "GET", &format!("/api/v1/accounts/{acc}/chats"), &key, None).await;
+    assert_eq!(s, 200, "{page}");
+    let chat = chat_of(&page, &bob_jid);
+    assert_eq!((chat["pinned"].as_bool(), chat["archived"].as_bool()), (Some(true), Some(true)), "{chat}");
+    assert_eq!((chat["message_count"].as_i64(), chat["unread_count"].as_i64()), (Some(0), Some(0)), "{chat}");
+    assert_eq!(chat["last_message"], Value::Null, "{chat}");
+    assert_eq!(chat["kind"], "direct", "{chat}");
+
+    // Unpinned and unarchived: no mark left, no message, so no longer listed.
+    let path = format!("/api/v1/accounts/{acc}/chats/{bob_jid}");
+    let (s, v) = call(a, "PATCH", &path, &key, Some(json!({ "archived": false, "pinned": false }))).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, page) = call(a, "GET", &format!("/api/v1/accounts/{acc}/chats"), &key, None).await;
+    assert_eq!(s, 200, "{page}");
+    assert!(page["chats"].as_array().unwrap().iter().all(|c| c["chat"] != bob_jid.as_str()), "{page}");
+
+    // Carol's push name came in the history's PUSH_NAME chunk. It is recorded by a background
+    // task that has no live event of its own, so the contact is read until it shows (bounded).
+    let names = tokio::time::timeout(T, async {
+        loop {
+            let (s, c) = call(a, "GET", &format!("/api/v1/contacts/{carol_contact}"), &key, None).await;
+            assert_eq!(s, 200, "{c}");
+            if c["whatsapp_names"].as_array().is_some_and(|n| !n.is_empty()) {
+                return c["whatsapp_names"].clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("Carol's push name from history reached her contact");
+    assert_eq!(names, json!([{ "account_id": acc, "saved_name": null, "push_name": "Caroline" }]));
     ws.close(None).await.ok();
     srv.stop().await;
 }

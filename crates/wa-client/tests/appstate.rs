@@ -239,3 +239,62 @@ async fn a_key_nobody_has_ends_in_sync_failed_without_a_loop() {
     .await;
     client.disconnect().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_on_a_stale_version_is_refused_with_409_and_sent_again_after_a_fetch() {
+    let emu = emulator(156).await;
+    let me = emu.with_world(|w| w.create_account("15550015601", "Me")).unwrap();
+    let bob: Jid = "15550015602@s.whatsapp.net".parse().unwrap();
+    let carol: Jid = "15550015603@s.whatsapp.net".parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = sqlite_client(&emu, &dir.path().join("wa.db"), 1561).await;
+    let mut events = client.events();
+    pair(&emu, &client, &mut events, "15550015601").await;
+    next_matching(&mut events, "first sync", |e| {
+        matches!(e, Event::AppStateSynced { collection: Collection::RegularHigh, .. }).then_some(())
+    })
+    .await;
+
+    // The phone mutes Carol just before our mute of Bob lands: ours builds on a stale version.
+    emu.with_world(|w| {
+        w.phone_change_before_next_upload(
+            me,
+            vec![action::mute(&carol.to_string(), Some(4_102_444_800_000), 1_000)],
+        )
+    })
+    .unwrap();
+    client.mute_chat(&bob, Some(4_102_444_900_000)).await.unwrap();
+
+    // Refused once (409), fetched, sent again on the new version and accepted.
+    let outcomes: Vec<(bool, u64)> = emu
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            wa_emulator::WorldEvent::AppStatePatchRefused { collection, code, .. }
+                if collection == "regular_high" =>
+            {
+                Some((false, u64::from(*code)))
+            }
+            wa_emulator::WorldEvent::AppStatePatchAccepted { collection, version, .. }
+                if collection == "regular_high" =>
+            {
+                Some((true, *version))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outcomes, [(false, 409), (true, 2)]);
+    // Both changes hold on the phone and here.
+    let (bobs, carols) = emu.with_world(|w| {
+        (
+            w.app_state_value(me, &["mute", &bob.to_string()]).unwrap(),
+            w.app_state_value(me, &["mute", &carol.to_string()]).unwrap(),
+        )
+    });
+    assert_eq!(bobs.mute_action.unwrap().mute_end_timestamp, Some(4_102_444_900_000));
+    assert_eq!(carols.mute_action.unwrap().mute_end_timestamp, Some(4_102_444_800_000));
+    assert_eq!(client.chat_settings(&bob).await.unwrap().muted_until, Some(4_102_444_900_000));
+    assert_eq!(client.chat_settings(&carol).await.unwrap().muted_until, Some(4_102_444_800_000));
+    assert_eq!(emu.with_world(|w| w.app_state_version(me, "regular_high")), 2);
+    client.disconnect().await;
+}

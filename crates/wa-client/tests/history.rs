@@ -1,8 +1,10 @@
 //! History sync from the own primary phone: an uploaded blob and an inline bootstrap are
 //! downloaded, verified, inflated and surfaced as `Event::HistorySync`; the same
 //! notification from another account is ignored. After pairing the phone sends its history
-//! by itself (bootstrap with chats, push names and PN ↔ LID pairs, then the recent messages);
-//! each chunk is acknowledged with `hist_sync` at once, so the phone sends none again.
+//! by itself (bootstrap with chats, PN ↔ LID pairs and the NCT salt, then push names, then
+//! the recent messages; a contact's privacy token rides on its conversation); the salt and
+//! the token are stored; each chunk is acknowledged with `hist_sync` at once, so the phone
+//! sends none again.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -53,8 +55,8 @@ async fn history_sync_from_own_phone_only() {
     let client = sqlite_client(&emu, &dir.path().join("wa.db"), 911).await;
     let mut events = client.events();
     let me = pair(&emu, &client, &mut events, "15550009101").await;
-    // The phone's own history after pairing (two chunks; see the test below) comes first.
-    for chunk in 1..=2 {
+    // The phone's own history after pairing (three chunks; see the test below) comes first.
+    for chunk in 1..=3 {
         next_matching(&mut events, "the pairing history", |e| match e {
             Event::HistorySync(h) if h.chunk_order == Some(chunk) => Some(()),
             _ => None,
@@ -136,13 +138,20 @@ async fn the_phone_sends_its_history_after_pairing_and_the_receipts_stop_resends
     )
     .await
     .expect("the phone received Ann's message");
+    // Ann's phone gave the account her privacy token with that message; the account gave her
+    // its own.
+    let (salt, anns_token, our_token) = emu.with_world(|w| {
+        let ann = w.account_by_pn("15550009202").unwrap();
+        w.give_token(own, ann);
+        (w.nct_salt(own), w.token_given(ann, own).unwrap(), w.token_given(own, ann).unwrap())
+    });
 
     let dir = tempfile::tempdir().unwrap();
     let client = sqlite_client(&emu, &dir.path().join("wa.db"), 921).await;
     let mut events = client.events();
     pair(&emu, &client, &mut events, "15550009201").await;
     let mut chunks = Vec::new();
-    while chunks.len() < 2 {
+    while chunks.len() < 3 {
         chunks.push(
             next_matching(&mut events, "a history chunk", |e| match e {
                 Event::HistorySync(h) => Some(h.clone()),
@@ -152,10 +161,12 @@ async fn the_phone_sends_its_history_after_pairing_and_the_receipts_stop_resends
         );
     }
     chunks.sort_by_key(|h| h.chunk_order);
-    let (bootstrap, recent) = (&chunks[0], &chunks[1]);
+    let (bootstrap, push_names, recent) = (&chunks[0], &chunks[1], &chunks[2]);
     use wa_proto::history_sync::HistorySyncType;
     assert_eq!(bootstrap.sync_type, Some(HistorySyncType::InitialBootstrap as i32));
+    assert_eq!(push_names.sync_type, Some(HistorySyncType::PushName as i32));
     assert_eq!(recent.sync_type, Some(HistorySyncType::Recent as i32));
+    assert_eq!(bootstrap.nct_salt.as_deref(), Some(&salt[..]));
     for h in [bootstrap, recent] {
         let texts: Vec<_> = h
             .conversations
@@ -165,15 +176,35 @@ async fn the_phone_sends_its_history_after_pairing_and_the_receipts_stop_resends
             .collect();
         assert_eq!(texts, ["hello from before"], "{h:?}");
     }
-    let names: Vec<_> = bootstrap.pushnames.iter().map(|p| (p.id.clone(), p.pushname.clone())).collect();
+    // Ann's chat carries her token, when she gave it and when we gave ours.
+    for h in [bootstrap, recent] {
+        let tokens: Vec<_> = h
+            .conversations
+            .iter()
+            .map(|c| (c.tc_token.clone(), c.tc_token_timestamp, c.tc_token_sender_timestamp))
+            .collect();
+        assert_eq!(tokens, [(Some(anns_token.0.clone()), Some(anns_token.1), Some(our_token.1))]);
+    }
+    let names: Vec<_> = push_names.pushnames.iter().map(|p| (p.id.clone(), p.pushname.clone())).collect();
     assert_eq!(names, [(Some(ann_pn.to_string()), Some("Annie".to_owned()))]);
+    assert!(bootstrap.pushnames.is_empty() && recent.pushnames.is_empty());
+    // The client kept the salt and Ann's token (under her LID), read here from its store.
+    {
+        use wa_store::{NctSaltStore as _, PrivacyTokenStore as _};
+        let store = wa_store::Store::open_sqlite(dir.path().join("wa.db"), Default::default()).await.unwrap();
+        let d = store.device(&wa_store::DeviceId::new("acct").unwrap());
+        assert_eq!(d.load_nct_salt().await.unwrap().as_deref(), Some(&salt[..]));
+        let kept = d.get_privacy_token(&ann_lid.to_string()).await.unwrap().expect("Ann's token stored");
+        assert_eq!((kept.token, kept.timestamp), (anns_token.0.clone(), anns_token.1 as i64));
+        assert_eq!(kept.sender_timestamp, our_token.1 as i64);
+    }
     // Its PN ↔ LID pair is learned from the history alone (the client never saw Ann before).
     assert_eq!(client.alternate_jid(&ann_pn).await.unwrap(), Some(ann_lid.clone()));
 
-    // Both chunks were acknowledged with hist_sync; once past the resend bound, the phone
+    // All three chunks were acknowledged with hist_sync; once past the resend bound, the phone
     // still has nothing to send again.
     let device = client.jid().unwrap().device();
-    for _ in 0..2 {
+    for _ in 0..3 {
         emu.wait_for(
             common::T,
             |e| matches!(e, wa_emulator::WorldEvent::PhoneReceipt { kind, .. } if kind == "hist_sync"),

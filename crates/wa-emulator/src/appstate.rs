@@ -84,6 +84,9 @@ pub(crate) struct AccountAppState {
     pub shared_with: BTreeSet<u16>,
     /// Test-only misbehaviour: the next patch served of these collections is corrupted.
     pub tamper_next: BTreeSet<Collection>,
+    /// Test-only race: the phone's changes made just before a companion's next upload to
+    /// their collection lands (see [`World::phone_change_before_next_upload`]).
+    pub race_next_upload: Vec<Vec<MutationInput>>,
 }
 
 impl AccountAppState {
@@ -277,6 +280,13 @@ impl World {
             .map_or(0, |c| c.state.version)
     }
 
+    /// The phone's LTHash of a collection at its current version: what a companion's stored
+    /// state must hash to once it reached that version (`None`: never written).
+    pub fn app_state_hash(&self, account: AccountId, collection: &str) -> Option<[u8; 128]> {
+        let c = collection.parse::<Collection>().ok()?;
+        self.traffic.app_state.get(&account)?.collections.get(&c).map(|c| c.state.hash.0)
+    }
+
     /// Test-only misbehaviour (not a leniency): the next patch the server serves of
     /// `collection` has one byte of its first record's value flipped, so its MACs fail on
     /// every client. Clients must recover by fetching a snapshot.
@@ -287,6 +297,22 @@ impl World {
     ) -> Result<(), ControlError> {
         let c = parse_collection(collection)?;
         self.app_state_mut(account).tamper_next.insert(c);
+        Ok(())
+    }
+
+    /// Test-only race (not a leniency): the phone makes `mutations` (one patch) just before
+    /// the next patch a companion uploads to their collection reaches the server, so that
+    /// upload builds on a version that is no longer the newest and is refused with 409, as
+    /// when two devices change the same collection at once. Clients must fetch and send again.
+    pub fn phone_change_before_next_upload(
+        &mut self,
+        account: AccountId,
+        mutations: Vec<MutationInput>,
+    ) -> Result<(), ControlError> {
+        if mutations.is_empty() {
+            return Err(ControlError::BadAppState("a patch needs at least one mutation".into()));
+        }
+        self.app_state_mut(account).race_next_upload.push(mutations);
         Ok(())
     }
 
@@ -425,6 +451,15 @@ impl World {
     ) -> Node {
         let node = Node::new("collection").attr("name", collection.as_str());
         let pn = self.accounts[from.account].pn.clone();
+        let s = self.app_state_mut(from.account);
+        let raced =
+            s.race_next_upload.iter().position(|m| m.first().is_some_and(|m| m.collection == collection));
+        if let Some(i) = raced {
+            let mutations = s.race_next_upload.remove(i);
+            if let Err(e) = self.phone_app_state_mutation(from.account, &mutations) {
+                tracing::warn!(error = %e, "the phone's racing change failed");
+            }
+        }
         let s = self.app_state_mut(from.account);
         let current = s.collection(collection).state.version;
         if version != current {

@@ -5,11 +5,20 @@
 //! - **What is sent** (the receiving side: whatsmeow `message.go` `handleHistorySyncNotification`
 //!   and `storeHistoricalPNLIDMappings`, Baileys `Utils/history.ts` `processHistoryMessage`,
 //!   whatsapp-rust `src/history_sync.rs`): first an `INITIAL_BOOTSTRAP` chunk with each chat
-//!   and its latest message, the push names of the people in them and their phone-number ↔
-//!   LID pairs, inline (`initialHistBootstrapInlinePayload`, which whatsmeow and Baileys read
-//!   before downloading anything); then a `RECENT` chunk with every message the phone holds,
-//!   as an encrypted media file ("WhatsApp History Keys", `md-msg-hist`) the notification
-//!   points to. Both are zlib-compressed `HistorySync` protobufs.
+//!   and its latest message, the phone-number ↔ LID pairs of the people in them and the
+//!   account's NCT salt (`nctSalt`, stored from any chunk by whatsmeow `message.go`
+//!   `storeNCTSalt`), inline (`initialHistBootstrapInlinePayload`, which whatsmeow and
+//!   Baileys read before downloading anything); then a `PUSH_NAME` chunk with those people's
+//!   push names (whatsmeow reads `pushnames` only from a chunk of that type,
+//!   `handleHistoricalPushNames`; Baileys `processHistoryMessage` likewise, `case
+//!   PUSH_NAME`); then a `RECENT` chunk with every message the phone holds. The last two are
+//!   encrypted media files ("WhatsApp History Keys", `md-msg-hist`) the notification points
+//!   to. All are zlib-compressed `HistorySync` protobufs. Each conversation with someone who
+//!   gave the account their privacy token carries it (`tcToken`, `tcTokenTimestamp`, and
+//!   `tcTokenSenderTimestamp` when the account gave its own; Baileys `WAProto.proto`
+//!   `Conversation`, stored by whatsmeow and wa-client under the contact's LID); someone who
+//!   gave a token but has no messages gets a conversation of its own. Where the salt goes
+//!   (bootstrap) and the chunks' order are our modelling choice: the clients accept any.
 //! - **The receipt**: a companion answers each notification with `<receipt type="hist_sync"
 //!   id to=own user>` at once (whatsmeow `message.go` `handleProtocolMessage` →
 //!   `SendProtocolMessageReceipt(…, ReceiptTypeHistorySync)`, "acknowledgement for protocol
@@ -56,28 +65,33 @@ pub(crate) struct PendingHistory {
 
 impl World {
     /// The phone sends a companion that just paired the account's history: a bootstrap chunk
-    /// inline, then the recent messages as a media file. Returns the two message ids.
+    /// inline, then the push names and the recent messages as media files. Returns the three
+    /// message ids.
     pub(crate) fn phone_send_history(
         &mut self,
         account: AccountId,
         device: u16,
     ) -> Result<Vec<String>, ControlError> {
-        let (bootstrap, recent) = self.history_of(account);
+        let [bootstrap, push_names, recent] = self.history_of(account);
         let first = HistorySyncNotification {
-            sync_type: Some(HistorySyncType::InitialBootstrap as i32),
-            chunk_order: Some(1),
-            progress: Some(50),
+            sync_type: bootstrap.sync_type,
+            chunk_order: bootstrap.chunk_order,
+            progress: bootstrap.progress,
             initial_hist_bootstrap_inline_payload: Some(wa_appstate::history::deflate(
                 &bootstrap.encode_to_vec(),
             )),
             ..Default::default()
         };
-        let mut second = self.store_history_blob(&recent.encode_to_vec());
-        second.sync_type = Some(HistorySyncType::Recent as i32);
-        second.chunk_order = Some(2);
-        second.progress = Some(100);
-        let mut ids = Vec::with_capacity(2);
-        for n in [first, second] {
+        let mut notifications = vec![first];
+        for h in [push_names, recent] {
+            let mut n = self.store_history_blob(&h.encode_to_vec());
+            n.sync_type = h.sync_type;
+            n.chunk_order = h.chunk_order;
+            n.progress = h.progress;
+            notifications.push(n);
+        }
+        let mut ids = Vec::with_capacity(notifications.len());
+        for n in notifications {
             ids.push(self.send_history_chunk(account, device, n, 0)?);
         }
         Ok(ids)
@@ -157,10 +171,12 @@ impl World {
     }
 
     /// The account's history as its phone holds it: the bootstrap chunk (each chat with its
-    /// latest message, push names, PN ↔ LID pairs) and the recent one (every message).
-    fn history_of(&self, account: AccountId) -> (HistorySync, HistorySync) {
+    /// latest message, PN ↔ LID pairs, the NCT salt), the push-name chunk and the recent one
+    /// (every message); conversations carry the privacy tokens their contacts gave.
+    fn history_of(&self, account: AccountId) -> [HistorySync; 3] {
         let me = &self.accounts[account];
         let mut chats: BTreeMap<String, Vec<WebMessageInfo>> = BTreeMap::new();
+        // People in the history: their push names and PN ↔ LID pairs are sent.
         let mut people: BTreeMap<AccountId, ()> = BTreeMap::new();
         for m in me.phone.inbox.iter().filter(|m| m.device == 0 && m.error.is_none()) {
             let Ok(message) = wa_proto::Message::decode(m.message.as_slice()) else { continue };
@@ -185,42 +201,69 @@ impl World {
             };
             chats.entry(m.chat.clone()).or_default().push(info);
         }
-        let conversation = |id: &str, messages: &[WebMessageInfo]| Conversation {
-            id: Some(id.to_owned()),
-            last_msg_timestamp: messages.iter().filter_map(|m| m.message_timestamp).max(),
-            messages: messages
-                .iter()
-                .rev()
-                .enumerate()
-                .map(|(i, m)| HistorySyncMsg { message: Some(m.clone()), msg_order_id: Some(i as u64 + 1) })
-                .collect(),
+        // Tokens others gave this account, by giver: the token, when, and when this account
+        // last gave its own to them.
+        let mut tokens: BTreeMap<AccountId, (Vec<u8>, u64, Option<u64>)> = BTreeMap::new();
+        for ((issuer, holder), (bytes, t)) in &self.reachout.tokens {
+            if *holder == account {
+                let ours = self.reachout.tokens.get(&(account, *issuer)).map(|(_, t)| *t);
+                tokens.insert(*issuer, (bytes.clone(), *t, ours));
+                people.insert(*issuer, ());
+            }
+        }
+        // The chat a token belongs to: the 1:1 chat with its giver, by number or LID; one of
+        // its own (by number) when there are no messages.
+        let mut token_of_chat: BTreeMap<String, AccountId> = BTreeMap::new();
+        for &giver in tokens.keys() {
+            let p = &self.accounts[giver];
+            let (pn, lid) = (format!("{}@s.whatsapp.net", p.pn), format!("{}@lid", p.lid));
+            let chat = if chats.contains_key(&lid) { lid } else { pn };
+            chats.entry(chat.clone()).or_default();
+            token_of_chat.insert(chat, giver);
+        }
+        let conversation = |id: &str, messages: &[WebMessageInfo]| {
+            let token = token_of_chat.get(id).and_then(|g| tokens.get(g));
+            Conversation {
+                id: Some(id.to_owned()),
+                last_msg_timestamp: messages.iter().filter_map(|m| m.message_timestamp).max(),
+                messages: messages
+                    .iter()
+                    .rev()
+                    .enumerate()
+                    .map(|(i, m)| HistorySyncMsg {
+                        message: Some(m.clone()),
+                        msg_order_id: Some(i as u64 + 1),
+                    })
+                    .collect(),
+                tc_token: token.map(|t| t.0.clone()),
+                tc_token_timestamp: token.map(|t| t.1),
+                tc_token_sender_timestamp: token.and_then(|t| t.2),
+                ..Default::default()
+            }
+        };
+        let chunk = |sync_type: HistorySyncType, order: u32, progress: u32| HistorySync {
+            sync_type: Some(sync_type as i32),
+            chunk_order: Some(order),
+            progress: Some(progress),
             ..Default::default()
         };
-        let mut bootstrap = HistorySync {
-            sync_type: Some(HistorySyncType::InitialBootstrap as i32),
-            chunk_order: Some(1),
-            progress: Some(50),
-            ..Default::default()
-        };
-        let mut recent = HistorySync {
-            sync_type: Some(HistorySyncType::Recent as i32),
-            chunk_order: Some(2),
-            progress: Some(100),
-            ..Default::default()
-        };
+        let mut bootstrap = chunk(HistorySyncType::InitialBootstrap, 1, 33);
+        bootstrap.nct_salt = Some(self.nct_salt(account).to_vec());
+        let mut push_names = chunk(HistorySyncType::PushName, 2, 66);
+        let mut recent = chunk(HistorySyncType::Recent, 3, 100);
         for (id, messages) in &chats {
-            bootstrap.conversations.push(conversation(id, &messages[messages.len() - 1..]));
+            bootstrap.conversations.push(conversation(id, &messages[messages.len().saturating_sub(1)..]));
             recent.conversations.push(conversation(id, messages));
         }
         for &a in people.keys() {
             let p = &self.accounts[a];
             let pn = format!("{}@s.whatsapp.net", p.pn);
-            bootstrap.pushnames.push(Pushname { id: Some(pn.clone()), pushname: Some(p.push_name.clone()) });
+            push_names.pushnames.push(Pushname { id: Some(pn.clone()), pushname: Some(p.push_name.clone()) });
             bootstrap
                 .phone_number_to_lid_mappings
                 .push(PhoneNumberToLidMapping { pn_jid: Some(pn), lid_jid: Some(format!("{}@lid", p.lid)) });
         }
-        (bootstrap, recent)
+        [bootstrap, push_names, recent]
     }
 
     /// Encrypts a history blob (zlib stream of a `HistorySync`) and puts it on the media host
@@ -267,14 +310,15 @@ mod tests {
         let (conn, mut rx) = login(&mut w, addr);
         sent(&mut rx);
         let ids = w.phone_send_history(0, 1).unwrap();
-        assert_eq!(ids.len(), 2);
+        assert_eq!(ids.len(), 3);
         let got = sent(&mut rx);
-        assert_eq!(of(&got, "message", Some("protocol")).len(), 2, "{got:?}");
+        assert_eq!(of(&got, "message", Some("protocol")).len(), 3, "{got:?}");
         assert_eq!(w.unacknowledged_history(0, 1), ids);
 
-        // The bootstrap is acknowledged; the recent chunk is not.
+        // The bootstrap and push names are acknowledged; the recent chunk is not.
         w.on_node(conn, hist_sync_receipt(&w, &ids[0], 0));
-        assert_eq!(w.unacknowledged_history(0, 1), [ids[1].clone()]);
+        w.on_node(conn, hist_sync_receipt(&w, &ids[1], 0));
+        assert_eq!(w.unacknowledged_history(0, 1), [ids[2].clone()]);
 
         // Before the bound nothing is sent again, whatever the companion sends.
         clock.advance(HIST_SYNC_RESEND_SECS - 1);
@@ -288,7 +332,7 @@ mod tests {
         let again = of(&again, "message", Some("protocol"));
         assert_eq!(again.len(), 1);
         let second = attr(again[0], "id");
-        assert_ne!(second, ids[1]);
+        assert_ne!(second, ids[2]);
         assert_eq!(w.unacknowledged_history(0, 1), std::slice::from_ref(&second));
 
         // Unanswered, it is sent MAX_HISTORY_SENDS times in all, then the phone gives up.

@@ -1,5 +1,7 @@
 //! Chats of an account: every chat it has messages in, newest activity first, with the last
-//! message and how many incoming messages came since the account last wrote there.
+//! message and how many incoming messages came since the account last wrote there; and every
+//! chat the account's phone marked (archived, pinned, muted, marked read or unread) without
+//! messages recorded here, placed by when it was marked.
 //!
 //! A chat is what history calls one (`chat` of a stored message: a group, or a contact's
 //! phone-number JID, else its LID). `unread_count` counts incoming messages newer than the
@@ -27,13 +29,15 @@ pub struct ChatSummary {
     pub chat_lid: Option<String>,
     /// `group` (`…@g.us`) or `direct`.
     pub kind: String,
-    /// When the last message was recorded (ms).
+    /// When the last message was recorded (ms); for a chat without messages, when the phone
+    /// last marked it (what orders the list).
     pub last_message_at: i64,
     /// Incoming messages since the account's last outgoing message in this chat.
     pub unread_count: i64,
     /// All messages recorded in the chat.
     pub message_count: i64,
-    pub last_message: StoredMessage,
+    /// Absent for a chat the phone marked that has no messages here.
+    pub last_message: Option<StoredMessage>,
     /// The name the account's phone shows for a direct chat: saved in its address book, else
     /// the contact's push name.
     pub name: Option<String>,
@@ -97,28 +101,51 @@ pub fn list(
                      AND o.direction = 'outgoing'), -1)),
            (SELECT l.id FROM messages l WHERE l.tenant_id = ?1 AND l.account_id = ?2 AND l.chat_jid = g.chat_jid
               ORDER BY l.created_at DESC, l.id DESC LIMIT 1),
-           COALESCE(s.archived, 0), COALESCE(s.pinned, 0), s.muted_until, s.marked_read
+           COALESCE(s.archived, 0), COALESCE(s.pinned, 0), s.muted_until, s.marked_read, s.wa_chat
          FROM (SELECT chat_jid, MAX(created_at) AS last_at, COUNT(*) AS n FROM messages
-                WHERE tenant_id = ?1 AND account_id = ?2 GROUP BY chat_jid) g
+                WHERE tenant_id = ?1 AND account_id = ?2 GROUP BY chat_jid
+               UNION ALL
+               SELECT m.chat_jid, m.updated_at, 0 FROM chat_settings m
+                WHERE m.tenant_id = ?1 AND m.account_id = ?2
+                  AND (m.archived <> 0 OR m.pinned <> 0 OR m.muted_until IS NOT NULL OR m.marked_read IS NOT NULL)
+                  AND NOT EXISTS (SELECT 1 FROM messages x WHERE x.tenant_id = ?1 AND x.account_id = ?2
+                                   AND x.chat_jid = m.chat_jid)) g
          LEFT JOIN chat_settings s ON s.account_id = ?2 AND s.chat_jid = g.chat_jid
          WHERE CAST(?3 AS BIGINT) IS NULL OR g.last_at < ?3 OR (g.last_at = ?3 AND g.chat_jid < ?4)
          ORDER BY g.last_at DESC, g.chat_jid DESC LIMIT ?5",
     )?;
-    type Marks = (bool, bool, Option<i64>, Option<bool>);
-    let rows: Vec<(String, i64, i64, i64, String, Marks)> = stmt
+    type Marks = (bool, bool, Option<i64>, Option<bool>, Option<String>);
+    let rows: Vec<(String, i64, i64, i64, Option<String>, Marks)> = stmt
         .query_map(params![tenant_id, account_id, ct, cc, i64::from(limit) + 1], |r| {
-            let marks = (r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?);
+            let marks = (r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?);
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, marks))
         })?
         .collect::<Result<_, _>>()?;
     let more = rows.len() > limit as usize;
     let mut chats = Vec::with_capacity(rows.len().min(limit as usize));
     for (chat, last_at, n, unread, last_id, marks) in rows.into_iter().take(limit as usize) {
-        let Some(mut last) = crate::messages::load(c, tenant_id, &last_id)? else { continue };
-        let name =
-            if chat.ends_with("@g.us") { None } else { chat_name(c, tenant_id, account_id, &chat, &last)? };
-        crate::messages::fill_sender_names(c, tenant_id, account_id, std::slice::from_mut(&mut last))?;
-        let (archived, pinned, muted_until, marked_read) = marks;
+        // A chat with messages whose last one vanished meanwhile is left out, as before; a
+        // marked chat without messages has none to load.
+        let mut last = match &last_id {
+            Some(id) => match crate::messages::load(c, tenant_id, id)? {
+                Some(m) => Some(m),
+                None => continue,
+            },
+            None => None,
+        };
+        let name = if chat.ends_with("@g.us") {
+            None
+        } else {
+            chat_name(c, tenant_id, account_id, &chat, last.as_ref())?
+        };
+        if let Some(last) = last.as_mut() {
+            crate::messages::fill_sender_names(c, tenant_id, account_id, std::slice::from_mut(last))?;
+        }
+        let (archived, pinned, muted_until, marked_read, wa_chat) = marks;
+        let chat_lid = match &last {
+            Some(m) => m.chat_lid.clone(),
+            None => wa_chat.filter(|w| w.ends_with("@lid") && *w != chat),
+        };
         chats.push(ChatSummary {
             name,
             archived,
@@ -126,7 +153,7 @@ pub fn list(
             muted_until,
             marked_read,
             kind: if chat.ends_with("@g.us") { "group" } else { "direct" }.to_owned(),
-            chat_lid: last.chat_lid.clone(),
+            chat_lid,
             chat,
             last_message_at: last_at,
             unread_count: unread,
@@ -149,12 +176,13 @@ fn chat_name(
     tenant_id: &str,
     account_id: &str,
     chat: &str,
-    last: &StoredMessage,
+    last: Option<&StoredMessage>,
 ) -> DbResult<Option<String>> {
     use crate::contacts::names::display_name;
     if let Some(n) = display_name(c, tenant_id, account_id, chat)? {
         return Ok(Some(n));
     }
+    let Some(last) = last else { return Ok(None) };
     if let Some(lid) = &last.chat_lid
         && let Some(n) = display_name(c, tenant_id, account_id, lid)?
     {
