@@ -47,6 +47,9 @@ pub mod tenants;
 pub mod wa_runtime;
 pub mod webhooks;
 
+#[cfg(test)]
+mod query_plans;
+
 use std::future::Future;
 use std::sync::Arc;
 
