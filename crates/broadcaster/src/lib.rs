@@ -32,6 +32,7 @@ pub mod live_socketio;
 pub mod live_ws;
 pub mod messages;
 pub mod metrics;
+pub mod open_files;
 pub mod ops;
 pub mod outbound;
 pub mod outbox;
