@@ -1330,7 +1330,7 @@ pub async fn history(
                 return Ok(None);
             }
             // No cursor: from the newest (a key after every stored one).
-            let (ct, cid) = cursor.clone().unwrap_or((i64::MAX, String::new()));
+            let (ct, cid) = cursor.unwrap_or((i64::MAX, String::new()));
             let page = i64::from(limit) + 1;
             let mut rows = match &chat {
                 None => c.query_all(HISTORY_SQL, params![tenant, id, direction, ct, cid, page], from_row)?,
