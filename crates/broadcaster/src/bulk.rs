@@ -69,6 +69,19 @@ pub const NOT_RUNNING_RETRY_MS: i64 = 5_000;
 /// How often the runner looks again while a due message waits for its session to read
 /// WhatsApp's offline queue ([`crate::runtime::AccountRuntime::caught_up`]).
 const CATCH_UP_POLL_MS: i64 = 250;
+/// Queued sends due at `?1`, oldest first: `messages_due_queue` (rows with a `due_at` only)
+/// walked in order, no sort.
+pub(crate) const DUE_SQL: &str =
+    "SELECT m.id, m.tenant_id, m.account_id, m.chat_jid, m.kind, m.body, m.media_mimetype,
+       m.media_file_name, COALESCE(b.media_data, mm.data, tm.data), m.attempts, m.bulk_id IS NULL,
+       m.created_at, m.quoted_id, a.state, m.payload
+     FROM messages m LEFT JOIN bulk_sends b ON b.id = m.bulk_id
+       LEFT JOIN message_media mm ON mm.message_id = m.id
+       LEFT JOIN template_media tm ON tm.id = m.template_media_id
+       LEFT JOIN accounts a ON a.id = m.account_id
+     WHERE m.due_at IS NOT NULL AND m.due_at <= ?1 AND m.status = 'pending'
+       AND m.direction = 'outgoing'
+     ORDER BY m.due_at, m.id LIMIT ?2";
 /// Claims of one message at most; then it fails (its account never came back).
 pub const MAX_ATTEMPTS: i64 = 120;
 pub use crate::messages::SINGLE_SEND_LEASE_MS;
@@ -341,18 +354,7 @@ pub async fn tick(st: &AppState) -> Result<Option<i64>, DbError> {
     let due: Vec<Due> = st
         .db
         .call(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT m.id, m.tenant_id, m.account_id, m.chat_jid, m.kind, m.body, m.media_mimetype,
-                   m.media_file_name, COALESCE(b.media_data, mm.data, tm.data), m.attempts, m.bulk_id IS NULL,
-                   m.created_at, m.quoted_id, a.state, m.payload
-                 FROM messages m LEFT JOIN bulk_sends b ON b.id = m.bulk_id
-                   LEFT JOIN message_media mm ON mm.message_id = m.id
-                   LEFT JOIN template_media tm ON tm.id = m.template_media_id
-                   LEFT JOIN accounts a ON a.id = m.account_id
-                 WHERE m.due_at IS NOT NULL AND m.due_at <= ?1 AND m.status = 'pending'
-                   AND m.direction = 'outgoing'
-                 ORDER BY m.due_at, m.id LIMIT ?2",
-            )?;
+            let mut stmt = c.prepare(DUE_SQL)?;
             let rows = stmt
                 .query_map(params![now, TICK_BATCH as i64], |r| {
                     Ok(Due {

@@ -32,6 +32,7 @@ pub mod live_socketio;
 pub mod live_ws;
 pub mod messages;
 pub mod metrics;
+pub mod open_files;
 pub mod ops;
 pub mod outbound;
 pub mod outbox;
@@ -46,6 +47,9 @@ pub mod templates;
 pub mod tenants;
 pub mod wa_runtime;
 pub mod webhooks;
+
+#[cfg(test)]
+mod query_plans;
 
 use std::future::Future;
 use std::sync::Arc;

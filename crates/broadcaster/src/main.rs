@@ -17,6 +17,17 @@ async fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt().with_max_level(config.log_level).init();
+    // Each session holds a socket: the soft limit a shell hands down (often 1,024) is far
+    // below what thousands of accounts need.
+    match broadcaster::open_files::raise_to_hard() {
+        Ok(l) => tracing::info!(
+            before = l.before,
+            soft = l.soft,
+            hard = l.hard,
+            "open-file limit raised to the hard limit"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit; keeping the inherited one"),
+    }
 
     let admin_key = std::env::var("BROADCASTER_ADMIN_KEY").ok().filter(|k| !k.trim().is_empty());
     let (db, admin_notice) = match broadcaster::open_database(&config, admin_key).await {

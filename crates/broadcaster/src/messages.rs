@@ -28,6 +28,7 @@ pub mod actions;
 pub mod actor;
 pub mod polls;
 pub mod updates;
+pub mod usage;
 use crate::state::AppState;
 
 /// How long the request that wrote a single send owns its row before the bulk sender's `tick`
@@ -141,16 +142,27 @@ pub struct MediaMeta {
     pub downloadable: bool,
 }
 
-const COLUMNS: &str =
-    "m.id, m.account_id, m.direction, m.chat_jid, m.sender_jid, m.sender_phone, m.push_name,
+/// The columns [`from_row`] reads, over `messages m`. The quoted message is looked up by
+/// account, direction and WhatsApp id so that it uses `messages_wa_id` (both directions named:
+/// an unconstrained middle column would make it a scan of the account's messages).
+macro_rules! columns {
+    () => {
+        "m.id, m.account_id, m.direction, m.chat_jid, m.sender_jid, m.sender_phone, m.push_name,
     m.wa_message_id, m.kind, m.body, m.media_mimetype, m.media_file_name, m.media_size,
-    (SELECT q.id FROM messages q WHERE q.account_id = m.account_id AND q.wa_message_id = m.quoted_id LIMIT 1),
+    (SELECT q.id FROM messages q WHERE q.account_id = m.account_id AND q.direction IN ('outgoing', 'incoming')
+       AND q.wa_message_id = m.quoted_id LIMIT 1),
     m.status, m.attempts, m.error, m.created_at, m.updated_at, m.sent_at, m.delivered_at, m.read_at,
     m.played_at, m.failed_at,
     (m.media_handle IS NOT NULL OR EXISTS (SELECT 1 FROM message_media d WHERE d.message_id = m.id)
      OR EXISTS (SELECT 1 FROM bulk_sends b WHERE b.id = m.bulk_id AND b.media_data IS NOT NULL)
      OR m.template_media_id IS NOT NULL),
-    m.chat_lid, m.sender_lid, m.quoted_id, m.payload, m.reactions, m.edits, m.edited_at, m.revoked_at";
+    m.chat_lid, m.sender_lid, m.quoted_id, m.payload, m.reactions, m.edits, m.edited_at, m.revoked_at"
+    };
+}
+
+/// One stored message by id ([`load`]).
+pub(crate) const LOAD_SQL: &str =
+    concat!("SELECT ", columns!(), " FROM messages m WHERE m.tenant_id = ?1 AND m.id = ?2");
 
 /// A JID when it is a phone-number one.
 fn pn_jid(jid: Option<&str>) -> Option<String> {
@@ -231,12 +243,7 @@ pub(crate) fn load(
     tenant_id: &str,
     id: &str,
 ) -> crate::db::DbResult<Option<StoredMessage>> {
-    c.query_row(
-        &format!("SELECT {COLUMNS} FROM messages m WHERE m.tenant_id = ?1 AND m.id = ?2"),
-        params![tenant_id, id],
-        from_row,
-    )
-    .optional()
+    c.query_row(LOAD_SQL, params![tenant_id, id], from_row).optional()
 }
 
 /// A recipient as the runtime wants it (`to`) and as history records it (`chat`).
@@ -315,24 +322,7 @@ pub(crate) fn day_window(now: i64, tz: &str) -> (i64, i64) {
     }
 }
 
-/// Outgoing messages that count against the daily limit since `since`.
-pub fn sent_since(c: &crate::db::Conn, account_id: &str, since: i64) -> crate::db::DbResult<i64> {
-    c.query_row(
-        "SELECT COUNT(*) FROM messages WHERE account_id = ?1 AND direction = 'outgoing'
-           AND status != 'failed' AND created_at >= ?2",
-        params![account_id, since],
-        |r| r.get(0),
-    )
-}
-
-/// Messages received since `since`.
-pub fn received_since(c: &crate::db::Conn, account_id: &str, since: i64) -> crate::db::DbResult<i64> {
-    c.query_row(
-        "SELECT COUNT(*) FROM messages WHERE account_id = ?1 AND direction = 'incoming' AND created_at >= ?2",
-        params![account_id, since],
-        |r| r.get(0),
-    )
-}
+pub use usage::{received_since, sent_since};
 
 /// Daily usage of an account: (sent today, received today, when the counters reset).
 pub fn usage_today(
@@ -342,8 +332,18 @@ pub fn usage_today(
     now: i64,
 ) -> crate::db::DbResult<(i64, i64, i64)> {
     let (start, reset) = day_window(now, time_zone);
-    Ok((sent_since(c, account_id, start)?, received_since(c, account_id, start)?, reset))
+    let (sent, received) = usage::counted_since(c, account_id, start)?;
+    Ok((sent, received, reset))
 }
+
+/// A reply's target named by our id: its WhatsApp id (by primary key).
+pub(crate) const REPLY_TARGET_BY_ID_SQL: &str = "SELECT wa_message_id FROM messages
+     WHERE id = ?3 AND tenant_id = ?1 AND account_id = ?2 AND wa_message_id IS NOT NULL";
+
+/// A reply's target named by its WhatsApp id (by `messages_wa_id`, either direction).
+pub(crate) const REPLY_TARGET_BY_WA_ID_SQL: &str = "SELECT wa_message_id FROM messages
+     WHERE account_id = ?2 AND direction IN ('outgoing', 'incoming') AND wa_message_id = ?3 AND tenant_id = ?1
+     LIMIT 1";
 
 /// The stored kind, body and typed payload (JSON) of a message to send; `None` for actions on
 /// another message (reactions, edits, revokes), which are not messages of their own.
@@ -470,16 +470,15 @@ pub async fn send_message_as(
             // Ok(None): not a reply; Err(()): the reply target is unknown.
             let quoted_wa: Result<Option<String>, ()> = match &quoted_in {
                 None => Ok(None),
-                Some(q) => tx
-                    .query_row(
-                        "SELECT wa_message_id FROM messages WHERE tenant_id = ?1 AND account_id = ?2
-                           AND (id = ?3 OR wa_message_id = ?3) AND wa_message_id IS NOT NULL LIMIT 1",
-                        params![t, a, q],
-                        |r| r.get::<String>(0),
-                    )
-                    .optional()?
+                Some(q) => {
+                    let by_id = tx.query_opt(REPLY_TARGET_BY_ID_SQL, params![t, a, q], |r| r.get::<String>(0))?;
+                    match by_id {
+                        Some(w) => Some(w),
+                        None => tx.query_opt(REPLY_TARGET_BY_WA_ID_SQL, params![t, a, q], |r| r.get::<String>(0))?,
+                    }
                     .map(Some)
-                    .ok_or(()),
+                    .ok_or(())
+                }
             };
             let Ok(quoted_wa) = quoted_wa else { return Ok((Admission::UnknownReplyTarget, None)) };
             tx.execute(
@@ -1268,6 +1267,31 @@ fn make_cursor(m: &StoredMessage) -> String {
     hex::encode(format!("{}|{}", m.created_at, m.id))
 }
 
+/// A history page of an account, newest first, from before the cursor key
+/// `(created_at, id) < (?4, ?5)`; `?3` an optional direction. Walks `messages_account` in
+/// order from the cursor: the work is the page, not the account's history.
+pub(crate) const HISTORY_SQL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM messages m WHERE m.tenant_id = ?1 AND m.account_id = ?2
+       AND (CAST(?3 AS TEXT) IS NULL OR m.direction = ?3) AND (m.created_at, m.id) < (?4, ?5)
+     ORDER BY m.created_at DESC, m.id DESC LIMIT ?6"
+);
+
+/// [`HISTORY_SQL`] for one chat `?7` (on `messages_chat`).
+pub(crate) const HISTORY_CHAT_SQL: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM messages m WHERE m.tenant_id = ?1 AND m.account_id = ?2 AND m.chat_jid = ?7
+       AND (CAST(?3 AS TEXT) IS NULL OR m.direction = ?3) AND (m.created_at, m.id) < (?4, ?5)
+     ORDER BY m.created_at DESC, m.id DESC LIMIT ?6"
+);
+
+/// The chats (by number) whose messages carry the LID `?3` (on `messages_chat_lid`; the work
+/// is that chat's messages, not the account's).
+pub(crate) const CHATS_OF_LID_SQL: &str = "SELECT DISTINCT chat_jid FROM messages
+     WHERE tenant_id = ?1 AND account_id = ?2 AND chat_lid = ?3 AND chat_jid != ?3";
+
 #[utoipa::path(get, path = "/api/v1/accounts/{id}/messages", tag = "messages",
     params(("id" = String, Path), HistoryQuery),
     responses((status = 200, body = MessagePage), (status = 400, body = crate::error::ErrorBody),
@@ -1305,22 +1329,32 @@ pub async fn history(
             if !exists {
                 return Ok(None);
             }
-            let (ct, cid) = match &cursor {
-                Some((t, i)) => (Some(*t), Some(i.clone())),
-                None => (None, None),
+            // No cursor: from the newest (a key after every stored one).
+            let (ct, cid) = cursor.unwrap_or((i64::MAX, String::new()));
+            let page = i64::from(limit) + 1;
+            let mut rows = match &chat {
+                None => c.query_all(HISTORY_SQL, params![tenant, id, direction, ct, cid, page], from_row)?,
+                Some(chat) => {
+                    // A contact's LID names the same chat as its number: each chat stored
+                    // under it is paged on its own index range, and the pages merged.
+                    let mut chats = vec![chat.clone()];
+                    if chat.ends_with("@lid") {
+                        chats.extend(c.query_all(CHATS_OF_LID_SQL, params![tenant, id, chat], |r| r.get(0))?);
+                    }
+                    let mut rows = Vec::new();
+                    for chat in &chats {
+                        rows.extend(c.query_all(
+                            HISTORY_CHAT_SQL,
+                            params![tenant, id, direction, ct, cid, page, chat],
+                            from_row,
+                        )?);
+                    }
+                    if chats.len() > 1 {
+                        rows.sort_by(|x, y| (y.created_at, &y.id).cmp(&(x.created_at, &x.id)));
+                    }
+                    rows
+                }
             };
-            let mut stmt = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM messages m WHERE m.tenant_id = ?1 AND m.account_id = ?2
-                   AND (CAST(?3 AS TEXT) IS NULL OR m.chat_jid = ?3 OR m.chat_jid IN (
-                     SELECT c.chat_jid FROM messages c
-                      WHERE c.tenant_id = ?1 AND c.account_id = ?2 AND c.chat_lid = ?3))
-                   AND (CAST(?4 AS TEXT) IS NULL OR m.direction = ?4)
-                   AND (CAST(?5 AS BIGINT) IS NULL OR m.created_at < ?5 OR (m.created_at = ?5 AND m.id < ?6))
-                 ORDER BY m.created_at DESC, m.id DESC LIMIT ?7"
-            ))?;
-            let mut rows = stmt
-                .query_map(params![tenant, id, chat, direction, ct, cid, limit + 1], from_row)?
-                .collect::<Result<Vec<_>, _>>()?;
             let more = rows.len() > limit as usize;
             rows.truncate(limit as usize);
             fill_sender_names(c, &tenant, &id, &mut rows)?;

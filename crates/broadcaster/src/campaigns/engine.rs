@@ -1040,12 +1040,7 @@ impl Engine {
             .call(move |c| {
                 let tx = c.transaction()?;
                 let rows = tx
-                    .prepare_cached(
-                        "SELECT id, phone, number_checked FROM campaign_recipients
-                         WHERE campaign_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2
-                           AND (account_id IS NULL OR (account_id = ?3 AND number_checked = 0))
-                         ORDER BY id LIMIT ?4",
-                    )?
+                    .prepare_cached(TAKE_WINDOW_SQL)?
                     .query_map(params![cid, now, acc, WINDOW], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                     .collect::<Result<Vec<_>, _>>()?;
                 {
@@ -1502,6 +1497,29 @@ struct Housekeeping {
     synced: Vec<(String, String)>,
 }
 
+/// The next `?4` due recipients of campaign `?1` no account holds (or `?3` holds unchecked), in
+/// id order on `campaign_recipients_claim`: it skips at most the windows other accounts hold.
+pub(crate) const TAKE_WINDOW_SQL: &str = "SELECT id, phone, number_checked FROM campaign_recipients
+     WHERE campaign_id = ?1 AND status = 'pending' AND +next_attempt_at <= ?2
+       AND (account_id IS NULL OR (account_id = ?3 AND number_checked = 0))
+     ORDER BY id LIMIT ?4";
+
+/// The next due recipient of campaign `?1` assigned to account `?3`: the walk of the partial
+/// index `campaign_recipients_claim_assigned` (pending rows only) in id order, no sort. The
+/// unary `+` keeps `next_attempt_at` a filter: as an index range (`campaign_recipients_due`)
+/// it would make SQLite sort every due recipient to find the first.
+pub(crate) const CLAIM_ASSIGNED_SQL: &str = "SELECT id, phone, attempts, variables FROM campaign_recipients
+     WHERE campaign_id = ?1 AND status = 'pending' AND account_id = ?3 AND +next_attempt_at <= ?2
+       AND (?4 = 0 OR number_checked = 1)
+     ORDER BY id LIMIT 1";
+
+/// The last due recipient of campaign `?1` assigned elsewhere (taken over from a slower
+/// account): `campaign_recipients_claim` walked backwards, no sort.
+pub(crate) const CLAIM_OTHERS_SQL: &str = "SELECT id, phone, attempts, variables FROM campaign_recipients
+     WHERE campaign_id = ?1 AND status = 'pending' AND account_id != ?3 AND +next_attempt_at <= ?2
+       AND (?4 = 0 OR number_checked = 1)
+     ORDER BY id DESC LIMIT 1";
+
 /// Claims the next due recipient of `campaign_id` for `account_id`, skipping opted-out ones.
 /// With `checked_only`, only recipients whose number was found on WhatsApp qualify.
 fn claim(
@@ -1516,18 +1534,8 @@ fn claim(
     let tx = c.transaction()?;
     let claimed = loop {
         let sql = match from {
-            ClaimFrom::Assigned => {
-                "SELECT id, phone, attempts, variables FROM campaign_recipients
-                 WHERE campaign_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2 AND account_id = ?3
-                   AND (?4 = 0 OR number_checked = 1)
-                 ORDER BY id LIMIT 1"
-            }
-            ClaimFrom::Others => {
-                "SELECT id, phone, attempts, variables FROM campaign_recipients
-                 WHERE campaign_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2 AND account_id != ?3
-                   AND (?4 = 0 OR number_checked = 1)
-                 ORDER BY id DESC LIMIT 1"
-            }
+            ClaimFrom::Assigned => CLAIM_ASSIGNED_SQL,
+            ClaimFrom::Others => CLAIM_OTHERS_SQL,
         };
         let next: Option<(i64, String, i64, String)> = tx
             .prepare_cached(sql)?

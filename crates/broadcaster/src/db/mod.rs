@@ -395,7 +395,7 @@ impl Drop for Transaction<'_> {
 
 /// Versioned migrations; index + 1 is the `user_version` after applying the entry.
 /// Never edit an applied migration; append a new one.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: core schema
     r#"
 CREATE TABLE tenants (
@@ -757,6 +757,70 @@ CREATE TABLE contact_names (
     PRIMARY KEY (account_id, jid)
 );
 CREATE INDEX contact_names_phone ON contact_names(tenant_id, phone) WHERE phone IS NOT NULL;
+"#,
+    // 15: hot queries on indexes, work independent of table size (issue 19).
+    // - Daily usage as counters: `message_usage` holds, per account and UTC quarter hour of
+    //   `created_at` (`messages::USAGE_BUCKET_MS`), the outgoing messages that count against the
+    //   daily limit (all but `failed`) and the incoming ones; a local day is a whole number of
+    //   quarter hours in every zone in use, so a day's usage is a sum of at most ~100 rows.
+    //   Triggers keep it in the same transaction as every insert, status change and delete,
+    //   whichever code path writes the row (retries, failures, settles, restarts). Backfilled.
+    // - Campaign claims walk pending recipients in id order (partial indexes: pending rows only).
+    // - The bulk/single-send queue and the webhook queue walk their due rows in order.
+    r#"
+CREATE TABLE message_usage (
+    account_id  TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    bucket      INTEGER NOT NULL,
+    sent        INTEGER NOT NULL DEFAULT 0,
+    received    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, bucket)
+);
+INSERT INTO message_usage (account_id, bucket, sent, received)
+    SELECT account_id, created_at / 900000,
+           SUM(CASE WHEN direction = 'outgoing' AND status != 'failed' THEN 1 ELSE 0 END),
+           SUM(CASE WHEN direction = 'incoming' THEN 1 ELSE 0 END)
+      FROM messages WHERE account_id IN (SELECT id FROM accounts)
+     GROUP BY account_id, created_at / 900000;
+CREATE TRIGGER message_usage_insert AFTER INSERT ON messages
+    WHEN NEW.direction = 'incoming' OR NEW.status != 'failed'
+BEGIN
+    INSERT INTO message_usage (account_id, bucket, sent, received)
+    VALUES (NEW.account_id, NEW.created_at / 900000,
+            CASE WHEN NEW.direction = 'outgoing' THEN 1 ELSE 0 END,
+            CASE WHEN NEW.direction = 'incoming' THEN 1 ELSE 0 END)
+    ON CONFLICT (account_id, bucket) DO UPDATE
+       SET sent = sent + excluded.sent, received = received + excluded.received;
+END;
+CREATE TRIGGER message_usage_delete AFTER DELETE ON messages
+    WHEN OLD.direction = 'incoming' OR OLD.status != 'failed'
+BEGIN
+    UPDATE message_usage
+       SET sent = sent - CASE WHEN OLD.direction = 'outgoing' THEN 1 ELSE 0 END,
+           received = received - CASE WHEN OLD.direction = 'incoming' THEN 1 ELSE 0 END
+     WHERE account_id = OLD.account_id AND bucket = OLD.created_at / 900000;
+END;
+CREATE TRIGGER message_usage_update AFTER UPDATE OF status, direction, created_at, account_id ON messages
+    WHEN (OLD.direction = 'incoming' OR OLD.status != 'failed') != (NEW.direction = 'incoming' OR NEW.status != 'failed')
+      OR OLD.direction != NEW.direction OR OLD.created_at != NEW.created_at OR OLD.account_id != NEW.account_id
+BEGIN
+    UPDATE message_usage
+       SET sent = sent - CASE WHEN OLD.direction = 'outgoing' AND OLD.status != 'failed' THEN 1 ELSE 0 END,
+           received = received - CASE WHEN OLD.direction = 'incoming' THEN 1 ELSE 0 END
+     WHERE account_id = OLD.account_id AND bucket = OLD.created_at / 900000;
+    INSERT INTO message_usage (account_id, bucket, sent, received)
+    VALUES (NEW.account_id, NEW.created_at / 900000,
+            CASE WHEN NEW.direction = 'outgoing' AND NEW.status != 'failed' THEN 1 ELSE 0 END,
+            CASE WHEN NEW.direction = 'incoming' THEN 1 ELSE 0 END)
+    ON CONFLICT (account_id, bucket) DO UPDATE
+       SET sent = sent + excluded.sent, received = received + excluded.received;
+END;
+CREATE INDEX campaign_recipients_claim ON campaign_recipients(campaign_id, id) WHERE status = 'pending';
+CREATE INDEX campaign_recipients_claim_assigned ON campaign_recipients(campaign_id, account_id, id)
+    WHERE status = 'pending';
+DROP INDEX messages_due;
+CREATE INDEX messages_due_queue ON messages(due_at, id) WHERE due_at IS NOT NULL;
+DROP INDEX webhook_outbox_due;
+CREATE INDEX webhook_outbox_pending ON webhook_outbox(next_attempt_at, id) WHERE status = 'pending';
 "#,
 ];
 

@@ -348,6 +348,60 @@ CREATE TABLE contact_names (
 );
 CREATE INDEX contact_names_phone ON contact_names(tenant_id, phone) WHERE phone IS NOT NULL;
 "#,
+    // 15: hot queries on indexes (issue 19); see the SQLite twin. The usage counters are kept
+    // by one trigger function for insert, update and delete.
+    r#"
+CREATE TABLE message_usage (
+    account_id  TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+    bucket      BIGINT NOT NULL,
+    sent        BIGINT NOT NULL DEFAULT 0,
+    received    BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, bucket)
+);
+INSERT INTO message_usage (account_id, bucket, sent, received)
+    SELECT account_id, created_at / 900000,
+           SUM(CASE WHEN direction = 'outgoing' AND status != 'failed' THEN 1 ELSE 0 END),
+           SUM(CASE WHEN direction = 'incoming' THEN 1 ELSE 0 END)
+      FROM messages WHERE account_id IN (SELECT id FROM accounts)
+     GROUP BY account_id, created_at / 900000;
+CREATE FUNCTION message_usage_track() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') AND (OLD.direction = 'incoming' OR OLD.status != 'failed') THEN
+        UPDATE message_usage
+           SET sent = sent - CASE WHEN OLD.direction = 'outgoing' THEN 1 ELSE 0 END,
+               received = received - CASE WHEN OLD.direction = 'incoming' THEN 1 ELSE 0 END
+         WHERE account_id = OLD.account_id AND bucket = OLD.created_at / 900000;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') AND (NEW.direction = 'incoming' OR NEW.status != 'failed') THEN
+        INSERT INTO message_usage (account_id, bucket, sent, received)
+        VALUES (NEW.account_id, NEW.created_at / 900000,
+                CASE WHEN NEW.direction = 'outgoing' THEN 1 ELSE 0 END,
+                CASE WHEN NEW.direction = 'incoming' THEN 1 ELSE 0 END)
+        ON CONFLICT (account_id, bucket) DO UPDATE
+           SET sent = message_usage.sent + EXCLUDED.sent, received = message_usage.received + EXCLUDED.received;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER message_usage_insert AFTER INSERT ON messages
+    FOR EACH ROW EXECUTE FUNCTION message_usage_track();
+CREATE TRIGGER message_usage_delete AFTER DELETE ON messages
+    FOR EACH ROW WHEN (OLD.direction = 'incoming' OR OLD.status != 'failed')
+    EXECUTE FUNCTION message_usage_track();
+CREATE TRIGGER message_usage_update AFTER UPDATE OF status, direction, created_at, account_id ON messages
+    FOR EACH ROW WHEN ((OLD.direction = 'incoming' OR OLD.status != 'failed') IS DISTINCT FROM
+                       (NEW.direction = 'incoming' OR NEW.status != 'failed')
+                       OR OLD.direction IS DISTINCT FROM NEW.direction OR OLD.created_at IS DISTINCT FROM NEW.created_at
+                       OR OLD.account_id IS DISTINCT FROM NEW.account_id)
+    EXECUTE FUNCTION message_usage_track();
+CREATE INDEX campaign_recipients_claim ON campaign_recipients(campaign_id, id) WHERE status = 'pending';
+CREATE INDEX campaign_recipients_claim_assigned ON campaign_recipients(campaign_id, account_id, id)
+    WHERE status = 'pending';
+DROP INDEX messages_due;
+CREATE INDEX messages_due_queue ON messages(due_at, id) WHERE due_at IS NOT NULL;
+DROP INDEX webhook_outbox_due;
+CREATE INDEX webhook_outbox_pending ON webhook_outbox(next_attempt_at, id) WHERE status = 'pending';
+"#,
 ];
 
 /// An advisory-lock key so that two servers starting at once migrate one after the other.

@@ -18,6 +18,15 @@ use crate::outbound::{Limits, OutboundClient, OutboundError};
 use crate::secrets::{SecretBox, SecretColumn};
 use crate::state::AppState;
 
+/// Deliveries due at `?1`, oldest first: `webhook_outbox_pending` (pending rows only) walked
+/// in order, no sort; delivered and dead rows are never read.
+pub(crate) const DUE_SQL: &str =
+    "SELECT o.id, w.url, w.secret, o.payload, o.attempts, o.tenant_id, o.event_type, w.id
+     FROM webhook_outbox o
+     JOIN webhooks w ON w.id = o.webhook_id AND w.tenant_id = o.tenant_id
+     WHERE o.status = 'pending' AND o.next_attempt_at <= ?1 AND w.enabled = 1
+     ORDER BY o.next_attempt_at, o.id LIMIT 256";
+
 pub use super::retry::RetryPolicy;
 
 struct Due {
@@ -134,13 +143,7 @@ impl WebhookWorker {
         let due = self
             .db
             .call(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT o.id, w.url, w.secret, o.payload, o.attempts, o.tenant_id, o.event_type, w.id
-                     FROM webhook_outbox o
-                     JOIN webhooks w ON w.id = o.webhook_id AND w.tenant_id = o.tenant_id
-                     WHERE o.status = 'pending' AND o.next_attempt_at <= ?1 AND w.enabled = 1
-                     ORDER BY o.next_attempt_at, o.id LIMIT 256",
-                )?;
+                let mut stmt = c.prepare_cached(DUE_SQL)?;
                 let rows = stmt
                     .query_map(params![now], |r| {
                         Ok(Due {
