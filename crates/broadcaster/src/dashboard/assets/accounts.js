@@ -1,6 +1,6 @@
 // Accounts: state-aware actions only, health in plain words, today's usage as bars, limits.
 import { api } from "./api.js";
-import { el, button, bar, emptyState, field, guard, toast, ago, dateTime, debounced, confirmDialog } from "./dom.js";
+import { el, put, button, bar, emptyState, field, guard, toast, ago, dateTime, debounced, confirmDialog } from "./dom.js";
 import { onLive } from "./live.js";
 import { openLink, openPairing } from "./link.js";
 
@@ -32,7 +32,7 @@ export async function render(root) {
 
   async function load() {
     const list = await api("GET", "/api/v1/accounts");
-    grid.replaceChildren(...(list.length ? list.map((a) => card(a, load)) : [emptyState("No accounts yet",
+    put(grid, ...(list.length ? list.map((a) => card(a, load)) : [emptyState("No accounts yet",
       "An account is one WhatsApp number. Add one, then scan its QR code with the phone (WhatsApp → Linked devices → Link a device).",
       el("a", { class: "btn primary", href: "#/welcome/first-account" }, "Add your first account"))]));
   }
@@ -81,9 +81,9 @@ function card(a, reload) {
       h.reasons.length ? el("ul", {}, h.reasons.map((r) => el("li", {}, r))) : null) : null,
     t ? el("div", { class: "usage" },
       el("div", { class: "row between small" }, el("span", {}, "Sent today"), el("span", { "data-usage": "sent" }, `${t.sent} / ${t.daily_limit}`)),
-      bar(t.usage_percent, "Messages sent today of the daily limit"),
+      bar(t.usage_percent, "Messages sent today of the daily limit", true),
       el("div", { class: "row between small" }, el("span", {}, "New contacts today"), el("span", {}, `${t.new_contacts} / ${t.new_contact_limit}`)),
-      bar(t.new_contact_limit ? (100 * t.new_contacts) / t.new_contact_limit : 0, "New contacts today of the limit"),
+      bar(t.new_contact_limit ? (100 * t.new_contacts) / t.new_contact_limit : 0, "New contacts today of the limit", true),
       el("div", { class: "muted small" }, `Received ${t.received} · resets ${dateTime(t.resets_at)}`)) : null,
     el("div", { class: "row actions" }, actions(a, reload)),
     limits);

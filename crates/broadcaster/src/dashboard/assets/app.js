@@ -4,7 +4,7 @@
 // framework and no build step, so `cargo build` alone produces the dashboard and every file
 // the browser runs is the file in the repository.
 import { api, getKey, setKey, emulatorMode, ApiError } from "./api.js";
-import { el, $, toast } from "./dom.js";
+import { el, put, $, toast } from "./dom.js";
 import { openLive, closeLive } from "./live.js";
 import * as welcome from "./welcome.js";
 import * as accounts from "./accounts.js";
@@ -35,7 +35,7 @@ function route() {
 function renderNav(active) {
   const nav = $("#nav");
   const keyed = Boolean(getKey()) && active !== "welcome";
-  nav.replaceChildren(...(keyed ? pages.map(([name, label]) =>
+  put(nav, ...(keyed ? pages.map(([name, label]) =>
     el("a", { href: "#/" + name, "data-page": name, ...(name === active ? { "aria-current": "page" } : {}) }, label)) : []));
   $("#key-button").hidden = !keyed;
 }
@@ -45,7 +45,7 @@ async function show() {
   if (current && current.cleanup) current.cleanup();
   current = null;
   const main = $("#main");
-  main.replaceChildren();
+  put(main);
   let target = name;
   if (!getKey()) target = "welcome";
   renderNav(target);

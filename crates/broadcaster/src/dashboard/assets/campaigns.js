@@ -1,7 +1,7 @@
 // Campaigns: the list with live progress, a wizard (audience → message → accounts → pacing →
 // review), and a campaign's page with a progress chart over time and its recipients.
 import { api } from "./api.js";
-import { el, button, bar, emptyState, field, guard, toast, dateTime, debounced } from "./dom.js";
+import { el, put, button, bar, emptyState, field, guard, toast, dateTime, debounced } from "./dom.js";
 import { onLive } from "./live.js";
 import { lineChart } from "./chart.js";
 import { mediaText } from "./templates.js";
@@ -26,7 +26,7 @@ export async function render(root, { arg }) {
   let campaigns = [];
   async function load() {
     campaigns = await api("GET", "/api/v1/campaigns");
-    list.replaceChildren(...(campaigns.length ? campaigns.map(row) : [emptyState("No campaigns yet",
+    put(list, ...(campaigns.length ? campaigns.map(row) : [emptyState("No campaigns yet",
       "A campaign sends one message (a template or text) to the contacts with chosen tags, paced per account so WhatsApp sees a person, not a machine.",
       el("a", { class: "btn primary", href: "#/campaigns/new" }, "Start a campaign"))]));
   }
@@ -68,7 +68,7 @@ async function wizard(root) {
   const body = el("div", { class: "card stack", id: "wizard" });
   root.append(el("div", { class: "page-head" }, el("h1", {}, "New campaign"), el("a", { class: "btn", href: "#/campaigns" }, "Cancel")), nav, body);
   if (!everyone.total) {
-    body.replaceChildren(emptyState("No contacts to send to", "A campaign sends to your contacts. Import them first (a CSV file with a phone column is enough).", el("a", { class: "btn primary", href: "#/contacts" }, "Go to contacts")));
+    put(body, emptyState("No contacts to send to", "A campaign sends to your contacts. Import them first (a CSV file with a phone column is enough).", el("a", { class: "btn primary", href: "#/contacts" }, "Go to contacts")));
     return null;
   }
   const audienceCount = async () => {
@@ -78,7 +78,7 @@ async function wizard(root) {
     return counts.reduce((n, t) => n + t.contacts, 0);
   };
   async function draw() {
-    nav.replaceChildren(...steps.map((n, i) => el("li", { class: i === s.step ? "current" : i < s.step ? "done" : "", ...(i === s.step ? { "aria-current": "step" } : {}) }, n)));
+    put(nav, ...steps.map((n, i) => el("li", { class: i === s.step ? "current" : i < s.step ? "done" : "", ...(i === s.step ? { "aria-current": "step" } : {}) }, n)));
     const next = el("button", { class: "btn primary", id: "wizard-next" }, s.step === steps.length - 1 ? "Start campaign" : "Next");
     const back = s.step ? button("Back", () => { s.step -= 1; draw(); }, "", { id: "wizard-back" }) : null;
     let content;
@@ -129,7 +129,7 @@ async function wizard(root) {
     }
     const form = el("form", { class: "stack" }, el("h2", {}, `${s.step + 1}. ${steps[s.step]}`), content, el("div", { class: "row" }, back, next));
     form.addEventListener("submit", guard(async (e) => { e.preventDefault(); if (await collect()) { s.step += 1; await draw(); } }));
-    body.replaceChildren(form);
+    put(body, form);
     const first = form.querySelector("input, select, textarea");
     if (first) first.focus();
   }
@@ -157,19 +157,19 @@ async function detail(root, id) {
     const page = await api("GET", `/api/v1/campaigns/${id}/recipients?limit=1000`);
     recipients = page.items;
     const p = c.progress;
-    head.replaceChildren(el("h1", {}, c.name), el("a", { class: "btn", href: "#/campaigns" }, "All campaigns"));
-    summary.replaceChildren(el("div", { class: "row between" }, el("span", { class: "badge c-" + c.status, "data-status": c.status }, STATUS[c.status] || c.status), el("div", { class: "row" }, controls(c, load))),
+    put(head, el("h1", {}, c.name), el("a", { class: "btn", href: "#/campaigns" }, "All campaigns"));
+    put(summary, el("div", { class: "row between" }, el("span", { class: "badge c-" + c.status, "data-status": c.status }, STATUS[c.status] || c.status), el("div", { class: "row" }, controls(c, load))),
       c.status_reason ? el("p", { class: "cmp-reason warn", "data-reason": c.status_reason }, reasonText(c)) : null,
       bar(p.percent, "Progress"), el("p", { class: "percent", "data-percent": p.percent }, p.percent + "% done"),
       el("p", { class: "muted counts" }, `sent ${p.sent}, delivered ${p.delivered}, read ${p.read}, failed ${p.failed}, opted out ${p.skipped_opted_out}, not on WhatsApp ${p.skipped_not_on_whatsapp}, pending ${p.pending}` + (p.held_new_contacts ? ` (${p.held_new_contacts} held by the new-contact limit)` : "") + ` · ${p.sent_last_minute}/min`));
     const series = (name, cls, key) => ({ name, cls, points: recipients.map((r) => r[key]).filter(Boolean).sort((a, b) => a - b).map((t, i) => [t, i + 1]) });
-    chart.replaceChildren(el("h2", {}, "Progress over time"), lineChart([series("Sent", "sent", "sent_at"), series("Delivered", "delivered", "delivered_at"), series("Read", "read", "read_at")],
+    put(chart, el("h2", {}, "Progress over time"), lineChart([series("Sent", "sent", "sent_at"), series("Delivered", "delivered", "delivered_at"), series("Read", "read", "read_at")],
       { title: `Messages of ${c.name} sent, delivered and read over time`, total: recipients.length }));
     drawTable();
   }
   function drawTable() {
     const shown = recipients.filter((r) => !filter.value || r.status === filter.value);
-    table.replaceChildren(shown.length ? el("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Recipients" }, el("table", {},
+    put(table, shown.length ? el("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Recipients" }, el("table", {},
       el("thead", {}, el("tr", {}, ["Phone", "Status", "Reason", "Attempts", "Sent"].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, shown.map((r) => el("tr", { "data-status": r.status }, el("td", {}, r.phone), el("td", {}, r.status.replace(/_/g, " ")),
         el("td", {}, (r.reason || "") + (r.held_until ? " until " + dateTime(r.held_until) : "")), el("td", {}, String(r.attempts)), el("td", {}, dateTime(r.sent_at)))))))

@@ -2,7 +2,7 @@
 // (bubbles, ticks, quoted replies, reactions on their message, edited and deleted marks, media
 // thumbnails and downloads) with a composer (attachment, reply, react). Live over the stream.
 import { api, blobUrl, download } from "./api.js";
-import { el, button, emptyState, field, guard, time, size, phoneOf, debounced, base64Of } from "./dom.js";
+import { el, put, button, emptyState, field, guard, time, size, phoneOf, debounced, base64Of } from "./dom.js";
 import { onLive } from "./live.js";
 
 const EMOJI = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
@@ -64,12 +64,12 @@ export async function render(root, { arg }) {
     archivedToggle.textContent = state.archived ? "Back to chats" : `Archived (${archivedCount})`;
     archivedToggle.hidden = !archivedCount && !state.archived;
     if (!state.chats.length) {
-      list.replaceChildren(el("li", {}, emptyState("No chats yet", account.state === "active"
+      put(list, el("li", {}, emptyState("No chats yet", account.state === "active"
         ? "Type a phone number above and press Enter to write the first message, or wait for someone to write."
         : "Link this account first; its chats appear here.")));
       return;
     }
-    list.replaceChildren(...shown.map((c) => el("li", {},
+    put(list, ...shown.map((c) => el("li", {},
       el("a", { href: `#/chats/${account.id}/${encodeURIComponent(c.chat)}`, class: "chat-item" + (c.chat === state.chat ? " active" : ""), "data-chat": c.chat,
         ...(c.chat === state.chat ? { "aria-current": "true" } : {}) },
         el("span", { class: "avatar", "aria-hidden": "true" }, chatName(c).replace(/^\+/, "").slice(0, 1).toUpperCase()),
@@ -113,7 +113,7 @@ export async function render(root, { arg }) {
   function setReply(m) {
     state.replyTo = m;
     replyBar.hidden = !m;
-    if (m) replyBar.replaceChildren(el("div", { class: "quote" }, el("strong", {}, m.direction === "outgoing" ? "You" : senderName(m)), el("span", {}, preview({ ...m, direction: "incoming" }))),
+    if (m) put(replyBar, el("div", { class: "quote" }, el("strong", {}, m.direction === "outgoing" ? "You" : senderName(m)), el("span", {}, preview({ ...m, direction: "incoming" }))),
       button("✕", () => setReply(null), "icon ghost", { "aria-label": "Cancel the reply", id: "reply-cancel" }));
     if (m) text.focus();
   }
@@ -189,7 +189,7 @@ export async function render(root, { arg }) {
     const byWaId = new Map(state.messages.filter((m) => m.wa_message_id).map((m) => [m.wa_message_id, m]));
     const byId = new Map(state.messages.map((m) => [m.id, m]));
     const atBottom = history.scrollHeight - history.scrollTop - history.clientHeight < 60;
-    history.replaceChildren(...(state.messages.length ? state.messages.map((m) => bubble(m, byWaId, byId))
+    put(history, ...(state.messages.length ? state.messages.map((m) => bubble(m, byWaId, byId))
       : [el("p", { class: "muted center pad" }, "No messages yet. Say hello below.")]));
     if (atBottom || !history.dataset.loaded) history.scrollTop = history.scrollHeight;
     history.dataset.loaded = "true";
@@ -200,11 +200,11 @@ export async function render(root, { arg }) {
 
   function drawConversation() {
     if (!state.chat) {
-      conv.replaceChildren(el("div", { class: "empty" }, el("h2", {}, "Pick a chat"), el("p", {}, "Choose a chat on the left, or type a phone number there and press Enter.")));
+      put(conv, el("div", { class: "empty" }, el("h2", {}, "Pick a chat"), el("p", {}, "Choose a chat on the left, or type a phone number there and press Enter.")));
       return;
     }
     const c = state.chats.find((x) => x.chat === state.chat);
-    conv.replaceChildren(
+    put(conv, 
       el("div", { class: "conv-head row" },
         el("a", { class: "btn icon back", href: "#/chats/" + account.id, "aria-label": "Back to the chat list" }, "←"),
         el("h2", { id: "msg-title" }, c ? chatName(c) : phoneOf(state.chat) || state.chat),

@@ -1,6 +1,6 @@
 // Contacts: search, tags, opt-out state, add one, import a CSV file, export.
 import { api, download } from "./api.js";
-import { el, button, emptyState, field, guard, toast, splitList, debounced } from "./dom.js";
+import { el, put, button, emptyState, field, guard, toast, splitList, debounced } from "./dom.js";
 
 export async function render(root) {
   const phone = el("input", { id: "ct-phone", required: true, type: "tel", placeholder: "+44 7700 900123", autocomplete: "off" });
@@ -29,7 +29,7 @@ export async function render(root) {
     for (const t of splitList(importTags.value)) form.append("tags", t);
     if (country.value.trim()) form.append("default_country", country.value.trim());
     const r = await api("POST", "/api/v1/contacts/import", form);
-    report.replaceChildren(el("p", { id: "import-summary" }, `${r.rows} rows: ${r.created} created, ${r.merged} merged, ${r.errors.length} with errors`),
+    put(report, el("p", { id: "import-summary" }, `${r.rows} rows: ${r.created} created, ${r.merged} merged, ${r.errors.length} with errors`),
       r.errors.length ? el("ul", { class: "error" }, r.errors.slice(0, 20).map((x) => el("li", { class: "import-error" }, `line ${x.line}: ${x.error}`))) : null);
     await load();
   }));
@@ -52,14 +52,14 @@ export async function render(root) {
     const [page, allTags] = await Promise.all([api("GET", "/api/v1/contacts?" + params), api("GET", "/api/v1/tags")]);
     total.textContent = page.total + (page.total === 1 ? " contact" : " contacts");
     const v = tagSel.value;
-    tagSel.replaceChildren(el("option", { value: "" }, "All tags"), ...allTags.map((t) => el("option", { value: t.tag }, `${t.tag} (${t.contacts})`)));
+    put(tagSel, el("option", { value: "" }, "All tags"), ...allTags.map((t) => el("option", { value: t.tag }, `${t.tag} (${t.contacts})`)));
     tagSel.value = v;
     if (!page.items.length) {
-      list.replaceChildren(q.value || tagSel.value ? el("p", { class: "muted pad" }, "No contact matches the search.")
+      put(list, q.value || tagSel.value ? el("p", { class: "muted pad" }, "No contact matches the search.")
         : emptyState("No contacts yet", "Import a CSV file (a phone column is enough) or add people one by one. Tags pick a campaign's audience."));
       return;
     }
-    list.replaceChildren(el("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Contacts" }, el("table", {},
+    put(list, el("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Contacts" }, el("table", {},
       el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Name"), el("th", { scope: "col" }, "Phone"), el("th", { scope: "col" }, "Tags"), el("th", { scope: "col" }, "Messages"))),
       el("tbody", {}, page.items.map((c) => el("tr", { "data-contact": c.id },
         el("td", {}, c.name || el("span", { class: "muted" }, "—")), el("td", {}, c.phone),

@@ -25,6 +25,12 @@ function append(e, kids) {
 
 export const $ = (sel, root = document) => root.querySelector(sel);
 
+/** Replaces a node's children; like `el`, it skips absent ones (replaceChildren would print "null"). */
+export function put(node, ...kids) {
+  node.replaceChildren();
+  append(node, kids);
+}
+
 let toastTimer = null;
 /** A short notice in the polite live region (screen readers announce it). */
 export function toast(message, bad = false) {
@@ -58,9 +64,10 @@ export function field(label, control, hint) {
   return el("label", { class: "field" }, el("span", {}, label), control, hint ? el("small", { class: "muted" }, hint) : null);
 }
 
-export function bar(percent, label) {
+/** A progress bar; `usage` bars (of a limit) turn amber from 80% and red when used up. */
+export function bar(percent, label, usage = false) {
   const p = Math.max(0, Math.min(100, Number(percent) || 0));
-  const fill = el("div", { class: "fill" + (p >= 100 ? " bad" : p >= 80 ? " warn" : "") });
+  const fill = el("div", { class: "fill" + (usage && p >= 100 ? " bad" : usage && p >= 80 ? " warn" : "") });
   fill.style.width = p + "%";
   return el("div", { class: "bar", role: "progressbar", "aria-valuenow": String(Math.round(p)), "aria-valuemin": "0", "aria-valuemax": "100", "aria-label": label }, fill);
 }

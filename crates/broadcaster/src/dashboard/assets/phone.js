@@ -1,7 +1,7 @@
 // Emulator mode: play the phones. Contacts' phones send (text or an image), react, reply and
 // read, so the dashboard can be tried without WhatsApp.
 import { api } from "./api.js";
-import { el, button, field, guard, toast, emptyState } from "./dom.js";
+import { el, put, button, field, guard, toast, emptyState } from "./dom.js";
 
 export async function render(root) {
   const phone = el("input", { id: "ph-contact", type: "tel", value: "+15550002222", autocomplete: "off" });
@@ -31,16 +31,16 @@ export async function render(root) {
     el("div", { class: "card stack" }, create, send), el("div", { class: "card" }, title, inbox));
   const read = new Set();
   let opened = false;
-  inbox.replaceChildren(el("p", { class: "muted" }, "Create the contact's phone, or open the inbox of one created before."));
+  put(inbox, el("p", { class: "muted" }, "Create the contact's phone, or open the inbox of one created before."));
   async function load() {
     opened = true;
     const ph = phone.value.trim();
     let items;
     try { items = await api("GET", `/api/v1/emulator/phones/${encodeURIComponent(ph)}/inbox`); } catch (e) {
-      inbox.replaceChildren(emptyState("No such phone yet", "Create the phone first, then message it from an account.")); return;
+      put(inbox, emptyState("No such phone yet", "Create the phone first, then message it from an account.")); return;
     }
     title.textContent = `Inbox of ${ph} (${items.length})`;
-    inbox.replaceChildren(...(items.length ? items.map((m) => el("div", { class: "msg in", "data-wa-id": m.wa_message_id }, el("div", { class: "bubble" },
+    put(inbox, ...(items.length ? items.map((m) => el("div", { class: "msg in", "data-wa-id": m.wa_message_id }, el("div", { class: "bubble" },
       el("p", { class: "text" }, m.text ?? "[" + m.kind + "]"), el("div", { class: "meta" }, "from " + m.sender))))
       : [el("p", { class: "muted" }, "Nothing received yet.")]));
     const unread = items.filter((m) => !read.has(m.wa_message_id)).map((m) => m.wa_message_id);

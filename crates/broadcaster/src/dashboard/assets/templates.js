@@ -1,6 +1,6 @@
 // Templates: list, create, edit, delete, with a live preview rendered for sample contacts.
 import { api } from "./api.js";
-import { el, button, emptyState, field, guard, toast, splitList, size, debounced, base64Of, confirmDialog } from "./dom.js";
+import { el, put, button, emptyState, field, guard, toast, splitList, size, debounced, base64Of, confirmDialog } from "./dom.js";
 
 export function mediaText(m) {
   if (!m) return "";
@@ -16,7 +16,7 @@ export async function render(root) {
   async function load() {
     const [templates, contacts] = await Promise.all([api("GET", "/api/v1/templates"), api("GET", "/api/v1/contacts?limit=3")]);
     samples = contacts.items;
-    list.replaceChildren(...(templates.length ? templates.map((t) => el("article", { class: "card", "data-template": t.id },
+    put(list, ...(templates.length ? templates.map((t) => el("article", { class: "card", "data-template": t.id },
       el("h2", {}, t.name),
       el("p", { class: "pre" }, t.body),
       t.variables.length ? el("p", { class: "muted small" }, "Per-send values: " + t.variables.map((v) => v.name).join(", ")) : null,
@@ -42,19 +42,19 @@ export async function render(root) {
           el("div", { class: "row" }, field("Media", kind), field("File", file)), t && t.media ? el("p", { class: "muted small" }, "Current file: " + mediaText(t.media)) : null),
         el("div", {}, el("h3", {}, "Preview"), preview)),
       el("div", { class: "row" }, el("button", { class: "btn primary", id: "tpl-save" }, t ? "Save changes" : "Save template"),
-        button("Cancel", () => editor.replaceChildren())));
+        button("Cancel", () => put(editor))));
     const variables = () => splitList(vars.value).map((n) => ({ name: n }));
     const renderPreview = debounced(async () => {
-      if (!body.value) { preview.replaceChildren(el("p", { class: "muted" }, "Type a message to see it for your contacts.")); return; }
+      if (!body.value) { put(preview, el("p", { class: "muted" }, "Type a message to see it for your contacts.")); return; }
       const values = Object.fromEntries(variables().map((v) => [v.name, "‹" + v.name + "›"]));
       const people = samples.length ? samples : [null];
       try {
         const rendered = await Promise.all(people.map((c) => api("POST", "/api/v1/templates/preview", { body: body.value, variables: variables(), values, ...(c ? { contact_id: c.id } : {}) })));
-        preview.replaceChildren(...rendered.map((r, i) => el("div", { class: "msg out" }, el("div", { class: "bubble" },
+        put(preview, ...rendered.map((r, i) => el("div", { class: "msg out" }, el("div", { class: "bubble" },
           el("div", { class: "sender" }, people[i] ? "To " + (people[i].name || people[i].phone) : "To a sample contact"),
           file.files[0] && kind.value === "image" ? el("div", { class: "muted small" }, "🖼 " + file.files[0].name) : null,
           el("p", { class: "text tpl-out" }, r.text)))));
-      } catch (e) { preview.replaceChildren(el("p", { class: "error" }, e.message)); }
+      } catch (e) { put(preview, el("p", { class: "error" }, e.message)); }
     }, 250);
     for (const c of [name, body, vars, kind, file]) { c.addEventListener("input", renderPreview); c.addEventListener("change", renderPreview); }
     form.addEventListener("submit", guard(async (e) => {
@@ -66,10 +66,10 @@ export async function render(root) {
       if (f) req.media = { kind: kind.value, data_base64: base64Of(await f.arrayBuffer()), ...(f.type ? { mimetype: f.type } : {}), ...(kind.value === "document" ? { file_name: f.name } : {}) };
       if (t) await api("PUT", `/api/v1/templates/${t.id}`, req); else await api("POST", "/api/v1/templates", req);
       toast(t ? "template saved" : "template created");
-      editor.replaceChildren();
+      put(editor);
       await load();
     }));
-    editor.replaceChildren(form);
+    put(editor, form);
     renderPreview();
     name.focus();
   }

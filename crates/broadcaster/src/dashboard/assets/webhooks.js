@@ -1,6 +1,6 @@
 // Webhooks: create, edit (URL, events, on/off), delete, the delivery log and replay.
 import { api } from "./api.js";
-import { el, button, emptyState, field, guard, toast, dateTime, debounced, confirmDialog } from "./dom.js";
+import { el, put, button, emptyState, field, guard, toast, dateTime, debounced, confirmDialog } from "./dom.js";
 import { onLive } from "./live.js";
 
 const EVENTS = ["incoming_message", "message_status_update", "message_reaction", "message_edited", "message_revoked", "message_sent",
@@ -25,30 +25,30 @@ export async function render(root, { arg }) {
       field("URL that receives the events (POST, signed)", url),
       el("fieldset", {}, el("legend", {}, "Events"), el("label", { class: "check" }, all, " All events"), el("div", { class: "checks" }, boxes)),
       w ? el("label", { class: "check" }, enabled, " Enabled (deliveries are made)") : null,
-      el("div", { class: "row" }, el("button", { class: "btn primary", id: "wh-save" }, w ? "Save changes" : "Add webhook"), button("Cancel", () => editor.replaceChildren())));
+      el("div", { class: "row" }, el("button", { class: "btn primary", id: "wh-save" }, w ? "Save changes" : "Add webhook"), button("Cancel", () => put(editor))));
     form.addEventListener("submit", guard(async (e) => {
       e.preventDefault();
       const events = all.checked ? ["*"] : [...form.querySelectorAll("input[name=event]:checked")].map((i) => i.value);
       if (!events.length) throw new Error("choose at least one event");
       if (w) {
         await api("PATCH", `/api/v1/webhooks/${w.id}`, { url: url.value.trim(), events, enabled: enabled.checked });
-        toast("webhook saved"); editor.replaceChildren();
+        toast("webhook saved"); put(editor);
       } else {
         const created = await api("POST", "/api/v1/webhooks", { url: url.value.trim(), events });
-        editor.replaceChildren(el("div", { class: "card", id: "wh-secret", role: "status" }, el("h2", {}, "Webhook added"),
+        put(editor, el("div", { class: "card", id: "wh-secret", role: "status" }, el("h2", {}, "Webhook added"),
           el("p", {}, "Its signing secret, shown this once: check each delivery's signature with it."), el("code", { class: "secret" }, created.secret),
-          el("div", { class: "row" }, button("Done", () => editor.replaceChildren()))));
+          el("div", { class: "row" }, button("Done", () => put(editor)))));
         shown = created.id;
       }
       await load();
     }));
-    editor.replaceChildren(form);
+    put(editor, form);
     url.focus();
   }
 
   async function load() {
     hooks = await api("GET", "/api/v1/webhooks");
-    list.replaceChildren(...(hooks.length ? hooks.map((w) => el("article", { class: "card webhook" + (w.id === shown ? " selected" : ""), "data-webhook": w.id },
+    put(list, ...(hooks.length ? hooks.map((w) => el("article", { class: "card webhook" + (w.id === shown ? " selected" : ""), "data-webhook": w.id },
       el("div", { class: "row between" }, el("strong", { class: "ellipsis" }, w.url), el("span", { class: "badge " + (w.enabled ? "s-active" : "") }, w.enabled ? "On" : "Off")),
       el("p", { class: "muted small" }, w.events.includes("*") ? "All events" : w.events.join(", ")),
       el("div", { class: "row" },
@@ -62,10 +62,10 @@ export async function render(root, { arg }) {
 
   async function loadLog() {
     const w = hooks.find((h) => h.id === shown);
-    if (!w) { log.replaceChildren(); pending = false; return; }
+    if (!w) { put(log); pending = false; return; }
     const items = await api("GET", `/api/v1/webhooks/${w.id}/deliveries`);
     pending = items.some((d) => d.status === "pending");
-    log.replaceChildren(el("h2", { id: "dlv-title" }, "Deliveries to " + w.url),
+    put(log, el("h2", { id: "dlv-title" }, "Deliveries to " + w.url),
       items.length ? el("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Deliveries" }, el("table", {},
         el("thead", {}, el("tr", {}, ["Event", "Status", "Attempts", "Last result", "Created", ""].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, items.map((d) => el("tr", { "data-status": d.status, "data-delivery": d.id },
