@@ -1,4 +1,5 @@
-# Headless Chromium (Debian's `chromium`) + npm `playwright-core` for the dashboard browser test
+# Headless Chromium (Debian's `chromium`) + npm `playwright-core` and `axe-core` (accessibility
+# checks run in the page) for the dashboard browser test
 # (crates/broadcaster/tests/browser.rs; sourced by scripts/test). playwright-core downloads no
 # browser: the test launches the Debian binary exported here. Idempotent: apt-get only when the
 # binary is missing, `npm ci` only when the lockfile changed (stamp file).

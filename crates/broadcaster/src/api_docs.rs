@@ -160,7 +160,7 @@ fn add_shared_errors(doc: &mut OpenApi) {
         crate::tenants::create_key, crate::tenants::list_keys, crate::tenants::revoke_key,
         crate::accounts::create, crate::accounts::list, crate::accounts::get, crate::accounts::update, crate::accounts::delete,
         crate::accounts::activity, crate::accounts::connect, crate::accounts::disconnect, crate::accounts::logout,
-        crate::webhooks::create, crate::webhooks::list, crate::webhooks::delete, crate::webhooks::deliveries, crate::webhooks::replay,
+        crate::webhooks::create, crate::webhooks::list, crate::webhooks::update, crate::webhooks::delete, crate::webhooks::deliveries, crate::webhooks::replay,
         crate::messages::send, crate::messages::history, crate::messages::get_message, crate::messages::download_media,
         crate::messages::check_numbers,
         crate::messages::actions::react, crate::messages::actions::edit, crate::messages::actions::revoke, crate::messages::actions::read,

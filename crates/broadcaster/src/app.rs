@@ -84,7 +84,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             get(crate::chats::http::get).patch(crate::chats::http::update),
         )
         .route("/api/v1/webhooks", post(webhooks::create).get(webhooks::list))
-        .route("/api/v1/webhooks/{id}", delete(webhooks::delete))
+        .route("/api/v1/webhooks/{id}", delete(webhooks::delete).patch(webhooks::update))
         .route("/api/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/api/v1/webhooks/deliveries/{id}/replay", post(webhooks::replay))
         .merge(crate::campaigns::routes(send_body_limit))

@@ -1,14 +1,20 @@
 //! The dashboard in a real browser: starts the server in emulator mode on a loopback port (temp
 //! data dir, known admin key) and runs `tests/browser/walk.mjs`, which drives headless Chromium
-//! (Debian's `chromium`, through npm `playwright-core`) through connect → scan the QR in the
-//! phone panel → send → CSV import → template → campaign to 100% → a campaign paused by a
-//! reach-out time-lock (set through the emulator's control API), shown with its reason, and
-//! resumed when the lock is lifted → webhook log and replay →
-//! the API docs (Swagger UI at `/docs`), failing on any console error or any request that
-//! leaves the server. It opens the dashboard and the docs at the URLs the start banner prints. Screenshots of every step are kept as artefacts.
+//! (Debian's `chromium`, through npm `playwright-core`) the way a new user would: first run
+//! (every page's empty state) → the API key → the first account → its QR scanned by the
+//! simulated phone → a chat with a contact's phone (an image both ways with thumbnails, a
+//! reaction and a quoted reply from the phone drawn on their message) → CSV file upload →
+//! template edit with live preview → campaign wizard to completion with its chart → a campaign
+//! paused by a reach-out time-lock (the emulator's control API) and resumed → webhook create,
+//! edit, delivery log and replay → every page again at 375 px → the API docs. Every page is
+//! checked at both widths for sideways spill and with axe-core (no serious or critical
+//! violation); any console error, failed request or request leaving the server fails the walk.
+//! It opens the dashboard and the docs at the URLs the start banner prints. Screenshots of every
+//! step are kept as artefacts.
 //!
-//! `scripts/services/40-browser.sh` installs both and exports `BROADCASTER_CHROMIUM` and
-//! `BROADCASTER_BROWSER_DIR`; without them this test fails (it never skips).
+//! `scripts/services/40-browser.sh` installs them (`npm ci` of `tests/browser`) and exports
+//! `BROADCASTER_CHROMIUM` and `BROADCASTER_BROWSER_DIR`; without them this test fails (it never
+//! skips).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -17,8 +23,9 @@ use std::time::Duration;
 use broadcaster::config::{Cli, Config};
 use tokio::sync::oneshot;
 
-/// The whole walk normally takes well under a minute; CI runs on two loaded cores.
-const WALK_TIMEOUT: Duration = Duration::from_secs(240);
+/// The whole walk (with an accessibility check per page) normally takes a minute or two; CI
+/// runs on two loaded cores.
+const WALK_TIMEOUT: Duration = Duration::from_secs(420);
 
 fn browser_dir() -> PathBuf {
     std::env::var_os("BROADCASTER_BROWSER_DIR")
@@ -49,8 +56,9 @@ async fn dashboard_walk_in_headless_chromium() {
     let chromium = chromium();
     let dir = browser_dir();
     assert!(
-        dir.join("node_modules/playwright-core/package.json").is_file(),
-        "playwright-core is not installed in {} (run `npm ci` there; scripts/services/40-browser.sh does)",
+        dir.join("node_modules/playwright-core/package.json").is_file()
+            && dir.join("node_modules/axe-core/axe.min.js").is_file(),
+        "playwright-core and axe-core are not installed in {} (run `npm ci` there; scripts/services/40-browser.sh does)",
         dir.display()
     );
     let artifacts = artifacts();

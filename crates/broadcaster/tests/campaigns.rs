@@ -488,6 +488,54 @@ async fn csv_import_maps_headers_reports_rows_merges_duplicates_and_exports() {
     );
 }
 
+/// The dashboard's file picker sends the CSV as a `multipart/form-data` upload: the same import
+/// (tags repeated, default country, column mapping), and a bad form is a 400, not a panic.
+#[tokio::test]
+async fn csv_import_takes_the_file_as_an_upload() {
+    let h = harness().await;
+    let a = h.tenant("a").await;
+    let csv = "Mobile,Who\n07700 900001,Ann\nnot-a-number,Bad\n";
+    let (ctype, body) = form(
+        &[
+            ("tags", "launch"),
+            ("tags", "uk"),
+            ("default_country", "44"),
+            ("mapping_phone", "Mobile"),
+            ("mapping_name", "Who"),
+        ],
+        Some(("people.csv", "text/csv", csv.as_bytes())),
+    );
+    let (s, v) = h.call_raw("POST", "/api/v1/contacts/import", &a, &ctype, body).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!((v["rows"].as_u64(), v["created"].as_u64()), (Some(2), Some(1)), "{v}");
+    assert_eq!(v["errors"][0]["line"], 3, "{v}");
+    let page = h.ok("GET", "/api/v1/contacts?tag=uk", &a, None).await;
+    assert_eq!(page["items"][0]["phone"], "+447700900001", "{page}");
+    assert_eq!(page["items"][0]["name"], "Ann", "{page}");
+    assert_eq!(page["items"][0]["tags"], json!(["launch", "uk"]), "{page}");
+
+    for (fields, file, code) in [
+        (vec![("tags", "x")], None, "invalid_multipart"),
+        (
+            vec![("colour", "red")],
+            Some(("a.csv", "text/csv", &b"phone\n+15550100001\n"[..])),
+            "invalid_multipart",
+        ),
+        (
+            vec![("default_country", "44"), ("default_country", "1")],
+            Some(("a.csv", "text/csv", &b"phone\n"[..])),
+            "invalid_multipart",
+        ),
+        (vec![], Some(("a.csv", "text/csv", &b"phone\n\xff\xfe\n"[..])), "invalid_multipart"),
+    ] {
+        let (ctype, body) = form(&fields, file);
+        let (s, v) = h.call_raw("POST", "/api/v1/contacts/import", &a, &ctype, body).await;
+        assert_error(s, &v, StatusCode::BAD_REQUEST, code);
+    }
+    let all = h.ok("GET", "/api/v1/contacts", &a, None).await;
+    assert_eq!(all["total"], 1, "refused forms store nothing: {all}");
+}
+
 #[tokio::test]
 async fn stop_keyword_opts_out_and_keywords_are_configurable() {
     let h = harness().await;

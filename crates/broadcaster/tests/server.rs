@@ -436,6 +436,7 @@ async fn tenant_isolation_on_every_endpoint() {
             Some(json!({ "action": "add", "participants": ["+14155550100"] })),
         ),
         ("DELETE", "/api/v1/keys/{id}", None),
+        ("PATCH", "/api/v1/webhooks/{id}", Some(json!({ "enabled": false }))),
         ("DELETE", "/api/v1/webhooks/{id}", None),
         ("GET", "/api/v1/webhooks/{id}/deliveries", None),
         ("POST", "/api/v1/webhooks/deliveries/{id}/replay", None),
@@ -754,6 +755,52 @@ async fn deliveries(h: &Harness, key: &str, hook: &str) -> Vec<Value> {
     let (s, v) = h.call("GET", &format!("/api/v1/webhooks/{hook}/deliveries"), key, None).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v.as_array().unwrap().clone()
+}
+
+/// A webhook is edited in place (URL, events, on/off) and keeps its secret; a disabled one gets
+/// no new deliveries; bad edits are refused and change nothing.
+#[tokio::test]
+async fn webhooks_are_edited_in_place() {
+    let h = harness().await;
+    let k = h.admin.clone();
+    let (_rx, url) = start_receiver().await;
+    let (s, hook) =
+        h.call("POST", "/api/v1/webhooks", &k, Some(json!({ "url": url, "events": ["qr_code"] }))).await;
+    assert_eq!(s, StatusCode::CREATED, "{hook}");
+    let id = hook["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/webhooks/{id}");
+
+    let (s, v) = h.call("PATCH", &path, &k, Some(json!({ "events": ["connection_update"] }))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["events"].clone(), v["url"].clone(), v["enabled"].clone()),
+        (json!(["connection_update"]), json!(url), json!(true))
+    );
+    assert!(v.get("secret").is_none(), "the secret is shown only at creation: {v}");
+    let acc = h.account(&k, "a").await;
+    // connecting, then disconnected
+    emit_transitions(&h, &k, &acc, 2).await;
+    assert_eq!(deliveries(&h, &k, &id).await.len(), 2, "the new events are delivered");
+
+    let (s, v) = h.call("PATCH", &path, &k, Some(json!({ "enabled": false }))).await;
+    assert_eq!((s, v["enabled"].clone()), (StatusCode::OK, json!(false)), "{v}");
+    emit_transitions(&h, &k, &acc, 1).await;
+    assert_eq!(deliveries(&h, &k, &id).await.len(), 2, "nothing is queued for a disabled webhook");
+
+    for (body, status, code) in [
+        (json!({ "events": [] }), StatusCode::BAD_REQUEST, "invalid_events"),
+        (json!({ "events": ["nope"] }), StatusCode::BAD_REQUEST, "invalid_events"),
+        (json!({ "url": "not a url" }), StatusCode::BAD_REQUEST, "invalid_url"),
+        (json!({ "secret": "x" }), StatusCode::BAD_REQUEST, "invalid_body"),
+    ] {
+        let (s, v) = h.call("PATCH", &path, &k, Some(body)).await;
+        assert_error(s, &v, status, code);
+    }
+    let (s, v) = h.call("PATCH", "/api/v1/webhooks/whk_missing", &k, Some(json!({ "enabled": true }))).await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    let (_, list) = h.call("GET", "/api/v1/webhooks", &k, None).await;
+    assert_eq!(list[0]["events"], json!(["connection_update"]), "{list}");
+    assert_eq!(list[0]["enabled"], json!(false), "{list}");
 }
 
 #[tokio::test]

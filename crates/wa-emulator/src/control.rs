@@ -249,6 +249,24 @@ struct Send {
     mimetype: Option<String>,
     #[serde(default)]
     caption: Option<String>,
+    /// With `text`: a reply quoting this message, sent as a phone sends one (an
+    /// `extendedTextMessage` whose `contextInfo` names the quoted message's id, its sender and
+    /// its content), per whatsmeow `proto/waE2E` `ContextInfo` (`stanzaID`, `participant`,
+    /// `quotedMessage`) and Baileys `Utils/messages.ts` `generateWAMessageFromContent` (`quoted`).
+    #[serde(default)]
+    reply_to: Option<Quote>,
+}
+
+#[derive(Deserialize)]
+struct Quote {
+    /// WhatsApp id of the quoted message.
+    id: String,
+    /// Who sent it (default: `to`, the other side of a 1:1 chat).
+    #[serde(default)]
+    participant: Option<String>,
+    /// Its text, carried as the quoted content.
+    #[serde(default)]
+    text: Option<String>,
 }
 
 async fn send(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Json<Send>) -> ApiResult {
@@ -265,7 +283,32 @@ async fn send(State(s): State<Arc<Shared>>, Path(pn): Path<String>, Json(b): Jso
         let text = b
             .text
             .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "text or image_b64 is required".into()))?;
-        let m = wa_proto::Message { conversation: Some(text), ..Default::default() };
+        let m = match b.reply_to {
+            None => wa_proto::Message { conversation: Some(text), ..Default::default() },
+            Some(q) => {
+                let participant = match q.participant {
+                    Some(p) => parse_jid(&p)?,
+                    None => to.clone(),
+                };
+                let context = wa_proto::ContextInfo {
+                    stanza_id: Some(q.id),
+                    participant: Some(participant.to_string()),
+                    quoted_message: Some(Box::new(wa_proto::Message {
+                        conversation: q.text,
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                };
+                wa_proto::Message {
+                    extended_text_message: Some(Box::new(wa_proto::message::ExtendedTextMessage {
+                        text: Some(text),
+                        context_info: Some(Box::new(context)),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }
+            }
+        };
         w.phone_send(a, &to, &m)?
     };
     Ok(Json(json!({ "id": id })))

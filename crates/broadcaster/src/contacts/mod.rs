@@ -905,15 +905,94 @@ pub fn import_rows(
     Ok((created, merged))
 }
 
-#[utoipa::path(post, path = "/api/v1/contacts/import", tag = "contacts", request_body = ImportContacts,
-    responses((status = 200, body = ImportReport), (status = 400, body = crate::error::ErrorBody)),
+/// The `multipart/form-data` form of an import (the OpenAPI schema of that body): the CSV as an
+/// uploaded file, the way a browser's file picker sends it.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // only describes the form; `read_import_form` parses it field by field
+pub struct MultipartImport {
+    /// The CSV file, header row first, UTF-8.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    default_country: Option<String>,
+    /// Tags added to every imported contact; repeat the field for several.
+    tags: Vec<String>,
+    /// Column holding the phone number (default: found by its header).
+    mapping_phone: Option<String>,
+    /// Column holding the name.
+    mapping_name: Option<String>,
+    /// Column of tags separated by `;` or `|`.
+    mapping_tags: Option<String>,
+}
+
+/// Longest text field (not the file) of an import form.
+const MAX_IMPORT_FIELD: usize = 1024;
+
+/// Reads an import form into the JSON form's request.
+async fn read_import_form(mut form: axum::extract::Multipart) -> Result<ImportContacts, ApiError> {
+    let bad = |m: String| ApiError::bad("invalid_multipart", m);
+    let mut req = ImportContacts {
+        csv: String::new(),
+        default_country: None,
+        mapping: ImportMapping::default(),
+        tags: Vec::new(),
+    };
+    let mut file = None;
+    while let Some(mut field) = form.next_field().await? {
+        let name = field.name().unwrap_or("").to_owned();
+        let max = if name == "file" { IMPORT_BODY_LIMIT } else { MAX_IMPORT_FIELD };
+        let mut buf = Vec::new();
+        while let Some(chunk) = field.chunk().await? {
+            if buf.len() + chunk.len() > max {
+                return Err(if name == "file" {
+                    ApiError::PayloadTooLarge
+                } else {
+                    bad(format!("form field `{name}` is too long"))
+                });
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(buf).map_err(|_| bad(format!("form field `{name}` is not UTF-8")))?;
+        let once = |slot: &mut Option<String>, v: String| match slot.replace(v) {
+            Some(_) => Err(bad(format!("form field `{name}` given twice"))),
+            None => Ok(()),
+        };
+        match name.as_str() {
+            "file" => once(&mut file, text)?,
+            "tags" => req.tags.push(text),
+            "default_country" => once(&mut req.default_country, text)?,
+            "mapping_phone" => once(&mut req.mapping.phone, text)?,
+            "mapping_name" => once(&mut req.mapping.name, text)?,
+            "mapping_tags" => once(&mut req.mapping.tags, text)?,
+            other => return Err(bad(format!("unknown form field `{other}`"))),
+        }
+    }
+    req.csv = file.ok_or_else(|| bad("a `file` part is required".into()))?;
+    Ok(req)
+}
+
+/// Imports contacts from a CSV document: as JSON (`csv` holds the text) or as a
+/// `multipart/form-data` upload of the file (see `MultipartImport`).
+#[utoipa::path(post, path = "/api/v1/contacts/import", tag = "contacts",
+    request_body(content(
+        (ImportContacts = "application/json"),
+        (MultipartImport = "multipart/form-data"),
+    )),
+    responses((status = 200, body = ImportReport), (status = 400, body = crate::error::ErrorBody),
+              (status = 413, body = crate::error::ErrorBody), (status = 415, body = crate::error::ErrorBody)),
     security(("api_key" = [])))]
 pub async fn import(
     State(st): State<AppState>,
     p: Principal,
-    ApiJson(req): ApiJson<ImportContacts>,
+    req: axum::extract::Request,
 ) -> Result<Json<ImportReport>, ApiError> {
+    use axum::extract::FromRequest as _;
     p.require(Permission::Send)?;
+    crate::error::check_body_headers(&req, true)?;
+    let req = if crate::error::is_multipart(&req) {
+        read_import_form(crate::error::multipart(req, &st).await?).await?
+    } else {
+        ApiJson::<ImportContacts>::from_request(req, &st).await?.0
+    };
     let cc = req.default_country.as_deref().map(parse_country_code).transpose()?;
     let extra = check_tags(&req.tags)?;
     let mapped = map_csv(&req.csv, &req.mapping)?;

@@ -171,23 +171,77 @@ pub async fn list(State(st): State<AppState>, p: Principal) -> Result<Json<Vec<W
                 "SELECT id, url, events, account_id, enabled, created_at FROM webhooks WHERE tenant_id = ?1
                  ORDER BY created_at, id",
             )?;
-            let rows = stmt
-                .query_map(params![tenant], |r| {
-                    Ok(Webhook {
-                        id: r.get(0)?,
-                        url: r.get(1)?,
-                        events: r.get::<String>(2)?.split(',').map(str::to_owned).collect(),
-                        account_id: r.get(3)?,
-                        enabled: r.get(4)?,
-                        created_at: r.get(5)?,
-                        secret: None,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+            let rows = stmt.query_map(params![tenant], webhook_from_row)?.collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
         .await?;
     Ok(Json(rows))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhook {
+    /// A new URL, checked as at registration.
+    pub url: Option<String>,
+    /// New event types (`["*"]` for all).
+    pub events: Option<Vec<String>>,
+    /// `false`: no new event is queued for it, and queued deliveries wait, until set back to `true`.
+    pub enabled: Option<bool>,
+}
+
+/// Changes a webhook's URL, events or whether it is enabled; the signing secret stays.
+#[utoipa::path(patch, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
+    request_body = UpdateWebhook,
+    responses((status = 200, body = Webhook), (status = 400, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn update(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<UpdateWebhook>,
+) -> Result<Json<Webhook>, ApiError> {
+    p.require(Permission::Manage)?;
+    let events = req.events.as_deref().map(validate_events).transpose()?;
+    if let Some(url) = &req.url {
+        validate_url(&st, url).await?;
+    }
+    let tenant = p.tenant_id.clone();
+    st.db
+        .call(move |c| {
+            c.execute(
+                "UPDATE webhooks SET url = COALESCE(?3, url), events = COALESCE(?4, events),
+                        enabled = COALESCE(?5, enabled)
+                 WHERE tenant_id = ?1 AND id = ?2",
+                params![tenant, id, req.url, events, req.enabled],
+            )?;
+            load(c, &tenant, &id)
+        })
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("webhook"))
+}
+
+fn webhook_from_row(r: &crate::db::Row) -> crate::db::DbResult<Webhook> {
+    Ok(Webhook {
+        id: r.get(0)?,
+        url: r.get(1)?,
+        events: r.get::<String>(2)?.split(',').map(str::to_owned).collect(),
+        account_id: r.get(3)?,
+        enabled: r.get(4)?,
+        created_at: r.get(5)?,
+        secret: None,
+    })
+}
+
+fn load(c: &crate::db::Conn, tenant: &str, id: &str) -> crate::db::DbResult<Option<Webhook>> {
+    use crate::db::OptionalExtension as _;
+    c.query_row(
+        "SELECT id, url, events, account_id, enabled, created_at FROM webhooks WHERE tenant_id = ?1 AND id = ?2",
+        params![tenant, id],
+        webhook_from_row,
+    )
+    .optional()
 }
 
 #[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
