@@ -1231,6 +1231,16 @@ async fn dashboard_is_served_without_a_key() {
     assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     assert!(resp.headers().contains_key("content-security-policy"));
     let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(std::str::from_utf8(&body).unwrap().contains("/dashboard/assets/app.js"));
+    // The campaigns page is a module of its own, served without a key too.
+    let resp = h
+        .app
+        .clone()
+        .oneshot(Request::builder().uri("/dashboard/assets/campaigns.js").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(std::str::from_utf8(&body).unwrap().contains("/api/v1/campaigns"));
 }
 

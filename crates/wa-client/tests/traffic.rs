@@ -187,9 +187,9 @@ async fn offline_traffic_is_previewed_routed_and_an_unacked_notification_comes_b
     let dev = me.device();
     let (phone, bob) = (emu.phone(ME).unwrap(), emu.phone(BOB).unwrap());
     // The first login's queue: the device list the pairing left, the phone's app-state keys
-    // and its two history chunks (peer messages).
+    // and its three history chunks (peer messages: bootstrap, push names, recent).
     next_matching(&mut events, "first offline sync", |e| {
-        matches!(e, Event::OfflineSyncCompleted { count: 4, .. }).then_some(())
+        matches!(e, Event::OfflineSyncCompleted { count: 5, .. }).then_some(())
     })
     .await;
     acked(&emu, ME, dev, "notification", "account_sync").await;

@@ -324,15 +324,15 @@ async fn handshake_pair_login_and_post_login_iqs() {
     let active = c.iq("passive", "set", "4", vec![Node::new("active")]).await;
     assert_eq!(active.attr_str("type").unwrap(), "result");
     // Activation: edge routing, a preview of the queue (the device list notification the
-    // pairing queued, the phone's app-state key share and its two history chunks), the queue,
+    // pairing queued, the phone's app-state key share and its three history chunks), the queue,
     // then the end-of-queue marker.
     let routing = c.recv().await.unwrap();
     assert!(routing.child_path(&["edge_routing", "routing_info"]).is_some(), "{routing:?}");
     let preview = c.recv().await.unwrap();
     let preview = preview.child("offline_preview").unwrap();
-    assert_eq!(preview.attr_str("count").unwrap(), "4");
+    assert_eq!(preview.attr_str("count").unwrap(), "5");
     assert_eq!(preview.attr_str("notification").unwrap(), "1");
-    assert_eq!(preview.attr_str("message").unwrap(), "3");
+    assert_eq!(preview.attr_str("message").unwrap(), "4");
     let sync = c.recv().await.unwrap();
     assert_eq!(
         (sync.tag.as_str(), sync.attr_str("type").unwrap().as_ref()),
@@ -349,9 +349,9 @@ async fn handshake_pair_login_and_post_login_iqs() {
             .attr("type", "account_sync"),
     )
     .await;
-    // The phone's key share, then its two history chunks: peer messages from device 0 (not
-    // decrypted here).
-    for _ in 0..3 {
+    // The phone's key share, then its three history chunks (bootstrap, push names, recent):
+    // peer messages from device 0 (not decrypted here).
+    for _ in 0..4 {
         let peer = c.recv().await.unwrap();
         assert_eq!(
             (
@@ -372,7 +372,7 @@ async fn handshake_pair_login_and_post_login_iqs() {
     }
     let offline = c.recv().await.unwrap();
     assert_eq!(offline.tag, "ib");
-    assert_eq!(offline.child("offline").unwrap().attr_str("count").unwrap(), "4");
+    assert_eq!(offline.child("offline").unwrap().attr_str("count").unwrap(), "5");
     let digest = c.iq("encrypt", "get", "5", vec![Node::new("digest")]).await;
     assert!(digest.child("digest").is_some());
     let ping = c.iq("w:p", "get", "6", vec![Node::new("ping")]).await;
